@@ -1,0 +1,29 @@
+# One image for the five after-sales workers: each compose service / k8s
+# Deployment runs its own binary (`as-intake`, `as-review`, ...) from
+# /usr/local/bin. Built from Debian bookworm packages, as on the dev machines.
+
+FROM debian:bookworm AS build
+ARG DEBIAN_FRONTEND=noninteractive
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+      build-essential pkg-config ca-certificates \
+      librdkafka-dev libpq-dev libprotobuf-c-dev protobuf-c-compiler libuv1-dev \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+# A host build tree copied in would hold host-linked objects: start clean.
+RUN rm -rf build && make build
+
+FROM debian:bookworm-slim
+ARG DEBIAN_FRONTEND=noninteractive
+# Runtime libraries only, plus curl for the container healthcheck.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+      librdkafka1 libpq5 libprotobuf-c1 libuv1 curl ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin aftersales
+COPY --from=build /src/build/bin/ /usr/local/bin/
+USER 10001
+EXPOSE 8080
+# No default worker: the service picks its binary, e.g. `command: ["as-intake"]`.
+CMD ["sh", "-c", "echo 'choose a worker: as-intake, as-review, as-inspection, as-logistics, as-notification' >&2; exit 64"]

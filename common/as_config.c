@@ -1,0 +1,245 @@
+/* as_config: loads a service's configuration table from the environment,
+ * prints --help from the same table, and passes AS_RDKAFKA_* variables
+ * through to librdkafka. Every value, defaults included, goes through the
+ * same parser and bounds check, so a typo in the table fails as loudly as a
+ * typo in a deployment. An empty variable counts as unset: compose files and
+ * `${VAR}` substitutions produce empty strings for "not given", and taking
+ * those literally would start a worker with an empty DSN.
+ * An AS_CFG_INT row with min == max == 0 is unbounded (any long long). */
+#include "as_config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+enum { SHOW_MAX = 64 };
+
+static const char RDKAFKA_PREFIX[] = "AS_RDKAFKA_";
+
+__attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errlen,
+                                                          const char *fmt, ...) {
+  va_list ap;
+
+  if (err == NULL || errlen == 0)
+    return;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+}
+
+/* A bad value as it may be echoed in an error: at most SHOW_MAX bytes, with
+ * anything not printable ASCII replaced, so an error line stays one line. */
+static void show_value(char out[SHOW_MAX + 4], const char *v) {
+  size_t i;
+
+  for (i = 0; v[i] != '\0' && i < SHOW_MAX; i++)
+    out[i] = v[i] >= 0x20 && v[i] < 0x7F ? v[i] : '?';
+  strcpy(out + i, v[i] != '\0' ? "..." : "");
+}
+
+static bool int_bounded(const as_cfg_param_t *p) {
+  return p->min != 0 || p->max != 0;
+}
+
+static int parse_int(const as_cfg_param_t *p, const char *v, long long *out, char *err,
+                     size_t errlen) {
+  char shown[SHOW_MAX + 4], *end;
+  long long n;
+
+  errno = 0;
+  n = strtoll(v, &end, 10);
+  /* strtoll skips leading blanks; a value with any is as malformed as one
+   * with trailing garbage. */
+  if ((v[0] == '-' || v[0] == '+' || (v[0] >= '0' && v[0] <= '9')) && *end == '\0' &&
+      errno == 0 && (!int_bounded(p) || (n >= p->min && n <= p->max))) {
+    *out = n;
+    return 0;
+  }
+  show_value(shown, v);
+  if (int_bounded(p))
+    set_err(err, errlen, "%s: must be an integer between %lld and %lld, got \"%s\"", p->name,
+            p->min, p->max, shown);
+  else
+    set_err(err, errlen, "%s: must be an integer, got \"%s\"", p->name, shown);
+  return -EINVAL;
+}
+
+static int parse_bool(const as_cfg_param_t *p, const char *v, bool *out, char *err,
+                      size_t errlen) {
+  static const char *const yes[] = {"1", "true", "yes", "on"};
+  static const char *const no[] = {"0", "false", "no", "off"};
+  char shown[SHOW_MAX + 4];
+
+  for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
+    if (strcasecmp(v, yes[i]) == 0 || strcasecmp(v, no[i]) == 0) {
+      *out = strcasecmp(v, yes[i]) == 0;
+      return 0;
+    }
+  }
+  show_value(shown, v);
+  set_err(err, errlen, "%s: must be one of 1/0/true/false/yes/no/on/off, got \"%s\"", p->name,
+          shown);
+  return -EINVAL;
+}
+
+/* String values are not echoed: they may be DSNs with passwords. */
+static int check_str(const as_cfg_param_t *p, const char *v, char *err, size_t errlen) {
+  size_t len = strlen(v);
+
+  if (p->max > 0 && len > (unsigned long long)p->max) {
+    set_err(err, errlen, "%s: must be at most %lld bytes, got %zu", p->name, p->max, len);
+    return -EINVAL;
+  }
+  for (size_t i = 0; i < len; i++) {
+    if ((unsigned char)v[i] < 0x20 || v[i] == 0x7F) {
+      set_err(err, errlen, "%s: must not contain control characters (byte %zu is 0x%02x)",
+              p->name, i, (unsigned char)v[i]);
+      return -EINVAL;
+    }
+  }
+  return 0;
+}
+
+static int load_one(const as_cfg_param_t *p, char *base, char *err, size_t errlen) {
+  const char *v = getenv(p->name);
+  long long n;
+  bool b;
+  int rc;
+
+  if (v == NULL || v[0] == '\0')
+    v = p->def;
+  if (v == NULL) {
+    set_err(err, errlen, "%s: required but not set", p->name);
+    return -EINVAL;
+  }
+  switch (p->type) {
+  case AS_CFG_INT:
+    if ((rc = parse_int(p, v, &n, err, errlen)) == 0)
+      memcpy(base + p->offset, &n, sizeof n);
+    return rc;
+  case AS_CFG_BOOL:
+    if ((rc = parse_bool(p, v, &b, err, errlen)) == 0)
+      memcpy(base + p->offset, &b, sizeof b);
+    return rc;
+  case AS_CFG_STR:
+    if ((rc = check_str(p, v, err, errlen)) == 0)
+      memcpy(base + p->offset, &v, sizeof v);
+    return rc;
+  }
+  set_err(err, errlen, "%s: unknown type %d in the configuration table", p->name, (int)p->type);
+  return -EINVAL;
+}
+
+int as_config_load(const as_cfg_param_t *table, size_t n, void *out, char *err, size_t errlen) {
+  set_err(err, errlen, "%s", "");
+  for (size_t i = 0; i < n; i++) {
+    int rc = load_one(&table[i], out, err, errlen);
+
+    if (rc != 0)
+      return rc;
+  }
+  return 0;
+}
+
+/* "(int, default 500, 1..10000)" and the like. */
+static void help_head(FILE *f, const as_cfg_param_t *p) {
+  static const char *const types[] = {[AS_CFG_STR] = "string", [AS_CFG_INT] = "int",
+                                      [AS_CFG_BOOL] = "bool"};
+  const char *type = (unsigned)p->type < 3 ? types[p->type] : "?";
+
+  fprintf(f, "  %s (%s, ", p->name, type);
+  if (p->def == NULL)
+    fputs("required", f);
+  else if (p->type == AS_CFG_STR)
+    fprintf(f, "default \"%s\"", p->def);
+  else
+    fprintf(f, "default %s", p->def);
+  if (p->type == AS_CFG_INT && int_bounded(p))
+    fprintf(f, ", %lld..%lld", p->min, p->max);
+  if (p->type == AS_CFG_STR && p->max > 0)
+    fprintf(f, ", at most %lld bytes", p->max);
+  fputs(")\n", f);
+}
+
+/* Help text indented under its variable, line by line. */
+static void help_body(FILE *f, const char *help) {
+  while (help != NULL && *help != '\0') {
+    size_t n = strcspn(help, "\n");
+
+    fprintf(f, "      %.*s\n", (int)n, help);
+    help += n + (help[n] == '\n');
+  }
+}
+
+void as_config_help(FILE *f, const char *prog, const char *summary,
+                    const as_cfg_param_t *const *tables, const size_t *sizes, size_t ntables) {
+  fprintf(f, "usage: %s\n", prog != NULL ? prog : "?");
+  if (summary != NULL && *summary != '\0')
+    fprintf(f, "%s\n", summary);
+  fputs("\nConfiguration comes from environment variables (empty counts as unset):\n", f);
+  for (size_t t = 0; t < ntables; t++) {
+    for (size_t i = 0; i < sizes[t]; i++) {
+      help_head(f, &tables[t][i]);
+      help_body(f, tables[t][i].help);
+    }
+  }
+  fputs("  AS_RDKAFKA_<PROP>\n"
+        "      Passed to librdkafka as <prop>, lower case with '_' -> '.',\n"
+        "      e.g. AS_RDKAFKA_SESSION_TIMEOUT_MS=6000 sets session.timeout.ms=6000.\n",
+        f);
+}
+
+/* Maps "SESSION_TIMEOUT_MS" (up to '=') to "session.timeout.ms". Refuses
+ * anything but [A-Z0-9] words joined by single '_', since the result would
+ * not be a librdkafka property name. */
+static int map_prop(const char *name, const char *eq, char *prop, size_t cap) {
+  size_t n = (size_t)(eq - name);
+
+  if (n == 0 || n >= cap || name[0] == '_' || name[n - 1] == '_')
+    return -EINVAL;
+  for (size_t i = 0; i < n; i++) {
+    char c = name[i];
+
+    if (c == '_' && name[i + 1] == '_')
+      return -EINVAL;
+    if (c == '_')
+      prop[i] = '.';
+    else if (c >= 'A' && c <= 'Z')
+      prop[i] = (char)(c - 'A' + 'a');
+    else if (c >= '0' && c <= '9')
+      prop[i] = c;
+    else
+      return -EINVAL;
+  }
+  prop[n] = '\0';
+  return 0;
+}
+
+int as_config_each_rdkafka(int (*set)(void *arg, const char *prop, const char *value, char *err,
+                                      size_t errlen),
+                           void *arg, char *err, size_t errlen) {
+  const size_t plen = sizeof RDKAFKA_PREFIX - 1;
+  char prop[256], shown[SHOW_MAX + 4];
+
+  for (char **e = environ; e != NULL && *e != NULL; e++) {
+    const char *eq = strchr(*e, '=');
+    int rc;
+
+    if (strncmp(*e, RDKAFKA_PREFIX, plen) != 0 || eq == NULL)
+      continue;
+    if (map_prop(*e + plen, eq, prop, sizeof prop) != 0) {
+      show_value(shown, *e);
+      shown[strcspn(shown, "=")] = '\0';
+      set_err(err, errlen,
+              "%s: after %s only A-Z, 0-9 and single '_' between words are allowed", shown,
+              RDKAFKA_PREFIX);
+      return -EINVAL;
+    }
+    if ((rc = set(arg, prop, eq + 1, err, errlen)) != 0)
+      return rc;
+  }
+  return 0;
+}

@@ -1,0 +1,105 @@
+/* as_db: a libpq connection that reconnects on demand and classifies
+ * failures as transient or permanent. */
+#include "as_db.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+void as_db_init(as_db_t *db, const char *dsn, const char *app_name, const as_log_t *log) {
+  memset(db, 0, sizeof *db);
+  db->dsn = dsn;
+  db->app_name = app_name;
+  db->log = log;
+}
+
+static void set_err(as_db_t *db, const char *sqlstate, const char *msg) {
+  snprintf(db->sqlstate, sizeof db->sqlstate, "%s", sqlstate ? sqlstate : "");
+  snprintf(db->err, sizeof db->err, "%s", msg ? msg : "");
+  char *nl = strchr(db->err, '\n');
+  if (nl) *nl = '\0';
+}
+
+void as_db_close(as_db_t *db) {
+  if (db->conn && db->on_close) db->on_close(db->on_close_arg, PQsocket(db->conn));
+  if (db->conn) PQfinish(db->conn);
+  db->conn = NULL;
+}
+
+/* Server notices ("schema already exists, skipping") become debug lines
+ * instead of raw text on stderr, which must hold JSON lines only. */
+static void notice(void *arg, const char *message) {
+  const as_db_t *db = arg;
+  char line[256];
+  snprintf(line, sizeof line, "%s", message);
+  line[strcspn(line, "\n")] = '\0';
+  if (db->log) AS_DEBUG(db->log, "postgres notice", AS_F_STR("detail", line));
+}
+
+int as_db_ensure(as_db_t *db) {
+  if (db->conn && PQstatus(db->conn) == CONNECTION_OK) return 0;
+  if (db->conn) {
+    as_db_close(db);
+    db->reconnects++;
+  }
+  /* Our defaults first, so that anything the DSN says wins. */
+  const char *keys[] = {"connect_timeout", "application_name", "dbname", NULL};
+  const char *vals[] = {"3", db->app_name, db->dsn, NULL};
+  db->conn = PQconnectdbParams(keys, vals, 1);
+  if (PQstatus(db->conn) != CONNECTION_OK) {
+    set_err(db, "08001", PQerrorMessage(db->conn));
+    as_db_close(db);
+    return -ECONNREFUSED;
+  }
+  PQsetNoticeProcessor(db->conn, notice, db);
+  set_err(db, NULL, NULL);
+  return 0;
+}
+
+bool as_db_sqlstate_transient(const char *s) {
+  if (!s || !s[0]) return true; /* no answer from the server at all */
+  return strncmp(s, "08", 2) == 0 ||      /* connection exception */
+         strcmp(s, "40001") == 0 ||       /* serialization failure */
+         strcmp(s, "40P01") == 0 ||       /* deadlock detected */
+         strncmp(s, "53", 2) == 0 ||      /* insufficient resources */
+         strncmp(s, "57P", 3) == 0 ||     /* admin/crash shutdown, cannot connect now */
+         strcmp(s, "55P03") == 0;         /* lock not available */
+}
+
+int as_db_query_ex(as_db_t *db, const char *sql, int n, const char *const *vals, const int *lens,
+                   const int *fmts, int result_format, PGresult **out) {
+  if (out) *out = NULL;
+  if (!db->conn) {
+    set_err(db, "08003", "not connected");
+    return -EAGAIN;
+  }
+  PGresult *r = PQexecParams(db->conn, sql, n, NULL, vals, lens, fmts, result_format);
+  ExecStatusType st = PQresultStatus(r);
+  if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+    if (out) *out = r;
+    else PQclear(r);
+    return 0;
+  }
+  const char *primary = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+  set_err(db, r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL,
+          primary ? primary : PQerrorMessage(db->conn));
+  PQclear(r);
+  bool bad = PQstatus(db->conn) != CONNECTION_OK;
+  if (bad) as_db_close(db);
+  return (bad || as_db_sqlstate_transient(db->sqlstate)) ? -EAGAIN : -EIO;
+}
+
+int as_db_query(as_db_t *db, const char *sql, int n, const char *const *vals, PGresult **out) {
+  return as_db_query_ex(db, sql, n, vals, NULL, NULL, 0, out);
+}
+
+int as_db_begin(as_db_t *db) { return as_db_query(db, "BEGIN", 0, NULL, NULL); }
+
+int as_db_commit(as_db_t *db) { return as_db_query(db, "COMMIT", 0, NULL, NULL); }
+
+void as_db_rollback(as_db_t *db) {
+  if (!db->conn) return;
+  PGresult *r = PQexec(db->conn, "ROLLBACK");
+  PQclear(r);
+  if (PQstatus(db->conn) != CONNECTION_OK) as_db_close(db);
+}

@@ -1,0 +1,51 @@
+/* as_http: the worker's tiny HTTP/1.1 listener for probes and metrics.
+ *
+ * It serves GET (and HEAD) with one response per connection ("Connection:
+ * close"); anything else gets 405, a request head over 8 KiB or not complete
+ * within 5 s gets 400/408 and the connection closed. It is for
+ * /healthz, /readyz and /metrics on a loopback or cluster-internal port, not
+ * for the internet.
+ *
+ * Ownership: as_http_t is owned by the caller from as_http_start until the
+ * done callback of as_http_close has run (handle memory is freed only after
+ * every libuv handle is closed). The route callback hands ownership of the
+ * malloc'd body to the listener, which frees it after the write. */
+#ifndef AS_HTTP_H
+#define AS_HTTP_H
+
+#include <stddef.h>
+#include <uv.h>
+
+typedef struct as_http as_http_t;
+
+typedef struct as_http_response {
+  int status;               /* 200, 404, 503 ... */
+  const char *content_type; /* static string */
+  char *body;               /* malloc'd; taken by the listener; may be NULL */
+  size_t body_len;
+} as_http_response_t;
+
+/* Called on the loop thread for each complete request; path excludes the
+ * query string. Must fill resp; on allocation failure leave body NULL and set
+ * status 500. */
+typedef void (*as_http_route_cb)(void *arg, const char *method, const char *path,
+                                 as_http_response_t *resp);
+
+/* Binds addr:port (port 0 = ephemeral) and starts listening. Returns NULL on
+ * failure with the reason in err; the half-made listener handle is then
+ * released by the loop's next run, so run the loop before uv_loop_close. */
+as_http_t *as_http_start(uv_loop_t *loop, const char *addr, int port, as_http_route_cb cb,
+                         void *arg, char *err, size_t errlen);
+
+/* The bound port (useful with port 0). */
+int as_http_port(const as_http_t *h);
+
+/* The request timeout (default 5000 ms) for connections accepted from now
+ * on; for tests. */
+void as_http_set_timeout_ms(as_http_t *h, unsigned ms);
+
+/* Stops listening, closes open connections, frees everything, then calls
+ * done(arg) from a close callback. as_http_close(NULL, ...) calls nothing. */
+void as_http_close(as_http_t *h, void (*done)(void *arg), void *arg);
+
+#endif

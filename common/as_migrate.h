@@ -1,0 +1,36 @@
+/* as_migrate: versioned SQL migrations embedded in the binary and applied
+ * at start.
+ *
+ * Each migration is a file NNN_name.sql; scripts/embed_sql.sh turns a folder
+ * of them into an as_migration_t array ending with {NULL, NULL}. "{{schema}}"
+ * in the text is replaced by the target schema's name. Applied versions are
+ * recorded in <schema>.schema_migrations; a session advisory lock per schema
+ * makes concurrent starts of several instances safe.
+ *
+ * Ownership: arrays are static; nothing returned needs freeing. */
+#ifndef AS_MIGRATE_H
+#define AS_MIGRATE_H
+
+#include <stddef.h>
+
+typedef struct as_migration {
+  const char *version; /* "001_inbox_outbox" */
+  const char *sql;
+} as_migration_t;
+
+extern const as_migration_t as_sql_runtime[]; /* per-service inbox/outbox/deadlines */
+extern const as_migration_t as_sql_cases[];   /* the shared case tables, schema "cases" */
+
+struct pg_conn;
+
+/* Applies every migration of list not yet recorded in schema under source
+ * (e.g. "runtime", "probe": several lists may share a schema). Returns the
+ * number applied (>= 0), or -EINVAL (bad schema name) / -EIO with the
+ * server's message in err. */
+int as_migrate_apply(struct pg_conn *conn, const char *schema, const char *source,
+                     const as_migration_t *list, char *err, size_t errlen);
+
+/* True for a safe lower-case SQL identifier ([a-z_][a-z0-9_]{0,62}). */
+int as_migrate_ident_ok(const char *s);
+
+#endif

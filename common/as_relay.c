@@ -1,0 +1,347 @@
+/* as_relay: the transactional outbox's publisher. See as_relay.h for the
+ * guarantees; this file is the state machine: IDLE -> (round) IN_FLIGHT ->
+ * (all delivery reports in) mark sent -> IDLE. */
+#include "as_relay.h"
+
+#include <endian.h>
+#include <fcntl.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "as_buf.h"
+#include "as_db.h"
+
+struct as_relay {
+  uv_loop_t *loop;
+  as_relay_conf_t conf;
+  const as_log_t *log;
+  as_kafka_ctx_t kctx;
+  as_db_t db;
+  rd_kafka_t *producer;
+  int pipefd[2];
+  uv_poll_t pipe_poll;
+  uv_poll_t *pg_poll; /* per connection; NULL when none */
+  uv_timer_t tick, kick;
+  bool active, in_flight, caught_up, closing, fatal;
+  size_t nflight, ndone, cap;
+  int64_t *ids;
+  rd_kafka_resp_err_t *status;
+  uint64_t retry_at_ms, backlog_at_ms, janitor_at_ms;
+  unsigned backoff_ms;
+  int open_handles;
+  void (*done)(void *);
+  void *done_arg;
+  as_counter_t *published, *failed;
+  as_gauge_t *backlog, *active_g;
+  char channel[80], sql_select[256], sql_mark[160], sql_count[160], sql_janitor[256], lock_key[80];
+};
+
+static void on_pg_poll_closed(uv_handle_t *h) { free(h); }
+
+/* as_db is about to close the socket: stop watching it first. */
+static void on_db_close(void *arg, int fd) {
+  as_relay_t *r = arg;
+  (void)fd;
+  if (r->pg_poll) uv_close((uv_handle_t *)r->pg_poll, on_pg_poll_closed);
+  r->pg_poll = NULL;
+  r->active = false; /* the advisory lock died with the session */
+}
+
+static void on_pg_readable(uv_poll_t *h, int status, int events) {
+  as_relay_t *r = h->data;
+  (void)events;
+  if (status < 0 || !r->db.conn) return;
+  bool notified = false;
+  if (!PQconsumeInput(r->db.conn)) {
+    as_db_close(&r->db);
+    return;
+  }
+  for (PGnotify *n; (n = PQnotifies(r->db.conn)); PQfreemem(n)) notified = true;
+  if (notified) as_relay_kick(r);
+}
+
+static int relay_connect(as_relay_t *r) {
+  if (r->db.conn) return 0;
+  if (as_db_ensure(&r->db) < 0) return -EAGAIN;
+  char sql[128];
+  snprintf(sql, sizeof sql, "LISTEN %s", r->channel);
+  if (as_db_query(&r->db, sql, 0, NULL, NULL) < 0) return -EAGAIN;
+  r->pg_poll = malloc(sizeof *r->pg_poll);
+  if (!r->pg_poll || uv_poll_init(r->loop, r->pg_poll, PQsocket(r->db.conn)) < 0) {
+    free(r->pg_poll);
+    r->pg_poll = NULL;
+    return 0; /* the timer still drives rounds */
+  }
+  r->pg_poll->data = r;
+  uv_poll_start(r->pg_poll, UV_READABLE, on_pg_readable);
+  return 0;
+}
+
+static void try_lock(as_relay_t *r) {
+  PGresult *res = NULL;
+  const char *vals[1] = {r->lock_key};
+  if (as_db_query(&r->db, "SELECT pg_try_advisory_lock(hashtext($1))", 1, vals, &res) == 0) {
+    bool got = PQgetvalue(res, 0, 0)[0] == 't';
+    if (got && !r->active) AS_INFO(r->log, "outbox relay active", AS_F_STR("schema", r->conf.schema));
+    r->active = got;
+  }
+  PQclear(res);
+  as_gauge_set(r->active_g, r->active ? 1 : 0);
+}
+
+static uint64_t now_ms(const as_relay_t *r) { return uv_now(r->loop); }
+
+static void backoff(as_relay_t *r) {
+  r->backoff_ms = r->backoff_ms ? r->backoff_ms * 2 : 100;
+  if (r->backoff_ms > 5000) r->backoff_ms = 5000;
+  r->retry_at_ms = now_ms(r) + r->backoff_ms;
+}
+
+static int grow(as_relay_t *r, size_t n) {
+  if (n <= r->cap) return 0;
+  int64_t *ids = realloc(r->ids, n * sizeof *ids);
+  if (!ids) return -ENOMEM;
+  r->ids = ids;
+  rd_kafka_resp_err_t *st = realloc(r->status, n * sizeof *st);
+  if (!st) return -ENOMEM;
+  r->status = st;
+  r->cap = n;
+  return 0;
+}
+
+static int produce_row(as_relay_t *r, PGresult *res, int i) {
+  uint64_t be;
+  memcpy(&be, PQgetvalue(res, i, 0), sizeof be);
+  r->ids[i] = (int64_t)be64toh(be);
+  r->status[i] = RD_KAFKA_RESP_ERR__IN_PROGRESS;
+  char topic[256];
+  snprintf(topic, sizeof topic, "%.*s", PQgetlength(res, i, 2), PQgetvalue(res, i, 2));
+  rd_kafka_resp_err_t e = rd_kafka_producev(
+      r->producer, RD_KAFKA_V_TOPIC(topic),
+      RD_KAFKA_V_KEY(PQgetvalue(res, i, 3), (size_t)PQgetlength(res, i, 3)),
+      RD_KAFKA_V_VALUE(PQgetvalue(res, i, 4), (size_t)PQgetlength(res, i, 4)),
+      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+      RD_KAFKA_V_HEADER("event_id", PQgetvalue(res, i, 1), (ssize_t)PQgetlength(res, i, 1)),
+      RD_KAFKA_V_OPAQUE((void *)(intptr_t)i), RD_KAFKA_V_END);
+  if (e) {
+    AS_WARN(r->log, "outbox produce refused", AS_F_STR("topic", topic),
+            AS_F_STR("error", rd_kafka_err2str(e)));
+    return -1;
+  }
+  return 0;
+}
+
+/* Reads unsent rows and hands them to the producer. */
+static void round_start(as_relay_t *r) {
+  PGresult *res = NULL;
+  char lim[16];
+  snprintf(lim, sizeof lim, "%d", r->conf.batch);
+  const char *vals[1] = {lim};
+  if (as_db_query_ex(&r->db, r->sql_select, 1, vals, NULL, NULL, 1, &res) < 0) {
+    backoff(r);
+    return;
+  }
+  int n = PQntuples(res);
+  r->caught_up = n == 0;
+  if (n > 0 && grow(r, (size_t)n) == 0) {
+    int sent = 0;
+    while (sent < n && produce_row(r, res, sent) == 0) sent++;
+    r->nflight = (size_t)sent;
+    r->ndone = 0;
+    r->in_flight = sent > 0;
+    if (sent < n) backoff(r);
+  }
+  PQclear(res);
+}
+
+static void round_finish(as_relay_t *r) {
+  if (r->conf.failpoint && strcmp(r->conf.failpoint, "relay_after_delivery") == 0) raise(SIGKILL);
+  as_buf_t ids;
+  as_buf_init(&ids);
+  as_buf_arr_open(&ids);
+  size_t ok = 0;
+  for (size_t i = 0; i < r->nflight; i++) {
+    if (r->status[i] != RD_KAFKA_RESP_ERR_NO_ERROR) continue;
+    char num[24];
+    as_buf_arr_raw(&ids, num, (size_t)snprintf(num, sizeof num, "%lld", (long long)r->ids[i]));
+    ok++;
+  }
+  as_buf_arr_close(&ids);
+  const char *vals[1] = {as_buf_str(&ids)};
+  int rc = as_buf_ok(&ids) ? as_db_query(&r->db, r->sql_mark, 1, vals, NULL) : -ENOMEM;
+  as_buf_free(&ids);
+  r->in_flight = false;
+  as_counter_add(r->published, ok);
+  as_counter_add(r->failed, r->nflight - ok);
+  if (rc < 0 || ok < r->nflight) {
+    backoff(r); /* unmarked rows go out again: same event ids */
+  } else {
+    r->backoff_ms = 0;
+    if (r->nflight == (size_t)r->conf.batch) as_relay_kick(r);
+  }
+}
+
+static void housekeeping(as_relay_t *r) {
+  uint64_t now = now_ms(r);
+  if (now >= r->backlog_at_ms) {
+    PGresult *res = NULL;
+    if (as_db_query(&r->db, r->sql_count, 0, NULL, &res) == 0)
+      as_gauge_set(r->backlog, (double)strtoll(PQgetvalue(res, 0, 0), NULL, 10));
+    PQclear(res);
+    r->backlog_at_ms = now + 2000;
+  }
+  if (r->active && now >= r->janitor_at_ms) {
+    as_db_query(&r->db, r->sql_janitor, 0, NULL, NULL);
+    r->janitor_at_ms = now + 60000;
+  }
+}
+
+static void serve_producer(as_relay_t *r) {
+  if (!r->producer) return;
+  rd_kafka_poll(r->producer, 0);
+  if (r->in_flight && r->ndone >= r->nflight) round_finish(r);
+}
+
+static void relay_step(as_relay_t *r) {
+  serve_producer(r);
+  if (r->closing || r->in_flight || now_ms(r) < r->retry_at_ms) return;
+  if (relay_connect(r) < 0) {
+    backoff(r);
+    return;
+  }
+  housekeeping(r);
+  if (!r->active) try_lock(r);
+  if (!r->active) {
+    r->caught_up = true;
+    return;
+  }
+  if (r->db.conn) round_start(r);
+}
+
+static void on_tick(uv_timer_t *t) { relay_step(t->data); }
+
+static void on_pipe(uv_poll_t *h, int status, int events) {
+  as_relay_t *r = h->data;
+  (void)status;
+  (void)events;
+  char buf[64];
+  while (read(r->pipefd[0], buf, sizeof buf) > 0) {
+  }
+  serve_producer(r);
+}
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+  (void)rk;
+  as_relay_t *r = ((as_kafka_ctx_t *)opaque)->owner;
+  size_t i = (size_t)(intptr_t)m->_private;
+  if (i < r->nflight) {
+    r->status[i] = m->err;
+    r->ndone++;
+  }
+}
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+  as_relay_t *r = ((as_kafka_ctx_t *)opaque)->owner;
+  (void)rk;
+  if (err == RD_KAFKA_RESP_ERR__FATAL) r->fatal = true;
+  AS_WARN(r->log, "producer error", AS_F_STR("error", rd_kafka_err2str(err)), AS_F_STR("detail", reason));
+}
+
+void as_relay_kick(as_relay_t *r) {
+  if (r && !r->closing) uv_timer_start(&r->kick, on_tick, 0, 0);
+}
+
+bool as_relay_db_ok(const as_relay_t *r) { return r->db.conn != NULL; }
+
+bool as_relay_caught_up(const as_relay_t *r) { return !r->in_flight && r->caught_up; }
+
+static void format_sql(as_relay_t *r) {
+  const char *s = r->conf.schema;
+  snprintf(r->channel, sizeof r->channel, "as_outbox_%s", s);
+  snprintf(r->lock_key, sizeof r->lock_key, "as_relay:%s", s);
+  snprintf(r->sql_select, sizeof r->sql_select,
+           "SELECT id, event_id::text, topic, msg_key, payload FROM %s.outbox"
+           " WHERE sent_at IS NULL ORDER BY id LIMIT $1::int", s);
+  snprintf(r->sql_mark, sizeof r->sql_mark,
+           "UPDATE %s.outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", s);
+  snprintf(r->sql_count, sizeof r->sql_count, "SELECT count(*) FROM %s.outbox WHERE sent_at IS NULL", s);
+  snprintf(r->sql_janitor, sizeof r->sql_janitor,
+           "DELETE FROM %s.outbox WHERE id IN (SELECT id FROM %s.outbox WHERE sent_at < now() - "
+           "make_interval(secs => %d) LIMIT 50000)", s, s, r->conf.retention_s);
+}
+
+static void init_metrics(as_relay_t *r, as_metrics_t *m) {
+  r->published = as_metrics_counter(m, "as_outbox_published_total", "Outbox rows delivered to Kafka.", NULL);
+  r->failed = as_metrics_counter(m, "as_outbox_failed_total", "Outbox deliveries that failed and will be retried.", NULL);
+  r->backlog = as_metrics_gauge(m, "as_outbox_backlog", "Outbox rows not yet published.", NULL);
+  r->active_g = as_metrics_gauge(m, "as_relay_active", "1 if this instance is the active outbox relay.", NULL);
+}
+
+as_relay_t *as_relay_new(uv_loop_t *loop, const as_relay_conf_t *conf, const as_log_t *log,
+                         as_metrics_t *metrics, char *err, size_t errlen) {
+  as_relay_t *r = calloc(1, sizeof *r);
+  if (!r) return NULL;
+  r->loop = loop;
+  r->conf = *conf;
+  r->log = log;
+  r->kctx = (as_kafka_ctx_t){.log = log, .owner = r};
+  r->pipefd[0] = r->pipefd[1] = -1;
+  as_db_init(&r->db, conf->dsn, conf->client_id, log);
+  r->db.on_close = on_db_close;
+  r->db.on_close_arg = r;
+  format_sql(r);
+  init_metrics(r, metrics);
+  if (pipe2(r->pipefd, O_NONBLOCK | O_CLOEXEC) < 0) {
+    snprintf(err, errlen, "pipe: %s", strerror(errno));
+    goto fail;
+  }
+  as_kafka_opts_t o = {.bootstrap = conf->bootstrap, .client_id = conf->client_id, .ctx = &r->kctx,
+                       .dr_msg_cb = dr_cb, .error_cb = error_cb};
+  r->producer = as_kafka_producer_new(&o, r->pipefd[1], err, errlen);
+  if (!r->producer) goto fail;
+  uv_timer_init(loop, &r->tick);
+  uv_timer_init(loop, &r->kick);
+  uv_poll_init(loop, &r->pipe_poll, r->pipefd[0]);
+  r->tick.data = r->kick.data = r->pipe_poll.data = r;
+  uv_poll_start(&r->pipe_poll, UV_READABLE, on_pipe);
+  uv_timer_start(&r->tick, on_tick, 0, (uint64_t)conf->interval_ms);
+  return r;
+fail:
+  if (r->pipefd[0] >= 0) close(r->pipefd[0]);
+  if (r->pipefd[1] >= 0) close(r->pipefd[1]);
+  free(r);
+  return NULL;
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+  as_relay_t *r = h->data;
+  if (--r->open_handles > 0) return;
+  rd_kafka_destroy(r->producer);
+  close(r->pipefd[0]);
+  close(r->pipefd[1]);
+  void (*done)(void *) = r->done;
+  void *arg = r->done_arg;
+  free(r->ids);
+  free(r->status);
+  free(r);
+  if (done) done(arg);
+}
+
+void as_relay_close(as_relay_t *r, int timeout_ms, void (*done)(void *arg), void *arg) {
+  if (!r) return;
+  r->closing = true;
+  r->done = done;
+  r->done_arg = arg;
+  /* Deliver what is in flight and mark it, so a clean stop republishes nothing. */
+  rd_kafka_flush(r->producer, timeout_ms);
+  serve_producer(r);
+  as_db_close(&r->db); /* closes pg_poll via on_db_close */
+  r->open_handles = 3;
+  uv_close((uv_handle_t *)&r->tick, on_handle_closed);
+  uv_close((uv_handle_t *)&r->kick, on_handle_closed);
+  uv_close((uv_handle_t *)&r->pipe_poll, on_handle_closed);
+}

@@ -1,0 +1,727 @@
+/* as_worker: the runtime loop of every service. It owns the consumer, the
+ * batch transaction, offset commits, the relay, the deadline scanner,
+ * signals and the probe/metrics listener; see as_worker.h for the batch
+ * contract. Everything runs on one libuv loop thread. */
+#include "as_worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "as_deadline.h"
+#include "as_http.h"
+#include "as_kafka.h"
+#include "as_relay.h"
+
+typedef struct as_runtime_conf {
+  const char *instance, *bootstrap, *group_id, *dsn, *schema, *http_addr, *log_level;
+  const char *dlq_topic, *failpoint;
+  long long batch_max, max_message_bytes, dlq_max_bytes, http_port, relay_batch;
+  long long relay_interval_ms, scan_interval_ms, retry_max_ms, shutdown_timeout_ms;
+  long long outbox_retention_s, failpoint_after, poll_interval_ms;
+} as_runtime_conf_t;
+
+#define RC(field) offsetof(as_runtime_conf_t, field)
+static const as_cfg_param_t runtime_params[] = {
+    {"AS_KAFKA_BOOTSTRAP", AS_CFG_STR, "127.0.0.1:9092", 0, 1024, RC(bootstrap), "Kafka bootstrap servers (host:port,...)."},
+    {"AS_GROUP_ID", AS_CFG_STR, "", 0, 200, RC(group_id), "Consumer group; default aftersales-<service>."},
+    {"AS_DB_DSN", AS_CFG_STR, "", 0, 1024, RC(dsn), "libpq connection string or URI; empty = PG* environment."},
+    {"AS_DB_SCHEMA", AS_CFG_STR, "", 0, 62, RC(schema), "Schema of this service's tables; default the service name."},
+    {"AS_INSTANCE", AS_CFG_STR, "", 0, 90, RC(instance), "Instance name in logs, metrics and events; default host-pid."},
+    {"AS_BATCH_MAX", AS_CFG_INT, "500", 1, 10000, RC(batch_max), "Most messages handled in one database transaction."},
+    {"AS_POLL_INTERVAL_MS", AS_CFG_INT, "100", 1, 10000, RC(poll_interval_ms), "Fallback consumer poll period (the queue also wakes the loop)."},
+    {"AS_MAX_MESSAGE_BYTES", AS_CFG_INT, "1048576", 1024, 16777216, RC(max_message_bytes), "Larger messages are dead-lettered as payload_too_large."},
+    {"AS_DLQ_TOPIC", AS_CFG_STR, "aftersales.deadletter.v1", 1, 249, RC(dlq_topic), "Dead-letter topic."},
+    {"AS_DLQ_MAX_BYTES", AS_CFG_INT, "262144", 0, 16777216, RC(dlq_max_bytes), "Original bytes kept in a dead letter (the rest is cut, size recorded)."},
+    {"AS_HTTP_ADDR", AS_CFG_STR, "0.0.0.0", 1, 64, RC(http_addr), "Address of the /healthz, /readyz and /metrics listener."},
+    {"AS_HTTP_PORT", AS_CFG_INT, "8080", 0, 65535, RC(http_port), "Port of that listener; 0 = any free port (logged)."},
+    {"AS_RELAY_BATCH", AS_CFG_INT, "1000", 1, 100000, RC(relay_batch), "Outbox rows published per relay round."},
+    {"AS_RELAY_INTERVAL_MS", AS_CFG_INT, "200", 1, 60000, RC(relay_interval_ms), "Relay timer when no commit or NOTIFY wakes it."},
+    {"AS_OUTBOX_RETENTION_S", AS_CFG_INT, "3600", 0, 2592000, RC(outbox_retention_s), "Published outbox rows are deleted after this."},
+    {"AS_SCAN_INTERVAL_MS", AS_CFG_INT, "1000", 10, 3600000, RC(scan_interval_ms), "Deadline scanner period."},
+    {"AS_RETRY_MAX_MS", AS_CFG_INT, "5000", 10, 600000, RC(retry_max_ms), "Longest backoff between retries of a batch after a transient failure."},
+    {"AS_SHUTDOWN_TIMEOUT_MS", AS_CFG_INT, "10000", 0, 600000, RC(shutdown_timeout_ms), "How long SIGTERM waits for the relay to drain."},
+    {"AS_LOG_LEVEL", AS_CFG_STR, "info", 1, 5, RC(log_level), "debug, info, warn or error."},
+    {"AS_FAILPOINT", AS_CFG_STR, "", 0, 40, RC(failpoint), "Tests only: before_db_commit, after_db_commit or relay_after_delivery kill the process with SIGKILL there."},
+    {"AS_FAILPOINT_AFTER", AS_CFG_INT, "1", 1, 1000000, RC(failpoint_after), "Tests only: the failpoint fires on this batch (1 = first)."},
+};
+#define NRUNTIME (sizeof runtime_params / sizeof runtime_params[0])
+
+struct as_worker {
+  as_log_t log; /* first: librdkafka's log callback finds it through as_kafka_ctx_t */
+  as_kafka_ctx_t kctx;
+  const as_service_t *svc;
+  void *state;
+  as_runtime_conf_t conf;
+  char instance[96], group_id[208], schema[64], client_id[160];
+  uv_loop_t loop;
+  as_metrics_t *metrics;
+  as_db_t db;
+  as_tx_conf_t tx_conf;
+  as_tx_t tx;
+  rd_kafka_t *consumer;
+  int pipefd[2];
+  as_relay_t *relay;
+  as_http_t *http;
+  uv_poll_t consumer_poll;
+  uv_timer_t poll_timer, again_timer, retry_timer, scan_timer, drain_timer;
+  uv_signal_t sigterm, sigint;
+  as_msg_t *batch;
+  as_msg_state_t *saved;
+  size_t nbatch;
+  bool pending_retry, stopping, broker_up, db_ok;
+  unsigned retry_ms;
+  uint64_t drain_deadline, batches;
+  int open_handles, exit_code;
+  struct {
+    as_counter_t *processed, *duplicates, *failed, *retries;
+    as_histogram_t *batch_size, *batch_seconds;
+    as_gauge_t *lag, *ready;
+  } m;
+};
+
+const as_log_t *as_worker_log(const as_worker_t *w) { return &w->log; }
+as_metrics_t *as_worker_metrics(as_worker_t *w) { return w->metrics; }
+const char *as_worker_schema(const as_worker_t *w) { return w->schema; }
+const char *as_worker_instance(const as_worker_t *w) { return w->instance; }
+
+static void failpoint(const as_worker_t *w, const char *where) {
+  if (strcmp(w->conf.failpoint, where) == 0 && w->batches == (uint64_t)w->conf.failpoint_after) {
+    AS_WARN(&w->log, "failpoint: killing myself", AS_F_STR("failpoint", where));
+    raise(SIGKILL);
+  }
+}
+
+/* ---- batch ------------------------------------------------------------ */
+
+static bool accepted(const as_worker_t *w, Aftersales__V1__Envelope__PayloadCase c) {
+  for (size_t i = 0; i < w->svc->naccepts; i++)
+    if (w->svc->accepts[i] == c) return true;
+  return false;
+}
+
+/* Turns raw bytes into a trusted envelope, or marks the message dead. */
+static void admit(as_worker_t *w, as_msg_t *m) {
+  const rd_kafka_message_t *k = m->rkm;
+  if (k->len > (size_t)w->conf.max_message_bytes) {
+    char d[96];
+    snprintf(d, sizeof d, "%zu bytes, limit %lld", k->len, w->conf.max_message_bytes);
+    as_tx_mark_dead(m, AS_DLQ_TOO_LARGE, d);
+    return;
+  }
+  const char *reason = NULL;
+  char detail[200];
+  m->env = as_envelope_decode(k->payload, k->len, &reason, detail, sizeof detail);
+  if (!m->env) {
+    as_tx_mark_dead(m, reason, detail);
+  } else if (!accepted(w, m->env->payload_case)) {
+    snprintf(detail, sizeof detail, "%s is not handled by %s", m->env->event_type, w->svc->name);
+    as_tx_mark_dead(m, AS_DLQ_UNEXPECTED_PAYLOAD, detail);
+  }
+}
+
+static void batch_free(as_worker_t *w) {
+  for (size_t i = 0; i < w->nbatch; i++) {
+    as_envelope_free(w->batch[i].env);
+    rd_kafka_message_destroy(w->batch[i].rkm);
+  }
+  w->nbatch = 0;
+}
+
+/* Applies msgs in one transaction. Returns 0, -EAGAIN or -EIO. */
+static int run_tx(as_worker_t *w, as_msg_t *msgs, size_t n) {
+  int rc = as_db_ensure(&w->db) < 0 ? -EAGAIN : 0;
+  if (rc == 0) rc = as_db_begin(&w->db);
+  if (rc == 0) rc = as_tx_inbox_claim(&w->tx, msgs, n);
+  as_msg_t **fresh = rc == 0 ? malloc(sizeof *fresh * n) : NULL;
+  size_t nfresh = 0;
+  if (rc == 0 && !fresh) rc = -EAGAIN;
+  for (size_t i = 0; rc == 0 && i < n; i++)
+    if (msgs[i].state == AS_MSG_NEW) fresh[nfresh++] = &msgs[i];
+  if (rc == 0 && nfresh > 0) rc = w->svc->handle(w->state, &w->tx, fresh, nfresh);
+  free(fresh);
+  if (rc == 0) rc = as_tx_flush(&w->tx, msgs, n);
+  if (rc == 0) failpoint(w, "before_db_commit");
+  if (rc == 0) rc = as_db_commit(&w->db);
+  if (rc < 0) {
+    as_db_rollback(&w->db);
+    as_tx_reset(&w->tx);
+  }
+  return rc == -EAGAIN || rc == -ENOMEM || rc == -ECONNREFUSED ? -EAGAIN : rc < 0 ? -EIO : 0;
+}
+
+/* The batch failed for a reason in its data: replay it message by message
+ * so that only the culprit is dead-lettered. */
+static int run_singly(as_worker_t *w) {
+  for (size_t i = 0; i < w->nbatch; i++) {
+    as_msg_t *m = &w->batch[i];
+    as_msg_state_t before = m->state;
+    int rc = run_tx(w, m, 1);
+    if (rc == -EIO) {
+      m->state = before;
+      char detail[240];
+      snprintf(detail, sizeof detail, "%s: %.200s", w->db.sqlstate, w->db.err);
+      as_tx_mark_dead(m, AS_DLQ_HANDLER_FAILED, detail);
+      AS_ERROR(&w->log, "message dead-lettered after handler failure",
+               AS_F_STR("case_id", m->env ? m->env->case_id : ""),
+               AS_F_STR("event_id", m->env ? m->env->event_id : ""), AS_F_STR("detail", detail));
+      rc = run_tx(w, m, 1);
+    }
+    if (rc < 0) return -EAGAIN;
+  }
+  return 0;
+}
+
+static void commit_offsets(as_worker_t *w) {
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)w->nbatch);
+  for (size_t i = 0; i < w->nbatch; i++) {
+    const rd_kafka_message_t *k = w->batch[i].rkm;
+    rd_kafka_topic_partition_t *p =
+        rd_kafka_topic_partition_list_find(l, rd_kafka_topic_name(k->rkt), k->partition);
+    if (!p) p = rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(k->rkt), k->partition);
+    if (k->offset + 1 > p->offset) p->offset = k->offset + 1;
+  }
+  rd_kafka_resp_err_t e = rd_kafka_commit(w->consumer, l, 1 /* async: a lost commit only replays */);
+  if (e) AS_WARN(&w->log, "offset commit failed", AS_F_STR("error", rd_kafka_err2str(e)));
+  rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void count_batch(as_worker_t *w, double seconds) {
+  size_t dup = 0, dead = 0;
+  for (size_t i = 0; i < w->nbatch; i++) {
+    as_msg_t *m = &w->batch[i];
+    if (m->state == AS_MSG_DUPLICATE) dup++;
+    if (m->state != AS_MSG_DEAD) continue;
+    dead++;
+    char labels[96];
+    snprintf(labels, sizeof labels, "reason=\"%s\"", m->dead_reason);
+    as_counter_add(as_metrics_counter(w->metrics, "as_messages_deadlettered_total",
+                                      "Messages sent to the dead-letter topic.", labels), 1);
+    AS_WARN(&w->log, "message dead-lettered", AS_F_STR("reason", m->dead_reason),
+            AS_F_STR("detail", m->dead_detail), AS_F_STR("topic", rd_kafka_topic_name(m->rkm->rkt)),
+            AS_F_INT("partition", m->rkm->partition), AS_F_INT("offset", m->rkm->offset),
+            AS_F_STR("case_id", m->env ? m->env->case_id : NULL),
+            AS_F_STR("trace_id", m->env ? m->env->trace_id : NULL));
+  }
+  as_counter_add(w->m.processed, w->nbatch - dup - dead);
+  as_counter_add(w->m.duplicates, dup);
+  as_histogram_observe(w->m.batch_size, (double)w->nbatch);
+  as_histogram_observe(w->m.batch_seconds, seconds);
+}
+
+static void schedule_retry(as_worker_t *w);
+
+/* Runs the batch in hand to completion, or leaves it pending for a retry. */
+static void process(as_worker_t *w) {
+  uint64_t t0 = uv_hrtime();
+  for (size_t i = 0; i < w->nbatch; i++) w->saved[i] = w->batch[i].state;
+  w->batches++;
+  int rc = run_tx(w, w->batch, w->nbatch);
+  if (rc == -EIO) {
+    AS_WARN(&w->log, "batch failed; replaying it message by message", AS_F_STR("sqlstate", w->db.sqlstate),
+            AS_F_STR("detail", w->db.err), AS_F_INT("messages", w->nbatch));
+    for (size_t i = 0; i < w->nbatch; i++) w->batch[i].state = w->saved[i];
+    rc = run_singly(w);
+  }
+  if (rc < 0) {
+    for (size_t i = 0; i < w->nbatch; i++) w->batch[i].state = w->saved[i];
+    as_counter_add(w->m.failed, w->nbatch);
+    schedule_retry(w);
+    return;
+  }
+  failpoint(w, "after_db_commit");
+  commit_offsets(w);
+  count_batch(w, (double)(uv_hrtime() - t0) / 1e9);
+  batch_free(w);
+  w->pending_retry = false;
+  w->retry_ms = 0;
+  w->db_ok = true;
+  as_relay_kick(w->relay);
+}
+
+static void pump(as_worker_t *w);
+
+static void on_retry(uv_timer_t *t) {
+  as_worker_t *w = t->data;
+  process(w);
+  if (!w->pending_retry) pump(w);
+}
+
+static void schedule_retry(as_worker_t *w) {
+  if (!w->pending_retry || w->db_ok)
+    AS_WARN(&w->log, "batch not applied; will retry", AS_F_STR("sqlstate", w->db.sqlstate),
+            AS_F_STR("detail", w->db.err), AS_F_INT("messages", w->nbatch));
+  w->pending_retry = true;
+  w->db_ok = false;
+  as_counter_add(w->m.retries, 1);
+  w->retry_ms = w->retry_ms ? w->retry_ms * 2 : 50;
+  if (w->retry_ms > (unsigned)w->conf.retry_max_ms) w->retry_ms = (unsigned)w->conf.retry_max_ms;
+  if (!w->stopping) uv_timer_start(&w->retry_timer, on_retry, w->retry_ms, 0);
+}
+
+/* ---- consumer --------------------------------------------------------- */
+
+static bool revoked(const rd_kafka_topic_partition_list_t *l, const rd_kafka_message_t *k) {
+  return rd_kafka_topic_partition_list_find(l, rd_kafka_topic_name(k->rkt), k->partition) != NULL;
+}
+
+/* Messages of revoked partitions that are in hand but unprocessed are
+ * dropped: their new owner reads them from the committed offset. */
+static void drop_revoked(as_worker_t *w, const rd_kafka_topic_partition_list_t *l) {
+  size_t keep = 0;
+  for (size_t i = 0; i < w->nbatch; i++) {
+    as_msg_t *m = &w->batch[i];
+    if (revoked(l, m->rkm)) {
+      as_envelope_free(m->env);
+      rd_kafka_message_destroy(m->rkm);
+    } else {
+      w->batch[keep++] = *m;
+    }
+  }
+  w->nbatch = keep;
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
+  as_worker_t *w = ((as_kafka_ctx_t *)opaque)->owner;
+  AS_INFO(&w->log, err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? "partitions assigned" : "partitions revoked",
+          AS_F_INT("partitions", parts->cnt));
+  if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    rd_kafka_assign(rk, parts);
+  } else {
+    drop_revoked(w, parts);
+    rd_kafka_assign(rk, NULL);
+  }
+}
+
+static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
+  (void)rk;
+  (void)len;
+  as_worker_t *w = ((as_kafka_ctx_t *)opaque)->owner;
+  w->broker_up = strstr(json, "\"state\":\"UP\"") != NULL;
+  return 0; /* librdkafka frees json */
+}
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+  (void)rk;
+  as_worker_t *w = ((as_kafka_ctx_t *)opaque)->owner;
+  if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) w->broker_up = false;
+  AS_WARN(&w->log, "consumer error", AS_F_STR("error", rd_kafka_err2str(err)), AS_F_STR("detail", reason));
+}
+
+/* Polls up to batch_max messages into the batch. */
+static void collect(as_worker_t *w) {
+  while (w->nbatch < (size_t)w->conf.batch_max) {
+    rd_kafka_message_t *k = rd_kafka_consumer_poll(w->consumer, 0);
+    if (!k) break;
+    if (k->err) {
+      AS_WARN(&w->log, "consumer poll error", AS_F_STR("error", rd_kafka_message_errstr(k)));
+      rd_kafka_message_destroy(k);
+      continue;
+    }
+    w->broker_up = true;
+    as_msg_t *m = &w->batch[w->nbatch++];
+    memset(m, 0, sizeof *m);
+    m->rkm = k;
+    admit(w, m);
+  }
+}
+
+static void on_again(uv_timer_t *t) { pump(t->data); }
+
+static void pump(as_worker_t *w) {
+  if (w->stopping || w->pending_retry) return;
+  collect(w);
+  if (w->nbatch == 0) return;
+  bool full = w->nbatch == (size_t)w->conf.batch_max;
+  process(w);
+  if (full && !w->pending_retry) uv_timer_start(&w->again_timer, on_again, 0, 0);
+}
+static void on_poll_timer(uv_timer_t *t) { pump(t->data); }
+
+static void on_consumer_event(uv_poll_t *h, int status, int events) {
+  as_worker_t *w = h->data;
+  (void)status;
+  (void)events;
+  char buf[64];
+  while (read(w->pipefd[0], buf, sizeof buf) > 0) {
+  }
+  pump(w);
+}
+
+/* ---- deadlines -------------------------------------------------------- */
+
+static int fire_deadline(void *arg, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us) {
+  as_worker_t *w = arg;
+  return w->svc->on_deadline(w->state, tx, case_id, kind, due_us);
+}
+
+static void on_scan(uv_timer_t *t) {
+  as_worker_t *w = t->data;
+  if (w->pending_retry || w->stopping || !w->svc->on_deadline) return;
+  if (as_db_ensure(&w->db) < 0 || as_db_begin(&w->db) < 0) return;
+  int n = as_deadline_scan(&w->tx, 200, fire_deadline, w);
+  int rc = n < 0 ? n : as_tx_flush(&w->tx, NULL, 0);
+  if (rc == 0) rc = as_db_commit(&w->db);
+  if (rc < 0) {
+    as_db_rollback(&w->db);
+    as_tx_reset(&w->tx);
+    AS_WARN(&w->log, "deadline scan failed", AS_F_STR("detail", w->db.err));
+    return;
+  }
+  if (n > 0) {
+    as_relay_kick(w->relay);
+    if (n == 200) uv_timer_start(&w->scan_timer, on_scan, 0, (uint64_t)w->conf.scan_interval_ms);
+  }
+}
+
+/* ---- probes and metrics ----------------------------------------------- */
+
+static bool ready(const as_worker_t *w) {
+  return !w->stopping && w->db_ok && w->broker_up && as_relay_db_ok(w->relay);
+}
+
+/* Lag from librdkafka's cached watermarks and our position: no network. */
+static void update_lag(as_worker_t *w) {
+  rd_kafka_topic_partition_list_t *a = NULL;
+  if (rd_kafka_assignment(w->consumer, &a) || !a) return;
+  rd_kafka_position(w->consumer, a);
+  long long lag = 0;
+  for (int i = 0; i < a->cnt; i++) {
+    int64_t lo = 0, hi = 0;
+    if (rd_kafka_get_watermark_offsets(w->consumer, a->elems[i].topic, a->elems[i].partition, &lo, &hi))
+      continue;
+    int64_t pos = a->elems[i].offset >= 0 ? a->elems[i].offset : lo;
+    if (hi > pos) lag += hi - pos;
+  }
+  rd_kafka_topic_partition_list_destroy(a);
+  as_gauge_set(w->m.lag, (double)lag);
+}
+
+static void respond(as_http_response_t *resp, int status, const char *body) {
+  resp->status = status;
+  resp->body = strdup(body);
+  resp->body_len = resp->body ? strlen(body) : 0;
+  if (!resp->body) resp->status = 500;
+}
+
+static void route(void *arg, const char *method, const char *path, as_http_response_t *resp) {
+  as_worker_t *w = arg;
+  (void)method;
+  resp->content_type = "application/json";
+  if (strcmp(path, "/healthz") == 0) {
+    /* The loop answered, so it is not stuck: a handler that hangs blocks
+     * the loop and this probe times out, which is the liveness signal. */
+    respond(resp, 200, "{\"status\":\"ok\"}\n");
+  } else if (strcmp(path, "/readyz") == 0) {
+    bool r = ready(w);
+    char buf[160];
+    snprintf(buf, sizeof buf, "{\"ready\":%s,\"database\":%s,\"broker\":%s,\"stopping\":%s}\n",
+             r ? "true" : "false", w->db_ok ? "true" : "false", w->broker_up ? "true" : "false",
+             w->stopping ? "true" : "false");
+    respond(resp, r ? 200 : 503, buf);
+  } else if (strcmp(path, "/metrics") == 0) {
+    update_lag(w);
+    as_gauge_set(w->m.ready, ready(w) ? 1 : 0);
+    resp->status = 200;
+    resp->content_type = "text/plain; version=0.0.4";
+    resp->body = as_metrics_render(w->metrics, &resp->body_len);
+    if (!resp->body) resp->status = 500;
+  } else {
+    respond(resp, 404, "{\"error\":\"not found\"}\n");
+  }
+}
+
+/* ---- shutdown --------------------------------------------------------- */
+
+static void on_closed(uv_handle_t *h) {
+  as_worker_t *w = h->data;
+  w->open_handles--;
+}
+
+static void close_handle(as_worker_t *w, void *h) {
+  uv_handle_t *handle = h;
+  if (uv_is_closing(handle)) return;
+  handle->data = w;
+  w->open_handles++;
+  uv_close(handle, on_closed);
+}
+
+static void on_relay_closed(void *arg) {
+  as_worker_t *w = arg;
+  w->relay = NULL;
+}
+
+static void on_http_closed(void *arg) {
+  as_worker_t *w = arg;
+  w->http = NULL;
+}
+
+/* Relay drained (or timed out): leave the group and close everything. */
+static void finish_shutdown(as_worker_t *w) {
+  uv_timer_stop(&w->drain_timer);
+  if (w->consumer) {
+    rd_kafka_consumer_close(w->consumer); /* leaves the group: partitions move at once */
+    AS_INFO(&w->log, "consumer closed");
+  }
+  as_relay_close(w->relay, (int)w->conf.shutdown_timeout_ms, on_relay_closed, w);
+  as_http_close(w->http, on_http_closed, w);
+  void *handles[] = {&w->consumer_poll, &w->poll_timer, &w->again_timer, &w->retry_timer,
+                     &w->scan_timer, &w->drain_timer, &w->sigterm, &w->sigint};
+  for (size_t i = 0; i < sizeof handles / sizeof handles[0]; i++) close_handle(w, handles[i]);
+}
+
+static void on_drain(uv_timer_t *t) {
+  as_worker_t *w = t->data;
+  bool done = as_relay_caught_up(w->relay);
+  if (done || uv_now(&w->loop) >= w->drain_deadline) {
+    if (!done) AS_WARN(&w->log, "shutdown: outbox not drained in time; the next relay publishes it");
+    finish_shutdown(w);
+  } else {
+    as_relay_kick(w->relay);
+  }
+}
+
+static void begin_shutdown(as_worker_t *w, int signum) {
+  if (w->stopping) return;
+  AS_INFO(&w->log, "shutting down", AS_F_STR("signal", strsignal(signum)));
+  uv_poll_stop(&w->consumer_poll);
+  uv_timer_stop(&w->poll_timer);
+  uv_timer_stop(&w->again_timer);
+  uv_timer_stop(&w->scan_timer);
+  uv_timer_stop(&w->retry_timer);
+  /* Finish the batch in hand once more; if the database is still away it
+   * stays uncommitted and is redelivered to whoever owns the partition. */
+  if (w->pending_retry) process(w);
+  if (w->nbatch > 0) {
+    AS_WARN(&w->log, "shutdown: batch in hand not applied; it will be redelivered",
+            AS_F_INT("messages", w->nbatch));
+    batch_free(w);
+  }
+  w->stopping = true;
+  w->drain_deadline = uv_now(&w->loop) + (uint64_t)w->conf.shutdown_timeout_ms;
+  as_relay_kick(w->relay);
+  uv_timer_start(&w->drain_timer, on_drain, 0, 20);
+}
+
+static void on_signal(uv_signal_t *s, int signum) { begin_shutdown(s->data, signum); }
+
+/* ---- start ------------------------------------------------------------ */
+
+static int load_config(as_worker_t *w, const as_service_t *svc) {
+  char err[256];
+  if (as_config_load(runtime_params, NRUNTIME, &w->conf, err, sizeof err) < 0 ||
+      (svc->config && as_config_load(svc->config, svc->nconfig, svc->config_out, err, sizeof err) < 0)) {
+    fprintf(stderr, "{\"level\":\"error\",\"service\":\"%s\",\"msg\":\"bad configuration\",\"detail\":\"%s\"}\n",
+            svc->name, err);
+    return -EINVAL;
+  }
+  as_log_level_t lvl;
+  if (as_log_level_parse(w->conf.log_level, &lvl) < 0) {
+    fprintf(stderr, "{\"level\":\"error\",\"msg\":\"bad configuration\",\"detail\":\"AS_LOG_LEVEL: unknown level\"}\n");
+    return -EINVAL;
+  }
+  char host[64] = "host";
+  gethostname(host, sizeof host - 1);
+  snprintf(w->instance, sizeof w->instance, "%s", w->conf.instance[0] ? w->conf.instance : host);
+  if (!w->conf.instance[0])
+    snprintf(w->instance + strlen(w->instance), sizeof w->instance - strlen(w->instance), "-%d", (int)getpid());
+  snprintf(w->group_id, sizeof w->group_id, "%s%s", w->conf.group_id[0] ? "" : "aftersales-",
+           w->conf.group_id[0] ? w->conf.group_id : svc->name);
+  snprintf(w->schema, sizeof w->schema, "%s", w->conf.schema[0] ? w->conf.schema : svc->name);
+  snprintf(w->client_id, sizeof w->client_id, "%s-%s", svc->name, w->instance);
+  as_log_init(&w->log, svc->name, w->instance, lvl);
+  if (!as_migrate_ident_ok(w->schema)) {
+    AS_ERROR(&w->log, "bad configuration", AS_F_STR("detail", "AS_DB_SCHEMA: not a plain lower-case identifier"));
+    return -EINVAL;
+  }
+  return 0;
+}
+
+/* Migrations wait for the database: a worker started before PostgreSQL
+ * keeps trying (not ready) instead of crash-looping. */
+static int migrate(as_worker_t *w) {
+  char err[512];
+  for (unsigned delay = 100;; delay = delay < 5000 ? delay * 2 : 5000) {
+    int rc = as_db_ensure(&w->db);
+    if (rc == 0) rc = as_migrate_apply(w->db.conn, "cases", "cases", as_sql_cases, err, sizeof err);
+    if (rc >= 0) rc = as_migrate_apply(w->db.conn, w->schema, "runtime", as_sql_runtime, err, sizeof err);
+    if (rc >= 0 && w->svc->migrations)
+      rc = as_migrate_apply(w->db.conn, w->schema, w->svc->name, w->svc->migrations, err, sizeof err);
+    if (rc >= 0) return 0;
+    if (rc == -EINVAL || (rc == -EIO && w->db.conn && PQstatus(w->db.conn) == CONNECTION_OK)) {
+      AS_ERROR(&w->log, "migration failed", AS_F_STR("detail", err));
+      return -EIO;
+    }
+    AS_WARN(&w->log, "database not reachable; retrying", AS_F_STR("detail", w->db.err[0] ? w->db.err : err));
+    as_db_close(&w->db);
+    usleep(delay * 1000);
+  }
+}
+
+static void init_metrics(as_worker_t *w) {
+  static const double size_bounds[] = {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
+  static const double sec_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
+  as_metrics_t *m = w->metrics;
+  w->m.processed = as_metrics_counter(m, "as_messages_processed_total", "Messages applied (first delivery).", NULL);
+  w->m.duplicates = as_metrics_counter(m, "as_messages_duplicate_total", "Redelivered messages skipped by the inbox.", NULL);
+  w->m.failed = as_metrics_counter(m, "as_messages_failed_total", "Messages in batches that failed and will be retried.", NULL);
+  w->m.retries = as_metrics_counter(m, "as_batch_retries_total", "Batches retried after a transient failure.", NULL);
+  w->m.batch_size = as_metrics_histogram(m, "as_batch_size", "Messages per batch.", NULL, size_bounds,
+                                         sizeof size_bounds / sizeof size_bounds[0]);
+  w->m.batch_seconds = as_metrics_histogram(m, "as_batch_duration_seconds", "Time to apply and commit a batch.",
+                                            NULL, sec_bounds, sizeof sec_bounds / sizeof sec_bounds[0]);
+  w->m.lag = as_metrics_gauge(m, "as_consumer_lag", "Messages behind the high watermark, over assigned partitions.", NULL);
+  w->m.ready = as_metrics_gauge(m, "as_ready", "1 when the worker reports ready.", NULL);
+}
+
+/* Every handle is initialised before anything can fail, so that one
+ * shutdown path closes them all whatever happened. */
+static int init_handles(as_worker_t *w) {
+  if (pipe2(w->pipefd, O_NONBLOCK | O_CLOEXEC) < 0) return -errno;
+  uv_timer_t *timers[] = {&w->poll_timer, &w->again_timer, &w->retry_timer, &w->scan_timer, &w->drain_timer};
+  for (size_t i = 0; i < sizeof timers / sizeof timers[0]; i++) {
+    uv_timer_init(&w->loop, timers[i]);
+    timers[i]->data = w;
+  }
+  uv_poll_init(&w->loop, &w->consumer_poll, w->pipefd[0]);
+  uv_signal_init(&w->loop, &w->sigterm);
+  uv_signal_init(&w->loop, &w->sigint);
+  w->consumer_poll.data = w->sigterm.data = w->sigint.data = w;
+  return 0;
+}
+
+static int start_kafka(as_worker_t *w) {
+  char err[512];
+  as_kafka_opts_t o = {.bootstrap = w->conf.bootstrap, .client_id = w->client_id, .group_id = w->group_id,
+                       .ctx = &w->kctx, .rebalance_cb = rebalance_cb, .stats_cb = stats_cb,
+                       .stats_interval_ms = 1000, .error_cb = error_cb};
+  w->consumer = as_kafka_consumer_new(&o, w->svc->topics, w->svc->ntopics, w->pipefd[1], err, sizeof err);
+  if (!w->consumer) {
+    AS_ERROR(&w->log, "cannot create consumer", AS_F_STR("detail", err));
+    return -EINVAL;
+  }
+  as_relay_conf_t rc = {.dsn = w->conf.dsn, .schema = w->schema, .bootstrap = w->conf.bootstrap,
+                        .client_id = w->client_id, .batch = (int)w->conf.relay_batch,
+                        .interval_ms = (int)w->conf.relay_interval_ms,
+                        .retention_s = (int)w->conf.outbox_retention_s, .failpoint = w->conf.failpoint};
+  w->relay = as_relay_new(&w->loop, &rc, &w->log, w->metrics, err, sizeof err);
+  if (!w->relay) {
+    AS_ERROR(&w->log, "cannot create outbox relay", AS_F_STR("detail", err));
+    return -EINVAL;
+  }
+  return 0;
+}
+
+static int start_http(as_worker_t *w) {
+  char err[256];
+  w->http = as_http_start(&w->loop, w->conf.http_addr, (int)w->conf.http_port, route, w, err, sizeof err);
+  if (!w->http) {
+    AS_ERROR(&w->log, "cannot start http listener", AS_F_STR("detail", err));
+    return -EADDRINUSE;
+  }
+  return 0;
+}
+
+static void start_handles(as_worker_t *w) {
+  uv_poll_start(&w->consumer_poll, UV_READABLE, on_consumer_event);
+  uv_timer_start(&w->poll_timer, on_poll_timer, 0, (uint64_t)w->conf.poll_interval_ms);
+  uv_timer_start(&w->scan_timer, on_scan, (uint64_t)w->conf.scan_interval_ms, (uint64_t)w->conf.scan_interval_ms);
+  uv_signal_start(&w->sigterm, on_signal, SIGTERM);
+  uv_signal_start(&w->sigint, on_signal, SIGINT);
+}
+
+static void usage(const as_service_t *svc, const char *prog) {
+  const as_cfg_param_t *tables[2] = {runtime_params, svc->config};
+  size_t sizes[2] = {NRUNTIME, svc->nconfig};
+  as_config_help(stdout, prog, svc->summary, tables, sizes, svc->config ? 2 : 1);
+  printf("\nCommands:\n  %s            run the worker\n  %s --migrate  apply database migrations and exit\n"
+         "  %s --help     this text\n\nAny librdkafka property can be set as AS_RDKAFKA_<NAME>, dots as\n"
+         "underscores: AS_RDKAFKA_SESSION_TIMEOUT_MS=6000 sets session.timeout.ms.\n", prog, prog, prog);
+}
+
+static void teardown(as_worker_t *w) {
+  if (w->consumer) rd_kafka_destroy(w->consumer);
+  if (w->pipefd[0] >= 0) close(w->pipefd[0]);
+  if (w->pipefd[1] >= 0) close(w->pipefd[1]);
+  if (w->state && w->svc->fini) w->svc->fini(w->state);
+  as_tx_free(&w->tx);
+  as_db_close(&w->db);
+  as_metrics_free(w->metrics);
+  free(w->batch);
+  free(w->saved);
+}
+
+static int run(as_worker_t *w) {
+  int rc = init_handles(w);
+  if (rc < 0) return 1;
+  rc = start_kafka(w);
+  if (rc == 0) rc = start_http(w);
+  if (rc == 0) {
+    start_handles(w);
+    AS_INFO(&w->log, "worker started", AS_F_STR("group", w->group_id), AS_F_STR("schema", w->schema),
+            AS_F_INT("http_port", as_http_port(w->http)), AS_F_INT("batch_max", w->conf.batch_max));
+  } else {
+    w->stopping = true;
+    finish_shutdown(w);
+  }
+  uv_run(&w->loop, UV_RUN_DEFAULT);
+  int closed = uv_loop_close(&w->loop);
+  if (closed != 0) AS_ERROR(&w->log, "loop closed with handles open", AS_F_STR("detail", uv_strerror(closed)));
+  return rc < 0 || closed != 0 ? 1 : 0;
+}
+
+int as_worker_main(const as_service_t *svc, int argc, char **argv) {
+  as_worker_t *w = calloc(1, sizeof *w);
+  if (!w) return 1;
+  w->svc = svc;
+  w->pipefd[0] = w->pipefd[1] = -1;
+  w->kctx = (as_kafka_ctx_t){.log = &w->log, .owner = w};
+  int code = 2;
+  if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+    usage(svc, argv[0]);
+    code = 0;
+    goto out;
+  }
+  if (argc > 1 && strcmp(argv[1], "--migrate") != 0) {
+    fprintf(stderr, "%s: unknown argument \"%.40s\" (try --help)\n", argv[0], argv[1]);
+    goto out;
+  }
+  if (load_config(w, svc) < 0) goto out;
+  code = 1;
+  w->metrics = as_metrics_new(svc->name, w->instance);
+  w->batch = calloc((size_t)w->conf.batch_max, sizeof *w->batch);
+  w->saved = calloc((size_t)w->conf.batch_max, sizeof *w->saved);
+  if (!w->metrics || !w->batch || !w->saved || uv_loop_init(&w->loop) < 0) goto out;
+  w->tx_conf = (as_tx_conf_t){.service = svc->name, .instance = w->instance, .schema = w->schema,
+                              .group_id = w->group_id, .dlq_topic = w->conf.dlq_topic,
+                              .dlq_max_bytes = (size_t)w->conf.dlq_max_bytes};
+  as_db_init(&w->db, w->conf.dsn, w->client_id, &w->log);
+  as_tx_init(&w->tx, &w->db, &w->tx_conf);
+  if (migrate(w) < 0) goto out_loop;
+  if (argc > 1) {
+    AS_INFO(&w->log, "migrations applied", AS_F_STR("schema", w->schema));
+    code = 0;
+    goto out_loop;
+  }
+  init_metrics(w);
+  if (svc->init && svc->init(w, &w->state) < 0) {
+    AS_ERROR(&w->log, "service init failed");
+    goto out_loop;
+  }
+  w->db_ok = true;
+  code = run(w);
+  AS_INFO(&w->log, "worker stopped", AS_F_INT("exit_code", code));
+  goto out;
+out_loop:
+  uv_loop_close(&w->loop);
+out:
+  teardown(w);
+  free(w);
+  return code;
+}

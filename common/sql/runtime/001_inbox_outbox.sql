@@ -1,0 +1,39 @@
+-- The runtime's tables, created in each service's own schema ({{schema}}).
+-- inbox: every event id this service has accepted; a redelivered event finds
+-- its id here and is skipped, inside the same transaction as its effects.
+CREATE TABLE {{schema}}.inbox (
+  event_id     uuid PRIMARY KEY,
+  topic        text NOT NULL,
+  kpartition   int NOT NULL,
+  koffset      bigint NOT NULL,
+  received_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- outbox: events to publish, written in the transaction that decided them.
+-- The relay publishes rows in id order and marks them sent only after the
+-- broker acknowledged them.
+CREATE TABLE {{schema}}.outbox (
+  id          bigserial PRIMARY KEY,
+  event_id    uuid NOT NULL,
+  topic       text NOT NULL,
+  msg_key     text NOT NULL,
+  payload     bytea NOT NULL,
+  created_at  timestamptz NOT NULL DEFAULT now(),
+  sent_at     timestamptz
+);
+CREATE INDEX outbox_unsent ON {{schema}}.outbox (id) WHERE sent_at IS NULL;
+CREATE INDEX outbox_sent_at ON {{schema}}.outbox (sent_at) WHERE sent_at IS NOT NULL;
+
+-- deadlines: timers (SLA clocks, evidence and return deadlines). The scanner
+-- takes due rows with FOR UPDATE SKIP LOCKED, so several instances share them.
+CREATE TABLE {{schema}}.deadlines (
+  id          bigserial PRIMARY KEY,
+  case_id     text NOT NULL,
+  kind        text NOT NULL,
+  due_at      timestamptz NOT NULL,
+  created_at  timestamptz NOT NULL DEFAULT now(),
+  fired_at    timestamptz,
+  cancelled_at timestamptz,
+  UNIQUE (case_id, kind)
+);
+CREATE INDEX deadlines_due ON {{schema}}.deadlines (due_at) WHERE fired_at IS NULL AND cancelled_at IS NULL;

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Turns proto/topics.tsv into a C table (X-macro), so that the code reads
+# topic names and partition counts from the same file as the broker and
+# docker-compose.
+set -euo pipefail
+src=${1:?usage: gen_topics.sh topics.tsv}
+echo "/* generated from $src by scripts/gen_topics.sh: do not edit */"
+echo "#ifndef AS_TOPICS_H"
+echo "#define AS_TOPICS_H"
+echo "/* AS_TOPIC(ident, \"name\", partitions) */"
+echo "#define AS_TOPICS(AS_TOPIC) \\"
+awk '
+  /^[[:space:]]*(#|$)/ { next }
+  {
+    name = $1; parts = $2
+    if (name !~ /^[A-Za-z0-9._-]+$/ || parts !~ /^[0-9]+$/) {
+      printf "gen_topics: bad line %d: %s\n", NR, $0 > "/dev/stderr"; exit 1
+    }
+    id = name; sub(/^aftersales\./, "", id); sub(/\.v[0-9]+$/, "", id)
+    gsub(/[.-]/, "_", id); id = toupper(id)
+    printf "  AS_TOPIC(%s, \"%s\", %d) \\\n", id, name, parts
+  }' "$src"
+echo ""
+echo "#define AS_TOPIC_ENUM(id, name, parts) AS_TOPIC_##id,"
+echo "enum as_topic_id { AS_TOPICS(AS_TOPIC_ENUM) AS_TOPIC__COUNT };"
+awk '
+  /^[[:space:]]*(#|$)/ { next }
+  {
+    id = $1; sub(/^aftersales\./, "", id); sub(/\.v[0-9]+$/, "", id)
+    gsub(/[.-]/, "_", id); id = toupper(id)
+    printf "#define AS_TOPIC_NAME_%s \"%s\"\n", id, $1
+  }' "$src"
+echo "#endif"

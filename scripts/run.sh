@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# make run: brings up the embedded stack (private PostgreSQL, the mock Kafka
+# broker), starts every worker that exists, shows the fleet at work with
+# scripts/demo.py, then keeps everything up until Ctrl-C and stops it all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUN=${AS_RUN_DIR:-build/run}
+BIN=${AS_BIN_DIR:-build/bin}
+mkdir -p "$RUN/logs"
+pids=()
+
+stop_all() {
+  trap - INT TERM EXIT
+  echo
+  echo "run: stopping workers, broker and PostgreSQL"
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  scripts/pg.sh stop "$RUN/pg" >/dev/null 2>&1 || true
+  echo "run: stopped"
+}
+trap stop_all INT TERM EXIT
+
+eval "$(scripts/pg.sh start "$RUN/pg")"
+export PGHOST PGPORT PGUSER PGDATABASE
+echo "run: PostgreSQL on socket $PGHOST port $PGPORT, database $PGDATABASE"
+
+"$BIN/as-broker" --topics proto/topics.tsv >"$RUN/broker.out" 2>"$RUN/logs/broker.log" &
+pids+=($!)
+for _ in $(seq 100); do grep -q '^bootstrap=' "$RUN/broker.out" 2>/dev/null && break; sleep 0.1; done
+BOOTSTRAP=$(sed -n 's/^bootstrap=//p' "$RUN/broker.out")
+[[ -n $BOOTSTRAP ]] || { echo "run: broker did not start (see $RUN/logs/broker.log)" >&2; exit 1; }
+echo "run: Kafka broker (librdkafka mock cluster) at $BOOTSTRAP"
+
+export AS_KAFKA_BOOTSTRAP=$BOOTSTRAP AS_DB_DSN="host=$PGHOST port=$PGPORT user=$PGUSER dbname=$PGDATABASE"
+export AS_HTTP_ADDR=127.0.0.1 AS_HTTP_PORT=0 AS_RDKAFKA_SESSION_TIMEOUT_MS=6000
+
+# Every service under services/ plus the runtime's probe worker.
+workers=()
+for d in services/*/; do
+  [[ -f $d/main.c ]] && workers+=("$(basename "$d")")
+done
+workers+=(probe)
+for w in "${workers[@]}"; do
+  "$BIN/as-$w" 2>"$RUN/logs/$w.log" &
+  pids+=($!)
+done
+for w in "${workers[@]}"; do
+  port=""
+  for _ in $(seq 100); do
+    port=$(grep -o '"http_port":[0-9]*' "$RUN/logs/$w.log" 2>/dev/null | head -n1 | cut -d: -f2 || true)
+    [[ -n $port ]] && break
+    sleep 0.1
+  done
+  echo "run: worker $w: http://127.0.0.1:${port:-?}/metrics  /readyz  /healthz  (log $RUN/logs/$w.log)"
+done
+
+/usr/bin/python3 scripts/demo.py --bootstrap "$BOOTSTRAP" --dsn "$AS_DB_DSN" || echo "run: demo failed" >&2
+echo "run: the fleet keeps running; poke it with: kcat -b $BOOTSTRAP -L    Ctrl-C stops everything"
+while true; do sleep 1; done

@@ -1,0 +1,168 @@
+"""make bench: drives the runtime with the probe worker over the embedded
+stack and prints one line per benchmark.
+
+bench runtime: a prefilled topic of probes is drained by one as-probe worker
+(inbox insert, one state write, one outbox event, relay publish per message),
+first with the default batch size, then with batch size 1 on a fresh
+database and group; the worker's peak RSS is read from /proc.
+"""
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+sys.path.insert(0, os.environ.get("AS_GEN_PY", "build/gen/py"))
+import envelope_pb2  # noqa: E402
+import probe_pb2  # noqa: E402
+import psycopg2  # noqa: E402
+from confluent_kafka import Producer  # noqa: E402
+
+BIN = os.environ.get("AS_BIN_DIR", "build/bin")
+N_BATCH = int(os.environ.get("AS_BENCH_N", "100000"))
+N_SINGLE = int(os.environ.get("AS_BENCH_N1", "3000"))
+BATCH = int(os.environ.get("AS_BENCH_BATCH", "500"))
+
+
+def log(*a):
+    print("bench:", *a, file=sys.stderr, flush=True)
+
+
+def start_pg(tmp):
+    out = subprocess.run(["scripts/pg.sh", "start", tmp + "/pg"], check=True,
+                         capture_output=True, text=True).stdout
+    env = {}
+    for line in out.splitlines():
+        for part in line.replace("export ", "").split():
+            if "=" in part:
+                k, v = part.split("=", 1)
+                env[k] = v.strip("'\"")
+    return env
+
+
+def start_broker(tmp):
+    out = open(tmp + "/broker.out", "w+")
+    p = subprocess.Popen([BIN + "/as-broker", "--topics", "proto/topics.tsv"],
+                         stdout=out, stderr=open(tmp + "/broker.log", "w"))
+    for _ in range(200):
+        out.seek(0)
+        line = out.readline()
+        if line.startswith("bootstrap="):
+            return p, line.strip().split("=", 1)[1]
+        time.sleep(0.05)
+    raise RuntimeError("broker did not start")
+
+
+def probe_bytes(i):
+    e = envelope_pb2.Envelope()
+    e.event_id = str(uuid.uuid4())
+    e.event_type = "SyntheticProbe"
+    e.schema_version = 1
+    pid = "bench-%d" % (i % 1000)
+    e.case_id = pid
+    e.occurred_at_us = int(time.time() * 1e6)
+    e.producer.service = "bench"
+    e.producer.instance = "bench-1"
+    e.trace_id = uuid.uuid4().hex
+    e.synthetic_probe.probe_id = pid
+    e.synthetic_probe.seq = i
+    e.synthetic_probe.amount_minor = 100 + i % 50
+    return pid, e.SerializeToString()
+
+
+def prefill(bootstrap, n):
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True,
+                  "queue.buffering.max.messages": 1000000})
+    for i in range(n):
+        key, value = probe_bytes(i)
+        while True:
+            try:
+                p.produce("aftersales.probe.v1", key=key, value=value)
+                break
+            except BufferError:
+                p.poll(0.05)
+        if i % 10000 == 0:
+            p.poll(0)
+    if p.flush(60) != 0:
+        raise RuntimeError("prefill not delivered")
+
+
+def counts(dsn, schema):
+    try:
+        with psycopg2.connect(dsn) as c, c.cursor() as cur:
+            cur.execute("SELECT coalesce(sum(count), 0) FROM %s.probe_state" % schema)
+            applied = cur.fetchone()[0]
+            cur.execute("SELECT count(*) FILTER (WHERE sent_at IS NULL), count(*) FROM %s.outbox" % schema)
+            unsent, rows = cur.fetchone()
+            c.rollback()
+        return int(applied), int(unsent), int(rows)
+    except psycopg2.Error:
+        return 0, 1, 0
+
+
+def peak_rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def run_worker(tmp, bootstrap, dsn, schema, batch, n):
+    env = dict(os.environ, AS_KAFKA_BOOTSTRAP=bootstrap, AS_DB_DSN=dsn, AS_DB_SCHEMA=schema,
+               AS_GROUP_ID="bench-" + schema, AS_BATCH_MAX=str(batch), AS_HTTP_PORT="0",
+               AS_HTTP_ADDR="127.0.0.1", AS_LOG_LEVEL="warn", AS_INSTANCE="bench")
+    subprocess.run([BIN + "/as-probe", "--migrate"], env=env, check=True,
+                   stderr=open(tmp + "/migrate-%s.log" % schema, "w"))
+    w = subprocess.Popen([BIN + "/as-probe"], env=env, stderr=open(tmp + "/worker-%s.log" % schema, "w"))
+    t0 = None
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline:
+            applied, unsent, rows = counts(dsn, schema)
+            now = time.time()
+            if t0 is None and applied > 0:
+                t0, base = now, applied
+            if applied >= n and unsent == 0 and rows >= n:
+                rss = peak_rss_kb(w.pid)
+                return (n - base) / max(now - t0, 1e-6), rss
+            time.sleep(0.05 if t0 else 0.02)
+        raise RuntimeError("worker did not finish: applied=%d unsent=%d" % (applied, unsent))
+    finally:
+        w.terminate()
+        w.wait(30)
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="as-bench.")
+    pg = start_pg(tmp)
+    dsn = "host=%s port=%s user=%s dbname=%s" % (pg["PGHOST"], pg["PGPORT"], pg["PGUSER"], pg["PGDATABASE"])
+    broker, bootstrap = start_broker(tmp)
+    try:
+        log("prefilling %d probes" % N_BATCH)
+        prefill(bootstrap, N_BATCH)
+        schema = "bench_%d" % random.randint(0, 1 << 30)
+        rate, rss = run_worker(tmp, bootstrap, dsn, schema, BATCH, N_BATCH)
+        log("batch=%d: %.0f msgs/s, peak rss %d kB" % (BATCH, rate, rss))
+        # Batch size 1 on a fresh broker (the topic must hold exactly N_SINGLE).
+        broker.terminate()
+        broker.wait(10)
+        broker, bootstrap = start_broker(tmp)
+        prefill(bootstrap, N_SINGLE)
+        schema1 = "bench1_%d" % random.randint(0, 1 << 30)
+        rate1, _ = run_worker(tmp, bootstrap, dsn, schema1, 1, N_SINGLE)
+        log("batch=1: %.0f msgs/s" % rate1)
+        print("bench runtime msgs_per_s=%d batch1_msgs_per_s=%d batch=%d rss_kb=%d"
+              % (rate, rate1, BATCH, rss), flush=True)
+    finally:
+        broker.terminate()
+        broker.wait(10)
+        subprocess.run(["scripts/pg.sh", "destroy", tmp + "/pg"], capture_output=True)
+        if not os.environ.get("AS_KEEP_TMP"):
+            subprocess.run(["rm", "-rf", tmp])
+
+
+if __name__ == "__main__":
+    main()

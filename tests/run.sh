@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The whole suite, as `make test` runs it after building build/ (optimised)
+# and build/asan/ (AddressSanitizer + UndefinedBehaviorSanitizer):
+#   1. unit tests (tests/unit, one binary per module, discovered), both builds;
+#   2. the envelope decoder's fuzz replay (200k mutated inputs), ASan build;
+#   3. integration tests (tests/integration, pytest against the embedded
+#      PostgreSQL and broker, real protobuf bytes), both builds.
+# Ends with one line "N passed, N failed" that CI reads.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+PY=/usr/bin/python3
+TMP=${AS_TEST_TMP:-$(mktemp -d /tmp/as-test.XXXXXX)}
+export AS_TEST_TMP=$TMP
+passed=0
+failed=0
+failures=()
+
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=66
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+
+count_line() { # "N passed, M failed" from a unit binary's last line
+  local out=$1 name=$2 p f
+  p=$(tail -n 5 "$out" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p' | tail -n1)
+  f=$(tail -n 5 "$out" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p' | tail -n1)
+  if [[ -z $p ]]; then p=0; f=1; fi
+  passed=$((passed + p))
+  failed=$((failed + f))
+  [[ $f -eq 0 ]] || failures+=("$name")
+}
+
+echo "== unit tests"
+for build in build build/asan; do
+  for t in "$build"/tests/test_*; do
+    [[ -x $t ]] || continue
+    out="$TMP/$(echo "$t" | tr / _).out"
+    timeout 300 "$t" >"$out" 2>&1
+    rc=$?
+    grep -E '^(not ok|ok)' "$out" | sed "s|^|  [$build] |" | grep -E 'not ok' || true
+    count_line "$out" "$t"
+    [[ $rc -eq 0 ]] || { [[ " ${failures[*]} " == *" $t "* ]] || { failed=$((failed + 1)); failures+=("$t (exit $rc)"); }; cat "$out" | tail -n 30; }
+    echo "  $t: $(tail -n1 "$out")"
+  done
+done
+
+echo "== fuzz replay"
+if timeout 600 build/asan/bin/as-fuzz-envelope >"$TMP/fuzz.out" 2>&1; then
+  passed=$((passed + 1)); echo "  $(tail -n1 "$TMP/fuzz.out")"
+else
+  failed=$((failed + 1)); failures+=("fuzz_envelope"); tail -n 30 "$TMP/fuzz.out"
+fi
+
+for build in build build/asan; do
+  echo "== integration tests ($build)"
+  xml="$TMP/junit-$(echo "$build" | tr / _).xml"
+  AS_BIN_DIR=$build/bin AS_GEN_PY=build/gen/py timeout 2400 \
+    "$PY" -m pytest -q -p no:cacheprovider --junitxml="$xml" tests/integration
+  rc=$?
+  read -r p f < <("$PY" - "$xml" <<'PYEOF'
+import sys, xml.etree.ElementTree as ET
+try:
+    root = ET.parse(sys.argv[1]).getroot()
+except Exception:
+    print(0, 1); sys.exit()
+suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+t = sum(int(s.get("tests", 0)) for s in suites)
+bad = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
+skip = sum(int(s.get("skipped", 0)) for s in suites)
+print(t - bad - skip, bad)
+PYEOF
+)
+  if [[ $rc -ne 0 && $f -eq 0 ]]; then f=1; fi
+  passed=$((passed + p)); failed=$((failed + f))
+  [[ $f -eq 0 ]] || failures+=("integration ($build)")
+done
+
+if [[ ${#failures[@]} -gt 0 ]]; then
+  echo "failed: ${failures[*]}"
+fi
+[[ -n ${AS_KEEP_TMP:-} ]] || rm -rf "$TMP"
+echo "$passed passed, $failed failed"
+[[ $failed -eq 0 ]]
