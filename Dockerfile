@@ -8,6 +8,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       build-essential pkg-config ca-certificates \
       librdkafka-dev libpq-dev libprotobuf-c-dev protobuf-c-compiler libuv1-dev \
+      protobuf-compiler \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

@@ -5,7 +5,8 @@
  * typo in a deployment. An empty variable counts as unset: compose files and
  * `${VAR}` substitutions produce empty strings for "not given", and taking
  * those literally would start a worker with an empty DSN.
- * An AS_CFG_INT row with min == max == 0 is unbounded (any long long). */
+ * An AS_CFG_INT row with min == max == 0 is unbounded (any long long); an
+ * AS_CFG_STR row's min, when > 0, is a minimum length in bytes. */
 #include "as_config.h"
 
 #include <errno.h>
@@ -93,6 +94,10 @@ static int check_str(const as_cfg_param_t *p, const char *v, char *err, size_t e
     set_err(err, errlen, "%s: must be at most %lld bytes, got %zu", p->name, p->max, len);
     return -EINVAL;
   }
+  if (p->min > 0 && len < (unsigned long long)p->min) {
+    set_err(err, errlen, "%s: must be at least %lld bytes, got %zu", p->name, p->min, len);
+    return -EINVAL;
+  }
   for (size_t i = 0; i < len; i++) {
     if ((unsigned char)v[i] < 0x20 || v[i] == 0x7F) {
       set_err(err, errlen, "%s: must not contain control characters (byte %zu is 0x%02x)",
@@ -159,8 +164,12 @@ static void help_head(FILE *f, const as_cfg_param_t *p) {
     fprintf(f, "default %s", p->def);
   if (p->type == AS_CFG_INT && int_bounded(p))
     fprintf(f, ", %lld..%lld", p->min, p->max);
-  if (p->type == AS_CFG_STR && p->max > 0)
+  if (p->type == AS_CFG_STR && p->min > 0 && p->max > 0)
+    fprintf(f, ", %lld..%lld bytes", p->min, p->max);
+  else if (p->type == AS_CFG_STR && p->max > 0)
     fprintf(f, ", at most %lld bytes", p->max);
+  else if (p->type == AS_CFG_STR && p->min > 0)
+    fprintf(f, ", at least %lld bytes", p->min);
   fputs(")\n", f);
 }
 

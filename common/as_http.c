@@ -10,6 +10,7 @@
 #include "as_http.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -384,6 +385,18 @@ static int read_port(as_http_t *h) {
   return 0;
 }
 
+/* A peer that resets while we write would otherwise kill the process with
+ * SIGPIPE (libuv writes with write(2), not send(MSG_NOSIGNAL)). A handler
+ * the program installed itself is left alone. */
+static void ignore_sigpipe(void) {
+  struct sigaction sa;
+
+  if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) {
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+  }
+}
+
 as_http_t *as_http_start(uv_loop_t *loop, const char *addr, int port, as_http_route_cb cb,
                          void *arg, char *err, size_t errlen) {
   struct sockaddr_storage ss;
@@ -396,6 +409,7 @@ as_http_t *as_http_start(uv_loop_t *loop, const char *addr, int port, as_http_ro
             port);
     return NULL;
   }
+  ignore_sigpipe();
   if ((h = calloc(1, sizeof *h)) == NULL) {
     set_err(err, errlen, "as_http: out of memory");
     return NULL;

@@ -33,7 +33,9 @@ typedef void (*as_http_route_cb)(void *arg, const char *method, const char *path
 
 /* Binds addr:port (port 0 = ephemeral) and starts listening. Returns NULL on
  * failure with the reason in err; the half-made listener handle is then
- * released by the loop's next run, so run the loop before uv_loop_close. */
+ * released by the loop's next run, so run the loop before uv_loop_close.
+ * Sets SIGPIPE to SIG_IGN if it is SIG_DFL (a peer resetting mid-write must
+ * not kill the service). */
 as_http_t *as_http_start(uv_loop_t *loop, const char *addr, int port, as_http_route_cb cb,
                          void *arg, char *err, size_t errlen);
 

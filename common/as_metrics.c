@@ -266,27 +266,32 @@ as_histogram_t *as_metrics_histogram(as_metrics_t *m, const char *name, const ch
   return s != NULL ? &s->u.h : NULL;
 }
 
+/* The series functions accept NULL (what get-or-create returns on
+ * allocation failure) as a no-op, so that callers can chain
+ * as_counter_add(as_metrics_counter(...), 1) without a crash path. */
 void as_counter_add(as_counter_t *c, uint64_t n) {
-  c->value += n;
+  if (c != NULL)
+    c->value += n;
 }
 
 uint64_t as_counter_value(const as_counter_t *c) {
-  return c->value;
+  return c != NULL ? c->value : 0;
 }
 
 void as_gauge_set(as_gauge_t *g, double v) {
-  g->value = v;
+  if (g != NULL)
+    g->value = v;
 }
 
 double as_gauge_value(const as_gauge_t *g) {
-  return g->value;
+  return g != NULL ? g->value : 0;
 }
 
 /* NaN is dropped: it would land in +Inf and turn _sum into NaN for good. */
 void as_histogram_observe(as_histogram_t *h, double v) {
   size_t i = 0;
 
-  if (isnan(v))
+  if (h == NULL || isnan(v))
     return;
   while (i < h->fam->nbounds && v > h->fam->bounds[i])
     i++;
@@ -296,13 +301,16 @@ void as_histogram_observe(as_histogram_t *h, double v) {
 }
 
 uint64_t as_histogram_count(const as_histogram_t *h) {
-  return h->count;
+  return h != NULL ? h->count : 0;
 }
 
 double as_histogram_quantile(const as_histogram_t *h, double q) {
-  double want = (q > 1 ? 1 : q > 0 ? q : 0) * (double)h->count;
+  double want;
   uint64_t cum = 0;
 
+  if (h == NULL)
+    return NAN;
+  want = (q > 1 ? 1 : q > 0 ? q : 0) * (double)h->count;
   for (size_t i = 0; i < h->fam->nbounds; i++) {
     cum += h->buckets[i];
     if ((double)cum >= want)

@@ -60,7 +60,7 @@ def probe_bytes(i):
     e.event_id = str(uuid.uuid4())
     e.event_type = "SyntheticProbe"
     e.schema_version = 1
-    pid = "bench-%d" % (i % 1000)
+    pid = "bench-%d" % i  # one state row per probe, like one case per request
     e.case_id = pid
     e.occurred_at_us = int(time.time() * 1e6)
     e.producer.service = "bench"
@@ -92,10 +92,13 @@ def prefill(bootstrap, n):
 def counts(dsn, schema):
     try:
         with psycopg2.connect(dsn) as c, c.cursor() as cur:
+            # Cheap on purpose (a 1000-row table and the partial index of
+            # unsent rows): the probe must not load the database it measures.
             cur.execute("SELECT coalesce(sum(count), 0) FROM %s.probe_state" % schema)
             applied = cur.fetchone()[0]
-            cur.execute("SELECT count(*) FILTER (WHERE sent_at IS NULL), count(*) FROM %s.outbox" % schema)
-            unsent, rows = cur.fetchone()
+            cur.execute("SELECT count(*) FROM %s.outbox WHERE sent_at IS NULL" % schema)
+            unsent = cur.fetchone()[0]
+            rows = applied
             c.rollback()
         return int(applied), int(unsent), int(rows)
     except psycopg2.Error:
@@ -110,14 +113,32 @@ def peak_rss_kb(pid):
     return 0
 
 
+def report_batches(logfile):
+    """Batch size and duration means from the worker's /metrics (stderr)."""
+    import re
+    import urllib.request
+    m = re.search(r'"http_port":(\d+)', open(logfile).read())
+    if not m:
+        return
+    text = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % m.group(1), timeout=5).read().decode()
+    vals = {}
+    for name in ("as_batch_size_sum", "as_batch_size_count", "as_batch_duration_seconds_sum"):
+        mm = re.search(r"^%s\{[^}]*\} (\S+)$" % name, text, re.M)
+        vals[name] = float(mm.group(1)) if mm else 0.0
+    if vals["as_batch_size_count"]:
+        c = vals["as_batch_size_count"]
+        log("batches=%d mean_size=%.0f mean_ms=%.2f" % (c, vals["as_batch_size_sum"] / c,
+                                                        1000 * vals["as_batch_duration_seconds_sum"] / c))
+
+
 def run_worker(tmp, bootstrap, dsn, schema, batch, n):
     env = dict(os.environ, AS_KAFKA_BOOTSTRAP=bootstrap, AS_DB_DSN=dsn, AS_DB_SCHEMA=schema,
                AS_GROUP_ID="bench-" + schema, AS_BATCH_MAX=str(batch), AS_HTTP_PORT="0",
-               AS_HTTP_ADDR="127.0.0.1", AS_LOG_LEVEL="warn", AS_INSTANCE="bench")
+               AS_HTTP_ADDR="127.0.0.1", AS_LOG_LEVEL="info", AS_INSTANCE="bench")
     subprocess.run([BIN + "/as-probe", "--migrate"], env=env, check=True,
                    stderr=open(tmp + "/migrate-%s.log" % schema, "w"))
     w = subprocess.Popen([BIN + "/as-probe"], env=env, stderr=open(tmp + "/worker-%s.log" % schema, "w"))
-    t0 = None
+    t0 = t_applied = None
     deadline = time.time() + 600
     try:
         while time.time() < deadline:
@@ -125,10 +146,14 @@ def run_worker(tmp, bootstrap, dsn, schema, batch, n):
             now = time.time()
             if t0 is None and applied > 0:
                 t0, base = now, applied
+            if applied >= n and t_applied is None:
+                t_applied = now
+                log("all applied after %.2fs, %d unsent" % (now - t0, unsent))
             if applied >= n and unsent == 0 and rows >= n:
                 rss = peak_rss_kb(w.pid)
+                report_batches(tmp + "/worker-%s.log" % schema)
                 return (n - base) / max(now - t0, 1e-6), rss
-            time.sleep(0.05 if t0 else 0.02)
+            time.sleep(0.1 if t0 else 0.02)
         raise RuntimeError("worker did not finish: applied=%d unsent=%d" % (applied, unsent))
     finally:
         w.terminate()

@@ -170,6 +170,7 @@ AS_TEST(string_values) {
       {"a\tb", -EINVAL, "AS_T_NAME: must not contain control characters (byte 1 is 0x09)"},
       {"ab\x7f", -EINVAL, "AS_T_NAME: must not contain control characters (byte 2 is 0x7f)"},
       {"\n", -EINVAL, "AS_T_NAME: must not contain control characters (byte 0 is 0x0a)"},
+      {"", 0, ""}, /* empty counts as unset: the default */
   };
 
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -179,8 +180,36 @@ AS_TEST(string_values) {
     AS_CHECK_INT_EQ(load_with("AS_T_NAME", rows[i].in, &c, err, sizeof err), rows[i].rc);
     AS_CHECK_STR_EQ(err, rows[i].err);
     if (rows[i].rc == 0)
-      AS_CHECK_STR_EQ(c.name, rows[i].in);
+      AS_CHECK_STR_EQ(c.name, *rows[i].in != '\0' ? rows[i].in : "intake");
   }
+}
+
+/* A string's min, when given, is a minimum length. */
+AS_TEST(string_min_length) {
+  static const as_cfg_param_t t[] = {
+      {"AS_T_ADDR", AS_CFG_STR, "0.0.0.0", 3, 64, 0, "Listen address."},
+      {"AS_T_NOMAX", AS_CFG_STR, "abc", 2, 0, 0, "At least two."},
+  };
+  const as_cfg_param_t *tables[] = {t};
+  const size_t sizes[] = {2};
+  const char *v[2];
+  char err[256], *out = NULL;
+  size_t len = 0;
+  FILE *f;
+
+  AS_CHECK_INT_EQ(setenv("AS_T_ADDR", "ab", 1), 0);
+  AS_CHECK_INT_EQ(as_config_load(t, 1, v, err, sizeof err), -EINVAL);
+  AS_CHECK_STR_EQ(err, "AS_T_ADDR: must be at least 3 bytes, got 2");
+  AS_CHECK_INT_EQ(setenv("AS_T_ADDR", "::1", 1), 0);
+  AS_CHECK_INT_EQ(as_config_load(t, 1, v, err, sizeof err), 0);
+  AS_CHECK_STR_EQ(v[0], "::1");
+  f = open_memstream(&out, &len);
+  AS_CHECK(f != NULL);
+  as_config_help(f, "p", NULL, tables, sizes, 1);
+  AS_CHECK_INT_EQ(fclose(f), 0);
+  AS_CHECK(strstr(out, "  AS_T_ADDR (string, default \"0.0.0.0\", 3..64 bytes)\n") != NULL);
+  AS_CHECK(strstr(out, "  AS_T_NOMAX (string, default \"abc\", at least 2 bytes)\n") != NULL);
+  free(out);
 }
 
 AS_TEST(required_missing) {

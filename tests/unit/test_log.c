@@ -406,11 +406,11 @@ AS_TEST(concurrent_lines_do_not_interleave) {
   int fds[2], status;
   char *all = NULL, *line;
   size_t len = 0, nlines = 0;
-  FILE *mem = open_memstream(&all, &len);
+  FILE *mem;
   char chunk[4096];
   ssize_t r;
 
-  AS_CHECK(mem != NULL && pipe(fds) == 0);
+  AS_CHECK_INT_EQ(pipe(fds), 0);
   for (int p = 0; p < PROCS; p++) {
     if (fork() == 0) {
       char msg[3000];
@@ -423,10 +423,13 @@ AS_TEST(concurrent_lines_do_not_interleave) {
       log.out = fdopen(fds[1], "w");
       for (int i = 0; i < LINES; i++)
         AS_INFO(&log, msg, AS_F_INT("i", i));
+      fclose(log.out);
       _exit(0);
     }
   }
   close(fds[1]);
+  mem = open_memstream(&all, &len); /* after the forks: not the writers' */
+  AS_CHECK(mem != NULL);
   while ((r = read(fds[0], chunk, sizeof chunk)) > 0)
     fwrite(chunk, 1, (size_t)r, mem);
   close(fds[0]);

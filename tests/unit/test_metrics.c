@@ -220,6 +220,18 @@ AS_TEST(quantile) {
   as_metrics_free(m);
 }
 
+/* NULL is what get-or-create returns on failure; chaining must not crash. */
+AS_TEST(null_series_are_no_ops) {
+  as_counter_add(NULL, 1);
+  as_gauge_set(NULL, 1);
+  as_histogram_observe(NULL, 1);
+  AS_CHECK_INT_EQ(as_counter_value(NULL), 0);
+  AS_CHECK(as_gauge_value(NULL) == 0);
+  AS_CHECK_INT_EQ(as_histogram_count(NULL), 0);
+  AS_CHECK(isnan(as_histogram_quantile(NULL, 0.5)));
+  AS_CHECK(as_metrics_counter(NULL, "c", "h", NULL) == NULL);
+}
+
 AS_TEST(label_escape) {
   static const struct {
     const char *in;

@@ -1,0 +1,637 @@
+"""Fixtures of the integration suite: real processes, real protocols.
+
+What the fixtures give a test:
+  - one private PostgreSQL for the whole session (scripts/pg.sh, under
+    AS_TEST_TMP), and a fresh database per test (CREATE DATABASE t_<hex>);
+  - the Python protobuf classes, generated once from proto/*.proto by protoc;
+  - a fresh broker per test (as-broker, librdkafka's mock cluster);
+  - helpers to start, SIGTERM and SIGKILL as-probe workers (stderr captured to
+    a file, http port parsed from the "worker started" line, /readyz polled),
+    to produce real SyntheticProbe envelopes, to read whole topics and to
+    query the database.
+Every wait is bounded and every process started here is killed at teardown.
+
+Environment: AS_BIN_DIR (default build/bin; build/asan/bin for the sanitizer
+pass), AS_TEST_TMP (scratch directory; default a new temporary directory).
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN_DIR = (ROOT / os.environ.get("AS_BIN_DIR", "build/bin")).resolve()
+PROBE_BIN = BIN_DIR / "as-probe"
+BROKER_BIN = Path(os.environ.get("AS_BROKER_BIN", str(BIN_DIR / "as-broker")))
+TOPICS_TSV = ROOT / "proto" / "topics.tsv"
+
+PROBE_TOPIC = "aftersales.probe.v1"
+ECHO_TOPIC = "aftersales.probe-echo.v1"
+DLQ_TOPIC = "aftersales.deadletter.v1"
+
+
+def _sanitized(binary):
+    try:
+        return b"__asan_init" in Path(binary).read_bytes()
+    except OSError:
+        return False
+
+
+SANITIZED = _sanitized(PROBE_BIN)
+# Timeouts scale with the build: ASan+UBSan workers on a small machine are slow.
+SLOW = 2.5 if SANITIZED else 1.0
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "SUMMARY: AddressSanitizer", "SUMMARY: UndefinedBehaviorSanitizer")
+
+
+def topic_partitions():
+    parts = {}
+    for line in TOPICS_TSV.read_text().splitlines():
+        line = line.split("#", 1)[0].split()
+        if len(line) >= 2:
+            parts[line[0]] = int(line[1])
+    return parts
+
+
+PARTITIONS = topic_partitions()
+
+
+def wait_until(pred, timeout, interval=0.1, what="condition"):
+    """Polls pred() until it returns a truthy value; fails after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        last = pred()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+        time.sleep(interval)
+
+
+# ---- session: scratch dir, protobuf classes, PostgreSQL --------------------
+
+@pytest.fixture(scope="session")
+def test_tmp():
+    given = os.environ.get("AS_TEST_TMP")
+    if given:
+        d = Path(given).resolve()
+        d.mkdir(parents=True, exist_ok=True)
+        yield d
+    else:
+        d = Path(tempfile.mkdtemp(prefix="as-it-"))
+        yield d
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pb(test_tmp):
+    """The generated Python protobuf modules, as a namespace."""
+    out = test_tmp / "pygen"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    protos = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "proto").glob("*.proto"))
+    subprocess.run(["protoc", f"--python_out={out}", "-Iproto", *protos], cwd=ROOT, check=True,
+                   timeout=60)
+    sys.path.insert(0, str(out))
+    import envelope_pb2  # noqa: E402
+    import probe_pb2  # noqa: E402
+    import deadletter_pb2  # noqa: E402
+    import orders_pb2  # noqa: E402
+
+    class PB:
+        Envelope = envelope_pb2.Envelope
+        Producer = envelope_pb2.Producer
+        SyntheticProbe = probe_pb2.SyntheticProbe
+        ProbeEchoed = probe_pb2.ProbeEchoed
+        DeadLetter = deadletter_pb2.DeadLetter
+        OrderPlaced = orders_pb2.OrderPlaced
+
+    return PB
+
+
+class Postgres:
+    """The session's private cluster (scripts/pg.sh)."""
+
+    def __init__(self, root):
+        self.dir = root / "pg"
+        self.env = {}
+
+    def _pg_sh(self, cmd, timeout=120):
+        return subprocess.run([str(ROOT / "scripts" / "pg.sh"), cmd, str(self.dir)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def start(self):
+        r = self._pg_sh("start")
+        if r.returncode != 0:
+            raise RuntimeError(f"pg.sh start failed: {r.stderr}")
+        for m in re.finditer(r"^export (PG\w+)=(.*)$", r.stdout, re.M):
+            self.env[m.group(1)] = m.group(2).strip("'\"")
+        assert {"PGHOST", "PGPORT", "PGUSER"} <= set(self.env), r.stdout
+
+    def stop(self):
+        r = self._pg_sh("stop")
+        if r.returncode != 0:
+            raise RuntimeError(f"pg.sh stop failed: {r.stderr}")
+
+    def destroy(self):
+        self._pg_sh("destroy")
+
+    def dsn(self, dbname):
+        e = self.env
+        return f"host={e['PGHOST']} port={e['PGPORT']} user={e['PGUSER']} dbname={dbname}"
+
+    def connect(self, dbname="postgres"):
+        import psycopg2
+        conn = psycopg2.connect(self.dsn(dbname), connect_timeout=5)
+        conn.autocommit = True
+        return conn
+
+
+@pytest.fixture(scope="session")
+def postgres(test_tmp):
+    pg = Postgres(test_tmp)
+    pg.start()
+    yield pg
+    if os.environ.get("AS_TEST_TMP"):
+        pg.stop()  # the caller owns AS_TEST_TMP and may want the logs
+    else:
+        pg.destroy()
+
+
+# ---- per test: database, broker, workers, Kafka clients ----------------------
+
+class Broker:
+    def __init__(self, logdir):
+        self.log = open(logdir / "broker.log", "wb")
+        self.proc = subprocess.Popen([str(BROKER_BIN), "--topics", str(TOPICS_TSV)], cwd=ROOT,
+                                     stdout=subprocess.PIPE, stderr=self.log,
+                                     env=_child_env({}))
+        line = _readline_timeout(self.proc.stdout, 20)
+        m = re.match(rb"bootstrap=(\S+)", line or b"")
+        if not m:
+            self.stop()
+            raise RuntimeError(f"as-broker printed {line!r}, exit {self.proc.poll()}")
+        self.bootstrap = m.group(1).decode()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self.log.close()
+
+
+def _readline_timeout(f, timeout):
+    import select
+    buf = b""
+    deadline = time.monotonic() + timeout
+    fd = f.fileno()
+    while not buf.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return buf
+        r, _, _ = select.select([fd], [], [], left)
+        if not r:
+            continue
+        chunk = os.read(fd, 1)
+        if not chunk:
+            return buf
+        buf += chunk
+    return buf
+
+
+def _child_env(extra):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AS_", "PG", "ASAN_", "UBSAN_", "LSAN_"))}
+    if SANITIZED:
+        env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0:exitcode=66"
+        env["UBSAN_OPTIONS"] = "halt_on_error=1:print_stacktrace=1"
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+class Worker:
+    """One as-probe process."""
+
+    def __init__(self, h, name, env):
+        self.h = h
+        self.name = name
+        self.logpath = h.logdir / f"{name}.log"
+        self.log = open(self.logpath, "ab")
+        self.env = env
+        self.proc = subprocess.Popen([str(PROBE_BIN)], cwd=ROOT, stdin=subprocess.DEVNULL,
+                                     stdout=self.log, stderr=self.log, env=_child_env(env))
+        self.port = None
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def text(self):
+        try:
+            return self.logpath.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def lines(self):
+        out = []
+        for line in self.text().splitlines():
+            if line.startswith("{"):
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+        return out
+
+    def tail(self, n=40):
+        return "\n".join(self.text().splitlines()[-n:])
+
+    def wait_started(self, timeout=30):
+        def started():
+            for rec in self.lines():
+                if rec.get("msg") == "worker started":
+                    return rec
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited {self.proc.returncode} before starting:\n"
+                                     f"{self.tail()}")
+            return None
+        rec = wait_until(started, timeout * SLOW, what=f"{self.name} to start")
+        self.port = int(rec["http_port"])
+        assert self.port > 0
+        return self
+
+    def http(self, path, timeout=5):
+        """(status, body) of GET path."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=timeout) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def ready(self):
+        try:
+            return self.http("/readyz")[0] == 200
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout=30):
+        def ok():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited {self.proc.returncode}:\n{self.tail()}")
+            return self.ready()
+        wait_until(ok, timeout * SLOW, what=f"{self.name} /readyz 200")
+        return self
+
+    def metrics(self):
+        status, body = self.http("/metrics")
+        assert status == 200, body
+        return parse_metrics(body)
+
+    def metric(self, name, **labels):
+        """Sum of the samples of name whose labels include labels."""
+        return sum(v for n, l, v in self.metrics()
+                   if n == name and all(l.get(k) == str(x) for k, x in labels.items()))
+
+    def assigned(self):
+        """Partitions of the last assignment (0 before any, or after a revoke)."""
+        n = 0
+        for rec in self.lines():
+            if rec.get("msg") == "partitions assigned":
+                n = int(rec["partitions"])
+            elif rec.get("msg") == "partitions revoked":
+                n = 0
+        return n
+
+    def wait_assigned(self, timeout=30, partitions=None):
+        def ok():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited {self.proc.returncode}:\n{self.tail()}")
+            n = self.assigned()
+            return n if (n == partitions if partitions is not None else n > 0) else None
+        return wait_until(ok, timeout * SLOW, what=f"{self.name} partitions assigned")
+
+    def logged(self, msg):
+        return [r for r in self.lines() if r.get("msg") == msg]
+
+    def wait_exit(self, timeout):
+        try:
+            return self.proc.wait(timeout * SLOW)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{self.name} still running after {timeout * SLOW:.0f}s:\n{self.tail()}")
+
+    def terminate(self, timeout=30):
+        self.proc.send_signal(signal.SIGTERM)
+        return self.wait_exit(timeout)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        return self.proc.wait(15)
+
+    def sanitizer_report(self):
+        t = self.text()
+        return [m for m in SANITIZER_MARKERS if m in t]
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                pass
+        self.log.close()
+
+
+def parse_metrics(text):
+    """Prometheus text -> [(name, {label: value}, float)]."""
+    out = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)', line)
+        if not m:
+            continue
+        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        out.append((m.group(1), labels, float(m.group(3))))
+    return out
+
+
+class TopicReader:
+    """Reads a whole topic from the beginning, every partition, without a group."""
+
+    def __init__(self, bootstrap, topic):
+        from confluent_kafka import Consumer, TopicPartition
+        self.topic = topic
+        self.nparts = PARTITIONS[topic]
+        self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
+                           "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                           "enable.partition.eof": False, "log_level": 2})
+        self.c.assign([TopicPartition(topic, p, 0) for p in range(self.nparts)])
+        self.msgs = []
+        self.pos = [0] * self.nparts
+
+    def drain(self, timeout=20):
+        """Reads until every partition is at the high watermark seen now; returns all read."""
+        from confluent_kafka import TopicPartition
+        highs = [self.c.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)[1]
+                 for p in range(self.nparts)]
+        deadline = time.monotonic() + timeout * SLOW
+        while any(self.pos[p] < highs[p] for p in range(self.nparts)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.topic}: could not read up to {highs}, at {self.pos}")
+            m = self.c.poll(0.2)
+            if m is None:
+                continue
+            if m.error():
+                continue
+            self.msgs.append(m)
+            self.pos[m.partition()] = max(self.pos[m.partition()], m.offset() + 1)
+        return self.msgs
+
+    def close(self):
+        self.c.close()
+
+
+class Harness:
+    """Everything one test needs; built by the `h` fixture."""
+
+    def __init__(self, request, postgres, pb, test_tmp):
+        self.pg = postgres
+        self.pb = pb
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)[:80]
+        self.logdir = test_tmp / "logs" / safe
+        shutil.rmtree(self.logdir, ignore_errors=True)
+        self.logdir.mkdir(parents=True)
+        self.workers = []
+        self.readers = []
+        self._producer = None
+        self._conn = None
+        self.dbname = f"t_{uuid.uuid4().hex[:12]}"
+        admin = postgres.connect()
+        admin.cursor().execute(f"CREATE DATABASE {self.dbname}")
+        admin.close()
+        self.dsn = postgres.dsn(self.dbname)
+        self.group = f"probe-{uuid.uuid4().hex[:8]}"
+        self.broker = Broker(self.logdir)
+        self.bootstrap = self.broker.bootstrap
+
+    # -- workers
+    def worker_env(self, **over):
+        env = {
+            "AS_KAFKA_BOOTSTRAP": self.bootstrap,
+            "AS_DB_DSN": self.dsn,
+            "AS_DB_SCHEMA": "probe",
+            "AS_GROUP_ID": self.group,
+            "AS_HTTP_ADDR": "127.0.0.1",
+            "AS_HTTP_PORT": "0",
+            "AS_RETRY_MAX_MS": "500",
+            "AS_SHUTDOWN_TIMEOUT_MS": "10000",
+            "AS_RELAY_INTERVAL_MS": "100",
+            "AS_POLL_INTERVAL_MS": "50",
+            "AS_RDKAFKA_SESSION_TIMEOUT_MS": "6000",
+            "AS_RDKAFKA_HEARTBEAT_INTERVAL_MS": "500",
+            "AS_RDKAFKA_TOPIC_METADATA_REFRESH_INTERVAL_MS": "1000",
+        }
+        env.update({k: str(v) for k, v in over.items()})
+        return env
+
+    def start_worker(self, name=None, ready=True, **over):
+        name = name or f"w{len(self.workers) + 1}"
+        env = self.worker_env(AS_INSTANCE=name, **over)
+        w = Worker(self, name, env)
+        self.workers.append(w)
+        if ready:
+            w.wait_started()
+            w.wait_ready()
+        return w
+
+    # -- producing
+    @property
+    def producer(self):
+        if self._producer is None:
+            from confluent_kafka import Producer
+            self._producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5,
+                                       "acks": "all", "log_level": 2})
+        return self._producer
+
+    def envelope(self, payload_field, payload, event_id=None, case_id="case-1", event_type=None,
+                 **fields):
+        env = self.pb.Envelope()
+        env.event_id = event_id or str(uuid.uuid4())
+        env.event_type = event_type if event_type is not None else type(payload).DESCRIPTOR.name
+        env.schema_version = 1
+        env.case_id = case_id
+        env.occurred_at_us = int(time.time() * 1e6)
+        env.producer.service = "pytest"
+        env.producer.instance = "integration"
+        env.trace_id = uuid.uuid4().hex
+        getattr(env, payload_field).CopyFrom(payload)
+        for k, v in fields.items():
+            setattr(env, k, v)
+        return env
+
+    def probe_envelope(self, probe_id, seq, amount=1, note="", **kw):
+        p = self.pb.SyntheticProbe(probe_id=probe_id, seq=seq, amount_minor=amount, note=note)
+        kw.setdefault("case_id", f"c-{probe_id}" if probe_id and len(probe_id) < 60 and
+                      re.fullmatch(r"[A-Za-z0-9._:-]+", probe_id) else "c-x")
+        return self.envelope("synthetic_probe", p, **kw)
+
+    def produce(self, value, key, partition=None, topic=PROBE_TOPIC):
+        """Produces one record and waits for its delivery; returns (partition, offset)."""
+        return self.produce_many([(key, value, partition)], topic=topic)[0]
+
+    def produce_many(self, records, topic=PROBE_TOPIC):
+        """records: [(key, value, partition|None)]; returns [(partition, offset)] in order."""
+        out = [None] * len(records)
+        errs = []
+
+        def cb(i):
+            def dr(err, msg):
+                if err:
+                    errs.append(err)
+                else:
+                    out[i] = (msg.partition(), msg.offset())
+            return dr
+        for i, (key, value, part) in enumerate(records):
+            kw = {"partition": part} if part is not None else {}
+            while True:
+                try:
+                    self.producer.produce(topic, value=value,
+                                          key=key.encode() if isinstance(key, str) else key,
+                                          on_delivery=cb(i), **kw)
+                    break
+                except BufferError:
+                    self.producer.poll(0.1)
+            self.producer.poll(0)
+        self.flush()
+        assert not errs, errs[:3]
+        return out
+
+    def flush(self, timeout=30):
+        left = self.producer.flush(timeout)
+        assert left == 0, f"{left} messages not delivered"
+
+    def produce_probe(self, probe_id, seq, amount=1, partition=None, **kw):
+        env = self.probe_envelope(probe_id, seq, amount, **kw)
+        at = self.produce_many([(probe_id, env.SerializeToString(), partition)])[0]
+        return env, at
+
+    # -- reading
+    def reader(self, topic):
+        r = TopicReader(self.bootstrap, topic)
+        self.readers.append(r)
+        return r
+
+    def decode(self, value):
+        env = self.pb.Envelope()
+        env.ParseFromString(value)
+        return env
+
+    # -- database
+    def sql(self, q, args=None):
+        import psycopg2
+        for attempt in range(3):
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = self.pg.connect(self.dbname)
+                with self._conn.cursor() as cur:
+                    cur.execute(q, args)
+                    return cur.fetchall() if cur.description else None
+            except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                if self._conn is not None:
+                    try:
+                        self._conn.close()
+                    except Exception:
+                        pass
+                self._conn = None
+                if attempt == 2:
+                    raise
+                time.sleep(0.5)
+
+    def scalar(self, q, args=None):
+        return self.sql(q, args)[0][0]
+
+    def counts(self):
+        """probe_id -> count."""
+        return dict(self.sql("SELECT probe_id, count FROM probe.probe_state"))
+
+    # -- teardown
+    def close(self):
+        reports = []
+        for w in self.workers:
+            w.close()
+            rep = w.sanitizer_report()
+            if rep:
+                reports.append(f"{w.name}: {rep}\n{w.tail(60)}")
+        for r in self.readers:
+            try:
+                r.close()
+            except Exception:
+                pass
+        if self._producer is not None:
+            self._producer.flush(1)
+        self.broker.stop()
+        if self._conn is not None:
+            self._conn.close()
+        try:
+            admin = self.pg.connect()
+            admin.cursor().execute(f"DROP DATABASE IF EXISTS {self.dbname} WITH (FORCE)")
+            admin.close()
+        except Exception:
+            pass
+        return reports
+
+
+@pytest.fixture
+def h(request, postgres, pb, test_tmp):
+    assert PROBE_BIN.exists(), f"{PROBE_BIN} missing: make B={BIN_DIR.parent} build"
+    harness = Harness(request, postgres, pb, test_tmp)
+    try:
+        yield harness
+    finally:
+        reports = harness.close()
+    if reports:
+        pytest.fail("sanitizer report in worker output:\n" + "\n".join(reports))
+
+
+def random_ids(n, prefix="p"):
+    tag = uuid.uuid4().hex[:6]
+    return [f"{prefix}-{tag}-{i:05d}" for i in range(n)]
+
+
+def echo_events(h, reader):
+    """Decoded ProbeEchoed envelopes on the echo topic: [(event_id, ProbeEchoed, message)]."""
+    out = []
+    for m in reader.drain():
+        env = h.decode(m.value())
+        assert env.WhichOneof("payload") == "probe_echoed", env
+        out.append((env.event_id, env.probe_echoed, m))
+    return out
+
+
+def dead_letters(h, reader):
+    """Decoded dead letters: [(envelope, DeadLetter, message)]."""
+    out = []
+    for m in reader.drain():
+        env = h.decode(m.value())
+        assert env.WhichOneof("payload") == "dead_letter", env
+        out.append((env, env.dead_letter, m))
+    return out
+
