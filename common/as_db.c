@@ -66,6 +66,17 @@ bool as_db_sqlstate_transient(const char *s) {
          strcmp(s, "55P03") == 0;         /* lock not available */
 }
 
+int as_db_check(as_db_t *db, PGresult *r) {
+  ExecStatusType st = PQresultStatus(r);
+  if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return 0;
+  const char *primary = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+  set_err(db, r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL,
+          primary ? primary : db->conn ? PQerrorMessage(db->conn) : "not connected");
+  bool bad = !db->conn || PQstatus(db->conn) != CONNECTION_OK;
+  if (bad) as_db_close(db);
+  return (bad || as_db_sqlstate_transient(db->sqlstate)) ? -EAGAIN : -EIO;
+}
+
 int as_db_query_ex(as_db_t *db, const char *sql, int n, const char *const *vals, const int *lens,
                    const int *fmts, int result_format, PGresult **out) {
   if (out) *out = NULL;
@@ -74,19 +85,10 @@ int as_db_query_ex(as_db_t *db, const char *sql, int n, const char *const *vals,
     return -EAGAIN;
   }
   PGresult *r = PQexecParams(db->conn, sql, n, NULL, vals, lens, fmts, result_format);
-  ExecStatusType st = PQresultStatus(r);
-  if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
-    if (out) *out = r;
-    else PQclear(r);
-    return 0;
-  }
-  const char *primary = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-  set_err(db, r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL,
-          primary ? primary : PQerrorMessage(db->conn));
-  PQclear(r);
-  bool bad = PQstatus(db->conn) != CONNECTION_OK;
-  if (bad) as_db_close(db);
-  return (bad || as_db_sqlstate_transient(db->sqlstate)) ? -EAGAIN : -EIO;
+  int rc = as_db_check(db, r);
+  if (rc == 0 && out) *out = r;
+  else PQclear(r);
+  return rc;
 }
 
 int as_db_query(as_db_t *db, const char *sql, int n, const char *const *vals, PGresult **out) {

@@ -52,6 +52,11 @@ int as_db_query(as_db_t *db, const char *sql, int n, const char *const *vals, PG
 int as_db_query_ex(as_db_t *db, const char *sql, int n, const char *const *vals, const int *lens,
                    const int *fmts, int result_format, PGresult **out);
 
+/* Classifies a result of this connection (also one got asynchronously
+ * with PQgetResult): 0 for success, else -EAGAIN / -EIO as above. Does not
+ * take ownership of r. */
+int as_db_check(as_db_t *db, PGresult *r);
+
 /* BEGIN / COMMIT / ROLLBACK shorthands with the same error contract.
  * as_db_rollback never fails visibly (a dead connection has no transaction). */
 int as_db_begin(as_db_t *db);

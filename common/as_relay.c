@@ -1,11 +1,15 @@
 /* as_relay: the transactional outbox's publisher. See as_relay.h for the
- * guarantees; this file is the state machine: IDLE -> (round) IN_FLIGHT ->
- * (all delivery reports in) mark sent -> IDLE. */
+ * guarantees; this file is the state machine
+ *   IDLE -> SELECTING -> IN_FLIGHT -> MARKING -> IDLE
+ * Its two queries (read unsent rows, mark rows sent) are sent
+ * asynchronously and their results read when the socket turns readable, so
+ * the relay's database time overlaps the batch path's instead of blocking
+ * the loop. Delivery reports arrive through the producer's queue pipe. */
 #include "as_relay.h"
 
 #include <endian.h>
-#include <fcntl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +18,8 @@
 
 #include "as_buf.h"
 #include "as_db.h"
+
+typedef enum { R_IDLE, R_SELECTING, R_IN_FLIGHT, R_MARKING } relay_state_t;
 
 struct as_relay {
   uv_loop_t *loop;
@@ -26,72 +32,24 @@ struct as_relay {
   uv_poll_t pipe_poll;
   uv_poll_t *pg_poll; /* per connection; NULL when none */
   uv_timer_t tick, kick;
-  bool active, in_flight, caught_up, closing, fatal;
+  relay_state_t state;
+  bool active, caught_up, closing;
   size_t nflight, ndone, cap;
   int64_t *ids;
   rd_kafka_resp_err_t *status;
+  as_buf_t mark; /* the ids array literal of the MARKING query */
   uint64_t retry_at_ms, backlog_at_ms, janitor_at_ms;
+  uint64_t t_sel, t_prod, t_dr, t_mark; /* round phase start times (ns), for the debug log */
   unsigned backoff_ms;
   int open_handles;
   void (*done)(void *);
   void *done_arg;
   as_counter_t *published, *failed;
   as_gauge_t *backlog, *active_g;
-  char channel[80], sql_select[256], sql_mark[160], sql_count[160], sql_janitor[256], lock_key[80];
+  char channel[80], sql_select[256], sql_mark[160], sql_count[160], sql_janitor[320], lock_key[80];
 };
 
-static void on_pg_poll_closed(uv_handle_t *h) { free(h); }
-
-/* as_db is about to close the socket: stop watching it first. */
-static void on_db_close(void *arg, int fd) {
-  as_relay_t *r = arg;
-  (void)fd;
-  if (r->pg_poll) uv_close((uv_handle_t *)r->pg_poll, on_pg_poll_closed);
-  r->pg_poll = NULL;
-  r->active = false; /* the advisory lock died with the session */
-}
-
-static void on_pg_readable(uv_poll_t *h, int status, int events) {
-  as_relay_t *r = h->data;
-  (void)events;
-  if (status < 0 || !r->db.conn) return;
-  bool notified = false;
-  if (!PQconsumeInput(r->db.conn)) {
-    as_db_close(&r->db);
-    return;
-  }
-  for (PGnotify *n; (n = PQnotifies(r->db.conn)); PQfreemem(n)) notified = true;
-  if (notified) as_relay_kick(r);
-}
-
-static int relay_connect(as_relay_t *r) {
-  if (r->db.conn) return 0;
-  if (as_db_ensure(&r->db) < 0) return -EAGAIN;
-  char sql[128];
-  snprintf(sql, sizeof sql, "LISTEN %s", r->channel);
-  if (as_db_query(&r->db, sql, 0, NULL, NULL) < 0) return -EAGAIN;
-  r->pg_poll = malloc(sizeof *r->pg_poll);
-  if (!r->pg_poll || uv_poll_init(r->loop, r->pg_poll, PQsocket(r->db.conn)) < 0) {
-    free(r->pg_poll);
-    r->pg_poll = NULL;
-    return 0; /* the timer still drives rounds */
-  }
-  r->pg_poll->data = r;
-  uv_poll_start(r->pg_poll, UV_READABLE, on_pg_readable);
-  return 0;
-}
-
-static void try_lock(as_relay_t *r) {
-  PGresult *res = NULL;
-  const char *vals[1] = {r->lock_key};
-  if (as_db_query(&r->db, "SELECT pg_try_advisory_lock(hashtext($1))", 1, vals, &res) == 0) {
-    bool got = PQgetvalue(res, 0, 0)[0] == 't';
-    if (got && !r->active) AS_INFO(r->log, "outbox relay active", AS_F_STR("schema", r->conf.schema));
-    r->active = got;
-  }
-  PQclear(res);
-  as_gauge_set(r->active_g, r->active ? 1 : 0);
-}
+static void relay_step(as_relay_t *r);
 
 static uint64_t now_ms(const as_relay_t *r) { return uv_now(r->loop); }
 
@@ -99,6 +57,47 @@ static void backoff(as_relay_t *r) {
   r->backoff_ms = r->backoff_ms ? r->backoff_ms * 2 : 100;
   if (r->backoff_ms > 5000) r->backoff_ms = 5000;
   r->retry_at_ms = now_ms(r) + r->backoff_ms;
+}
+
+static void on_pg_poll_closed(uv_handle_t *h) { free(h); }
+
+/* as_db is about to close the socket: stop watching it first. Whatever
+ * query was outstanding is lost with the session; in-flight deliveries
+ * still complete, but their rows stay unmarked and go out again. */
+static void on_db_close(void *arg, int fd) {
+  as_relay_t *r = arg;
+  (void)fd;
+  if (r->pg_poll) uv_close((uv_handle_t *)r->pg_poll, on_pg_poll_closed);
+  r->pg_poll = NULL;
+  r->active = false; /* the advisory lock died with the session */
+  if (r->state == R_SELECTING || r->state == R_MARKING) r->state = R_IDLE;
+}
+
+/* ---- asynchronous queries -------------------------------------------- */
+
+static int send_query(as_relay_t *r, const char *sql, int n, const char *const *vals, int fmt) {
+  if (!PQsendQueryParams(r->db.conn, sql, n, NULL, vals, NULL, NULL, fmt)) {
+    snprintf(r->db.err, sizeof r->db.err, "%s", PQerrorMessage(r->db.conn));
+    as_db_close(&r->db);
+    return -EAGAIN;
+  }
+  return 0;
+}
+
+/* The one result of the outstanding query; *rc says whether it succeeded.
+ * Called once the socket turned readable, i.e. the server has started to
+ * answer: waiting for the rest here costs the server's remaining work, while
+ * going back to the loop for every socket-buffer-full of a large result
+ * would cost a whole batch per chunk. */
+static PGresult *take_result(as_relay_t *r, int *rc) {
+  PGresult *res = PQgetResult(r->db.conn), *extra;
+  while (r->db.conn && (extra = PQgetResult(r->db.conn))) PQclear(extra);
+  *rc = as_db_check(&r->db, res);
+  return res ? res : (PGresult *)(uintptr_t)1; /* non-NULL: done, even without a result */
+}
+
+static void release_result(PGresult *res) {
+  if (res != (PGresult *)(uintptr_t)1) PQclear(res);
 }
 
 static int grow(as_relay_t *r, size_t n) {
@@ -135,54 +134,123 @@ static int produce_row(as_relay_t *r, PGresult *res, int i) {
   return 0;
 }
 
-/* Reads unsent rows and hands them to the producer. */
-static void round_start(as_relay_t *r) {
-  PGresult *res = NULL;
+/* SELECTING done: hand the rows to the producer. */
+static void selected(as_relay_t *r, PGresult *res) {
+  int n = PQntuples(res);
+  r->caught_up = n == 0;
+  r->state = R_IDLE;
+  if (n == 0 || grow(r, (size_t)n) < 0) return;
+  r->t_prod = uv_hrtime();
+  int sent = 0;
+  while (sent < n && produce_row(r, res, sent) == 0) sent++;
+  r->nflight = (size_t)sent;
+  r->ndone = 0;
+  if (sent > 0) r->state = R_IN_FLIGHT;
+  if (sent < n) backoff(r);
+  r->t_dr = uv_hrtime();
+}
+
+static void start_select(as_relay_t *r) {
   char lim[16];
   snprintf(lim, sizeof lim, "%d", r->conf.batch);
   const char *vals[1] = {lim};
-  if (as_db_query_ex(&r->db, r->sql_select, 1, vals, NULL, NULL, 1, &res) < 0) {
-    backoff(r);
-    return;
-  }
-  int n = PQntuples(res);
-  r->caught_up = n == 0;
-  if (n > 0 && grow(r, (size_t)n) == 0) {
-    int sent = 0;
-    while (sent < n && produce_row(r, res, sent) == 0) sent++;
-    r->nflight = (size_t)sent;
-    r->ndone = 0;
-    r->in_flight = sent > 0;
-    if (sent < n) backoff(r);
-  }
-  PQclear(res);
+  r->t_sel = uv_hrtime();
+  if (send_query(r, r->sql_select, 1, vals, 1) == 0) r->state = R_SELECTING;
+  else backoff(r);
 }
 
-static void round_finish(as_relay_t *r) {
+/* IN_FLIGHT done (every delivery report in): mark the delivered rows. */
+static void start_mark(as_relay_t *r) {
   if (r->conf.failpoint && strcmp(r->conf.failpoint, "relay_after_delivery") == 0) raise(SIGKILL);
-  as_buf_t ids;
-  as_buf_init(&ids);
-  as_buf_arr_open(&ids);
+  r->t_mark = uv_hrtime();
+  as_buf_reset(&r->mark);
+  as_buf_arr_open(&r->mark);
   size_t ok = 0;
   for (size_t i = 0; i < r->nflight; i++) {
     if (r->status[i] != RD_KAFKA_RESP_ERR_NO_ERROR) continue;
     char num[24];
-    as_buf_arr_raw(&ids, num, (size_t)snprintf(num, sizeof num, "%lld", (long long)r->ids[i]));
+    as_buf_arr_raw(&r->mark, num, (size_t)snprintf(num, sizeof num, "%lld", (long long)r->ids[i]));
     ok++;
   }
-  as_buf_arr_close(&ids);
-  const char *vals[1] = {as_buf_str(&ids)};
-  int rc = as_buf_ok(&ids) ? as_db_query(&r->db, r->sql_mark, 1, vals, NULL) : -ENOMEM;
-  as_buf_free(&ids);
-  r->in_flight = false;
+  as_buf_arr_close(&r->mark);
   as_counter_add(r->published, ok);
   as_counter_add(r->failed, r->nflight - ok);
-  if (rc < 0 || ok < r->nflight) {
-    backoff(r); /* unmarked rows go out again: same event ids */
-  } else {
-    r->backoff_ms = 0;
-    if (r->nflight == (size_t)r->conf.batch) as_relay_kick(r);
+  if (ok < r->nflight) backoff(r); /* unmarked rows go out again: same event ids */
+  r->state = R_IDLE;
+  if (ok == 0 || !r->db.conn || !as_buf_ok(&r->mark)) return;
+  const char *vals[1] = {as_buf_str(&r->mark)};
+  if (send_query(r, r->sql_mark, 1, vals, 0) == 0) r->state = R_MARKING;
+}
+
+static void marked(as_relay_t *r, int rc) {
+  r->state = R_IDLE;
+  uint64_t t = uv_hrtime();
+  AS_DEBUG(r->log, "relay round", AS_F_INT("rows", r->nflight), AS_F_INT("select_us", (r->t_prod - r->t_sel) / 1000),
+           AS_F_INT("produce_us", (r->t_dr - r->t_prod) / 1000), AS_F_INT("delivery_us", (r->t_mark - r->t_dr) / 1000),
+           AS_F_INT("mark_us", (t - r->t_mark) / 1000));
+  if (rc < 0) {
+    backoff(r);
+    return;
   }
+  if (r->retry_at_ms <= now_ms(r)) r->backoff_ms = 0;
+  if (r->nflight == (size_t)r->conf.batch) as_relay_kick(r);
+}
+
+/* The socket is readable: a query result, a notification, or both. */
+static void on_pg_readable(uv_poll_t *h, int status, int events) {
+  as_relay_t *r = h->data;
+  (void)events;
+  if (status < 0 || !r->db.conn) return;
+  if (!PQconsumeInput(r->db.conn)) {
+    as_db_close(&r->db);
+    backoff(r);
+    return;
+  }
+  bool notified = false;
+  for (PGnotify *n; (n = PQnotifies(r->db.conn)); PQfreemem(n)) notified = true;
+  if (r->state == R_SELECTING || r->state == R_MARKING) {
+    int rc = 0;
+    PGresult *res = take_result(r, &rc);
+    if (r->state == R_MARKING) marked(r, rc);
+    else if (rc == 0) selected(r, res);
+    else r->state = R_IDLE, backoff(r);
+    release_result(res);
+    relay_step(r);
+  } else if (notified) {
+    as_relay_kick(r);
+  }
+}
+
+/* ---- connection, lock, housekeeping (synchronous, only when idle) ------ */
+
+static int relay_connect(as_relay_t *r) {
+  if (r->db.conn) return 0;
+  if (as_db_ensure(&r->db) < 0) return -EAGAIN;
+  char sql[128];
+  snprintf(sql, sizeof sql, "LISTEN %s", r->channel);
+  if (as_db_query(&r->db, sql, 0, NULL, NULL) < 0) return -EAGAIN;
+  r->pg_poll = malloc(sizeof *r->pg_poll);
+  if (!r->pg_poll || uv_poll_init(r->loop, r->pg_poll, PQsocket(r->db.conn)) < 0) {
+    free(r->pg_poll);
+    r->pg_poll = NULL;
+    as_db_close(&r->db);
+    return -EAGAIN;
+  }
+  r->pg_poll->data = r;
+  uv_poll_start(r->pg_poll, UV_READABLE, on_pg_readable);
+  return 0;
+}
+
+static void try_lock(as_relay_t *r) {
+  PGresult *res = NULL;
+  const char *vals[1] = {r->lock_key};
+  if (as_db_query(&r->db, "SELECT pg_try_advisory_lock(hashtext($1))", 1, vals, &res) == 0) {
+    bool got = PQgetvalue(res, 0, 0)[0] == 't';
+    if (got && !r->active) AS_INFO(r->log, "outbox relay active", AS_F_STR("schema", r->conf.schema));
+    r->active = got;
+  }
+  PQclear(res);
+  as_gauge_set(r->active_g, r->active ? 1 : 0);
 }
 
 static void housekeeping(as_relay_t *r) {
@@ -194,7 +262,7 @@ static void housekeeping(as_relay_t *r) {
     PQclear(res);
     r->backlog_at_ms = now + 2000;
   }
-  if (r->active && now >= r->janitor_at_ms) {
+  if (r->active && r->db.conn && now >= r->janitor_at_ms) {
     as_db_query(&r->db, r->sql_janitor, 0, NULL, NULL);
     r->janitor_at_ms = now + 60000;
   }
@@ -203,23 +271,23 @@ static void housekeeping(as_relay_t *r) {
 static void serve_producer(as_relay_t *r) {
   if (!r->producer) return;
   rd_kafka_poll(r->producer, 0);
-  if (r->in_flight && r->ndone >= r->nflight) round_finish(r);
+  if (r->state == R_IN_FLIGHT && r->ndone >= r->nflight) start_mark(r);
 }
 
 static void relay_step(as_relay_t *r) {
   serve_producer(r);
-  if (r->closing || r->in_flight || now_ms(r) < r->retry_at_ms) return;
+  if (r->closing || r->state != R_IDLE || now_ms(r) < r->retry_at_ms) return;
   if (relay_connect(r) < 0) {
     backoff(r);
     return;
   }
   housekeeping(r);
-  if (!r->active) try_lock(r);
+  if (r->db.conn && !r->active) try_lock(r);
   if (!r->active) {
     r->caught_up = true;
     return;
   }
-  if (r->db.conn) round_start(r);
+  if (r->db.conn) start_select(r);
 }
 
 static void on_tick(uv_timer_t *t) { relay_step(t->data); }
@@ -238,7 +306,7 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   (void)rk;
   as_relay_t *r = ((as_kafka_ctx_t *)opaque)->owner;
   size_t i = (size_t)(intptr_t)m->_private;
-  if (i < r->nflight) {
+  if (r->state == R_IN_FLIGHT && i < r->nflight) {
     r->status[i] = m->err;
     r->ndone++;
   }
@@ -247,9 +315,11 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
   as_relay_t *r = ((as_kafka_ctx_t *)opaque)->owner;
   (void)rk;
-  if (err == RD_KAFKA_RESP_ERR__FATAL) r->fatal = true;
-  AS_WARN(r->log, "producer error", AS_F_STR("error", rd_kafka_err2str(err)), AS_F_STR("detail", reason));
+  AS_LOG(r->log, err == RD_KAFKA_RESP_ERR__FATAL ? AS_LOG_ERROR : AS_LOG_WARN, "producer error",
+         AS_F_STR("error", rd_kafka_err2str(err)), AS_F_STR("detail", reason));
 }
+
+/* ---- public ----------------------------------------------------------- */
 
 void as_relay_kick(as_relay_t *r) {
   if (r && !r->closing) uv_timer_start(&r->kick, on_tick, 0, 0);
@@ -257,7 +327,7 @@ void as_relay_kick(as_relay_t *r) {
 
 bool as_relay_db_ok(const as_relay_t *r) { return r->db.conn != NULL; }
 
-bool as_relay_caught_up(const as_relay_t *r) { return !r->in_flight && r->caught_up; }
+bool as_relay_caught_up(const as_relay_t *r) { return r->state == R_IDLE && r->caught_up; }
 
 static void format_sql(as_relay_t *r) {
   const char *s = r->conf.schema;
@@ -269,9 +339,11 @@ static void format_sql(as_relay_t *r) {
   snprintf(r->sql_mark, sizeof r->sql_mark,
            "UPDATE %s.outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", s);
   snprintf(r->sql_count, sizeof r->sql_count, "SELECT count(*) FROM %s.outbox WHERE sent_at IS NULL", s);
+  /* Oldest ids first through the primary key: sent rows older than the
+   * retention sit at the low end. */
   snprintf(r->sql_janitor, sizeof r->sql_janitor,
            "DELETE FROM %s.outbox WHERE id IN (SELECT id FROM %s.outbox WHERE sent_at < now() - "
-           "make_interval(secs => %d) LIMIT 50000)", s, s, r->conf.retention_s);
+           "make_interval(secs => %d) ORDER BY id LIMIT 50000)", s, s, r->conf.retention_s);
 }
 
 static void init_metrics(as_relay_t *r, as_metrics_t *m) {
@@ -290,6 +362,7 @@ as_relay_t *as_relay_new(uv_loop_t *loop, const as_relay_conf_t *conf, const as_
   r->log = log;
   r->kctx = (as_kafka_ctx_t){.log = log, .owner = r};
   r->pipefd[0] = r->pipefd[1] = -1;
+  as_buf_init(&r->mark);
   as_db_init(&r->db, conf->dsn, conf->client_id, log);
   r->db.on_close = on_db_close;
   r->db.on_close_arg = r;
@@ -325,10 +398,32 @@ static void on_handle_closed(uv_handle_t *h) {
   close(r->pipefd[1]);
   void (*done)(void *) = r->done;
   void *arg = r->done_arg;
+  as_buf_free(&r->mark);
   free(r->ids);
   free(r->status);
   free(r);
   if (done) done(arg);
+}
+
+/* Finishes the round in hand synchronously: the loop is stopping anyway. */
+static void finish_round(as_relay_t *r, int timeout_ms) {
+  if (r->state == R_SELECTING || r->state == R_MARKING) {
+    PGresult *res;
+    while (r->db.conn && (res = PQgetResult(r->db.conn))) {
+      if (r->state == R_SELECTING && as_db_check(&r->db, res) == 0) selected(r, res);
+      PQclear(res);
+    }
+    if (r->state != R_IN_FLIGHT) r->state = R_IDLE;
+  }
+  if (r->state == R_IN_FLIGHT) {
+    rd_kafka_flush(r->producer, timeout_ms);
+    serve_producer(r);
+  }
+  if (r->state == R_MARKING) {
+    PGresult *res;
+    while (r->db.conn && (res = PQgetResult(r->db.conn))) PQclear(res);
+    r->state = R_IDLE;
+  }
 }
 
 void as_relay_close(as_relay_t *r, int timeout_ms, void (*done)(void *arg), void *arg) {
@@ -337,8 +432,7 @@ void as_relay_close(as_relay_t *r, int timeout_ms, void (*done)(void *arg), void
   r->done = done;
   r->done_arg = arg;
   /* Deliver what is in flight and mark it, so a clean stop republishes nothing. */
-  rd_kafka_flush(r->producer, timeout_ms);
-  serve_producer(r);
+  finish_round(r, timeout_ms);
   as_db_close(&r->db); /* closes pg_poll via on_db_close */
   r->open_handles = 3;
   uv_close((uv_handle_t *)&r->tick, on_handle_closed);

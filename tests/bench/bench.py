@@ -134,7 +134,7 @@ def report_batches(logfile):
 def run_worker(tmp, bootstrap, dsn, schema, batch, n):
     env = dict(os.environ, AS_KAFKA_BOOTSTRAP=bootstrap, AS_DB_DSN=dsn, AS_DB_SCHEMA=schema,
                AS_GROUP_ID="bench-" + schema, AS_BATCH_MAX=str(batch), AS_HTTP_PORT="0",
-               AS_HTTP_ADDR="127.0.0.1", AS_LOG_LEVEL="info", AS_INSTANCE="bench")
+               AS_HTTP_ADDR="127.0.0.1", AS_LOG_LEVEL=os.environ.get("AS_BENCH_LOG", "info"), AS_INSTANCE="bench")
     subprocess.run([BIN + "/as-probe", "--migrate"], env=env, check=True,
                    stderr=open(tmp + "/migrate-%s.log" % schema, "w"))
     w = subprocess.Popen([BIN + "/as-probe"], env=env, stderr=open(tmp + "/worker-%s.log" % schema, "w"))

@@ -12,7 +12,9 @@ What the fixtures give a test:
 Every wait is bounded and every process started here is killed at teardown.
 
 Environment: AS_BIN_DIR (default build/bin; build/asan/bin for the sanitizer
-pass), AS_TEST_TMP (scratch directory; default a new temporary directory).
+pass), AS_TEST_TMP (scratch directory; default a new temporary directory;
+worker logs land in AS_TEST_TMP/logs/<test>/), AS_IT_LOG_LEVEL (the workers'
+AS_LOG_LEVEL, default info).
 """
 import json
 import os
@@ -173,29 +175,71 @@ def postgres(test_tmp):
 # ---- per test: database, broker, workers, Kafka clients ----------------------
 
 class Broker:
-    def __init__(self, logdir):
-        self.log = open(logdir / "broker.log", "wb")
+    """One as-broker process. Started ahead of need (its mock cluster takes a
+    few seconds to come up): wait_bootstrap() blocks until it announced itself."""
+
+    def __init__(self, logpath):
+        self.logpath = logpath
+        self.log = open(logpath, "wb")
         self.proc = subprocess.Popen([str(BROKER_BIN), "--topics", str(TOPICS_TSV)], cwd=ROOT,
-                                     stdout=subprocess.PIPE, stderr=self.log,
-                                     env=_child_env({}))
-        line = _readline_timeout(self.proc.stdout, 20)
-        m = re.match(rb"bootstrap=(\S+)", line or b"")
-        if not m:
-            self.stop()
-            raise RuntimeError(f"as-broker printed {line!r}, exit {self.proc.poll()}")
-        self.bootstrap = m.group(1).decode()
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=self.log, env=_child_env({}))
+        self.bootstrap = None
+
+    def wait_bootstrap(self, timeout=30):
+        if self.bootstrap is None:
+            line = _readline_timeout(self.proc.stdout, timeout * SLOW)
+            m = re.match(rb"bootstrap=(\S+)", line or b"")
+            if not m:
+                self.stop()
+                raise RuntimeError(f"as-broker printed {line!r}, exit {self.proc.poll()}: "
+                                   f"{self.logpath.read_text(errors='replace')[-2000:]}")
+            self.bootstrap = m.group(1).decode()
+        return self.bootstrap
 
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait(10)
+                self.proc.wait(15)
         if self.proc.stdout:
             self.proc.stdout.close()
         self.log.close()
+
+
+class BrokerPool:
+    """Hands every test a fresh broker, keeping the next one starting meanwhile."""
+
+    def __init__(self, root):
+        self.dir = root / "logs" / "brokers"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.n = 0
+        self.spare = None
+
+    def _start(self):
+        self.n += 1
+        return Broker(self.dir / f"broker-{self.n}.log")
+
+    def take(self):
+        b = self.spare or self._start()
+        self.spare = self._start()
+        b.wait_bootstrap()
+        return b
+
+    def close(self):
+        if self.spare:
+            self.spare.stop()
+            self.spare = None
+
+
+@pytest.fixture(scope="session")
+def broker_pool(test_tmp):
+    pool = BrokerPool(test_tmp)
+    yield pool
+    pool.close()
 
 
 def _readline_timeout(f, timeout):
@@ -412,7 +456,7 @@ class TopicReader:
 class Harness:
     """Everything one test needs; built by the `h` fixture."""
 
-    def __init__(self, request, postgres, pb, test_tmp):
+    def __init__(self, request, postgres, pb, test_tmp, broker_pool):
         self.pg = postgres
         self.pb = pb
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)[:80]
@@ -429,7 +473,8 @@ class Harness:
         admin.close()
         self.dsn = postgres.dsn(self.dbname)
         self.group = f"probe-{uuid.uuid4().hex[:8]}"
-        self.broker = Broker(self.logdir)
+        self.broker = broker_pool.take()
+        (self.logdir / "broker.log").symlink_to(self.broker.logpath)
         self.bootstrap = self.broker.bootstrap
 
     # -- workers
@@ -442,6 +487,7 @@ class Harness:
             "AS_HTTP_ADDR": "127.0.0.1",
             "AS_HTTP_PORT": "0",
             "AS_RETRY_MAX_MS": "500",
+            "AS_LOG_LEVEL": os.environ.get("AS_IT_LOG_LEVEL", "info"),
             "AS_SHUTDOWN_TIMEOUT_MS": "10000",
             "AS_RELAY_INTERVAL_MS": "100",
             "AS_POLL_INTERVAL_MS": "50",
@@ -600,9 +646,9 @@ class Harness:
 
 
 @pytest.fixture
-def h(request, postgres, pb, test_tmp):
+def h(request, postgres, pb, test_tmp, broker_pool):
     assert PROBE_BIN.exists(), f"{PROBE_BIN} missing: make B={BIN_DIR.parent} build"
-    harness = Harness(request, postgres, pb, test_tmp)
+    harness = Harness(request, postgres, pb, test_tmp, broker_pool)
     try:
         yield harness
     finally:

@@ -22,7 +22,6 @@ CREATE TABLE {{schema}}.outbox (
   sent_at     timestamptz
 );
 CREATE INDEX outbox_unsent ON {{schema}}.outbox (id) WHERE sent_at IS NULL;
-CREATE INDEX outbox_sent_at ON {{schema}}.outbox (sent_at) WHERE sent_at IS NOT NULL;
 
 -- deadlines: timers (SLA clocks, evidence and return deadlines). The scanner
 -- takes due rows with FOR UPDATE SKIP LOCKED, so several instances share them.
@@ -37,3 +36,9 @@ CREATE TABLE {{schema}}.deadlines (
   UNIQUE (case_id, kind)
 );
 CREATE INDEX deadlines_due ON {{schema}}.deadlines (due_at) WHERE fired_at IS NULL AND cancelled_at IS NULL;
+
+-- The outbox is a queue: rows are inserted, marked sent moments later and
+-- deleted after the retention. Vacuum it eagerly so the partial index of
+-- unsent rows does not drag dead entries through every relay scan.
+ALTER TABLE {{schema}}.outbox SET (autovacuum_vacuum_scale_factor = 0.01,
+  autovacuum_vacuum_insert_scale_factor = 0.05, autovacuum_vacuum_cost_delay = 0);
