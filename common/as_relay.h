@@ -12,9 +12,10 @@
  * The relay is woken by as_relay_kick (after a local commit), by LISTEN
  * as_outbox_<schema> (another instance's commit) and by a timer.
  *
- * Ownership: as_relay_t is the caller's from as_relay_new until the done
- * callback of as_relay_close; conf strings, log and metrics are borrowed
- * and must outlive it. */
+ * Ownership: as_relay_t is the caller's from as_relay_new until
+ * as_relay_close; conf strings, log and metrics are borrowed and must
+ * outlive it (log is written from the relay's thread: as_log is safe for
+ * that, one fwrite per line). */
 #ifndef AS_RELAY_H
 #define AS_RELAY_H
 
@@ -39,8 +40,12 @@ typedef struct as_relay_conf {
   const char *failpoint; /* "relay_after_delivery": SIGKILL before marking sent (tests) */
 } as_relay_conf_t;
 
-as_relay_t *as_relay_new(uv_loop_t *loop, const as_relay_conf_t *conf, const as_log_t *log,
-                         as_metrics_t *metrics, char *err, size_t errlen);
+/* Starts the relay's thread. */
+as_relay_t *as_relay_new(const as_relay_conf_t *conf, const as_log_t *log, as_metrics_t *metrics,
+                         char *err, size_t errlen);
+
+/* The functions below are for the worker's thread; the relay runs on its
+ * own (see as_relay.c for why). */
 
 /* Start a round soon (something was committed). */
 void as_relay_kick(as_relay_t *r);
@@ -52,8 +57,12 @@ bool as_relay_db_ok(const as_relay_t *r);
  * this instance is not the active relay). */
 bool as_relay_caught_up(const as_relay_t *r);
 
-/* Stops timers, flushes the producer (bounded by timeout_ms), closes every
- * handle and frees everything, then calls done(arg). NULL is a no-op. */
+/* Copies the relay's counters and gauges into the metrics registry. */
+void as_relay_update_metrics(as_relay_t *r);
+
+/* Stops the relay thread after it delivered and marked what was in flight
+ * (bounded by timeout_ms), joins it, frees everything, then calls done(arg)
+ * before returning. NULL is a no-op. */
 void as_relay_close(as_relay_t *r, int timeout_ms, void (*done)(void *arg), void *arg);
 
 #endif

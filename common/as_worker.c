@@ -311,6 +311,7 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
   (void)rk;
   as_worker_t *w = ((as_kafka_ctx_t *)opaque)->owner;
   if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) w->broker_up = false;
+  if (err == RD_KAFKA_RESP_ERR__TRANSPORT) return; /* librdkafka's own log line said it */
   AS_WARN(&w->log, "consumer error", AS_F_STR("error", rd_kafka_err2str(err)), AS_F_STR("detail", reason));
 }
 
@@ -427,6 +428,7 @@ static void route(void *arg, const char *method, const char *path, as_http_respo
     respond(resp, r ? 200 : 503, buf);
   } else if (strcmp(path, "/metrics") == 0) {
     update_lag(w);
+    as_relay_update_metrics(w->relay);
     as_gauge_set(w->m.ready, ready(w) ? 1 : 0);
     resp->status = 200;
     resp->content_type = "text/plain; version=0.0.4";
@@ -610,7 +612,7 @@ static int start_kafka(as_worker_t *w) {
                         .client_id = w->client_id, .batch = (int)w->conf.relay_batch,
                         .interval_ms = (int)w->conf.relay_interval_ms,
                         .retention_s = (int)w->conf.outbox_retention_s, .failpoint = w->conf.failpoint};
-  w->relay = as_relay_new(&w->loop, &rc, &w->log, w->metrics, err, sizeof err);
+  w->relay = as_relay_new(&rc, &w->log, w->metrics, err, sizeof err);
   if (!w->relay) {
     AS_ERROR(&w->log, "cannot create outbox relay", AS_F_STR("detail", err));
     return -EINVAL;
@@ -641,8 +643,7 @@ static void usage(const as_service_t *svc, const char *prog) {
   size_t sizes[2] = {NRUNTIME, svc->nconfig};
   as_config_help(stdout, prog, svc->summary, tables, sizes, svc->config ? 2 : 1);
   printf("\nCommands:\n  %s            run the worker\n  %s --migrate  apply database migrations and exit\n"
-         "  %s --help     this text\n\nAny librdkafka property can be set as AS_RDKAFKA_<NAME>, dots as\n"
-         "underscores: AS_RDKAFKA_SESSION_TIMEOUT_MS=6000 sets session.timeout.ms.\n", prog, prog, prog);
+         "  %s --help     this text\n", prog, prog, prog);
 }
 
 static void teardown(as_worker_t *w) {

@@ -43,6 +43,13 @@ for build in build build/asan; do
   done
 done
 
+echo "== README configuration table matches --help"
+if "$PY" scripts/readme_config.py build/bin/as-probe --check; then
+  passed=$((passed + 1)); echo "  ok"
+else
+  failed=$((failed + 1)); failures+=("readme_config")
+fi
+
 echo "== fuzz replay"
 if timeout 600 build/asan/bin/as-fuzz-envelope >"$TMP/fuzz.out" 2>&1; then
   passed=$((passed + 1)); echo "  $(tail -n1 "$TMP/fuzz.out")"
