@@ -71,10 +71,13 @@ void as_buf_hex(as_buf_t *b, const uint8_t *p, size_t n) {
 
 const char *as_buf_str(as_buf_t *b) { return b->data ? b->data : ""; }
 
-void as_buf_arr_open(as_buf_t *b) { as_buf_append(b, "{", 1); }
+void as_buf_arr_open(as_buf_t *b) {
+  b->arr_n = 0;
+  as_buf_append(b, "{", 1);
+}
 
 static void arr_sep(as_buf_t *b) {
-  if (b->len > 0 && b->data[b->len - 1] != '{') as_buf_append(b, ",", 1);
+  if (b->arr_n++ > 0) as_buf_append(b, ",", 1);
 }
 
 void as_buf_arr_str(as_buf_t *b, const char *s) {

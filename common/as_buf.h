@@ -1,8 +1,7 @@
 /* as_buf: a growable byte buffer, and the PostgreSQL array literals the
  * runtime's bulk statements are built from.
  *
- * Ownership: the buffer owns its data; as_buf_free releases it, as_buf_take
- * hands it to the caller (free with free). A failed append leaves the buffer
+ * Ownership: the buffer owns its data; as_buf_free releases it. A failed append leaves the buffer
  * as it was and marks it failed, so a sequence of appends needs one check
  * (as_buf_ok) at the end. */
 #ifndef AS_BUF_H
@@ -15,6 +14,7 @@
 typedef struct as_buf {
   char *data;
   size_t len, cap;
+  size_t arr_n; /* elements written since as_buf_arr_open */
   bool failed;
 } as_buf_t;
 

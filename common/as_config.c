@@ -36,7 +36,7 @@ __attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errl
 static void show_value(char out[SHOW_MAX + 4], const char *v) {
   size_t i;
 
-  for (i = 0; v[i] != '\0' && i < SHOW_MAX; i++)
+  for (i = 0; i < SHOW_MAX && v[i] != '\0'; i++)
     out[i] = v[i] >= 0x20 && v[i] < 0x7F ? v[i] : '?';
   strcpy(out + i, v[i] != '\0' ? "..." : "");
 }

@@ -25,7 +25,7 @@ const char *as_envelope_type_name(Aftersales__V1__Envelope__PayloadCase c) {
   if (c == AFTERSALES__V1__ENVELOPE__PAYLOAD__NOT_SET) return NULL;
   const ProtobufCFieldDescriptor *f =
       protobuf_c_message_descriptor_get_field(&aftersales__v1__envelope__descriptor, (unsigned)c);
-  if (!f || f->type != PROTOBUF_C_TYPE_MESSAGE) return NULL;
+  if (!f || f->type != PROTOBUF_C_TYPE_MESSAGE || !(f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)) return NULL;
   return ((const ProtobufCMessageDescriptor *)f->descriptor)->short_name;
 }
 

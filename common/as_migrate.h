@@ -30,7 +30,7 @@ struct pg_conn;
 int as_migrate_apply(struct pg_conn *conn, const char *schema, const char *source,
                      const as_migration_t *list, char *err, size_t errlen);
 
-/* True for a safe lower-case SQL identifier ([a-z_][a-z0-9_]{0,62}). */
+/* True for a safe lower-case SQL identifier ([a-z_][a-z0-9_]{0,61}). */
 int as_migrate_ident_ok(const char *s);
 
 #endif

@@ -37,7 +37,6 @@ void as_tx_reset(as_tx_t *tx) {
   as_buf_reset(&tx->keys);
   as_buf_reset(&tx->payloads);
   tx->rows = 0;
-  tx->dead = 0;
 }
 
 void as_tx_free(as_tx_t *tx) {

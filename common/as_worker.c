@@ -31,7 +31,7 @@ static const as_cfg_param_t runtime_params[] = {
     {"AS_KAFKA_BOOTSTRAP", AS_CFG_STR, "127.0.0.1:9092", 0, 1024, RC(bootstrap), "Kafka bootstrap servers (host:port,...)."},
     {"AS_GROUP_ID", AS_CFG_STR, "", 0, 200, RC(group_id), "Consumer group; default aftersales-<service>."},
     {"AS_DB_DSN", AS_CFG_STR, "", 0, 1024, RC(dsn), "libpq connection string or URI; empty = PG* environment."},
-    {"AS_DB_SCHEMA", AS_CFG_STR, "", 0, 62, RC(schema), "Schema of this service's tables; default the service name."},
+    {"AS_DB_SCHEMA", AS_CFG_STR, "", 0, 48, RC(schema), "Schema of this service's tables; default the service name (48 characters at most: it names a NOTIFY channel)."},
     {"AS_INSTANCE", AS_CFG_STR, "", 0, 90, RC(instance), "Instance name in logs, metrics and events; default host-pid."},
     {"AS_BATCH_MAX", AS_CFG_INT, "500", 1, 10000, RC(batch_max), "Most messages handled in one database transaction."},
     {"AS_POLL_INTERVAL_MS", AS_CFG_INT, "100", 1, 10000, RC(poll_interval_ms), "Fallback consumer poll period (the queue also wakes the loop)."},
@@ -362,10 +362,21 @@ static int fire_deadline(void *arg, as_tx_t *tx, const char *case_id, const char
   return w->svc->on_deadline(w->state, tx, case_id, kind, due_us);
 }
 
+/* Readiness must notice a database that went away even when no message
+ * arrives to find out: a cheap round trip each scanner period. */
+static bool db_alive(as_worker_t *w) {
+  bool ok = as_db_ensure(&w->db) == 0 && as_db_query(&w->db, "SELECT 1", 0, NULL, NULL) == 0;
+  if (ok != w->db_ok)
+    AS_LOG(&w->log, ok ? AS_LOG_INFO : AS_LOG_WARN, ok ? "database reachable" : "database unreachable",
+           AS_F_STR("detail", ok ? NULL : w->db.err));
+  w->db_ok = ok;
+  return ok;
+}
+
 static void on_scan(uv_timer_t *t) {
   as_worker_t *w = t->data;
-  if (w->pending_retry || w->stopping || !w->svc->on_deadline) return;
-  if (as_db_ensure(&w->db) < 0 || as_db_begin(&w->db) < 0) return;
+  if (w->pending_retry || w->stopping || !db_alive(w) || !w->svc->on_deadline) return;
+  if (as_db_begin(&w->db) < 0) return;
   int n = as_deadline_scan(&w->tx, 200, fire_deadline, w);
   int rc = n < 0 ? n : as_tx_flush(&w->tx, NULL, 0);
   if (rc == 0) rc = as_db_commit(&w->db);
@@ -538,7 +549,7 @@ static int load_config(as_worker_t *w, const as_service_t *svc) {
   snprintf(w->schema, sizeof w->schema, "%s", w->conf.schema[0] ? w->conf.schema : svc->name);
   snprintf(w->client_id, sizeof w->client_id, "%s-%s", svc->name, w->instance);
   as_log_init(&w->log, svc->name, w->instance, lvl);
-  if (!as_migrate_ident_ok(w->schema)) {
+  if (!as_migrate_ident_ok(w->schema) || strlen(w->schema) > 48) {
     AS_ERROR(&w->log, "bad configuration", AS_F_STR("detail", "AS_DB_SCHEMA: not a plain lower-case identifier"));
     return -EINVAL;
   }

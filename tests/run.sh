@@ -29,6 +29,12 @@ count_line() { # "N passed, M failed" from a unit binary's last line
   [[ $f -eq 0 ]] || failures+=("$name")
 }
 
+# Modules that talk to PostgreSQL (as_tx, as_case, as_deadline, as_migrate)
+# are unit-tested against a real one: a private cluster for this run.
+eval "$(scripts/pg.sh start "$TMP/pg")"
+export AS_TEST_DSN="host=$PGHOST port=$PGPORT user=$PGUSER dbname=$PGDATABASE"
+trap 'scripts/pg.sh destroy "$TMP/pg" >/dev/null 2>&1 || true' EXIT
+
 echo "== unit tests"
 for build in build build/asan; do
   for t in "$build"/tests/test_*; do
@@ -84,6 +90,8 @@ done
 if [[ ${#failures[@]} -gt 0 ]]; then
   echo "failed: ${failures[*]}"
 fi
+scripts/pg.sh destroy "$TMP/pg" >/dev/null 2>&1 || true
+trap - EXIT
 [[ -n ${AS_KEEP_TMP:-} ]] || rm -rf "$TMP"
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

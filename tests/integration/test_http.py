@@ -2,9 +2,11 @@
 /metrics. The Prometheus counters agree with what the test sent and with the
 database: processed and dead-lettered numbers (by reason), duplicates, the
 batch histograms, consumer lag, outbox backlog and publication counts, all
-labelled with service and instance.
+labelled with service and instance. as_consumer_lag of a restarted worker
+with nothing new to read is 0 (lag counts from the committed offsets).
 """
 import json
+import time
 import uuid
 
 from conftest import SLOW, wait_until
@@ -62,3 +64,20 @@ def test_healthz_readyz_and_metrics(h):
                10 * SLOW, what="backlog and lag at 0")
     assert total("as_ready") == 1
     assert total("as_relay_active") == 1
+
+
+def test_consumer_lag_is_zero_after_restart_with_nothing_to_read(h):
+    w1 = h.start_worker(name="lag-w1")
+    key = f"l-{uuid.uuid4().hex[:6]}"
+    envs = [h.probe_envelope(key, s, amount=1) for s in range(20)]
+    h.produce_many([(key, e.SerializeToString(), None) for e in envs])
+    wait_until(lambda: w1.metric("as_messages_processed_total") == 20, 30 * SLOW,
+               what="probes processed")
+    wait_until(lambda: w1.metric("as_consumer_lag") == 0, 10 * SLOW, what="lag 0 on w1")
+    assert w1.terminate(timeout=30) == 0, w1.tail()
+
+    w2 = h.start_worker(name="lag-w2")
+    w2.wait_assigned(timeout=30, partitions=12)
+    time.sleep(2)
+    assert w2.metric("as_messages_processed_total") == 0
+    assert w2.metric("as_consumer_lag") == 0, "lag counted from the low watermark, not the committed offset"

@@ -1,0 +1,559 @@
+/* Unit tests for as_case: the legal-move table and state names in memory;
+ * then, against PostgreSQL, opening a case (once), legal and illegal
+ * transitions with what they write (or do not write) in cases.cases and
+ * cases.timeline, the append-only trigger, and two connections moving one
+ * case: the second waits on the row lock and then sees the first's state. */
+#include "as_case.h"
+#include "as_test.h"
+#include "as_test_pg.h"
+#include "as_uuid.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#define ST(x) AFTERSALES__V1__CASE_STATE__CASE_STATE_##x
+#define NSTATES 18 /* UNSPECIFIED .. CLOSED */
+
+AS_TEST(move_legal_table) {
+  static const struct {
+    as_case_state_t from, to;
+    bool legal;
+  } rows[] = {
+      {ST(OPEN), ST(IN_REVIEW), true},
+      {ST(OPEN), ST(AWAITING_EVIDENCE), true},
+      {ST(OPEN), ST(CLOSED), true},
+      {ST(OPEN), ST(REFUNDED), false}, /* money only after a decision */
+      {ST(OPEN), ST(OPEN), false},
+      {ST(AWAITING_EVIDENCE), ST(IN_REVIEW), true},
+      {ST(IN_REVIEW), ST(APPROVED), true},
+      {ST(IN_REVIEW), ST(OPEN), false},
+      {ST(APPROVED), ST(AWAITING_RETURN), true},
+      {ST(APPROVED), ST(REFUNDED), true},
+      {ST(APPROVED), ST(REJECTED), false},
+      {ST(AWAITING_RETURN), ST(RETURN_RECEIVED), true},
+      {ST(RETURN_RECEIVED), ST(INSPECTING), true},
+      {ST(RETURN_RECEIVED), ST(CLOSED), false}, /* goods in hand: decide first */
+      {ST(INSPECTING), ST(REJECTED), true},
+      {ST(REFUNDED), ST(CLOSED), true},
+      {ST(REFUNDED), ST(REFUNDED), false},
+      {ST(REFUNDED), ST(APPROVED), false},
+      {ST(REJECTED), ST(DISPUTED), true},
+      {ST(DISPUTED), ST(APPROVED), true},
+      {ST(DISPUTED), ST(IN_REVIEW), false},
+      {ST(CARRIER_VERIFYING), ST(ESCALATED), true},
+      {ST(ESCALATED), ST(CARRIER_VERIFYING), false},
+      {ST(RESOLVED), ST(CLOSED), true},
+      {ST(CLOSED), ST(OPEN), false},
+      /* outside the enum on either side */
+      {ST(UNSPECIFIED), ST(OPEN), false},
+      {ST(OPEN), ST(UNSPECIFIED), false},
+      {(as_case_state_t)18, ST(CLOSED), false},
+      {ST(OPEN), (as_case_state_t)18, false},
+      {(as_case_state_t)-1, ST(OPEN), false},
+      {ST(OPEN), (as_case_state_t)-1, false},
+      {ST(OPEN), (as_case_state_t)33, false},
+      {(as_case_state_t)1000, (as_case_state_t)1000, false},
+  };
+
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+    char got[96], want[96];
+    snprintf(got, sizeof got, "%d -> %d: %d", (int)rows[i].from, (int)rows[i].to,
+             as_case_move_legal(rows[i].from, rows[i].to));
+    snprintf(want, sizeof want, "%d -> %d: %d", (int)rows[i].from, (int)rows[i].to, rows[i].legal);
+    AS_CHECK_STR_EQ(got, want);
+  }
+}
+
+/* CLOSED is terminal; no state moves to itself; every state but CLOSED has
+ * a way out and every state can be reached from OPEN. */
+AS_TEST(move_table_shape) {
+  bool reach[NSTATES] = {false};
+  reach[ST(OPEN)] = true;
+  for (int s = 0; s < NSTATES + 2; s++) {
+    AS_CHECK(!as_case_move_legal(ST(CLOSED), (as_case_state_t)s));
+    AS_CHECK(!as_case_move_legal((as_case_state_t)s, (as_case_state_t)s));
+  }
+  for (int from = 1; from < NSTATES - 1; from++) {
+    int outs = 0;
+    for (int to = 1; to < NSTATES; to++) outs += as_case_move_legal(from, to);
+    AS_CHECK(outs > 0);
+  }
+  for (int pass = 0; pass < NSTATES; pass++)
+    for (int from = 1; from < NSTATES; from++)
+      for (int to = 1; to < NSTATES; to++)
+        if (reach[from] && as_case_move_legal(from, to)) reach[to] = true;
+  for (int s = 1; s < NSTATES; s++) AS_CHECK(reach[s]);
+}
+
+AS_TEST(state_names_roundtrip) {
+  static const char *const want[NSTATES] = {
+      NULL,
+      "OPEN",
+      "AWAITING_EVIDENCE",
+      "IN_REVIEW",
+      "MANUAL_REVIEW",
+      "GOODWILL_OFFERED",
+      "APPROVED",
+      "AWAITING_RETURN",
+      "RETURN_RECEIVED",
+      "INSPECTING",
+      "REFUNDED",
+      "EXCHANGED",
+      "REJECTED",
+      "DISPUTED",
+      "CARRIER_VERIFYING",
+      "ESCALATED",
+      "RESOLVED",
+      "CLOSED",
+  };
+
+  for (int s = 0; s < NSTATES; s++) {
+    AS_CHECK_STR_EQ(as_case_state_name((as_case_state_t)s), want[s]);
+    if (s == 0) continue;
+    as_case_state_t back = ST(UNSPECIFIED);
+    AS_CHECK_INT_EQ(as_case_state_parse(want[s], &back), 0);
+    AS_CHECK_INT_EQ(back, s);
+    /* The generated enum agrees with the name (CASE_STATE_<NAME>). */
+    const ProtobufCEnumValue *v =
+        protobuf_c_enum_descriptor_get_value(&aftersales__v1__case_state__descriptor, s);
+    AS_CHECK(v != NULL);
+    AS_CHECK_STR_EQ(v->name + strlen("CASE_STATE_"), want[s]);
+  }
+  AS_CHECK_STR_EQ(as_case_state_name((as_case_state_t)18), NULL);
+  AS_CHECK_STR_EQ(as_case_state_name((as_case_state_t)-1), NULL);
+
+  static const char *const bad[] = {"",      "open",  "Open",   "UNSPECIFIED", "CASE_STATE_OPEN",
+                                    "OPEN ", " OPEN", "CLOSEDX"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    as_case_state_t out = ST(IN_REVIEW);
+    AS_CHECK_INT_EQ(as_case_state_parse(bad[i], &out), -EINVAL);
+  }
+}
+
+/* ---- against PostgreSQL ------------------------------------------------ */
+
+typedef struct fix {
+  as_test_pg_t pg;
+  as_db_t db;
+  as_tx_conf_t conf;
+  as_tx_t tx;
+  char case_id[72], case_number[72];
+} fix_t;
+
+static void fix_setup(fix_t *f) {
+  memset(f, 0, sizeof *f);
+  as_test_pg_setup(&f->pg);
+  as_db_init(&f->db, f->pg.dsn, "test_case", NULL);
+  AS_CHECK_INT_EQ(as_db_ensure(&f->db), 0);
+  f->conf = (as_tx_conf_t){.service = "test",
+                           .instance = "test-1",
+                           .schema = f->pg.schema,
+                           .group_id = "test",
+                           .dlq_topic = "aftersales.deadletter.v1",
+                           .dlq_max_bytes = 1024};
+  as_tx_init(&f->tx, &f->db, &f->conf);
+  /* Case ids are unique per case: the case tables are shared. */
+  snprintf(f->case_id, sizeof f->case_id, "C-%s", f->pg.schema);
+  snprintf(f->case_number, sizeof f->case_number, "N-%s", f->pg.schema);
+}
+
+static void fix_teardown(fix_t *f) {
+  as_tx_free(&f->tx);
+  as_db_close(&f->db);
+  as_test_pg_teardown(&f->pg);
+}
+
+static as_case_new_t new_case(const fix_t *f) {
+  return (as_case_new_t){.case_id = f->case_id,
+                         .case_number = f->case_number,
+                         .case_type = "RETURN_REFUND",
+                         .order_id = "ORD-1",
+                         .buyer_id = "B-1",
+                         .merchant_id = "M-1",
+                         .reason = "SIZE_MISMATCH",
+                         .route = "review",
+                         .currency = "EUR",
+                         .claimed_minor = 1999,
+                         .state = ST(OPEN)};
+}
+
+static const as_case_actor_t SYSTEM = {"system", "intake"};
+
+/* Opens f's case in its own committed transaction. */
+static void open_committed(fix_t *f) {
+  as_case_new_t c = new_case(f);
+  AS_CHECK_INT_EQ(as_db_begin(&f->db), 0);
+  AS_CHECK_INT_EQ(as_case_open(&f->tx, &c, SYSTEM, "opened", NULL), 0);
+  AS_CHECK_INT_EQ(as_db_commit(&f->db), 0);
+}
+
+/* "state|version" of f's case, from the checking connection. */
+static void case_row(fix_t *f, char *out, size_t outlen) {
+  const char *v[1] = {f->case_id};
+  PGresult *r =
+      AS_PG_Q(f->pg.conn, "SELECT state, version FROM cases.cases WHERE case_id = $1", 1, v);
+  AS_CHECK_INT_EQ(PQntuples(r), 1);
+  snprintf(out, outlen, "%s|%s", PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1));
+  PQclear(r);
+}
+
+static long long timeline_rows(fix_t *f) {
+  const char *v[1] = {f->case_id};
+  return AS_PG_INT(f->pg.conn, "SELECT count(*) FROM cases.timeline WHERE case_id = $1", 1, v);
+}
+
+AS_TEST(open_writes_case_and_first_timeline_row) {
+  fix_t f;
+  char ev[37], got[512];
+
+  fix_setup(&f);
+  AS_CHECK_INT_EQ(as_uuid_v4(ev), 0);
+  as_case_new_t c = new_case(&f);
+  AS_CHECK_INT_EQ(as_db_begin(&f.db), 0);
+  AS_CHECK_INT_EQ(as_case_open(&f.tx, &c, SYSTEM, "request accepted", ev), 0);
+  AS_CHECK_INT_EQ(as_db_commit(&f.db), 0);
+
+  const char *v[2] = {f.case_id, ev};
+  AS_PG_STR(f.pg.conn,
+            "SELECT concat_ws('|', case_number, case_type, state, version, order_id, buyer_id,"
+            " merchant_id, reason, route, currency, claimed_minor)"
+            " FROM cases.cases WHERE case_id = $1",
+            1, v, got);
+  char want[512];
+  snprintf(want, sizeof want, "%s|RETURN_REFUND|OPEN|1|ORD-1|B-1|M-1|SIZE_MISMATCH|review|EUR|1999",
+           f.case_number);
+  AS_CHECK_STR_EQ(got, want);
+  AS_PG_STR(f.pg.conn,
+            "SELECT concat_ws('|', version, coalesce(from_state, '<null>'), to_state, actor_kind,"
+            " actor_id, reason, event_id = $2::uuid, coalesce(detail::text, '<null>'))"
+            " FROM cases.timeline WHERE case_id = $1",
+            2, v, got);
+  AS_CHECK_STR_EQ(got, "1|<null>|OPEN|system|intake|request accepted|t|<null>");
+  fix_teardown(&f);
+}
+
+AS_TEST(open_twice_is_eexist) {
+  fix_t f;
+  char row[64];
+
+  fix_setup(&f);
+  open_committed(&f);
+  as_case_new_t again = new_case(&f);
+  again.buyer_id = "B-other";
+  again.case_number = "N-other";
+  AS_CHECK_INT_EQ(as_db_begin(&f.db), 0);
+  AS_CHECK_INT_EQ(as_case_open(&f.tx, &again, SYSTEM, "again", NULL), -EEXIST);
+  /* The transaction is still good: -EEXIST is no SQL error. */
+  AS_CHECK_INT_EQ(as_db_commit(&f.db), 0);
+  case_row(&f, row, sizeof row);
+  AS_CHECK_STR_EQ(row, "OPEN|1");
+  AS_CHECK_INT_EQ(timeline_rows(&f), 1);
+  const char *v[1] = {f.case_id};
+  char buyer[64];
+  AS_PG_STR(f.pg.conn, "SELECT buyer_id FROM cases.cases WHERE case_id = $1", 1, v, buyer);
+  AS_CHECK_STR_EQ(buyer, "B-1");
+  fix_teardown(&f);
+}
+
+/* Another case id with a case number already taken: a constraint error,
+ * permanent (-EIO), and nothing of the new case is written. */
+AS_TEST(open_duplicate_case_number_is_eio) {
+  fix_t f;
+  char other_id[96];
+
+  fix_setup(&f);
+  open_committed(&f);
+  as_case_new_t c = new_case(&f);
+  snprintf(other_id, sizeof other_id, "%s-b", f.case_id);
+  c.case_id = other_id;
+  AS_CHECK_INT_EQ(as_db_begin(&f.db), 0);
+  AS_CHECK_INT_EQ(as_case_open(&f.tx, &c, SYSTEM, "dup number", NULL), -EIO);
+  AS_CHECK_STR_EQ(f.db.sqlstate, "23505");
+  as_db_rollback(&f.db);
+  const char *v[1] = {other_id};
+  AS_CHECK_INT_EQ(AS_PG_INT(f.pg.conn, "SELECT count(*) FROM cases.cases WHERE case_id = $1", 1, v),
+                  0);
+  fix_teardown(&f);
+}
+
+AS_TEST(open_with_invalid_state_is_einval) {
+  fix_t f;
+
+  fix_setup(&f);
+  as_case_new_t c = new_case(&f);
+  c.state = ST(UNSPECIFIED);
+  AS_CHECK_INT_EQ(as_case_open(&f.tx, &c, SYSTEM, "x", NULL), -EINVAL);
+  const char *v[1] = {f.case_id};
+  AS_CHECK_INT_EQ(AS_PG_INT(f.pg.conn, "SELECT count(*) FROM cases.cases WHERE case_id = $1", 1, v),
+                  0);
+  fix_teardown(&f);
+}
+
+AS_TEST(legal_transition_bumps_version_and_appends_timeline) {
+  fix_t f;
+  char ev[37], row[64], got[512];
+  as_case_state_t from = ST(UNSPECIFIED);
+  int64_t version = 0;
+
+  fix_setup(&f);
+  open_committed(&f);
+  AS_CHECK_INT_EQ(as_uuid_v4(ev), 0);
+  as_case_actor_t agent = {"agent", "a-7"};
+  AS_CHECK_INT_EQ(as_db_begin(&f.db), 0);
+  AS_CHECK_INT_EQ(as_case_transition(&f.tx, f.case_id, ST(IN_REVIEW), agent, "triage", ev,
+                                     "{\"note\": \"x\", \"n\": 2}", &from, &version),
+                  0);
+  AS_CHECK_INT_EQ(from, ST(OPEN));
+  AS_CHECK_INT_EQ(version, 2);
+  AS_CHECK_INT_EQ(as_db_commit(&f.db), 0);
+
+  case_row(&f, row, sizeof row);
+  AS_CHECK_STR_EQ(row, "IN_REVIEW|2");
+  const char *v[2] = {f.case_id, ev};
+  AS_PG_STR(f.pg.conn,
+            "SELECT concat_ws('|', from_state, to_state, actor_kind, actor_id, reason,"
+            " event_id = $2::uuid, detail = '{\"n\": 2, \"note\": \"x\"}'::jsonb, detail->>'note')"
+            " FROM cases.timeline WHERE case_id = $1 AND version = 2",
+            2, v, got);
+  AS_CHECK_STR_EQ(got, "OPEN|IN_REVIEW|agent|a-7|triage|t|t|x");
+  /* updated_at moved with the change; opened_at did not. */
+  AS_CHECK_INT_EQ(
+      AS_PG_INT(f.pg.conn,
+                "SELECT (updated_at >= opened_at)::int FROM cases.cases WHERE case_id = $1", 1, v),
+      1);
+
+  /* A second move without detail or event: version 3, NULLs stored. */
+  AS_CHECK_INT_EQ(as_db_begin(&f.db), 0);
+  AS_CHECK_INT_EQ(as_case_transition(&f.tx, f.case_id, ST(APPROVED), SYSTEM, "auto", NULL, NULL,
+                                     &from, &version),
+                  0);
+  AS_CHECK_INT_EQ(as_db_commit(&f.db), 0);
+  AS_CHECK_INT_EQ(from, ST(IN_REVIEW));
+  AS_CHECK_INT_EQ(version, 3);
+  case_row(&f, row, sizeof row);
+  AS_CHECK_STR_EQ(row, "APPROVED|3");
+  AS_PG_STR(f.pg.conn,
+            "SELECT concat_ws('|', from_state, to_state, event_id IS NULL, detail IS NULL)"
+            " FROM cases.timeline WHERE case_id = $1 AND version = 3",
+            1, v, got);
+  AS_CHECK_STR_EQ(got, "IN_REVIEW|APPROVED|t|t");
+  AS_CHECK_INT_EQ(timeline_rows(&f), 3);
+  /* from and version are optional */
+  AS_CHECK_INT_EQ(as_db_begin(&f.db), 0);
+  AS_CHECK_INT_EQ(
+      as_case_transition(&f.tx, f.case_id, ST(REFUNDED), SYSTEM, "paid", NULL, NULL, NULL, NULL),
+      0);
+  AS_CHECK_INT_EQ(as_db_commit(&f.db), 0);
+  case_row(&f, row, sizeof row);
+  AS_CHECK_STR_EQ(row, "REFUNDED|4");
+  fix_teardown(&f);
+}
+
+AS_TEST(illegal_transition_is_eperm_and_writes_nothing) {
+  fix_t f;
+  char row[64];
+  as_case_state_t from = ST(UNSPECIFIED);
+  int64_t version = -1;
+
+  fix_setup(&f);
+  open_committed(&f);
+  AS_CHECK_INT_EQ(as_db_begin(&f.db), 0);
+  AS_CHECK_INT_EQ(as_case_transition(&f.tx, f.case_id, ST(REFUNDED), SYSTEM, "too early", NULL,
+                                     NULL, &from, &version),
+                  -EPERM);
+  AS_CHECK_INT_EQ(from, ST(OPEN)); /* tells the caller where the case stands */
+  AS_CHECK_INT_EQ(version, -1);    /* untouched */
+  /* No SQL error: the transaction commits. */
+  AS_CHECK_INT_EQ(as_db_commit(&f.db), 0);
+  case_row(&f, row, sizeof row);
+  AS_CHECK_STR_EQ(row, "OPEN|1");
+  AS_CHECK_INT_EQ(timeline_rows(&f), 1);
+  fix_teardown(&f);
+}
+
+AS_TEST(closed_is_terminal_in_the_database) {
+  fix_t f;
+  char row[64];
+
+  fix_setup(&f);
+  open_committed(&f);
+  AS_CHECK_INT_EQ(as_db_begin(&f.db), 0);
+  AS_CHECK_INT_EQ(
+      as_case_transition(&f.tx, f.case_id, ST(CLOSED), SYSTEM, "withdrawn", NULL, NULL, NULL, NULL),
+      0);
+  for (int s = 1; s < NSTATES; s++)
+    AS_CHECK_INT_EQ(as_case_transition(&f.tx, f.case_id, (as_case_state_t)s, SYSTEM, "reopen", NULL,
+                                       NULL, NULL, NULL),
+                    -EPERM);
+  AS_CHECK_INT_EQ(as_db_commit(&f.db), 0);
+  case_row(&f, row, sizeof row);
+  AS_CHECK_STR_EQ(row, "CLOSED|2");
+  AS_CHECK_INT_EQ(timeline_rows(&f), 2);
+  fix_teardown(&f);
+}
+
+AS_TEST(unknown_case_is_enoent) {
+  fix_t f;
+  char missing[96];
+  as_case_state_t from = ST(IN_REVIEW);
+
+  fix_setup(&f);
+  snprintf(missing, sizeof missing, "%s-missing", f.case_id);
+  AS_CHECK_INT_EQ(as_db_begin(&f.db), 0);
+  AS_CHECK_INT_EQ(
+      as_case_transition(&f.tx, missing, ST(IN_REVIEW), SYSTEM, "x", NULL, NULL, &from, NULL),
+      -ENOENT);
+  AS_CHECK_INT_EQ(from, ST(IN_REVIEW)); /* untouched */
+  AS_CHECK_INT_EQ(as_db_commit(&f.db), 0);
+  const char *v[1] = {missing};
+  AS_CHECK_INT_EQ(
+      AS_PG_INT(f.pg.conn, "SELECT count(*) FROM cases.timeline WHERE case_id = $1", 1, v), 0);
+  fix_teardown(&f);
+}
+
+/* A malformed detail is an SQL error (-EIO) and the transaction is lost. */
+AS_TEST(bad_detail_json_is_eio) {
+  fix_t f;
+  char row[64];
+
+  fix_setup(&f);
+  open_committed(&f);
+  AS_CHECK_INT_EQ(as_db_begin(&f.db), 0);
+  AS_CHECK_INT_EQ(
+      as_case_transition(&f.tx, f.case_id, ST(IN_REVIEW), SYSTEM, "x", NULL, "{oops", NULL, NULL),
+      -EIO);
+  AS_CHECK_STR_EQ(f.db.sqlstate, "22P02");
+  as_db_rollback(&f.db);
+  case_row(&f, row, sizeof row);
+  AS_CHECK_STR_EQ(row, "OPEN|1");
+  fix_teardown(&f);
+}
+
+AS_TEST(timeline_is_append_only) {
+  fix_t f;
+  char state[6], msg[256], reason[64];
+
+  fix_setup(&f);
+  open_committed(&f);
+  const char *v[1] = {f.case_id};
+  AS_PG_FAILS(f.pg.conn, "UPDATE cases.timeline SET reason = 'rewritten' WHERE case_id = $1", 1, v,
+              state, msg);
+  AS_CHECK_STR_EQ(state, "42501");
+  AS_CHECK_STR_EQ(msg, "cases.timeline is append-only");
+  AS_PG_FAILS(f.pg.conn, "DELETE FROM cases.timeline WHERE case_id = $1", 1, v, state, msg);
+  AS_CHECK_STR_EQ(state, "42501");
+  AS_CHECK_STR_EQ(msg, "cases.timeline is append-only");
+  AS_CHECK_INT_EQ(timeline_rows(&f), 1);
+  AS_PG_STR(f.pg.conn, "SELECT reason FROM cases.timeline WHERE case_id = $1", 1, v, reason);
+  AS_CHECK_STR_EQ(reason, "opened");
+  fix_teardown(&f);
+}
+
+/* Conn A moves the case in an open transaction (row locked). Conn B sends
+ * the same locking read as_case_transition starts with: it must wait on the
+ * lock (seen in pg_stat_activity), then, once A commits, see A's state and
+ * version. */
+AS_TEST(row_lock_makes_a_second_reader_wait) {
+  fix_t f;
+  as_db_t b;
+  int64_t version = 0;
+
+  fix_setup(&f);
+  open_committed(&f);
+  as_db_init(&b, f.pg.dsn, "test_case_b", NULL);
+  AS_CHECK_INT_EQ(as_db_ensure(&b), 0);
+
+  AS_CHECK_INT_EQ(as_db_begin(&f.db), 0);
+  AS_CHECK_INT_EQ(
+      as_case_transition(&f.tx, f.case_id, ST(APPROVED), SYSTEM, "a", NULL, NULL, NULL, &version),
+      0);
+  AS_CHECK_INT_EQ(version, 2);
+
+  AS_CHECK_INT_EQ(as_db_begin(&b), 0);
+  const char *v[1] = {f.case_id};
+  AS_CHECK_INT_EQ(PQsendQueryParams(b.conn,
+                                    "SELECT state, version FROM cases.cases WHERE case_id = $1"
+                                    " FOR UPDATE",
+                                    1, NULL, v, NULL, NULL, 0),
+                  1);
+  AS_CHECK(as_test_pg_waits_on_lock(f.pg.conn, PQbackendPID(b.conn)));
+  AS_CHECK_INT_EQ(PQconsumeInput(b.conn), 1);
+  AS_CHECK_INT_EQ(PQisBusy(b.conn), 1);
+
+  AS_CHECK_INT_EQ(as_db_commit(&f.db), 0);
+  PGresult *r = PQgetResult(b.conn); /* blocks until B has its row */
+  AS_CHECK_INT_EQ(PQresultStatus(r), PGRES_TUPLES_OK);
+  AS_CHECK_INT_EQ(PQntuples(r), 1);
+  AS_CHECK_STR_EQ(PQgetvalue(r, 0, 0), "APPROVED");
+  AS_CHECK_STR_EQ(PQgetvalue(r, 0, 1), "2");
+  PQclear(r);
+  AS_CHECK(PQgetResult(b.conn) == NULL);
+  AS_CHECK_INT_EQ(as_db_commit(&b), 0);
+  as_db_close(&b);
+  fix_teardown(&f);
+}
+
+/* The full function on both sides: B's as_case_transition runs on its own
+ * thread and blocks on A's lock. B's move (to AWAITING_RETURN) is illegal
+ * from OPEN and legal from APPROVED, so it succeeds only if B read the state
+ * A committed. */
+typedef struct b_call {
+  as_tx_t *tx;
+  const char *case_id;
+  int rc;
+  as_case_state_t from;
+  int64_t version;
+} b_call_t;
+
+static void *b_transition(void *arg) {
+  b_call_t *c = arg;
+  c->rc = as_db_begin(c->tx->db);
+  if (c->rc == 0)
+    c->rc = as_case_transition(c->tx, c->case_id, ST(AWAITING_RETURN), SYSTEM, "b", NULL, NULL,
+                               &c->from, &c->version);
+  if (c->rc == 0) c->rc = as_db_commit(c->tx->db);
+  return NULL;
+}
+
+AS_TEST(concurrent_transitions_serialise) {
+  fix_t f;
+  as_db_t bdb;
+  as_tx_t btx;
+  pthread_t th;
+  char row[64];
+
+  fix_setup(&f);
+  open_committed(&f);
+  as_db_init(&bdb, f.pg.dsn, "test_case_b", NULL);
+  AS_CHECK_INT_EQ(as_db_ensure(&bdb), 0);
+  as_tx_init(&btx, &bdb, &f.conf);
+
+  AS_CHECK_INT_EQ(as_db_begin(&f.db), 0);
+  AS_CHECK_INT_EQ(
+      as_case_transition(&f.tx, f.case_id, ST(APPROVED), SYSTEM, "a", NULL, NULL, NULL, NULL), 0);
+  b_call_t call = {.tx = &btx, .case_id = f.case_id, .rc = 1};
+  AS_CHECK_INT_EQ(pthread_create(&th, NULL, b_transition, &call), 0);
+  AS_CHECK(as_test_pg_waits_on_lock(f.pg.conn, PQbackendPID(bdb.conn)));
+  case_row(&f, row, sizeof row);
+  AS_CHECK_STR_EQ(row, "OPEN|1"); /* A not committed yet */
+  AS_CHECK_INT_EQ(as_db_commit(&f.db), 0);
+  AS_CHECK_INT_EQ(pthread_join(th, NULL), 0);
+
+  AS_CHECK_INT_EQ(call.rc, 0);
+  AS_CHECK_INT_EQ(call.from, ST(APPROVED));
+  AS_CHECK_INT_EQ(call.version, 3);
+  case_row(&f, row, sizeof row);
+  AS_CHECK_STR_EQ(row, "AWAITING_RETURN|3");
+  const char *v[1] = {f.case_id};
+  char got[256];
+  AS_PG_STR(f.pg.conn,
+            "SELECT string_agg(concat_ws(':', version, from_state, to_state, reason), ' '"
+            " ORDER BY version) FROM cases.timeline WHERE case_id = $1",
+            1, v, got);
+  AS_CHECK_STR_EQ(got, "1:OPEN:opened 2:OPEN:APPROVED:a 3:APPROVED:AWAITING_RETURN:b");
+  as_tx_free(&btx);
+  as_db_close(&bdb);
+  fix_teardown(&f);
+}
