@@ -238,7 +238,8 @@ static void on_pg_readable(uv_poll_t *h, int status, int events) {
     else if (rc == 0) selected(r, res);
     else r->state = R_IDLE, backoff(r);
     release_result(res);
-    relay_step(r);
+    /* The next round starts from a kick, the timer or a NOTIFY: starting it
+     * here would spin on an empty outbox. */
   } else if (notified) {
     kick_soon(r);
   }

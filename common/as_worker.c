@@ -299,11 +299,22 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   }
 }
 
+/* librdkafka's statistics say whether a broker connection is up and, per
+ * assigned partition, the lag from the committed offset to the high
+ * watermark (-1 where unknown or not assigned): that is the lag an SRE
+ * scales on, and it is right even before the first message is consumed. */
 static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
   (void)rk;
   (void)len;
   as_worker_t *w = ((as_kafka_ctx_t *)opaque)->owner;
   w->broker_up = strstr(json, "\"state\":\"UP\"") != NULL;
+  static const char key[] = "\"consumer_lag\":";
+  long long lag = 0;
+  for (const char *p = json; (p = strstr(p, key)); p += sizeof key - 1) {
+    long long v = strtoll(p + sizeof key - 1, NULL, 10);
+    if (v > 0) lag += v;
+  }
+  as_gauge_set(w->m.lag, (double)lag);
   return 0; /* librdkafka frees json */
 }
 
@@ -398,23 +409,6 @@ static bool ready(const as_worker_t *w) {
   return !w->stopping && w->db_ok && w->broker_up && as_relay_db_ok(w->relay);
 }
 
-/* Lag from librdkafka's cached watermarks and our position: no network. */
-static void update_lag(as_worker_t *w) {
-  rd_kafka_topic_partition_list_t *a = NULL;
-  if (rd_kafka_assignment(w->consumer, &a) || !a) return;
-  rd_kafka_position(w->consumer, a);
-  long long lag = 0;
-  for (int i = 0; i < a->cnt; i++) {
-    int64_t lo = 0, hi = 0;
-    if (rd_kafka_get_watermark_offsets(w->consumer, a->elems[i].topic, a->elems[i].partition, &lo, &hi))
-      continue;
-    int64_t pos = a->elems[i].offset >= 0 ? a->elems[i].offset : lo;
-    if (hi > pos) lag += hi - pos;
-  }
-  rd_kafka_topic_partition_list_destroy(a);
-  as_gauge_set(w->m.lag, (double)lag);
-}
-
 static void respond(as_http_response_t *resp, int status, const char *body) {
   resp->status = status;
   resp->body = strdup(body);
@@ -434,11 +428,11 @@ static void route(void *arg, const char *method, const char *path, as_http_respo
     bool r = ready(w);
     char buf[160];
     snprintf(buf, sizeof buf, "{\"ready\":%s,\"database\":%s,\"broker\":%s,\"stopping\":%s}\n",
-             r ? "true" : "false", w->db_ok ? "true" : "false", w->broker_up ? "true" : "false",
+             r ? "true" : "false", w->db_ok && as_relay_db_ok(w->relay) ? "true" : "false",
+             w->broker_up ? "true" : "false",
              w->stopping ? "true" : "false");
     respond(resp, r ? 200 : 503, buf);
   } else if (strcmp(path, "/metrics") == 0) {
-    update_lag(w);
     as_relay_update_metrics(w->relay);
     as_gauge_set(w->m.ready, ready(w) ? 1 : 0);
     resp->status = 200;
