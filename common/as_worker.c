@@ -40,7 +40,7 @@ static const as_cfg_param_t runtime_params[] = {
     {"AS_DLQ_MAX_BYTES", AS_CFG_INT, "262144", 0, 16777216, RC(dlq_max_bytes), "Original bytes kept in a dead letter (the rest is cut, size recorded)."},
     {"AS_HTTP_ADDR", AS_CFG_STR, "0.0.0.0", 1, 64, RC(http_addr), "Address of the /healthz, /readyz and /metrics listener."},
     {"AS_HTTP_PORT", AS_CFG_INT, "8080", 0, 65535, RC(http_port), "Port of that listener; 0 = any free port (logged)."},
-    {"AS_RELAY_BATCH", AS_CFG_INT, "5000", 1, 100000, RC(relay_batch), "Outbox rows published per relay round (a round costs one broker round trip)."},
+    {"AS_RELAY_BATCH", AS_CFG_INT, "2500", 1, 100000, RC(relay_batch), "Outbox rows published per relay round (a round costs one broker round trip)."},
     {"AS_RELAY_INTERVAL_MS", AS_CFG_INT, "200", 1, 60000, RC(relay_interval_ms), "Relay timer when no commit or NOTIFY wakes it."},
     {"AS_OUTBOX_RETENTION_S", AS_CFG_INT, "3600", 0, 2592000, RC(outbox_retention_s), "Published outbox rows are deleted after this."},
     {"AS_SCAN_INTERVAL_MS", AS_CFG_INT, "1000", 10, 3600000, RC(scan_interval_ms), "Deadline scanner period."},
