@@ -135,7 +135,9 @@ bench: deps
 	$(MAKE) --no-print-directory B=build SAN=0 build
 	tests/bench/bench.sh
 
+# A cluster relocated to /var/tmp (clone in a root-only folder) goes too.
 clean:
+	@if [ -d build/run/pg ]; then scripts/pg.sh destroy build/run/pg >/dev/null 2>&1 || true; fi
 	rm -rf build
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
