@@ -1,10 +1,13 @@
 """make run's demonstration: sends a few events into the running fleet and
-prints what comes out, decoded, so a newcomer sees the runtime at work.
+prints what comes out, decoded, so a newcomer sees it at work.
 
-Today the fleet's only worker is the runtime's probe worker: this sends
-synthetic probes (one twice, to show the inbox dedupe), one malformed
-message and one that breaks the probe's contract (to show the dead-letter
-path), then prints the echo and dead-letter events as they arrive.
+- intake: an order (placed, paid, delivered), a valid return request in
+  Chinese (sent twice: one case), a quality claim without a photo (opens
+  awaiting evidence) and a request for too many units (rejected);
+- the runtime, through the probe worker: synthetic probes (one twice, to
+  show the inbox dedupe), one malformed message and one that breaks the
+  probe's contract (the dead-letter path).
+It prints the case, echo and dead-letter events as they arrive.
 """
 import argparse
 import os
@@ -13,6 +16,7 @@ import time
 import uuid
 
 sys.path.insert(0, os.environ.get("AS_GEN_PY", "build/gen/py"))
+import common_pb2  # noqa: E402
 import envelope_pb2  # noqa: E402
 from confluent_kafka import Consumer, Producer  # noqa: E402
 
@@ -29,12 +33,68 @@ def probe(probe_id, seq, amount):
     return e
 
 
+def envelope(field, payload, order_id="", case_id=""):
+    e = envelope_pb2.Envelope(event_id=str(uuid.uuid4()), schema_version=1, order_id=order_id,
+                              case_id=case_id, occurred_at_us=int(time.time() * 1e6),
+                              trace_id=uuid.uuid4().hex)
+    e.producer.service = "demo"
+    e.producer.instance = "make-run"
+    getattr(e, field).CopyFrom(payload)
+    e.event_type = type(payload).DESCRIPTOR.name
+    return e
+
+
+def order_and_requests():
+    """An order of two T-shirts and three requests about it."""
+    oid, buyer, now = "demo-o-" + uuid.uuid4().hex[:8], "demo-buyer-1", int(time.time() * 1e6)
+    placed = envelope_pb2.Envelope().order_placed.__class__(
+        order_id=oid, buyer_id=buyer, merchant_id="demo-merchant", placed_at_us=now - 3 * 86400 * 10**6,
+        region="CN-31")
+    line = placed.lines.add(line_id="l1", sku="TSHIRT-RED-M", category="apparel", supplier_id="sup-7",
+                            quantity=2, title="T-shirt")
+    line.unit_price.amount_minor, line.unit_price.currency = 5900, "CNY"
+    paid = envelope_pb2.Envelope().order_paid.__class__(
+        order_id=oid, payment_method=common_pb2.PAYMENT_METHOD_WALLET, payment_ref="pay-1",
+        paid_at_us=now - 3 * 86400 * 10**6)
+    paid.amount_paid.amount_minor, paid.amount_paid.currency = 11800, "CNY"
+    delivered = envelope_pb2.Envelope().order_delivered.__class__(
+        order_id=oid, shipment_id="s1", delivered_at_us=now - 86400 * 10**6, proof="locker")
+    orders = [envelope("order_placed", placed, oid), envelope("order_paid", paid, oid),
+              envelope("order_delivered", delivered, oid)]
+
+    def request(key, qty, case_type, reason, comment):
+        r = envelope_pb2.Envelope().aftersales_requested.__class__(
+            request_id="demo-r-" + uuid.uuid4().hex[:8], idempotency_key=key, order_id=oid,
+            buyer_id=buyer, case_type=case_type, reason=reason, comment=comment,
+            preferred_outcome=common_pb2.OUTCOME_REFUND, return_method=common_pb2.RETURN_METHOD_PICKUP,
+            submitted_at_us=int(time.time() * 1e6), locale="zh-CN", declared_unused=True)
+        r.lines.add(line_id="l1", quantity=qty)
+        return envelope("aftersales_requested", r, oid)
+
+    ret = request("k-return", 1, common_pb2.CASE_TYPE_RETURN_REFUND, common_pb2.REASON_SIZE_MISMATCH,
+                  "尺码偏小，想退货 👕")
+    requests = [ret, ret,
+                request("k-quality", 1, common_pb2.CASE_TYPE_QUALITY_CLAIM, common_pb2.REASON_QUALITY_DEFECT,
+                        "洗后严重掉色"),
+                request("k-too-many", 5, common_pb2.CASE_TYPE_RETURN_REFUND, common_pb2.REASON_CHANGED_MIND, "")]
+    return oid, orders, requests
+
+
 def describe(env):
     kind = env.WhichOneof("payload")
     body = getattr(env, kind)
     if kind == "dead_letter":
         return "dead letter: reason=%s detail=%r from %s[%d]@%d" % (
             body.reason_code, body.detail, body.source_topic, body.source_partition, body.source_offset)
+    if kind == "case_opened":
+        return "case opened: %s %s %s route=%s state=%s claimed=%d %s comment=%r" % (
+            body.case_number, common_pb2.CaseType.Name(body.case_type), common_pb2.Reason.Name(body.reason),
+            body.route, common_pb2.CaseState.Name(body.state), body.claimed_amount.amount_minor,
+            body.claimed_amount.currency, body.comment)
+    if kind == "buyer_acknowledged":
+        return "buyer acknowledged: %s (first response)" % body.case_number
+    if kind == "request_rejected":
+        return "request rejected: %s / %s / %s" % (body.reason_code, body.message_en, body.message_zh)
     if kind == "probe_echoed":
         return "probe echoed: probe_id=%s seq=%d count=%d total_minor=%d" % (
             body.probe_id, body.seq, body.count, body.total_minor)
@@ -50,18 +110,32 @@ def main():
 
     c = Consumer({"bootstrap.servers": args.bootstrap, "group.id": "demo-" + uuid.uuid4().hex[:8],
                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    c.subscribe(["aftersales.probe-echo.v1", "aftersales.deadletter.v1"])
+    c.subscribe(["aftersales.probe-echo.v1", "aftersales.deadletter.v1", "aftersales.cases.v1"])
     p = Producer({"bootstrap.servers": args.bootstrap})
-    sent = [probe("demo-%d" % i, i, 100 * (i + 1)) for i in range(3)]
+    intake = os.path.exists(os.path.join(os.environ.get("AS_BIN_DIR", "build/bin"), "as-intake"))
+    if intake:
+        oid, orders, requests = order_and_requests()
+        for e in orders:
+            p.produce("aftersales.orders.v1", key=oid, value=e.SerializeToString())
+        p.flush(10)
+        for e in requests:
+            p.produce("aftersales.requests.v1", key=oid, value=e.SerializeToString())
+        print("demo: sent order %s (2 T-shirts, paid, delivered) and 4 requests: a return in Chinese"
+              " (twice), a quality claim without a photo, a return of 5 units" % oid)
+    run = uuid.uuid4().hex[:6]
+    sent = [probe("demo-%s-%d" % (run, i), i, 100 * (i + 1)) for i in range(3)]
     for e in sent:
         p.produce("aftersales.probe.v1", key=e.synthetic_probe.probe_id, value=e.SerializeToString())
-    p.produce("aftersales.probe.v1", key="demo-0", value=sent[0].SerializeToString())  # a redelivery
+    p.produce("aftersales.probe.v1", key=sent[0].synthetic_probe.probe_id,
+              value=sent[0].SerializeToString())  # a redelivery
     p.produce("aftersales.probe.v1", key="demo-bad", value=b"\x08not a protobuf envelope")
     p.produce("aftersales.probe.v1", key="demo-neg", value=probe("demo-neg", 9, -5).SerializeToString())
     p.flush(10)
     print("demo: sent 3 probes, one of them twice, 1 malformed message, 1 probe with a negative amount")
 
-    expected, seen, deadline = 5, 0, time.time() + args.seconds
+    # Probes: 3 echoes + 2 dead letters. Intake: 2 cases opened, 2
+    # acknowledgements, 1 rejection (the repeated request adds nothing).
+    expected, seen, deadline = 5 + (5 if intake else 0), 0, time.time() + args.seconds
     while seen < expected and time.time() < deadline:
         m = c.poll(0.5)
         if m is None or m.error():
@@ -71,7 +145,7 @@ def main():
         print("demo: %-26s %s" % (m.topic(), describe(env)))
         seen += 1
     c.close()
-    print("demo: %d of %d expected events seen (3 echoes, 2 dead letters; the redelivery had no effect)"
+    print("demo: %d of %d expected events seen (the repeated request and probe had no effect)"
           % (seen, expected))
     return 0 if seen == expected else 1
 

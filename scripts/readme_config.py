@@ -1,8 +1,10 @@
-"""Writes the README's configuration table from a worker's --help, the one
-source of truth (the runtime's table in common/as_worker.c).
+"""Writes the README's configuration table from the workers' --help, the one
+source of truth (the runtime's table in common/as_worker.c and each
+service's own table). The first binary gives the variables every worker
+reads; each further binary adds the ones only it reads.
 
-    /usr/bin/python3 scripts/readme_config.py build/bin/as-probe          rewrite README.md
-    /usr/bin/python3 scripts/readme_config.py build/bin/as-probe --check  exit 1 if stale
+    /usr/bin/python3 scripts/readme_config.py build/bin/as-probe build/bin/as-intake ...          rewrite README.md
+    /usr/bin/python3 scripts/readme_config.py build/bin/as-probe build/bin/as-intake ... --check  exit 1 if stale
 """
 import re
 import subprocess
@@ -11,9 +13,9 @@ import sys
 BEGIN, END = "<!-- config:begin -->", "<!-- config:end -->"
 
 
-def table(binary):
+def rows_of(binary):
     text = subprocess.run([binary, "--help"], capture_output=True, text=True, check=True).stdout
-    rows = ["| variable | type | default | bounds | what it does |", "|---|---|---|---|---|"]
+    rows = []
     lines = text.splitlines()
     for i, line in enumerate(lines):
         m = re.match(r"^  (AS_[A-Z0-9_]+) \((\w+), (.*)\)$", line)
@@ -24,18 +26,31 @@ def table(binary):
         default, bounds = (dm.group(1), dm.group(2) or "") if dm else ("", rest)
         default = default.strip('"')
         help_text = lines[i + 1].strip() if i + 1 < len(lines) else ""
-        rows.append("| `%s` | %s | %s | %s | %s |" % (name, typ, "`%s`" % default if default else "(empty)",
-                                                   bounds, help_text.replace("|", "\\|")))
-    rows.append("| `AS_RDKAFKA_<PROP>` | string | | | Any librdkafka property, lower-cased with `_` as `.`:"
+        rows.append((name, "| `%s` | %s | %s | %s | %s |" % (name, typ, "`%s`" % default if default else "(empty)",
+                                                           bounds, help_text.replace("|", "\\|"))))
+    return rows
+
+
+def table(binaries):
+    rows = ["| variable | worker | type | default | bounds | what it does |", "|---|---|---|---|---|---|"]
+    seen = set()
+    for i, binary in enumerate(binaries):
+        who = "all" if i == 0 else binary.rsplit("/", 1)[-1]
+        for name, row in rows_of(binary):
+            if name in seen:
+                continue
+            seen.add(name)
+            rows.append(row.replace(" | ", " | %s | " % who, 1))
+    rows.append("| `AS_RDKAFKA_<PROP>` | all | string | | | Any librdkafka property, lower-cased with `_` as `.`:"
                 " `AS_RDKAFKA_SESSION_TIMEOUT_MS=6000` sets `session.timeout.ms`. |")
     return "\n".join(rows)
 
 
 def main():
-    binary = sys.argv[1]
+    binaries = [a for a in sys.argv[1:] if not a.startswith("--")]
     readme = open("README.md").read()
     start, end = readme.index(BEGIN) + len(BEGIN), readme.index(END)
-    fresh = readme[:start] + "\n" + table(binary) + "\n" + readme[end:]
+    fresh = readme[:start] + "\n" + table(binaries) + "\n" + readme[end:]
     if "--check" in sys.argv:
         if fresh != readme:
             print("README.md configuration table is stale: run scripts/readme_config.py", file=sys.stderr)

@@ -50,7 +50,9 @@ for build in build build/asan; do
 done
 
 echo "== README configuration table matches --help"
-if "$PY" scripts/readme_config.py build/bin/as-probe --check; then
+workers=(build/bin/as-probe)
+for d in services/*/; do [[ -f $d/main.c ]] && workers+=("build/bin/as-$(basename "$d")"); done
+if "$PY" scripts/readme_config.py "${workers[@]}" --check; then
   passed=$((passed + 1)); echo "  ok"
 else
   failed=$((failed + 1)); failures+=("readme_config")

@@ -681,3 +681,127 @@ def dead_letters(h, reader):
         out.append((env, env.dead_letter, m))
     return out
 
+
+
+# ---- intake: helpers for tests/integration/test_intake*.py -------------------
+
+ORDERS_TOPIC = "aftersales.orders.v1"
+REQUESTS_TOPIC = "aftersales.requests.v1"
+CASES_TOPIC = "aftersales.cases.v1"
+
+
+class ServiceWorker(Worker):
+    """A worker process of any service binary (Worker starts as-probe)."""
+
+    def __init__(self, h, name, env, binary):
+        self.h = h
+        self.name = name
+        self.logpath = h.logdir / f"{name}.log"
+        self.log = open(self.logpath, "ab")
+        self.env = env
+        self.proc = subprocess.Popen([str(binary)], cwd=ROOT, stdin=subprocess.DEVNULL,
+                                     stdout=self.log, stderr=self.log, env=_child_env(env))
+        self.port = None
+
+
+def start_intake(h, name=None, ready=True, **over):
+    """Starts as-intake on the test's database and broker (schema intake,
+    one consumer group per test); returns the ServiceWorker."""
+    name = name or f"intake{len(h.workers) + 1}"
+    over.setdefault("AS_DB_SCHEMA", "intake")
+    over.setdefault("AS_GROUP_ID", f"intake-{h.group}")
+    over.setdefault("AS_SCAN_INTERVAL_MS", "200")
+    env = h.worker_env(AS_INSTANCE=name, **over)
+    w = ServiceWorker(h, name, env, BIN_DIR / "as-intake")
+    h.workers.append(w)
+    if ready:
+        w.wait_started()
+        w.wait_ready()
+    return w
+
+
+def intake_pb(h):
+    """The generated modules intake tests build messages with."""
+    import cases_pb2
+    import common_pb2
+    import orders_pb2
+    import requests_pb2
+    _ = h.pb  # makes sure the pb fixture put them on sys.path
+    return common_pb2, orders_pb2, requests_pb2, cases_pb2
+
+
+def order_events(h, order_id, buyer_id, lines, t0=None, merchant_id="m-1", currency="CNY"):
+    """[(name, Envelope)] of OrderPlaced, OrderPaid, OrderShipped, OrderDelivered
+    for lines = [(line_id, sku, unit_minor, quantity)]."""
+    common, orders, _, _ = intake_pb(h)
+    t0 = t0 or int(time.time() * 1e6) - 86400 * 1_000_000
+    placed = orders.OrderPlaced(order_id=order_id, buyer_id=buyer_id, merchant_id=merchant_id,
+                                placed_at_us=t0, region="CN-31")
+    placed.shipping_fee.amount_minor = 800
+    placed.shipping_fee.currency = currency
+    for line_id, sku, unit, qty in lines:
+        l = placed.lines.add(line_id=line_id, sku=sku, category="apparel", supplier_id="sup-1",
+                             quantity=qty, title="T-shirt")
+        l.unit_price.amount_minor = unit
+        l.unit_price.currency = currency
+    paid = orders.OrderPaid(order_id=order_id, payment_method=common.PAYMENT_METHOD_WALLET,
+                            payment_ref="pay-" + order_id, paid_at_us=t0 + 1000)
+    paid.amount_paid.amount_minor = sum(u * q for _, _, u, q in lines) + 800
+    paid.amount_paid.currency = currency
+    shipped = orders.OrderShipped(order_id=order_id, shipment_id="s-1", carrier="SF",
+                                  tracking_number="SF" + order_id[-8:], shipped_at_us=t0 + 2000)
+    delivered = orders.OrderDelivered(order_id=order_id, shipment_id="s-1",
+                                      delivered_at_us=t0 + 3000, proof="locker")
+    out = []
+    for field, p in (("order_placed", placed), ("order_paid", paid), ("order_shipped", shipped),
+                     ("order_delivered", delivered)):
+        out.append((field, h.envelope(field, p, case_id="", order_id=order_id)))
+    return out
+
+
+def produce_orders(h, events, partition=None):
+    h.produce_many([(e.order_id, e.SerializeToString(), partition) for _, e in events],
+                   topic=ORDERS_TOPIC)
+
+
+def request_envelope(h, order_id, buyer_id, key=None, lines=(("l1", 1),), case_type=None,
+                     reason=None, comment="", evidence=(), **fields):
+    """An AfterSalesRequested envelope; evidence = [(uri, media_type, size, sha256)]."""
+    common, _, requests, _ = intake_pb(h)
+    r = requests.AfterSalesRequested(
+        request_id=f"r-{uuid.uuid4().hex[:12]}", idempotency_key=uuid.uuid4().hex if key is None else key,
+        order_id=order_id, buyer_id=buyer_id,
+        case_type=common.CASE_TYPE_RETURN_REFUND if case_type is None else case_type,
+        reason=common.REASON_SIZE_MISMATCH if reason is None else reason, comment=comment,
+        preferred_outcome=common.OUTCOME_REFUND, return_method=common.RETURN_METHOD_PICKUP,
+        submitted_at_us=int(time.time() * 1e6), locale="zh-CN")
+    for line_id, qty in lines:
+        r.lines.add(line_id=line_id, quantity=qty)
+    for uri, mt, size, sha in evidence:
+        r.evidence.add(uri=uri, media_type=mt, size_bytes=size, sha256=sha)
+    for k, v in fields.items():
+        setattr(r, k, v)
+    return h.envelope("aftersales_requested", r, case_id="", order_id=order_id)
+
+
+def produce_requests(h, envs, key=None, partition=None):
+    h.produce_many([(key or e.order_id or "k", e if isinstance(e, bytes) else e.SerializeToString(),
+                     partition) for e in envs], topic=REQUESTS_TOPIC)
+
+
+def case_events(h, reader):
+    """[(payload name, payload, kafka key, envelope)] read so far on the cases topic."""
+    out = []
+    for m in reader.drain():
+        env = h.decode(m.value())
+        kind = env.WhichOneof("payload")
+        out.append((kind, getattr(env, kind), (m.key() or b"").decode(), env))
+    return out
+
+
+def wait_case_events(h, reader, pred, timeout=20, what="case events"):
+    """Re-reads the cases topic until pred(events) is truthy; returns the events."""
+    def ok():
+        evs = case_events(h, reader)
+        return evs if pred(evs) else None
+    return wait_until(ok, timeout * SLOW, interval=0.2, what=what)

@@ -32,18 +32,19 @@ CREATE TABLE cases.sla_clocks (
 CREATE INDEX sla_clocks_open ON cases.sla_clocks (due_at) WHERE met_at IS NULL AND breached_at IS NULL;
 
 -- case_evidence: every attachment of a case (from the opening request or
--- added later), deduplicated per causing event and URI.
+-- added later), one row per (causing event, position in its list).
 CREATE TABLE cases.case_evidence (
   id          bigserial PRIMARY KEY,
   case_id     text NOT NULL REFERENCES cases.cases (case_id),
   event_id    uuid NOT NULL,
+  position    int NOT NULL,
   source      text NOT NULL,
   uri         text NOT NULL,
   media_type  text NOT NULL,
   size_bytes  bigint NOT NULL CHECK (size_bytes > 0),
   sha256      char(64) NOT NULL,
   added_at    timestamptz NOT NULL DEFAULT now(),
-  UNIQUE (event_id, uri)
+  UNIQUE (event_id, position)
 );
 CREATE INDEX case_evidence_case ON cases.case_evidence (case_id);
 

@@ -1,0 +1,157 @@
+/* intake: the service's private declarations, shared by its modules.
+ *
+ * Intake is the fleet's front door. main.c wires the modules into the
+ * runtime: intake_projection (order events -> order projection),
+ * intake_validate (what a request must look like, byte by byte),
+ * intake_requests (the per-batch pipeline: idempotency, hold, order checks),
+ * intake_cases (opening cases and the first response), intake_hold (held
+ * requests), intake_followup (evidence and buyer messages on a case),
+ * intake_reject (RequestRejected), intake_cols (bulk array parameters) and
+ * intake_config (the complaint routing map).
+ *
+ * Ownership: intake_t is created by init and freed by fini; everything a
+ * batch allocates is released before the handler returns. */
+#ifndef INTAKE_H
+#define INTAKE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "as_buf.h"
+#include "as_case.h"
+#include "as_worker.h"
+
+#define INTAKE_NCOMPLAINT 6 /* ComplaintType values 0..5 */
+#define INTAKE_COLS_MAX 16
+
+/* AS_INTAKE_* variables (main.c's table). */
+typedef struct intake_conf {
+  long long hold_ms, comment_max, evidence_max, attachment_max, complaint_hours;
+  long long review_hours, first_response_min, lines_max;
+  const char *complaint_routes;
+} intake_conf_t;
+
+typedef struct intake {
+  as_worker_t *w;
+  const as_log_t *log;
+  const intake_conf_t *conf;
+  const char *schema;
+  char dept[INTAKE_NCOMPLAINT][48]; /* department per ComplaintType */
+  long long dept_hours[INTAKE_NCOMPLAINT];
+  as_histogram_t *ack_submitted, *ack_occurred;
+  as_counter_t *opened, *held, *duplicates;
+} intake_t;
+
+/* ---- intake_config.c */
+/* Parses "SERVICE_ATTITUDE=customer_care[:hours],..." into x->dept; every
+ * complaint type must be mapped. Returns 0 or -EINVAL with err filled. */
+int intake_config_routes(intake_t *x, const char *spec, char *err, size_t errlen);
+
+/* ---- intake_cols.c: columns of array literals for one bulk statement */
+typedef struct intake_cols {
+  as_buf_t b[INTAKE_COLS_MAX];
+  int n;
+  size_t rows;
+} intake_cols_t;
+
+void intake_cols_init(intake_cols_t *c, int ncols);
+void intake_cols_free(intake_cols_t *c);
+void intake_cols_str(intake_cols_t *c, int col, const char *s);
+void intake_cols_int(intake_cols_t *c, int col, long long v);
+void intake_cols_null(intake_cols_t *c, int col);
+void intake_cols_row(intake_cols_t *c); /* counts a finished row */
+/* Closes the arrays and points vals[0..n) at them (for a statement that
+ * takes several column sets); returns 0 or -ENOMEM. */
+int intake_cols_params(intake_cols_t *c, const char **vals);
+/* Runs sql (with %1$s = schema) with the columns as $1..$n if any row was
+ * added; returns 0 (also when empty, *out NULL), -ENOMEM or an as_db error. */
+int intake_cols_run(intake_cols_t *c, intake_t *x, as_tx_t *tx, const char *sql, PGresult **out);
+/* Formats a statement template with %1$s = schema into buf. */
+const char *intake_sql(const intake_t *x, char *buf, size_t cap, const char *tmpl);
+
+/* ---- intake_utf8.c */
+/* Strict UTF-8 (RFC 3629): no overlongs, surrogates or code points above
+ * U+10FFFF, no truncated sequences. */
+bool intake_utf8_valid(const char *s, size_t len);
+
+/* ---- intake_validate.c: a verdict on one payload, without the database */
+typedef struct intake_verdict {
+  const char *code;  /* NULL: valid; else a RequestRejected reason code */
+  bool dead;         /* not answerable to a buyer: dead-letter instead */
+  char field[48];    /* which field, for the human message / DLQ detail */
+} intake_verdict_t;
+
+void intake_validate_request(const intake_t *x, const Aftersales__V1__AfterSalesRequested *r,
+                             intake_verdict_t *v);
+void intake_validate_attachments(const intake_t *x, Aftersales__V1__Attachment *const *a, size_t n,
+                                 intake_verdict_t *v);
+void intake_validate_text(const intake_t *x, const char *s, const char *field, intake_verdict_t *v);
+bool intake_has_photo_or_video(Aftersales__V1__Attachment *const *a, size_t n);
+bool intake_id_ok(const char *s, size_t max);
+
+/* ---- intake_reject.c */
+/* Publishes RequestRejected (message_en / message_zh from the reason code)
+ * on the cases topic keyed by the order id (or the request id). */
+int intake_reject_publish(intake_t *x, as_tx_t *tx, const as_msg_t *cause, const char *request_id,
+                          const char *order_id, const char *buyer_id, const char *idem_key,
+                          const char *code, const char *field);
+
+/* ---- intake_projection.c */
+/* Applies the order events among msgs to the projection (bulk, latest wins
+ * per column group) and appends to *placed the order ids that now have
+ * their OrderPlaced. Returns 0 or an as_db error. */
+int intake_projection_apply(intake_t *x, as_tx_t *tx, as_msg_t *const *msgs, size_t n,
+                            intake_cols_t *placed);
+
+/* ---- intake_requests.c: the request pipeline */
+typedef struct intake_req {
+  const as_msg_t *cause;  /* the message (live) or a synthetic one (held) */
+  as_msg_t *live;         /* the batch's message, NULL for held requests */
+  const Aftersales__V1__AfterSalesRequested *r;
+  const uint8_t *bytes;   /* envelope bytes, kept if the request is held */
+  size_t nbytes;
+  bool final;             /* may not be held (again) */
+  /* outcome */
+  enum { INTAKE_R_PENDING, INTAKE_R_SKIP, INTAKE_R_REJECT, INTAKE_R_HOLD, INTAKE_R_OPEN } fate;
+  intake_verdict_t v;
+  char case_id[37];
+  char case_number[32];
+  const char *merchant_id; /* borrowed from the batch's order rows */
+  as_case_state_t state;
+  int64_t claimed_minor;
+  char currency[4];
+  char route[64];
+  int64_t review_due_us, resolution_due_us, first_due_us;
+  int *line_rows;          /* per request line: row in the batch's line table */
+} intake_req_t;
+
+/* Decides and applies reqs[0..n): rejections, holds, cases. Returns 0 or an
+ * as_db error. */
+int intake_requests_run(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n);
+
+/* ---- intake_cases.c */
+typedef struct intake_lines_view {
+  PGresult *r; /* rows: order_id, line_id, sku, unit_minor, currency, quantity, claimed */
+} intake_lines_view_t;
+
+/* Opens the cases of reqs with fate OPEN: numbers, as_case_open, lines,
+ * clocks, evidence, comment, the request record, CaseOpened and
+ * BuyerAcknowledged. A case another instance opened first is skipped. */
+int intake_cases_open(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n,
+                      const intake_lines_view_t *lines);
+
+/* ---- intake_hold.c */
+int intake_hold_store(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n);
+/* Replays the held requests of orders (text[] column 0 of placed). */
+int intake_hold_release(intake_t *x, as_tx_t *tx, intake_cols_t *placed);
+/* The hold deadline of one request fired. */
+int intake_hold_expire(intake_t *x, as_tx_t *tx, const char *order_id, const char *request_id);
+/* Runs held envelopes (rows of r: request_id, envelope bytea in binary) through
+ * the pipeline; final = no further hold. */
+int intake_hold_replay(intake_t *x, as_tx_t *tx, PGresult *r, bool final);
+
+/* ---- intake_followup.c */
+int intake_followup_apply(intake_t *x, as_tx_t *tx, as_msg_t *m);
+
+#endif

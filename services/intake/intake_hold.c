@@ -1,0 +1,147 @@
+/* intake_hold: requests for an order the projection has not seen yet.
+ *
+ * Order events and requests travel on different topics, so a request can
+ * overtake its order. Such a request is held: its original envelope bytes
+ * are stored and a deadline "hold:<request id>" (on the order id) is set.
+ * When the order's OrderPlaced is applied, the held requests of that order
+ * are taken (DELETE ... RETURNING, so exactly one transaction gets each) and
+ * replayed through the pipeline in the same transaction, and their
+ * deadlines cancelled. When a deadline fires first, the request is replayed
+ * with holding forbidden: unknown_order, unless the order came meanwhile. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "as_deadline.h"
+#include "intake.h"
+
+static const char sql_store[] =
+    "INSERT INTO %1$s.held_requests (request_id, order_id, buyer_id, idempotency_key, envelope)"
+    " SELECT u.r, u.o, u.b, u.k, decode(u.e, 'hex') FROM unnest($1::text[], $2::text[], $3::text[],"
+    " $4::text[], $5::text[]) AS u(r, o, b, k, e) ON CONFLICT DO NOTHING RETURNING request_id, order_id";
+static const char sql_take_order[] =
+    "DELETE FROM %1$s.held_requests WHERE order_id = ANY($1::text[])"
+    " RETURNING request_id, order_id, encode(envelope, 'hex')";
+static const char sql_take_one[] =
+    "DELETE FROM %1$s.held_requests WHERE request_id = $1 AND order_id = $2"
+    " RETURNING request_id, order_id, encode(envelope, 'hex')";
+
+static void kind_of(char *buf, size_t cap, const char *request_id) {
+  snprintf(buf, cap, "hold:%s", request_id);
+}
+
+static int set_deadlines(intake_t *x, as_tx_t *tx, PGresult *r) {
+  int rc = 0;
+  int64_t due = as_now_us() + x->conf->hold_ms * 1000;
+  for (int i = 0; rc == 0 && i < PQntuples(r); i++) {
+    char kind[80];
+    kind_of(kind, sizeof kind, PQgetvalue(r, i, 0));
+    rc = as_deadline_set(tx, PQgetvalue(r, i, 1), kind, due);
+    as_counter_add(x->held, 1);
+  }
+  return rc;
+}
+
+int intake_hold_store(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n) {
+  intake_cols_t c;
+  intake_cols_init(&c, 5);
+  for (size_t i = 0; i < n; i++) {
+    const intake_req_t *q = &reqs[i];
+    if (q->fate != INTAKE_R_HOLD) continue;
+    const char *s[] = {q->r->request_id, q->r->order_id, q->r->buyer_id, q->r->idempotency_key};
+    for (int k = 0; k < 4; k++) intake_cols_str(&c, k, s[k]);
+    as_buf_arr_raw(&c.b[4], "", 0);
+    as_buf_hex(&c.b[4], q->bytes, q->nbytes);
+    intake_cols_row(&c);
+  }
+  PGresult *r = NULL;
+  int rc = intake_cols_run(&c, x, tx, sql_store, &r);
+  if (rc == 0 && r) rc = set_deadlines(x, tx, r);
+  PQclear(r);
+  intake_cols_free(&c);
+  return rc;
+}
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+/* Decodes one held row into q (owning *env and *bytes); false if unusable. */
+static bool load_row(PGresult *r, int row, as_envelope_t **env, uint8_t **bytes, size_t *len) {
+  const char *hex = PQgetvalue(r, row, 2);
+  size_t n = strlen(hex) / 2;
+  *bytes = malloc(n ? n : 1);
+  if (!*bytes) return false;
+  for (size_t i = 0; i < n; i++)
+    (*bytes)[i] = (uint8_t)(hexval(hex[2 * i]) << 4 | hexval(hex[2 * i + 1]));
+  *len = n;
+  const char *reason = NULL;
+  char detail[200];
+  *env = as_envelope_decode(*bytes, n, &reason, detail, sizeof detail);
+  return *env && (*env)->payload_case == AFTERSALES__V1__ENVELOPE__PAYLOAD_AFTERSALES_REQUESTED;
+}
+
+int intake_hold_replay(intake_t *x, as_tx_t *tx, PGresult *r, bool final) {
+  size_t n = (size_t)PQntuples(r);
+  if (n == 0) return 0;
+  intake_req_t *reqs = calloc(n, sizeof *reqs);
+  as_msg_t *msgs = calloc(n, sizeof *msgs);
+  uint8_t **bytes = calloc(n, sizeof *bytes);
+  int rc = (reqs && msgs && bytes) ? 0 : -ENOMEM;
+  size_t k = 0;
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    size_t len = 0;
+    if (!load_row(r, (int)i, &msgs[k].env, &bytes[k], &len)) {
+      AS_ERROR(x->log, "held request unreadable; dropped", AS_F_STR("request_id", PQgetvalue(r, (int)i, 0)));
+      as_envelope_free(msgs[k].env);
+      free(bytes[k]);
+      msgs[k].env = NULL;
+      bytes[k] = NULL;
+      continue;
+    }
+    reqs[k] = (intake_req_t){.cause = &msgs[k], .r = msgs[k].env->aftersales_requested,
+                             .bytes = bytes[k], .nbytes = len, .final = final};
+    k++;
+  }
+  if (rc == 0) rc = intake_requests_run(x, tx, reqs, k);
+  for (size_t i = 0; msgs && bytes && i < n; i++) {
+    as_envelope_free(msgs[i].env);
+    free(bytes[i]);
+  }
+  free(reqs);
+  free(msgs);
+  free(bytes);
+  return rc;
+}
+
+static int cancel_deadlines(as_tx_t *tx, PGresult *r) {
+  int rc = 0;
+  for (int i = 0; rc == 0 && i < PQntuples(r); i++) {
+    char kind[80];
+    kind_of(kind, sizeof kind, PQgetvalue(r, i, 0));
+    rc = as_deadline_cancel(tx, PQgetvalue(r, i, 1), kind);
+  }
+  return rc;
+}
+
+int intake_hold_release(intake_t *x, as_tx_t *tx, intake_cols_t *placed) {
+  PGresult *r = NULL;
+  int rc = intake_cols_run(placed, x, tx, sql_take_order, &r);
+  if (rc == 0 && r) rc = cancel_deadlines(tx, r);
+  if (rc == 0 && r) rc = intake_hold_replay(x, tx, r, true);
+  PQclear(r);
+  return rc;
+}
+
+int intake_hold_expire(intake_t *x, as_tx_t *tx, const char *order_id, const char *request_id) {
+  const char *vals[2] = {request_id, order_id};
+  char sql[512];
+  PGresult *r = NULL;
+  int rc = as_db_query(as_tx_db(tx), intake_sql(x, sql, sizeof sql, sql_take_one), 2, vals, &r);
+  if (rc == 0) rc = intake_hold_replay(x, tx, r, true);
+  PQclear(r);
+  return rc;
+}

@@ -1,0 +1,280 @@
+/* intake_requests: the pipeline one batch of AfterSalesRequested goes
+ * through, in the batch transaction:
+ *   1. the payload on its own (intake_validate): dead-letter or reject;
+ *   2. idempotency: the case id is derived from (buyer, key); a repeat in
+ *      the batch does nothing at all;
+ *   3. the order rows are locked (FOR UPDATE, in order id order) so two
+ *      instances cannot both claim the last unit of a line, then read with
+ *      the units already claimed by cases that were not rejected; a key
+ *      whose case exists by then (opened before, or by another instance
+ *      that held the lock) does nothing at all either;
+ *   4. each request is decided in batch order (claims of earlier requests
+ *      count against later ones): hold, reject or open;
+ *   5. holds, cases and rejections are written and published.
+ * Held requests replayed later come through the same pipeline. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "as_uuid.h"
+#include "intake.h"
+
+#define CT(x) AFTERSALES__V1__CASE_TYPE__CASE_TYPE_##x
+#define RS(x) AFTERSALES__V1__REASON__REASON_##x
+
+typedef struct batch_view {
+  PGresult *orders; /* order_id, buyer_id, merchant_id, cancelled */
+  PGresult *lines;  /* order_id, line_id, sku, unit_minor, currency, quantity, claimed */
+  int64_t *claimed; /* per line row: claimed so far, including this batch */
+} batch_view_t;
+
+static const char sql_existing[] =
+    "SELECT case_id FROM cases.cases WHERE case_id = ANY($1::text[])";
+static const char sql_orders[] =
+    "SELECT order_id, buyer_id, coalesce(merchant_id, ''), cancelled_at_us IS NOT NULL"
+    " FROM %1$s.orders WHERE order_id = ANY($1::text[]) AND placed_at_us IS NOT NULL"
+    " ORDER BY order_id COLLATE \"C\" FOR UPDATE";
+static const char sql_lines[] =
+    "SELECT l.order_id, l.line_id, l.sku, l.unit_minor, l.currency, l.quantity, coalesce(c.q, 0)"
+    " FROM %1$s.order_lines l LEFT JOIN (SELECT cl.order_id, cl.line_id, sum(cl.quantity) AS q"
+    " FROM cases.case_lines cl JOIN cases.cases cc ON cc.case_id = cl.case_id"
+    " WHERE cl.order_id = ANY($1::text[]) AND cc.state <> 'REJECTED' AND cc.case_type <> 'COMPLAINT'"
+    " GROUP BY cl.order_id, cl.line_id) c ON c.order_id = l.order_id AND c.line_id = l.line_id"
+    " WHERE l.order_id = ANY($1::text[]) ORDER BY l.order_id COLLATE \"C\", l.line_id COLLATE \"C\"";
+
+static void reject(intake_req_t *q, const char *code, const char *field) {
+  q->fate = INTAKE_R_REJECT;
+  q->v.code = code;
+  snprintf(q->v.field, sizeof q->v.field, "%s", field);
+}
+
+/* Step 1 and the case id of step 2. */
+static void validate_all(intake_t *x, intake_req_t *reqs, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    intake_req_t *q = &reqs[i];
+    intake_validate_request(x, q->r, &q->v);
+    if (q->v.dead) {
+      char why[96];
+      snprintf(why, sizeof why, "AfterSalesRequested: %s missing or unsafe", q->v.field);
+      if (q->live) as_tx_reject(q->live, why);
+      q->fate = INTAKE_R_SKIP;
+      continue;
+    }
+    if (q->v.code) {
+      q->fate = INTAKE_R_REJECT;
+      continue;
+    }
+    char name[256];
+    int len = snprintf(name, sizeof name, "%s|%s", q->r->buyer_id, q->r->idempotency_key);
+    as_uuid_v8(q->case_id, "aftersales.case", name, (size_t)len);
+  }
+}
+
+static int by_case_id(const void *a, const void *b) {
+  const intake_req_t *const *p = a, *const *q = b;
+  int c = strcmp((*p)->case_id, (*q)->case_id);
+  return c ? c : ((*p) < (*q) ? -1 : (*p) > (*q));
+}
+
+/* Step 2: the first request of a key in the batch wins; repeats are silent. */
+static int dedupe_batch(intake_t *x, intake_req_t *reqs, size_t n) {
+  intake_req_t **v = malloc((n ? n : 1) * sizeof *v);
+  if (!v) return -ENOMEM;
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++)
+    if (reqs[i].fate == INTAKE_R_PENDING) v[k++] = &reqs[i];
+  qsort(v, k, sizeof *v, by_case_id);
+  for (size_t i = 1; i < k; i++)
+    if (strcmp(v[i]->case_id, v[i - 1]->case_id) == 0) {
+      v[i]->fate = INTAKE_R_SKIP;
+      as_counter_add(x->duplicates, 1);
+    }
+  free(v);
+  return 0;
+}
+
+/* Step 2, across batches, instances and restarts: the case exists. */
+static int skip_existing(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n) {
+  intake_cols_t c;
+  intake_cols_init(&c, 1);
+  for (size_t i = 0; i < n; i++)
+    if (reqs[i].fate == INTAKE_R_PENDING) {
+      intake_cols_str(&c, 0, reqs[i].case_id);
+      intake_cols_row(&c);
+    }
+  PGresult *r = NULL;
+  int rc = intake_cols_run(&c, x, tx, sql_existing, &r);
+  for (int row = 0; rc == 0 && r && row < PQntuples(r); row++)
+    for (size_t i = 0; i < n; i++)
+      if (reqs[i].fate == INTAKE_R_PENDING && strcmp(reqs[i].case_id, PQgetvalue(r, row, 0)) == 0) {
+        reqs[i].fate = INTAKE_R_SKIP;
+        as_counter_add(x->duplicates, 1);
+      }
+  PQclear(r);
+  intake_cols_free(&c);
+  return rc;
+}
+
+/* Step 3. */
+static int load_orders(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n, batch_view_t *bv) {
+  intake_cols_t c;
+  intake_cols_init(&c, 1);
+  for (size_t i = 0; i < n; i++)
+    if (reqs[i].fate == INTAKE_R_PENDING) {
+      intake_cols_str(&c, 0, reqs[i].r->order_id);
+      intake_cols_row(&c);
+    }
+  int rc = intake_cols_run(&c, x, tx, sql_orders, &bv->orders);
+  if (rc == 0 && bv->orders) {
+    /* intake_cols_run closed the array: reuse the same literal. */
+    const char *vals[1] = {as_buf_str(&c.b[0])};
+    char sql[1024];
+    rc = as_db_query(as_tx_db(tx), intake_sql(x, sql, sizeof sql, sql_lines), 1, vals, &bv->lines);
+  }
+  if (rc == 0 && bv->lines) {
+    int nl = PQntuples(bv->lines);
+    bv->claimed = calloc(nl ? (size_t)nl : 1, sizeof *bv->claimed);
+    if (!bv->claimed) rc = -ENOMEM;
+    for (int i = 0; rc == 0 && i < nl; i++) bv->claimed[i] = strtoll(PQgetvalue(bv->lines, i, 6), NULL, 10);
+  }
+  intake_cols_free(&c);
+  return rc;
+}
+
+/* First row of r whose columns 0 (and 1, if k2) equal the keys, or -1. */
+static int find_row(PGresult *r, const char *k1, const char *k2) {
+  int lo = 0, hi = r ? PQntuples(r) : 0;
+  while (lo < hi) {
+    int mid = lo + (hi - lo) / 2;
+    int c = strcmp(PQgetvalue(r, mid, 0), k1);
+    if (c == 0 && k2) c = strcmp(PQgetvalue(r, mid, 1), k2);
+    if (c < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  if (!r || lo >= PQntuples(r) || strcmp(PQgetvalue(r, lo, 0), k1) != 0) return -1;
+  if (k2 && strcmp(PQgetvalue(r, lo, 1), k2) != 0) return -1;
+  return lo;
+}
+
+static bool needs_evidence(const Aftersales__V1__AfterSalesRequested *r) {
+  if (r->case_type == CT(COMPLAINT) || r->case_type == CT(LOGISTICS)) return false;
+  bool claim = r->case_type == CT(QUALITY_CLAIM) || r->reason == RS(QUALITY_DEFECT) ||
+               r->reason == RS(DAMAGED_IN_TRANSIT) || r->reason == RS(NOT_AS_DESCRIBED);
+  return claim && !intake_has_photo_or_video(r->evidence, r->n_evidence);
+}
+
+static void route(const intake_t *x, intake_req_t *q, int64_t now) {
+  const int64_t hour = 3600LL * 1000000;
+  q->first_due_us = q->r->submitted_at_us + x->conf->first_response_min * 60 * 1000000LL;
+  switch (q->r->case_type) {
+    case CT(LOGISTICS):
+      snprintf(q->route, sizeof q->route, "logistics");
+      break;
+    case CT(COMPLAINT):
+      snprintf(q->route, sizeof q->route, "complaints:%s", x->dept[q->r->complaint_type]);
+      q->resolution_due_us = now + x->dept_hours[q->r->complaint_type] * hour;
+      break;
+    default:
+      snprintf(q->route, sizeof q->route, "review");
+      q->review_due_us = now + x->conf->review_hours * hour;
+  }
+}
+
+/* Lines exist, quantities fit, one currency; fills claimed amount. */
+static bool check_lines(intake_req_t *q, batch_view_t *bv) {
+  bool claims = q->r->case_type != CT(COMPLAINT);
+  int64_t total = 0;
+  q->currency[0] = 0;
+  for (size_t i = 0; i < q->r->n_lines; i++) {
+    const Aftersales__V1__LineRef *l = q->r->lines[i];
+    int row = find_row(bv->lines, q->r->order_id, l->line_id);
+    if (row < 0) { reject(q, "unknown_line", "lines.line_id"); return false; }
+    if (l->sku[0] && strcmp(l->sku, PQgetvalue(bv->lines, row, 2)) != 0) {
+      reject(q, "unknown_line", "lines.sku");
+      return false;
+    }
+    int64_t bought = strtoll(PQgetvalue(bv->lines, row, 5), NULL, 10);
+    if (claims && l->quantity > bought - bv->claimed[row]) {
+      reject(q, "quantity_exceeded", "lines.quantity");
+      return false;
+    }
+    const char *cur = PQgetvalue(bv->lines, row, 4);
+    if (q->currency[0] && strcmp(q->currency, cur) != 0) { reject(q, "mixed_currency", "lines"); return false; }
+    snprintf(q->currency, sizeof q->currency, "%s", cur);
+    int64_t unit = strtoll(PQgetvalue(bv->lines, row, 3), NULL, 10), sub;
+    if (__builtin_mul_overflow(unit, (int64_t)l->quantity, &sub) || __builtin_add_overflow(total, sub, &total)) {
+      reject(q, "invalid_quantity", "lines.quantity");
+      return false;
+    }
+    q->line_rows[i] = row;
+  }
+  q->claimed_minor = claims ? total : 0;
+  return true;
+}
+
+/* Step 4 for one request. Returns 0 or -ENOMEM. */
+static int decide(intake_t *x, intake_req_t *q, batch_view_t *bv, int64_t now) {
+  int o = find_row(bv->orders, q->r->order_id, NULL);
+  if (o < 0) {
+    if (q->final) reject(q, "unknown_order", "order_id");
+    else q->fate = INTAKE_R_HOLD;
+    return 0;
+  }
+  bool complaint = q->r->case_type == CT(COMPLAINT);
+  const char *why = NULL;
+  if (strcmp(PQgetvalue(bv->orders, o, 1), q->r->buyer_id) != 0) why = "not_buyers_order";
+  else if (!complaint && PQgetvalue(bv->orders, o, 3)[0] == 't') why = "order_cancelled";
+  if (why) {
+    reject(q, why, "order_id");
+    return 0;
+  }
+  q->line_rows = calloc(q->r->n_lines ? q->r->n_lines : 1, sizeof *q->line_rows);
+  if (!q->line_rows) return -ENOMEM;
+  if (!check_lines(q, bv)) return 0;
+  if (!complaint)
+    for (size_t i = 0; i < q->r->n_lines; i++) bv->claimed[q->line_rows[i]] += q->r->lines[i]->quantity;
+  q->merchant_id = PQgetvalue(bv->orders, o, 2);
+  q->state = needs_evidence(q->r) ? AFTERSALES__V1__CASE_STATE__CASE_STATE_AWAITING_EVIDENCE
+                                  : AFTERSALES__V1__CASE_STATE__CASE_STATE_OPEN;
+  route(x, q, now);
+  q->fate = INTAKE_R_OPEN;
+  return 0;
+}
+
+static int publish_rejections(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n) {
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    const intake_req_t *q = &reqs[i];
+    if (q->fate != INTAKE_R_REJECT) continue;
+    rc = intake_reject_publish(x, tx, q->cause, q->r->request_id, q->r->order_id, q->r->buyer_id,
+                               q->r->idempotency_key, q->v.code, q->v.field);
+  }
+  return rc;
+}
+
+int intake_requests_run(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n) {
+  batch_view_t bv = {0};
+  validate_all(x, reqs, n);
+  int rc = dedupe_batch(x, reqs, n);
+  /* Existing cases are looked up only once the order rows are locked: an
+   * instance that opened the same key commits before the lock is granted,
+   * and its case must be seen as this key's, not as units already claimed. */
+  if (rc == 0) rc = load_orders(x, tx, reqs, n, &bv);
+  if (rc == 0) rc = skip_existing(x, tx, reqs, n);
+  int64_t now = as_now_us();
+  for (size_t i = 0; rc == 0 && i < n; i++)
+    if (reqs[i].fate == INTAKE_R_PENDING) rc = decide(x, &reqs[i], &bv, now);
+  if (rc == 0) rc = intake_hold_store(x, tx, reqs, n);
+  intake_lines_view_t lv = {bv.lines};
+  if (rc == 0) rc = intake_cases_open(x, tx, reqs, n, &lv);
+  if (rc == 0) rc = publish_rejections(x, tx, reqs, n);
+  for (size_t i = 0; i < n; i++) {
+    free(reqs[i].line_rows);
+    reqs[i].line_rows = NULL;
+  }
+  PQclear(bv.orders);
+  PQclear(bv.lines);
+  free(bv.claimed);
+  return rc;
+}

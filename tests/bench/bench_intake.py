@@ -1,0 +1,251 @@
+"""bench intake: as-intake against a projection of 100,000 orders.
+
+  1. prefill: OrderPlaced + OrderPaid + OrderDelivered for N orders, produced
+     in chunks (the embedded broker keeps only ~5 MiB per partition) and
+     waited for until the projection holds them all;
+  2. throughput: a stream of valid requests (one per order, distinct
+     idempotency keys) produced as fast as possible; requests_per_s is the
+     number of cases opened per second from the first to the last, read
+     off the shared case-number sequence;
+  3. latency: 1,000 requests/s paced for ~10 s on other orders; a consumer
+     of aftersales.cases.v1 takes the time each BuyerAcknowledged arrives;
+     p99_ack_ms is the 99th percentile of arrival - submitted_at.
+Prints exactly one line: bench intake requests_per_s=N p99_ack_ms=N
+"""
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+sys.path.insert(0, os.environ.get("AS_GEN_PY", "build/gen/py"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import envelope_pb2  # noqa: E402
+import common_pb2  # noqa: E402
+import psycopg2  # noqa: E402
+from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+from bench import log, report_batches, start_broker, start_pg  # noqa: E402
+
+BIN = os.environ.get("AS_BIN_DIR", "build/bin")
+N_ORDERS = int(os.environ.get("AS_BENCH_ORDERS", "100000"))
+N_REQ = int(os.environ.get("AS_BENCH_REQUESTS", "50000"))
+RATE = int(os.environ.get("AS_BENCH_RATE", "1000"))
+SECONDS = float(os.environ.get("AS_BENCH_SECONDS", "10"))
+CHUNK = 20000
+
+
+def envelope(order_id, field, fill):
+    e = envelope_pb2.Envelope()
+    e.event_id = str(uuid.uuid4())
+    e.schema_version = 1
+    e.order_id = order_id
+    e.occurred_at_us = int(time.time() * 1e6)
+    e.producer.service = "bench"
+    e.producer.instance = "bench-1"
+    e.trace_id = uuid.uuid4().hex
+    fill(getattr(e, field))
+    e.event_type = type(getattr(e, field)).DESCRIPTOR.name
+    return e
+
+
+def order_msgs(i):
+    oid, t0 = "o-%07d" % i, int(time.time() * 1e6) - 86400 * 10**6
+
+    def placed(p):
+        p.order_id, p.buyer_id, p.merchant_id, p.placed_at_us, p.region = oid, "b-%07d" % i, "m-%d" % (i % 50), t0, "CN-31"
+        l = p.lines.add(line_id="l1", sku="SKU-%d" % (i % 1000), category="apparel", supplier_id="s-1", quantity=2, title="T")
+        l.unit_price.amount_minor, l.unit_price.currency = 1999, "CNY"
+
+    def paid(p):
+        p.order_id, p.payment_method, p.payment_ref, p.paid_at_us = oid, common_pb2.PAYMENT_METHOD_CARD, "pay", t0 + 1
+        p.amount_paid.amount_minor, p.amount_paid.currency = 3998, "CNY"
+
+    def delivered(p):
+        p.order_id, p.shipment_id, p.delivered_at_us = oid, "s-1", t0 + 2
+
+    return [(oid, envelope(oid, f, fn).SerializeToString())
+            for f, fn in (("order_placed", placed), ("order_paid", paid), ("order_delivered", delivered))]
+
+
+def request_msg(i):
+    oid = "o-%07d" % i
+    now = int(time.time() * 1e6)
+
+    def fill(r):
+        r.request_id, r.idempotency_key, r.order_id, r.buyer_id = "r-%d" % i, "k-%d" % i, oid, "b-%07d" % i
+        r.case_type, r.reason = common_pb2.CASE_TYPE_RETURN_REFUND, common_pb2.REASON_SIZE_MISMATCH
+        r.lines.add(line_id="l1", quantity=1)
+        r.comment, r.submitted_at_us, r.locale = "尺码偏小，想退货", now, "zh-CN"
+        r.preferred_outcome, r.return_method = common_pb2.OUTCOME_REFUND, common_pb2.RETURN_METHOD_PICKUP
+    return oid, envelope(oid, "aftersales_requested", fill).SerializeToString()
+
+
+def produce(p, topic, key, value):
+    while True:
+        try:
+            p.produce(topic, key=key, value=value)
+            return
+        except BufferError:
+            p.poll(0.01)
+
+
+def scalar(dsn, q):
+    with psycopg2.connect(dsn) as c, c.cursor() as cur:
+        cur.execute(q)
+        v = cur.fetchone()[0]
+    c.close()
+    return v
+
+
+def wait_for(dsn, q, target, what, timeout=600):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            v = scalar(dsn, q)
+        except psycopg2.Error:
+            v = 0
+        if v >= target:
+            return
+        time.sleep(0.2)
+    raise RuntimeError("timed out waiting for %s" % what)
+
+
+def prefill(p, dsn):
+    t0 = time.time()
+    for start in range(0, N_ORDERS, CHUNK):
+        for i in range(start, min(start + CHUNK, N_ORDERS)):
+            for key, value in order_msgs(i):
+                produce(p, "aftersales.orders.v1", key, value)
+        p.flush(60)
+        wait_for(dsn, "SELECT count(*) FROM intake.orders WHERE delivered_at_us IS NOT NULL",
+                 min(start + CHUNK, N_ORDERS), "projection")
+    log("projection of %d orders built in %.1fs" % (N_ORDERS, time.time() - t0))
+
+
+def opened(dsn):
+    return scalar(dsn, "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM cases.case_number_seq")
+
+
+def throughput(p, dsn):
+    msgs = [request_msg(i) for i in range(N_REQ)]
+    base = opened(dsn)
+    for key, value in msgs:
+        produce(p, "aftersales.requests.v1", key, value)
+    p.flush(60)
+    t_first = None
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        n = opened(dsn) - base
+        now = time.time()
+        if t_first is None and n > 0:
+            t_first, n_first = now, n
+        if n >= N_REQ:
+            return (n - n_first) / max(now - t_first, 1e-6)
+        time.sleep(0.05)
+    raise RuntimeError("requests not all opened")
+
+
+class AckReader(threading.Thread):
+    """Arrival times of BuyerAcknowledged events, by case id."""
+
+    def __init__(self, bootstrap):
+        super().__init__(daemon=True)
+        self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-acks-%s" % uuid.uuid4().hex,
+                           "enable.auto.commit": False, "fetch.wait.max.ms": 2, "log_level": 2})
+        parts = [TopicPartition("aftersales.cases.v1", i) for i in range(12)]
+        for tp in parts:
+            tp.offset = self.c.get_watermark_offsets(tp, timeout=10)[1]
+        self.c.assign(parts)
+        self.lat = []
+        self.stop = False
+
+    def run(self):
+        while not self.stop:
+            m = self.c.poll(0.05)
+            if m is None or m.error():
+                continue
+            now = time.time()
+            e = envelope_pb2.Envelope()
+            e.ParseFromString(m.value())
+            if e.WhichOneof("payload") == "buyer_acknowledged":
+                self.lat.append(now * 1e3 - e.buyer_acknowledged.submitted_at_us / 1e3)
+
+
+def latency(bootstrap, dsn):
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": "all", "log_level": 2})
+    reader = AckReader(bootstrap)
+    reader.start()
+    # The reader's first fetch and the producer's first metadata round trip
+    # are not intake's latency: let both settle before the clock starts.
+    p.list_topics(timeout=10)
+    time.sleep(2)
+    n = int(RATE * SECONDS)
+    t0 = time.time()
+    for k in range(n):
+        i = N_REQ + k
+        due = t0 + k / RATE
+        delay = due - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        key, value = request_msg(i)  # submitted_at = now
+        produce(p, "aftersales.requests.v1", key, value)
+        p.poll(0)
+    p.flush(30)
+    deadline = time.time() + 60
+    while len(reader.lat) < n and time.time() < deadline:
+        time.sleep(0.1)
+    reader.stop = True
+    reader.join(5)
+    lat = sorted(reader.lat)
+    if len(lat) < n:
+        raise RuntimeError("only %d of %d acknowledgements arrived" % (len(lat), n))
+    p50, p99 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    log("paced %d requests at %d/s: p50=%.1fms p99=%.1fms max=%.1fms" % (n, RATE, p50, p99, lat[-1]))
+    return p99
+
+
+def main():
+    if N_REQ + int(RATE * SECONDS) > N_ORDERS:
+        raise SystemExit("bench intake: AS_BENCH_ORDERS must cover the requests of both phases")
+    tmp = tempfile.mkdtemp(prefix="as-bench-intake.")
+    pg = start_pg(tmp)
+    dsn = "host=%s port=%s user=%s dbname=%s" % (pg["PGHOST"], pg["PGPORT"], pg["PGUSER"], pg["PGDATABASE"])
+    broker, bootstrap = start_broker(tmp)
+    w = None
+    try:
+        env = dict(os.environ, AS_KAFKA_BOOTSTRAP=bootstrap, AS_DB_DSN=dsn, AS_DB_SCHEMA="intake",
+                   AS_GROUP_ID="bench-intake", AS_HTTP_PORT="0", AS_HTTP_ADDR="127.0.0.1",
+                   AS_LOG_LEVEL=os.environ.get("AS_BENCH_LOG", "info"), AS_INSTANCE="bench",
+                   AS_POLL_INTERVAL_MS="5", AS_RELAY_INTERVAL_MS="20",
+                   AS_RDKAFKA_FETCH_WAIT_MAX_MS="2", AS_RDKAFKA_LINGER_MS="0")
+        subprocess.run([BIN + "/as-intake", "--migrate"], env=env, check=True,
+                       stderr=open(tmp + "/migrate.log", "w"))
+        w = subprocess.Popen([BIN + "/as-intake"], env=env, stderr=open(tmp + "/worker.log", "w"))
+        p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True,
+                      "queue.buffering.max.messages": 1000000, "log_level": 2})
+        prefill(p, dsn)
+        rate = throughput(p, dsn)
+        log("throughput: %.0f requests/s (%d requests)" % (rate, N_REQ))
+        report_batches(tmp + "/worker.log")
+        t = time.time()
+        wait_for(dsn, "SELECT (count(*) = 0)::int FROM intake.outbox WHERE sent_at IS NULL", 1, "outbox drained")
+        log("outbox drained %.1fs after the last case opened" % (time.time() - t))
+        p99 = latency(bootstrap, dsn)
+        print("bench intake requests_per_s=%d p99_ack_ms=%d" % (rate, round(p99)), flush=True)
+    finally:
+        if w:
+            w.terminate()
+            w.wait(30)
+        broker.terminate()
+        broker.wait(10)
+        if not os.environ.get("AS_KEEP_TMP"):
+            subprocess.run(["scripts/pg.sh", "destroy", tmp + "/pg"], capture_output=True)
+            subprocess.run(["rm", "-rf", tmp])
+        else:
+            log("kept " + tmp)
+
+
+if __name__ == "__main__":
+    main()
