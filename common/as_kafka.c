@@ -38,8 +38,11 @@ static rd_kafka_conf_t *base_conf(const as_kafka_opts_t *o, char *err, size_t er
   rd_kafka_conf_t *c = rd_kafka_conf_new();
   char stats[16];
   snprintf(stats, sizeof stats, "%d", o->stats_interval_ms);
+  /* Nagle off: a worker sends small requests and waits for their answers;
+   * batching is linger.ms's job, not the kernel's. */
   const char *kv[] = {"bootstrap.servers", o->bootstrap, "client.id", o->client_id,
-                      "log.queue", "true", "statistics.interval.ms", stats, NULL};
+                      "log.queue", "true", "statistics.interval.ms", stats,
+                      "socket.nagle.disable", "true", NULL};
   if (set_all(c, kv, err, errlen) < 0 || as_config_each_rdkafka(conf_set, c, err, errlen) != 0) {
     rd_kafka_conf_destroy(c);
     return NULL;

@@ -47,6 +47,7 @@ struct as_relay {
   uv_timer_t tick, kick;
   relay_state_t state;
   bool active, caught_up, closing;
+  bool again; /* woken during a round: start the next one as soon as it ends */
   size_t nflight, ndone, cap;
   int64_t *ids;
   rd_kafka_resp_err_t *status;
@@ -207,6 +208,7 @@ static void start_mark(as_relay_t *r) {
 
 static void marked(as_relay_t *r, int rc) {
   r->state = R_IDLE;
+  if (r->again) kick_soon(r); /* a commit arrived during the round: don't wait for the timer */
   uint64_t t = uv_hrtime();
   AS_DEBUG(r->log, "relay round", AS_F_INT("rows", r->nflight), AS_F_INT("select_us", (r->t_prod - r->t_sel) / 1000),
            AS_F_INT("produce_us", (r->t_dr - r->t_prod) / 1000), AS_F_INT("delivery_us", (r->t_mark - r->t_dr) / 1000),
@@ -301,7 +303,9 @@ static void serve_producer(as_relay_t *r) {
 
 static void relay_step_inner(as_relay_t *r) {
   serve_producer(r);
+  if (r->state != R_IDLE) r->again = true;
   if (r->closing || r->state != R_IDLE || now_ms(r) < r->retry_at_ms) return;
+  r->again = false;
   if (relay_connect(r) < 0) {
     backoff(r);
     return;

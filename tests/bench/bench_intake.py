@@ -153,7 +153,8 @@ class AckReader(threading.Thread):
     def __init__(self, bootstrap):
         super().__init__(daemon=True)
         self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-acks-%s" % uuid.uuid4().hex,
-                           "enable.auto.commit": False, "fetch.wait.max.ms": 2, "log_level": 2})
+                           "enable.auto.commit": False, "fetch.wait.max.ms": 2, "log_level": 2,
+                           "socket.nagle.disable": True})
         parts = [TopicPartition("aftersales.cases.v1", i) for i in range(12)]
         for tp in parts:
             tp.offset = self.c.get_watermark_offsets(tp, timeout=10)[1]
@@ -174,7 +175,8 @@ class AckReader(threading.Thread):
 
 
 def latency(bootstrap, dsn):
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": "all", "log_level": 2})
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": "all", "log_level": 2,
+                  "socket.nagle.disable": True})
     reader = AckReader(bootstrap)
     reader.start()
     # The reader's first fetch and the producer's first metadata round trip
