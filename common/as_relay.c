@@ -116,12 +116,8 @@ static int send_query(as_relay_t *r, const char *sql, int n, const char *const *
 static PGresult *take_result(as_relay_t *r, int *rc) {
   PGresult *res = PQgetResult(r->db.conn), *extra;
   while (r->db.conn && (extra = PQgetResult(r->db.conn))) PQclear(extra);
-  *rc = as_db_check(&r->db, res);
-  return res ? res : (PGresult *)(uintptr_t)1; /* non-NULL: done, even without a result */
-}
-
-static void release_result(PGresult *res) {
-  if (res != (PGresult *)(uintptr_t)1) PQclear(res);
+  *rc = as_db_check(&r->db, res); /* a missing result counts as a failure */
+  return res;
 }
 
 static int grow(as_relay_t *r, size_t n) {
@@ -239,7 +235,7 @@ static void on_pg_readable(uv_poll_t *h, int status, int events) {
     if (r->state == R_MARKING) marked(r, rc);
     else if (rc == 0) selected(r, res);
     else r->state = R_IDLE, backoff(r);
-    release_result(res);
+    PQclear(res);
     /* The next round starts from a kick, the timer or a NOTIFY: starting it
      * here would spin on an empty outbox. */
   } else if (notified) {

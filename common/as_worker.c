@@ -502,15 +502,17 @@ static void begin_shutdown(as_worker_t *w, int signum) {
   uv_timer_stop(&w->again_timer);
   uv_timer_stop(&w->scan_timer);
   uv_timer_stop(&w->retry_timer);
-  /* Finish the batch in hand once more; if the database is still away it
-   * stays uncommitted and is redelivered to whoever owns the partition. */
+  /* Stopping first: a last retry that fails must not re-arm the retry
+   * timer. Finish the batch in hand once more; if the database is still
+   * away it stays uncommitted and is redelivered to whoever owns the
+   * partition. */
+  w->stopping = true;
   if (w->pending_retry) process(w);
   if (w->nbatch > 0) {
     AS_WARN(&w->log, "shutdown: batch in hand not applied; it will be redelivered",
             AS_F_INT("messages", w->nbatch));
     batch_free(w);
   }
-  w->stopping = true;
   w->drain_deadline = uv_now(&w->loop) + (uint64_t)w->conf.shutdown_timeout_ms;
   as_relay_kick(w->relay);
   uv_timer_start(&w->drain_timer, on_drain, 0, 20);

@@ -144,26 +144,13 @@ typedef struct fix {
 
 static void fix_setup(fix_t *f) {
   memset(f, 0, sizeof *f);
-  as_test_pg_setup(&f->pg);
-  as_db_init(&f->db, f->pg.dsn, "test_case", NULL);
-  AS_CHECK_INT_EQ(as_db_ensure(&f->db), 0);
-  f->conf = (as_tx_conf_t){.service = "test",
-                           .instance = "test-1",
-                           .schema = f->pg.schema,
-                           .group_id = "test",
-                           .dlq_topic = "aftersales.deadletter.v1",
-                           .dlq_max_bytes = 1024};
-  as_tx_init(&f->tx, &f->db, &f->conf);
+  as_test_pg_tx_setup(&f->pg, &f->db, &f->conf, &f->tx, "test_case");
   /* Case ids are unique per case: the case tables are shared. */
   snprintf(f->case_id, sizeof f->case_id, "C-%s", f->pg.schema);
   snprintf(f->case_number, sizeof f->case_number, "N-%s", f->pg.schema);
 }
 
-static void fix_teardown(fix_t *f) {
-  as_tx_free(&f->tx);
-  as_db_close(&f->db);
-  as_test_pg_teardown(&f->pg);
-}
+static void fix_teardown(fix_t *f) { as_test_pg_tx_teardown(&f->pg, &f->db, &f->tx); }
 
 static as_case_new_t new_case(const fix_t *f) {
   return (as_case_new_t){.case_id = f->case_id,

@@ -22,23 +22,10 @@ typedef struct fix {
 
 static void fix_setup(fix_t *f) {
   memset(f, 0, sizeof *f);
-  as_test_pg_setup(&f->pg);
-  as_db_init(&f->db, f->pg.dsn, "test_deadline", NULL);
-  AS_CHECK_INT_EQ(as_db_ensure(&f->db), 0);
-  f->conf = (as_tx_conf_t){.service = "test",
-                           .instance = "test-1",
-                           .schema = f->pg.schema,
-                           .group_id = "test",
-                           .dlq_topic = "aftersales.deadletter.v1",
-                           .dlq_max_bytes = 1024};
-  as_tx_init(&f->tx, &f->db, &f->conf);
+  as_test_pg_tx_setup(&f->pg, &f->db, &f->conf, &f->tx, "test_deadline");
 }
 
-static void fix_teardown(fix_t *f) {
-  as_tx_free(&f->tx);
-  as_db_close(&f->db);
-  as_test_pg_teardown(&f->pg);
-}
+static void fix_teardown(fix_t *f) { as_test_pg_tx_teardown(&f->pg, &f->db, &f->tx); }
 
 /* What the fire callback saw, in call order. */
 typedef struct fired {
