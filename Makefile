@@ -95,6 +95,12 @@ $(B)/gen/as_sql_$(1).c: $$(sort $$(wildcard services/$(1)/sql/*.sql)) scripts/em
 $(B)/bin/as-$(1): $$(patsubst %.c,$(B)/obj/%.o,$$(wildcard services/$(1)/*.c)) $(B)/obj/gen/as_sql_$(1).o $(LIBCOMMON)
 	@mkdir -p $$(dir $$@)
 	$$(CC) $(LDSAN) -o $$@ $$^ $(LIBS)
+# tests/unit/test_<service>_*.c test a service's modules: linked with them, not its main.
+$(B)/tests/test_$(1)_%: $(B)/obj/tests/unit/test_$(1)_%.o $(B)/obj/tests/unit/as_test.o \
+    $$(patsubst %.c,$(B)/obj/%.o,$$(filter-out services/$(1)/main.c,$$(wildcard services/$(1)/*.c))) \
+    $(B)/obj/gen/as_sql_$(1).o $(LIBCOMMON)
+	@mkdir -p $$(dir $$@)
+	$$(CC) $(LDSAN) -o $$@ $$^ $(LIBS)
 endef
 $(foreach s,$(SERVICES),$(eval $(call service_rule,$(s))))
 

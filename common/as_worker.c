@@ -70,7 +70,7 @@ struct as_worker {
   as_http_t *http;
   uv_poll_t consumer_poll;
   uv_timer_t poll_timer, again_timer, retry_timer, scan_timer, drain_timer;
-  uv_signal_t sigterm, sigint;
+  uv_signal_t sigterm, sigint, sighup;
   as_msg_t *batch;
   as_msg_state_t *saved;
   size_t nbatch;
@@ -479,7 +479,7 @@ static void finish_shutdown(as_worker_t *w) {
   as_relay_close(w->relay, (int)w->conf.shutdown_timeout_ms, on_relay_closed, w);
   as_http_close(w->http, on_http_closed, w);
   void *handles[] = {&w->consumer_poll, &w->poll_timer, &w->again_timer, &w->retry_timer,
-                     &w->scan_timer, &w->drain_timer, &w->sigterm, &w->sigint};
+                     &w->scan_timer, &w->drain_timer, &w->sigterm, &w->sigint, &w->sighup};
   for (size_t i = 0; i < sizeof handles / sizeof handles[0]; i++) close_handle(w, handles[i]);
 }
 
@@ -519,6 +519,19 @@ static void begin_shutdown(as_worker_t *w, int signum) {
 }
 
 static void on_signal(uv_signal_t *s, int signum) { begin_shutdown(s->data, signum); }
+
+/* SIGHUP: the service re-reads what it can (its policy file, say); a worker
+ * without a reload hook only says so, it never dies of a stray HUP. */
+static void on_reload(uv_signal_t *s, int signum) {
+  (void)signum;
+  as_worker_t *w = s->data;
+  if (!w->svc->reload) {
+    AS_INFO(&w->log, "SIGHUP ignored: nothing to reload");
+    return;
+  }
+  int rc = w->svc->reload(w->state);
+  if (rc < 0) AS_WARN(&w->log, "reload refused, previous configuration kept", AS_F_INT("rc", rc));
+}
 
 /* ---- start ------------------------------------------------------------ */
 
@@ -601,7 +614,8 @@ static int init_handles(as_worker_t *w) {
   uv_poll_init(&w->loop, &w->consumer_poll, w->pipefd[0]);
   uv_signal_init(&w->loop, &w->sigterm);
   uv_signal_init(&w->loop, &w->sigint);
-  w->consumer_poll.data = w->sigterm.data = w->sigint.data = w;
+  uv_signal_init(&w->loop, &w->sighup);
+  w->consumer_poll.data = w->sigterm.data = w->sigint.data = w->sighup.data = w;
   return 0;
 }
 
@@ -643,6 +657,7 @@ static void start_handles(as_worker_t *w) {
   uv_timer_start(&w->scan_timer, on_scan, (uint64_t)w->conf.scan_interval_ms, (uint64_t)w->conf.scan_interval_ms);
   uv_signal_start(&w->sigterm, on_signal, SIGTERM);
   uv_signal_start(&w->sigint, on_signal, SIGINT);
+  uv_signal_start(&w->sighup, on_reload, SIGHUP);
 }
 
 static void usage(const as_service_t *svc, const char *prog) {

@@ -5,8 +5,9 @@
  * handler) and calls as_worker_main. The runtime then owns the process: it
  * reads the AS_* environment, applies migrations, and runs one libuv loop
  * that drives the consumer (batches), the outbox relay, the deadline
- * scanner, signals and the HTTP probe/metrics listener, until SIGTERM or
- * SIGINT, and returns the process exit code.
+ * scanner, signals (SIGHUP calls the service's reload) and the HTTP
+ * probe/metrics listener, until SIGTERM or SIGINT, and returns the process
+ * exit code.
  *
  * Batch contract: for every batch the runtime opens one transaction, claims
  * the event ids in the inbox, calls handle() with the fresh messages, writes
@@ -60,6 +61,11 @@ typedef struct as_service {
    * transaction; returns 0 or an as_db error. May be NULL. */
   int (*on_deadline)(void *state, as_tx_t *tx, const char *case_id, const char *kind,
                      int64_t due_us);
+
+  /* Called on SIGHUP on the loop thread, between batches; returns 0 or a
+   * negative error after logging why (the service keeps its old settings).
+   * May be NULL. */
+  int (*reload)(void *state);
 } as_service_t;
 
 /* Runs the service; returns the process exit code (0 on clean shutdown,
