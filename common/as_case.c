@@ -1,10 +1,17 @@
-/* as_case: case creation and the legal-move table of the case life cycle. */
+/* as_case: case creation, the legal-move table of the case life cycle, and
+ * the transition function, all in bulk: a worker opens or moves a whole
+ * batch's cases with a fixed number of statements (array parameters through
+ * unnest), and the one-case forms are wrappers of the bulk ones. */
 #include "as_case.h"
+
+#include "as_cols.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "as_buf.h"
 
 #define S(x) AFTERSALES__V1__CASE_STATE__CASE_STATE_##x
 #define B(x) (1u << S(x))
@@ -32,7 +39,7 @@ static const uint32_t legal[NSTATES] = {
     [S(IN_REVIEW)] = B(APPROVED) | B(REJECTED) | B(MANUAL_REVIEW) | B(GOODWILL_OFFERED) |
                      B(AWAITING_EVIDENCE) | B(CLOSED),
     [S(MANUAL_REVIEW)] = B(APPROVED) | B(REJECTED) | B(GOODWILL_OFFERED) | B(AWAITING_EVIDENCE) |
-                         B(CLOSED),
+                         B(ESCALATED) | B(CLOSED),
     [S(GOODWILL_OFFERED)] = B(APPROVED) | B(REFUNDED) | B(MANUAL_REVIEW) | B(CLOSED),
     [S(APPROVED)] = B(AWAITING_RETURN) | B(REFUNDED) | B(EXCHANGED) | B(DISPUTED) | B(CLOSED),
     [S(AWAITING_RETURN)] = B(RETURN_RECEIVED) | B(DISPUTED) | B(CLOSED),
@@ -43,7 +50,10 @@ static const uint32_t legal[NSTATES] = {
     [S(REJECTED)] = B(DISPUTED) | B(CLOSED),
     [S(DISPUTED)] = B(APPROVED) | B(REJECTED) | B(REFUNDED) | B(EXCHANGED) | B(CLOSED),
     [S(CARRIER_VERIFYING)] = B(RESOLVED) | B(REFUNDED) | B(ESCALATED) | B(CLOSED),
-    [S(ESCALATED)] = B(RESOLVED) | B(REFUNDED) | B(CLOSED),
+    /* complaints past their deadline, and review cases past their SLA
+     * (a supervisor decides those like an agent would) */
+    [S(ESCALATED)] = B(RESOLVED) | B(REFUNDED) | B(APPROVED) | B(REJECTED) | B(GOODWILL_OFFERED) |
+                     B(AWAITING_EVIDENCE) | B(CLOSED),
     [S(RESOLVED)] = B(CLOSED),
     [S(CLOSED)] = 0,
 };
@@ -66,37 +76,213 @@ bool as_case_move_legal(as_case_state_t from, as_case_state_t to) {
   return (legal[from] >> to) & 1u;
 }
 
-int as_case_open(as_tx_t *tx, const as_case_new_t *c, as_case_actor_t actor, const char *why,
-                 const char *event_id) {
-  const char *state = as_case_state_name(c->state);
-  if (!state) return -EINVAL;
-  char claimed[24];
-  snprintf(claimed, sizeof claimed, "%lld", (long long)c->claimed_minor);
-  const char *vals[] = {c->case_id, c->case_number, c->case_type, state, c->order_id, c->buyer_id,
-                        c->merchant_id, c->reason, c->route, c->currency, claimed,
-                        actor.kind, actor.id, why, event_id};
+/* ---- columns of array literals ------------------------------------------ */
+
+/* Runs sql with the columns even when they are empty (as_cols_run skips
+ * an empty set; here the caller decides). */
+static int cols_run(as_cols_t *c, as_tx_t *tx, const char *sql, PGresult **out) {
+  const char *vals[AS_COLS_MAX];
+  int rc = as_cols_params(c, vals);
+  return rc < 0 ? rc : as_db_query(tx->db, sql, c->n, vals, out);
+}
+
+/* ---- opening ------------------------------------------------------------- */
+
+/* The first occurrence of an id wins (DISTINCT ON ... ORDER BY ordinal);
+ * numbers are drawn only for cases that bring none; rows are inserted in
+ * case-id order so that two instances lock conflicting keys in one order.
+ * Returns (ordinal, case_number) of each case actually inserted. */
+static const char sql_open[] =
+    "WITH u AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+    " $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[],"
+    " $13::text[], $14::text[], $15::uuid[]) WITH ORDINALITY"
+    " AS u(id, num, ty, st, o, b, m, r, ro, cur, cl, ak, ai, why, e, i)),"
+    " d AS (SELECT DISTINCT ON (u.id) u.* FROM u ORDER BY u.id, u.i),"
+    " s AS (SELECT d.*, coalesce(d.num, 'AS-' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD')"
+    " || '-' || lpad(q.n::text, greatest(7, length(q.n::text)), '0')) AS number FROM d,"
+    " LATERAL (SELECT CASE WHEN d.num IS NULL THEN nextval('cases.case_number_seq') END AS n) q),"
+    " c AS (INSERT INTO cases.cases (case_id, case_number, case_type, state, order_id, buyer_id,"
+    " merchant_id, reason, route, currency, claimed_minor)"
+    " SELECT s.id, s.number, s.ty, s.st, s.o, s.b, s.m, s.r, s.ro, s.cur, s.cl FROM s"
+    " ORDER BY s.id COLLATE \"C\" ON CONFLICT (case_id) DO NOTHING"
+    " RETURNING case_id, case_number, state),"
+    " t AS (INSERT INTO cases.timeline (case_id, version, from_state, to_state, actor_kind,"
+    " actor_id, reason, event_id) SELECT c.case_id, 1, NULL, c.state, s.ak, s.ai, s.why, s.e"
+    " FROM c JOIN s ON s.id = c.case_id)"
+    " SELECT s.i, c.case_number FROM c JOIN s ON s.id = c.case_id";
+
+enum { O_ID, O_NUM, O_TYPE, O_STATE, O_ORDER, O_BUYER, O_MERCHANT, O_REASON, O_ROUTE, O_CUR,
+       O_CLAIMED, O_AKIND, O_AID, O_WHY, O_EVENT, O_COUNT };
+
+static void open_row(as_cols_t *c, const as_case_opening_t *o) {
+  const as_case_new_t *k = &o->c;
+  const char *s[] = {[O_ID] = k->case_id, [O_NUM] = k->case_number, [O_TYPE] = k->case_type,
+                     [O_STATE] = as_case_state_name(k->state), [O_ORDER] = k->order_id,
+                     [O_BUYER] = k->buyer_id, [O_MERCHANT] = k->merchant_id,
+                     [O_REASON] = k->reason, [O_ROUTE] = k->route, [O_CUR] = k->currency,
+                     [O_AKIND] = o->actor.kind, [O_AID] = o->actor.id, [O_WHY] = o->why,
+                     [O_EVENT] = o->event_id};
+  for (int i = 0; i < O_COUNT; i++)
+    if (i != O_CLAIMED) as_cols_str(c, i, s[i]);
+  as_cols_int(c, O_CLAIMED, k->claimed_minor);
+}
+
+static void open_results(as_case_opening_t *o, size_t n, PGresult *r) {
+  for (int row = 0; row < PQntuples(r); row++) {
+    long long i = strtoll(PQgetvalue(r, row, 0), NULL, 10) - 1; /* ordinals start at 1 */
+    if (i < 0 || (size_t)i >= n) continue;
+    o[i].opened = true;
+    snprintf(o[i].case_number, sizeof o[i].case_number, "%s", PQgetvalue(r, row, 1));
+  }
+}
+
+int as_case_open_many(as_tx_t *tx, as_case_opening_t *o, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if (!o[i].c.case_id || !as_case_state_name(o[i].c.state)) return -EINVAL;
+    o[i].opened = false;
+    o[i].case_number[0] = '\0';
+  }
+  if (n == 0) return 0;
+  as_cols_t c;
+  as_cols_init(&c, O_COUNT);
+  for (size_t i = 0; i < n; i++) open_row(&c, &o[i]);
   PGresult *r = NULL;
-  int rc = as_db_query(tx->db,
-                       "WITH c AS (INSERT INTO cases.cases (case_id, case_number, case_type, state,"
-                       " order_id, buyer_id, merchant_id, reason, route, currency, claimed_minor)"
-                       " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-                       " ON CONFLICT (case_id) DO NOTHING RETURNING case_id)"
-                       " INSERT INTO cases.timeline (case_id, version, from_state, to_state,"
-                       " actor_kind, actor_id, reason, event_id)"
-                       " SELECT case_id, 1, NULL, $4, $12, $13, $14, $15::uuid FROM c RETURNING 1",
-                       15, vals, &r);
-  if (rc == 0 && PQntuples(r) == 0) rc = -EEXIST;
+  int rc = cols_run(&c, tx, sql_open, &r);
+  if (rc == 0) open_results(o, n, r);
   PQclear(r);
+  as_cols_free(&c);
   return rc;
 }
 
-static int lock_case(as_tx_t *tx, const char *case_id, as_case_state_t *state) {
+int as_case_open(as_tx_t *tx, const as_case_new_t *c, as_case_actor_t actor, const char *why,
+                 const char *event_id) {
+  as_case_opening_t o = {.c = *c, .actor = actor, .why = why, .event_id = event_id};
+  int rc = as_case_open_many(tx, &o, 1);
+  return rc == 0 && !o.opened ? -EEXIST : rc;
+}
+
+/* ---- moving -------------------------------------------------------------- */
+
+/* Locks in case-id order: two instances moving overlapping sets of cases
+ * take the row locks in the same order and cannot deadlock on them. */
+static const char sql_lock[] =
+    "SELECT case_id, state, version FROM cases.cases WHERE case_id = ANY($1::text[])"
+    " ORDER BY case_id COLLATE \"C\" FOR UPDATE";
+/* Final states and versions, and the timeline rows, in one round trip; the
+ * counts let the caller check every locked row was written. */
+static const char sql_write[] =
+    "WITH u AS (UPDATE cases.cases AS c SET state = u.s, version = u.v, updated_at = now()"
+    " FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(id, s, v) WHERE c.case_id = u.id"
+    " RETURNING 1),"
+    " t AS (INSERT INTO cases.timeline (case_id, version, from_state, to_state, actor_kind,"
+    " actor_id, reason, event_id, detail) SELECT * FROM unnest($4::text[], $5::bigint[],"
+    " $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::uuid[], $12::jsonb[])"
+    " RETURNING 1)"
+    " SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM t)";
+
+/* A locked case as the batch's moves leave it. */
+typedef struct locked {
+  const char *id; /* into the lock result */
+  as_case_state_t state;
+  int64_t version;
+  bool dirty;
+} locked_t;
+
+static int by_id(const void *a, const void *b) {
+  return strcmp(((const locked_t *)a)->id, ((const locked_t *)b)->id);
+}
+
+/* Takes the row locks and reads the cases into *rows (sorted by id). */
+static int lock_rows(as_tx_t *tx, const as_case_move_t *m, size_t n, PGresult **r,
+                     locked_t **rows, size_t *nrows) {
+  as_cols_t c;
+  as_cols_init(&c, 1);
+  for (size_t i = 0; i < n; i++) as_cols_str(&c, 0, m[i].case_id);
+  int rc = cols_run(&c, tx, sql_lock, r);
+  as_cols_free(&c);
+  if (rc < 0) return rc;
+  *nrows = (size_t)PQntuples(*r);
+  *rows = calloc(*nrows ? *nrows : 1, sizeof **rows);
+  if (!*rows) return -ENOMEM;
+  for (size_t k = 0; k < *nrows; k++) {
+    locked_t *l = &(*rows)[k];
+    l->id = PQgetvalue(*r, (int)k, 0);
+    if (as_case_state_parse(PQgetvalue(*r, (int)k, 1), &l->state) < 0) return -EIO;
+    l->version = strtoll(PQgetvalue(*r, (int)k, 2), NULL, 10);
+  }
+  qsort(*rows, *nrows, sizeof **rows, by_id);
+  return 0;
+}
+
+/* Decides one move against its case as the earlier moves left it. */
+static void decide(as_case_move_t *m, locked_t *rows, size_t nrows) {
+  locked_t key = {.id = m->case_id};
+  locked_t *l = bsearch(&key, rows, nrows, sizeof *rows, by_id);
+  if (!l) {
+    m->rc = -ENOENT;
+    m->from = AFTERSALES__V1__CASE_STATE__CASE_STATE_UNSPECIFIED;
+    m->version = 0;
+    return;
+  }
+  m->from = l->state;
+  bool in_mask = m->from_mask == 0 || (((uint64_t)m->from_mask >> l->state) & 1u);
+  if (!in_mask || !as_case_move_legal(l->state, m->to)) {
+    m->rc = -EPERM;
+    m->version = l->version;
+    return;
+  }
+  l->state = m->to;
+  m->version = ++l->version;
+  l->dirty = true;
+  m->rc = 0;
+}
+
+enum { W_ID, W_STATE, W_VERSION, T_ID, T_VERSION, T_FROM, T_TO, T_AKIND, T_AID, T_WHY, T_EVENT,
+       T_DETAIL, W_COUNT };
+
+/* Writes the dirty rows and the timeline rows of the moves made. */
+static int write_moves(as_tx_t *tx, const as_case_move_t *m, size_t n, const locked_t *rows,
+                       size_t nrows) {
+  as_cols_t c;
+  as_cols_init(&c, W_COUNT);
+  long long want_u = 0, want_t = 0;
+  for (size_t k = 0; k < nrows; k++) {
+    if (!rows[k].dirty) continue;
+    as_cols_str(&c, W_ID, rows[k].id);
+    as_cols_str(&c, W_STATE, as_case_state_name(rows[k].state));
+    as_cols_int(&c, W_VERSION, rows[k].version);
+    want_u++;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (m[i].rc != 0) continue;
+    const char *s[] = {m[i].case_id, NULL, as_case_state_name(m[i].from), as_case_state_name(m[i].to),
+                       m[i].actor.kind, m[i].actor.id, m[i].why, m[i].event_id, m[i].detail_json};
+    for (int k = T_ID; k < W_COUNT; k++)
+      if (k != T_VERSION) as_cols_str(&c, k, s[k - T_ID]);
+    as_cols_int(&c, T_VERSION, m[i].version);
+    want_t++;
+  }
   PGresult *r = NULL;
-  const char *vals[1] = {case_id};
-  int rc = as_db_query(tx->db, "SELECT state FROM cases.cases WHERE case_id = $1 FOR UPDATE", 1,
-                       vals, &r);
-  if (rc == 0 && PQntuples(r) == 0) rc = -ENOENT;
-  if (rc == 0 && as_case_state_parse(PQgetvalue(r, 0, 0), state) < 0) rc = -EIO;
+  int rc = want_t ? cols_run(&c, tx, sql_write, &r) : 0;
+  if (rc == 0 && r &&
+      (strtoll(PQgetvalue(r, 0, 0), NULL, 10) != want_u || strtoll(PQgetvalue(r, 0, 1), NULL, 10) != want_t))
+    rc = -EIO; /* a locked row vanished: cannot happen while the lock holds */
+  PQclear(r);
+  as_cols_free(&c);
+  return rc;
+}
+
+int as_case_transition_many(as_tx_t *tx, as_case_move_t *m, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (!m[i].case_id) return -EINVAL;
+  if (n == 0) return 0;
+  PGresult *r = NULL;
+  locked_t *rows = NULL;
+  size_t nrows = 0;
+  int rc = lock_rows(tx, m, n, &r, &rows, &nrows);
+  for (size_t i = 0; rc == 0 && i < n; i++) decide(&m[i], rows, nrows);
+  if (rc == 0) rc = write_moves(tx, m, n, rows, nrows);
+  free(rows);
   PQclear(r);
   return rc;
 }
@@ -104,23 +290,11 @@ static int lock_case(as_tx_t *tx, const char *case_id, as_case_state_t *state) {
 int as_case_transition(as_tx_t *tx, const char *case_id, as_case_state_t to, as_case_actor_t actor,
                        const char *why, const char *event_id, const char *detail_json,
                        as_case_state_t *from, int64_t *version) {
-  as_case_state_t cur = AFTERSALES__V1__CASE_STATE__CASE_STATE_UNSPECIFIED;
-  int rc = lock_case(tx, case_id, &cur);
-  if (rc < 0) return rc;
-  if (from) *from = cur;
-  if (!as_case_move_legal(cur, to)) return -EPERM;
-  const char *vals[] = {case_id, as_case_state_name(to), as_case_state_name(cur), actor.kind,
-                        actor.id, why, event_id, detail_json};
-  PGresult *r = NULL;
-  rc = as_db_query(tx->db,
-                   "WITH u AS (UPDATE cases.cases SET state = $2, version = version + 1,"
-                   " updated_at = now() WHERE case_id = $1 RETURNING case_id, version)"
-                   " INSERT INTO cases.timeline (case_id, version, from_state, to_state,"
-                   " actor_kind, actor_id, reason, event_id, detail)"
-                   " SELECT case_id, version, $3, $2, $4, $5, $6, $7::uuid, $8::jsonb FROM u"
-                   " RETURNING version",
-                   8, vals, &r);
-  if (rc == 0 && version) *version = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-  PQclear(r);
+  as_case_move_t mv = {.case_id = case_id, .to = to, .actor = actor, .why = why,
+                       .event_id = event_id, .detail_json = detail_json};
+  int rc = as_case_transition_many(tx, &mv, 1);
+  if (rc == 0) rc = mv.rc;
+  if (from && (rc == 0 || rc == -EPERM)) *from = mv.from;
+  if (version && rc == 0) *version = mv.version;
   return rc;
 }

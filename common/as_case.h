@@ -1,12 +1,17 @@
 /* as_case: the shared case tables and the one transition function.
  *
- * Every change of a case's state goes through as_case_transition: it locks
- * the case row (two workers touching one case serialise on it), checks the
- * move against the legal-move table, bumps the version and appends a
- * timeline row naming the actor, the reason and the causing event. The
- * timeline is append-only (a trigger refuses UPDATE and DELETE).
+ * Every change of a case's state goes through as_case_transition_many (or
+ * its one-move form as_case_transition): it locks the case rows (two workers
+ * touching one case serialise on it), checks each move against the
+ * legal-move table, bumps the version and appends a timeline row naming the
+ * actor, the reason and the causing event. Every case is born through
+ * as_case_open_many (or as_case_open), the one place that writes a case's
+ * first timeline row. The timeline is append-only (a trigger refuses UPDATE
+ * and DELETE). The bulk forms cost a fixed number of statements however
+ * many cases they touch: a worker calls them once per batch.
  *
- * Ownership: all string arguments are borrowed for the call. */
+ * Ownership: all string arguments (also those inside the structs passed in)
+ * are borrowed for the call; nothing returned needs freeing. */
 #ifndef AS_CASE_H
 #define AS_CASE_H
 
@@ -36,14 +41,72 @@ typedef struct as_case_new {
   as_case_state_t state;
 } as_case_new_t;
 
-/* Inserts the case at version 1 with its first timeline row. Returns 0,
- * -EEXIST if the case id already exists (nothing written), or an as_db error. */
+#define AS_CASE_NUMBER_MAX 32 /* "AS-YYYYMMDD-" + up to 19 digits + NUL */
+
+/* One case to open, and what became of it. */
+typedef struct as_case_opening {
+  as_case_new_t c;       /* c.case_number NULL: AS-YYYYMMDD-NNNNNNN from cases.case_number_seq */
+  as_case_actor_t actor; /* who opened it: the first timeline row's actor */
+  const char *why;       /* the first timeline row's reason */
+  const char *event_id;  /* the causing event (a UUID) or NULL */
+  /* filled by the call */
+  bool opened;                          /* inserted by this call */
+  char case_number[AS_CASE_NUMBER_MAX]; /* the number given or drawn, if opened; else "" */
+} as_case_opening_t;
+
+/* Inserts o[0..n) at version 1, each with its first timeline row, with one
+ * statement, in case-id order (two instances inserting the same ids lock
+ * them in one order). A case id that already exists, or that appeared
+ * earlier in o, is left alone: opened false and nothing written for it (the
+ * first occurrence in o wins). Returns 0, -EINVAL if some o[i] has no case
+ * id or a state outside the enum (nothing written), -ENOMEM, or an as_db
+ * error (e.g. a case number already taken: -EIO, sqlstate 23505). */
+int as_case_open_many(as_tx_t *tx, as_case_opening_t *o, size_t n);
+
+/* One case through as_case_open_many; c->case_number may be NULL (drawn,
+ * not reported). Returns 0, -EEXIST if the case id already exists (nothing
+ * written), -EINVAL or an as_db error. */
 int as_case_open(as_tx_t *tx, const as_case_new_t *c, as_case_actor_t actor, const char *why,
                  const char *event_id);
 
-/* Moves case_id to `to`. Returns 0 with *from and *version (new) filled,
- * -ENOENT (no such case), -EPERM (illegal move; nothing written) or an
- * as_db error. detail_json is NULL or a JSON object for the timeline. */
+typedef struct as_case_move {
+  const char *case_id;       /* borrowed */
+  as_case_state_t to;
+  uint32_t from_mask;        /* 0: any state the legal-move table allows; else also require (1u << from) & from_mask */
+  as_case_actor_t actor;
+  const char *why, *event_id, *detail_json; /* borrowed; event_id and detail_json may be NULL */
+  /* filled by the call */
+  int rc;                    /* 0 moved, -ENOENT no such case, -EPERM illegal move or state not in from_mask */
+  as_case_state_t from;      /* state before this move */
+  int64_t version;           /* version after this move */
+} as_case_move_t;
+
+/* Bit of state s in as_case_move_t.from_mask. */
+#define AS_CASE_BIT(s) (1u << (s))
+
+/* Applies m[0..n) in order in the caller's transaction: locks the distinct
+ * case rows FOR UPDATE in case-id order (no deadlock between instances),
+ * checks each move against the state left by the earlier moves of the same
+ * batch (the same case may appear several times: OPEN->APPROVED then
+ * APPROVED->AWAITING_RETURN), then writes each case's final state and
+ * version with one bulk UPDATE and every timeline row with one bulk INSERT.
+ * A refused move writes nothing and does not stop the others. Returns 0
+ * (per-move results in m[i].rc) or an as_db error.
+ *
+ * Per move: rc 0 with from and version (the case's version after it);
+ * -EPERM with from (where the case stood) and version (its current one,
+ * unchanged); -ENOENT with from UNSPECIFIED and version 0. The call also
+ * returns -EINVAL (nothing done) if a case_id is NULL, or -ENOMEM. A
+ * malformed detail_json or event_id fails the statement (-EIO) and with it
+ * the caller's transaction. Three statements however many moves (one if
+ * none is legal, none if n is 0). */
+int as_case_transition_many(as_tx_t *tx, as_case_move_t *m, size_t n);
+
+/* One move through as_case_transition_many. Returns 0 with *from and
+ * *version (new) filled, -ENOENT (no such case; nothing filled), -EPERM
+ * (illegal move; *from filled, nothing written) or an as_db error.
+ * detail_json is NULL or a JSON object for the timeline; from and version
+ * may be NULL. */
 int as_case_transition(as_tx_t *tx, const char *case_id, as_case_state_t to, as_case_actor_t actor,
                        const char *why, const char *event_id, const char *detail_json,
                        as_case_state_t *from, int64_t *version);

@@ -1,6 +1,8 @@
 /* as_deadline: durable timers shared by all instances of a service. */
 #include "as_deadline.h"
 
+#include "as_cols.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -14,6 +16,28 @@ int as_deadline_set(as_tx_t *tx, const char *case_id, const char *kind, int64_t 
   snprintf(due, sizeof due, "%lld", (long long)due_us);
   const char *vals[3] = {case_id, kind, due};
   return as_db_query(tx->db, sql, 3, vals, NULL);
+}
+
+int as_deadline_set_many(as_tx_t *tx, const char *const *case_ids, const char *const *kinds,
+                         const int64_t *due_us, size_t n) {
+  as_cols_t c;
+  as_cols_init(&c, 3);
+  for (size_t i = 0; i < n; i++) {
+    as_cols_str(&c, 0, case_ids[i]);
+    as_cols_str(&c, 1, kinds[i]);
+    as_cols_int(&c, 2, due_us[i]);
+    as_cols_row(&c);
+  }
+  char sql[512];
+  snprintf(sql, sizeof sql,
+           "INSERT INTO %s.deadlines (case_id, kind, due_at)"
+           " SELECT c, k, to_timestamp(d / 1e6) FROM unnest($1::text[], $2::text[], $3::bigint[]) AS t(c, k, d)"
+           " ON CONFLICT (case_id, kind) DO UPDATE SET due_at = EXCLUDED.due_at,"
+           " fired_at = NULL, cancelled_at = NULL",
+           tx->conf->schema);
+  int rc = as_cols_run(&c, tx->db, sql, NULL);
+  as_cols_free(&c);
+  return rc;
 }
 
 int as_deadline_cancel(as_tx_t *tx, const char *case_id, const char *kind) {

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "as_config.h"
 
@@ -54,8 +55,14 @@ static rd_kafka_conf_t *base_conf(const as_kafka_opts_t *o, char *err, size_t er
   return c;
 }
 
+/* librdkafka writes to fd only when an op lands in an empty queue: ops
+ * queued before this call (the handle's first log lines) would leave the
+ * queue non-empty and the fd silent until someone happens to poll. */
 static void enable_events(rd_kafka_queue_t *q, int fd) {
   rd_kafka_queue_io_event_enable(q, fd, "1", 1);
+  if (rd_kafka_queue_length(q) > 0 && write(fd, "1", 1) < 0) {
+    /* the pipe is full: a wake-up is pending anyway */
+  }
   rd_kafka_queue_destroy(q);
 }
 

@@ -1,6 +1,9 @@
 /* as_relay: the transactional outbox's publisher. See as_relay.h for the
- * guarantees; this file is the state machine
- *   IDLE -> SELECTING -> IN_FLIGHT -> MARKING -> IDLE
+ * guarantees. One query at a time is outstanding on its connection (SELECT
+ * unsent rows above the table's, or UPDATE delivered rows to sent); rows
+ * between the two live in a table of slots (FLYING until their delivery
+ * report, DELIVERED until a mark is sent, MARKING until it returns), and
+ * pump() puts the connection to work whenever it is free.
  * It runs on its own thread with its own libuv loop: sharing the worker's
  * loop made every relay step wait behind a whole batch and capped the
  * fleet at about half the throughput the database allows. Its two queries
@@ -23,7 +26,8 @@
 #include "as_buf.h"
 #include "as_db.h"
 
-typedef enum { R_IDLE, R_SELECTING, R_IN_FLIGHT, R_MARKING } relay_state_t;
+typedef enum { Q_NONE, Q_SELECT, Q_MARK } relay_query_t;
+enum { S_FREE, S_FLYING, S_DELIVERED, S_MARKING }; /* a slot's row */
 
 struct as_relay {
   uv_loop_t *loop; /* = &own_loop, run by thread */
@@ -33,8 +37,9 @@ struct as_relay {
   int close_timeout_ms;
   /* Shared with the worker's thread. */
   atomic_bool a_db_ok, a_caught_up, a_active;
-  atomic_uint_least64_t a_published, a_failed;
+  atomic_uint_least64_t a_published, a_failed, a_kicks, a_kicks_seen;
   atomic_int_least64_t a_backlog;
+  atomic_int a_local_pid;
   uint64_t seen_published, seen_failed; /* worker thread only */
   as_relay_conf_t conf;
   const as_log_t *log;
@@ -44,37 +49,40 @@ struct as_relay {
   int pipefd[2];
   uv_poll_t pipe_poll;
   uv_poll_t *pg_poll; /* per connection; NULL when none */
-  uv_timer_t tick, kick;
-  relay_state_t state;
-  bool active, caught_up, closing;
-  bool again; /* woken during a round: start the next one as soon as it ends */
-  size_t nflight, ndone, cap;
-  int64_t *ids;
-  rd_kafka_resp_err_t *status;
-  as_buf_t mark; /* the ids array literal of the MARKING query */
+  uv_timer_t tick;
+  relay_query_t query, last_query; /* the one query outstanding on the connection */
+  bool active, closing;
+  bool want;      /* something may have been committed: select when the connection is free */
+  bool caught_up; /* the last full select found nothing (see as_relay_caught_up) */
+  bool need_full; /* a select since the last full one skipped the ids below the rows in the table */
+  bool full_due;  /* no more pipelined selects: a full one once the table is empty */
+  bool sel_full;
+  int sel_limit;
+  uint64_t sel_kicks;
+  /* The table of rows produced and not yet marked sent: slot i holds row
+   * ids[i] in state st[i]; free slots are stacked in freel; dlv lists the
+   * delivered slots waiting for the next mark, mrk those being marked. */
+  size_t cap, nused, nflying, nfree, ndlv, nmrk;
+  int64_t *ids, hi; /* hi: the highest id in the table, 0 when empty */
+  uint8_t *st;
+  uint32_t *freel, *dlv, *mrk;
+  as_buf_t mark; /* the ids array literal of the MARK query */
   uint64_t retry_at_ms, backlog_at_ms, janitor_at_ms;
-  uint64_t t_sel, t_prod, t_dr, t_mark; /* round phase start times (ns), for the debug log */
+  uint64_t t_sel, t_mark; /* query start times (ns), for the debug log */
   unsigned backoff_ms;
   as_counter_t *published, *failed;
   as_gauge_t *backlog, *active_g;
   char channel[80], sql_select[256], sql_mark[160], sql_count[160], sql_janitor[320], lock_key[80];
 };
 
-static void relay_step(as_relay_t *r);
+static void pump(as_relay_t *r);
 
 static uint64_t now_ms(const as_relay_t *r) { return uv_now(r->loop); }
-
-static void on_tick(uv_timer_t *t);
-
-/* Relay thread: run a step on the next loop iteration. */
-static void kick_soon(as_relay_t *r) {
-  if (!r->closing) uv_timer_start(&r->kick, on_tick, 0, 0);
-}
 
 /* What the worker's thread may read about us. */
 static void publish_state(as_relay_t *r) {
   atomic_store(&r->a_db_ok, r->db.conn != NULL);
-  atomic_store(&r->a_caught_up, r->state == R_IDLE && r->caught_up);
+  atomic_store(&r->a_caught_up, r->query == Q_NONE && r->nused == 0 && r->caught_up);
 }
 
 static void backoff(as_relay_t *r) {
@@ -83,18 +91,40 @@ static void backoff(as_relay_t *r) {
   r->retry_at_ms = now_ms(r) + r->backoff_ms;
 }
 
+/* Rows below the table's were skipped by pipelined selects: a row whose
+ * delivery or marking failed, or one committed late by another instance,
+ * may sit there. A full select finds them once the table is empty. */
+static void want_full(as_relay_t *r) {
+  r->need_full = r->full_due = true;
+}
+
+/* ---- the table of rows in flight ---------------------------------------- */
+
+static void slot_free(as_relay_t *r, uint32_t s) {
+  r->st[s] = S_FREE;
+  r->freel[r->nfree++] = s;
+  if (--r->nused == 0) r->hi = 0;
+}
+
 static void on_pg_poll_closed(uv_handle_t *h) { free(h); }
 
 /* as_db is about to close the socket: stop watching it first. Whatever
- * query was outstanding is lost with the session; in-flight deliveries
- * still complete, but their rows stay unmarked and go out again. */
+ * query was outstanding is lost with the session: rows being marked may or
+ * may not be, so they leave the table (a full select republishes those that
+ * are not: same event ids). Rows in flight still complete and are marked on
+ * the next connection. */
 static void on_db_close(void *arg, int fd) {
   as_relay_t *r = arg;
   (void)fd;
   if (r->pg_poll) uv_close((uv_handle_t *)r->pg_poll, on_pg_poll_closed);
   r->pg_poll = NULL;
   r->active = false; /* the advisory lock died with the session */
-  if (r->state == R_SELECTING || r->state == R_MARKING) r->state = R_IDLE;
+  if (r->query == Q_MARK) {
+    for (size_t i = 0; i < r->nmrk; i++) slot_free(r, r->mrk[i]);
+    r->nmrk = 0;
+    want_full(r);
+  }
+  r->query = Q_NONE;
 }
 
 /* ---- asynchronous queries -------------------------------------------- */
@@ -109,10 +139,8 @@ static int send_query(as_relay_t *r, const char *sql, int n, const char *const *
 }
 
 /* The one result of the outstanding query; *rc says whether it succeeded.
- * Called once the socket turned readable, i.e. the server has started to
- * answer: waiting for the rest here costs the server's remaining work, while
- * going back to the loop for every socket-buffer-full of a large result
- * would cost a whole batch per chunk. */
+ * Called once the whole result is in (PQisBusy false), or at shutdown,
+ * where waiting for it is the point. */
 static PGresult *take_result(as_relay_t *r, int *rc) {
   PGresult *res = PQgetResult(r->db.conn), *extra;
   while (r->db.conn && (extra = PQgetResult(r->db.conn))) PQclear(extra);
@@ -120,23 +148,13 @@ static PGresult *take_result(as_relay_t *r, int *rc) {
   return res;
 }
 
-static int grow(as_relay_t *r, size_t n) {
-  if (n <= r->cap) return 0;
-  int64_t *ids = realloc(r->ids, n * sizeof *ids);
-  if (!ids) return -ENOMEM;
-  r->ids = ids;
-  rd_kafka_resp_err_t *st = realloc(r->status, n * sizeof *st);
-  if (!st) return -ENOMEM;
-  r->status = st;
-  r->cap = n;
-  return 0;
-}
-
 static int produce_row(as_relay_t *r, PGresult *res, int i) {
   uint64_t be;
   memcpy(&be, PQgetvalue(res, i, 0), sizeof be);
-  r->ids[i] = (int64_t)be64toh(be);
-  r->status[i] = RD_KAFKA_RESP_ERR__IN_PROGRESS;
+  uint32_t s = r->freel[--r->nfree];
+  r->ids[s] = (int64_t)be64toh(be);
+  r->st[s] = S_FLYING;
+  r->nused++;
   char topic[256];
   snprintf(topic, sizeof topic, "%.*s", PQgetlength(res, i, 2), PQgetvalue(res, i, 2));
   rd_kafka_resp_err_t e = rd_kafka_producev(
@@ -145,76 +163,108 @@ static int produce_row(as_relay_t *r, PGresult *res, int i) {
       RD_KAFKA_V_VALUE(PQgetvalue(res, i, 4), (size_t)PQgetlength(res, i, 4)),
       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
       RD_KAFKA_V_HEADER("event_id", PQgetvalue(res, i, 1), (ssize_t)PQgetlength(res, i, 1)),
-      RD_KAFKA_V_OPAQUE((void *)(intptr_t)i), RD_KAFKA_V_END);
+      RD_KAFKA_V_OPAQUE((void *)(uintptr_t)s), RD_KAFKA_V_END);
   if (e) {
+    slot_free(r, s);
     AS_WARN(r->log, "outbox produce refused", AS_F_STR("topic", topic),
             AS_F_STR("error", rd_kafka_err2str(e)));
     return -1;
   }
+  r->nflying++;
+  if (r->ids[s] > r->hi) r->hi = r->ids[s];
   return 0;
 }
 
-/* SELECTING done: hand the rows to the producer. */
+/* SELECT done: hand the rows to the producer; they join the table. */
 static void selected(as_relay_t *r, PGresult *res) {
   int n = PQntuples(res);
-  r->caught_up = n == 0;
-  r->state = R_IDLE;
-  if (n == 0 || grow(r, (size_t)n) < 0) return;
-  r->t_prod = uv_hrtime();
+  r->query = Q_NONE;
+  if (n == 0 && r->sel_full) {
+    r->caught_up = true;
+    atomic_store(&r->a_kicks_seen, r->sel_kicks);
+  }
+  if (n > 0) r->caught_up = false;
   int sent = 0;
   while (sent < n && produce_row(r, res, sent) == 0) sent++;
-  r->nflight = (size_t)sent;
-  r->ndone = 0;
-  if (sent > 0) r->state = R_IN_FLIGHT;
-  if (sent < n) backoff(r);
-  r->t_dr = uv_hrtime();
+  if (sent < n) {
+    backoff(r);
+    want_full(r);
+  }
+  if (n == r->sel_limit) r->want = true; /* more rows wait */
+  AS_DEBUG(r->log, "relay select", AS_F_INT("rows", n), AS_F_INT("full", r->sel_full),
+           AS_F_INT("select_us", (uv_hrtime() - r->t_sel) / 1000), AS_F_INT("in_table", r->nused));
 }
 
 static void start_select(as_relay_t *r) {
-  char lim[16];
-  snprintf(lim, sizeof lim, "%d", r->conf.batch);
-  const char *vals[1] = {lim};
+  size_t room = r->cap - r->nused;
+  r->sel_limit = room < (size_t)r->conf.batch ? (int)room : r->conf.batch;
+  r->sel_full = r->nused == 0;
+  if (r->sel_full) {
+    r->need_full = r->full_due = false;
+    r->sel_kicks = atomic_load(&r->a_kicks);
+  } else {
+    r->need_full = true;
+  }
+  char lim[16], after[24];
+  snprintf(lim, sizeof lim, "%d", r->sel_limit);
+  snprintf(after, sizeof after, "%lld", (long long)r->hi);
+  const char *vals[2] = {lim, after};
+  r->want = false;
   r->t_sel = uv_hrtime();
-  if (send_query(r, r->sql_select, 1, vals, 1) == 0) r->state = R_SELECTING;
+  if (send_query(r, r->sql_select, 2, vals, 1) == 0) r->query = r->last_query = Q_SELECT;
   else backoff(r);
 }
 
-/* IN_FLIGHT done (every delivery report in): mark the delivered rows. */
+/* Delivered rows are marked sent in one UPDATE, while the next rows may
+ * already be on their way. */
 static void start_mark(as_relay_t *r) {
   if (r->conf.failpoint && strcmp(r->conf.failpoint, "relay_after_delivery") == 0) raise(SIGKILL);
-  r->t_mark = uv_hrtime();
+  uint32_t *t = r->mrk;
+  r->mrk = r->dlv;
+  r->dlv = t;
+  r->nmrk = r->ndlv;
+  r->ndlv = 0;
   as_buf_reset(&r->mark);
   as_buf_arr_open(&r->mark);
-  size_t ok = 0;
-  for (size_t i = 0; i < r->nflight; i++) {
-    if (r->status[i] != RD_KAFKA_RESP_ERR_NO_ERROR) continue;
+  for (size_t i = 0; i < r->nmrk; i++) {
     char num[24];
-    as_buf_arr_raw(&r->mark, num, (size_t)snprintf(num, sizeof num, "%lld", (long long)r->ids[i]));
-    ok++;
+    r->st[r->mrk[i]] = S_MARKING;
+    as_buf_arr_raw(&r->mark, num, (size_t)snprintf(num, sizeof num, "%lld", (long long)r->ids[r->mrk[i]]));
   }
   as_buf_arr_close(&r->mark);
-  atomic_fetch_add(&r->a_published, ok);
-  atomic_fetch_add(&r->a_failed, r->nflight - ok);
-  if (ok < r->nflight) backoff(r); /* unmarked rows go out again: same event ids */
-  r->state = R_IDLE;
-  if (ok == 0 || !r->db.conn || !as_buf_ok(&r->mark)) return;
+  r->t_mark = uv_hrtime();
   const char *vals[1] = {as_buf_str(&r->mark)};
-  if (send_query(r, r->sql_mark, 1, vals, 0) == 0) r->state = R_MARKING;
+  if (as_buf_ok(&r->mark) && send_query(r, r->sql_mark, 1, vals, 0) == 0) {
+    r->query = r->last_query = Q_MARK;
+    return;
+  }
+  for (size_t i = 0; i < r->nmrk; i++) slot_free(r, r->mrk[i]); /* unmarked: republished later */
+  r->nmrk = 0;
+  want_full(r);
+  backoff(r);
 }
 
 static void marked(as_relay_t *r, int rc) {
-  r->state = R_IDLE;
-  if (r->again) kick_soon(r); /* a commit arrived during the round: don't wait for the timer */
-  uint64_t t = uv_hrtime();
-  AS_DEBUG(r->log, "relay round", AS_F_INT("rows", r->nflight), AS_F_INT("select_us", (r->t_prod - r->t_sel) / 1000),
-           AS_F_INT("produce_us", (r->t_dr - r->t_prod) / 1000), AS_F_INT("delivery_us", (r->t_mark - r->t_dr) / 1000),
-           AS_F_INT("mark_us", (t - r->t_mark) / 1000));
+  r->query = Q_NONE;
+  AS_DEBUG(r->log, "relay mark", AS_F_INT("rows", r->nmrk), AS_F_INT("mark_us", (uv_hrtime() - r->t_mark) / 1000));
+  for (size_t i = 0; i < r->nmrk; i++) slot_free(r, r->mrk[i]);
+  r->nmrk = 0;
   if (rc < 0) {
+    want_full(r); /* unmarked rows go out again: same event ids */
     backoff(r);
-    return;
+  } else if (r->retry_at_ms <= now_ms(r)) {
+    r->backoff_ms = 0;
   }
-  if (r->retry_at_ms <= now_ms(r)) r->backoff_ms = 0;
-  if (r->nflight == (size_t)r->conf.batch) kick_soon(r);
+}
+
+/* NOTIFYs libpq has parsed (also while reading a result or running a
+ * synchronous query, after which the socket may stay quiet). Our own
+ * worker's commits wake us directly (as_relay_committed): a NOTIFY from its
+ * backend would only cost an empty select. */
+static void take_notifies(as_relay_t *r) {
+  int local = atomic_load(&r->a_local_pid);
+  for (PGnotify *n; r->db.conn && (n = PQnotifies(r->db.conn)); PQfreemem(n))
+    if (n->be_pid != local) r->want = true;
 }
 
 /* The socket is readable: a query result, a notification, or both. */
@@ -225,22 +275,19 @@ static void on_pg_readable(uv_poll_t *h, int status, int events) {
   if (!PQconsumeInput(r->db.conn)) {
     as_db_close(&r->db);
     backoff(r);
+    publish_state(r);
     return;
   }
-  bool notified = false;
-  for (PGnotify *n; (n = PQnotifies(r->db.conn)); PQfreemem(n)) notified = true;
-  if (r->state == R_SELECTING || r->state == R_MARKING) {
+  take_notifies(r);
+  if (r->query != Q_NONE && !PQisBusy(r->db.conn)) {
     int rc = 0;
     PGresult *res = take_result(r, &rc);
-    if (r->state == R_MARKING) marked(r, rc);
+    if (r->query == Q_MARK) marked(r, rc);
     else if (rc == 0) selected(r, res);
-    else r->state = R_IDLE, backoff(r);
+    else r->query = Q_NONE, backoff(r);
     PQclear(res);
-    /* The next round starts from a kick, the timer or a NOTIFY: starting it
-     * here would spin on an empty outbox. */
-  } else if (notified) {
-    kick_soon(r);
   }
+  pump(r);
   publish_state(r);
 }
 
@@ -252,6 +299,15 @@ static int relay_connect(as_relay_t *r) {
   char sql[128];
   snprintf(sql, sizeof sql, "LISTEN %s", r->channel);
   if (as_db_query(&r->db, sql, 0, NULL, NULL) < 0) return -EAGAIN;
+  /* The select must walk the partial index of unsent rows in id order: an
+   * index scan marks the entries of rows marked sent since as dead, so the
+   * next scans skip them. The planner prefers a bitmap scan plus sort
+   * whenever its row estimate is near the LIMIT, and a bitmap scan kills
+   * nothing: every select then revisited every row sent since the last
+   * vacuum (120,000 rows: 10-30 ms a select, the relay's whole latency). */
+  if (as_db_query(&r->db, "SET enable_bitmapscan = off", 0, NULL, NULL) < 0 ||
+      as_db_query(&r->db, "SET enable_sort = off", 0, NULL, NULL) < 0)
+    return -EAGAIN;
   r->pg_poll = malloc(sizeof *r->pg_poll);
   if (!r->pg_poll || uv_poll_init(r->loop, r->pg_poll, PQsocket(r->db.conn)) < 0) {
     free(r->pg_poll);
@@ -291,37 +347,59 @@ static void housekeeping(as_relay_t *r) {
   }
 }
 
-static void serve_producer(as_relay_t *r) {
-  if (!r->producer) return;
-  rd_kafka_poll(r->producer, 0);
-  if (r->state == R_IN_FLIGHT && r->ndone >= r->nflight) start_mark(r);
-}
-
-static void relay_step_inner(as_relay_t *r) {
-  serve_producer(r);
-  if (r->state != R_IDLE) r->again = true;
-  if (r->closing || r->state != R_IDLE || now_ms(r) < r->retry_at_ms) return;
-  r->again = false;
-  if (relay_connect(r) < 0) {
-    backoff(r);
-    return;
+/* Puts the connection to work when it is free. Marking delivered rows and
+ * selecting new ones alternate, so neither waits behind a stream of the
+ * other, and a select never waits for the previous rows' delivery reports:
+ * it asks only for ids above the table's (see want_full for the rest). */
+static void pump(as_relay_t *r) {
+  if (r->closing || r->query != Q_NONE) return;
+  uint64_t now = now_ms(r);
+  if (!r->db.conn) {
+    if (now < r->retry_at_ms) return;
+    if (relay_connect(r) < 0) {
+      backoff(r);
+      return;
+    }
   }
   housekeeping(r);
-  if (r->db.conn && !r->active) try_lock(r);
-  if (!r->active) {
-    r->caught_up = true;
-    return;
+  if (r->db.conn && !r->active && r->want && now >= r->retry_at_ms) {
+    uint64_t kicks = atomic_load(&r->a_kicks);
+    try_lock(r);
+    if (!r->active) { /* standing by: the active relay publishes */
+      r->want = false;
+      r->caught_up = true;
+      atomic_store(&r->a_kicks_seen, kicks);
+    }
   }
-  if (r->db.conn) start_select(r);
+  if (!r->db.conn) return;
+  take_notifies(r);
+  bool sel = r->active && r->want && now >= r->retry_at_ms && r->nused < r->cap &&
+             !(r->full_due && r->nused > 0);
+  /* Marks wait for the last delivery report of the rows in flight (each
+   * report would otherwise cost a commit of its own), unless the table is
+   * filling up. */
+  bool mark = r->ndlv > 0 && (r->nflying == 0 || r->nused >= r->cap / 2);
+  if (mark && (!sel || r->last_query == Q_SELECT)) start_mark(r);
+  else if (sel) start_select(r);
 }
 
-static void relay_step(as_relay_t *r) {
-  relay_step_inner(r);
+/* The timer: a safety net for a lost wake-up, and the moment to look below
+ * the table for rows pipelined selects skipped. */
+static void on_tick(uv_timer_t *t) {
+  as_relay_t *r = t->data;
+  r->want = true;
+  if (r->need_full) r->full_due = true;
+  rd_kafka_poll(r->producer, 0); /* delivery reports, should a wake-up have been missed */
+  pump(r);
   publish_state(r);
 }
 
-static void on_tick(uv_timer_t *t) { relay_step(t->data); }
-static void on_wake(uv_async_t *a) { relay_step(a->data); }
+static void on_wake(uv_async_t *a) {
+  as_relay_t *r = a->data;
+  r->want = true;
+  pump(r);
+  publish_state(r);
+}
 
 static void on_pipe(uv_poll_t *h, int status, int events) {
   as_relay_t *r = h->data;
@@ -330,18 +408,27 @@ static void on_pipe(uv_poll_t *h, int status, int events) {
   char buf[64];
   while (read(r->pipefd[0], buf, sizeof buf) > 0) {
   }
-  serve_producer(r);
+  rd_kafka_poll(r->producer, 0); /* delivery reports: dr_cb */
+  pump(r);
   publish_state(r);
 }
 
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   (void)rk;
   as_relay_t *r = ((as_kafka_ctx_t *)opaque)->owner;
-  size_t i = (size_t)(intptr_t)m->_private;
-  if (r->state == R_IN_FLIGHT && i < r->nflight) {
-    r->status[i] = m->err;
-    r->ndone++;
+  uint32_t s = (uint32_t)(uintptr_t)m->_private;
+  if (s >= r->cap || r->st[s] != S_FLYING) return;
+  r->nflying--;
+  if (m->err) { /* stays unsent: a full select publishes it again */
+    atomic_fetch_add(&r->a_failed, 1);
+    slot_free(r, s);
+    want_full(r);
+    if (now_ms(r) >= r->retry_at_ms) backoff(r);
+    return;
   }
+  atomic_fetch_add(&r->a_published, 1);
+  r->st[s] = S_DELIVERED;
+  r->dlv[r->ndlv++] = s;
 }
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
@@ -355,12 +442,24 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
 /* ---- public ----------------------------------------------------------- */
 
 void as_relay_kick(as_relay_t *r) {
-  if (r) uv_async_send(&r->wake);
+  if (!r) return;
+  atomic_fetch_add(&r->a_kicks, 1);
+  uv_async_send(&r->wake);
+}
+
+void as_relay_committed(as_relay_t *r, int backend_pid) {
+  if (!r) return;
+  atomic_store(&r->a_local_pid, backend_pid);
+  as_relay_kick(r);
 }
 
 bool as_relay_db_ok(const as_relay_t *r) { return atomic_load(&((as_relay_t *)r)->a_db_ok); }
 
-bool as_relay_caught_up(const as_relay_t *r) { return atomic_load(&((as_relay_t *)r)->a_caught_up); }
+/* Caught up, and the select that found nothing started after the last kick. */
+bool as_relay_caught_up(const as_relay_t *r) {
+  as_relay_t *m = (as_relay_t *)r;
+  return atomic_load(&m->a_caught_up) && atomic_load(&m->a_kicks_seen) == atomic_load(&m->a_kicks);
+}
 
 void as_relay_update_metrics(as_relay_t *r) {
   uint64_t p = atomic_load(&r->a_published), f = atomic_load(&r->a_failed);
@@ -378,7 +477,7 @@ static void format_sql(as_relay_t *r) {
   snprintf(r->lock_key, sizeof r->lock_key, "as_relay:%s", s);
   snprintf(r->sql_select, sizeof r->sql_select,
            "SELECT id, event_id::text, topic, msg_key, payload FROM %s.outbox"
-           " WHERE sent_at IS NULL ORDER BY id LIMIT $1::int", s);
+           " WHERE sent_at IS NULL AND id > $2::bigint ORDER BY id LIMIT $1::int", s);
   snprintf(r->sql_mark, sizeof r->sql_mark,
            "UPDATE %s.outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", s);
   snprintf(r->sql_count, sizeof r->sql_count, "SELECT count(*) FROM %s.outbox WHERE sent_at IS NULL", s);
@@ -394,6 +493,27 @@ static void init_metrics(as_relay_t *r, as_metrics_t *m) {
   r->failed = as_metrics_counter(m, "as_outbox_failed_total", "Outbox deliveries that failed and will be retried.", NULL);
   r->backlog = as_metrics_gauge(m, "as_outbox_backlog", "Outbox rows not yet published.", NULL);
   r->active_g = as_metrics_gauge(m, "as_relay_active", "1 if this instance is the active outbox relay.", NULL);
+}
+
+static int alloc_table(as_relay_t *r, size_t cap) {
+  r->ids = calloc(cap, sizeof *r->ids);
+  r->st = calloc(cap, sizeof *r->st);
+  r->freel = calloc(cap, sizeof *r->freel);
+  r->dlv = calloc(cap, sizeof *r->dlv);
+  r->mrk = calloc(cap, sizeof *r->mrk);
+  if (!r->ids || !r->st || !r->freel || !r->dlv || !r->mrk) return -ENOMEM;
+  r->cap = cap;
+  for (size_t i = 0; i < cap; i++) r->freel[i] = (uint32_t)(cap - 1 - i);
+  r->nfree = cap;
+  return 0;
+}
+
+static void free_table(as_relay_t *r) {
+  free(r->ids);
+  free(r->st);
+  free(r->freel);
+  free(r->dlv);
+  free(r->mrk);
 }
 
 static void relay_thread(void *arg) {
@@ -418,6 +538,10 @@ as_relay_t *as_relay_new(const as_relay_conf_t *conf, const as_log_t *log, as_me
   r->db.on_close_arg = r;
   format_sql(r);
   init_metrics(r, metrics);
+  if (alloc_table(r, 2 * (size_t)(conf->batch > 0 ? conf->batch : 1)) < 0) {
+    snprintf(err, errlen, "out of memory");
+    goto fail;
+  }
   if (pipe2(r->pipefd, O_NONBLOCK | O_CLOEXEC) < 0) {
     snprintf(err, errlen, "pipe: %s", strerror(errno));
     goto fail;
@@ -427,11 +551,10 @@ as_relay_t *as_relay_new(const as_relay_conf_t *conf, const as_log_t *log, as_me
   r->producer = as_kafka_producer_new(&o, r->pipefd[1], err, errlen);
   if (!r->producer || uv_loop_init(r->loop) < 0) goto fail;
   uv_timer_init(r->loop, &r->tick);
-  uv_timer_init(r->loop, &r->kick);
   uv_poll_init(r->loop, &r->pipe_poll, r->pipefd[0]);
   uv_async_init(r->loop, &r->wake, on_wake);
   uv_async_init(r->loop, &r->stop, on_stop);
-  r->tick.data = r->kick.data = r->pipe_poll.data = r->wake.data = r->stop.data = r;
+  r->tick.data = r->pipe_poll.data = r->wake.data = r->stop.data = r;
   uv_poll_start(&r->pipe_poll, UV_READABLE, on_pipe);
   uv_timer_start(&r->tick, on_tick, 0, (uint64_t)conf->interval_ms);
   if (uv_thread_create(&r->thread, relay_thread, r) < 0) {
@@ -443,28 +566,30 @@ fail:
   if (r->producer) rd_kafka_destroy(r->producer);
   if (r->pipefd[0] >= 0) close(r->pipefd[0]);
   if (r->pipefd[1] >= 0) close(r->pipefd[1]);
+  free_table(r);
   free(r);
   return NULL;
 }
 
-/* Finishes the round in hand synchronously: the relay is stopping anyway. */
-static void finish_round(as_relay_t *r, int timeout_ms) {
-  if (r->state == R_SELECTING || r->state == R_MARKING) {
-    PGresult *res;
-    while (r->db.conn && (res = PQgetResult(r->db.conn))) {
-      if (r->state == R_SELECTING && as_db_check(&r->db, res) == 0) selected(r, res);
+/* Completes the outstanding query, waits for the delivery reports (bounded
+ * by timeout_ms) and marks the delivered rows, synchronously: the relay is
+ * stopping anyway. */
+static void finish(as_relay_t *r, int timeout_ms) {
+  for (int pass = 0; pass < 2; pass++) {
+    if (r->query != Q_NONE && r->db.conn) {
+      int rc = 0;
+      PGresult *res = take_result(r, &rc);
+      if (r->query == Q_MARK) marked(r, rc);
+      else if (rc == 0) selected(r, res);
+      else r->query = Q_NONE;
       PQclear(res);
     }
-    if (r->state != R_IN_FLIGHT) r->state = R_IDLE;
-  }
-  if (r->state == R_IN_FLIGHT) {
-    rd_kafka_flush(r->producer, timeout_ms);
-    serve_producer(r);
-  }
-  if (r->state == R_MARKING) {
-    PGresult *res;
-    while (r->db.conn && (res = PQgetResult(r->db.conn))) PQclear(res);
-    r->state = R_IDLE;
+    r->query = Q_NONE;
+    if (pass == 0 && r->nflying > 0) {
+      rd_kafka_flush(r->producer, timeout_ms);
+      rd_kafka_poll(r->producer, 0);
+    }
+    if (pass == 0 && r->ndlv > 0 && r->db.conn) start_mark(r);
   }
 }
 
@@ -473,9 +598,9 @@ static void finish_round(as_relay_t *r, int timeout_ms) {
 static void on_stop(uv_async_t *a) {
   as_relay_t *r = a->data;
   r->closing = true;
-  finish_round(r, r->close_timeout_ms);
+  finish(r, r->close_timeout_ms);
   as_db_close(&r->db); /* closes pg_poll via on_db_close */
-  uv_handle_t *hs[] = {(uv_handle_t *)&r->tick, (uv_handle_t *)&r->kick, (uv_handle_t *)&r->pipe_poll,
+  uv_handle_t *hs[] = {(uv_handle_t *)&r->tick, (uv_handle_t *)&r->pipe_poll,
                        (uv_handle_t *)&r->wake, (uv_handle_t *)&r->stop};
   for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) uv_close(hs[i], NULL);
 }
@@ -491,8 +616,7 @@ void as_relay_close(as_relay_t *r, int timeout_ms, void (*done)(void *arg), void
   close(r->pipefd[0]);
   close(r->pipefd[1]);
   as_buf_free(&r->mark);
-  free(r->ids);
-  free(r->status);
+  free_table(r);
   free(r);
   if (done) done(arg);
 }

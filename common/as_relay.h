@@ -4,13 +4,19 @@
  * One relay per service is active at a time: it holds a session advisory
  * lock on its own connection, so rows leave in id order (events of one case
  * stay in order) and two instances never race on the same rows; the others
- * stand by and take over when the holder's session ends. A round reads up to
- * `batch` unsent rows, produces them with the idempotent producer, waits for
- * every delivery report on the loop (never blocking it), then marks the
- * delivered rows sent. A crash between delivery and marking republishes
- * those rows with the same event ids: consumers dedupe by event id.
- * The relay is woken by as_relay_kick (after a local commit), by LISTEN
- * as_outbox_<schema> (another instance's commit) and by a timer.
+ * stand by and take over when the holder's session ends. The relay reads up
+ * to `batch` unsent rows at a time, produces them with the idempotent
+ * producer and marks rows sent only once their delivery report is in. It is
+ * pipelined: while rows wait for their reports or their marking, newly
+ * committed rows (ids above theirs) are already read and produced, so a
+ * commit never waits for a whole round; rows that this skips (a failed
+ * delivery, an id committed late by another instance) are found by a full
+ * read once nothing is in flight, at the latest one timer period later.
+ * A crash between delivery and marking republishes those rows with the same
+ * event ids: consumers dedupe by event id.
+ * The relay is woken by as_relay_committed / as_relay_kick (after a local
+ * commit), by LISTEN as_outbox_<schema> (another instance's commit) and by a
+ * timer.
  *
  * Ownership: as_relay_t is the caller's from as_relay_new until
  * as_relay_close; conf strings, log and metrics are borrowed and must
@@ -34,8 +40,8 @@ typedef struct as_relay_conf {
   const char *schema;
   const char *bootstrap;
   const char *client_id;
-  int batch;            /* rows per round */
-  int interval_ms;      /* timer between rounds when idle */
+  int batch;            /* rows per read; at most 2 x batch rows in flight */
+  int interval_ms;      /* timer: a read when no commit or NOTIFY woke us */
   int retention_s;      /* sent rows kept this long, then deleted */
   const char *failpoint; /* "relay_after_delivery": SIGKILL before marking sent (tests) */
 } as_relay_conf_t;
@@ -47,14 +53,19 @@ as_relay_t *as_relay_new(const as_relay_conf_t *conf, const as_log_t *log, as_me
 /* The functions below are for the worker's thread; the relay runs on its
  * own (see as_relay.c for why). */
 
-/* Start a round soon (something was committed). */
+/* Read the outbox soon (something was committed). */
 void as_relay_kick(as_relay_t *r);
+
+/* The same after a commit on the connection whose server process is
+ * backend_pid (PQbackendPID): that backend's NOTIFYs then wake nothing, the
+ * kick already did. */
+void as_relay_committed(as_relay_t *r, int backend_pid);
 
 /* True when the database connection works (or the relay is standing by). */
 bool as_relay_db_ok(const as_relay_t *r);
 
-/* True when nothing is in flight and the last round found no unsent row (or
- * this instance is not the active relay). */
+/* True when nothing is in flight and a read started after the last kick
+ * found no unsent row (or this instance is not the active relay). */
 bool as_relay_caught_up(const as_relay_t *r);
 
 /* Copies the relay's counters and gauges into the metrics registry. */

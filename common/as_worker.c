@@ -40,7 +40,7 @@ static const as_cfg_param_t runtime_params[] = {
     {"AS_DLQ_MAX_BYTES", AS_CFG_INT, "262144", 0, 16777216, RC(dlq_max_bytes), "Original bytes kept in a dead letter (the rest is cut, size recorded)."},
     {"AS_HTTP_ADDR", AS_CFG_STR, "0.0.0.0", 1, 64, RC(http_addr), "Address of the /healthz, /readyz and /metrics listener."},
     {"AS_HTTP_PORT", AS_CFG_INT, "8080", 0, 65535, RC(http_port), "Port of that listener; 0 = any free port (logged)."},
-    {"AS_RELAY_BATCH", AS_CFG_INT, "2500", 1, 100000, RC(relay_batch), "Outbox rows published per relay round (a round costs one broker round trip)."},
+    {"AS_RELAY_BATCH", AS_CFG_INT, "2500", 1, 100000, RC(relay_batch), "Outbox rows the relay reads at once; up to twice as many may wait for delivery reports."},
     {"AS_RELAY_INTERVAL_MS", AS_CFG_INT, "200", 1, 60000, RC(relay_interval_ms), "Relay timer when no commit or NOTIFY wakes it."},
     {"AS_OUTBOX_RETENTION_S", AS_CFG_INT, "3600", 0, 2592000, RC(outbox_retention_s), "Published outbox rows are deleted after this."},
     {"AS_SCAN_INTERVAL_MS", AS_CFG_INT, "1000", 10, 3600000, RC(scan_interval_ms), "Deadline scanner period."},
@@ -241,7 +241,7 @@ static void process(as_worker_t *w) {
   w->pending_retry = false;
   w->retry_ms = 0;
   w->db_ok = true;
-  as_relay_kick(w->relay);
+  as_relay_committed(w->relay, w->db.conn ? PQbackendPID(w->db.conn) : 0);
 }
 
 static void pump(as_worker_t *w);
@@ -398,7 +398,7 @@ static void on_scan(uv_timer_t *t) {
     return;
   }
   if (n > 0) {
-    as_relay_kick(w->relay);
+    as_relay_committed(w->relay, w->db.conn ? PQbackendPID(w->db.conn) : 0);
     if (n == 200) uv_timer_start(&w->scan_timer, on_scan, 0, (uint64_t)w->conf.scan_interval_ms);
   }
 }

@@ -4,9 +4,10 @@
  * runtime: intake_projection (order events -> order projection),
  * intake_validate (what a request must look like, byte by byte),
  * intake_requests (the per-batch pipeline: idempotency, hold, order checks),
- * intake_cases (opening cases and the first response), intake_hold (held
+ * intake_cases (opening cases and the first response), intake_history (the
+ * buyer's history a CaseOpened carries), intake_hold (held
  * requests), intake_followup (evidence and buyer messages on a case),
- * intake_reject (RequestRejected), intake_cols (bulk array parameters) and
+ * intake_reject (RequestRejected), intake_cols (bulk statements in its schema) and
  * intake_config (the complaint routing map).
  *
  * Ownership: intake_t is created by init and freed by fini; everything a
@@ -20,10 +21,10 @@
 
 #include "as_buf.h"
 #include "as_case.h"
+#include "as_cols.h"
 #include "as_worker.h"
 
 #define INTAKE_NCOMPLAINT 6 /* ComplaintType values 0..5 */
-#define INTAKE_COLS_MAX 16
 
 /* AS_INTAKE_* variables (main.c's table). */
 typedef struct intake_conf {
@@ -48,25 +49,10 @@ typedef struct intake {
  * complaint type must be mapped. Returns 0 or -EINVAL with err filled. */
 int intake_config_routes(intake_t *x, const char *spec, char *err, size_t errlen);
 
-/* ---- intake_cols.c: columns of array literals for one bulk statement */
-typedef struct intake_cols {
-  as_buf_t b[INTAKE_COLS_MAX];
-  int n;
-  size_t rows;
-} intake_cols_t;
-
-void intake_cols_init(intake_cols_t *c, int ncols);
-void intake_cols_free(intake_cols_t *c);
-void intake_cols_str(intake_cols_t *c, int col, const char *s);
-void intake_cols_int(intake_cols_t *c, int col, long long v);
-void intake_cols_null(intake_cols_t *c, int col);
-void intake_cols_row(intake_cols_t *c); /* counts a finished row */
-/* Closes the arrays and points vals[0..n) at them (for a statement that
- * takes several column sets); returns 0 or -ENOMEM. */
-int intake_cols_params(intake_cols_t *c, const char **vals);
+/* ---- intake_cols.c: bulk statements (as_cols) in intake's schema */
 /* Runs sql (with %1$s = schema) with the columns as $1..$n if any row was
  * added; returns 0 (also when empty, *out NULL), -ENOMEM or an as_db error. */
-int intake_cols_run(intake_cols_t *c, intake_t *x, as_tx_t *tx, const char *sql, PGresult **out);
+int intake_cols_run(as_cols_t *c, intake_t *x, as_tx_t *tx, const char *sql, PGresult **out);
 /* Formats a statement template with %1$s = schema into buf. */
 const char *intake_sql(const intake_t *x, char *buf, size_t cap, const char *tmpl);
 
@@ -102,9 +88,33 @@ int intake_reject_publish(intake_t *x, as_tx_t *tx, const as_msg_t *cause, const
  * per column group) and appends to *placed the order ids that now have
  * their OrderPlaced. Returns 0 or an as_db error. */
 int intake_projection_apply(intake_t *x, as_tx_t *tx, as_msg_t *const *msgs, size_t n,
-                            intake_cols_t *placed);
+                            as_cols_t *placed);
 
 /* ---- intake_requests.c: the request pipeline */
+
+/* What a batch read of its orders (locked) and their lines, shared by the
+ * pipeline's steps. Columns of orders, by index: */
+enum {
+  INTAKE_O_ID, INTAKE_O_BUYER, INTAKE_O_MERCHANT, INTAKE_O_CANCELLED, INTAKE_O_PLACED,
+  INTAKE_O_DELIVERED, INTAKE_O_PAID, INTAKE_O_PAID_CUR, INTAKE_O_PAY_METHOD, INTAKE_O_PAY_REF,
+  INTAKE_O_REGION, INTAKE_O_SHIP_FEE, INTAKE_O_SHIP_CUR,
+};
+/* Columns of lines (claimed: units claimed by cases not rejected): */
+enum {
+  INTAKE_L_ORDER, INTAKE_L_LINE, INTAKE_L_SKU, INTAKE_L_UNIT, INTAKE_L_CUR, INTAKE_L_QUANTITY,
+  INTAKE_L_CLAIMED, INTAKE_L_CATEGORY, INTAKE_L_SUPPLIER,
+};
+typedef struct intake_view {
+  PGresult *orders; /* INTAKE_O_* columns, sorted by order id */
+  PGresult *lines;  /* INTAKE_L_* columns, sorted by order id, line id */
+} intake_view_t;
+
+/* A buyer's history as a CaseOpened reports it (BuyerHistory). */
+typedef struct intake_history {
+  int64_t first_order_at_us;
+  int32_t orders, cases, claims_on_order;
+} intake_history_t;
+
 typedef struct intake_req {
   const as_msg_t *cause;  /* the message (live) or a synthetic one (held) */
   as_msg_t *live;         /* the batch's message, NULL for held requests */
@@ -118,12 +128,14 @@ typedef struct intake_req {
   char case_id[37];
   char case_number[32];
   const char *merchant_id; /* borrowed from the batch's order rows */
+  int order_row;           /* the order's row in the batch's orders view */
   as_case_state_t state;
   int64_t claimed_minor;
   char currency[4];
   char route[64];
   int64_t review_due_us, resolution_due_us, first_due_us;
   int *line_rows;          /* per request line: row in the batch's line table */
+  intake_history_t history;
 } intake_req_t;
 
 /* Decides and applies reqs[0..n): rejections, holds, cases. Returns 0 or an
@@ -131,20 +143,23 @@ typedef struct intake_req {
 int intake_requests_run(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n);
 
 /* ---- intake_cases.c */
-typedef struct intake_lines_view {
-  PGresult *r; /* rows: order_id, line_id, sku, unit_minor, currency, quantity, claimed */
-} intake_lines_view_t;
-
-/* Opens the cases of reqs with fate OPEN: numbers, as_case_open, lines,
- * clocks, evidence, comment, the request record, CaseOpened and
- * BuyerAcknowledged. A case another instance opened first is skipped. */
+/* Opens the cases of reqs with fate OPEN: as_case_open_many (numbers, the
+ * first timeline rows), lines, clocks, evidence, comment, the request
+ * record, the buyer's history, CaseOpened and BuyerAcknowledged. A case
+ * another instance opened first is skipped. */
 int intake_cases_open(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n,
-                      const intake_lines_view_t *lines);
+                      const intake_view_t *view);
+
+/* ---- intake_history.c */
+/* Fills reqs[i].history of the requests with fate OPEN, once their cases
+ * are inserted (the counts are read in the same transaction). One
+ * statement. Returns 0, -ENOMEM or an as_db error. */
+int intake_history_fill(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n);
 
 /* ---- intake_hold.c */
 int intake_hold_store(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n);
 /* Replays the held requests of orders (text[] column 0 of placed). */
-int intake_hold_release(intake_t *x, as_tx_t *tx, intake_cols_t *placed);
+int intake_hold_release(intake_t *x, as_tx_t *tx, as_cols_t *placed);
 /* The hold deadline of one request fired. */
 int intake_hold_expire(intake_t *x, as_tx_t *tx, const char *order_id, const char *request_id);
 /* Runs held envelopes (rows of r: request_id, envelope bytea in binary) through

@@ -1,16 +1,18 @@
 /* intake_cases: opening the cases a batch accepted, and the first response.
  *
- * A batch's cases are inserted by one statement that writes exactly what
- * as_case_open writes for one case (the case at version 1 and its first
- * timeline entry), numbered AS-YYYYMMDD-NNNNNNN from the shared sequence:
- * 500 single-row calls would cost 500 round trips and miss the throughput
- * target. The case id is derived from (buyer, idempotency key), so a second
- * instance racing on the same key waits on the primary key and its
- * ON CONFLICT DO NOTHING drops the row: that request is silently skipped
- * and only the winner publishes CaseOpened. Everything else of the cases
- * (lines, SLA clocks, evidence, comment, the request record) is a second
- * statement. BuyerAcknowledged is the buyer's first response: its SLA clock
- * is met at once and the submission-to-acknowledgement time observed. */
+ * A batch's cases are inserted by one as_case_open_many call (the case at
+ * version 1 and its first timeline entry, numbered AS-YYYYMMDD-NNNNNNN from
+ * the shared sequence): 500 single-row calls would cost 500 round trips and
+ * miss the throughput target. The case id is derived from (buyer,
+ * idempotency key), so a second instance racing on the same key waits on
+ * the primary key and its ON CONFLICT DO NOTHING drops the row: that
+ * request is silently skipped and only the winner publishes CaseOpened.
+ * Everything else of the cases (lines, SLA clocks, evidence, comment, the
+ * request record) is a second statement, the buyer's history a third.
+ * CaseOpened carries everything the review worker decides on: the claimed
+ * lines with prices, categories and suppliers, the order's facts and the
+ * buyer's history. BuyerAcknowledged is the buyer's first response: its SLA
+ * clock is met at once and the submission-to-acknowledgement time observed. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,26 +22,6 @@
 #include "as_uuid.h"
 #include "intake.h"
 
-/* as_case_open's statement, for a whole batch: the same rows (the case at
- * version 1, its first timeline entry), numbered from the shared sequence,
- * in case id order so two instances lock conflicting keys in one order.
- * Returns the cases actually inserted; a key another instance committed
- * first is absent. */
-static const char sql_open[] =
-    "WITH u AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
-    " $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::uuid[])"
-    " AS u(id, ty, st, o, b, m, r, ro, cur, cl, e) ORDER BY u.id COLLATE \"C\"),"
-    " s AS (SELECT u.*, nextval('cases.case_number_seq') AS n FROM u),"
-    " c AS (INSERT INTO cases.cases (case_id, case_number, case_type, state, order_id, buyer_id,"
-    " merchant_id, reason, route, currency, claimed_minor)"
-    " SELECT s.id, 'AS-' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD') || '-' ||"
-    " lpad(s.n::text, greatest(7, length(s.n::text)), '0'), s.ty, s.st, s.o, s.b, s.m, s.r, s.ro,"
-    " s.cur, s.cl FROM s ORDER BY s.id COLLATE \"C\""
-    " ON CONFLICT (case_id) DO NOTHING RETURNING case_id, case_number, state),"
-    " t AS (INSERT INTO cases.timeline (case_id, version, from_state, to_state, actor_kind,"
-    " actor_id, reason, event_id) SELECT c.case_id, 1, NULL, c.state, 'buyer', u.b,"
-    " 'request submitted', u.e FROM c JOIN u ON u.id = c.case_id)"
-    " SELECT case_id, case_number FROM c";
 /* Everything else of the opened cases, one statement: lines, SLA clocks,
  * evidence, the comment, and intake's record of the request. */
 static const char sql_rows[] =
@@ -83,80 +65,69 @@ static size_t count_open(const intake_req_t *reqs, size_t n) {
   return k;
 }
 
-static int by_case_id(const void *a, const void *b) {
-  return strcmp((*(intake_req_t *const *)a)->case_id, (*(intake_req_t *const *)b)->case_id);
+/* What as_case_open_many needs of one request (all borrowed from q). */
+static as_case_opening_t opening_of(const intake_req_t *q) {
+  const Aftersales__V1__AfterSalesRequested *r = q->r;
+  return (as_case_opening_t){
+      .c = {.case_id = q->case_id, .case_type = case_type_name((int)r->case_type),
+            .order_id = r->order_id, .buyer_id = r->buyer_id, .merchant_id = q->merchant_id,
+            .reason = reason_name((int)r->reason), .route = q->route,
+            .currency = q->currency[0] ? q->currency : NULL, .claimed_minor = q->claimed_minor,
+            .state = q->state},
+      .actor = {"buyer", r->buyer_id},
+      .why = "request submitted",
+      .event_id = q->cause->env->event_id};
 }
 
-/* Marks the requests whose case was inserted (numbering them) and drops
- * the others: another instance opened those first. */
-static int apply_opened(intake_t *x, intake_req_t *reqs, size_t n, PGresult *r) {
-  size_t k = count_open(reqs, n);
-  intake_req_t **v = malloc((k ? k : 1) * sizeof *v);
-  if (!v) return -ENOMEM;
-  k = 0;
-  for (size_t i = 0; i < n; i++)
-    if (reqs[i].fate == INTAKE_R_OPEN) {
-      v[k++] = &reqs[i];
-      reqs[i].fate = INTAKE_R_SKIP;
-    }
-  qsort(v, k, sizeof *v, by_case_id);
-  for (int row = 0; row < PQntuples(r); row++) {
-    intake_req_t key = {0}, *kp = &key;
-    snprintf(key.case_id, sizeof key.case_id, "%s", PQgetvalue(r, row, 0));
-    intake_req_t **hit = bsearch(&kp, v, k, sizeof *v, by_case_id);
-    if (!hit) continue;
-    (*hit)->fate = INTAKE_R_OPEN;
-    snprintf((*hit)->case_number, sizeof (*hit)->case_number, "%s", PQgetvalue(r, row, 1));
-  }
-  as_counter_add(x->duplicates, k - (size_t)PQntuples(r));
-  free(v);
-  return 0;
-}
-
+/* Inserts the cases through as_case_open_many (numbers drawn there); a
+ * request whose case was not inserted (another instance opened it first)
+ * is skipped. */
 static int open_all(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n) {
-  intake_cols_t c;
-  intake_cols_init(&c, 11);
-  for (size_t i = 0; i < n; i++) {
-    const intake_req_t *q = &reqs[i];
-    if (q->fate != INTAKE_R_OPEN) continue;
-    const Aftersales__V1__AfterSalesRequested *r = q->r;
-    const char *s[] = {q->case_id, case_type_name((int)r->case_type), as_case_state_name(q->state),
-                       r->order_id, r->buyer_id, q->merchant_id, reason_name((int)r->reason), q->route};
-    for (int k = 0; k < 8; k++) intake_cols_str(&c, k, s[k]);
-    if (q->currency[0]) intake_cols_str(&c, 8, q->currency);
-    else intake_cols_null(&c, 8);
-    intake_cols_int(&c, 9, q->claimed_minor);
-    intake_cols_str(&c, 10, q->cause->env->event_id);
-    intake_cols_row(&c);
+  size_t k = count_open(reqs, n);
+  as_case_opening_t *o = calloc(k ? k : 1, sizeof *o);
+  intake_req_t **who = calloc(k ? k : 1, sizeof *who);
+  int rc = o && who ? 0 : -ENOMEM;
+  k = 0;
+  for (size_t i = 0; rc == 0 && i < n; i++)
+    if (reqs[i].fate == INTAKE_R_OPEN) {
+      o[k] = opening_of(&reqs[i]);
+      who[k++] = &reqs[i];
+    }
+  if (rc == 0) rc = as_case_open_many(tx, o, k);
+  for (size_t j = 0; rc == 0 && j < k; j++) {
+    if (o[j].opened) {
+      snprintf(who[j]->case_number, sizeof who[j]->case_number, "%s", o[j].case_number);
+      continue;
+    }
+    who[j]->fate = INTAKE_R_SKIP;
+    as_counter_add(x->duplicates, 1);
   }
-  PGresult *r = NULL;
-  int rc = intake_cols_run(&c, x, tx, sql_open, &r);
-  if (rc == 0 && r) rc = apply_opened(x, reqs, n, r);
-  PQclear(r);
-  intake_cols_free(&c);
+  free(who);
+  free(o);
   return rc;
 }
 
-static void add_clock(intake_cols_t *c, const char *case_id, const char *clock, int64_t due, bool met) {
-  intake_cols_str(c, 0, case_id);
-  intake_cols_str(c, 1, clock);
-  intake_cols_int(c, 2, due);
-  intake_cols_str(c, 3, met ? "t" : "f");
-  intake_cols_row(c);
+static void add_clock(as_cols_t *c, const char *case_id, const char *clock, int64_t due, bool met) {
+  as_cols_str(c, 0, case_id);
+  as_cols_str(c, 1, clock);
+  as_cols_int(c, 2, due);
+  as_cols_str(c, 3, met ? "t" : "f");
+  as_cols_row(c);
 }
 
 enum { T_LINES, T_CLOCKS, T_EVIDENCE, T_COMMENTS, T_REQUESTS, T_COUNT };
 
-static void add_rows(intake_cols_t *t, const intake_req_t *q, const intake_lines_view_t *lv) {
+static void add_rows(as_cols_t *t, const intake_req_t *q, const intake_view_t *v) {
   const Aftersales__V1__AfterSalesRequested *r = q->r;
   for (size_t i = 0; i < r->n_lines; i++) {
     int row = q->line_rows[i];
-    const char *s[] = {q->case_id, r->order_id, r->lines[i]->line_id, PQgetvalue(lv->r, row, 2)};
-    for (int k = 0; k < 4; k++) intake_cols_str(&t[T_LINES], k, s[k]);
-    intake_cols_int(&t[T_LINES], 4, r->lines[i]->quantity);
-    intake_cols_str(&t[T_LINES], 5, PQgetvalue(lv->r, row, 3));
-    intake_cols_str(&t[T_LINES], 6, PQgetvalue(lv->r, row, 4));
-    intake_cols_row(&t[T_LINES]);
+    const char *s[] = {q->case_id, r->order_id, r->lines[i]->line_id,
+                       PQgetvalue(v->lines, row, INTAKE_L_SKU)};
+    for (int k = 0; k < 4; k++) as_cols_str(&t[T_LINES], k, s[k]);
+    as_cols_int(&t[T_LINES], 4, r->lines[i]->quantity);
+    as_cols_str(&t[T_LINES], 5, PQgetvalue(v->lines, row, INTAKE_L_UNIT));
+    as_cols_str(&t[T_LINES], 6, PQgetvalue(v->lines, row, INTAKE_L_CUR));
+    as_cols_row(&t[T_LINES]);
   }
   add_clock(&t[T_CLOCKS], q->case_id, "first_response", q->first_due_us, true);
   if (q->review_due_us) add_clock(&t[T_CLOCKS], q->case_id, "review", q->review_due_us, false);
@@ -164,46 +135,46 @@ static void add_rows(intake_cols_t *t, const intake_req_t *q, const intake_lines
   const char *eid = q->cause->env->event_id;
   for (size_t i = 0; i < r->n_evidence; i++) {
     const Aftersales__V1__Attachment *a = r->evidence[i];
-    intake_cols_str(&t[T_EVIDENCE], 0, q->case_id);
-    intake_cols_str(&t[T_EVIDENCE], 1, eid);
-    intake_cols_int(&t[T_EVIDENCE], 2, (long long)i);
-    intake_cols_str(&t[T_EVIDENCE], 3, a->uri);
-    intake_cols_str(&t[T_EVIDENCE], 4, a->media_type);
-    intake_cols_int(&t[T_EVIDENCE], 5, a->size_bytes);
-    intake_cols_str(&t[T_EVIDENCE], 6, a->sha256);
-    intake_cols_row(&t[T_EVIDENCE]);
+    as_cols_str(&t[T_EVIDENCE], 0, q->case_id);
+    as_cols_str(&t[T_EVIDENCE], 1, eid);
+    as_cols_int(&t[T_EVIDENCE], 2, (long long)i);
+    as_cols_str(&t[T_EVIDENCE], 3, a->uri);
+    as_cols_str(&t[T_EVIDENCE], 4, a->media_type);
+    as_cols_int(&t[T_EVIDENCE], 5, a->size_bytes);
+    as_cols_str(&t[T_EVIDENCE], 6, a->sha256);
+    as_cols_row(&t[T_EVIDENCE]);
   }
   if (r->comment[0]) {
     const char *s[] = {q->case_id, eid, r->buyer_id, r->comment};
-    for (int k = 0; k < 4; k++) intake_cols_str(&t[T_COMMENTS], k, s[k]);
-    intake_cols_int(&t[T_COMMENTS], 4, r->submitted_at_us);
-    intake_cols_row(&t[T_COMMENTS]);
+    for (int k = 0; k < 4; k++) as_cols_str(&t[T_COMMENTS], k, s[k]);
+    as_cols_int(&t[T_COMMENTS], 4, r->submitted_at_us);
+    as_cols_row(&t[T_COMMENTS]);
   }
   const char *s[] = {r->buyer_id, r->idempotency_key, r->request_id, q->case_id, r->order_id};
-  for (int k = 0; k < 5; k++) intake_cols_str(&t[T_REQUESTS], k, s[k]);
-  intake_cols_int(&t[T_REQUESTS], 5, r->submitted_at_us);
-  intake_cols_str(&t[T_REQUESTS], 6, r->locale);
-  intake_cols_int(&t[T_REQUESTS], 7, (int)r->preferred_outcome);
-  intake_cols_int(&t[T_REQUESTS], 8, (int)r->return_method);
-  intake_cols_int(&t[T_REQUESTS], 9, (int)r->complaint_type);
-  intake_cols_str(&t[T_REQUESTS], 10, r->declared_unused ? "t" : "f");
-  intake_cols_row(&t[T_REQUESTS]);
+  for (int k = 0; k < 5; k++) as_cols_str(&t[T_REQUESTS], k, s[k]);
+  as_cols_int(&t[T_REQUESTS], 5, r->submitted_at_us);
+  as_cols_str(&t[T_REQUESTS], 6, r->locale);
+  as_cols_int(&t[T_REQUESTS], 7, (int)r->preferred_outcome);
+  as_cols_int(&t[T_REQUESTS], 8, (int)r->return_method);
+  as_cols_int(&t[T_REQUESTS], 9, (int)r->complaint_type);
+  as_cols_str(&t[T_REQUESTS], 10, r->declared_unused ? "t" : "f");
+  as_cols_row(&t[T_REQUESTS]);
 }
 
 static int write_rows(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n,
-                      const intake_lines_view_t *lv) {
+                      const intake_view_t *v) {
   static const int ncols[T_COUNT] = {7, 4, 7, 5, 11};
-  intake_cols_t t[T_COUNT];
-  for (int k = 0; k < T_COUNT; k++) intake_cols_init(&t[k], ncols[k]);
+  as_cols_t t[T_COUNT];
+  for (int k = 0; k < T_COUNT; k++) as_cols_init(&t[k], ncols[k]);
   for (size_t i = 0; i < n; i++)
-    if (reqs[i].fate == INTAKE_R_OPEN) add_rows(t, &reqs[i], lv);
+    if (reqs[i].fate == INTAKE_R_OPEN) add_rows(t, &reqs[i], v);
   const char *vals[34];
   int rc = 0;
-  for (int k = 0, at = 0; rc == 0 && k < T_COUNT; at += ncols[k++]) rc = intake_cols_params(&t[k], vals + at);
+  for (int k = 0, at = 0; rc == 0 && k < T_COUNT; at += ncols[k++]) rc = as_cols_params(&t[k], vals + at);
   char sql[4096];
   if (rc == 0 && t[T_REQUESTS].rows > 0)
     rc = as_db_query(as_tx_db(tx), intake_sql(x, sql, sizeof sql, sql_rows), 34, vals, NULL);
-  for (int k = 0; k < T_COUNT; k++) intake_cols_free(&t[k]);
+  for (int k = 0; k < T_COUNT; k++) as_cols_free(&t[k]);
   return rc;
 }
 
@@ -215,17 +186,66 @@ static void event_id(char out[AS_UUID_STRLEN + 1], const char *case_id, const ch
   as_uuid_v8(out, "aftersales.intake.event", name, (size_t)len);
 }
 
-static int publish_opened(as_tx_t *tx, const intake_req_t *q, const intake_lines_view_t *lv) {
+/* Money from two columns of r, or NULL when the amount is NULL. */
+static Aftersales__V1__Money *money_of(Aftersales__V1__Money *m, PGresult *r, int row, int amount,
+                                      int currency) {
+  if (PQgetisnull(r, row, amount)) return NULL;
+  aftersales__v1__money__init(m);
+  m->amount_minor = strtoll(PQgetvalue(r, row, amount), NULL, 10);
+  m->currency = PQgetvalue(r, row, currency);
+  return m;
+}
+
+/* The order's facts from the batch's (locked) order row. */
+static void order_facts(Aftersales__V1__OrderFacts *f, Aftersales__V1__Money money[2],
+                        const intake_req_t *q, const intake_view_t *v) {
+  PGresult *o = v->orders;
+  int row = q->order_row;
+  aftersales__v1__order_facts__init(f);
+  f->placed_at_us = strtoll(PQgetvalue(o, row, INTAKE_O_PLACED), NULL, 10);
+  f->delivered_at_us = strtoll(PQgetvalue(o, row, INTAKE_O_DELIVERED), NULL, 10);
+  f->paid = money_of(&money[0], o, row, INTAKE_O_PAID, INTAKE_O_PAID_CUR);
+  f->payment_method = (Aftersales__V1__PaymentMethod)atoi(PQgetvalue(o, row, INTAKE_O_PAY_METHOD));
+  f->payment_ref = PQgetvalue(o, row, INTAKE_O_PAY_REF);
+  f->region = PQgetvalue(o, row, INTAKE_O_REGION);
+  f->shipping_fee = money_of(&money[1], o, row, INTAKE_O_SHIP_FEE, INTAKE_O_SHIP_CUR);
+}
+
+/* One claimed line with what the order says of it. */
+static void case_line(Aftersales__V1__CaseLine *cl, Aftersales__V1__Money *price,
+                      const Aftersales__V1__LineRef *ref, PGresult *l, int row) {
+  aftersales__v1__case_line__init(cl);
+  cl->line_id = ref->line_id;
+  cl->sku = PQgetvalue(l, row, INTAKE_L_SKU);
+  cl->category = PQgetvalue(l, row, INTAKE_L_CATEGORY);
+  cl->supplier_id = PQgetvalue(l, row, INTAKE_L_SUPPLIER);
+  cl->quantity = ref->quantity;
+  cl->unit_price = money_of(price, l, row, INTAKE_L_UNIT, INTAKE_L_CUR);
+  cl->purchased_quantity = atoi(PQgetvalue(l, row, INTAKE_L_QUANTITY));
+}
+
+static int publish_opened(as_tx_t *tx, const intake_req_t *q, const intake_view_t *v) {
   const Aftersales__V1__AfterSalesRequested *r = q->r;
-  Aftersales__V1__LineRef lines[r->n_lines ? r->n_lines : 1];
-  Aftersales__V1__LineRef *lp[r->n_lines ? r->n_lines : 1];
+  size_t nl = r->n_lines ? r->n_lines : 1;
+  Aftersales__V1__LineRef lines[nl], *lp[nl];
+  Aftersales__V1__CaseLine cls[nl], *clp[nl];
+  Aftersales__V1__Money prices[nl], order_money[2];
   for (size_t i = 0; i < r->n_lines; i++) {
     aftersales__v1__line_ref__init(&lines[i]);
     lines[i].line_id = r->lines[i]->line_id;
-    lines[i].sku = PQgetvalue(lv->r, q->line_rows[i], 2);
+    lines[i].sku = PQgetvalue(v->lines, q->line_rows[i], INTAKE_L_SKU);
     lines[i].quantity = r->lines[i]->quantity;
     lp[i] = &lines[i];
+    case_line(&cls[i], &prices[i], r->lines[i], v->lines, q->line_rows[i]);
+    clp[i] = &cls[i];
   }
+  Aftersales__V1__OrderFacts facts;
+  order_facts(&facts, order_money, q, v);
+  Aftersales__V1__BuyerHistory hist = AFTERSALES__V1__BUYER_HISTORY__INIT;
+  hist.first_order_at_us = q->history.first_order_at_us;
+  hist.orders = q->history.orders;
+  hist.cases = q->history.cases;
+  hist.claims_on_order = q->history.claims_on_order;
   Aftersales__V1__Money money = AFTERSALES__V1__MONEY__INIT;
   money.amount_minor = q->claimed_minor;
   money.currency = (char *)q->currency;
@@ -251,6 +271,13 @@ static int publish_opened(as_tx_t *tx, const intake_req_t *q, const intake_lines
   o.n_evidence = r->n_evidence;
   o.evidence = r->evidence;
   o.comment = r->comment;
+  o.n_case_lines = r->n_lines;
+  o.case_lines = clp;
+  o.order = &facts;
+  o.buyer_history = &hist;
+  o.declared_unused = r->declared_unused;
+  o.locale = r->locale;
+  o.submitted_at_us = r->submitted_at_us;
   char eid[AS_UUID_STRLEN + 1];
   event_id(eid, q->case_id, "CaseOpened");
   as_envelope_t env = AFTERSALES__V1__ENVELOPE__INIT;
@@ -287,13 +314,14 @@ static int publish_ack(intake_t *x, as_tx_t *tx, const intake_req_t *q) {
 }
 
 int intake_cases_open(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n,
-                      const intake_lines_view_t *lines) {
+                      const intake_view_t *view) {
   if (count_open(reqs, n) == 0) return 0;
   int rc = open_all(x, tx, reqs, n);
-  if (rc == 0) rc = write_rows(x, tx, reqs, n, lines);
+  if (rc == 0) rc = write_rows(x, tx, reqs, n, view);
+  if (rc == 0) rc = intake_history_fill(x, tx, reqs, n);
   for (size_t i = 0; rc == 0 && i < n; i++) {
     if (reqs[i].fate != INTAKE_R_OPEN) continue;
-    rc = publish_opened(tx, &reqs[i], lines);
+    rc = publish_opened(tx, &reqs[i], view);
     if (rc == 0) rc = publish_ack(x, tx, &reqs[i]);
   }
   return rc;

@@ -50,21 +50,21 @@ static bool view(const as_envelope_t *e, followup_t *f) {
 }
 
 static int store(intake_t *x, as_tx_t *tx, const as_msg_t *m, const followup_t *f) {
-  intake_cols_t c;
-  intake_cols_init(&c, 8);
+  as_cols_t c;
+  as_cols_init(&c, 8);
   for (size_t i = 0; i < f->natt; i++) {
     const Aftersales__V1__Attachment *a = f->att[i];
-    intake_cols_str(&c, 0, f->case_id);
-    intake_cols_str(&c, 1, m->env->event_id);
-    intake_cols_int(&c, 2, (long long)i);
+    as_cols_str(&c, 0, f->case_id);
+    as_cols_str(&c, 1, m->env->event_id);
+    as_cols_int(&c, 2, (long long)i);
     const char *s[] = {f->source, a->uri, a->media_type};
-    for (int k = 0; k < 3; k++) intake_cols_str(&c, 3 + k, s[k]);
-    intake_cols_int(&c, 6, a->size_bytes);
-    intake_cols_str(&c, 7, a->sha256);
-    intake_cols_row(&c);
+    for (int k = 0; k < 3; k++) as_cols_str(&c, 3 + k, s[k]);
+    as_cols_int(&c, 6, a->size_bytes);
+    as_cols_str(&c, 7, a->sha256);
+    as_cols_row(&c);
   }
   int rc = intake_cols_run(&c, x, tx, sql_evidence, NULL);
-  intake_cols_free(&c);
+  as_cols_free(&c);
   if (rc == 0 && f->text[0]) {
     char at[24];
     snprintf(at, sizeof at, "%lld", (long long)(f->at_us > 0 ? f->at_us : as_now_us()));

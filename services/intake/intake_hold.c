@@ -44,22 +44,22 @@ static int set_deadlines(intake_t *x, as_tx_t *tx, PGresult *r) {
 }
 
 int intake_hold_store(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n) {
-  intake_cols_t c;
-  intake_cols_init(&c, 5);
+  as_cols_t c;
+  as_cols_init(&c, 5);
   for (size_t i = 0; i < n; i++) {
     const intake_req_t *q = &reqs[i];
     if (q->fate != INTAKE_R_HOLD) continue;
     const char *s[] = {q->r->request_id, q->r->order_id, q->r->buyer_id, q->r->idempotency_key};
-    for (int k = 0; k < 4; k++) intake_cols_str(&c, k, s[k]);
+    for (int k = 0; k < 4; k++) as_cols_str(&c, k, s[k]);
     as_buf_arr_raw(&c.b[4], "", 0);
     as_buf_hex(&c.b[4], q->bytes, q->nbytes);
-    intake_cols_row(&c);
+    as_cols_row(&c);
   }
   PGresult *r = NULL;
   int rc = intake_cols_run(&c, x, tx, sql_store, &r);
   if (rc == 0 && r) rc = set_deadlines(x, tx, r);
   PQclear(r);
-  intake_cols_free(&c);
+  as_cols_free(&c);
   return rc;
 }
 
@@ -127,7 +127,7 @@ static int cancel_deadlines(as_tx_t *tx, PGresult *r) {
   return rc;
 }
 
-int intake_hold_release(intake_t *x, as_tx_t *tx, intake_cols_t *placed) {
+int intake_hold_release(intake_t *x, as_tx_t *tx, as_cols_t *placed) {
   PGresult *r = NULL;
   int rc = intake_cols_run(placed, x, tx, sql_take_order, &r);
   if (rc == 0 && r) rc = cancel_deadlines(tx, r);

@@ -118,91 +118,91 @@ static const char *placed_error(const Aftersales__V1__OrderPlaced *p) {
   return NULL;
 }
 
-static void add_placed(intake_cols_t *c, const char *oid, const Aftersales__V1__OrderPlaced *p) {
-  intake_cols_str(&c[K_PLACED], 0, oid);
-  intake_cols_str(&c[K_PLACED], 1, p->buyer_id);
-  intake_cols_str(&c[K_PLACED], 2, p->merchant_id);
-  intake_cols_str(&c[K_PLACED], 3, p->region);
+static void add_placed(as_cols_t *c, const char *oid, const Aftersales__V1__OrderPlaced *p) {
+  as_cols_str(&c[K_PLACED], 0, oid);
+  as_cols_str(&c[K_PLACED], 1, p->buyer_id);
+  as_cols_str(&c[K_PLACED], 2, p->merchant_id);
+  as_cols_str(&c[K_PLACED], 3, p->region);
   if (p->shipping_fee) {
-    intake_cols_int(&c[K_PLACED], 4, p->shipping_fee->amount_minor);
-    intake_cols_str(&c[K_PLACED], 5, p->shipping_fee->currency);
+    as_cols_int(&c[K_PLACED], 4, p->shipping_fee->amount_minor);
+    as_cols_str(&c[K_PLACED], 5, p->shipping_fee->currency);
   } else {
-    intake_cols_null(&c[K_PLACED], 4);
-    intake_cols_null(&c[K_PLACED], 5);
+    as_cols_null(&c[K_PLACED], 4);
+    as_cols_null(&c[K_PLACED], 5);
   }
-  intake_cols_int(&c[K_PLACED], 6, p->placed_at_us);
-  intake_cols_row(&c[K_PLACED]);
+  as_cols_int(&c[K_PLACED], 6, p->placed_at_us);
+  as_cols_row(&c[K_PLACED]);
   for (size_t i = 0; i < p->n_lines; i++) {
     const Aftersales__V1__OrderLine *l = p->lines[i];
-    intake_cols_t *lc = &c[K_LINES];
+    as_cols_t *lc = &c[K_LINES];
     const char *s[] = {oid, l->line_id, l->sku, l->category, l->supplier_id};
-    for (int k = 0; k < 5; k++) intake_cols_str(lc, k, s[k]);
-    intake_cols_int(lc, 5, l->unit_price->amount_minor);
-    intake_cols_str(lc, 6, l->unit_price->currency);
-    intake_cols_int(lc, 7, l->quantity);
-    intake_cols_str(lc, 8, l->title);
-    intake_cols_int(lc, 9, p->placed_at_us);
-    intake_cols_row(lc);
+    for (int k = 0; k < 5; k++) as_cols_str(lc, k, s[k]);
+    as_cols_int(lc, 5, l->unit_price->amount_minor);
+    as_cols_str(lc, 6, l->unit_price->currency);
+    as_cols_int(lc, 7, l->quantity);
+    as_cols_str(lc, 8, l->title);
+    as_cols_int(lc, 9, p->placed_at_us);
+    as_cols_row(lc);
   }
 }
 
-static const char *add_paid(intake_cols_t *c, const char *oid, const Aftersales__V1__OrderPaid *p) {
+static const char *add_paid(as_cols_t *c, const char *oid, const Aftersales__V1__OrderPaid *p) {
   if (!money_ok(p->amount_paid) || !text_ok(p->payment_ref)) return "amount_paid or payment_ref invalid";
   if ((int)p->payment_method < 0 || (int)p->payment_method > 5) return "unknown payment_method";
-  intake_cols_t *k = &c[K_PAID];
-  intake_cols_str(k, 0, oid);
+  as_cols_t *k = &c[K_PAID];
+  as_cols_str(k, 0, oid);
   if (p->amount_paid) {
-    intake_cols_int(k, 1, p->amount_paid->amount_minor);
-    intake_cols_str(k, 2, p->amount_paid->currency);
+    as_cols_int(k, 1, p->amount_paid->amount_minor);
+    as_cols_str(k, 2, p->amount_paid->currency);
   } else {
-    intake_cols_null(k, 1);
-    intake_cols_null(k, 2);
+    as_cols_null(k, 1);
+    as_cols_null(k, 2);
   }
-  intake_cols_int(k, 3, (int)p->payment_method);
-  intake_cols_str(k, 4, p->payment_ref);
-  intake_cols_int(k, 5, p->paid_at_us);
-  intake_cols_row(k);
+  as_cols_int(k, 3, (int)p->payment_method);
+  as_cols_str(k, 4, p->payment_ref);
+  as_cols_int(k, 5, p->paid_at_us);
+  as_cols_row(k);
   return NULL;
 }
 
-static const char *add_shipped(intake_cols_t *c, const char *oid, const Aftersales__V1__OrderShipped *p) {
+static const char *add_shipped(as_cols_t *c, const char *oid, const Aftersales__V1__OrderShipped *p) {
   if (!as_envelope_id_ok(p->shipment_id)) return "shipment_id missing or unsafe";
   if (!text_ok(p->carrier) || !text_ok(p->tracking_number)) return "carrier or tracking invalid";
-  intake_cols_t *k = &c[K_SHIPPED];
-  intake_cols_str(k, 0, oid);
-  intake_cols_str(k, 1, p->shipment_id);
-  intake_cols_str(k, 2, p->carrier);
-  intake_cols_str(k, 3, p->tracking_number);
-  intake_cols_int(k, 4, p->shipped_at_us);
-  intake_cols_row(k);
+  as_cols_t *k = &c[K_SHIPPED];
+  as_cols_str(k, 0, oid);
+  as_cols_str(k, 1, p->shipment_id);
+  as_cols_str(k, 2, p->carrier);
+  as_cols_str(k, 3, p->tracking_number);
+  as_cols_int(k, 4, p->shipped_at_us);
+  as_cols_row(k);
   return NULL;
 }
 
-static const char *add_delivered(intake_cols_t *c, const char *oid, const Aftersales__V1__OrderDelivered *p) {
+static const char *add_delivered(as_cols_t *c, const char *oid, const Aftersales__V1__OrderDelivered *p) {
   if (p->shipment_id[0] && !as_envelope_id_ok(p->shipment_id)) return "shipment_id unsafe";
   if (!text_ok(p->proof)) return "proof invalid";
-  intake_cols_t *k = &c[K_DELIVERED];
-  intake_cols_str(k, 0, oid);
-  intake_cols_str(k, 1, p->shipment_id);
-  intake_cols_int(k, 2, p->delivered_at_us);
-  intake_cols_str(k, 3, p->proof);
-  intake_cols_row(k);
+  as_cols_t *k = &c[K_DELIVERED];
+  as_cols_str(k, 0, oid);
+  as_cols_str(k, 1, p->shipment_id);
+  as_cols_int(k, 2, p->delivered_at_us);
+  as_cols_str(k, 3, p->proof);
+  as_cols_row(k);
   return NULL;
 }
 
-static const char *add_cancelled(intake_cols_t *c, const char *oid, const Aftersales__V1__OrderCancelled *p) {
+static const char *add_cancelled(as_cols_t *c, const char *oid, const Aftersales__V1__OrderCancelled *p) {
   if (!text_ok(p->reason)) return "reason invalid";
-  intake_cols_t *k = &c[K_CANCELLED];
-  intake_cols_str(k, 0, oid);
-  intake_cols_str(k, 1, p->reason);
-  intake_cols_int(k, 2, p->cancelled_at_us);
-  intake_cols_row(k);
+  as_cols_t *k = &c[K_CANCELLED];
+  as_cols_str(k, 0, oid);
+  as_cols_str(k, 1, p->reason);
+  as_cols_int(k, 2, p->cancelled_at_us);
+  as_cols_row(k);
   return NULL;
 }
 
 /* Validates one order event and appends its row(s); returns an error text
  * for the dead letter, NULL if added or not an order event. */
-static const char *add_event(intake_cols_t *c, const as_msg_t *m, intake_cols_t *placed) {
+static const char *add_event(as_cols_t *c, const as_msg_t *m, as_cols_t *placed) {
   const as_envelope_t *e = m->env;
   switch (e->payload_case) {
     case AFTERSALES__V1__ENVELOPE__PAYLOAD_ORDER_PLACED: {
@@ -211,8 +211,8 @@ static const char *add_event(intake_cols_t *c, const as_msg_t *m, intake_cols_t 
       const char *err = placed_error(e->order_placed);
       if (err) return err;
       add_placed(c, oid, e->order_placed);
-      intake_cols_str(placed, 0, oid);
-      intake_cols_row(placed);
+      as_cols_str(placed, 0, oid);
+      as_cols_row(placed);
       return NULL;
     }
     case AFTERSALES__V1__ENVELOPE__PAYLOAD_ORDER_PAID: {
@@ -237,15 +237,15 @@ static const char *add_event(intake_cols_t *c, const as_msg_t *m, intake_cols_t 
 }
 
 int intake_projection_apply(intake_t *x, as_tx_t *tx, as_msg_t *const *msgs, size_t n,
-                            intake_cols_t *placed) {
-  intake_cols_t c[K_COUNT];
-  for (int k = 0; k < K_COUNT; k++) intake_cols_init(&c[k], ncols_of[k]);
+                            as_cols_t *placed) {
+  as_cols_t c[K_COUNT];
+  for (int k = 0; k < K_COUNT; k++) as_cols_init(&c[k], ncols_of[k]);
   for (size_t i = 0; i < n; i++) {
     const char *err = add_event(c, msgs[i], placed);
     if (err) as_tx_reject(msgs[i], err);
   }
   int rc = 0;
   for (int k = 0; rc == 0 && k < K_COUNT; k++) rc = intake_cols_run(&c[k], x, tx, sql_of[k], NULL);
-  for (int k = 0; k < K_COUNT; k++) intake_cols_free(&c[k]);
+  for (int k = 0; k < K_COUNT; k++) as_cols_free(&c[k]);
   return rc;
 }

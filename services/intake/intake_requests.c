@@ -10,7 +10,9 @@
  *      that held the lock) does nothing at all either;
  *   4. each request is decided in batch order (claims of earlier requests
  *      count against later ones): hold, reject or open;
- *   5. holds, cases and rejections are written and published.
+ *   5. holds, cases and rejections are written and published; a CaseOpened
+ *      carries the lines with prices, the order's facts and the buyer's
+ *      history (intake_history), all from this batch's reads.
  * Held requests replayed later come through the same pipeline. */
 #include <errno.h>
 #include <stdio.h>
@@ -24,20 +26,22 @@
 #define RS(x) AFTERSALES__V1__REASON__REASON_##x
 
 typedef struct batch_view {
-  PGresult *orders; /* order_id, buyer_id, merchant_id, cancelled */
-  PGresult *lines;  /* order_id, line_id, sku, unit_minor, currency, quantity, claimed */
+  PGresult *orders; /* INTAKE_O_* columns (intake.h) */
+  PGresult *lines;  /* INTAKE_L_* columns */
   int64_t *claimed; /* per line row: claimed so far, including this batch */
 } batch_view_t;
 
 static const char sql_existing[] =
     "SELECT case_id FROM cases.cases WHERE case_id = ANY($1::text[])";
 static const char sql_orders[] =
-    "SELECT order_id, buyer_id, coalesce(merchant_id, ''), cancelled_at_us IS NOT NULL"
-    " FROM %1$s.orders WHERE order_id = ANY($1::text[]) AND placed_at_us IS NOT NULL"
+    "SELECT order_id, buyer_id, coalesce(merchant_id, ''), cancelled_at_us IS NOT NULL,"
+    " placed_at_us, coalesce(delivered_at_us, 0), amount_paid_minor, paid_currency,"
+    " coalesce(payment_method, 0), coalesce(payment_ref, ''), coalesce(region, ''),"
+    " shipping_fee_minor, shipping_currency FROM %1$s.orders WHERE order_id = ANY($1::text[]) AND placed_at_us IS NOT NULL"
     " ORDER BY order_id COLLATE \"C\" FOR UPDATE";
 static const char sql_lines[] =
-    "SELECT l.order_id, l.line_id, l.sku, l.unit_minor, l.currency, l.quantity, coalesce(c.q, 0)"
-    " FROM %1$s.order_lines l LEFT JOIN (SELECT cl.order_id, cl.line_id, sum(cl.quantity) AS q"
+    "SELECT l.order_id, l.line_id, l.sku, l.unit_minor, l.currency, l.quantity, coalesce(c.q, 0),"
+    " l.category, l.supplier_id FROM %1$s.order_lines l LEFT JOIN (SELECT cl.order_id, cl.line_id, sum(cl.quantity) AS q"
     " FROM cases.case_lines cl JOIN cases.cases cc ON cc.case_id = cl.case_id"
     " WHERE cl.order_id = ANY($1::text[]) AND cc.state <> 'REJECTED' AND cc.case_type <> 'COMPLAINT'"
     " GROUP BY cl.order_id, cl.line_id) c ON c.order_id = l.order_id AND c.line_id = l.line_id"
@@ -96,12 +100,12 @@ static int dedupe_batch(intake_t *x, intake_req_t *reqs, size_t n) {
 
 /* Step 2, across batches, instances and restarts: the case exists. */
 static int skip_existing(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n) {
-  intake_cols_t c;
-  intake_cols_init(&c, 1);
+  as_cols_t c;
+  as_cols_init(&c, 1);
   for (size_t i = 0; i < n; i++)
     if (reqs[i].fate == INTAKE_R_PENDING) {
-      intake_cols_str(&c, 0, reqs[i].case_id);
-      intake_cols_row(&c);
+      as_cols_str(&c, 0, reqs[i].case_id);
+      as_cols_row(&c);
     }
   PGresult *r = NULL;
   int rc = intake_cols_run(&c, x, tx, sql_existing, &r);
@@ -112,18 +116,18 @@ static int skip_existing(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n)
         as_counter_add(x->duplicates, 1);
       }
   PQclear(r);
-  intake_cols_free(&c);
+  as_cols_free(&c);
   return rc;
 }
 
 /* Step 3. */
 static int load_orders(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n, batch_view_t *bv) {
-  intake_cols_t c;
-  intake_cols_init(&c, 1);
+  as_cols_t c;
+  as_cols_init(&c, 1);
   for (size_t i = 0; i < n; i++)
     if (reqs[i].fate == INTAKE_R_PENDING) {
-      intake_cols_str(&c, 0, reqs[i].r->order_id);
-      intake_cols_row(&c);
+      as_cols_str(&c, 0, reqs[i].r->order_id);
+      as_cols_row(&c);
     }
   int rc = intake_cols_run(&c, x, tx, sql_orders, &bv->orders);
   if (rc == 0 && bv->orders) {
@@ -136,9 +140,10 @@ static int load_orders(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n, b
     int nl = PQntuples(bv->lines);
     bv->claimed = calloc(nl ? (size_t)nl : 1, sizeof *bv->claimed);
     if (!bv->claimed) rc = -ENOMEM;
-    for (int i = 0; rc == 0 && i < nl; i++) bv->claimed[i] = strtoll(PQgetvalue(bv->lines, i, 6), NULL, 10);
+    for (int i = 0; rc == 0 && i < nl; i++)
+      bv->claimed[i] = strtoll(PQgetvalue(bv->lines, i, INTAKE_L_CLAIMED), NULL, 10);
   }
-  intake_cols_free(&c);
+  as_cols_free(&c);
   return rc;
 }
 
@@ -190,19 +195,19 @@ static bool check_lines(intake_req_t *q, batch_view_t *bv) {
     const Aftersales__V1__LineRef *l = q->r->lines[i];
     int row = find_row(bv->lines, q->r->order_id, l->line_id);
     if (row < 0) { reject(q, "unknown_line", "lines.line_id"); return false; }
-    if (l->sku[0] && strcmp(l->sku, PQgetvalue(bv->lines, row, 2)) != 0) {
+    if (l->sku[0] && strcmp(l->sku, PQgetvalue(bv->lines, row, INTAKE_L_SKU)) != 0) {
       reject(q, "unknown_line", "lines.sku");
       return false;
     }
-    int64_t bought = strtoll(PQgetvalue(bv->lines, row, 5), NULL, 10);
+    int64_t bought = strtoll(PQgetvalue(bv->lines, row, INTAKE_L_QUANTITY), NULL, 10);
     if (claims && l->quantity > bought - bv->claimed[row]) {
       reject(q, "quantity_exceeded", "lines.quantity");
       return false;
     }
-    const char *cur = PQgetvalue(bv->lines, row, 4);
+    const char *cur = PQgetvalue(bv->lines, row, INTAKE_L_CUR);
     if (q->currency[0] && strcmp(q->currency, cur) != 0) { reject(q, "mixed_currency", "lines"); return false; }
     snprintf(q->currency, sizeof q->currency, "%s", cur);
-    int64_t unit = strtoll(PQgetvalue(bv->lines, row, 3), NULL, 10), sub;
+    int64_t unit = strtoll(PQgetvalue(bv->lines, row, INTAKE_L_UNIT), NULL, 10), sub;
     if (__builtin_mul_overflow(unit, (int64_t)l->quantity, &sub) || __builtin_add_overflow(total, sub, &total)) {
       reject(q, "invalid_quantity", "lines.quantity");
       return false;
@@ -223,8 +228,8 @@ static int decide(intake_t *x, intake_req_t *q, batch_view_t *bv, int64_t now) {
   }
   bool complaint = q->r->case_type == CT(COMPLAINT);
   const char *why = NULL;
-  if (strcmp(PQgetvalue(bv->orders, o, 1), q->r->buyer_id) != 0) why = "not_buyers_order";
-  else if (!complaint && PQgetvalue(bv->orders, o, 3)[0] == 't') why = "order_cancelled";
+  if (strcmp(PQgetvalue(bv->orders, o, INTAKE_O_BUYER), q->r->buyer_id) != 0) why = "not_buyers_order";
+  else if (!complaint && PQgetvalue(bv->orders, o, INTAKE_O_CANCELLED)[0] == 't') why = "order_cancelled";
   if (why) {
     reject(q, why, "order_id");
     return 0;
@@ -234,7 +239,8 @@ static int decide(intake_t *x, intake_req_t *q, batch_view_t *bv, int64_t now) {
   if (!check_lines(q, bv)) return 0;
   if (!complaint)
     for (size_t i = 0; i < q->r->n_lines; i++) bv->claimed[q->line_rows[i]] += q->r->lines[i]->quantity;
-  q->merchant_id = PQgetvalue(bv->orders, o, 2);
+  q->merchant_id = PQgetvalue(bv->orders, o, INTAKE_O_MERCHANT);
+  q->order_row = o;
   q->state = needs_evidence(q->r) ? AFTERSALES__V1__CASE_STATE__CASE_STATE_AWAITING_EVIDENCE
                                   : AFTERSALES__V1__CASE_STATE__CASE_STATE_OPEN;
   route(x, q, now);
@@ -266,8 +272,8 @@ int intake_requests_run(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n) 
   for (size_t i = 0; rc == 0 && i < n; i++)
     if (reqs[i].fate == INTAKE_R_PENDING) rc = decide(x, &reqs[i], &bv, now);
   if (rc == 0) rc = intake_hold_store(x, tx, reqs, n);
-  intake_lines_view_t lv = {bv.lines};
-  if (rc == 0) rc = intake_cases_open(x, tx, reqs, n, &lv);
+  intake_view_t view = {bv.orders, bv.lines};
+  if (rc == 0) rc = intake_cases_open(x, tx, reqs, n, &view);
   if (rc == 0) rc = publish_rejections(x, tx, reqs, n);
   for (size_t i = 0; i < n; i++) {
     free(reqs[i].line_rows);

@@ -99,11 +99,11 @@ static int run_requests(intake_t *x, as_tx_t *tx, as_msg_t *const *msgs, size_t 
 
 static int handle(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t n) {
   intake_t *x = state;
-  intake_cols_t placed;
-  intake_cols_init(&placed, 1);
+  as_cols_t placed;
+  as_cols_init(&placed, 1);
   int rc = intake_projection_apply(x, tx, msgs, n, &placed);
   if (rc == 0) rc = intake_hold_release(x, tx, &placed);
-  intake_cols_free(&placed);
+  as_cols_free(&placed);
   if (rc == 0) rc = run_requests(x, tx, msgs, n);
   for (size_t i = 0; rc == 0 && i < n; i++)
     if (msgs[i]->state == AS_MSG_NEW) rc = intake_followup_apply(x, tx, msgs[i]);

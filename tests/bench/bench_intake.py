@@ -160,6 +160,7 @@ class AckReader(threading.Thread):
             tp.offset = self.c.get_watermark_offsets(tp, timeout=10)[1]
         self.c.assign(parts)
         self.lat = []
+        self.split = []
         self.stop = False
 
     def run(self):
@@ -171,7 +172,11 @@ class AckReader(threading.Thread):
             e = envelope_pb2.Envelope()
             e.ParseFromString(m.value())
             if e.WhichOneof("payload") == "buyer_acknowledged":
-                self.lat.append(now * 1e3 - e.buyer_acknowledged.submitted_at_us / 1e3)
+                sub_ms = e.buyer_acknowledged.submitted_at_us / 1e3
+                self.lat.append(now * 1e3 - sub_ms)
+                # The relay's producer stamps CreateTime (ms) when it
+                # produces: the split between the worker and the way back.
+                self.split.append((m.timestamp()[1] - sub_ms, now * 1e3 - m.timestamp()[1]))
 
 
 def latency(bootstrap, dsn):
@@ -205,6 +210,10 @@ def latency(bootstrap, dsn):
         raise RuntimeError("only %d of %d acknowledgements arrived" % (len(lat), n))
     p50, p99 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))]
     log("paced %d requests at %d/s: p50=%.1fms p99=%.1fms max=%.1fms" % (n, RATE, p50, p99, lat[-1]))
+    for i, what in ((0, "submitted -> relay produced"), (1, "relay produced -> read back")):
+        v = sorted(x[i] for x in reader.split)
+        log("  %s: p50=%.1fms p99=%.1fms (ms-resolution timestamps)"
+            % (what, v[len(v) // 2], v[min(len(v) - 1, int(len(v) * 0.99))]))
     return p99
 
 

@@ -2,7 +2,12 @@
  * then, against PostgreSQL, opening a case (once), legal and illegal
  * transitions with what they write (or do not write) in cases.cases and
  * cases.timeline, the append-only trigger, and two connections moving one
- * case: the second waits on the row lock and then sees the first's state. */
+ * case: the second waits on the row lock and then sees the first's state.
+ * The bulk forms: as_case_open_many with ids existing or repeated in the
+ * batch, as_case_transition_many with chained moves on one case, legal,
+ * illegal, missing and from_mask-refused moves in one call (refused ones
+ * write nothing), and two connections locking the same cases listed in
+ * opposite orders. */
 #include "as_case.h"
 #include "as_test.h"
 #include "as_test_pg.h"
@@ -540,6 +545,380 @@ AS_TEST(concurrent_transitions_serialise) {
             " ORDER BY version) FROM cases.timeline WHERE case_id = $1",
             1, v, got);
   AS_CHECK_STR_EQ(got, "1:OPEN:opened 2:OPEN:APPROVED:a 3:APPROVED:AWAITING_RETURN:b");
+  as_tx_free(&btx);
+  as_db_close(&bdb);
+  fix_teardown(&f);
+}
+
+/* ---- bulk forms ------------------------------------------------------------ */
+
+/* f's case id with a suffix: "<case_id>-<sfx>". */
+static const char *sub_id(const fix_t *f, const char *sfx, char *out, size_t outlen) {
+  snprintf(out, outlen, "%s-%s", f->case_id, sfx);
+  return out;
+}
+
+/* Opens f's case ids with suffixes sfx[0..n) (state OPEN, numbers drawn) in
+ * one committed as_case_open_many. */
+static void open_subs_committed(fix_t *f, const char *const *sfx, size_t n, char ids[][96]) {
+  as_case_opening_t o[8];
+  AS_CHECK(n <= 8);
+  for (size_t i = 0; i < n; i++) {
+    o[i] = (as_case_opening_t){.c = new_case(f), .actor = SYSTEM, .why = "opened"};
+    o[i].c.case_id = sub_id(f, sfx[i], ids[i], sizeof ids[i]);
+    o[i].c.case_number = NULL;
+  }
+  AS_CHECK_INT_EQ(as_db_begin(&f->db), 0);
+  AS_CHECK_INT_EQ(as_case_open_many(&f->tx, o, n), 0);
+  AS_CHECK_INT_EQ(as_db_commit(&f->db), 0);
+  for (size_t i = 0; i < n; i++) AS_CHECK(o[i].opened);
+}
+
+/* "state|version" of any case, or "<none>". */
+static void row_of(fix_t *f, const char *id, char *out, size_t outlen) {
+  const char *v[1] = {id};
+  PGresult *r =
+      AS_PG_Q(f->pg.conn, "SELECT state, version FROM cases.cases WHERE case_id = $1", 1, v);
+  if (PQntuples(r) == 1) snprintf(out, outlen, "%s|%s", PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1));
+  else snprintf(out, outlen, "<none>");
+  PQclear(r);
+}
+
+/* The timeline of a case, one "version:from:to:actor_kind/actor_id:reason"
+ * entry per row, in version order. */
+static void timeline_of(fix_t *f, const char *id, char *out, size_t outlen) {
+  const char *v[1] = {id};
+  char buf[1024];
+  AS_PG_STR(f->pg.conn,
+            "SELECT coalesce(string_agg(concat_ws(':', version, coalesce(from_state, '-'), to_state,"
+            " actor_kind || '/' || actor_id, reason), ' ' ORDER BY version), '<none>')"
+            " FROM cases.timeline WHERE case_id = $1",
+            1, v, buf);
+  size_t len = strlen(buf);
+  if (len >= outlen) len = outlen - 1;
+  memcpy(out, buf, len);
+  out[len] = '\0';
+}
+
+/* A batch with an id committed before, an id repeated in the batch, a given
+ * number and drawn ones: only the new ids are inserted (the first of a
+ * repeat wins), each with its own first timeline row, actor and event. */
+AS_TEST(open_many_skips_existing_and_repeated_ids) {
+  fix_t f;
+  char old[1][96], id_a[96], id_b[96], num_b[96], ev_a[37], ev_b[37], got[512], want[512];
+
+  fix_setup(&f);
+  static const char *const sfx[] = {"old"};
+  open_subs_committed(&f, sfx, 1, old);
+  AS_CHECK_INT_EQ(as_uuid_v4(ev_a), 0);
+  AS_CHECK_INT_EQ(as_uuid_v4(ev_b), 0);
+  as_case_opening_t o[4];
+  for (int i = 0; i < 4; i++) o[i] = (as_case_opening_t){.c = new_case(&f), .why = "request submitted"};
+  o[0].c.case_id = sub_id(&f, "a", id_a, sizeof id_a);
+  o[0].c.case_number = NULL;
+  o[0].c.buyer_id = "B-a";
+  o[0].actor = (as_case_actor_t){"buyer", "B-a"};
+  o[0].event_id = ev_a;
+  o[1].c.case_id = old[0]; /* committed before */
+  o[1].c.buyer_id = "B-intruder";
+  o[1].c.case_number = "N-never";
+  o[1].actor = SYSTEM;
+  o[2].c.case_id = sub_id(&f, "b", id_b, sizeof id_b);
+  o[2].c.case_number = sub_id(&f, "num", num_b, sizeof num_b);
+  o[2].c.state = ST(AWAITING_EVIDENCE);
+  o[2].c.currency = NULL;
+  o[2].actor = (as_case_actor_t){"buyer", "B-b"};
+  o[2].event_id = ev_b;
+  o[3].c.case_id = id_a; /* repeated in the batch: the first wins */
+  o[3].c.case_number = NULL;
+  o[3].c.buyer_id = "B-repeat";
+  o[3].actor = SYSTEM;
+  o[3].opened = true; /* reset by the call */
+  snprintf(o[3].case_number, sizeof o[3].case_number, "stale");
+
+  AS_CHECK_INT_EQ(as_db_begin(&f.db), 0);
+  AS_CHECK_INT_EQ(as_case_open_many(&f.tx, o, 4), 0);
+  AS_CHECK_INT_EQ(as_db_commit(&f.db), 0);
+  snprintf(got, sizeof got, "%d%d%d%d", o[0].opened, o[1].opened, o[2].opened, o[3].opened);
+  AS_CHECK_STR_EQ(got, "1010");
+  AS_CHECK_STR_EQ(o[1].case_number, "");
+  AS_CHECK_STR_EQ(o[3].case_number, "");
+  AS_CHECK_STR_EQ(o[2].case_number, num_b);
+  /* A drawn number: AS-<today, UTC>-<at least 7 digits>. */
+  const char *v[3] = {o[0].case_number, id_a, ev_a};
+  AS_CHECK_INT_EQ(AS_PG_INT(f.pg.conn,
+                            "SELECT ($1 ~ ('^AS-' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD')"
+                            " || '-[0-9]{7,}$'))::int",
+                            1, v),
+                  1);
+  AS_PG_STR(f.pg.conn,
+            "SELECT concat_ws('|', case_number = $1, state, version, buyer_id)"
+            " FROM cases.cases WHERE case_id = $2",
+            2, v, got);
+  AS_CHECK_STR_EQ(got, "t|OPEN|1|B-a");
+  timeline_of(&f, id_a, got, sizeof got);
+  AS_CHECK_STR_EQ(got, "1:-:OPEN:buyer/B-a:request submitted");
+  AS_CHECK_INT_EQ(AS_PG_INT(f.pg.conn,
+                            "SELECT count(*) FROM cases.timeline WHERE case_id = $2"
+                            " AND event_id = $3::uuid AND $1::text IS NOT NULL",
+                            3, v),
+                  1);
+  const char *vb[2] = {id_b, ev_b};
+  AS_PG_STR(f.pg.conn,
+            "SELECT concat_ws('|', c.case_number, c.state, coalesce(c.currency, '<null>'),"
+            " t.event_id = $2::uuid) FROM cases.cases c JOIN cases.timeline t USING (case_id)"
+            " WHERE case_id = $1",
+            2, vb, got);
+  snprintf(want, sizeof want, "%s|AWAITING_EVIDENCE|<null>|t", num_b);
+  AS_CHECK_STR_EQ(got, want);
+  timeline_of(&f, id_b, got, sizeof got);
+  AS_CHECK_STR_EQ(got, "1:-:AWAITING_EVIDENCE:buyer/B-b:request submitted");
+  /* The case committed before is untouched, with its one timeline row. */
+  const char *vo[1] = {old[0]};
+  AS_PG_STR(f.pg.conn, "SELECT buyer_id FROM cases.cases WHERE case_id = $1", 1, vo, got);
+  AS_CHECK_STR_EQ(got, "B-1");
+  timeline_of(&f, old[0], got, sizeof got);
+  AS_CHECK_STR_EQ(got, "1:-:OPEN:system/intake:opened");
+  fix_teardown(&f);
+}
+
+/* One opening with a state outside the enum: -EINVAL and nothing written,
+ * not even the valid ones; an empty batch is a no-op. */
+AS_TEST(open_many_invalid_state_writes_nothing) {
+  fix_t f;
+  char id_a[96], id_b[96];
+
+  fix_setup(&f);
+  as_case_opening_t o[2] = {{.c = new_case(&f), .actor = SYSTEM, .why = "x"},
+                            {.c = new_case(&f), .actor = SYSTEM, .why = "x"}};
+  o[0].c.case_id = sub_id(&f, "a", id_a, sizeof id_a);
+  o[0].c.case_number = NULL;
+  o[1].c.case_id = sub_id(&f, "b", id_b, sizeof id_b);
+  o[1].c.case_number = NULL;
+  o[1].c.state = (as_case_state_t)99;
+  AS_CHECK_INT_EQ(as_case_open_many(&f.tx, o, 2), -EINVAL);
+  AS_CHECK_INT_EQ(as_case_open_many(&f.tx, o, 0), 0);
+  const char *v[2] = {id_a, id_b};
+  AS_CHECK_INT_EQ(AS_PG_INT(f.pg.conn,
+                            "SELECT count(*) FROM cases.cases WHERE case_id IN ($1, $2)", 2, v),
+                  0);
+  fix_teardown(&f);
+}
+
+static as_case_move_t mv(const char *id, as_case_state_t to, const char *why) {
+  return (as_case_move_t){.case_id = id, .to = to, .actor = SYSTEM, .why = why, .rc = 1};
+}
+
+/* "rc from version" of a move after the call. */
+static void move_result(const as_case_move_t *m, char *out, size_t outlen) {
+  const char *from = as_case_state_name(m->from);
+  snprintf(out, outlen, "%d %s %lld", m->rc, from ? from : "-", (long long)m->version);
+}
+
+/* The same case three times in one call: each move is checked against the
+ * state the previous one left; versions 2, 3, 4; one timeline row each with
+ * its own actor, reason, event and detail. */
+AS_TEST(transition_many_chains_moves_on_one_case) {
+  fix_t f;
+  char id[1][96], ev1[37], ev2[37], got[512];
+
+  fix_setup(&f);
+  static const char *const sfx[] = {"x"};
+  open_subs_committed(&f, sfx, 1, id);
+  AS_CHECK_INT_EQ(as_uuid_v4(ev1), 0);
+  AS_CHECK_INT_EQ(as_uuid_v4(ev2), 0);
+  as_case_move_t m[3] = {mv(id[0], ST(APPROVED), "auto approve"),
+                         mv(id[0], ST(AWAITING_RETURN), "label sent"),
+                         mv(id[0], ST(RETURN_RECEIVED), "parcel in")};
+  m[0].actor = (as_case_actor_t){"system", "review"};
+  m[0].event_id = ev1;
+  m[0].detail_json = "{\"policy\": \"p-1\", \"score\": 3}";
+  m[1].actor = (as_case_actor_t){"agent", "a-9"};
+  m[1].event_id = ev2;
+  m[1].from_mask = AS_CASE_BIT(ST(APPROVED));
+  m[2].actor = (as_case_actor_t){"carrier", "sf"};
+  AS_CHECK_INT_EQ(as_db_begin(&f.db), 0);
+  AS_CHECK_INT_EQ(as_case_transition_many(&f.tx, m, 3), 0);
+  AS_CHECK_INT_EQ(as_db_commit(&f.db), 0);
+  move_result(&m[0], got, sizeof got);
+  AS_CHECK_STR_EQ(got, "0 OPEN 2");
+  move_result(&m[1], got, sizeof got);
+  AS_CHECK_STR_EQ(got, "0 APPROVED 3");
+  move_result(&m[2], got, sizeof got);
+  AS_CHECK_STR_EQ(got, "0 AWAITING_RETURN 4");
+
+  row_of(&f, id[0], got, sizeof got);
+  AS_CHECK_STR_EQ(got, "RETURN_RECEIVED|4");
+  timeline_of(&f, id[0], got, sizeof got);
+  AS_CHECK_STR_EQ(got, "1:-:OPEN:system/intake:opened 2:OPEN:APPROVED:system/review:auto approve"
+                       " 3:APPROVED:AWAITING_RETURN:agent/a-9:label sent"
+                       " 4:AWAITING_RETURN:RETURN_RECEIVED:carrier/sf:parcel in");
+  const char *v[3] = {id[0], ev1, ev2};
+  AS_PG_STR(f.pg.conn,
+            "SELECT string_agg(concat_ws('/', version, coalesce((event_id = $2::uuid)::text, 'null'),"
+            " coalesce((event_id = $3::uuid)::text, 'null'),"
+            " coalesce((detail = '{\"score\": 3, \"policy\": \"p-1\"}'::jsonb)::text, 'null')), ' '"
+            " ORDER BY version) FROM cases.timeline WHERE case_id = $1 AND version > 1",
+            3, v, got);
+  AS_CHECK_STR_EQ(got, "2/true/false/true 3/false/true/null 4/null/null/null");
+  fix_teardown(&f);
+}
+
+/* Legal, illegal, missing and from_mask-refused moves in one call: each
+ * gets its own result, the refused ones write nothing (no version bump, no
+ * timeline row) and do not stop the moves after them. */
+AS_TEST(transition_many_mixed_results) {
+  fix_t f;
+  char ids[2][96], missing[96], got[512];
+
+  fix_setup(&f);
+  static const char *const sfx[] = {"a", "b"};
+  open_subs_committed(&f, sfx, 2, ids);
+  sub_id(&f, "missing", missing, sizeof missing);
+  as_case_move_t m[] = {
+      mv(ids[1], ST(REFUNDED), "too early"),      /* 0: illegal from OPEN */
+      mv(missing, ST(IN_REVIEW), "ghost"),        /* 1: no such case */
+      mv(ids[0], ST(IN_REVIEW), "triage"),        /* 2: legal */
+      mv(ids[1], ST(APPROVED), "masked"),         /* 3: legal, but from_mask wants IN_REVIEW */
+      mv(ids[1], ST(IN_REVIEW), "triage b"),      /* 4: legal */
+      mv(ids[0], ST(OPEN), "back"),               /* 5: illegal from IN_REVIEW (after 2) */
+      mv(ids[1], ST(APPROVED), "ok now"),         /* 6: from_mask satisfied after 4 */
+      mv(ids[0], ST(CLOSED), "closed"),           /* 7: legal */
+      mv(ids[0], ST(APPROVED), "after close"),    /* 8: CLOSED is terminal */
+  };
+  m[3].from_mask = AS_CASE_BIT(ST(IN_REVIEW)) | AS_CASE_BIT(ST(MANUAL_REVIEW));
+  m[6].from_mask = m[3].from_mask;
+  size_t n = sizeof m / sizeof m[0];
+  AS_CHECK_INT_EQ(as_db_begin(&f.db), 0);
+  AS_CHECK_INT_EQ(as_case_transition_many(&f.tx, m, n), 0);
+  AS_CHECK_INT_EQ(as_db_commit(&f.db), 0);
+  static const char *const want[] = {
+      "-1 OPEN 1", "-2 - 0", "0 OPEN 2", "-1 OPEN 1", "0 OPEN 2",
+      "-1 IN_REVIEW 2", "0 IN_REVIEW 3", "0 IN_REVIEW 3", "-1 CLOSED 3",
+  };
+  for (size_t i = 0; i < n; i++) {
+    char w[64];
+    /* -EPERM / -ENOENT spelled as numbers */
+    if (strncmp(want[i], "-1 ", 3) == 0) snprintf(w, sizeof w, "%d%s", -EPERM, want[i] + 2);
+    else if (strncmp(want[i], "-2 ", 3) == 0) snprintf(w, sizeof w, "%d%s", -ENOENT, want[i] + 2);
+    else snprintf(w, sizeof w, "%s", want[i]);
+    move_result(&m[i], got, sizeof got);
+    AS_CHECK_STR_EQ(got, w);
+  }
+  row_of(&f, ids[0], got, sizeof got);
+  AS_CHECK_STR_EQ(got, "CLOSED|3");
+  row_of(&f, ids[1], got, sizeof got);
+  AS_CHECK_STR_EQ(got, "APPROVED|3");
+  row_of(&f, missing, got, sizeof got);
+  AS_CHECK_STR_EQ(got, "<none>");
+  timeline_of(&f, ids[0], got, sizeof got);
+  AS_CHECK_STR_EQ(got, "1:-:OPEN:system/intake:opened 2:OPEN:IN_REVIEW:system/intake:triage"
+                       " 3:IN_REVIEW:CLOSED:system/intake:closed");
+  timeline_of(&f, ids[1], got, sizeof got);
+  AS_CHECK_STR_EQ(got, "1:-:OPEN:system/intake:opened 2:OPEN:IN_REVIEW:system/intake:triage b"
+                       " 3:IN_REVIEW:APPROVED:system/intake:ok now");
+  timeline_of(&f, missing, got, sizeof got);
+  AS_CHECK_STR_EQ(got, "<none>");
+  fix_teardown(&f);
+}
+
+/* Only refused moves: nothing written at all, the transaction still good. */
+AS_TEST(transition_many_all_refused_writes_nothing) {
+  fix_t f;
+  char ids[1][96], got[256];
+
+  fix_setup(&f);
+  static const char *const sfx[] = {"a"};
+  open_subs_committed(&f, sfx, 1, ids);
+  as_case_move_t m[2] = {mv(ids[0], ST(REFUNDED), "no"), mv(ids[0], ST(IN_REVIEW), "masked")};
+  m[1].from_mask = AS_CASE_BIT(ST(AWAITING_EVIDENCE));
+  AS_CHECK_INT_EQ(as_db_begin(&f.db), 0);
+  AS_CHECK_INT_EQ(as_case_transition_many(&f.tx, m, 2), 0);
+  AS_CHECK_INT_EQ(m[0].rc, -EPERM);
+  AS_CHECK_INT_EQ(m[1].rc, -EPERM);
+  AS_CHECK_INT_EQ(m[1].from, ST(OPEN));
+  AS_CHECK_INT_EQ(as_db_commit(&f.db), 0);
+  row_of(&f, ids[0], got, sizeof got);
+  AS_CHECK_STR_EQ(got, "OPEN|1");
+  timeline_of(&f, ids[0], got, sizeof got);
+  AS_CHECK_STR_EQ(got, "1:-:OPEN:system/intake:opened");
+  /* An empty call and a NULL case id: no statement at all. */
+  AS_CHECK_INT_EQ(as_case_transition_many(&f.tx, m, 0), 0);
+  as_case_move_t bad[2] = {mv(ids[0], ST(IN_REVIEW), "x"), mv(NULL, ST(IN_REVIEW), "x")};
+  AS_CHECK_INT_EQ(as_case_transition_many(&f.tx, bad, 2), -EINVAL);
+  row_of(&f, ids[0], got, sizeof got);
+  AS_CHECK_STR_EQ(got, "OPEN|1");
+  fix_teardown(&f);
+}
+
+/* A malformed detail in one move fails the whole call (-EIO, 22P02): the
+ * caller's transaction is lost and nothing of the batch stays. */
+AS_TEST(transition_many_bad_detail_is_eio) {
+  fix_t f;
+  char ids[2][96], got[64];
+
+  fix_setup(&f);
+  static const char *const sfx[] = {"a", "b"};
+  open_subs_committed(&f, sfx, 2, ids);
+  as_case_move_t m[2] = {mv(ids[0], ST(IN_REVIEW), "fine"), mv(ids[1], ST(IN_REVIEW), "broken")};
+  m[1].detail_json = "{oops";
+  AS_CHECK_INT_EQ(as_db_begin(&f.db), 0);
+  AS_CHECK_INT_EQ(as_case_transition_many(&f.tx, m, 2), -EIO);
+  AS_CHECK_STR_EQ(f.db.sqlstate, "22P02");
+  as_db_rollback(&f.db);
+  row_of(&f, ids[0], got, sizeof got);
+  AS_CHECK_STR_EQ(got, "OPEN|1");
+  fix_teardown(&f);
+}
+
+/* Two connections move the same two cases, listed in opposite orders: the
+ * rows are locked in case-id order, so B waits for A (no deadlock) and then
+ * moves from the states A committed. */
+typedef struct b_many {
+  as_tx_t *tx;
+  as_case_move_t *m;
+  size_t n;
+  int rc;
+} b_many_t;
+
+static void *b_transition_many(void *arg) {
+  b_many_t *c = arg;
+  c->rc = as_db_begin(c->tx->db);
+  if (c->rc == 0) c->rc = as_case_transition_many(c->tx, c->m, c->n);
+  if (c->rc == 0) c->rc = as_db_commit(c->tx->db);
+  return NULL;
+}
+
+AS_TEST(transition_many_locks_in_case_id_order) {
+  fix_t f;
+  char ids[2][96], got[64];
+  as_db_t bdb;
+  as_tx_t btx;
+  pthread_t th;
+
+  fix_setup(&f);
+  static const char *const sfx[] = {"a", "b"};
+  open_subs_committed(&f, sfx, 2, ids);
+  as_db_init(&bdb, f.pg.dsn, "test_case_b", NULL);
+  AS_CHECK_INT_EQ(as_db_ensure(&bdb), 0);
+  as_tx_init(&btx, &bdb, &f.conf);
+
+  as_case_move_t ma[2] = {mv(ids[0], ST(APPROVED), "a"), mv(ids[1], ST(APPROVED), "a")};
+  as_case_move_t mb[2] = {mv(ids[1], ST(AWAITING_RETURN), "b"), mv(ids[0], ST(AWAITING_RETURN), "b")};
+  AS_CHECK_INT_EQ(as_db_begin(&f.db), 0);
+  AS_CHECK_INT_EQ(as_case_transition_many(&f.tx, ma, 2), 0);
+  b_many_t call = {.tx = &btx, .m = mb, .n = 2, .rc = 1};
+  AS_CHECK_INT_EQ(pthread_create(&th, NULL, b_transition_many, &call), 0);
+  AS_CHECK(as_test_pg_waits_on_lock(f.pg.conn, PQbackendPID(bdb.conn)));
+  AS_CHECK_INT_EQ(as_db_commit(&f.db), 0);
+  AS_CHECK_INT_EQ(pthread_join(th, NULL), 0);
+  AS_CHECK_INT_EQ(call.rc, 0);
+  for (int i = 0; i < 2; i++) {
+    move_result(&mb[i], got, sizeof got);
+    AS_CHECK_STR_EQ(got, "0 APPROVED 3");
+    row_of(&f, ids[i], got, sizeof got);
+    AS_CHECK_STR_EQ(got, "AWAITING_RETURN|3");
+  }
   as_tx_free(&btx);
   as_db_close(&bdb);
   fix_teardown(&f);

@@ -1,0 +1,157 @@
+/* review: the service's private declarations, shared by its modules.
+ *
+ * main.c wires the modules into the runtime: review_policy (the policy file
+ * and the pure decision), review_record (cases as review knows them: written
+ * from CaseOpened, read back for later events), review_apply (a decision
+ * becomes state moves, deadlines and events), review_money (refunds,
+ * exchanges and coupons under the ledger's cap), review_events (evidence,
+ * buyer replies, agent decisions, disputes, rulings, returns and
+ * inspections) and review_timers (evidence, return, offer and SLA
+ * deadlines).
+ *
+ * Ownership: review_t is created by init and freed by fini; the policy is
+ * owned by review_t and replaced whole on reload. Everything a batch
+ * allocates is released before the handler returns. */
+#ifndef REVIEW_H
+#define REVIEW_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "as_case.h"
+#include "as_cols.h"
+#include "as_worker.h"
+#include "review_policy.h"
+
+typedef struct review_conf {
+  const char *policy_file;
+} review_conf_t;
+
+typedef struct review {
+  as_worker_t *w;
+  const as_log_t *log;
+  const review_conf_t *conf;
+  const char *schema;
+  review_policy_t *policy; /* owned; swapped on SIGHUP */
+  as_histogram_t *decision_seconds;
+  as_counter_t *decided[6];          /* per Verdict, [0] unused */
+  as_counter_t *refunds, *refund_minor_capped, *exchanges, *coupons;
+  as_counter_t *reloads_ok, *reloads_refused, *sla_breaches;
+} review_t;
+
+/* A case as review knows it: the decision inputs plus what events need. */
+typedef struct review_rec {
+  const char *case_id, *case_number, *order_id, *buyer_id, *locale, *payment_ref;
+  int payment_method;
+  int64_t shipping_fee_minor, review_due_us;
+  review_case_t c;          /* c.lines points at lines */
+  review_line_t *lines;     /* owned (review_rec_free) */
+  int32_t *purchased;       /* per line, owned; NULL when read back */
+  as_case_state_t state;    /* in cases.cases, when read back */
+  /* the decision in force (read back) */
+  int verdict, outcome, shipping_payer, offer_kind;
+  bool return_required, refund_shipping, ruling_final, received, inspection_known, inspection_passed;
+  int64_t approved_minor, offer_minor;
+  char offer_id[40];
+  PGresult *owner;          /* the rows the strings point into, or NULL */
+} review_rec_t;
+
+void review_rec_free(review_rec_t *r); /* the lines and owner; not r itself */
+
+/* ---- review_record.c */
+/* Fills rec from a CaseOpened (strings borrowed from the message). Returns 0
+ * or a contract-violation detail (static text) when the event is unusable. */
+const char *review_record_from_event(review_rec_t *rec, const Aftersales__V1__CaseOpened *e);
+/* Writes recs[0..n) into review's tables (cases, lines, ledger rows) with
+ * bulk statements; fresh[i] is false for a case already recorded. Returns 0
+ * or an as_db error. */
+int review_record_insert(review_t *x, as_tx_t *tx, review_rec_t *recs, size_t n, bool *fresh);
+/* Reads one case back, its review row locked FOR UPDATE, with its state.
+ * Returns 0, -ENOENT (not a case review knows) or an as_db error. */
+int review_record_load(review_t *x, as_tx_t *tx, const char *case_id, review_rec_t *rec);
+
+/* ---- review_apply.c */
+typedef struct review_item {
+  const as_msg_t *cause;   /* the event being handled; NULL from a timer */
+  review_rec_t *rec;
+  review_decision_t d;
+  uint32_t from_mask;      /* states the case may be in for this decision */
+  as_case_actor_t actor;
+  const char *why;         /* timeline reason; NULL: d.rule */
+  int64_t decided_at_us;
+  bool skip;               /* out: the case was not where the decision expected */
+} review_item_t;
+
+/* Applies decisions: state moves, the decision row, deadlines, the review
+ * SLA clock, ReviewDecided and its companions (ReturnInstructions,
+ * GoodwillOffered), and the money decided at once (refund-only approvals).
+ * Returns 0 or an as_db error. */
+int review_apply(review_t *x, as_tx_t *tx, review_item_t *items, size_t n);
+
+/* Publishes the ReviewDecided of one item (review_apply does it for its
+ * items; timers closing a case use it alone). */
+int review_publish_decided(review_t *x, as_tx_t *tx, const review_item_t *it);
+
+/* Moves one case (a single move, with detail) and reports -EPERM/-ENOENT
+ * as rc; returns 0 or an as_db error. */
+int review_move(as_tx_t *tx, const char *case_id, as_case_state_t to, uint32_t from_mask,
+                as_case_actor_t actor, const char *why, const as_msg_t *cause, const char *detail,
+                int *rc);
+
+/* The goodwill offer's id: derived from the case (one offer per case). */
+void review_offer_id(char out[40], const char *case_id);
+
+/* ---- review_money.c */
+typedef enum { REVIEW_PAY_ITEMS, REVIEW_PAY_GOODWILL, REVIEW_PAY_RULING } review_pay_kind_t;
+typedef struct review_pay {
+  const as_msg_t *cause;
+  const review_rec_t *rec;
+  review_pay_kind_t kind;
+  int64_t amount_minor;     /* goodwill / ruling amount; items: the approved amount */
+  bool with_shipping;
+  const char *reason_code;  /* static */
+  int64_t paid;             /* out: refunded total, 0 if nothing */
+} review_pay_t;
+/* The bulk form: refunds p[0..n) with a handful of statements; refunds of
+ * one batch on the same order line draw on the same ledger figure in
+ * order. Returns 0 or an as_db error. */
+int review_money_refund_many(review_t *x, as_tx_t *tx, review_pay_t *p, size_t n);
+
+/* Refunds the case: the items (with the shipping fee when the decision
+ * says so), a goodwill amount, or a mediator's amount, cut to what is left
+ * of each line under the ledger. *paid is the total refunded (0: nothing
+ * was left, or the case already had its refund). Publishes RefundIssued.
+ * Returns 0 or an as_db error. */
+int review_money_refund(review_t *x, as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
+                        review_pay_kind_t kind, int64_t amount_minor, bool with_shipping,
+                        const char *reason_code, int64_t *paid);
+/* Publishes ExchangeRequested (once per case); *done false if it existed. */
+int review_money_exchange(review_t *x, as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
+                          bool *done);
+/* Issues a coupon (once per case) and publishes CouponIssued. */
+int review_money_coupon(review_t *x, as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
+                        int64_t value_minor, bool *done);
+
+/* ---- review_events.c: one handler per payload type after CaseOpened */
+int review_events_apply(review_t *x, as_tx_t *tx, as_msg_t *m);
+
+/* ---- review_timers.c */
+int review_timers_fire(review_t *x, as_tx_t *tx, const char *case_id, const char *kind);
+
+/* ---- helpers */
+/* A Money value; cur is borrowed. */
+static inline Aftersales__V1__Money review_money(int64_t minor, const char *cur) {
+  Aftersales__V1__Money m = AFTERSALES__V1__MONEY__INIT;
+  m.amount_minor = minor;
+  m.currency = (char *)cur;
+  return m;
+}
+#define REVIEW_STATE_BIT(s) (1u << AFTERSALES__V1__CASE_STATE__CASE_STATE_##s)
+/* Formats sql_tmpl with %1$s = schema. */
+const char *review_sql(const review_t *x, char *buf, size_t cap, const char *tmpl);
+/* Publishes env (payload already set) on topic keyed by the case id. */
+int review_publish(review_t *x, as_tx_t *tx, const as_msg_t *cause, const char *topic,
+                   const char *case_id, const char *order_id, Aftersales__V1__Envelope *env);
+
+#endif

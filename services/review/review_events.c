@@ -1,0 +1,319 @@
+/* review_events: everything after the first decision, one handler per
+ * payload type.
+ *
+ * Evidence re-decides a case that waited for it; a buyer's reply settles a
+ * goodwill offer; an agent decides a case in manual review; a seller's
+ * dispute goes to a mediator whose ruling is final; a return shipped stops
+ * the return clock, a return received plus a passed inspection (in either
+ * order) pays the refund or asks for the exchange. Events about cases
+ * review does not hold, or that arrive after the case moved on, change
+ * nothing; events that contradict the case (a reply to another offer, an
+ * agent deciding a case nobody asked about, an amount above the claim) are
+ * dead-lettered with the reason. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "as_deadline.h"
+#include "as_log.h"
+#include "as_topics.h"
+#include "review.h"
+
+#define V(x) AFTERSALES__V1__VERDICT__VERDICT_##x
+#define ST(x) AFTERSALES__V1__CASE_STATE__CASE_STATE_##x
+#define O(x) AFTERSALES__V1__OUTCOME__OUTCOME_##x
+#define P(x) AFTERSALES__V1__ENVELOPE__PAYLOAD_##x
+
+static const as_case_actor_t system_actor = {"system", "review"};
+
+typedef int (*handler_fn)(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec);
+
+/* Free text from agents and sellers: bounded, no control bytes; invalid
+ * UTF-8 is escaped when the timeline stores it. */
+static bool text_ok(const char *s, size_t max) {
+  size_t n = strlen(s);
+  if (n > max) return false;
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)s[i] < 0x20 && s[i] != '\n' && s[i] != '\t') return false;
+  return true;
+}
+
+static int settle_move(review_t *x, as_tx_t *tx, const as_msg_t *m, const review_rec_t *rec,
+                       as_case_state_t to, uint32_t from, as_case_actor_t who, const char *why,
+                       const char *detail) {
+  (void)x;
+  int mrc;
+  return review_move(tx, rec->case_id, to, from, who, why, m, detail, &mrc);
+}
+
+/* ---- evidence: a case waiting for a photo or video gets decided again */
+static int on_evidence(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
+  const Aftersales__V1__EvidenceAdded *e = m->env->evidence_added;
+  if (rec->state != ST(AWAITING_EVIDENCE)) return 0;
+  bool media = false;
+  for (size_t i = 0; i < e->n_evidence; i++)
+    if (strncmp(e->evidence[i]->media_type, "image/", 6) == 0 ||
+        strncmp(e->evidence[i]->media_type, "video/", 6) == 0)
+      media = true;
+  if (!media) return 0;
+  char sql[200];
+  const char *vals[1] = {rec->case_id};
+  int rc = as_db_query(as_tx_db(tx),
+                       review_sql(x, sql, sizeof sql, "UPDATE %1$s.cases SET has_media = true WHERE case_id = $1"), 1,
+                       vals, NULL);
+  if (rc == 0) rc = as_deadline_cancel(tx, rec->case_id, "evidence");
+  rec->c.has_photo_or_video = true;
+  review_item_t it = {.cause = m, .rec = rec, .from_mask = REVIEW_STATE_BIT(AWAITING_EVIDENCE),
+                      .actor = system_actor, .decided_at_us = as_now_us()};
+  review_decide(x->policy, &rec->c, &it.d);
+  return rc == 0 ? review_apply(x, tx, &it, 1) : rc;
+}
+
+/* ---- the buyer's answer to a goodwill offer */
+static int on_reply(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
+  const Aftersales__V1__BuyerReplied *r = m->env->buyer_replied;
+  if (strcmp(r->buyer_id, rec->buyer_id) != 0) return as_tx_reject(m, "reply: not the case's buyer"), 0;
+  if (rec->state != ST(GOODWILL_OFFERED)) return as_tx_reject(m, "reply: no open offer on the case"), 0;
+  if (strcmp(r->offer_id, rec->offer_id) != 0) return as_tx_reject(m, "reply: offer id does not match"), 0;
+  as_case_actor_t buyer = {"buyer", rec->buyer_id};
+  int rc = as_deadline_cancel(tx, rec->case_id, "offer");
+  if (rc < 0) return rc;
+  if (!r->accepted)
+    return settle_move(x, tx, m, rec, ST(CLOSED), REVIEW_STATE_BIT(GOODWILL_OFFERED), buyer, "goodwill.declined",
+                       NULL);
+  if (rec->offer_kind == O(COUPON)) {
+    bool done;
+    rc = review_money_coupon(x, tx, m, rec, rec->offer_minor, &done);
+    return rc ? rc
+              : settle_move(x, tx, m, rec, ST(CLOSED), REVIEW_STATE_BIT(GOODWILL_OFFERED), buyer,
+                            "goodwill.coupon_accepted", NULL);
+  }
+  int64_t paid;
+  rc = review_money_refund(x, tx, m, rec, REVIEW_PAY_GOODWILL, rec->offer_minor, false, "goodwill.accepted", &paid);
+  if (rc < 0) return rc;
+  return settle_move(x, tx, m, rec, paid > 0 ? ST(REFUNDED) : ST(CLOSED), REVIEW_STATE_BIT(GOODWILL_OFFERED),
+                     buyer, paid > 0 ? "goodwill.accepted" : "refund.nothing_left", NULL);
+}
+
+/* ---- a human decision on a case in manual review */
+static const char *agent_check(const Aftersales__V1__AgentDecision *a, const review_rec_t *rec) {
+  if (!as_envelope_id_ok(a->agent_id)) return "agent decision: agent id missing or unsafe";
+  if (!(rec->state == ST(MANUAL_REVIEW) || rec->state == ST(ESCALATED)))
+    return "agent decision: case_not_in_manual_review";
+  if (!text_ok(a->note, 4000)) return "agent decision: note too long or has control bytes";
+  int v = a->verdict;
+  if (v != V(APPROVED) && v != V(REJECTED) && v != V(GOODWILL_OFFER) && v != V(AWAITING_EVIDENCE))
+    return "agent decision: verdict not applicable";
+  const Aftersales__V1__Money *amt = a->amount;
+  bool priced = amt && amt->amount_minor != 0;
+  if (priced && (strcmp(amt->currency, rec->c.currency) != 0 || amt->amount_minor < 0 ||
+                 amt->amount_minor > rec->c.claimed_minor))
+    return "agent decision: amount above the claim, negative or in another currency";
+  if (v == V(GOODWILL_OFFER) && (!priced || (a->outcome != O(PARTIAL_REFUND) && a->outcome != O(COUPON))))
+    return "agent decision: goodwill needs an outcome and an amount";
+  return NULL;
+}
+
+static int on_agent(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
+  const Aftersales__V1__AgentDecision *a = m->env->agent_decision;
+  const char *bad = agent_check(a, rec);
+  if (bad) return as_tx_reject(m, bad), 0;
+  review_item_t it = {.cause = m, .rec = rec, .from_mask = REVIEW_STATE_BIT(MANUAL_REVIEW) | REVIEW_STATE_BIT(ESCALATED),
+                      .actor = {"agent", a->agent_id}, .decided_at_us = as_now_us()};
+  review_policy_shape(x->policy, &rec->c, &it.d);
+  it.d.verdict = a->verdict;
+  int64_t amount = a->amount && a->amount->amount_minor > 0 ? a->amount->amount_minor : rec->c.claimed_minor;
+  it.d.amount_minor = amount;
+  if (a->verdict == V(APPROVED)) {
+    it.d.outcome = a->outcome == O(EXCHANGE) ? O(EXCHANGE) : O(REFUND);
+    if (it.d.outcome == O(EXCHANGE)) it.d.return_required = true;
+    it.d.rule = "agent.approved";
+  } else if (a->verdict == V(GOODWILL_OFFER)) {
+    it.d.outcome = a->outcome;
+    it.d.percent = (int)((__int128)amount * 100 / (rec->c.claimed_minor ? rec->c.claimed_minor : 1));
+    it.d.rule = "agent.goodwill";
+  } else {
+    it.d.rule = a->verdict == V(REJECTED) ? "agent.rejected" : "agent.evidence_requested";
+  }
+  int rc = as_deadline_cancel(tx, rec->case_id, "sla:review");
+  if (rc == 0) rc = review_apply(x, tx, &it, 1);
+  return rc;
+}
+
+/* ---- disputes and the mediator's final ruling */
+static int on_dispute(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
+  const Aftersales__V1__DisputeOpened *d = m->env->dispute_opened;
+  if (strcmp(d->seller_id, rec->c.merchant_id) != 0) return as_tx_reject(m, "dispute: not the case's seller"), 0;
+  if (rec->ruling_final) return as_tx_reject(m, "dispute: ruling_final"), 0;
+  if (!text_ok(d->statement, 8000)) return as_tx_reject(m, "dispute: statement too long or has control bytes"), 0;
+  uint32_t from = REVIEW_STATE_BIT(APPROVED) | REVIEW_STATE_BIT(AWAITING_RETURN) |
+                  REVIEW_STATE_BIT(RETURN_RECEIVED) | REVIEW_STATE_BIT(INSPECTING) | REVIEW_STATE_BIT(REJECTED);
+  if (!((1u << rec->state) & from)) return as_tx_reject(m, "dispute: case_not_disputable"), 0;
+  int rc = as_deadline_cancel(tx, rec->case_id, "return");
+  if (rc < 0) return rc;
+  return settle_move(x, tx, m, rec, ST(DISPUTED), from, (as_case_actor_t){"seller", d->seller_id},
+                     "dispute.opened", NULL);
+}
+
+static int ruling_pay(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec,
+                      const Aftersales__V1__MediationRuling *r, const char *detail) {
+  as_case_actor_t who = {"agent", r->mediator_id};
+  uint32_t from = REVIEW_STATE_BIT(DISPUTED);
+  if (r->outcome == O(EXCHANGE)) {
+    bool done;
+    int rc = review_money_exchange(x, tx, m, rec, &done);
+    return rc ? rc : settle_move(x, tx, m, rec, ST(EXCHANGED), from, who, "mediation.buyer_upheld", detail);
+  }
+  int64_t amount = r->amount && r->amount->amount_minor > 0 ? r->amount->amount_minor : rec->c.claimed_minor;
+  int64_t paid;
+  int rc = amount < rec->c.claimed_minor
+               ? review_money_refund(x, tx, m, rec, REVIEW_PAY_RULING, amount, false, "mediation.ruling", &paid)
+               : review_money_refund(x, tx, m, rec, REVIEW_PAY_ITEMS, amount, rec->refund_shipping,
+                                     "mediation.ruling", &paid);
+  if (rc < 0) return rc;
+  return settle_move(x, tx, m, rec, paid > 0 ? ST(REFUNDED) : ST(CLOSED), from, who,
+                     paid > 0 ? "mediation.buyer_upheld" : "refund.nothing_left", detail);
+}
+
+static int on_ruling(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
+  const Aftersales__V1__MediationRuling *r = m->env->mediation_ruling;
+  if (!as_envelope_id_ok(r->mediator_id)) return as_tx_reject(m, "ruling: mediator id missing or unsafe"), 0;
+  if (rec->state != ST(DISPUTED)) return as_tx_reject(m, "ruling: case_not_disputed"), 0;
+  if (!text_ok(r->reasoning, 8000)) return as_tx_reject(m, "ruling: reasoning too long or has control bytes"), 0;
+  const Aftersales__V1__Money *a = r->amount;
+  if (a && a->amount_minor != 0 &&
+      (a->amount_minor < 0 || a->amount_minor > rec->c.claimed_minor || strcmp(a->currency, rec->c.currency) != 0))
+    return as_tx_reject(m, "ruling: amount above the claim, negative or in another currency"), 0;
+  char sql[200], detail[9000], reasoning[8600];
+  as_log_json_escape(reasoning, sizeof reasoning, r->reasoning);
+  snprintf(detail, sizeof detail, "{\"final\":true,\"in_favour_of_buyer\":%s,\"outcome\":%d,\"reasoning\":%s}",
+           r->in_favour_of_buyer ? "true" : "false", r->outcome, reasoning);
+  const char *vals[1] = {rec->case_id};
+  int rc = as_db_query(as_tx_db(tx),
+                       review_sql(x, sql, sizeof sql, "UPDATE %1$s.cases SET ruling_final = true WHERE case_id = $1"),
+                       1, vals, NULL);
+  if (rc < 0) return rc;
+  if (r->in_favour_of_buyer) return ruling_pay(x, tx, m, rec, r, detail);
+  return settle_move(x, tx, m, rec, ST(REJECTED), REVIEW_STATE_BIT(DISPUTED),
+                     (as_case_actor_t){"agent", r->mediator_id}, "mediation.seller_upheld", detail);
+}
+
+/* ---- the goods come back */
+
+/* Received and inspected: pay, exchange, or refuse. */
+static int settle_return(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
+  uint32_t from = REVIEW_STATE_BIT(INSPECTING);
+  if (!rec->inspection_passed)
+    return settle_move(x, tx, m, rec, ST(REJECTED), from, system_actor, "inspection.failed", NULL);
+  if (rec->outcome == O(EXCHANGE)) {
+    bool done;
+    int rc = review_money_exchange(x, tx, m, rec, &done);
+    return rc ? rc : settle_move(x, tx, m, rec, ST(EXCHANGED), from, system_actor, "exchange.requested", NULL);
+  }
+  int64_t paid;
+  int rc = rec->approved_minor < rec->c.claimed_minor
+               ? review_money_refund(x, tx, m, rec, REVIEW_PAY_RULING, rec->approved_minor, false, "return.inspected",
+                                     &paid)
+               : review_money_refund(x, tx, m, rec, REVIEW_PAY_ITEMS, rec->approved_minor, rec->refund_shipping,
+                                     "return.inspected", &paid);
+  if (rc < 0) return rc;
+  return settle_move(x, tx, m, rec, paid > 0 ? ST(REFUNDED) : ST(REJECTED), from, system_actor,
+                     paid > 0 ? "refund.issued" : "refund.nothing_left", NULL);
+}
+
+static int on_shipped(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
+  if (rec->state != ST(AWAITING_RETURN)) return 0;
+  char sql[200], at[24];
+  snprintf(at, sizeof at, "%lld", (long long)m->env->return_shipped->shipped_at_us);
+  const char *vals[2] = {rec->case_id, at};
+  int rc = as_db_query(
+      as_tx_db(tx),
+      review_sql(x, sql, sizeof sql, "UPDATE %1$s.cases SET return_shipped_at_us = $2 WHERE case_id = $1"), 2,
+      vals, NULL);
+  return rc ? rc : as_deadline_cancel(tx, rec->case_id, "return");
+}
+
+static int on_received(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
+  if (rec->state != ST(AWAITING_RETURN)) return 0;
+  char sql[200], at[24];
+  snprintf(at, sizeof at, "%lld", (long long)m->env->return_received->received_at_us);
+  const char *vals[2] = {rec->case_id, at};
+  int rc = as_db_query(
+      as_tx_db(tx),
+      review_sql(x, sql, sizeof sql, "UPDATE %1$s.cases SET return_received_at_us = $2 WHERE case_id = $1"), 2,
+      vals, NULL);
+  if (rc == 0) rc = as_deadline_cancel(tx, rec->case_id, "return");
+  if (rc == 0)
+    rc = settle_move(x, tx, m, rec, ST(RETURN_RECEIVED), REVIEW_STATE_BIT(AWAITING_RETURN), system_actor,
+                     "return.received", NULL);
+  if (rc == 0)
+    rc = settle_move(x, tx, m, rec, ST(INSPECTING), REVIEW_STATE_BIT(RETURN_RECEIVED), system_actor,
+                     "inspection.awaited", NULL);
+  if (rc == 0 && rec->inspection_known) rc = settle_return(x, tx, m, rec);
+  return rc;
+}
+
+static int on_inspected(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
+  const Aftersales__V1__InspectionCompleted *ic = m->env->inspection_completed;
+  if (rec->state != ST(AWAITING_RETURN) && rec->state != ST(INSPECTING)) return 0;
+  bool fault = review_policy_seller_fault(x->policy, rec->c.reason);
+  rec->inspection_known = true;
+  rec->inspection_passed = fault ? ic->defect_confirmed : ic->resellable;
+  char sql[200];
+  const char *vals[2] = {rec->case_id, rec->inspection_passed ? "t" : "f"};
+  int rc = as_db_query(
+      as_tx_db(tx),
+      review_sql(x, sql, sizeof sql, "UPDATE %1$s.cases SET inspection_passed = $2 WHERE case_id = $1"), 2,
+      vals, NULL);
+  if (rc == 0 && rec->state == ST(INSPECTING)) rc = settle_return(x, tx, m, rec);
+  return rc;
+}
+
+typedef struct route {
+  Aftersales__V1__Envelope__PayloadCase type;
+  handler_fn fn;
+  bool must_exist; /* an unknown case is a contract violation, not someone else's case */
+} route_t;
+
+static const route_t routes[] = {
+    {P(EVIDENCE_ADDED), on_evidence, false},       {P(BUYER_REPLIED), on_reply, true},
+    {P(AGENT_DECISION), on_agent, true},           {P(DISPUTE_OPENED), on_dispute, true},
+    {P(MEDIATION_RULING), on_ruling, true},        {P(RETURN_SHIPPED), on_shipped, false},
+    {P(RETURN_RECEIVED), on_received, false},      {P(INSPECTION_COMPLETED), on_inspected, false},
+};
+
+/* The case id each routed payload names; the envelope's may be empty. */
+static const char *case_of(const as_envelope_t *e) {
+  switch (e->payload_case) {
+  case P(EVIDENCE_ADDED): return e->evidence_added->case_id;
+  case P(BUYER_REPLIED): return e->buyer_replied->case_id;
+  case P(AGENT_DECISION): return e->agent_decision->case_id;
+  case P(DISPUTE_OPENED): return e->dispute_opened->case_id;
+  case P(MEDIATION_RULING): return e->mediation_ruling->case_id;
+  case P(RETURN_SHIPPED): return e->return_shipped->case_id;
+  case P(RETURN_RECEIVED): return e->return_received->case_id;
+  case P(INSPECTION_COMPLETED): return e->inspection_completed->case_id;
+  default: return NULL;
+  }
+}
+
+int review_events_apply(review_t *x, as_tx_t *tx, as_msg_t *m) {
+  const route_t *rt = NULL;
+  for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
+    if (routes[i].type == m->env->payload_case) rt = &routes[i];
+  if (!rt) return 0; /* someone else's event on a shared topic */
+  const char *case_id = case_of(m->env);
+  if (!as_envelope_id_ok(case_id)) {
+    if (rt->must_exist) as_tx_reject(m, "case id missing or unsafe");
+    return 0;
+  }
+  review_rec_t rec;
+  int rc = review_record_load(x, tx, case_id, &rec);
+  if (rc == -ENOENT) {
+    if (rt->must_exist) as_tx_reject(m, "unknown_case: review holds no such case");
+    return 0;
+  }
+  if (rc == 0) rc = rt->fn(x, tx, m, &rec);
+  review_rec_free(&rec);
+  return rc;
+}

@@ -1,0 +1,371 @@
+/* review_money: refunds, exchanges and coupons.
+ *
+ * Finance books every RefundIssued it reads, so a refund must be right the
+ * first time and never repeated: its id is derived from the case (one
+ * refund per case, enforced by a unique constraint), and its amount is cut
+ * per order line to what the ledger says is left of what was paid. The
+ * ledger rows are locked for the computation, and the refund lines charge
+ * the ledger through a trigger whose CHECK refuses any overdraft, so even a
+ * crafted sequence of events cannot refund more than was paid. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "as_log.h"
+#include "as_topics.h"
+#include "as_uuid.h"
+#include "review.h"
+
+typedef struct pay_line {
+  const char *line_id, *sku;
+  int32_t quantity;
+  int64_t want, give;
+  int64_t *left; /* the ledger entry this line draws on */
+} pay_line_t;
+
+/* What is left of one ledger row, shared by every refund of the batch that
+ * draws on it, so two cases on one order line see each other. */
+typedef struct left {
+  const char *order_id, *line_id;
+  int64_t left;
+} left_t;
+
+static int left_cmp(const void *a, const void *b) {
+  const left_t *x = a, *y = b;
+  int c = strcmp(x->order_id, y->order_id);
+  return c ? c : strcmp(x->line_id, y->line_id);
+}
+
+static int64_t *left_find(left_t *tab, size_t n, const char *order_id, const char *line_id) {
+  left_t key = {order_id, line_id, 0};
+  left_t *hit = n ? bsearch(&key, tab, n, sizeof *tab, left_cmp) : NULL;
+  return hit ? &hit->left : NULL;
+}
+
+static const char sql_left[] =
+    "SELECT order_id, line_id, paid_minor - refunded_minor FROM %1$s.ledger"
+    " WHERE (order_id, line_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+    " ORDER BY order_id, line_id FOR UPDATE";
+
+/* The ledger rows of every line (and shipping fee) the refunds touch, locked
+ * in key order; *res keeps the strings tab points into. */
+static int read_left(review_t *x, as_tx_t *tx, review_pay_t *p, size_t n, PGresult **res, left_t **tab,
+                     size_t *ntab) {
+  as_cols_t k;
+  as_cols_init(&k, 2);
+  for (size_t i = 0; i < n; i++) {
+    const review_rec_t *rec = p[i].rec;
+    for (size_t j = 0; j < rec->c.nlines; j++) {
+      as_cols_str(&k, 0, rec->order_id);
+      as_cols_str(&k, 1, rec->c.lines[j].line_id);
+      as_cols_row(&k);
+    }
+    as_cols_str(&k, 0, rec->order_id);
+    as_cols_str(&k, 1, "#shipping");
+    as_cols_row(&k);
+  }
+  char sql[512];
+  int rc = as_cols_run(&k, as_tx_db(tx), review_sql(x, sql, sizeof sql, sql_left), res);
+  as_cols_free(&k);
+  if (rc < 0) return rc;
+  size_t rows = *res ? (size_t)PQntuples(*res) : 0;
+  *tab = calloc(rows + 1, sizeof **tab);
+  if (!*tab) return -ENOMEM;
+  for (size_t r = 0; r < rows; r++)
+    (*tab)[r] = (left_t){PQgetvalue(*res, (int)r, 0), PQgetvalue(*res, (int)r, 1),
+                         strtoll(PQgetvalue(*res, (int)r, 2), NULL, 10)};
+  qsort(*tab, rows, sizeof **tab, left_cmp);
+  *ntab = rows;
+  return 0;
+}
+
+/* Spreads amount over the lines in proportion to what each claimed (floor),
+ * then hands the remainder to lines that still have room; every line is
+ * capped by what is left of it. Returns what could be placed. */
+static int64_t spread(pay_line_t *pl, size_t n, int64_t amount, int64_t claimed) {
+  int64_t placed = 0;
+  for (size_t i = 0; i < n && claimed > 0; i++) {
+    int64_t share = (int64_t)((__int128)amount * pl[i].want / claimed), room = pl[i].left ? *pl[i].left : 0;
+    pl[i].give = share < room ? share : room;
+    placed += pl[i].give;
+  }
+  for (size_t i = 0; i < n && placed < amount; i++) {
+    int64_t room = (pl[i].left ? *pl[i].left : 0) - pl[i].give, more = amount - placed < room ? amount - placed : room;
+    pl[i].give += more;
+    placed += more;
+  }
+  return placed;
+}
+
+typedef struct refund_sum {
+  char id[AS_UUID_STRLEN + 1];
+  int64_t items, shipping, goodwill, total;
+  pay_line_t *pl; /* rec->c.nlines entries, inside the batch's array */
+} refund_sum_t;
+
+/* What one refund is made of, each part cut to what is left, and charged
+ * to the shared ledger entries at once. */
+static void compute(const review_pay_t *p, refund_sum_t *s, int64_t *ship_left) {
+  const review_rec_t *rec = p->rec;
+  pay_line_t *pl = s->pl;
+  int64_t claimed = 0;
+  for (size_t i = 0; i < rec->c.nlines; i++) claimed += pl[i].want;
+  if (p->kind == REVIEW_PAY_ITEMS) {
+    for (size_t i = 0; i < rec->c.nlines; i++) {
+      int64_t room = pl[i].left ? *pl[i].left : 0;
+      pl[i].give = pl[i].want < room ? pl[i].want : room;
+      s->items += pl[i].give;
+    }
+    int64_t fee = rec->shipping_fee_minor, room = ship_left ? *ship_left : 0;
+    if (p->with_shipping) s->shipping = fee < room ? fee : room;
+  } else {
+    int64_t placed = spread(pl, rec->c.nlines, p->amount_minor < 0 ? 0 : p->amount_minor, claimed);
+    if (p->kind == REVIEW_PAY_GOODWILL)
+      s->goodwill = placed;
+    else
+      s->items = placed;
+  }
+  s->total = s->items + s->shipping + s->goodwill;
+  for (size_t i = 0; i < rec->c.nlines; i++)
+    if (pl[i].left) *pl[i].left -= pl[i].give;
+  if (ship_left) *ship_left -= s->shipping;
+}
+
+static const char sql_refunds[] =
+    "INSERT INTO %1$s.refunds (refund_id, case_id, order_id, currency, items_minor, shipping_minor,"
+    " goodwill_minor, total_minor, reason_code)"
+    " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],"
+    " $7::bigint[], $8::bigint[], $9::text[])"
+    " ON CONFLICT DO NOTHING RETURNING refund_id::text";
+
+static const char sql_refund_lines[] =
+    "INSERT INTO %1$s.refund_lines (refund_id, order_id, line_id, amount_minor)"
+    " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[])";
+
+static void refund_row(as_cols_t *c, const review_pay_t *p, const refund_sum_t *s) {
+  const char *str[] = {s->id, p->rec->case_id, p->rec->order_id, p->rec->c.currency};
+  for (int k = 0; k < 4; k++) as_cols_str(c, k, str[k]);
+  int64_t v[] = {s->items, s->shipping, s->goodwill, s->total};
+  for (int k = 0; k < 4; k++) as_cols_int(c, 4 + k, v[k]);
+  as_cols_str(c, 8, p->reason_code);
+  as_cols_row(c);
+}
+
+static void line_rows(as_cols_t *c, const review_pay_t *p, const refund_sum_t *s) {
+  for (size_t j = 0; j < p->rec->c.nlines; j++) {
+    if (s->pl[j].give <= 0) continue;
+    as_cols_str(c, 0, s->id);
+    as_cols_str(c, 1, p->rec->order_id);
+    as_cols_str(c, 2, s->pl[j].line_id);
+    as_cols_int(c, 3, s->pl[j].give);
+    as_cols_row(c);
+  }
+  if (s->shipping > 0) {
+    as_cols_str(c, 0, s->id);
+    as_cols_str(c, 1, p->rec->order_id);
+    as_cols_str(c, 2, "#shipping");
+    as_cols_int(c, 3, s->shipping);
+    as_cols_row(c);
+  }
+}
+
+/* Inserts the refunds with something to pay; fresh[i] says which were new
+ * (a case refunded before keeps its one refund). */
+static int insert_refunds(review_t *x, as_tx_t *tx, review_pay_t *p, refund_sum_t *s, size_t n, bool *fresh) {
+  as_cols_t head, lines;
+  as_cols_init(&head, 9);
+  as_cols_init(&lines, 4);
+  for (size_t i = 0; i < n; i++)
+    if (s[i].total > 0) refund_row(&head, &p[i], &s[i]);
+  char sql[512];
+  PGresult *r = NULL;
+  int rc = as_cols_run(&head, as_tx_db(tx), review_sql(x, sql, sizeof sql, sql_refunds), &r);
+  for (int j = 0; rc == 0 && r && j < PQntuples(r); j++)
+    for (size_t i = 0; i < n; i++)
+      if (!fresh[i] && s[i].total > 0 && strcmp(s[i].id, PQgetvalue(r, j, 0)) == 0) fresh[i] = true;
+  PQclear(r);
+  for (size_t i = 0; i < n; i++)
+    if (fresh[i]) line_rows(&lines, &p[i], &s[i]);
+  if (rc == 0) rc = as_cols_run(&lines, as_tx_db(tx), review_sql(x, sql, sizeof sql, sql_refund_lines), NULL);
+  as_cols_free(&head);
+  as_cols_free(&lines);
+  return rc;
+}
+
+static int publish_refund(review_t *x, as_tx_t *tx, const review_pay_t *p, const refund_sum_t *s) {
+  const review_rec_t *rec = p->rec;
+  size_t n = rec->c.nlines, k = 0;
+  Aftersales__V1__RefundLine *lines = calloc(n + 1, sizeof *lines);
+  Aftersales__V1__RefundLine **lp = calloc(n + 1, sizeof *lp);
+  Aftersales__V1__Money *amts = calloc(n + 1, sizeof *amts);
+  if (!lines || !lp || !amts) {
+    free(lines), free(lp), free(amts);
+    return -ENOMEM;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (s->pl[i].give <= 0) continue;
+    aftersales__v1__refund_line__init(&lines[k]);
+    amts[k] = review_money(s->pl[i].give, rec->c.currency);
+    lines[k].line_id = (char *)s->pl[i].line_id;
+    lines[k].sku = (char *)s->pl[i].sku;
+    lines[k].quantity = s->pl[i].quantity;
+    lines[k].amount = &amts[k];
+    lp[k] = &lines[k];
+    k++;
+  }
+  Aftersales__V1__Money items = review_money(s->items, rec->c.currency),
+                        ship = review_money(s->shipping, rec->c.currency),
+                        gw = review_money(s->goodwill, rec->c.currency), total = review_money(s->total, rec->c.currency);
+  Aftersales__V1__RefundIssued ri = AFTERSALES__V1__REFUND_ISSUED__INIT;
+  ri.refund_id = (char *)s->id;
+  ri.case_id = (char *)rec->case_id;
+  ri.order_id = (char *)rec->order_id;
+  ri.buyer_id = (char *)rec->buyer_id;
+  ri.n_lines = k;
+  ri.lines = lp;
+  ri.items_amount = &items;
+  ri.shipping_amount = &ship;
+  ri.goodwill_amount = &gw;
+  ri.total = &total;
+  ri.method = rec->payment_method;
+  ri.payment_ref = (char *)rec->payment_ref;
+  ri.issued_at_us = as_now_us();
+  ri.reason_code = (char *)p->reason_code;
+  Aftersales__V1__Envelope env = AFTERSALES__V1__ENVELOPE__INIT;
+  env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_REFUND_ISSUED;
+  env.refund_issued = &ri;
+  int rc = review_publish(x, tx, p->cause, AS_TOPIC_NAME_REFUNDS, rec->case_id, rec->order_id, &env);
+  free(lines), free(lp), free(amts);
+  return rc;
+}
+
+/* Builds every refund's lines against the shared ledger entries. */
+static void plan(review_pay_t *p, size_t n, refund_sum_t *s, pay_line_t *pl, left_t *tab, size_t ntab) {
+  size_t at = 0;
+  for (size_t i = 0; i < n; i++) {
+    const review_rec_t *rec = p[i].rec;
+    s[i].pl = &pl[at];
+    for (size_t j = 0; j < rec->c.nlines; j++) {
+      const review_line_t *l = &rec->c.lines[j];
+      pl[at++] = (pay_line_t){.line_id = l->line_id, .sku = l->sku, .quantity = l->quantity,
+                              .want = l->unit_minor * l->quantity,
+                              .left = left_find(tab, ntab, rec->order_id, l->line_id)};
+    }
+    compute(&p[i], &s[i], left_find(tab, ntab, rec->order_id, "#shipping"));
+    as_uuid_v8(s[i].id, "aftersales.refund", rec->case_id, strlen(rec->case_id));
+  }
+}
+
+int review_money_refund_many(review_t *x, as_tx_t *tx, review_pay_t *p, size_t n) {
+  size_t nl = 0;
+  for (size_t i = 0; i < n; i++) nl += p[i].rec->c.nlines, p[i].paid = 0;
+  refund_sum_t *s = calloc(n + 1, sizeof *s);
+  pay_line_t *pl = calloc(nl + 1, sizeof *pl);
+  bool *fresh = calloc(n + 1, sizeof *fresh);
+  left_t *tab = NULL;
+  size_t ntab = 0;
+  PGresult *res = NULL;
+  int rc = s && pl && fresh ? read_left(x, tx, p, n, &res, &tab, &ntab) : -ENOMEM;
+  if (rc == 0) plan(p, n, s, pl, tab, ntab);
+  if (rc == 0) rc = insert_refunds(x, tx, p, s, n, fresh);
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    if (!fresh[i]) continue;
+    rc = publish_refund(x, tx, &p[i], &s[i]);
+    p[i].paid = s[i].total;
+    as_counter_add(x->refunds, 1);
+    if (p[i].kind == REVIEW_PAY_ITEMS && s[i].items < p[i].amount_minor) as_counter_add(x->refund_minor_capped, 1);
+  }
+  PQclear(res);
+  free(s), free(pl), free(fresh), free(tab);
+  return rc;
+}
+
+int review_money_refund(review_t *x, as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
+                        review_pay_kind_t kind, int64_t amount_minor, bool with_shipping,
+                        const char *reason_code, int64_t *paid) {
+  review_pay_t p = {.cause = cause, .rec = rec, .kind = kind, .amount_minor = amount_minor,
+                    .with_shipping = with_shipping, .reason_code = reason_code};
+  int rc = review_money_refund_many(x, tx, &p, 1);
+  *paid = p.paid;
+  return rc;
+}
+
+int review_money_exchange(review_t *x, as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
+                          bool *done) {
+  char id[AS_UUID_STRLEN + 1], sql[256];
+  as_uuid_v8(id, "aftersales.exchange", rec->case_id, strlen(rec->case_id));
+  const char *vals[2] = {id, rec->case_id};
+  PGresult *r = NULL;
+  int rc = as_db_query(as_tx_db(tx),
+                       review_sql(x, sql, sizeof sql,
+                                  "INSERT INTO %1$s.exchanges (exchange_id, case_id) VALUES ($1, $2)"
+                                  " ON CONFLICT DO NOTHING RETURNING exchange_id"),
+                       2, vals, &r);
+  *done = rc == 0 && PQntuples(r) == 1;
+  PQclear(r);
+  if (rc < 0 || !*done) return rc;
+  size_t n = rec->c.nlines;
+  Aftersales__V1__LineRef *refs = calloc(n + 1, sizeof *refs);
+  Aftersales__V1__LineRef **rp = calloc(n + 1, sizeof *rp);
+  if (!refs || !rp) {
+    free(refs), free(rp);
+    return -ENOMEM;
+  }
+  for (size_t i = 0; i < n; i++) {
+    aftersales__v1__line_ref__init(&refs[i]);
+    refs[i].line_id = (char *)rec->c.lines[i].line_id;
+    refs[i].sku = (char *)rec->c.lines[i].sku;
+    refs[i].quantity = rec->c.lines[i].quantity;
+    rp[i] = &refs[i];
+  }
+  Aftersales__V1__ExchangeRequested ex = AFTERSALES__V1__EXCHANGE_REQUESTED__INIT;
+  ex.exchange_id = id;
+  ex.case_id = (char *)rec->case_id;
+  ex.order_id = (char *)rec->order_id;
+  ex.n_replacement_lines = n;
+  ex.replacement_lines = rp;
+  ex.ship_to_region = (char *)rec->c.region;
+  ex.requested_at_us = as_now_us();
+  Aftersales__V1__Envelope env = AFTERSALES__V1__ENVELOPE__INIT;
+  env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_EXCHANGE_REQUESTED;
+  env.exchange_requested = &ex;
+  rc = review_publish(x, tx, cause, AS_TOPIC_NAME_REFUNDS, rec->case_id, rec->order_id, &env);
+  if (rc == 0) as_counter_add(x->exchanges, 1);
+  free(refs), free(rp);
+  return rc;
+}
+
+#define COUPON_VALID_US (90LL * 86400 * 1000000)
+
+int review_money_coupon(review_t *x, as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
+                        int64_t value_minor, bool *done) {
+  *done = false;
+  if (value_minor <= 0) return 0;
+  char id[AS_UUID_STRLEN + 1], sql[256], val[24];
+  as_uuid_v8(id, "aftersales.coupon", rec->case_id, strlen(rec->case_id));
+  snprintf(val, sizeof val, "%lld", (long long)value_minor);
+  const char *vals[4] = {id, rec->case_id, rec->c.currency, val};
+  PGresult *r = NULL;
+  int rc = as_db_query(as_tx_db(tx),
+                       review_sql(x, sql, sizeof sql,
+                                  "INSERT INTO %1$s.coupons (coupon_id, case_id, currency, value_minor)"
+                                  " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING coupon_id"),
+                       4, vals, &r);
+  *done = rc == 0 && PQntuples(r) == 1;
+  PQclear(r);
+  if (rc < 0 || !*done) return rc;
+  Aftersales__V1__Money v = review_money(value_minor, rec->c.currency);
+  Aftersales__V1__CouponIssued ci = AFTERSALES__V1__COUPON_ISSUED__INIT;
+  ci.coupon_id = id;
+  ci.case_id = (char *)rec->case_id;
+  ci.buyer_id = (char *)rec->buyer_id;
+  ci.value = &v;
+  ci.expires_at_us = as_now_us() + COUPON_VALID_US;
+  Aftersales__V1__Envelope env = AFTERSALES__V1__ENVELOPE__INIT;
+  env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_COUPON_ISSUED;
+  env.coupon_issued = &ci;
+  rc = review_publish(x, tx, cause, AS_TOPIC_NAME_REFUNDS, rec->case_id, rec->order_id, &env);
+  if (rc == 0) as_counter_add(x->coupons, 1);
+  return rc;
+}

@@ -1,0 +1,95 @@
+/* review_timers: what happens when nobody acts in time.
+ *
+ * Deadlines are rows in review's deadlines table, fired once by whichever
+ * instance's scanner takes them (as_deadline). A case still waiting for
+ * evidence, for its return parcel or for the buyer's answer to an offer is
+ * closed, and the buyer is told why (ReviewDecided). A case still with a
+ * human when its review SLA passes is escalated, the breach is stamped on
+ * its clock and announced (SlaBreached). A deadline that finds its case
+ * already moved on does nothing. */
+#include <errno.h>
+#include <string.h>
+
+#include "as_log.h"
+#include "as_topics.h"
+#include "review.h"
+
+#define ST(x) AFTERSALES__V1__CASE_STATE__CASE_STATE_##x
+#define V(x) AFTERSALES__V1__VERDICT__VERDICT_##x
+
+static const as_case_actor_t timer_actor = {"system", "review:deadline"};
+
+typedef struct closing {
+  const char *kind;
+  as_case_state_t waiting;
+  const char *rule;
+} closing_t;
+
+static const closing_t closings[] = {
+    {"evidence", ST(AWAITING_EVIDENCE), "evidence.deadline_passed"},
+    {"return", ST(AWAITING_RETURN), "return.not_shipped"},
+    {"offer", ST(GOODWILL_OFFERED), "goodwill.expired"},
+};
+
+static int close_case(review_t *x, as_tx_t *tx, review_rec_t *rec, const closing_t *c) {
+  if (rec->state != c->waiting) return 0;
+  int mrc;
+  int rc = review_move(tx, rec->case_id, ST(CLOSED), 1u << c->waiting, timer_actor, c->rule, NULL, NULL, &mrc);
+  if (rc < 0 || mrc != 0) return rc;
+  review_item_t it = {.rec = rec, .actor = timer_actor, .decided_at_us = as_now_us()};
+  it.d.verdict = V(REJECTED);
+  it.d.rule = c->rule;
+  return review_publish_decided(x, tx, &it);
+}
+
+static int publish_breach(review_t *x, as_tx_t *tx, const review_rec_t *rec, const char *to) {
+  Aftersales__V1__SlaBreached b = AFTERSALES__V1__SLA_BREACHED__INIT;
+  b.case_id = (char *)rec->case_id;
+  b.clock = "review";
+  b.due_at_us = rec->review_due_us;
+  b.breached_at_us = as_now_us();
+  b.escalated_to = (char *)to;
+  Aftersales__V1__Envelope env = AFTERSALES__V1__ENVELOPE__INIT;
+  env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_SLA_BREACHED;
+  env.sla_breached = &b;
+  return review_publish(x, tx, NULL, AS_TOPIC_NAME_CASES, rec->case_id, rec->order_id, &env);
+}
+
+/* Review SLA: undecided cases go to a human; a case already with one is
+ * escalated to the supervisors' queue. Either way the clock is breached. */
+static int review_breach(review_t *x, as_tx_t *tx, review_rec_t *rec) {
+  uint32_t undecided = REVIEW_STATE_BIT(OPEN) | REVIEW_STATE_BIT(IN_REVIEW);
+  as_case_state_t to;
+  const char *queue;
+  if ((1u << rec->state) & undecided)
+    to = ST(MANUAL_REVIEW), queue = "manual_review";
+  else if (rec->state == ST(MANUAL_REVIEW))
+    to = ST(ESCALATED), queue = "review_supervisors";
+  else
+    return 0;
+  int mrc;
+  int rc = review_move(tx, rec->case_id, to, 1u << rec->state, timer_actor, "sla.review_breached", NULL, NULL, &mrc);
+  if (rc == 0 && mrc != 0)
+    AS_WARN(x->log, "review SLA breach: escalation refused", AS_F_STR("case_id", rec->case_id), AS_F_INT("rc", mrc));
+  if (rc < 0 || mrc != 0) return rc;
+  const char *vals[1] = {rec->case_id};
+  rc = as_db_query(as_tx_db(tx),
+                   "UPDATE cases.sla_clocks SET breached_at = now() WHERE case_id = $1 AND clock = 'review'"
+                   " AND met_at IS NULL AND breached_at IS NULL",
+                   1, vals, NULL);
+  if (rc == 0) rc = publish_breach(x, tx, rec, queue);
+  if (rc == 0) as_counter_add(x->sla_breaches, 1);
+  return rc;
+}
+
+int review_timers_fire(review_t *x, as_tx_t *tx, const char *case_id, const char *kind) {
+  review_rec_t rec;
+  int rc = review_record_load(x, tx, case_id, &rec);
+  if (rc == -ENOENT) return 0;
+  if (rc < 0) return rc;
+  if (strcmp(kind, "sla:review") == 0) rc = review_breach(x, tx, &rec);
+  for (size_t i = 0; i < sizeof closings / sizeof closings[0]; i++)
+    if (strcmp(kind, closings[i].kind) == 0) rc = close_case(x, tx, &rec, &closings[i]);
+  review_rec_free(&rec);
+  return rc;
+}

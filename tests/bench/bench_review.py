@@ -1,0 +1,235 @@
+"""bench review: as-review deciding crafted CaseOpened events.
+
+  1. prefill: the shared cases.cases rows of every case (intake writes them in
+     production), one COPY;
+  2. throughput: N crafted CaseOpened (route review, delivered two days ago;
+     ~70% changed-mind approvals with a return, ~20% cheap refund-only, ~10%
+     rejections) produced as fast as possible; cases_per_s = cases decided
+     (ReviewDecided read back on aftersales.review.v1) / wall time from the
+     first produce to the last decision read;
+  3. latency: 1,000 cases/s paced for ~10 s; p99 of (ReviewDecided read time
+     - CaseOpened produce time).
+Prints exactly one line: bench review cases_per_s=N p99_decision_ms=N
+"""
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+sys.path.insert(0, os.environ.get("AS_GEN_PY", "build/gen/py"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import envelope_pb2  # noqa: E402
+import common_pb2  # noqa: E402
+import psycopg2  # noqa: E402
+from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+from bench import log, report_batches, start_broker, start_pg  # noqa: E402
+
+BIN = os.environ.get("AS_BIN_DIR", "build/bin")
+N_CASES = int(os.environ.get("AS_BENCH_CASES", "20000"))
+RATE = int(os.environ.get("AS_BENCH_RATE", "1000"))
+SECONDS = float(os.environ.get("AS_BENCH_SECONDS", "10"))
+DAY_US = 86400 * 10**6
+TAG = uuid.uuid4().hex[:6]
+
+
+def case_id(i):
+    return "c-%s-%07d" % (TAG, i)
+
+
+def case_kind(i):
+    k = i % 10
+    return "cheap" if k < 2 else ("reject" if k == 2 else "return")
+
+
+def case_msg(i):
+    cid, oid, now = case_id(i), "o-%s-%07d" % (TAG, i), int(time.time() * 1e6)
+    kind = case_kind(i)
+    unit = 500 if kind == "cheap" else 3000
+    e = envelope_pb2.Envelope()
+    e.event_id = str(uuid.uuid4())
+    e.event_type = "CaseOpened"
+    e.schema_version = 1
+    e.case_id, e.order_id = cid, oid
+    e.occurred_at_us = now
+    e.producer.service = "bench"
+    e.producer.instance = "bench-1"
+    e.trace_id = uuid.uuid4().hex
+    c = e.case_opened
+    c.case_id, c.case_number, c.order_id, c.buyer_id, c.merchant_id = cid, "AS-B-" + cid, oid, "b-%d" % i, "m-%d" % (i % 50)
+    c.case_type, c.reason = common_pb2.CASE_TYPE_RETURN_REFUND, common_pb2.REASON_CHANGED_MIND
+    c.state, c.route, c.request_id = common_pb2.CASE_STATE_OPEN, "review", "r-%d" % i
+    c.review_due_us = now + 24 * 3600 * 10**6
+    c.preferred_outcome, c.return_method = common_pb2.OUTCOME_REFUND, common_pb2.RETURN_METHOD_PICKUP
+    c.declared_unused = kind != "reject"
+    c.locale, c.submitted_at_us = "zh-CN", now
+    l = c.case_lines.add(line_id="l1", sku="SKU-%d" % (i % 1000), category="apparel", supplier_id="s-1",
+                         quantity=1, purchased_quantity=2)
+    l.unit_price.amount_minor, l.unit_price.currency = unit, "CNY"
+    c.lines.add(line_id="l1", sku=l.sku, quantity=1)
+    c.claimed_amount.amount_minor, c.claimed_amount.currency = unit, "CNY"
+    o = c.order
+    o.placed_at_us, o.delivered_at_us = now - 4 * DAY_US, now - 2 * DAY_US
+    o.paid.amount_minor, o.paid.currency = 2 * unit + 800, "CNY"
+    o.payment_method, o.payment_ref, o.region = common_pb2.PAYMENT_METHOD_CARD, "pay-" + oid, "CN-EAST"
+    o.shipping_fee.amount_minor, o.shipping_fee.currency = 800, "CNY"
+    c.buyer_history.first_order_at_us, c.buyer_history.orders = now - 400 * DAY_US, 10
+    return cid, e.SerializeToString()
+
+
+def prefill(dsn, n):
+    t0 = time.time()
+    buf = io.StringIO()
+    for i in range(n):
+        cid = case_id(i)
+        buf.write("%s\tAS-B-%s\tRETURN_REFUND\tOPEN\to-%s-%07d\tb-%d\tm-%d\tCHANGED_MIND\treview\tCNY\t%d\n"
+                  % (cid, cid, TAG, i, i, i % 50, 500 if case_kind(i) == "cheap" else 3000))
+    buf.seek(0)
+    with psycopg2.connect(dsn) as c, c.cursor() as cur:
+        cur.copy_expert("COPY cases.cases (case_id, case_number, case_type, state, order_id, buyer_id,"
+                        " merchant_id, reason, route, currency, claimed_minor) FROM STDIN", buf)
+        cur.execute("INSERT INTO cases.sla_clocks (case_id, clock, due_at) SELECT case_id, 'review',"
+                    " now() + interval '1 day' FROM cases.cases")
+    c.close()
+    log("prefilled %d case rows in %.1fs" % (n, time.time() - t0))
+
+
+def produce(p, topic, key, value):
+    while True:
+        try:
+            p.produce(topic, key=key, value=value)
+            return
+        except BufferError:
+            p.poll(0.01)
+
+
+class DecisionReader(threading.Thread):
+    """Arrival time of the first ReviewDecided of each case."""
+
+    def __init__(self, bootstrap):
+        super().__init__(daemon=True)
+        self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-review-%s" % uuid.uuid4().hex,
+                           "enable.auto.commit": False, "fetch.wait.max.ms": 2, "log_level": 2,
+                           "socket.nagle.disable": True})
+        parts = [TopicPartition("aftersales.review.v1", i) for i in range(12)]
+        for tp in parts:
+            tp.offset = self.c.get_watermark_offsets(tp, timeout=10)[1]
+        self.c.assign(parts)
+        self.at = {}
+        self.verdicts = {}
+        self.stop = False
+
+    def run(self):
+        while not self.stop:
+            msgs = self.c.consume(1000, 0.05)
+            now = time.time()
+            for m in msgs:
+                if m.error():
+                    continue
+                e = envelope_pb2.Envelope()
+                e.ParseFromString(m.value())
+                if e.WhichOneof("payload") == "review_decided":
+                    cid = e.review_decided.case_id
+                    if cid not in self.at:
+                        self.at[cid] = now
+                        self.verdicts[e.review_decided.verdict] = self.verdicts.get(e.review_decided.verdict, 0) + 1
+
+
+def throughput(p, reader):
+    msgs = [case_msg(i) for i in range(N_CASES)]
+    ids = [cid for cid, _ in msgs]
+    t0 = time.time()
+    for cid, value in msgs:
+        produce(p, "aftersales.cases.v1", cid, value)
+    p.flush(60)
+    log("produced %d CaseOpened in %.1fs" % (N_CASES, time.time() - t0))
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        done = sum(1 for cid in ids if cid in reader.at)
+        if done >= N_CASES:
+            break
+        time.sleep(0.1)
+    else:
+        raise RuntimeError("only %d of %d cases decided" % (done, N_CASES))
+    t_last = max(reader.at[cid] for cid in ids)
+    log("verdicts: %s" % {k: v for k, v in sorted(reader.verdicts.items())})
+    return N_CASES / (t_last - t0)
+
+
+def latency(bootstrap, reader):
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": "all", "log_level": 2,
+                  "socket.nagle.disable": True})
+    p.list_topics(timeout=10)
+    time.sleep(2)
+    n = int(RATE * SECONDS)
+    sent = {}
+    t0 = time.time()
+    for k in range(n):
+        i = N_CASES + k
+        due = t0 + k / RATE
+        delay = due - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        cid, value = case_msg(i)
+        sent[cid] = time.time()
+        produce(p, "aftersales.cases.v1", cid, value)
+        p.poll(0)
+    p.flush(30)
+    deadline = time.time() + 60
+    while sum(1 for c in sent if c in reader.at) < n and time.time() < deadline:
+        time.sleep(0.1)
+    lat = sorted((reader.at[c] - t) * 1e3 for c, t in sent.items() if c in reader.at)
+    if len(lat) < n:
+        raise RuntimeError("only %d of %d decisions arrived" % (len(lat), n))
+    p50, p99 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    log("paced %d cases at %d/s: p50=%.1fms p99=%.1fms max=%.1fms" % (n, RATE, p50, p99, lat[-1]))
+    return p99
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="as-bench-review.")
+    pg = start_pg(tmp)
+    dsn = "host=%s port=%s user=%s dbname=%s" % (pg["PGHOST"], pg["PGPORT"], pg["PGUSER"], pg["PGDATABASE"])
+    broker, bootstrap = start_broker(tmp)
+    w = reader = None
+    try:
+        env = dict(os.environ, AS_KAFKA_BOOTSTRAP=bootstrap, AS_DB_DSN=dsn, AS_DB_SCHEMA="review",
+                   AS_GROUP_ID="bench-review", AS_HTTP_PORT="0", AS_HTTP_ADDR="127.0.0.1",
+                   AS_LOG_LEVEL=os.environ.get("AS_BENCH_LOG", "info"), AS_INSTANCE="bench",
+                   AS_POLL_INTERVAL_MS="5", AS_RELAY_INTERVAL_MS="20",
+                   AS_RDKAFKA_FETCH_WAIT_MAX_MS="2", AS_RDKAFKA_LINGER_MS="0")
+        subprocess.run([BIN + "/as-review", "--migrate"], env=env, check=True,
+                       stderr=open(tmp + "/migrate.log", "w"))
+        prefill(dsn, N_CASES + int(RATE * SECONDS))
+        w = subprocess.Popen([BIN + "/as-review"], env=env, stderr=open(tmp + "/worker.log", "w"))
+        reader = DecisionReader(bootstrap)
+        reader.start()
+        p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True,
+                      "queue.buffering.max.messages": 1000000, "log_level": 2})
+        time.sleep(3)  # the worker's group join
+        rate = throughput(p, reader)
+        log("throughput: %.0f cases/s (%d cases)" % (rate, N_CASES))
+        report_batches(tmp + "/worker.log")
+        p99 = latency(bootstrap, reader)
+        print("bench review cases_per_s=%d p99_decision_ms=%d" % (rate, round(p99)), flush=True)
+    finally:
+        if reader:
+            reader.stop = True
+            reader.join(5)
+        if w:
+            w.terminate()
+            w.wait(30)
+        broker.terminate()
+        broker.wait(10)
+        if not os.environ.get("AS_KEEP_TMP"):
+            subprocess.run(["scripts/pg.sh", "destroy", tmp + "/pg"], capture_output=True)
+            subprocess.run(["rm", "-rf", tmp])
+        else:
+            log("kept " + tmp)
+
+
+if __name__ == "__main__":
+    main()

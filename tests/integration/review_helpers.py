@@ -1,0 +1,227 @@
+"""Helpers of the review tests (tests/integration/test_review*.py).
+
+start_review mirrors conftest's start_intake; the rest builds crafted
+CaseOpened envelopes (with the shared cases.cases row they need, written by
+intake in production) and the human / logistics / inspection events review
+consumes, and reads back what review published.
+"""
+import time
+import uuid
+
+from conftest import BIN_DIR, CASES_TOPIC, SLOW, ServiceWorker, wait_until
+
+REVIEW_TOPIC = "aftersales.review.v1"
+REFUNDS_TOPIC = "aftersales.refunds.v1"
+DECISIONS_TOPIC = "aftersales.decisions.v1"
+LOGISTICS_TOPIC = "aftersales.logistics.v1"
+INSPECTION_TOPIC = "aftersales.inspection.v1"
+DAY_US = 86400 * 1_000_000
+HOUR_US = 3600 * 1_000_000
+
+
+def now_us():
+    return int(time.time() * 1e6)
+
+
+def start_review(h, name=None, ready=True, **over):
+    """Starts as-review on the test's database and broker (schema review,
+    one consumer group per test); returns the ServiceWorker."""
+    name = name or f"review{len(h.workers) + 1}"
+    over.setdefault("AS_DB_SCHEMA", "review")
+    over.setdefault("AS_GROUP_ID", f"review-{h.group}")
+    over.setdefault("AS_SCAN_INTERVAL_MS", "200")
+    env = h.worker_env(AS_INSTANCE=name, **over)
+    w = ServiceWorker(h, name, env, BIN_DIR / "as-review")
+    h.workers.append(w)
+    if ready:
+        w.wait_started()
+        w.wait_ready()
+    return w
+
+
+class M:
+    """The generated modules review tests need."""
+
+    def __init__(self, h):
+        _ = h.pb  # puts the generated modules on sys.path
+        import cases_pb2
+        import common_pb2
+        import inspection_pb2
+        import logistics_pb2
+        import refunds_pb2
+        import requests_pb2
+        import review_pb2
+        self.cases, self.common, self.review = cases_pb2, common_pb2, review_pb2
+        self.refunds, self.logistics, self.inspection = refunds_pb2, logistics_pb2, inspection_pb2
+        self.requests = requests_pb2
+
+
+def pbm(h):
+    if not hasattr(h, "_review_pb"):
+        h._review_pb = M(h)
+    return h._review_pb
+
+
+_seq = [0]
+
+
+def new_case(h, *, case_id=None, order_id=None, buyer_id=None, merchant_id="m-1",
+             case_type="RETURN_REFUND", reason="CHANGED_MIND",
+             lines=None, currency="CNY", delivered_at_us=None, submitted_at_us=None,
+             declared_unused=True, evidence=(), region="CN-EAST", shipping_fee=800,
+             payment_method="WALLET", payment_ref=None, first_order_at_us=None, orders=3, cases=0,
+             claims_on_order=0, review_due_us=None, return_method="PICKUP", locale="zh-CN"):
+    """A crafted CaseOpened envelope (route review) and its shared-row spec.
+    lines = [(line_id, sku, category, quantity, unit_minor, purchased_quantity)]."""
+    m = pbm(h)
+    c = m.common
+    tag = uuid.uuid4().hex[:10]
+    _seq[0] += 1
+    case_id = case_id or f"case-{tag}"
+    order_id = order_id or f"o-{tag}"
+    buyer_id = buyer_id or f"b-{tag}"
+    now = now_us()
+    if lines is None:
+        lines = [("l1", "SKU-1", "apparel", 1, 3000, 1)]
+    delivered_at_us = now - 2 * DAY_US if delivered_at_us is None else delivered_at_us
+    submitted_at_us = now if submitted_at_us is None else submitted_at_us
+    e = m.cases.CaseOpened(case_id=case_id, case_number=f"AS-T-{tag}", order_id=order_id,
+                           buyer_id=buyer_id, merchant_id=merchant_id,
+                           case_type=c.CaseType.Value("CASE_TYPE_" + case_type),
+                           reason=c.Reason.Value("REASON_" + reason),
+                           state=c.CASE_STATE_OPEN, route="review", request_id=f"r-{tag}",
+                           review_due_us=now + 24 * HOUR_US if review_due_us is None else review_due_us,
+                           preferred_outcome=c.OUTCOME_REFUND,
+                           return_method=c.ReturnMethod.Value("RETURN_METHOD_" + return_method),
+                           declared_unused=declared_unused, locale=locale,
+                           submitted_at_us=submitted_at_us)
+    claimed = 0
+    for line_id, sku, cat, qty, unit, bought in lines:
+        l = e.case_lines.add(line_id=line_id, sku=sku, category=cat, supplier_id="sup-1",
+                             quantity=qty, purchased_quantity=bought)
+        l.unit_price.amount_minor = unit
+        l.unit_price.currency = currency
+        e.lines.add(line_id=line_id, sku=sku, quantity=qty)
+        claimed += qty * unit
+    e.claimed_amount.amount_minor = claimed
+    e.claimed_amount.currency = currency
+    o = e.order
+    o.placed_at_us = delivered_at_us - DAY_US if delivered_at_us else now - 3 * DAY_US
+    o.delivered_at_us = delivered_at_us
+    o.paid.amount_minor = sum(u * b for _, _, _, _, u, b in lines) + shipping_fee
+    o.paid.currency = currency
+    o.payment_method = c.PaymentMethod.Value("PAYMENT_METHOD_" + payment_method)
+    o.payment_ref = payment_ref or f"pay-{order_id}"
+    o.region = region
+    o.shipping_fee.amount_minor = shipping_fee
+    o.shipping_fee.currency = currency
+    bh = e.buyer_history
+    bh.first_order_at_us = now - 400 * DAY_US if first_order_at_us is None else first_order_at_us
+    bh.orders, bh.cases, bh.claims_on_order = orders, cases, claims_on_order
+    for uri, mt in evidence:
+        e.evidence.add(uri=uri, media_type=mt, size_bytes=1000, sha256="a" * 64)
+    env = h.envelope("case_opened", e, case_id=case_id, order_id=order_id)
+    return env
+
+
+def insert_case_rows(h, envs, review_clock=True):
+    """Writes the shared cases.cases (and cases.sla_clocks 'review') rows of
+    crafted CaseOpened envelopes, as intake would, in one statement each."""
+    rows = []
+    for env in envs:
+        e = env.case_opened
+        m = pbm(h)
+        rows.append((e.case_id, e.case_number, m.common.CaseType.Name(e.case_type)[10:], e.order_id,
+                     e.buyer_id, e.merchant_id, m.common.Reason.Name(e.reason)[7:],
+                     e.claimed_amount.currency, e.claimed_amount.amount_minor, e.review_due_us))
+    if not rows:
+        return
+    cols = list(zip(*rows))
+    h.sql("INSERT INTO cases.cases (case_id, case_number, case_type, state, order_id, buyer_id,"
+          " merchant_id, reason, route, currency, claimed_minor)"
+          " SELECT a, b, c, 'OPEN', d, e, f, g, 'review', h, i FROM unnest(%s::text[], %s::text[],"
+          " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[])"
+          " AS t(a, b, c, d, e, f, g, h, i)", [list(c) for c in cols[:9]])
+    if review_clock:
+        h.sql("INSERT INTO cases.sla_clocks (case_id, clock, due_at)"
+              " SELECT a, 'review', to_timestamp(d / 1e6) FROM unnest(%s::text[], %s::bigint[]) AS t(a, d)",
+              [list(cols[0]), list(cols[9])])
+
+
+def open_cases(h, envs, insert=True):
+    """Inserts the shared rows and produces the CaseOpened envelopes on the
+    cases topic keyed by case id."""
+    if insert:
+        insert_case_rows(h, envs)
+    h.produce_many([(e.case_id, e.SerializeToString(), None) for e in envs], topic=CASES_TOPIC)
+
+
+def events(h, reader):
+    """[(payload name, payload, key, envelope)] read so far on a topic."""
+    out = []
+    for msg in reader.drain():
+        env = h.decode(msg.value())
+        kind = env.WhichOneof("payload")
+        out.append((kind, getattr(env, kind), (msg.key() or b"").decode(), env))
+    return out
+
+
+def of_kind(evs, kind):
+    return [e for e in evs if e[0] == kind]
+
+
+def wait_events(h, reader, pred, timeout=20, what="events"):
+    def ok():
+        evs = events(h, reader)
+        return evs if pred(evs) else None
+    return wait_until(ok, timeout * SLOW, interval=0.2, what=what)
+
+
+def decided(evs):
+    """case_id -> [ReviewDecided] in order."""
+    out = {}
+    for k, p, _, _ in evs:
+        if k == "review_decided":
+            out.setdefault(p.case_id, []).append(p)
+    return out
+
+
+def wait_decided(h, reader, case_ids, n=1, timeout=30):
+    """Waits until each case has n ReviewDecided; returns the events."""
+    ids = set(case_ids)
+    return wait_events(h, reader, lambda evs: all(len(decided(evs).get(c, [])) >= n for c in ids),
+                       timeout=timeout, what=f"{n} ReviewDecided for {len(ids)} cases")
+
+
+def state(h, case_id):
+    r = h.sql("SELECT state FROM cases.cases WHERE case_id = %s", (case_id,))
+    return r[0][0] if r else None
+
+
+def wait_state(h, case_id, want, timeout=20):
+    return wait_until(lambda: state(h, case_id) == want, timeout * SLOW, interval=0.1,
+                      what=f"case {case_id} in {want} (now {state(h, case_id)})")
+
+
+def produce_on(h, topic, field, payload, case_id, event_id=None, order_id=""):
+    env = h.envelope(field, payload, case_id=case_id, event_id=event_id, order_id=order_id)
+    h.produce_many([(case_id, env.SerializeToString(), None)], topic=topic)
+    return env
+
+
+def returned_and_inspected(h, case_id, resellable=True, defect=False, event_ids=(None, None)):
+    m = pbm(h)
+    rr = m.logistics.ReturnReceived(case_id=case_id, warehouse_id="WH-CN-SH-01", tracking_number="SF1",
+                                    received_at_us=now_us())
+    produce_on(h, LOGISTICS_TOPIC, "return_received", rr, case_id, event_id=event_ids[0])
+    ic = m.inspection.InspectionCompleted(case_id=case_id, defect_confirmed=defect, resellable=resellable,
+                                          standard="apparel-v1", completed_at_us=now_us())
+    produce_on(h, INSPECTION_TOPIC, "inspection_completed", ic, case_id, event_id=event_ids[1])
+
+
+def refunds_db(h, case_id=None):
+    q = ("SELECT refund_id::text, case_id, items_minor, shipping_minor, goodwill_minor, total_minor, reason_code"
+         " FROM review.refunds")
+    if case_id:
+        return h.sql(q + " WHERE case_id = %s", (case_id,))
+    return h.sql(q)
