@@ -103,7 +103,10 @@ int review_move(as_tx_t *tx, const char *case_id, as_case_state_t to, uint32_t f
 void review_offer_id(char out[40], const char *case_id);
 
 /* ---- review_money.c */
-typedef enum { REVIEW_PAY_ITEMS, REVIEW_PAY_GOODWILL, REVIEW_PAY_RULING } review_pay_kind_t;
+/* ITEMS: each claimed line in full; GOODWILL: an amount booked as goodwill;
+ * PARTIAL: an amount below the claim (an agent's or a mediator's), booked
+ * as items. The last two are spread over the lines in proportion. */
+typedef enum { REVIEW_PAY_ITEMS, REVIEW_PAY_GOODWILL, REVIEW_PAY_PARTIAL } review_pay_kind_t;
 typedef struct review_pay {
   const as_msg_t *cause;
   const review_rec_t *rec;
@@ -119,7 +122,7 @@ typedef struct review_pay {
 int review_money_refund_many(review_t *x, as_tx_t *tx, review_pay_t *p, size_t n);
 
 /* Refunds the case: the items (with the shipping fee when the decision
- * says so), a goodwill amount, or a mediator's amount, cut to what is left
+ * says so), a goodwill amount, or a partial amount, cut to what is left
  * of each line under the ledger. *paid is the total refunded (0: nothing
  * was left, or the case already had its refund). Publishes RefundIssued.
  * Returns 0 or an as_db error. */

@@ -270,7 +270,10 @@ static int pay_now(review_t *x, as_tx_t *tx, review_item_t *it, size_t n) {
   size_t k = 0;
   for (size_t i = 0; rc == 0 && i < n; i++)
     if (pays_now(&it[i]))
-      p[k++] = (review_pay_t){.cause = it[i].cause, .rec = it[i].rec, .kind = REVIEW_PAY_ITEMS,
+      p[k++] = (review_pay_t){.cause = it[i].cause, .rec = it[i].rec,
+                              /* an agent may approve less than the claim */
+                              .kind = it[i].d.amount_minor < it[i].rec->c.claimed_minor ? REVIEW_PAY_PARTIAL
+                                                                                      : REVIEW_PAY_ITEMS,
                               .amount_minor = it[i].d.amount_minor, .with_shipping = it[i].d.refund_shipping,
                               .reason_code = it[i].d.rule};
   if (rc == 0 && k) rc = review_money_refund_many(x, tx, p, k);

@@ -167,7 +167,7 @@ static int ruling_pay(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec,
   int64_t amount = r->amount && r->amount->amount_minor > 0 ? r->amount->amount_minor : rec->c.claimed_minor;
   int64_t paid;
   int rc = amount < rec->c.claimed_minor
-               ? review_money_refund(x, tx, m, rec, REVIEW_PAY_RULING, amount, false, "mediation.ruling", &paid)
+               ? review_money_refund(x, tx, m, rec, REVIEW_PAY_PARTIAL, amount, false, "mediation.ruling", &paid)
                : review_money_refund(x, tx, m, rec, REVIEW_PAY_ITEMS, amount, rec->refund_shipping,
                                      "mediation.ruling", &paid);
   if (rc < 0) return rc;
@@ -212,7 +212,7 @@ static int settle_return(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *re
   }
   int64_t paid;
   int rc = rec->approved_minor < rec->c.claimed_minor
-               ? review_money_refund(x, tx, m, rec, REVIEW_PAY_RULING, rec->approved_minor, false, "return.inspected",
+               ? review_money_refund(x, tx, m, rec, REVIEW_PAY_PARTIAL, rec->approved_minor, false, "return.inspected",
                                      &paid)
                : review_money_refund(x, tx, m, rec, REVIEW_PAY_ITEMS, rec->approved_minor, rec->refund_shipping,
                                      "return.inspected", &paid);

@@ -704,20 +704,24 @@ class ServiceWorker(Worker):
         self.port = None
 
 
-def start_intake(h, name=None, ready=True, **over):
-    """Starts as-intake on the test's database and broker (schema intake,
-    one consumer group per test); returns the ServiceWorker."""
-    name = name or f"intake{len(h.workers) + 1}"
-    over.setdefault("AS_DB_SCHEMA", "intake")
-    over.setdefault("AS_GROUP_ID", f"intake-{h.group}")
+def start_service(h, service, name=None, ready=True, **over):
+    """Starts as-<service> on the test's database and broker (schema
+    <service>, one consumer group per test); returns the ServiceWorker."""
+    name = name or f"{service}{len(h.workers) + 1}"
+    over.setdefault("AS_DB_SCHEMA", service)
+    over.setdefault("AS_GROUP_ID", f"{service}-{h.group}")
     over.setdefault("AS_SCAN_INTERVAL_MS", "200")
     env = h.worker_env(AS_INSTANCE=name, **over)
-    w = ServiceWorker(h, name, env, BIN_DIR / "as-intake")
+    w = ServiceWorker(h, name, env, BIN_DIR / f"as-{service}")
     h.workers.append(w)
     if ready:
         w.wait_started()
         w.wait_ready()
     return w
+
+
+def start_intake(h, name=None, ready=True, **over):
+    return start_service(h, "intake", name, ready, **over)
 
 
 def intake_pb(h):

@@ -1,6 +1,6 @@
 """Helpers of the review tests (tests/integration/test_review*.py).
 
-start_review mirrors conftest's start_intake; the rest builds crafted
+start_review starts the worker (conftest.start_service); the rest builds crafted
 CaseOpened envelopes (with the shared cases.cases row they need, written by
 intake in production) and the human / logistics / inspection events review
 consumes, and reads back what review published.
@@ -8,7 +8,7 @@ consumes, and reads back what review published.
 import time
 import uuid
 
-from conftest import BIN_DIR, CASES_TOPIC, SLOW, ServiceWorker, wait_until
+from conftest import CASES_TOPIC, SLOW, start_service, wait_until
 
 REVIEW_TOPIC = "aftersales.review.v1"
 REFUNDS_TOPIC = "aftersales.refunds.v1"
@@ -24,19 +24,7 @@ def now_us():
 
 
 def start_review(h, name=None, ready=True, **over):
-    """Starts as-review on the test's database and broker (schema review,
-    one consumer group per test); returns the ServiceWorker."""
-    name = name or f"review{len(h.workers) + 1}"
-    over.setdefault("AS_DB_SCHEMA", "review")
-    over.setdefault("AS_GROUP_ID", f"review-{h.group}")
-    over.setdefault("AS_SCAN_INTERVAL_MS", "200")
-    env = h.worker_env(AS_INSTANCE=name, **over)
-    w = ServiceWorker(h, name, env, BIN_DIR / "as-review")
-    h.workers.append(w)
-    if ready:
-        w.wait_started()
-        w.wait_ready()
-    return w
+    return start_service(h, "review", name, ready, **over)
 
 
 class M:

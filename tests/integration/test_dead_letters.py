@@ -144,7 +144,7 @@ def test_protoc_decodes_echo_and_dead_letter_from_kafka(h):
     assert 'reason_code: "decode_failed"' in text
     assert f'source_topic: "{PROBE_TOPIC}"' in text
     assert "source_partition" not in text or "source_partition: 0" in text
-    assert f'source_offset: 1' in text
+    assert 'source_offset: 1' in text
     assert f'source_key: "{key}"' in text
     assert 'original: "\\017not protobuf"' in text
     assert "original_size: 13" in text

@@ -9,8 +9,7 @@ import re
 import time
 import uuid
 
-from conftest import (CASES_TOPIC, DLQ_TOPIC, SLOW, case_events, dead_letters, intake_pb,
-                      order_events, produce_orders, produce_requests, request_envelope,
+from conftest import (CASES_TOPIC, SLOW, intake_pb, order_events, produce_orders, produce_requests, request_envelope,
                       start_intake, wait_case_events, wait_until)
 
 SHA = "a" * 64

@@ -5,10 +5,7 @@ verdicts are read back from aftersales.cases.v1 (RequestRejected with its
 reason code, or CaseOpened) and the dead-letter topic. A rejected or
 dead-lettered request must leave no row in the shared case tables.
 """
-import uuid
-
-from conftest import (CASES_TOPIC, DLQ_TOPIC, REQUESTS_TOPIC, SLOW, case_events, dead_letters, intake_pb,
-                      order_events, produce_orders, produce_requests, request_envelope,
+from conftest import (CASES_TOPIC, DLQ_TOPIC, REQUESTS_TOPIC, SLOW, dead_letters, intake_pb, produce_orders, produce_requests, request_envelope,
                       start_intake, wait_case_events, wait_until)
 from test_intake import PHOTO, SHA, opened, rejections, setup_order
 

@@ -16,7 +16,7 @@ import pytest
 from conftest import CASES_TOPIC, DLQ_TOPIC, SLOW, dead_letters, wait_until
 from review_helpers import (DAY_US, DECISIONS_TOPIC, INSPECTION_TOPIC, LOGISTICS_TOPIC, REFUNDS_TOPIC,
                             REVIEW_TOPIC, decided, events, new_case, now_us, of_kind, open_cases, pbm,
-                            produce_on, refunds_db, returned_and_inspected, start_review, state,
+                            produce_on, refunds_db, start_review, state,
                             wait_decided, wait_events, wait_state)
 
 PHOTO = (("https://img.example.com/p/1.jpg", "image/jpeg"),)

@@ -107,3 +107,24 @@ def test_deadlines_close_cases_and_tell_the_buyer(h):
     assert [d.reason_code for _, d, _ in dead] == ["contract_violation"]
     assert "no open offer" in dead[0][1].detail
     assert refunds_db(h, late.case_id) == []
+
+
+def test_agent_partial_approval_pays_only_the_approved_amount(h):
+    m = pbm(h)
+    start_review(h)
+    refunds_r = h.reader(REFUNDS_TOPIC)
+    # Cheap (refund without return) but the third claim on its order: manual.
+    e = new_case(h, lines=[("l1", "S", "apparel", 1, 400, 1), ("l2", "T", "apparel", 1, 500, 1)], claims_on_order=2)
+    open_cases(h, [e])
+    wait_state(h, e.case_id, "MANUAL_REVIEW")
+    a = m.review.AgentDecision(case_id=e.case_id, agent_id="agent-7", verdict=m.review.VERDICT_APPROVED,
+                               outcome=m.common.OUTCOME_REFUND, note="half, the buyer kept one sock")
+    a.amount.amount_minor, a.amount.currency = 450, "CNY"
+    produce_on(h, DECISIONS_TOPIC, "agent_decision", a, e.case_id)
+    wait_state(h, e.case_id, "REFUNDED")
+    evs = wait_events(h, refunds_r, lambda ev: of_kind(ev, "refund_issued"), what="refund")
+    (r,) = [p for _, p, _, _ in of_kind(evs, "refund_issued")]
+    assert (r.items_amount.amount_minor, r.shipping_amount.amount_minor, r.total.amount_minor) == (450, 0, 450)
+    assert sorted((l.line_id, l.amount.amount_minor) for l in r.lines) == [("l1", 200), ("l2", 250)]
+    assert h.scalar("SELECT actor_id FROM cases.timeline WHERE case_id = %s AND to_state = 'APPROVED'",
+                    (e.case_id,)) == "agent-7"
