@@ -154,7 +154,7 @@ static inline Aftersales__V1__Money review_money(int64_t minor, const char *cur)
 /* Formats sql_tmpl with %1$s = schema. */
 const char *review_sql(const review_t *x, char *buf, size_t cap, const char *tmpl);
 /* Publishes env (payload already set) on topic keyed by the case id. */
-int review_publish(review_t *x, as_tx_t *tx, const as_msg_t *cause, const char *topic,
-                   const char *case_id, const char *order_id, Aftersales__V1__Envelope *env);
+int review_publish(as_tx_t *tx, const as_msg_t *cause, const char *topic, const char *case_id,
+                   const char *order_id, Aftersales__V1__Envelope *env);
 
 #endif

@@ -30,9 +30,8 @@ const char *review_sql(const review_t *x, char *buf, size_t cap, const char *tmp
   return buf;
 }
 
-int review_publish(review_t *x, as_tx_t *tx, const as_msg_t *cause, const char *topic, const char *case_id,
+int review_publish(as_tx_t *tx, const as_msg_t *cause, const char *topic, const char *case_id,
                    const char *order_id, Aftersales__V1__Envelope *env) {
-  (void)x;
   env->case_id = (char *)case_id;
   env->order_id = (char *)(order_id ? order_id : "");
   return as_tx_publish(tx, cause, topic, case_id, env);
@@ -205,10 +204,10 @@ int review_publish_decided(review_t *x, as_tx_t *tx, const review_item_t *it) {
   Aftersales__V1__Envelope env = AFTERSALES__V1__ENVELOPE__INIT;
   env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_REVIEW_DECIDED;
   env.review_decided = &rd;
-  return review_publish(x, tx, it->cause, AS_TOPIC_NAME_REVIEW, rd.case_id, it->rec->order_id, &env);
+  return review_publish(tx, it->cause, AS_TOPIC_NAME_REVIEW, rd.case_id, it->rec->order_id, &env);
 }
 
-static int publish_instructions(review_t *x, as_tx_t *tx, const review_item_t *it) {
+static int publish_instructions(as_tx_t *tx, const review_item_t *it) {
   const review_decision_t *d = &it->d;
   Aftersales__V1__ReturnInstructions ri = AFTERSALES__V1__RETURN_INSTRUCTIONS__INIT;
   ri.case_id = (char *)it->rec->case_id;
@@ -222,7 +221,7 @@ static int publish_instructions(review_t *x, as_tx_t *tx, const review_item_t *i
   Aftersales__V1__Envelope env = AFTERSALES__V1__ENVELOPE__INIT;
   env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_RETURN_INSTRUCTIONS;
   env.return_instructions = &ri;
-  return review_publish(x, tx, it->cause, AS_TOPIC_NAME_REVIEW, ri.case_id, it->rec->order_id, &env);
+  return review_publish(tx, it->cause, AS_TOPIC_NAME_REVIEW, ri.case_id, it->rec->order_id, &env);
 }
 
 static int publish_offer(review_t *x, as_tx_t *tx, const review_item_t *it) {
@@ -241,7 +240,7 @@ static int publish_offer(review_t *x, as_tx_t *tx, const review_item_t *it) {
   Aftersales__V1__Envelope env = AFTERSALES__V1__ENVELOPE__INIT;
   env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_GOODWILL_OFFERED;
   env.goodwill_offered = &go;
-  return review_publish(x, tx, it->cause, AS_TOPIC_NAME_REVIEW, go.case_id, it->rec->order_id, &env);
+  return review_publish(tx, it->cause, AS_TOPIC_NAME_REVIEW, go.case_id, it->rec->order_id, &env);
 }
 
 static int publish_all(review_t *x, as_tx_t *tx, review_item_t *it, size_t n) {
@@ -250,7 +249,7 @@ static int publish_all(review_t *x, as_tx_t *tx, review_item_t *it, size_t n) {
     if (it[i].skip) continue;
     const review_decision_t *d = &it[i].d;
     rc = review_publish_decided(x, tx, &it[i]);
-    if (rc == 0 && d->verdict == V(APPROVED) && d->return_required) rc = publish_instructions(x, tx, &it[i]);
+    if (rc == 0 && d->verdict == V(APPROVED) && d->return_required) rc = publish_instructions(tx, &it[i]);
     if (rc == 0 && d->verdict == V(GOODWILL_OFFER)) rc = publish_offer(x, tx, &it[i]);
     if (rc == 0 && d->verdict > 0 && d->verdict < 6) as_counter_add(x->decided[d->verdict], 1);
   }

@@ -38,10 +38,9 @@ static bool text_ok(const char *s, size_t max) {
   return true;
 }
 
-static int settle_move(review_t *x, as_tx_t *tx, const as_msg_t *m, const review_rec_t *rec,
+static int settle_move(as_tx_t *tx, const as_msg_t *m, const review_rec_t *rec,
                        as_case_state_t to, uint32_t from, as_case_actor_t who, const char *why,
                        const char *detail) {
-  (void)x;
   int mrc;
   return review_move(tx, rec->case_id, to, from, who, why, m, detail, &mrc);
 }
@@ -79,19 +78,19 @@ static int on_reply(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
   int rc = as_deadline_cancel(tx, rec->case_id, "offer");
   if (rc < 0) return rc;
   if (!r->accepted)
-    return settle_move(x, tx, m, rec, ST(CLOSED), REVIEW_STATE_BIT(GOODWILL_OFFERED), buyer, "goodwill.declined",
+    return settle_move(tx, m, rec, ST(CLOSED), REVIEW_STATE_BIT(GOODWILL_OFFERED), buyer, "goodwill.declined",
                        NULL);
   if (rec->offer_kind == O(COUPON)) {
     bool done;
     rc = review_money_coupon(x, tx, m, rec, rec->offer_minor, &done);
     return rc ? rc
-              : settle_move(x, tx, m, rec, ST(CLOSED), REVIEW_STATE_BIT(GOODWILL_OFFERED), buyer,
+              : settle_move(tx, m, rec, ST(CLOSED), REVIEW_STATE_BIT(GOODWILL_OFFERED), buyer,
                             "goodwill.coupon_accepted", NULL);
   }
   int64_t paid;
   rc = review_money_refund(x, tx, m, rec, REVIEW_PAY_GOODWILL, rec->offer_minor, false, "goodwill.accepted", &paid);
   if (rc < 0) return rc;
-  return settle_move(x, tx, m, rec, paid > 0 ? ST(REFUNDED) : ST(CLOSED), REVIEW_STATE_BIT(GOODWILL_OFFERED),
+  return settle_move(tx, m, rec, paid > 0 ? ST(REFUNDED) : ST(CLOSED), REVIEW_STATE_BIT(GOODWILL_OFFERED),
                      buyer, paid > 0 ? "goodwill.accepted" : "refund.nothing_left", NULL);
 }
 
@@ -142,6 +141,7 @@ static int on_agent(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
 
 /* ---- disputes and the mediator's final ruling */
 static int on_dispute(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
+  (void)x; /* a handler_fn: every handler has the same shape */
   const Aftersales__V1__DisputeOpened *d = m->env->dispute_opened;
   if (strcmp(d->seller_id, rec->c.merchant_id) != 0) return as_tx_reject(m, "dispute: not the case's seller"), 0;
   if (rec->ruling_final) return as_tx_reject(m, "dispute: ruling_final"), 0;
@@ -151,7 +151,7 @@ static int on_dispute(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) 
   if (!((1u << rec->state) & from)) return as_tx_reject(m, "dispute: case_not_disputable"), 0;
   int rc = as_deadline_cancel(tx, rec->case_id, "return");
   if (rc < 0) return rc;
-  return settle_move(x, tx, m, rec, ST(DISPUTED), from, (as_case_actor_t){"seller", d->seller_id},
+  return settle_move(tx, m, rec, ST(DISPUTED), from, (as_case_actor_t){"seller", d->seller_id},
                      "dispute.opened", NULL);
 }
 
@@ -162,7 +162,7 @@ static int ruling_pay(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec,
   if (r->outcome == O(EXCHANGE)) {
     bool done;
     int rc = review_money_exchange(x, tx, m, rec, &done);
-    return rc ? rc : settle_move(x, tx, m, rec, ST(EXCHANGED), from, who, "mediation.buyer_upheld", detail);
+    return rc ? rc : settle_move(tx, m, rec, ST(EXCHANGED), from, who, "mediation.buyer_upheld", detail);
   }
   int64_t amount = r->amount && r->amount->amount_minor > 0 ? r->amount->amount_minor : rec->c.claimed_minor;
   int64_t paid;
@@ -171,7 +171,7 @@ static int ruling_pay(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec,
                : review_money_refund(x, tx, m, rec, REVIEW_PAY_ITEMS, amount, rec->refund_shipping,
                                      "mediation.ruling", &paid);
   if (rc < 0) return rc;
-  return settle_move(x, tx, m, rec, paid > 0 ? ST(REFUNDED) : ST(CLOSED), from, who,
+  return settle_move(tx, m, rec, paid > 0 ? ST(REFUNDED) : ST(CLOSED), from, who,
                      paid > 0 ? "mediation.buyer_upheld" : "refund.nothing_left", detail);
 }
 
@@ -194,7 +194,7 @@ static int on_ruling(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
                        1, vals, NULL);
   if (rc < 0) return rc;
   if (r->in_favour_of_buyer) return ruling_pay(x, tx, m, rec, r, detail);
-  return settle_move(x, tx, m, rec, ST(REJECTED), REVIEW_STATE_BIT(DISPUTED),
+  return settle_move(tx, m, rec, ST(REJECTED), REVIEW_STATE_BIT(DISPUTED),
                      (as_case_actor_t){"agent", r->mediator_id}, "mediation.seller_upheld", detail);
 }
 
@@ -204,11 +204,11 @@ static int on_ruling(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
 static int settle_return(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
   uint32_t from = REVIEW_STATE_BIT(INSPECTING);
   if (!rec->inspection_passed)
-    return settle_move(x, tx, m, rec, ST(REJECTED), from, system_actor, "inspection.failed", NULL);
+    return settle_move(tx, m, rec, ST(REJECTED), from, system_actor, "inspection.failed", NULL);
   if (rec->outcome == O(EXCHANGE)) {
     bool done;
     int rc = review_money_exchange(x, tx, m, rec, &done);
-    return rc ? rc : settle_move(x, tx, m, rec, ST(EXCHANGED), from, system_actor, "exchange.requested", NULL);
+    return rc ? rc : settle_move(tx, m, rec, ST(EXCHANGED), from, system_actor, "exchange.requested", NULL);
   }
   int64_t paid;
   int rc = rec->approved_minor < rec->c.claimed_minor
@@ -217,7 +217,7 @@ static int settle_return(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *re
                : review_money_refund(x, tx, m, rec, REVIEW_PAY_ITEMS, rec->approved_minor, rec->refund_shipping,
                                      "return.inspected", &paid);
   if (rc < 0) return rc;
-  return settle_move(x, tx, m, rec, paid > 0 ? ST(REFUNDED) : ST(REJECTED), from, system_actor,
+  return settle_move(tx, m, rec, paid > 0 ? ST(REFUNDED) : ST(REJECTED), from, system_actor,
                      paid > 0 ? "refund.issued" : "refund.nothing_left", NULL);
 }
 
@@ -244,10 +244,10 @@ static int on_received(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec)
       vals, NULL);
   if (rc == 0) rc = as_deadline_cancel(tx, rec->case_id, "return");
   if (rc == 0)
-    rc = settle_move(x, tx, m, rec, ST(RETURN_RECEIVED), REVIEW_STATE_BIT(AWAITING_RETURN), system_actor,
+    rc = settle_move(tx, m, rec, ST(RETURN_RECEIVED), REVIEW_STATE_BIT(AWAITING_RETURN), system_actor,
                      "return.received", NULL);
   if (rc == 0)
-    rc = settle_move(x, tx, m, rec, ST(INSPECTING), REVIEW_STATE_BIT(RETURN_RECEIVED), system_actor,
+    rc = settle_move(tx, m, rec, ST(INSPECTING), REVIEW_STATE_BIT(RETURN_RECEIVED), system_actor,
                      "inspection.awaited", NULL);
   if (rc == 0 && rec->inspection_known) rc = settle_return(x, tx, m, rec);
   return rc;

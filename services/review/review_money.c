@@ -193,7 +193,7 @@ static int insert_refunds(review_t *x, as_tx_t *tx, review_pay_t *p, refund_sum_
   return rc;
 }
 
-static int publish_refund(review_t *x, as_tx_t *tx, const review_pay_t *p, const refund_sum_t *s) {
+static int publish_refund(as_tx_t *tx, const review_pay_t *p, const refund_sum_t *s) {
   const review_rec_t *rec = p->rec;
   size_t n = rec->c.nlines, k = 0;
   Aftersales__V1__RefundLine *lines = calloc(n + 1, sizeof *lines);
@@ -235,7 +235,7 @@ static int publish_refund(review_t *x, as_tx_t *tx, const review_pay_t *p, const
   Aftersales__V1__Envelope env = AFTERSALES__V1__ENVELOPE__INIT;
   env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_REFUND_ISSUED;
   env.refund_issued = &ri;
-  int rc = review_publish(x, tx, p->cause, AS_TOPIC_NAME_REFUNDS, rec->case_id, rec->order_id, &env);
+  int rc = review_publish(tx, p->cause, AS_TOPIC_NAME_REFUNDS, rec->case_id, rec->order_id, &env);
   free(lines), free(lp), free(amts);
   return rc;
 }
@@ -271,7 +271,7 @@ int review_money_refund_many(review_t *x, as_tx_t *tx, review_pay_t *p, size_t n
   if (rc == 0) rc = insert_refunds(x, tx, p, s, n, fresh);
   for (size_t i = 0; rc == 0 && i < n; i++) {
     if (!fresh[i]) continue;
-    rc = publish_refund(x, tx, &p[i], &s[i]);
+    rc = publish_refund(tx, &p[i], &s[i]);
     p[i].paid = s[i].total;
     as_counter_add(x->refunds, 1);
     if (p[i].kind == REVIEW_PAY_ITEMS && s[i].items < p[i].amount_minor) as_counter_add(x->refund_minor_capped, 1);
@@ -330,7 +330,7 @@ int review_money_exchange(review_t *x, as_tx_t *tx, const as_msg_t *cause, const
   Aftersales__V1__Envelope env = AFTERSALES__V1__ENVELOPE__INIT;
   env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_EXCHANGE_REQUESTED;
   env.exchange_requested = &ex;
-  rc = review_publish(x, tx, cause, AS_TOPIC_NAME_REFUNDS, rec->case_id, rec->order_id, &env);
+  rc = review_publish(tx, cause, AS_TOPIC_NAME_REFUNDS, rec->case_id, rec->order_id, &env);
   if (rc == 0) as_counter_add(x->exchanges, 1);
   free(refs), free(rp);
   return rc;
@@ -365,7 +365,7 @@ int review_money_coupon(review_t *x, as_tx_t *tx, const as_msg_t *cause, const r
   Aftersales__V1__Envelope env = AFTERSALES__V1__ENVELOPE__INIT;
   env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_COUPON_ISSUED;
   env.coupon_issued = &ci;
-  rc = review_publish(x, tx, cause, AS_TOPIC_NAME_REFUNDS, rec->case_id, rec->order_id, &env);
+  rc = review_publish(tx, cause, AS_TOPIC_NAME_REFUNDS, rec->case_id, rec->order_id, &env);
   if (rc == 0) as_counter_add(x->coupons, 1);
   return rc;
 }

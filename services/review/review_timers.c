@@ -42,7 +42,7 @@ static int close_case(review_t *x, as_tx_t *tx, review_rec_t *rec, const closing
   return review_publish_decided(x, tx, &it);
 }
 
-static int publish_breach(review_t *x, as_tx_t *tx, const review_rec_t *rec, const char *to) {
+static int publish_breach(as_tx_t *tx, const review_rec_t *rec, const char *to) {
   Aftersales__V1__SlaBreached b = AFTERSALES__V1__SLA_BREACHED__INIT;
   b.case_id = (char *)rec->case_id;
   b.clock = "review";
@@ -52,7 +52,7 @@ static int publish_breach(review_t *x, as_tx_t *tx, const review_rec_t *rec, con
   Aftersales__V1__Envelope env = AFTERSALES__V1__ENVELOPE__INIT;
   env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_SLA_BREACHED;
   env.sla_breached = &b;
-  return review_publish(x, tx, NULL, AS_TOPIC_NAME_CASES, rec->case_id, rec->order_id, &env);
+  return review_publish(tx, NULL, AS_TOPIC_NAME_CASES, rec->case_id, rec->order_id, &env);
 }
 
 /* Review SLA: undecided cases go to a human; a case already with one is
@@ -77,7 +77,7 @@ static int review_breach(review_t *x, as_tx_t *tx, review_rec_t *rec) {
                    "UPDATE cases.sla_clocks SET breached_at = now() WHERE case_id = $1 AND clock = 'review'"
                    " AND met_at IS NULL AND breached_at IS NULL",
                    1, vals, NULL);
-  if (rc == 0) rc = publish_breach(x, tx, rec, queue);
+  if (rc == 0) rc = publish_breach(tx, rec, queue);
   if (rc == 0) as_counter_add(x->sla_breaches, 1);
   return rc;
 }
