@@ -26,7 +26,7 @@ import envelope_pb2  # noqa: E402
 import common_pb2  # noqa: E402
 import psycopg2  # noqa: E402
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
-from bench import log, report_batches, start_broker, start_pg  # noqa: E402
+from bench import log, report_batches, settle, start_broker, start_pg  # noqa: E402
 
 BIN = os.environ.get("AS_BIN_DIR", "build/bin")
 N_ORDERS = int(os.environ.get("AS_BENCH_ORDERS", "100000"))
@@ -243,6 +243,7 @@ def main():
         t = time.time()
         wait_for(dsn, "SELECT (count(*) = 0)::int FROM intake.outbox WHERE sent_at IS NULL", 1, "outbox drained")
         log("outbox drained %.1fs after the last case opened" % (time.time() - t))
+        settle(dsn)
         p99 = latency(bootstrap, dsn)
         print("bench intake requests_per_s=%d p99_ack_ms=%d" % (rate, round(p99)), flush=True)
     finally:

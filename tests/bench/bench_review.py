@@ -26,7 +26,7 @@ import envelope_pb2  # noqa: E402
 import common_pb2  # noqa: E402
 import psycopg2  # noqa: E402
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
-from bench import log, report_batches, start_broker, start_pg  # noqa: E402
+from bench import log, report_batches, settle, start_broker, start_pg  # noqa: E402
 
 BIN = os.environ.get("AS_BIN_DIR", "build/bin")
 N_CASES = int(os.environ.get("AS_BENCH_CASES", "20000"))
@@ -215,6 +215,7 @@ def main():
         rate = throughput(p, reader)
         log("throughput: %.0f cases/s (%d cases)" % (rate, N_CASES))
         report_batches(tmp + "/worker.log")
+        settle(dsn)
         p99 = latency(bootstrap, reader)
         report_batches(tmp + "/worker.log")  # cumulative: throughput and paced phases
         print("bench review cases_per_s=%d p99_decision_ms=%d" % (rate, round(p99)), flush=True)
