@@ -29,6 +29,14 @@ const char *as_envelope_type_name(Aftersales__V1__Envelope__PayloadCase c) {
   return ((const ProtobufCMessageDescriptor *)f->descriptor)->short_name;
 }
 
+bool as_envelope_has_photo_or_video(Aftersales__V1__Attachment *const *a, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (a[i]->media_type &&
+        (strncmp(a[i]->media_type, "image/", 6) == 0 || strncmp(a[i]->media_type, "video/", 6) == 0))
+      return true;
+  return false;
+}
+
 int as_envelope_id_ok(const char *s) {
   size_t n = 0;
   for (; s[n]; n++) {

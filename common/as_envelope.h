@@ -12,6 +12,7 @@
 #ifndef AS_ENVELOPE_H
 #define AS_ENVELOPE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -44,6 +45,10 @@ const char *as_envelope_type_name(Aftersales__V1__Envelope__PayloadCase c);
 
 /* True for ids of 1..AS_ID_MAX characters from [A-Za-z0-9._:-]. */
 int as_envelope_id_ok(const char *s);
+
+/* True if any of a[0..n) is a photo or a video (image/..., video/...):
+ * the evidence quality, damage and not-as-described claims need. */
+bool as_envelope_has_photo_or_video(Aftersales__V1__Attachment *const *a, size_t n);
 
 /* Fills what the runtime owns in an outgoing envelope: event_id (a new v4
  * unless the caller set one), event_type, schema_version, occurred_at_us,

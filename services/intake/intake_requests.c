@@ -166,7 +166,7 @@ static bool needs_evidence(const Aftersales__V1__AfterSalesRequested *r) {
   if (r->case_type == CT(COMPLAINT) || r->case_type == CT(LOGISTICS)) return false;
   bool claim = r->case_type == CT(QUALITY_CLAIM) || r->reason == RS(QUALITY_DEFECT) ||
                r->reason == RS(DAMAGED_IN_TRANSIT) || r->reason == RS(NOT_AS_DESCRIBED);
-  return claim && !intake_has_photo_or_video(r->evidence, r->n_evidence);
+  return claim && !as_envelope_has_photo_or_video(r->evidence, r->n_evidence);
 }
 
 static void route(const intake_t *x, intake_req_t *q, int64_t now) {

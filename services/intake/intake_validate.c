@@ -138,13 +138,6 @@ void intake_validate_attachments(const intake_t *x, Aftersales__V1__Attachment *
     if (!attachment_ok(x, a[i], v)) return;
 }
 
-bool intake_has_photo_or_video(Aftersales__V1__Attachment *const *a, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (strncmp(a[i]->media_type, "image/", 6) == 0 || strncmp(a[i]->media_type, "video/", 6) == 0)
-      return true;
-  return false;
-}
-
 void intake_validate_request(const intake_t *x, const Aftersales__V1__AfterSalesRequested *r,
                              intake_verdict_t *v) {
   memset(v, 0, sizeof *v);

@@ -38,6 +38,21 @@ static bool text_ok(const char *s, size_t max) {
   return true;
 }
 
+/* Sets one column of the case's review row; column is a literal of this
+ * file, value a text parameter. */
+static int set_col(review_t *x, as_tx_t *tx, const review_rec_t *rec, const char *column, const char *value) {
+  char tmpl[160], sql[200];
+  snprintf(tmpl, sizeof tmpl, "UPDATE %%1$s.cases SET %s = $2 WHERE case_id = $1", column);
+  const char *vals[2] = {rec->case_id, value};
+  return as_db_query(as_tx_db(tx), review_sql(x, sql, sizeof sql, tmpl), 2, vals, NULL);
+}
+
+static int set_col_us(review_t *x, as_tx_t *tx, const review_rec_t *rec, const char *column, int64_t us) {
+  char at[24];
+  snprintf(at, sizeof at, "%lld", (long long)us);
+  return set_col(x, tx, rec, column, at);
+}
+
 static int settle_move(as_tx_t *tx, const as_msg_t *m, const review_rec_t *rec,
                        as_case_state_t to, uint32_t from, as_case_actor_t who, const char *why,
                        const char *detail) {
@@ -49,17 +64,8 @@ static int settle_move(as_tx_t *tx, const as_msg_t *m, const review_rec_t *rec,
 static int on_evidence(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
   const Aftersales__V1__EvidenceAdded *e = m->env->evidence_added;
   if (rec->state != ST(AWAITING_EVIDENCE)) return 0;
-  bool media = false;
-  for (size_t i = 0; i < e->n_evidence; i++)
-    if (strncmp(e->evidence[i]->media_type, "image/", 6) == 0 ||
-        strncmp(e->evidence[i]->media_type, "video/", 6) == 0)
-      media = true;
-  if (!media) return 0;
-  char sql[200];
-  const char *vals[1] = {rec->case_id};
-  int rc = as_db_query(as_tx_db(tx),
-                       review_sql(x, sql, sizeof sql, "UPDATE %1$s.cases SET has_media = true WHERE case_id = $1"), 1,
-                       vals, NULL);
+  if (!as_envelope_has_photo_or_video(e->evidence, e->n_evidence)) return 0;
+  int rc = set_col(x, tx, rec, "has_media", "t");
   if (rc == 0) rc = as_deadline_cancel(tx, rec->case_id, "evidence");
   rec->c.has_photo_or_video = true;
   review_item_t it = {.cause = m, .rec = rec, .from_mask = REVIEW_STATE_BIT(AWAITING_EVIDENCE),
@@ -184,14 +190,11 @@ static int on_ruling(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
   if (a && a->amount_minor != 0 &&
       (a->amount_minor < 0 || a->amount_minor > rec->c.claimed_minor || strcmp(a->currency, rec->c.currency) != 0))
     return as_tx_reject(m, "ruling: amount above the claim, negative or in another currency"), 0;
-  char sql[200], detail[9000], reasoning[8600];
+  char detail[9000], reasoning[8600];
   as_log_json_escape(reasoning, sizeof reasoning, r->reasoning);
   snprintf(detail, sizeof detail, "{\"final\":true,\"in_favour_of_buyer\":%s,\"outcome\":%d,\"reasoning\":%s}",
            r->in_favour_of_buyer ? "true" : "false", r->outcome, reasoning);
-  const char *vals[1] = {rec->case_id};
-  int rc = as_db_query(as_tx_db(tx),
-                       review_sql(x, sql, sizeof sql, "UPDATE %1$s.cases SET ruling_final = true WHERE case_id = $1"),
-                       1, vals, NULL);
+  int rc = set_col(x, tx, rec, "ruling_final", "t");
   if (rc < 0) return rc;
   if (r->in_favour_of_buyer) return ruling_pay(x, tx, m, rec, r, detail);
   return settle_move(tx, m, rec, ST(REJECTED), REVIEW_STATE_BIT(DISPUTED),
@@ -223,25 +226,13 @@ static int settle_return(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *re
 
 static int on_shipped(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
   if (rec->state != ST(AWAITING_RETURN)) return 0;
-  char sql[200], at[24];
-  snprintf(at, sizeof at, "%lld", (long long)m->env->return_shipped->shipped_at_us);
-  const char *vals[2] = {rec->case_id, at};
-  int rc = as_db_query(
-      as_tx_db(tx),
-      review_sql(x, sql, sizeof sql, "UPDATE %1$s.cases SET return_shipped_at_us = $2 WHERE case_id = $1"), 2,
-      vals, NULL);
+  int rc = set_col_us(x, tx, rec, "return_shipped_at_us", m->env->return_shipped->shipped_at_us);
   return rc ? rc : as_deadline_cancel(tx, rec->case_id, "return");
 }
 
 static int on_received(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
   if (rec->state != ST(AWAITING_RETURN)) return 0;
-  char sql[200], at[24];
-  snprintf(at, sizeof at, "%lld", (long long)m->env->return_received->received_at_us);
-  const char *vals[2] = {rec->case_id, at};
-  int rc = as_db_query(
-      as_tx_db(tx),
-      review_sql(x, sql, sizeof sql, "UPDATE %1$s.cases SET return_received_at_us = $2 WHERE case_id = $1"), 2,
-      vals, NULL);
+  int rc = set_col_us(x, tx, rec, "return_received_at_us", m->env->return_received->received_at_us);
   if (rc == 0) rc = as_deadline_cancel(tx, rec->case_id, "return");
   if (rc == 0)
     rc = settle_move(tx, m, rec, ST(RETURN_RECEIVED), REVIEW_STATE_BIT(AWAITING_RETURN), system_actor,
@@ -259,12 +250,7 @@ static int on_inspected(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec
   bool fault = review_policy_seller_fault(x->policy, rec->c.reason);
   rec->inspection_known = true;
   rec->inspection_passed = fault ? ic->defect_confirmed : ic->resellable;
-  char sql[200];
-  const char *vals[2] = {rec->case_id, rec->inspection_passed ? "t" : "f"};
-  int rc = as_db_query(
-      as_tx_db(tx),
-      review_sql(x, sql, sizeof sql, "UPDATE %1$s.cases SET inspection_passed = $2 WHERE case_id = $1"), 2,
-      vals, NULL);
+  int rc = set_col(x, tx, rec, "inspection_passed", rec->inspection_passed ? "t" : "f");
   if (rc == 0 && rec->state == ST(INSPECTING)) rc = settle_return(x, tx, m, rec);
   return rc;
 }

@@ -30,14 +30,6 @@ static bool currency_ok(const char *c) {
          c[2] <= 'Z';
 }
 
-static bool has_media(Aftersales__V1__Attachment *const *a, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (a[i]->media_type &&
-        (strncmp(a[i]->media_type, "image/", 6) == 0 || strncmp(a[i]->media_type, "video/", 6) == 0))
-      return true;
-  return false;
-}
-
 /* The lines, checked: one currency, positive quantities within what was
  * bought, and a claimed total that fits in 63 bits. */
 static const char *take_lines(review_rec_t *rec, const Aftersales__V1__CaseOpened *e) {
@@ -85,7 +77,7 @@ const char *review_record_from_event(review_rec_t *rec, const Aftersales__V1__Ca
                            .preferred_outcome = e->preferred_outcome, .return_method = e->return_method,
                            .merchant_id = e->merchant_id, .currency = cur, .region = o->region,
                            .delivered_at_us = o->delivered_at_us, .submitted_at_us = e->submitted_at_us,
-                           .has_photo_or_video = has_media(e->evidence, e->n_evidence),
+                           .has_photo_or_video = as_envelope_has_photo_or_video(e->evidence, e->n_evidence),
                            .declared_unused = e->declared_unused, .first_order_at_us = h->first_order_at_us,
                            .orders = h->orders, .cases = h->cases, .claims_on_order = h->claims_on_order};
   return take_lines(rec, e);
