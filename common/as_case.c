@@ -1,7 +1,9 @@
 /* as_case: case creation, the legal-move table of the case life cycle, and
  * the transition function, all in bulk: a worker opens or moves a whole
  * batch's cases with a fixed number of statements (array parameters through
- * unnest), and the one-case forms are wrappers of the bulk ones. */
+ * unnest), and the one-case forms are wrappers of the bulk ones. Both queue
+ * the CaseStateChanged of every timeline row they write in the caller's
+ * outbox batch. */
 #include "as_case.h"
 
 #include "as_cols.h"
@@ -12,6 +14,8 @@
 #include <string.h>
 
 #include "as_buf.h"
+#include "as_topics.h"
+#include "as_uuid.h"
 
 #define S(x) AFTERSALES__V1__CASE_STATE__CASE_STATE_##x
 #define B(x) (1u << S(x))
@@ -76,6 +80,77 @@ bool as_case_move_legal(as_case_state_t from, as_case_state_t to) {
   return (legal[from] >> to) & 1u;
 }
 
+/* ---- CaseStateChanged ---------------------------------------------------- */
+
+#define K(x) AFTERSALES__V1__ACTOR_KIND__ACTOR_KIND_##x
+
+/* The timeline's actor kinds the enum knows; others travel as UNSPECIFIED
+ * (and by name in actor_kind). */
+static const struct {
+  const char *name;
+  Aftersales__V1__ActorKind kind;
+} actor_kinds[] = {{"system", K(SYSTEM)}, {"buyer", K(BUYER)},     {"seller", K(SELLER)},
+                   {"agent", K(AGENT)},   {"carrier", K(CARRIER)}, {"warehouse", K(WAREHOUSE)}};
+
+static Aftersales__V1__ActorKind actor_kind(const char *name) {
+  for (size_t i = 0; name && i < sizeof actor_kinds / sizeof actor_kinds[0]; i++)
+    if (strcmp(actor_kinds[i].name, name) == 0) return actor_kinds[i].kind;
+  return K(UNSPECIFIED);
+}
+
+/* One timeline row as the wire sees it; all borrowed. */
+typedef struct change {
+  const char *case_id, *order_id, *case_number;
+  as_case_state_t from, to;
+  int64_t version;
+  as_case_actor_t actor;
+  const char *why, *event_id;
+  const as_msg_t *cause;
+} change_t;
+
+static char *str_or_empty(const char *s) { return (char *)(s ? s : ""); }
+
+/* Queues c's CaseStateChanged. Its id is a name of (case id, version), the
+ * timeline's key: the same row always yields the same event id. Returns 0,
+ * -EINVAL (a case id too long to name) or -ENOMEM. */
+static int publish_change(as_tx_t *tx, const change_t *c) {
+  char name[512], id[AS_UUID_STRLEN + 1];
+  int len = snprintf(name, sizeof name, "%s|%lld", c->case_id, (long long)c->version);
+  if (len < 0 || (size_t)len >= sizeof name) return -EINVAL;
+  as_uuid_v8(id, "aftersales.case_state_changed", name, (size_t)len);
+
+  Aftersales__V1__Actor actor = AFTERSALES__V1__ACTOR__INIT;
+  actor.kind = actor_kind(c->actor.kind);
+  actor.id = str_or_empty(c->actor.id);
+  Aftersales__V1__CaseStateChanged p = AFTERSALES__V1__CASE_STATE_CHANGED__INIT;
+  p.case_id = (char *)c->case_id;
+  p.from_state = c->from;
+  p.to_state = c->to;
+  p.version = c->version;
+  p.actor = &actor;
+  p.reason = str_or_empty(c->why);
+  p.order_id = str_or_empty(c->order_id);
+  p.case_number = str_or_empty(c->case_number);
+  p.actor_kind = str_or_empty(c->actor.kind);
+  as_envelope_t env = AFTERSALES__V1__ENVELOPE__INIT;
+  env.event_id = id;
+  env.case_id = p.case_id;
+  env.order_id = p.order_id;
+  env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_CASE_STATE_CHANGED;
+  env.case_state_changed = &p;
+
+  /* Without the causing message the causing event's id alone still names
+   * the cause (as_envelope_stamp then starts a new trace). */
+  as_envelope_t by_id = AFTERSALES__V1__ENVELOPE__INIT;
+  as_msg_t named = {.env = &by_id};
+  const as_msg_t *cause = c->cause;
+  if (!cause && c->event_id) {
+    by_id.event_id = (char *)c->event_id;
+    cause = &named;
+  }
+  return as_tx_publish(tx, cause, AS_TOPIC_NAME_CASES, c->case_id, &env);
+}
+
 /* ---- columns of array literals ------------------------------------------ */
 
 /* Runs sql with the columns even when they are empty (as_cols_run skips
@@ -136,6 +211,21 @@ static void open_results(as_case_opening_t *o, size_t n, PGresult *r) {
   }
 }
 
+/* The births' CaseStateChanged, in o's order. */
+static int publish_births(as_tx_t *tx, const as_case_opening_t *o, size_t n) {
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    if (!o[i].opened) continue;
+    change_t c = {.case_id = o[i].c.case_id, .order_id = o[i].c.order_id,
+                  .case_number = o[i].case_number,
+                  .from = AFTERSALES__V1__CASE_STATE__CASE_STATE_UNSPECIFIED, .to = o[i].c.state,
+                  .version = 1, .actor = o[i].actor, .why = o[i].why, .event_id = o[i].event_id,
+                  .cause = o[i].cause};
+    rc = publish_change(tx, &c);
+  }
+  return rc;
+}
+
 int as_case_open_many(as_tx_t *tx, as_case_opening_t *o, size_t n) {
   for (size_t i = 0; i < n; i++) {
     if (!o[i].c.case_id || !as_case_state_name(o[i].c.state)) return -EINVAL;
@@ -149,6 +239,7 @@ int as_case_open_many(as_tx_t *tx, as_case_opening_t *o, size_t n) {
   PGresult *r = NULL;
   int rc = cols_run(&c, tx, sql_open, &r);
   if (rc == 0) open_results(o, n, r);
+  if (rc == 0) rc = publish_births(tx, o, n);
   PQclear(r);
   as_cols_free(&c);
   return rc;
@@ -166,7 +257,8 @@ int as_case_open(as_tx_t *tx, const as_case_new_t *c, as_case_actor_t actor, con
 /* Locks in case-id order: two instances moving overlapping sets of cases
  * take the row locks in the same order and cannot deadlock on them. */
 static const char sql_lock[] =
-    "SELECT case_id, state, version FROM cases.cases WHERE case_id = ANY($1::text[])"
+    "SELECT case_id, state, version, order_id, case_number FROM cases.cases"
+    " WHERE case_id = ANY($1::text[])"
     " ORDER BY case_id COLLATE \"C\" FOR UPDATE";
 /* Final states and versions, and the timeline rows, in one round trip; the
  * counts let the caller check every locked row was written. */
@@ -182,7 +274,7 @@ static const char sql_write[] =
 
 /* A locked case as the batch's moves leave it. */
 typedef struct locked {
-  const char *id; /* into the lock result */
+  const char *id, *order_id, *case_number; /* into the lock result */
   as_case_state_t state;
   int64_t version;
   bool dirty;
@@ -209,6 +301,8 @@ static int lock_rows(as_tx_t *tx, const as_case_move_t *m, size_t n, PGresult **
     l->id = PQgetvalue(*r, (int)k, 0);
     if (as_case_state_parse(PQgetvalue(*r, (int)k, 1), &l->state) < 0) return -EIO;
     l->version = strtoll(PQgetvalue(*r, (int)k, 2), NULL, 10);
+    l->order_id = PQgetvalue(*r, (int)k, 3);
+    l->case_number = PQgetvalue(*r, (int)k, 4);
   }
   qsort(*rows, *nrows, sizeof **rows, by_id);
   return 0;
@@ -272,6 +366,23 @@ static int write_moves(as_tx_t *tx, const as_case_move_t *m, size_t n, const loc
   return rc;
 }
 
+/* The moves' CaseStateChanged, in m's order. */
+static int publish_moves(as_tx_t *tx, const as_case_move_t *m, size_t n, const locked_t *rows,
+                         size_t nrows) {
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    if (m[i].rc != 0) continue;
+    locked_t key = {.id = m[i].case_id};
+    const locked_t *l = bsearch(&key, rows, nrows, sizeof *rows, by_id);
+    change_t c = {.case_id = m[i].case_id, .order_id = l->order_id,
+                  .case_number = l->case_number, .from = m[i].from, .to = m[i].to,
+                  .version = m[i].version, .actor = m[i].actor, .why = m[i].why,
+                  .event_id = m[i].event_id, .cause = m[i].cause};
+    rc = publish_change(tx, &c);
+  }
+  return rc;
+}
+
 int as_case_transition_many(as_tx_t *tx, as_case_move_t *m, size_t n) {
   for (size_t i = 0; i < n; i++)
     if (!m[i].case_id) return -EINVAL;
@@ -282,6 +393,7 @@ int as_case_transition_many(as_tx_t *tx, as_case_move_t *m, size_t n) {
   int rc = lock_rows(tx, m, n, &r, &rows, &nrows);
   for (size_t i = 0; rc == 0 && i < n; i++) decide(&m[i], rows, nrows);
   if (rc == 0) rc = write_moves(tx, m, n, rows, nrows);
+  if (rc == 0) rc = publish_moves(tx, m, n, rows, nrows);
   free(rows);
   PQclear(r);
   return rc;

@@ -10,6 +10,18 @@
  * and DELETE). The bulk forms cost a fixed number of statements however
  * many cases they touch: a worker calls them once per batch.
  *
+ * Every timeline row written (a birth or a move) is also queued with
+ * as_tx_publish as a CaseStateChanged on aftersales.cases.v1, keyed by the
+ * case id, so it reaches the outbox in the caller's transaction and no
+ * worker needs code of its own for it: the birth goes from
+ * CASE_STATE_UNSPECIFIED to the first state at version 1, a move from the
+ * state before it, each with the timeline row's version, actor and reason.
+ * Its event id is the name-based UUID (as_uuid_v8, namespace
+ * "aftersales.case_state_changed", name "<case_id>|<version>"), so a
+ * redelivered batch or a consumer recomputes the same id. Queueing costs no
+ * round trip: the outbox rows go with the batch's other events in
+ * as_tx_flush's one bulk INSERT.
+ *
  * Ownership: all string arguments (also those inside the structs passed in)
  * are borrowed for the call; nothing returned needs freeing. */
 #ifndef AS_CASE_H
@@ -49,6 +61,8 @@ typedef struct as_case_opening {
   as_case_actor_t actor; /* who opened it: the first timeline row's actor */
   const char *why;       /* the first timeline row's reason */
   const char *event_id;  /* the causing event (a UUID) or NULL */
+  const as_msg_t *cause; /* borrowed, may be NULL: the message being handled, whose trace the
+                            CaseStateChanged carries on; NULL: causation id event_id, a new trace */
   /* filled by the call */
   bool opened;                          /* inserted by this call */
   char case_number[AS_CASE_NUMBER_MAX]; /* the number given or drawn, if opened; else "" */
@@ -56,11 +70,14 @@ typedef struct as_case_opening {
 
 /* Inserts o[0..n) at version 1, each with its first timeline row, with one
  * statement, in case-id order (two instances inserting the same ids lock
- * them in one order). A case id that already exists, or that appeared
- * earlier in o, is left alone: opened false and nothing written for it (the
- * first occurrence in o wins). Returns 0, -EINVAL if some o[i] has no case
- * id or a state outside the enum (nothing written), -ENOMEM, or an as_db
- * error (e.g. a case number already taken: -EIO, sqlstate 23505). */
+ * them in one order), and queues each opened case's CaseStateChanged
+ * (UNSPECIFIED -> its state, version 1) in o's order. A case id that already
+ * exists, or that appeared earlier in o, is left alone: opened false and
+ * nothing written or queued for it (the first occurrence in o wins).
+ * Returns 0, -EINVAL if some o[i] has no case id or a state outside the enum
+ * (nothing written), -ENOMEM, or an as_db error (e.g. a case number already
+ * taken: -EIO, sqlstate 23505); after an error the caller's transaction
+ * must roll back (as the runtime does, dropping what was queued). */
 int as_case_open_many(as_tx_t *tx, as_case_opening_t *o, size_t n);
 
 /* One case through as_case_open_many; c->case_number may be NULL (drawn,
@@ -75,6 +92,7 @@ typedef struct as_case_move {
   uint32_t from_mask;        /* 0: any state the legal-move table allows; else also require (1u << from) & from_mask */
   as_case_actor_t actor;
   const char *why, *event_id, *detail_json; /* borrowed; event_id and detail_json may be NULL */
+  const as_msg_t *cause;     /* borrowed, may be NULL: as in as_case_opening_t */
   /* filled by the call */
   int rc;                    /* 0 moved, -ENOENT no such case, -EPERM illegal move or state not in from_mask */
   as_case_state_t from;      /* state before this move */
@@ -89,9 +107,12 @@ typedef struct as_case_move {
  * checks each move against the state left by the earlier moves of the same
  * batch (the same case may appear several times: OPEN->APPROVED then
  * APPROVED->AWAITING_RETURN), then writes each case's final state and
- * version with one bulk UPDATE and every timeline row with one bulk INSERT.
- * A refused move writes nothing and does not stop the others. Returns 0
- * (per-move results in m[i].rc) or an as_db error.
+ * version with one bulk UPDATE and every timeline row with one bulk INSERT,
+ * and queues one CaseStateChanged per move made, in m's order (so one
+ * case's changes reach its partition in version order). A refused move
+ * writes and queues nothing and does not stop the others. Returns 0
+ * (per-move results in m[i].rc) or an as_db error, -ENOMEM or -EINVAL from
+ * queueing (then the caller's transaction must roll back).
  *
  * Per move: rc 0 with from and version (the case's version after it);
  * -EPERM with from (where the case stood) and version (its current one,

@@ -19,7 +19,10 @@ stop_all() {
   scripts/pg.sh stop "$RUN/pg" >/dev/null 2>&1 || true
   echo "run: stopped"
 }
-trap stop_all INT TERM EXIT
+# A signal stops everything and ends the script (exit 0: stopping is the
+# expected way out); EXIT covers a failure during start-up.
+trap 'stop_all; exit 0' INT TERM
+trap stop_all EXIT
 
 eval "$(scripts/pg.sh start "$RUN/pg")"
 export PGHOST PGPORT PGUSER PGDATABASE
@@ -57,4 +60,6 @@ done
 
 /usr/bin/python3 scripts/demo.py --bootstrap "$BOOTSTRAP" --dsn "$AS_DB_DSN" || echo "run: demo failed" >&2
 echo "run: the fleet keeps running; poke it with: kcat -b $BOOTSTRAP -L    Ctrl-C stops everything"
-while true; do sleep 1; done
+# sleep in the background and wait for it, so a signal is handled at once
+# rather than after the current sleep.
+while true; do sleep 1 & wait $! || true; done

@@ -7,8 +7,11 @@
  * intake_cases (opening cases and the first response), intake_history (the
  * buyer's history a CaseOpened carries), intake_hold (held
  * requests), intake_followup (evidence and buyer messages on a case),
- * intake_reject (RequestRejected), intake_cols (bulk statements in its schema) and
- * intake_config (the complaint routing map).
+ * intake_reject (RequestRejected), intake_cols (bulk statements in its schema),
+ * intake_config (the complaint routing map), intake_money (the allocation of
+ * the amount paid), intake_idem (content hashes, one answer per request id,
+ * repeats of a key) and intake_clock (the deadlines of the cases intake
+ * opens: complaint resolution, pickup, escalation follow-up).
  *
  * Ownership: intake_t is created by init and freed by fini; everything a
  * batch allocates is released before the handler returns. */
@@ -29,7 +32,7 @@
 /* AS_INTAKE_* variables (main.c's table). */
 typedef struct intake_conf {
   long long hold_ms, comment_max, evidence_max, attachment_max, complaint_hours;
-  long long review_hours, first_response_min, lines_max;
+  long long review_hours, first_response_min, lines_max, clock_skew_s, stamp_lag_s;
   const char *complaint_routes;
 } intake_conf_t;
 
@@ -41,7 +44,7 @@ typedef struct intake {
   char dept[INTAKE_NCOMPLAINT][48]; /* department per ComplaintType */
   long long dept_hours[INTAKE_NCOMPLAINT];
   as_histogram_t *ack_submitted, *ack_occurred;
-  as_counter_t *opened, *held, *duplicates;
+  as_counter_t *opened, *held, *duplicates, *repeated, *breaches;
 } intake_t;
 
 /* ---- intake_config.c */
@@ -84,10 +87,11 @@ int intake_reject_publish(intake_t *x, as_tx_t *tx, const as_msg_t *cause, const
 
 /* ---- intake_projection.c */
 /* Applies the order events among msgs to the projection (bulk, latest wins
- * per column group) and appends to *placed the order ids that now have
- * their OrderPlaced. Returns 0 or an as_db error. */
+ * per column group) and appends to *ready the order ids that got their
+ * OrderPlaced or OrderPaid (held requests may now go on). Returns 0 or an
+ * as_db error. */
 int intake_projection_apply(intake_t *x, as_tx_t *tx, as_msg_t *const *msgs, size_t n,
-                            as_cols_t *placed);
+                            as_cols_t *ready);
 
 /* ---- intake_requests.c: the request pipeline */
 
@@ -101,7 +105,7 @@ enum {
 /* Columns of lines (claimed: units claimed by cases not rejected): */
 enum {
   INTAKE_L_ORDER, INTAKE_L_LINE, INTAKE_L_SKU, INTAKE_L_UNIT, INTAKE_L_CUR, INTAKE_L_QUANTITY,
-  INTAKE_L_CLAIMED, INTAKE_L_CATEGORY, INTAKE_L_SUPPLIER,
+  INTAKE_L_CLAIMED, INTAKE_L_CATEGORY, INTAKE_L_SUPPLIER, INTAKE_L_DISCOUNT,
 };
 typedef struct intake_view {
   PGresult *orders; /* INTAKE_O_* columns, sorted by order id */
@@ -114,16 +118,24 @@ typedef struct intake_history {
   int32_t orders, cases, claims_on_order;
 } intake_history_t;
 
-typedef struct intake_req {
+typedef struct intake_req intake_req_t;
+struct intake_req {
   const as_msg_t *cause;  /* the message (live) or a synthetic one (held) */
   as_msg_t *live;         /* the batch's message, NULL for held requests */
   const Aftersales__V1__AfterSalesRequested *r;
   const uint8_t *bytes;   /* envelope bytes, kept if the request is held */
   size_t nbytes;
   bool final;             /* may not be held (again) */
-  /* outcome */
-  enum { INTAKE_R_PENDING, INTAKE_R_SKIP, INTAKE_R_REJECT, INTAKE_R_HOLD, INTAKE_R_OPEN } fate;
+  int64_t arrived_us;     /* when the platform received it (intake_requests.c) */
+  /* outcome: SKIP gets no answer (dead-lettered, or its request id was
+   * answered before); ACK is answered with the key's existing case; FOLLOW
+   * waits for an earlier request of the same key in the batch (prev). */
+  enum { INTAKE_R_PENDING, INTAKE_R_SKIP, INTAKE_R_REJECT, INTAKE_R_HOLD, INTAKE_R_OPEN,
+         INTAKE_R_ACK, INTAKE_R_FOLLOW } fate;
   intake_verdict_t v;
+  intake_req_t *prev;     /* the previous request of the same key in the batch */
+  char hash[37];          /* content hash (intake_idem_hash) */
+  char case_hash[37];     /* the content hash of the key's case, once known */
   char case_id[37];
   char case_number[32];
   const char *merchant_id; /* borrowed from the batch's order rows */
@@ -133,9 +145,14 @@ typedef struct intake_req {
   char currency[4];
   char route[64];
   int64_t review_due_us, resolution_due_us, first_due_us;
+  int64_t pickup_due_us;   /* review and logistics routes: intake escalates a case still OPEN then */
   int *line_rows;          /* per request line: row in the batch's line table */
+  int64_t *line_paid;      /* per request line: the whole line's share of the amount paid */
+  int64_t shipping_paid, paid_minor; /* the shipping fee's share; OrderPaid.amount_paid */
+  bool paid;               /* the three figures above are set */
+  int64_t vouched_us;      /* the submission time windows are judged on */
   intake_history_t history;
-} intake_req_t;
+};
 
 /* Decides and applies reqs[0..n): rejections, holds, cases. Returns 0 or an
  * as_db error. */
@@ -157,13 +174,65 @@ int intake_history_fill(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n);
 
 /* ---- intake_hold.c */
 int intake_hold_store(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n);
-/* Replays the held requests of orders (text[] column 0 of placed). */
-int intake_hold_release(intake_t *x, as_tx_t *tx, as_cols_t *placed);
+/* Replays the held requests of the orders in text[] column 0 of ready that
+ * are now placed and paid. */
+int intake_hold_release(intake_t *x, as_tx_t *tx, as_cols_t *ready);
 /* The hold deadline of one request fired. */
 int intake_hold_expire(intake_t *x, as_tx_t *tx, const char *order_id, const char *request_id);
-/* Runs held envelopes (rows of r: request_id, envelope bytea in binary) through
- * the pipeline; final = no further hold. */
+/* Runs held envelopes (rows of r: request_id, order_id, envelope in hex,
+ * arrival in Unix us) through the pipeline; final = no further hold. */
 int intake_hold_replay(intake_t *x, as_tx_t *tx, PGresult *r, bool final);
+
+/* ---- intake_money.c */
+/* Allocates the order's amount paid (row o of orders) over all its lines
+ * (weight unit x quantity - discount, lines in line-id byte order) and the
+ * shipping fee (last), and keeps the shares of q's lines (q->line_rows must
+ * be filled) in q->line_paid, q->shipping_paid and q->paid_minor (q->paid).
+ * *why: NULL, or the RequestRejected reason code that refuses the payment
+ * (order_not_paid, currency_mismatch, amount_overflow, payment_unallocatable).
+ * Returns 0 or -ENOMEM. */
+int intake_money_allocate(intake_req_t *q, PGresult *orders, int o, PGresult *lines, const char **why);
+
+/* ---- intake_idem.c: one answer per request id, one case per key */
+/* The content hash of r: a UUIDv8 of the packed request without request_id
+ * and submitted_at_us, into out[37]. Returns 0 or -ENOMEM. */
+int intake_idem_hash(const Aftersales__V1__AfterSalesRequested *r, char out[37]);
+/* One lookup once the order rows are locked: marks SKIP the live requests
+ * (PENDING, FOLLOW or REJECT) whose (buyer, request id) was answered
+ * before, is held, or repeats an earlier one of the batch; and resolves the
+ * PENDING and FOLLOW ones whose key has a case or a held request: ACK (same
+ * content) or REJECT (idempotency_key_reused / idempotency_key_in_progress).
+ * Returns 0 or an as_db error. */
+int intake_idem_lookup(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n);
+/* Links the batch's requests of one key (prev) and marks the later ones
+ * FOLLOW. Returns 0 or -ENOMEM. */
+int intake_idem_group(intake_req_t *reqs, size_t n);
+/* The same for the PENDING requests whose case another instance opened
+ * first (as_case_open_many left it alone). Returns 0 or an as_db error. */
+int intake_idem_existing(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n);
+/* A FOLLOW request whose key's earlier request in the batch is decided:
+ * true with q resolved, false if q must be decided on its own. */
+bool intake_idem_follow(intake_req_t *q);
+/* Resolves the FOLLOW requests left after the cases were opened. */
+void intake_idem_settle(intake_req_t *reqs, size_t n);
+/* Publishes BuyerAcknowledged for the ACK requests and records the answers
+ * of the ACK and REJECT ones (intake_cases_open records the OPEN ones).
+ * Returns 0 or an as_db error. */
+int intake_idem_answer(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n);
+
+/* ---- intake_cases.c */
+/* BuyerAcknowledged for q (case q->case_id / q->case_number), naming its
+ * request id. Returns 0 or -ENOMEM / -EINVAL. */
+int intake_cases_ack(as_tx_t *tx, const intake_req_t *q);
+
+/* ---- intake_clock.c */
+/* Arms the deadline that moves each case of reqs with fate OPEN on:
+ * complaints "resolution", review and logistics cases "pickup". */
+int intake_clock_arm(intake_t *x, as_tx_t *tx, const intake_req_t *reqs, size_t n);
+/* A case deadline fired (kind resolution, pickup, escalation_followup:<n>);
+ * other kinds are not this module's (returns 1). Returns 0, 1 or an as_db
+ * error. */
+int intake_clock_fire(intake_t *x, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
 
 /* ---- intake_followup.c */
 int intake_followup_apply(intake_t *x, as_tx_t *tx, as_msg_t *m);

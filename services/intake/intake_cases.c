@@ -6,13 +6,19 @@
  * miss the throughput target. The case id is derived from (buyer,
  * idempotency key), so a second instance racing on the same key waits on
  * the primary key and its ON CONFLICT DO NOTHING drops the row: that
- * request is silently skipped and only the winner publishes CaseOpened.
+ * request is answered with the winner's case (intake_idem) and only the
+ * winner publishes CaseOpened.
  * Everything else of the cases (lines, SLA clocks, evidence, comment, the
- * request record) is a second statement, the buyer's history a third.
+ * request record with its content hash, the paid figures) is a second
+ * statement, the buyer's history a third, the cases' deadlines a fourth.
  * CaseOpened carries everything the review worker decides on: the claimed
  * lines with prices, categories and suppliers, the order's facts and the
- * buyer's history. BuyerAcknowledged is the buyer's first response: its SLA
- * clock is met at once and the submission-to-acknowledgement time observed. */
+ * buyer's history, the paid shares (intake_money) and the vouched submission
+ * time. The same paid figures go into the shared tables (case_lines.paid_minor
+ * and purchased; cases.paid_minor, paid_currency, shipping_paid_minor),
+ * where review checks every CaseOpened against them. BuyerAcknowledged is
+ * the buyer's first response, naming the request it answers: its SLA clock
+ * is met at once and the submission-to-acknowledgement time observed. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,28 +28,42 @@
 #include "as_uuid.h"
 #include "intake.h"
 
-/* Everything else of the opened cases, one statement: lines, SLA clocks,
- * evidence, the comment, and intake's record of the request. */
+/* Everything else of the opened cases, one statement: lines (with the
+ * line's paid share), SLA clocks, evidence, the comment, the paid figures of
+ * the case, intake's record of the request and its answer (intake_idem).
+ * The paid figures go in as
+ * an upsert on the case rows as_case_open_many has just inserted (the
+ * conflict always happens, the row's own values are the case's): an UPDATE
+ * ... FROM unnest is planned as a hash join over the whole of cases.cases,
+ * a sequential scan per batch, while the upsert finds each row by its key. */
 static const char sql_rows[] =
     "WITH l AS (INSERT INTO cases.case_lines (case_id, order_id, line_id, sku, quantity,"
-    " unit_minor, currency) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
-    " $5::int[], $6::bigint[], $7::text[])),"
+    " unit_minor, currency, paid_minor, purchased) SELECT * FROM unnest($1::text[], $2::text[],"
+    " $3::text[], $4::text[], $5::int[], $6::bigint[], $7::text[], $8::bigint[], $9::int[])),"
     " k AS (INSERT INTO cases.sla_clocks (case_id, clock, due_at, met_at)"
     " SELECT u.c, u.k, to_timestamp(u.d / 1e6), CASE WHEN u.m THEN now() END"
-    " FROM unnest($8::text[], $9::text[], $10::bigint[], $11::bool[]) AS u(c, k, d, m)),"
+    " FROM unnest($10::text[], $11::text[], $12::bigint[], $13::bool[]) AS u(c, k, d, m)),"
     " e AS (INSERT INTO cases.case_evidence (case_id, event_id, position, source, uri, media_type,"
-    " size_bytes, sha256) SELECT u.c, u.e, u.p, 'request', u.u, u.m, u.s, u.h FROM unnest($12::text[],"
-    " $13::uuid[], $14::int[], $15::text[], $16::text[], $17::bigint[], $18::text[])"
+    " size_bytes, sha256) SELECT u.c, u.e, u.p, 'request', u.u, u.m, u.s, u.h FROM unnest($14::text[],"
+    " $15::uuid[], $16::int[], $17::text[], $18::text[], $19::bigint[], $20::text[])"
     " AS u(c, e, p, u, m, s, h) ON CONFLICT (event_id, position) DO NOTHING),"
     " m AS (INSERT INTO cases.case_messages (case_id, event_id, source, author_kind, author_id,"
     " body, sent_at) SELECT u.c, u.e, 'request', 'buyer', u.b, u.t, to_timestamp(u.s / 1e6)"
-    " FROM unnest($19::text[], $20::uuid[], $21::text[], $22::text[], $23::bigint[])"
-    " AS u(c, e, b, t, s) ON CONFLICT (event_id, source) DO NOTHING)"
+    " FROM unnest($21::text[], $22::uuid[], $23::text[], $24::text[], $25::bigint[])"
+    " AS u(c, e, b, t, s) ON CONFLICT (event_id, source) DO NOTHING),"
+    " p AS (INSERT INTO cases.cases (case_id, case_number, case_type, state, order_id, buyer_id,"
+    " paid_minor, paid_currency, shipping_paid_minor) SELECT * FROM unnest($26::text[], $27::text[],"
+    " $28::text[], $29::text[], $30::text[], $31::text[], $32::bigint[], $33::text[], $34::bigint[])"
+    " ON CONFLICT (case_id) DO UPDATE SET paid_minor = EXCLUDED.paid_minor,"
+    " paid_currency = EXCLUDED.paid_currency, shipping_paid_minor = EXCLUDED.shipping_paid_minor),"
+    " a AS (INSERT INTO %1$s.answers (buyer_id, request_id, answer, case_id) SELECT u.b, u.r,"
+    " 'acknowledged', u.c FROM unnest($35::text[], $37::text[], $38::text[]) AS u(b, r, c)"
+    " ON CONFLICT DO NOTHING)"
     " INSERT INTO %1$s.requests (buyer_id, idempotency_key, request_id, case_id, order_id,"
-    " submitted_at_us, locale, preferred_outcome, return_method, complaint_type, declared_unused)"
-    " SELECT * FROM unnest($24::text[], $25::text[], $26::text[], $27::text[], $28::text[],"
-    " $29::bigint[], $30::text[], $31::int[], $32::int[], $33::int[], $34::bool[])"
-    " ON CONFLICT DO NOTHING";
+    " submitted_at_us, locale, preferred_outcome, return_method, complaint_type, declared_unused,"
+    " content_hash) SELECT * FROM unnest($35::text[], $36::text[], $37::text[], $38::text[],"
+    " $39::text[], $40::bigint[], $41::text[], $42::int[], $43::int[], $44::int[], $45::bool[],"
+    " $46::text[]) ON CONFLICT DO NOTHING";
 
 static const char *case_type_name(int t) {
   static const char *const n[] = {"", "RETURN_REFUND", "REFUND_ONLY", "EXCHANGE",
@@ -76,13 +96,14 @@ static as_case_opening_t opening_of(const intake_req_t *q) {
             .state = q->state},
       .actor = {"buyer", r->buyer_id},
       .why = "request submitted",
-      .event_id = q->cause->env->event_id};
+      .event_id = q->cause->env->event_id,
+      .cause = q->cause};
 }
 
 /* Inserts the cases through as_case_open_many (numbers drawn there); a
  * request whose case was not inserted (another instance opened it first)
- * is skipped. */
-static int open_all(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n) {
+ * goes back to PENDING. */
+static int open_all(as_tx_t *tx, intake_req_t *reqs, size_t n) {
   size_t k = count_open(reqs, n);
   as_case_opening_t *o = calloc(k ? k : 1, sizeof *o);
   intake_req_t **who = calloc(k ? k : 1, sizeof *who);
@@ -99,8 +120,7 @@ static int open_all(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n) {
       snprintf(who[j]->case_number, sizeof who[j]->case_number, "%s", o[j].case_number);
       continue;
     }
-    who[j]->fate = INTAKE_R_SKIP;
-    as_counter_add(x->duplicates, 1);
+    who[j]->fate = INTAKE_R_PENDING; /* answered with the winner's case (intake_idem) */
   }
   free(who);
   free(o);
@@ -115,7 +135,23 @@ static void add_clock(as_cols_t *c, const char *case_id, const char *clock, int6
   as_cols_row(c);
 }
 
-enum { T_LINES, T_CLOCKS, T_EVIDENCE, T_COMMENTS, T_REQUESTS, T_COUNT };
+enum { T_LINES, T_CLOCKS, T_EVIDENCE, T_COMMENTS, T_PAID, T_REQUESTS, T_COUNT };
+#define T_PARAMS 46 /* the sum of ncols in write_rows */
+
+/* The case's paid figures, with the case row's own key values (sql_rows). */
+static void add_paid(as_cols_t *t, const intake_req_t *q, const intake_view_t *v) {
+  const char *s[] = {q->case_id, q->case_number, case_type_name((int)q->r->case_type),
+                     as_case_state_name(q->state), q->r->order_id, q->r->buyer_id};
+  for (int k = 0; k < 6; k++) as_cols_str(t, k, s[k]);
+  if (q->paid) {
+    as_cols_int(t, 6, q->paid_minor);
+    as_cols_str(t, 7, PQgetvalue(v->orders, q->order_row, INTAKE_O_PAID_CUR));
+    as_cols_int(t, 8, q->shipping_paid);
+  } else {
+    for (int k = 6; k <= 8; k++) as_cols_null(t, k);
+  }
+  as_cols_row(t);
+}
 
 static void add_rows(as_cols_t *t, const intake_req_t *q, const intake_view_t *v) {
   const Aftersales__V1__AfterSalesRequested *r = q->r;
@@ -127,11 +163,16 @@ static void add_rows(as_cols_t *t, const intake_req_t *q, const intake_view_t *v
     as_cols_int(&t[T_LINES], 4, r->lines[i]->quantity);
     as_cols_str(&t[T_LINES], 5, PQgetvalue(v->lines, row, INTAKE_L_UNIT));
     as_cols_str(&t[T_LINES], 6, PQgetvalue(v->lines, row, INTAKE_L_CUR));
+    if (q->paid) as_cols_int(&t[T_LINES], 7, q->line_paid[i]);
+    else as_cols_null(&t[T_LINES], 7);
+    as_cols_str(&t[T_LINES], 8, PQgetvalue(v->lines, row, INTAKE_L_QUANTITY));
     as_cols_row(&t[T_LINES]);
   }
+  add_paid(&t[T_PAID], q, v);
   add_clock(&t[T_CLOCKS], q->case_id, "first_response", q->first_due_us, true);
   if (q->review_due_us) add_clock(&t[T_CLOCKS], q->case_id, "review", q->review_due_us, false);
   if (q->resolution_due_us) add_clock(&t[T_CLOCKS], q->case_id, "resolution", q->resolution_due_us, false);
+  if (!q->review_due_us && q->pickup_due_us) add_clock(&t[T_CLOCKS], q->case_id, "pickup", q->pickup_due_us, false);
   const char *eid = q->cause->env->event_id;
   for (size_t i = 0; i < r->n_evidence; i++) {
     const Aftersales__V1__Attachment *a = r->evidence[i];
@@ -158,22 +199,23 @@ static void add_rows(as_cols_t *t, const intake_req_t *q, const intake_view_t *v
   as_cols_int(&t[T_REQUESTS], 8, (int)r->return_method);
   as_cols_int(&t[T_REQUESTS], 9, (int)r->complaint_type);
   as_cols_str(&t[T_REQUESTS], 10, r->declared_unused ? "t" : "f");
+  as_cols_str(&t[T_REQUESTS], 11, q->hash);
   as_cols_row(&t[T_REQUESTS]);
 }
 
 static int write_rows(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n,
                       const intake_view_t *v) {
-  static const int ncols[T_COUNT] = {7, 4, 7, 5, 11};
+  static const int ncols[T_COUNT] = {9, 4, 7, 5, 9, 12};
   as_cols_t t[T_COUNT];
   for (int k = 0; k < T_COUNT; k++) as_cols_init(&t[k], ncols[k]);
   for (size_t i = 0; i < n; i++)
     if (reqs[i].fate == INTAKE_R_OPEN) add_rows(t, &reqs[i], v);
-  const char *vals[34];
+  const char *vals[T_PARAMS];
   int rc = 0;
   for (int k = 0, at = 0; rc == 0 && k < T_COUNT; at += ncols[k++]) rc = as_cols_params(&t[k], vals + at);
   char sql[4096];
   if (rc == 0 && t[T_REQUESTS].rows > 0)
-    rc = as_db_query(as_tx_db(tx), intake_sql(x, sql, sizeof sql, sql_rows), 34, vals, NULL);
+    rc = as_db_query(as_tx_db(tx), intake_sql(x, sql, sizeof sql, sql_rows), T_PARAMS, vals, NULL);
   for (int k = 0; k < T_COUNT; k++) as_cols_free(&t[k]);
   return rc;
 }
@@ -181,7 +223,7 @@ static int write_rows(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n,
 /* Event ids derived from the case: a replay of the same decision (another
  * instance, a redelivery) carries the same id and is deduplicated downstream. */
 static void event_id(char out[AS_UUID_STRLEN + 1], const char *case_id, const char *what) {
-  char name[96];
+  char name[256];
   int len = snprintf(name, sizeof name, "%s|%s", case_id, what);
   as_uuid_v8(out, "aftersales.intake.event", name, (size_t)len);
 }
@@ -196,8 +238,9 @@ static Aftersales__V1__Money *money_of(Aftersales__V1__Money *m, PGresult *r, in
   return m;
 }
 
-/* The order's facts from the batch's (locked) order row. */
-static void order_facts(Aftersales__V1__OrderFacts *f, Aftersales__V1__Money money[2],
+/* The order's facts from the batch's (locked) order row, and the shipping
+ * fee's paid share. */
+static void order_facts(Aftersales__V1__OrderFacts *f, Aftersales__V1__Money money[3],
                         const intake_req_t *q, const intake_view_t *v) {
   PGresult *o = v->orders;
   int row = q->order_row;
@@ -209,19 +252,29 @@ static void order_facts(Aftersales__V1__OrderFacts *f, Aftersales__V1__Money mon
   f->payment_ref = PQgetvalue(o, row, INTAKE_O_PAY_REF);
   f->region = PQgetvalue(o, row, INTAKE_O_REGION);
   f->shipping_fee = money_of(&money[1], o, row, INTAKE_O_SHIP_FEE, INTAKE_O_SHIP_CUR);
+  if (!q->paid) return;
+  aftersales__v1__money__init(&money[2]);
+  money[2].amount_minor = q->shipping_paid;
+  money[2].currency = f->paid->currency;
+  f->shipping_paid = &money[2];
 }
 
-/* One claimed line with what the order says of it. */
-static void case_line(Aftersales__V1__CaseLine *cl, Aftersales__V1__Money *price,
-                      const Aftersales__V1__LineRef *ref, PGresult *l, int row) {
+/* One claimed line with what the order says of it and its paid share. */
+static void case_line(Aftersales__V1__CaseLine *cl, Aftersales__V1__Money money[2],
+                      const Aftersales__V1__LineRef *ref, PGresult *l, int row, const int64_t *paid) {
   aftersales__v1__case_line__init(cl);
   cl->line_id = ref->line_id;
   cl->sku = PQgetvalue(l, row, INTAKE_L_SKU);
   cl->category = PQgetvalue(l, row, INTAKE_L_CATEGORY);
   cl->supplier_id = PQgetvalue(l, row, INTAKE_L_SUPPLIER);
   cl->quantity = ref->quantity;
-  cl->unit_price = money_of(price, l, row, INTAKE_L_UNIT, INTAKE_L_CUR);
+  cl->unit_price = money_of(&money[0], l, row, INTAKE_L_UNIT, INTAKE_L_CUR);
   cl->purchased_quantity = atoi(PQgetvalue(l, row, INTAKE_L_QUANTITY));
+  if (!paid) return;
+  aftersales__v1__money__init(&money[1]);
+  money[1].amount_minor = *paid;
+  money[1].currency = cl->unit_price->currency;
+  cl->paid_allocated = &money[1];
 }
 
 static int publish_opened(as_tx_t *tx, const intake_req_t *q, const intake_view_t *v) {
@@ -229,14 +282,14 @@ static int publish_opened(as_tx_t *tx, const intake_req_t *q, const intake_view_
   size_t nl = r->n_lines ? r->n_lines : 1;
   Aftersales__V1__LineRef lines[nl], *lp[nl];
   Aftersales__V1__CaseLine cls[nl], *clp[nl];
-  Aftersales__V1__Money prices[nl], order_money[2];
+  Aftersales__V1__Money prices[nl][2], order_money[3];
   for (size_t i = 0; i < r->n_lines; i++) {
     aftersales__v1__line_ref__init(&lines[i]);
     lines[i].line_id = r->lines[i]->line_id;
     lines[i].sku = PQgetvalue(v->lines, q->line_rows[i], INTAKE_L_SKU);
     lines[i].quantity = r->lines[i]->quantity;
     lp[i] = &lines[i];
-    case_line(&cls[i], &prices[i], r->lines[i], v->lines, q->line_rows[i]);
+    case_line(&cls[i], prices[i], r->lines[i], v->lines, q->line_rows[i], q->paid ? &q->line_paid[i] : NULL);
     clp[i] = &cls[i];
   }
   Aftersales__V1__OrderFacts facts;
@@ -277,7 +330,7 @@ static int publish_opened(as_tx_t *tx, const intake_req_t *q, const intake_view_
   o.buyer_history = &hist;
   o.declared_unused = r->declared_unused;
   o.locale = r->locale;
-  o.submitted_at_us = r->submitted_at_us;
+  o.submitted_at_us = q->vouched_us; /* the time windows are judged on (intake_requests.c) */
   char eid[AS_UUID_STRLEN + 1];
   event_id(eid, q->case_id, "CaseOpened");
   as_envelope_t env = AFTERSALES__V1__ENVELOPE__INIT;
@@ -289,7 +342,7 @@ static int publish_opened(as_tx_t *tx, const intake_req_t *q, const intake_view_
   return as_tx_publish(tx, q->cause, AS_TOPIC_NAME_CASES, q->case_id, &env);
 }
 
-static int publish_ack(intake_t *x, as_tx_t *tx, const intake_req_t *q) {
+int intake_cases_ack(as_tx_t *tx, const intake_req_t *q) {
   const Aftersales__V1__AfterSalesRequested *r = q->r;
   Aftersales__V1__BuyerAcknowledged a = AFTERSALES__V1__BUYER_ACKNOWLEDGED__INIT;
   a.case_id = (char *)q->case_id;
@@ -297,17 +350,24 @@ static int publish_ack(intake_t *x, as_tx_t *tx, const intake_req_t *q) {
   a.buyer_id = r->buyer_id;
   a.submitted_at_us = r->submitted_at_us;
   a.locale = r->locale;
-  char eid[AS_UUID_STRLEN + 1];
-  event_id(eid, q->case_id, "BuyerAcknowledged");
+  a.request_id = r->request_id;
+  char eid[AS_UUID_STRLEN + 1], what[160];
+  snprintf(what, sizeof what, "BuyerAcknowledged|%s", r->request_id);
+  event_id(eid, q->case_id, what);
   as_envelope_t env = AFTERSALES__V1__ENVELOPE__INIT;
   env.event_id = eid;
   env.case_id = (char *)q->case_id;
   env.order_id = r->order_id;
   env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_BUYER_ACKNOWLEDGED;
   env.buyer_acknowledged = &a;
-  int rc = as_tx_publish(tx, q->cause, AS_TOPIC_NAME_CASES, q->case_id, &env);
+  return as_tx_publish(tx, q->cause, AS_TOPIC_NAME_CASES, q->case_id, &env);
+}
+
+/* The first response to a request that opened its case, and its latency. */
+static int publish_ack(intake_t *x, as_tx_t *tx, const intake_req_t *q) {
+  int rc = intake_cases_ack(tx, q);
   int64_t now = as_now_us();
-  as_histogram_observe(x->ack_submitted, (double)(now - r->submitted_at_us) / 1e6);
+  as_histogram_observe(x->ack_submitted, (double)(now - q->r->submitted_at_us) / 1e6);
   as_histogram_observe(x->ack_occurred, (double)(now - q->cause->env->occurred_at_us) / 1e6);
   as_counter_add(x->opened, 1);
   return rc;
@@ -316,8 +376,9 @@ static int publish_ack(intake_t *x, as_tx_t *tx, const intake_req_t *q) {
 int intake_cases_open(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n,
                       const intake_view_t *view) {
   if (count_open(reqs, n) == 0) return 0;
-  int rc = open_all(x, tx, reqs, n);
+  int rc = open_all(tx, reqs, n);
   if (rc == 0) rc = write_rows(x, tx, reqs, n, view);
+  if (rc == 0) rc = intake_clock_arm(x, tx, reqs, n);
   if (rc == 0) rc = intake_history_fill(x, tx, reqs, n);
   for (size_t i = 0; rc == 0 && i < n; i++) {
     if (reqs[i].fate != INTAKE_R_OPEN) continue;

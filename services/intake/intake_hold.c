@@ -3,11 +3,15 @@
  * Order events and requests travel on different topics, so a request can
  * overtake its order. Such a request is held: its original envelope bytes
  * are stored and a deadline "hold:<request id>" (on the order id) is set.
- * When the order's OrderPlaced is applied, the held requests of that order
- * are taken (DELETE ... RETURNING, so exactly one transaction gets each) and
- * replayed through the pipeline in the same transaction, and their
- * deadlines cancelled. When a deadline fires first, the request is replayed
- * with holding forbidden: unknown_order, unless the order came meanwhile. */
+ * A request for an order placed but not paid yet is held the same way.
+ * When an OrderPlaced or OrderPaid leaves the order both placed and paid,
+ * the held requests of that order are taken (DELETE ... RETURNING, so
+ * exactly one transaction gets each) and replayed through the pipeline in
+ * the same transaction, and their deadlines cancelled. When a deadline
+ * fires first, the request is replayed with holding forbidden: unknown_order
+ * or order_not_paid, unless the order came meanwhile. The time the request
+ * first arrived is kept with it (the vouched submission time may fall back
+ * on it). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,15 +21,19 @@
 #include "intake.h"
 
 static const char sql_store[] =
-    "INSERT INTO %1$s.held_requests (request_id, order_id, buyer_id, idempotency_key, envelope)"
-    " SELECT u.r, u.o, u.b, u.k, decode(u.e, 'hex') FROM unnest($1::text[], $2::text[], $3::text[],"
-    " $4::text[], $5::text[]) AS u(r, o, b, k, e) ON CONFLICT DO NOTHING RETURNING request_id, order_id";
+    "INSERT INTO %1$s.held_requests (request_id, order_id, buyer_id, idempotency_key, envelope, arrived_us)"
+    " SELECT u.r, u.o, u.b, u.k, decode(u.e, 'hex'), u.a FROM unnest($1::text[], $2::text[], $3::text[],"
+    " $4::text[], $5::text[], $6::bigint[]) AS u(r, o, b, k, e, a) ON CONFLICT DO NOTHING"
+    " RETURNING request_id, order_id";
+/* Columns of a taken row: request_id, order_id, envelope (hex), arrival. */
+#define HELD_COLS "h.request_id, h.order_id, encode(h.envelope, 'hex'),"                    \
+                  " coalesce(h.arrived_us, (extract(epoch FROM h.held_at) * 1e6)::bigint)"
 static const char sql_take_order[] =
-    "DELETE FROM %1$s.held_requests WHERE order_id = ANY($1::text[])"
-    " RETURNING request_id, order_id, encode(envelope, 'hex')";
+    "DELETE FROM %1$s.held_requests h USING %1$s.orders o WHERE h.order_id = ANY($1::text[])"
+    " AND o.order_id = h.order_id AND o.placed_at_us IS NOT NULL AND o.amount_paid_minor IS NOT NULL"
+    " RETURNING " HELD_COLS;
 static const char sql_take_one[] =
-    "DELETE FROM %1$s.held_requests WHERE request_id = $1 AND order_id = $2"
-    " RETURNING request_id, order_id, encode(envelope, 'hex')";
+    "DELETE FROM %1$s.held_requests h WHERE h.request_id = $1 AND h.order_id = $2 RETURNING " HELD_COLS;
 
 static void kind_of(char *buf, size_t cap, const char *request_id) {
   snprintf(buf, cap, "hold:%s", request_id);
@@ -45,7 +53,7 @@ static int set_deadlines(intake_t *x, as_tx_t *tx, PGresult *r) {
 
 int intake_hold_store(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n) {
   as_cols_t c;
-  as_cols_init(&c, 5);
+  as_cols_init(&c, 6);
   for (size_t i = 0; i < n; i++) {
     const intake_req_t *q = &reqs[i];
     if (q->fate != INTAKE_R_HOLD) continue;
@@ -53,6 +61,7 @@ int intake_hold_store(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n) {
     for (int k = 0; k < 4; k++) as_cols_str(&c, k, s[k]);
     as_buf_arr_raw(&c.b[4], "", 0);
     as_buf_hex(&c.b[4], q->bytes, q->nbytes);
+    as_cols_int(&c, 5, q->arrived_us);
     as_cols_row(&c);
   }
   PGresult *r = NULL;
@@ -103,7 +112,8 @@ int intake_hold_replay(intake_t *x, as_tx_t *tx, PGresult *r, bool final) {
       continue;
     }
     reqs[k] = (intake_req_t){.cause = &msgs[k], .r = msgs[k].env->aftersales_requested,
-                             .bytes = bytes[k], .nbytes = len, .final = final};
+                             .bytes = bytes[k], .nbytes = len, .final = final,
+                             .arrived_us = strtoll(PQgetvalue(r, (int)i, 3), NULL, 10)};
     k++;
   }
   if (rc == 0) rc = intake_requests_run(x, tx, reqs, k);
@@ -127,9 +137,9 @@ static int cancel_deadlines(as_tx_t *tx, PGresult *r) {
   return rc;
 }
 
-int intake_hold_release(intake_t *x, as_tx_t *tx, as_cols_t *placed) {
+int intake_hold_release(intake_t *x, as_tx_t *tx, as_cols_t *ready) {
   PGresult *r = NULL;
-  int rc = intake_cols_run(placed, x, tx, sql_take_order, &r);
+  int rc = intake_cols_run(ready, x, tx, sql_take_order, &r);
   if (rc == 0 && r) rc = cancel_deadlines(tx, r);
   if (rc == 0 && r) rc = intake_hold_replay(x, tx, r, true);
   PQclear(r);

@@ -7,11 +7,17 @@
  * events arrive in, and however often, the rows converge. Rows are written
  * in order id order so that two transactions lock them in the same order.
  * Events that break the order contract (unsafe ids, negative amounts, bad
- * currencies) are dead-lettered before anything is written. */
+ * currencies, a discount above its line) are dead-lettered before anything
+ * is written; an OrderPlaced whose line totals or order total do not fit in
+ * int64 is dead-lettered as amount_overflow (no later product or sum of its
+ * amounts could be computed). */
 #include <errno.h>
 #include <string.h>
 
+#include "as_money.h"
 #include "intake.h"
+
+#define DLQ_AMOUNT_OVERFLOW "amount_overflow"
 
 #define TEXT_MAX 256
 
@@ -30,14 +36,16 @@ static const char *const sql_of[K_COUNT] = {
         " updated_at = now() WHERE o.placed_at_us IS NULL OR EXCLUDED.placed_at_us > o.placed_at_us",
     [K_LINES] =
         "INSERT INTO %1$s.order_lines AS l (order_id, line_id, sku, category, supplier_id,"
-        " unit_minor, currency, quantity, title, placed_at_us)"
-        " SELECT DISTINCT ON (u.o, u.l) u.o, u.l, u.s, u.c, u.p, u.m, u.cur, u.q, u.ti, u.t"
+        " unit_minor, currency, quantity, title, placed_at_us, discount_minor)"
+        " SELECT DISTINCT ON (u.o, u.l) u.o, u.l, u.s, u.c, u.p, u.m, u.cur, u.q, u.ti, u.t, u.d"
         " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],"
-        " $7::text[], $8::int[], $9::text[], $10::bigint[]) AS u(o, l, s, c, p, m, cur, q, ti, t)"
+        " $7::text[], $8::int[], $9::text[], $10::bigint[], $11::bigint[])"
+        " AS u(o, l, s, c, p, m, cur, q, ti, t, d)"
         " ORDER BY u.o, u.l, u.t DESC ON CONFLICT (order_id, line_id) DO UPDATE SET"
         " sku = EXCLUDED.sku, category = EXCLUDED.category, supplier_id = EXCLUDED.supplier_id,"
         " unit_minor = EXCLUDED.unit_minor, currency = EXCLUDED.currency,"
-        " quantity = EXCLUDED.quantity, title = EXCLUDED.title, placed_at_us = EXCLUDED.placed_at_us"
+        " quantity = EXCLUDED.quantity, title = EXCLUDED.title, placed_at_us = EXCLUDED.placed_at_us,"
+        " discount_minor = EXCLUDED.discount_minor"
         " WHERE EXCLUDED.placed_at_us > l.placed_at_us",
     [K_PAID] =
         "INSERT INTO %1$s.orders AS o (order_id, amount_paid_minor, paid_currency, payment_method,"
@@ -75,7 +83,7 @@ static const char *const sql_of[K_COUNT] = {
         " cancel_reason = EXCLUDED.cancel_reason, cancelled_at_us = EXCLUDED.cancelled_at_us,"
         " updated_at = now() WHERE o.cancelled_at_us IS NULL OR EXCLUDED.cancelled_at_us > o.cancelled_at_us",
 };
-static const int ncols_of[K_COUNT] = {7, 10, 6, 5, 4, 3};
+static const int ncols_of[K_COUNT] = {7, 11, 6, 5, 4, 3};
 
 static bool text_ok(const char *s) {
   size_t n = strlen(s);
@@ -101,12 +109,35 @@ static const char *line_error(const Aftersales__V1__OrderLine *l) {
   if (!as_envelope_id_ok(l->line_id)) return "line_id missing or unsafe";
   if (l->quantity < 1) return "line quantity below 1";
   if (!l->unit_price || !money_ok(l->unit_price)) return "line unit_price missing or invalid";
+  if (l->discount && (!money_ok(l->discount) || strcmp(l->discount->currency, l->unit_price->currency) != 0))
+    return "line discount invalid or not in the unit price's currency";
   if (!text_ok(l->sku) || !text_ok(l->category) || !text_ok(l->supplier_id) || !text_ok(l->title))
     return "line text too long or not UTF-8";
   return NULL;
 }
 
-static const char *placed_error(const Aftersales__V1__OrderPlaced *p) {
+/* The order's amounts: every line total (unit x quantity), the sum of the
+ * lines and the shipping fee must fit in int64, and a discount may not
+ * exceed its line. Sets *overflow when the refusal is an overflow. */
+static const char *amounts_error(const Aftersales__V1__OrderPlaced *p, bool *overflow) {
+  int64_t total = p->shipping_fee ? p->shipping_fee->amount_minor : 0;
+  *overflow = true;
+  for (size_t i = 0; i < p->n_lines; i++) {
+    const Aftersales__V1__OrderLine *l = p->lines[i];
+    int64_t line;
+    if (!as_money_mul(l->unit_price->amount_minor, l->quantity, &line)) return "line total overflows int64";
+    if (!as_money_add(total, line, &total)) return "order total overflows int64";
+    if (l->discount && l->discount->amount_minor > line) {
+      *overflow = false;
+      return "line discount above the line total";
+    }
+  }
+  *overflow = false;
+  return NULL;
+}
+
+static const char *placed_error(const Aftersales__V1__OrderPlaced *p, bool *overflow) {
+  *overflow = false;
   if (!as_envelope_id_ok(p->buyer_id)) return "buyer_id missing or unsafe";
   if (p->merchant_id[0] && !as_envelope_id_ok(p->merchant_id)) return "merchant_id unsafe";
   if (!text_ok(p->region) || !money_ok(p->shipping_fee)) return "region or shipping_fee invalid";
@@ -115,7 +146,7 @@ static const char *placed_error(const Aftersales__V1__OrderPlaced *p) {
     const char *e = line_error(p->lines[i]);
     if (e) return e;
   }
-  return NULL;
+  return amounts_error(p, overflow);
 }
 
 static void add_placed(as_cols_t *c, const char *oid, const Aftersales__V1__OrderPlaced *p) {
@@ -142,6 +173,7 @@ static void add_placed(as_cols_t *c, const char *oid, const Aftersales__V1__Orde
     as_cols_int(lc, 7, l->quantity);
     as_cols_str(lc, 8, l->title);
     as_cols_int(lc, 9, p->placed_at_us);
+    as_cols_int(lc, 10, l->discount ? l->discount->amount_minor : 0);
     as_cols_row(lc);
   }
 }
@@ -201,23 +233,31 @@ static const char *add_cancelled(as_cols_t *c, const char *oid, const Aftersales
 }
 
 /* Validates one order event and appends its row(s); returns an error text
- * for the dead letter, NULL if added or not an order event. */
-static const char *add_event(as_cols_t *c, const as_msg_t *m, as_cols_t *placed) {
+ * for the dead letter (*overflow: reason amount_overflow, else
+ * contract_violation), NULL if added or not an order event. The order ids
+ * whose OrderPlaced or OrderPaid came go to *ready: they may release held
+ * requests. */
+static const char *add_event(as_cols_t *c, const as_msg_t *m, as_cols_t *ready, bool *overflow) {
   const as_envelope_t *e = m->env;
   switch (e->payload_case) {
     case AFTERSALES__V1__ENVELOPE__PAYLOAD_ORDER_PLACED: {
       const char *oid = order_id_of(m, e->order_placed->order_id);
       if (!oid) return "order_id missing, unsafe or not the envelope's";
-      const char *err = placed_error(e->order_placed);
+      const char *err = placed_error(e->order_placed, overflow);
       if (err) return err;
       add_placed(c, oid, e->order_placed);
-      as_cols_str(placed, 0, oid);
-      as_cols_row(placed);
+      as_cols_str(ready, 0, oid);
+      as_cols_row(ready);
       return NULL;
     }
     case AFTERSALES__V1__ENVELOPE__PAYLOAD_ORDER_PAID: {
       const char *oid = order_id_of(m, e->order_paid->order_id);
-      return oid ? add_paid(c, oid, e->order_paid) : "order_id missing, unsafe or not the envelope's";
+      const char *err = oid ? add_paid(c, oid, e->order_paid) : "order_id missing, unsafe or not the envelope's";
+      if (!err) {
+        as_cols_str(ready, 0, oid);
+        as_cols_row(ready);
+      }
+      return err;
     }
     case AFTERSALES__V1__ENVELOPE__PAYLOAD_ORDER_SHIPPED: {
       const char *oid = order_id_of(m, e->order_shipped->order_id);
@@ -237,12 +277,13 @@ static const char *add_event(as_cols_t *c, const as_msg_t *m, as_cols_t *placed)
 }
 
 int intake_projection_apply(intake_t *x, as_tx_t *tx, as_msg_t *const *msgs, size_t n,
-                            as_cols_t *placed) {
+                            as_cols_t *ready) {
   as_cols_t c[K_COUNT];
   for (int k = 0; k < K_COUNT; k++) as_cols_init(&c[k], ncols_of[k]);
   for (size_t i = 0; i < n; i++) {
-    const char *err = add_event(c, msgs[i], placed);
-    if (err) as_tx_reject(msgs[i], err);
+    bool overflow = false;
+    const char *err = add_event(c, msgs[i], ready, &overflow);
+    if (err) as_tx_mark_dead(msgs[i], overflow ? DLQ_AMOUNT_OVERFLOW : AS_DLQ_CONTRACT, err);
   }
   int rc = 0;
   for (int k = 0; rc == 0 && k < K_COUNT; k++) rc = intake_cols_run(&c[k], x, tx, sql_of[k], NULL);

@@ -1,26 +1,41 @@
 /* intake_requests: the pipeline one batch of AfterSalesRequested goes
  * through, in the batch transaction:
- *   1. the payload on its own (intake_validate): dead-letter or reject;
- *   2. idempotency: the case id is derived from (buyer, key); a repeat in
- *      the batch does nothing at all;
+ *   1. the payload on its own (intake_validate, a stamp ahead of intake's
+ *      clock): dead-letter or reject;
+ *   2. one case per key (intake_idem): the case id is derived from (buyer,
+ *      key) and a batch's requests of one key are linked;
  *   3. the order rows are locked (FOR UPDATE, in order id order) so two
  *      instances cannot both claim the last unit of a line, then read with
- *      the units already claimed by cases that were not rejected; a key
- *      whose case exists by then (opened before, or by another instance
- *      that held the lock) does nothing at all either;
+ *      the units already claimed by cases that were not rejected; a request
+ *      id answered before gets nothing; a key whose case exists by then
+ *      (opened before, or by another instance that held the lock) is
+ *      answered with that case or rejected as reused;
  *   4. each request is decided in batch order (claims of earlier requests
- *      count against later ones): hold, reject or open;
+ *      count against later ones): hold (order not seen or not paid yet),
+ *      reject or open; the amount paid is allocated over the order
+ *      (intake_money);
  *   5. holds, cases and rejections are written and published; a CaseOpened
- *      carries the lines with prices, the order's facts and the buyer's
- *      history (intake_history), all from this batch's reads.
- * Held requests replayed later come through the same pipeline. */
+ *      carries the lines with prices and paid shares, the order's facts and
+ *      the buyer's history (intake_history), all from this batch's reads;
+ *      every answer is recorded.
+ * Held requests replayed later come through the same pipeline.
+ *
+ * Submission stamps: a stamp before the order was placed, or more than
+ * AS_INTAKE_CLOCK_SKEW_S ahead of intake's clock, is rejected. Windows are
+ * judged on the vouched time: the stamp when it lies within
+ * AS_INTAKE_STAMP_MAX_LAG_S before the request's arrival (arrived_us: the
+ * broker's LogAppendTime when the topic stamps it, else intake's clock when
+ * it first handled the request, kept while held), else the arrival. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "as_money.h"
 #include "as_uuid.h"
 #include "intake.h"
+
+#define US 1000000LL
 
 #define CT(x) AFTERSALES__V1__CASE_TYPE__CASE_TYPE_##x
 #define RS(x) AFTERSALES__V1__REASON__REASON_##x
@@ -31,8 +46,6 @@ typedef struct batch_view {
   int64_t *claimed; /* per line row: claimed so far, including this batch */
 } batch_view_t;
 
-static const char sql_existing[] =
-    "SELECT case_id FROM cases.cases WHERE case_id = ANY($1::text[])";
 static const char sql_orders[] =
     "SELECT order_id, buyer_id, coalesce(merchant_id, ''), cancelled_at_us IS NOT NULL,"
     " placed_at_us, coalesce(delivered_at_us, 0), amount_paid_minor, paid_currency,"
@@ -41,7 +54,7 @@ static const char sql_orders[] =
     " ORDER BY order_id COLLATE \"C\" FOR UPDATE";
 static const char sql_lines[] =
     "SELECT l.order_id, l.line_id, l.sku, l.unit_minor, l.currency, l.quantity, coalesce(c.q, 0),"
-    " l.category, l.supplier_id FROM %1$s.order_lines l LEFT JOIN (SELECT cl.order_id, cl.line_id, sum(cl.quantity) AS q"
+    " l.category, l.supplier_id, l.discount_minor FROM %1$s.order_lines l LEFT JOIN (SELECT cl.order_id, cl.line_id, sum(cl.quantity) AS q"
     " FROM cases.case_lines cl JOIN cases.cases cc ON cc.case_id = cl.case_id"
     " WHERE cl.order_id = ANY($1::text[]) AND cc.state <> 'REJECTED' AND cc.case_type <> 'COMPLAINT'"
     " GROUP BY cl.order_id, cl.line_id) c ON c.order_id = l.order_id AND c.line_id = l.line_id"
@@ -53,8 +66,8 @@ static void reject(intake_req_t *q, const char *code, const char *field) {
   snprintf(q->v.field, sizeof q->v.field, "%s", field);
 }
 
-/* Step 1 and the case id of step 2. */
-static void validate_all(intake_t *x, intake_req_t *reqs, size_t n) {
+/* Step 1, the case id and content hash of step 2. Returns 0 or -ENOMEM. */
+static int validate_all(intake_t *x, intake_req_t *reqs, size_t n, int64_t now) {
   for (size_t i = 0; i < n; i++) {
     intake_req_t *q = &reqs[i];
     intake_validate_request(x, q->r, &q->v);
@@ -65,6 +78,8 @@ static void validate_all(intake_t *x, intake_req_t *reqs, size_t n) {
       q->fate = INTAKE_R_SKIP;
       continue;
     }
+    if (!q->v.code && q->r->submitted_at_us > now + x->conf->clock_skew_s * US)
+      reject(q, "submitted_in_future", "submitted_at_us");
     if (q->v.code) {
       q->fate = INTAKE_R_REJECT;
       continue;
@@ -72,52 +87,19 @@ static void validate_all(intake_t *x, intake_req_t *reqs, size_t n) {
     char name[256];
     int len = snprintf(name, sizeof name, "%s|%s", q->r->buyer_id, q->r->idempotency_key);
     as_uuid_v8(q->case_id, "aftersales.case", name, (size_t)len);
+    if (intake_idem_hash(q->r, q->hash) < 0) return -ENOMEM;
   }
-}
-
-static int by_case_id(const void *a, const void *b) {
-  const intake_req_t *const *p = a, *const *q = b;
-  int c = strcmp((*p)->case_id, (*q)->case_id);
-  return c ? c : ((*p) < (*q) ? -1 : (*p) > (*q));
-}
-
-/* Step 2: the first request of a key in the batch wins; repeats are silent. */
-static int dedupe_batch(intake_t *x, intake_req_t *reqs, size_t n) {
-  intake_req_t **v = malloc((n ? n : 1) * sizeof *v);
-  if (!v) return -ENOMEM;
-  size_t k = 0;
-  for (size_t i = 0; i < n; i++)
-    if (reqs[i].fate == INTAKE_R_PENDING) v[k++] = &reqs[i];
-  qsort(v, k, sizeof *v, by_case_id);
-  for (size_t i = 1; i < k; i++)
-    if (strcmp(v[i]->case_id, v[i - 1]->case_id) == 0) {
-      v[i]->fate = INTAKE_R_SKIP;
-      as_counter_add(x->duplicates, 1);
-    }
-  free(v);
   return 0;
 }
 
-/* Step 2, across batches, instances and restarts: the case exists. */
-static int skip_existing(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n) {
-  as_cols_t c;
-  as_cols_init(&c, 1);
-  for (size_t i = 0; i < n; i++)
-    if (reqs[i].fate == INTAKE_R_PENDING) {
-      as_cols_str(&c, 0, reqs[i].case_id);
-      as_cols_row(&c);
-    }
-  PGresult *r = NULL;
-  int rc = intake_cols_run(&c, x, tx, sql_existing, &r);
-  for (int row = 0; rc == 0 && r && row < PQntuples(r); row++)
-    for (size_t i = 0; i < n; i++)
-      if (reqs[i].fate == INTAKE_R_PENDING && strcmp(reqs[i].case_id, PQgetvalue(r, row, 0)) == 0) {
-        reqs[i].fate = INTAKE_R_SKIP;
-        as_counter_add(x->duplicates, 1);
-      }
-  PQclear(r);
-  as_cols_free(&c);
-  return rc;
+/* The time windows are judged on (see the file comment). */
+static int64_t vouched(const intake_t *x, const intake_req_t *q) {
+  int64_t stamp = q->r->submitted_at_us, lag = q->arrived_us - stamp;
+  return lag >= 0 && lag <= x->conf->stamp_lag_s * US ? stamp : q->arrived_us;
+}
+
+static bool undecided(const intake_req_t *q) {
+  return q->fate == INTAKE_R_PENDING || q->fate == INTAKE_R_FOLLOW;
 }
 
 /* Step 3. */
@@ -125,7 +107,7 @@ static int load_orders(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n, b
   as_cols_t c;
   as_cols_init(&c, 1);
   for (size_t i = 0; i < n; i++)
-    if (reqs[i].fate == INTAKE_R_PENDING) {
+    if (undecided(&reqs[i])) {
       as_cols_str(&c, 0, reqs[i].r->order_id);
       as_cols_row(&c);
     }
@@ -170,11 +152,12 @@ static bool needs_evidence(const Aftersales__V1__AfterSalesRequested *r) {
 }
 
 static void route(const intake_t *x, intake_req_t *q, int64_t now) {
-  const int64_t hour = 3600LL * 1000000;
-  q->first_due_us = q->r->submitted_at_us + x->conf->first_response_min * 60 * 1000000LL;
+  const int64_t hour = 3600 * US;
+  q->first_due_us = q->vouched_us + x->conf->first_response_min * 60 * US;
   switch (q->r->case_type) {
     case CT(LOGISTICS):
       snprintf(q->route, sizeof q->route, "logistics");
+      q->pickup_due_us = now + x->conf->review_hours * hour;
       break;
     case CT(COMPLAINT):
       snprintf(q->route, sizeof q->route, "complaints:%s", x->dept[q->r->complaint_type]);
@@ -183,10 +166,12 @@ static void route(const intake_t *x, intake_req_t *q, int64_t now) {
     default:
       snprintf(q->route, sizeof q->route, "review");
       q->review_due_us = now + x->conf->review_hours * hour;
+      q->pickup_due_us = q->review_due_us;
   }
 }
 
-/* Lines exist, quantities fit, one currency; fills claimed amount. */
+/* Lines exist, quantities fit, one currency, amounts fit in int64; fills
+ * the claimed amount. */
 static bool check_lines(intake_req_t *q, batch_view_t *bv) {
   bool claims = q->r->case_type != CT(COMPLAINT);
   int64_t total = 0;
@@ -208,14 +193,36 @@ static bool check_lines(intake_req_t *q, batch_view_t *bv) {
     if (q->currency[0] && strcmp(q->currency, cur) != 0) { reject(q, "mixed_currency", "lines"); return false; }
     snprintf(q->currency, sizeof q->currency, "%s", cur);
     int64_t unit = strtoll(PQgetvalue(bv->lines, row, INTAKE_L_UNIT), NULL, 10), sub;
-    if (__builtin_mul_overflow(unit, (int64_t)l->quantity, &sub) || __builtin_add_overflow(total, sub, &total)) {
-      reject(q, "invalid_quantity", "lines.quantity");
+    if (!as_money_mul(unit, l->quantity, &sub) || !as_money_add(total, sub, &total)) {
+      reject(q, "amount_overflow", "lines.quantity");
       return false;
     }
     q->line_rows[i] = row;
   }
   q->claimed_minor = claims ? total : 0;
   return true;
+}
+
+/* The order's payment, for a request whose lines passed: a claim needs an
+ * order paid in its lines' currency (else held while it may be, or
+ * rejected); a complaint is about no money and records the payment only
+ * when it has one. Returns 0 or -ENOMEM. */
+static int check_paid(intake_req_t *q, batch_view_t *bv, int o, bool complaint) {
+  const char *why;
+  if (intake_money_allocate(q, bv->orders, o, bv->lines, &why) < 0) return -ENOMEM;
+  if (!why || complaint) return 0;
+  if (strcmp(why, "order_not_paid") == 0 && !q->final) q->fate = INTAKE_R_HOLD;
+  else reject(q, why, strcmp(why, "amount_overflow") == 0 ? "lines" : "order_id");
+  return 0;
+}
+
+/* The order facts a request is judged against before its lines. */
+static const char *order_error(const intake_req_t *q, PGresult *orders, int o, bool complaint) {
+  if (strcmp(PQgetvalue(orders, o, INTAKE_O_BUYER), q->r->buyer_id) != 0) return "not_buyers_order";
+  if (!complaint && PQgetvalue(orders, o, INTAKE_O_CANCELLED)[0] == 't') return "order_cancelled";
+  if (q->r->submitted_at_us < strtoll(PQgetvalue(orders, o, INTAKE_O_PLACED), NULL, 10))
+    return "submitted_before_order";
+  return NULL;
 }
 
 /* Step 4 for one request. Returns 0 or -ENOMEM. */
@@ -227,25 +234,38 @@ static int decide(intake_t *x, intake_req_t *q, batch_view_t *bv, int64_t now) {
     return 0;
   }
   bool complaint = q->r->case_type == CT(COMPLAINT);
-  const char *why = NULL;
-  if (strcmp(PQgetvalue(bv->orders, o, INTAKE_O_BUYER), q->r->buyer_id) != 0) why = "not_buyers_order";
-  else if (!complaint && PQgetvalue(bv->orders, o, INTAKE_O_CANCELLED)[0] == 't') why = "order_cancelled";
+  const char *why = order_error(q, bv->orders, o, complaint);
   if (why) {
-    reject(q, why, "order_id");
+    reject(q, why, strcmp(why, "submitted_before_order") == 0 ? "submitted_at_us" : "order_id");
     return 0;
   }
   q->line_rows = calloc(q->r->n_lines ? q->r->n_lines : 1, sizeof *q->line_rows);
   if (!q->line_rows) return -ENOMEM;
   if (!check_lines(q, bv)) return 0;
+  int rc = check_paid(q, bv, o, complaint);
+  if (rc < 0 || q->fate != INTAKE_R_PENDING) return rc;
   if (!complaint)
     for (size_t i = 0; i < q->r->n_lines; i++) bv->claimed[q->line_rows[i]] += q->r->lines[i]->quantity;
   q->merchant_id = PQgetvalue(bv->orders, o, INTAKE_O_MERCHANT);
   q->order_row = o;
   q->state = needs_evidence(q->r) ? AFTERSALES__V1__CASE_STATE__CASE_STATE_AWAITING_EVIDENCE
                                   : AFTERSALES__V1__CASE_STATE__CASE_STATE_OPEN;
+  q->vouched_us = vouched(x, q);
   route(x, q, now);
   q->fate = INTAKE_R_OPEN;
   return 0;
+}
+
+/* Step 4: in batch order; a later request of a key follows the earlier one. */
+static int decide_all(intake_t *x, intake_req_t *reqs, size_t n, batch_view_t *bv, int64_t now) {
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    intake_req_t *q = &reqs[i];
+    if (q->fate == INTAKE_R_FOLLOW && intake_idem_follow(q)) continue;
+    if (q->fate == INTAKE_R_FOLLOW) q->fate = INTAKE_R_PENDING;
+    if (q->fate == INTAKE_R_PENDING) rc = decide(x, q, bv, now);
+  }
+  return rc;
 }
 
 static int publish_rejections(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n) {
@@ -259,28 +279,50 @@ static int publish_rejections(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size
   return rc;
 }
 
+/* Step 5 after the cases: a case another instance opened first is this
+ * key's existing case; FOLLOW requests take their key's verdict. */
+static int settle(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n) {
+  int rc = intake_idem_existing(x, tx, reqs, n);
+  for (size_t i = 0; i < n; i++)
+    if (reqs[i].fate == INTAKE_R_PENDING) {
+      /* the case that won the race is gone again: nothing to answer with */
+      AS_WARN(x->log, "request lost its key's case", AS_F_STR("request_id", reqs[i].r->request_id));
+      reqs[i].fate = INTAKE_R_SKIP;
+    }
+  intake_idem_settle(reqs, n);
+  return rc;
+}
+
+static void release(intake_req_t *reqs, size_t n, batch_view_t *bv) {
+  for (size_t i = 0; i < n; i++) {
+    free(reqs[i].line_rows);
+    free(reqs[i].line_paid);
+    reqs[i].line_rows = NULL;
+    reqs[i].line_paid = NULL;
+  }
+  PQclear(bv->orders);
+  PQclear(bv->lines);
+  free(bv->claimed);
+}
+
 int intake_requests_run(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n) {
   batch_view_t bv = {0};
-  validate_all(x, reqs, n);
-  int rc = dedupe_batch(x, reqs, n);
-  /* Existing cases are looked up only once the order rows are locked: an
-   * instance that opened the same key commits before the lock is granted,
-   * and its case must be seen as this key's, not as units already claimed. */
-  if (rc == 0) rc = load_orders(x, tx, reqs, n, &bv);
-  if (rc == 0) rc = skip_existing(x, tx, reqs, n);
   int64_t now = as_now_us();
-  for (size_t i = 0; rc == 0 && i < n; i++)
-    if (reqs[i].fate == INTAKE_R_PENDING) rc = decide(x, &reqs[i], &bv, now);
+  int rc = validate_all(x, reqs, n, now);
+  if (rc == 0) rc = intake_idem_group(reqs, n);
+  /* Answers and existing cases are looked up only once the order rows are
+   * locked: an instance that answered the same request id or opened the
+   * same key commits before the lock is granted, and its answer and case
+   * must be seen, not answered twice or counted as units already claimed. */
+  if (rc == 0) rc = load_orders(x, tx, reqs, n, &bv);
+  if (rc == 0) rc = intake_idem_lookup(x, tx, reqs, n);
+  if (rc == 0) rc = decide_all(x, reqs, n, &bv, now);
   if (rc == 0) rc = intake_hold_store(x, tx, reqs, n);
   intake_view_t view = {bv.orders, bv.lines};
   if (rc == 0) rc = intake_cases_open(x, tx, reqs, n, &view);
+  if (rc == 0) rc = settle(x, tx, reqs, n);
   if (rc == 0) rc = publish_rejections(x, tx, reqs, n);
-  for (size_t i = 0; i < n; i++) {
-    free(reqs[i].line_rows);
-    reqs[i].line_rows = NULL;
-  }
-  PQclear(bv.orders);
-  PQclear(bv.lines);
-  free(bv.claimed);
+  if (rc == 0) rc = intake_idem_answer(x, tx, reqs, n);
+  release(reqs, n, &bv);
   return rc;
 }

@@ -24,7 +24,7 @@ static intake_conf_t conf;
 #define C(f) offsetof(intake_conf_t, f)
 static const as_cfg_param_t config[] = {
     {"AS_INTAKE_HOLD_MS", AS_CFG_INT, "60000", 100, 86400000, C(hold_ms),
-     "How long a request for an order not seen yet is held before it is rejected as unknown_order."},
+     "How long a request for an order not seen or not paid yet is held before it is rejected (unknown_order, order_not_paid)."},
     {"AS_INTAKE_COMMENT_MAX_BYTES", AS_CFG_INT, "2000", 1, 65536, C(comment_max),
      "Longest comment or message, in UTF-8 bytes."},
     {"AS_INTAKE_EVIDENCE_MAX", AS_CFG_INT, "9", 0, 100, C(evidence_max), "Most attachments per request or follow-up."},
@@ -41,6 +41,10 @@ static const as_cfg_param_t config[] = {
     {"AS_INTAKE_REVIEW_HOURS", AS_CFG_INT, "24", 1, 8760, C(review_hours), "Review SLA clock, in hours."},
     {"AS_INTAKE_FIRST_RESPONSE_MIN", AS_CFG_INT, "10", 1, 1440, C(first_response_min),
      "First-response SLA clock from submission, in minutes."},
+    {"AS_INTAKE_CLOCK_SKEW_S", AS_CFG_INT, "300", 0, 86400, C(clock_skew_s),
+     "A submitted_at_us further ahead of intake's clock than this is rejected as submitted_in_future."},
+    {"AS_INTAKE_STAMP_MAX_LAG_S", AS_CFG_INT, "600", 0, 86400, C(stamp_lag_s),
+     "Windows are judged on submitted_at_us only if it lies within this before the request's arrival; else on the arrival."},
 };
 
 static const double ack_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -67,7 +71,12 @@ static int init(as_worker_t *w, void **state) {
   x->held = as_metrics_counter(m, "as_intake_requests_held_total", "Requests held for an order not seen yet.", NULL);
   x->duplicates = as_metrics_counter(m, "as_intake_requests_duplicate_total",
                                      "Requests whose (buyer, idempotency key) already has a case.", NULL);
-  if (!x->ack_submitted || !x->ack_occurred || !x->opened || !x->held || !x->duplicates) {
+  x->repeated = as_metrics_counter(m, "as_intake_requests_repeated_total",
+                                   "Requests whose request id was already answered (no second answer).", NULL);
+  x->breaches = as_metrics_counter(m, "as_intake_sla_breaches_total",
+                                   "Cases intake escalated (resolution, pickup) or reminded (escalation follow-up).", NULL);
+  if (!x->ack_submitted || !x->ack_occurred || !x->opened || !x->held || !x->duplicates || !x->repeated ||
+      !x->breaches) {
     free(x);
     return -ENOMEM;
   }
@@ -82,16 +91,27 @@ static bool is_request(const as_msg_t *m) {
          m->env->payload_case == AFTERSALES__V1__ENVELOPE__PAYLOAD_AFTERSALES_REQUESTED;
 }
 
+/* When the request reached the platform: the broker's clock if the topic
+ * stamps LogAppendTime, else intake's own (a CreateTime is the producer's
+ * word, i.e. the storefront's, no better than submitted_at_us). */
+static int64_t arrival_of(const rd_kafka_message_t *rkm, int64_t now) {
+  rd_kafka_timestamp_type_t type;
+  int64_t ms = rd_kafka_message_timestamp(rkm, &type);
+  return type == RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME && ms > 0 ? ms * 1000 : now;
+}
+
 /* The batch's requests, after the projection and the held ones. */
 static int run_requests(intake_t *x, as_tx_t *tx, as_msg_t *const *msgs, size_t n) {
   intake_req_t *reqs = calloc(n ? n : 1, sizeof *reqs);
   if (!reqs) return -ENOMEM;
   size_t k = 0;
+  int64_t now = as_now_us();
   for (size_t i = 0; i < n; i++)
     if (is_request(msgs[i]))
       reqs[k++] = (intake_req_t){.cause = msgs[i], .live = msgs[i],
                                  .r = msgs[i]->env->aftersales_requested,
-                                 .bytes = msgs[i]->rkm->payload, .nbytes = msgs[i]->rkm->len};
+                                 .bytes = msgs[i]->rkm->payload, .nbytes = msgs[i]->rkm->len,
+                                 .arrived_us = arrival_of(msgs[i]->rkm, now)};
   int rc = intake_requests_run(x, tx, reqs, k);
   free(reqs);
   return rc;
@@ -99,21 +119,23 @@ static int run_requests(intake_t *x, as_tx_t *tx, as_msg_t *const *msgs, size_t 
 
 static int handle(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t n) {
   intake_t *x = state;
-  as_cols_t placed;
-  as_cols_init(&placed, 1);
-  int rc = intake_projection_apply(x, tx, msgs, n, &placed);
-  if (rc == 0) rc = intake_hold_release(x, tx, &placed);
-  as_cols_free(&placed);
+  as_cols_t ready;
+  as_cols_init(&ready, 1);
+  int rc = intake_projection_apply(x, tx, msgs, n, &ready);
+  if (rc == 0) rc = intake_hold_release(x, tx, &ready);
+  as_cols_free(&ready);
   if (rc == 0) rc = run_requests(x, tx, msgs, n);
   for (size_t i = 0; rc == 0 && i < n; i++)
     if (msgs[i]->state == AS_MSG_NEW) rc = intake_followup_apply(x, tx, msgs[i]);
   return rc;
 }
 
+/* hold:<request id> deadlines are keyed by order id; the cases' clocks
+ * (intake_clock) by case id. */
 static int on_deadline(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us) {
-  (void)due_us;
-  if (strncmp(kind, "hold:", 5) != 0) return 0;
-  return intake_hold_expire(state, tx, case_id, kind + 5);
+  if (strncmp(kind, "hold:", 5) == 0) return intake_hold_expire(state, tx, case_id, kind + 5);
+  int rc = intake_clock_fire(state, tx, case_id, kind, due_us);
+  return rc > 0 ? 0 : rc;
 }
 
 static const char *const topics[] = {AS_TOPIC_NAME_ORDERS, AS_TOPIC_NAME_REQUESTS};

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "as_log.h"
 #include "as_topics.h"
 #include "review.h"
 
@@ -76,6 +77,17 @@ static int init_metrics(review_t *x) {
   x->reloads_ok = as_metrics_counter(m, "as_review_policy_reloads_total", "Policy loads.", "result=\"ok\"");
   x->reloads_refused = as_metrics_counter(m, "as_review_policy_reloads_total", "Policy loads.", "result=\"refused\"");
   x->sla_breaches = as_metrics_counter(m, "as_review_sla_breaches_total", "Review SLA clocks breached.", NULL);
+  static const char *const whys[REVIEW_WHY_N] = {NULL, "unknown_case", "intake_mismatch", "ledger_mismatch"};
+  for (int i = 1; i < REVIEW_WHY_N; i++) {
+    char labels[48];
+    snprintf(labels, sizeof labels, "why=\"%s\"", whys[i]);
+    x->integrity_refused[i] = as_metrics_counter(
+        m, "as_review_integrity_refused_total",
+        "CaseOpened refused by the integrity check (not in the shared case table, or paid figures disagreeing "
+        "with intake's record or the ledger).",
+        labels);
+    ok = ok && x->integrity_refused[i];
+  }
   return ok && x->refunds && x->refund_minor_capped && x->exchanges && x->coupons && x->reloads_ok &&
                  x->reloads_refused && x->sla_breaches
              ? 0
@@ -117,23 +129,69 @@ static bool is_review_case(const as_msg_t *m) {
          strcmp(m->env->case_opened->route, "review") == 0;
 }
 
-/* The batch's new cases, decided together. */
+static const char *const refused_detail[REVIEW_WHY_N] = {
+    NULL, "unknown case: not in the shared case table for that order and buyer",
+    "paid figures disagree with intake's record of the case",
+    "paid figures disagree with the ledger's for the order"};
+
+/* The batch's CaseOpened routed to review, with safe ids, and the ones the
+ * integrity check lets through: a forged event (a case intake never
+ * opened, paid figures that are not intake's) is refused and counted. An
+ * event that is intake's record but disagrees with the ledger's figures
+ * for the order is refused and counted too, but its case is real: it is
+ * kept with ledger_bad set, for a person to decide. Returns 0 or an as_db
+ * error; *k is how many of cause are kept. */
+static int take_opened(review_t *x, as_tx_t *tx, as_msg_t *const *msgs, size_t n, as_msg_t **cause,
+                       bool *ledger_bad, size_t *k) {
+  const Aftersales__V1__CaseOpened **ev = calloc(n + 1, sizeof *ev);
+  review_why_t *why = calloc(n + 1, sizeof *why);
+  int rc = ev && why ? 0 : -ENOMEM;
+  size_t m = 0;
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    if (!is_review_case(msgs[i])) continue;
+    const Aftersales__V1__CaseOpened *e = msgs[i]->env->case_opened;
+    if (!as_envelope_id_ok(e->case_id) || !as_envelope_id_ok(e->order_id) || !as_envelope_id_ok(e->buyer_id)) {
+      as_tx_reject(msgs[i], "case, order or buyer id missing or unsafe");
+      continue;
+    }
+    cause[m] = msgs[i], ev[m++] = e;
+  }
+  if (rc == 0 && m) rc = review_record_verify(x, tx, ev, m, why);
+  *k = 0;
+  for (size_t i = 0; rc == 0 && i < m; i++) {
+    if (why[i] != REVIEW_WHY_OK) {
+      as_counter_add(x->integrity_refused[why[i]], 1);
+      as_tx_reject(cause[i], refused_detail[why[i]]);
+    }
+    if (why[i] == REVIEW_WHY_OK || why[i] == REVIEW_WHY_LEDGER) {
+      ledger_bad[*k] = why[i] == REVIEW_WHY_LEDGER;
+      cause[(*k)++] = cause[i];
+    }
+  }
+  free(ev), free(why);
+  return rc;
+}
+
+/* The batch's new cases, decided together. A real case that cannot be
+ * decided (unpaid, currencies that disagree, figures that overflow ...)
+ * goes to a person with the reason instead of being dropped; figures that
+ * overflow, or that disagree with the ledger, are also a contract
+ * violation, dead-lettered for the producer to see. */
 static int decide_opened(review_t *x, as_tx_t *tx, as_msg_t *const *msgs, size_t n) {
   review_rec_t *recs = calloc(n + 1, sizeof *recs);
   review_item_t *items = calloc(n + 1, sizeof *items);
-  const as_msg_t **cause = calloc(n + 1, sizeof *cause);
-  bool *fresh = calloc(n + 1, sizeof *fresh);
-  int rc = recs && items && cause && fresh ? 0 : -ENOMEM;
+  as_msg_t **cause = calloc(n + 1, sizeof *cause);
+  bool *fresh = calloc(n + 1, sizeof *fresh), *ledger_bad = calloc(n + 1, sizeof *ledger_bad);
   size_t k = 0, m = 0;
-  for (size_t i = 0; rc == 0 && i < n; i++) {
-    if (!is_review_case(msgs[i])) continue;
-    const char *bad = review_record_from_event(&recs[k], msgs[i]->env->case_opened);
-    if (bad) {
-      review_rec_free(&recs[k]);
-      as_tx_reject(msgs[i], bad);
-      continue;
-    }
-    cause[k++] = msgs[i];
+  int rc = recs && items && cause && fresh && ledger_bad ? take_opened(x, tx, msgs, n, cause, ledger_bad, &k)
+                                                         : -ENOMEM;
+  for (size_t i = 0; rc == 0 && i < k; i++) {
+    bool overflow;
+    const char *bad = review_record_from_event(&recs[i], cause[i]->env->case_opened, &overflow);
+    if (!bad && ledger_bad[i]) bad = review_record_undecidable(&recs[i], "paid.ledger_mismatch");
+    if (overflow && !ledger_bad[i]) as_tx_reject(cause[i], "amount overflows: the case goes to manual review");
+    if (bad) AS_WARN(x->log, "case cannot be decided: manual review", AS_F_STR("case_id", recs[i].case_id),
+                     AS_F_STR("rule", bad));
   }
   if (rc == 0 && k) rc = review_record_insert(x, tx, recs, k, fresh);
   int64_t now = as_now_us();
@@ -142,14 +200,19 @@ static int decide_opened(review_t *x, as_tx_t *tx, as_msg_t *const *msgs, size_t
     items[m] = (review_item_t){.cause = cause[i], .rec = &recs[i],
                                .from_mask = REVIEW_STATE_BIT(OPEN) | REVIEW_STATE_BIT(AWAITING_EVIDENCE),
                                .actor = {"system", "review"}, .decided_at_us = now};
-    review_decide(x->policy, &recs[i].c, &items[m++].d);
+    if (recs[i].undecidable)
+      items[m].d = (review_decision_t){.verdict = AFTERSALES__V1__VERDICT__VERDICT_MANUAL_REVIEW,
+                                       .rule = recs[i].undecidable};
+    else
+      review_decide(x->policy, &recs[i].c, &items[m].d);
+    m++;
   }
   if (rc == 0 && m) rc = review_apply(x, tx, items, m);
   for (size_t i = 0; rc == 0 && i < m; i++)
     if (!items[i].skip)
       as_histogram_observe(x->decision_seconds, (double)(now - items[i].cause->env->occurred_at_us) / 1e6);
   for (size_t i = 0; recs && i < k; i++) review_rec_free(&recs[i]);
-  free(recs), free(items), free(cause), free(fresh);
+  free(recs), free(items), free(cause), free(fresh), free(ledger_bad);
   return rc;
 }
 
@@ -163,8 +226,7 @@ static int handle(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t n) {
 }
 
 static int on_deadline(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us) {
-  (void)due_us;
-  return review_timers_fire(state, tx, case_id, kind);
+  return review_timers_fire(state, tx, case_id, kind, due_us);
 }
 
 static const char *const topics[] = {AS_TOPIC_NAME_CASES, AS_TOPIC_NAME_DECISIONS, AS_TOPIC_NAME_LOGISTICS,

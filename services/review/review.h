@@ -24,6 +24,9 @@
 #include "as_worker.h"
 #include "review_policy.h"
 
+/* Why a CaseOpened was refused by the integrity check (metric label). */
+typedef enum { REVIEW_WHY_OK, REVIEW_WHY_UNKNOWN_CASE, REVIEW_WHY_INTAKE, REVIEW_WHY_LEDGER, REVIEW_WHY_N } review_why_t;
+
 typedef struct review_conf {
   const char *policy_file;
 } review_conf_t;
@@ -38,6 +41,7 @@ typedef struct review {
   as_counter_t *decided[6];          /* per Verdict, [0] unused */
   as_counter_t *refunds, *refund_minor_capped, *exchanges, *coupons;
   as_counter_t *reloads_ok, *reloads_refused, *sla_breaches;
+  as_counter_t *integrity_refused[REVIEW_WHY_N]; /* per review_why_t */
 } review_t;
 
 /* A case as review knows it: the decision inputs plus what events need. */
@@ -45,13 +49,17 @@ typedef struct review_rec {
   const char *case_id, *case_number, *order_id, *buyer_id, *locale, *payment_ref;
   int payment_method;
   int64_t shipping_fee_minor, review_due_us;
+  /* what intake recorded as paid: OrderPaid.amount_paid, and the share of
+   * it allocated to the shipping fee (the lines' shares are in lines) */
+  int64_t paid_minor, shipping_paid_minor;
+  const char *undecidable;  /* from CaseOpened: the rule sending it to a person, or NULL */
   review_case_t c;          /* c.lines points at lines */
   review_line_t *lines;     /* owned (review_rec_free) */
-  int32_t *purchased;       /* per line, owned; NULL when read back */
   as_case_state_t state;    /* in cases.cases, when read back */
   /* the decision in force (read back) */
   int verdict, outcome, shipping_payer, offer_kind;
   bool return_required, refund_shipping, ruling_final, received, inspection_known, inspection_passed;
+  int shipping_refund;      /* REVIEW_SHIP_* decided with the approval */
   int64_t approved_minor, offer_minor;
   char offer_id[40];
   PGresult *owner;          /* the rows the strings point into, or NULL */
@@ -60,9 +68,24 @@ typedef struct review_rec {
 void review_rec_free(review_rec_t *r); /* the lines and owner; not r itself */
 
 /* ---- review_record.c */
-/* Fills rec from a CaseOpened (strings borrowed from the message). Returns 0
- * or a contract-violation detail (static text) when the event is unusable. */
-const char *review_record_from_event(review_rec_t *rec, const Aftersales__V1__CaseOpened *e);
+/* Fills rec from a CaseOpened (strings borrowed from the message) whose
+ * case, order and buyer ids are safe. Returns NULL when the case can be
+ * decided, else the rule (static) that sends it to a person
+ * ("order.unpaid", "currency.mismatch", "price.invalid", "paid.missing",
+ * "paid.inconsistent", "lines.invalid", "amount.overflow"); rec is then a
+ * safe stub (no lines, nothing claimed) and rec->undecidable says why.
+ * *overflow is set when figures overflow 64 bits: a contract violation. */
+const char *review_record_from_event(review_rec_t *rec, const Aftersales__V1__CaseOpened *e, bool *overflow);
+/* Makes rec the safe stub of a case a person must decide, for why
+ * (static); returns why. */
+const char *review_record_undecidable(review_rec_t *rec, const char *why);
+/* The integrity check: each of ev[0..n) against the shared case tables
+ * (the case exists with that order and buyer; the paid figures are the
+ * ones intake recorded) and against the ledger's paid figures for the
+ * order. why[i] is REVIEW_WHY_OK or why the event is refused. Returns 0 or
+ * an as_db error. */
+int review_record_verify(review_t *x, as_tx_t *tx, const Aftersales__V1__CaseOpened *const *ev, size_t n,
+                         review_why_t *why);
 /* Writes recs[0..n) into review's tables (cases, lines, ledger rows) with
  * bulk statements; fresh[i] is false for a case already recorded. Returns 0
  * or an as_db error. */
@@ -79,6 +102,7 @@ typedef struct review_item {
   uint32_t from_mask;      /* states the case may be in for this decision */
   as_case_actor_t actor;
   const char *why;         /* timeline reason; NULL: d.rule */
+  as_case_state_t to;      /* ReviewDecided.case_state; 0: the decision's own target */
   int64_t decided_at_us;
   bool skip;               /* out: the case was not where the decision expected */
 } review_item_t;
@@ -98,6 +122,18 @@ int review_publish_decided(review_t *x, as_tx_t *tx, const review_item_t *it);
 int review_move(as_tx_t *tx, const char *case_id, as_case_state_t to, uint32_t from_mask,
                 as_case_actor_t actor, const char *why, const as_msg_t *cause, const char *detail,
                 int *rc);
+
+/* Tells the buyer and the other workers a move that is not a new policy
+ * decision (a dispute, a return received, a failed inspection, a ruling, a
+ * case closed with nothing left to refund): a ReviewDecided with verdict,
+ * rule and the state the case is now in. */
+int review_publish_outcome(review_t *x, as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
+                           int verdict, const char *rule, as_case_state_t to, as_case_actor_t actor);
+
+/* Follow-up deadlines while a case waits on someone outside review (a
+ * parcel in transit, the inspection, a mediator, a supervisor): each
+ * announces the wait with SlaBreached and re-arms itself (review_timers). */
+#define REVIEW_FOLLOW_UP_US (24LL * 3600 * 1000000)
 
 /* The goodwill offer's id: derived from the case (one offer per case). */
 void review_offer_id(char out[40], const char *case_id);
@@ -140,7 +176,16 @@ int review_money_coupon(review_t *x, as_tx_t *tx, const as_msg_t *cause, const r
 int review_events_apply(review_t *x, as_tx_t *tx, as_msg_t *m);
 
 /* ---- review_timers.c */
-int review_timers_fire(review_t *x, as_tx_t *tx, const char *case_id, const char *kind);
+int review_timers_fire(review_t *x, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
+/* Arms the follow-up kind ("return:transit", "inspection", "mediation",
+ * "sla:escalated") wait_us from now; cancels it and its twin. Return 0 or
+ * an as_db error. */
+int review_timers_arm(as_tx_t *tx, const char *case_id, const char *kind, int64_t wait_us);
+int review_timers_cancel(as_tx_t *tx, const char *case_id, const char *kind);
+/* How long review waits on others before the follow-ups start. */
+#define REVIEW_TRANSIT_WAIT_US (14LL * 24 * 3600 * 1000000)
+#define REVIEW_INSPECTION_WAIT_US (7LL * 24 * 3600 * 1000000)
+#define REVIEW_MEDIATION_WAIT_US (7LL * 24 * 3600 * 1000000)
 
 /* ---- helpers */
 /* A Money value; cur is borrowed. */

@@ -107,10 +107,10 @@ static const char sql_decision[] =
     "UPDATE %1$s.cases r SET verdict = t.v, outcome = t.o, rule = t.ru, policy_version = t.pv,"
     " decided_by = t.by, shipping_payer = t.sp, approved_minor = t.am, return_required = t.rr,"
     " refund_shipping = t.rs, offer_id = nullif(t.oi, ''), offer_kind = t.ok, offer_minor = t.om,"
-    " updated_at = now()"
+    " shipping_refund = t.sr, updated_at = now()"
     " FROM unnest($1::text[], $2::int[], $3::int[], $4::text[], $5::text[], $6::text[], $7::int[],"
-    " $8::bigint[], $9::boolean[], $10::boolean[], $11::text[], $12::int[], $13::bigint[])"
-    " AS t(id, v, o, ru, pv, by, sp, am, rr, rs, oi, ok, om) WHERE r.case_id = t.id";
+    " $8::bigint[], $9::boolean[], $10::boolean[], $11::text[], $12::int[], $13::bigint[], $14::int[])"
+    " AS t(id, v, o, ru, pv, by, sp, am, rr, rs, oi, ok, om, sr) WHERE r.case_id = t.id";
 
 void review_offer_id(char out[40], const char *case_id) {
   as_uuid_v8(out, "aftersales.goodwill-offer", case_id, strlen(case_id));
@@ -118,7 +118,7 @@ void review_offer_id(char out[40], const char *case_id) {
 
 static int record_decisions(review_t *x, as_tx_t *tx, review_item_t *it, size_t n) {
   as_cols_t c;
-  as_cols_init(&c, 13);
+  as_cols_init(&c, 14);
   for (size_t i = 0; i < n; i++) {
     if (it[i].skip) continue;
     const review_decision_t *d = &it[i].d;
@@ -138,7 +138,9 @@ static int record_decisions(review_t *x, as_tx_t *tx, review_item_t *it, size_t 
     as_cols_str(&c, 10, oid);
     as_cols_int(&c, 11, offer ? d->outcome : 0);
     as_cols_int(&c, 12, offer ? d->amount_minor : 0);
+    as_cols_int(&c, 13, d->shipping_refund);
     as_cols_row(&c);
+    it[i].rec->shipping_refund = d->shipping_refund; /* the decision in force, for a refund paid now */
   }
   char sql[1024];
   int rc = as_cols_run(&c, as_tx_db(tx), review_sql(x, sql, sizeof sql, sql_decision), NULL);
@@ -201,10 +203,22 @@ int review_publish_decided(review_t *x, as_tx_t *tx, const review_item_t *it) {
   rd.decided_at_us = it->decided_at_us;
   rd.decided_by = &by;
   if (d->verdict == V(AWAITING_EVIDENCE)) rd.evidence_due_us = it->decided_at_us + d->evidence_wait_us;
+  rd.case_state = it->to ? it->to
+                  : d->verdict == V(APPROVED) && d->return_required ? ST(AWAITING_RETURN)
+                                                                    : target_of(d->verdict);
   Aftersales__V1__Envelope env = AFTERSALES__V1__ENVELOPE__INIT;
   env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_REVIEW_DECIDED;
   env.review_decided = &rd;
   return review_publish(tx, it->cause, AS_TOPIC_NAME_REVIEW, rd.case_id, it->rec->order_id, &env);
+}
+
+int review_publish_outcome(review_t *x, as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
+                           int verdict, const char *rule, as_case_state_t to, as_case_actor_t actor) {
+  review_item_t it = {.cause = cause, .rec = (review_rec_t *)rec, .actor = actor, .to = to,
+                      .decided_at_us = as_now_us()};
+  it.d.verdict = verdict;
+  it.d.rule = rule;
+  return review_publish_decided(x, tx, &it);
 }
 
 static int publish_instructions(as_tx_t *tx, const review_item_t *it) {
@@ -286,6 +300,11 @@ static int pay_now(review_t *x, as_tx_t *tx, review_item_t *it, size_t n) {
                                 .event_id = it[i].cause && it[i].cause->env ? it[i].cause->env->event_id : NULL};
   }
   if (rc == 0 && k) rc = as_case_transition_many(tx, m, k);
+  /* the buyer was told "approved": a close with nothing to pay is news */
+  for (size_t i = 0; rc == 0 && i < k; i++)
+    if (p[i].paid == 0 && m[i].rc == 0)
+      rc = review_publish_outcome(x, tx, p[i].cause, p[i].rec, V(REJECTED), "refund.nothing_left", ST(CLOSED),
+                                  m[i].actor);
   free(p), free(m);
   return rc;
 }

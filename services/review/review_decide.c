@@ -89,6 +89,7 @@ static void approve(const review_policy_t *p, const review_rules_t *r, const rev
   }
   /* An exchange refunds nothing, so only refunds return the shipping fee. */
   d->refund_shipping = seller_fault && r->refund_shipping_on_seller_fault;
+  d->shipping_refund = r->shipping_refund;
   if (review_money_find(&r->refund_only_max, c->currency, &cheap) && c->claimed_minor <= cheap) {
     d->rule = "approve.refund_only_cheap";
     return;

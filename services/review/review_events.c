@@ -9,7 +9,10 @@
  * review does not hold, or that arrive after the case moved on, change
  * nothing; events that contradict the case (a reply to another offer, an
  * agent deciding a case nobody asked about, an amount above the claim) are
- * dead-lettered with the reason. */
+ * dead-lettered with the reason. Every move the buyer can see is told with
+ * a ReviewDecided naming the rule and the case's new state, and every wait
+ * on someone outside review (a parcel in transit, the inspection, the
+ * mediator) arms its follow-up deadline. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -141,13 +144,13 @@ static int on_agent(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
     it.d.rule = a->verdict == V(REJECTED) ? "agent.rejected" : "agent.evidence_requested";
   }
   int rc = as_deadline_cancel(tx, rec->case_id, "sla:review");
+  if (rc == 0) rc = review_timers_cancel(tx, rec->case_id, "sla:escalated");
   if (rc == 0) rc = review_apply(x, tx, &it, 1);
   return rc;
 }
 
 /* ---- disputes and the mediator's final ruling */
 static int on_dispute(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
-  (void)x; /* a handler_fn: every handler has the same shape */
   const Aftersales__V1__DisputeOpened *d = m->env->dispute_opened;
   if (strcmp(d->seller_id, rec->c.merchant_id) != 0) return as_tx_reject(m, "dispute: not the case's seller"), 0;
   if (rec->ruling_final) return as_tx_reject(m, "dispute: ruling_final"), 0;
@@ -155,10 +158,15 @@ static int on_dispute(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) 
   uint32_t from = REVIEW_STATE_BIT(APPROVED) | REVIEW_STATE_BIT(AWAITING_RETURN) |
                   REVIEW_STATE_BIT(RETURN_RECEIVED) | REVIEW_STATE_BIT(INSPECTING) | REVIEW_STATE_BIT(REJECTED);
   if (!((1u << rec->state) & from)) return as_tx_reject(m, "dispute: case_not_disputable"), 0;
+  as_case_actor_t seller = {"seller", d->seller_id};
   int rc = as_deadline_cancel(tx, rec->case_id, "return");
-  if (rc < 0) return rc;
-  return settle_move(tx, m, rec, ST(DISPUTED), from, (as_case_actor_t){"seller", d->seller_id},
-                     "dispute.opened", NULL);
+  if (rc == 0) rc = review_timers_cancel(tx, rec->case_id, "return:transit");
+  if (rc == 0) rc = review_timers_cancel(tx, rec->case_id, "inspection");
+  if (rc == 0) rc = settle_move(tx, m, rec, ST(DISPUTED), from, seller, "dispute.opened", NULL);
+  /* a mediator decides now: the buyer hears of the dispute */
+  if (rc == 0) rc = review_timers_arm(tx, rec->case_id, "mediation", REVIEW_MEDIATION_WAIT_US);
+  if (rc == 0) rc = review_publish_outcome(x, tx, m, rec, V(MANUAL_REVIEW), "dispute.opened", ST(DISPUTED), seller);
+  return rc;
 }
 
 static int ruling_pay(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec,
@@ -168,7 +176,9 @@ static int ruling_pay(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec,
   if (r->outcome == O(EXCHANGE)) {
     bool done;
     int rc = review_money_exchange(x, tx, m, rec, &done);
-    return rc ? rc : settle_move(tx, m, rec, ST(EXCHANGED), from, who, "mediation.buyer_upheld", detail);
+    if (rc == 0) rc = settle_move(tx, m, rec, ST(EXCHANGED), from, who, "mediation.buyer_upheld", detail);
+    return rc ? rc
+              : review_publish_outcome(x, tx, m, rec, V(APPROVED), "mediation.buyer_upheld", ST(EXCHANGED), who);
   }
   int64_t amount = r->amount && r->amount->amount_minor > 0 ? r->amount->amount_minor : rec->c.claimed_minor;
   int64_t paid;
@@ -177,8 +187,10 @@ static int ruling_pay(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec,
                : review_money_refund(x, tx, m, rec, REVIEW_PAY_ITEMS, amount, rec->refund_shipping,
                                      "mediation.ruling", &paid);
   if (rc < 0) return rc;
-  return settle_move(tx, m, rec, paid > 0 ? ST(REFUNDED) : ST(CLOSED), from, who,
-                     paid > 0 ? "mediation.buyer_upheld" : "refund.nothing_left", detail);
+  as_case_state_t to = paid > 0 ? ST(REFUNDED) : ST(CLOSED);
+  const char *why = paid > 0 ? "mediation.buyer_upheld" : "refund.nothing_left";
+  rc = settle_move(tx, m, rec, to, from, who, why, detail);
+  return rc ? rc : review_publish_outcome(x, tx, m, rec, paid > 0 ? V(APPROVED) : V(REJECTED), why, to, who);
 }
 
 static int on_ruling(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
@@ -195,10 +207,12 @@ static int on_ruling(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
   snprintf(detail, sizeof detail, "{\"final\":true,\"in_favour_of_buyer\":%s,\"outcome\":%d,\"reasoning\":%s}",
            r->in_favour_of_buyer ? "true" : "false", r->outcome, reasoning);
   int rc = set_col(x, tx, rec, "ruling_final", "t");
+  if (rc == 0) rc = review_timers_cancel(tx, rec->case_id, "mediation");
   if (rc < 0) return rc;
   if (r->in_favour_of_buyer) return ruling_pay(x, tx, m, rec, r, detail);
-  return settle_move(tx, m, rec, ST(REJECTED), REVIEW_STATE_BIT(DISPUTED),
-                     (as_case_actor_t){"agent", r->mediator_id}, "mediation.seller_upheld", detail);
+  as_case_actor_t who = {"agent", r->mediator_id};
+  rc = settle_move(tx, m, rec, ST(REJECTED), REVIEW_STATE_BIT(DISPUTED), who, "mediation.seller_upheld", detail);
+  return rc ? rc : review_publish_outcome(x, tx, m, rec, V(REJECTED), "mediation.seller_upheld", ST(REJECTED), who);
 }
 
 /* ---- the goods come back */
@@ -206,40 +220,57 @@ static int on_ruling(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
 /* Received and inspected: pay, exchange, or refuse. */
 static int settle_return(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
   uint32_t from = REVIEW_STATE_BIT(INSPECTING);
-  if (!rec->inspection_passed)
-    return settle_move(tx, m, rec, ST(REJECTED), from, system_actor, "inspection.failed", NULL);
+  int rc = review_timers_cancel(tx, rec->case_id, "inspection");
+  if (rc < 0) return rc;
+  if (!rec->inspection_passed) {
+    rc = settle_move(tx, m, rec, ST(REJECTED), from, system_actor, "inspection.failed", NULL);
+    return rc ? rc
+              : review_publish_outcome(x, tx, m, rec, V(REJECTED), "inspection.failed", ST(REJECTED), system_actor);
+  }
   if (rec->outcome == O(EXCHANGE)) {
     bool done;
-    int rc = review_money_exchange(x, tx, m, rec, &done);
+    rc = review_money_exchange(x, tx, m, rec, &done);
     return rc ? rc : settle_move(tx, m, rec, ST(EXCHANGED), from, system_actor, "exchange.requested", NULL);
   }
   int64_t paid;
-  int rc = rec->approved_minor < rec->c.claimed_minor
+  rc = rec->approved_minor < rec->c.claimed_minor
                ? review_money_refund(x, tx, m, rec, REVIEW_PAY_PARTIAL, rec->approved_minor, false, "return.inspected",
                                      &paid)
                : review_money_refund(x, tx, m, rec, REVIEW_PAY_ITEMS, rec->approved_minor, rec->refund_shipping,
                                      "return.inspected", &paid);
   if (rc < 0) return rc;
-  return settle_move(tx, m, rec, paid > 0 ? ST(REFUNDED) : ST(REJECTED), from, system_actor,
-                     paid > 0 ? "refund.issued" : "refund.nothing_left", NULL);
+  rc = settle_move(tx, m, rec, paid > 0 ? ST(REFUNDED) : ST(REJECTED), from, system_actor,
+                   paid > 0 ? "refund.issued" : "refund.nothing_left", NULL);
+  if (rc == 0 && paid == 0)
+    rc = review_publish_outcome(x, tx, m, rec, V(REJECTED), "refund.nothing_left", ST(REJECTED), system_actor);
+  return rc;
 }
 
 static int on_shipped(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
   if (rec->state != ST(AWAITING_RETURN)) return 0;
   int rc = set_col_us(x, tx, rec, "return_shipped_at_us", m->env->return_shipped->shipped_at_us);
-  return rc ? rc : as_deadline_cancel(tx, rec->case_id, "return");
+  if (rc == 0) rc = as_deadline_cancel(tx, rec->case_id, "return");
+  /* the parcel is on its way: not the buyer's lateness any more, but a
+   * parcel that never arrives must reach a person */
+  return rc ? rc : review_timers_arm(tx, rec->case_id, "return:transit", REVIEW_TRANSIT_WAIT_US);
 }
 
 static int on_received(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
   if (rec->state != ST(AWAITING_RETURN)) return 0;
   int rc = set_col_us(x, tx, rec, "return_received_at_us", m->env->return_received->received_at_us);
   if (rc == 0) rc = as_deadline_cancel(tx, rec->case_id, "return");
+  if (rc == 0) rc = review_timers_cancel(tx, rec->case_id, "return:transit");
   if (rc == 0)
     rc = settle_move(tx, m, rec, ST(RETURN_RECEIVED), REVIEW_STATE_BIT(AWAITING_RETURN), system_actor,
                      "return.received", NULL);
   if (rc == 0)
+    rc = review_publish_outcome(x, tx, m, rec, V(UNSPECIFIED), "return.received", ST(RETURN_RECEIVED), system_actor);
+  if (rc == 0)
     rc = settle_move(tx, m, rec, ST(INSPECTING), REVIEW_STATE_BIT(RETURN_RECEIVED), system_actor,
                      "inspection.awaited", NULL);
+  if (rc == 0)
+    rc = review_publish_outcome(x, tx, m, rec, V(UNSPECIFIED), "inspection.awaited", ST(INSPECTING), system_actor);
+  if (rc == 0) rc = review_timers_arm(tx, rec->case_id, "inspection", REVIEW_INSPECTION_WAIT_US);
   if (rc == 0 && rec->inspection_known) rc = settle_return(x, tx, m, rec);
   return rc;
 }

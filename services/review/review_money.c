@@ -13,23 +13,30 @@
 #include <string.h>
 
 #include "as_log.h"
+#include "as_money.h"
 #include "as_topics.h"
 #include "as_uuid.h"
 #include "review.h"
 
+typedef struct left left_t;
+
 typedef struct pay_line {
   const char *line_id, *sku;
-  int32_t quantity;
-  int64_t want, give;
-  int64_t *left; /* the ledger entry this line draws on */
+  int32_t quantity;  /* units claimed */
+  int64_t want;      /* what those units were paid (see unit_share) */
+  int64_t give;      /* what this refund gives back on the line */
+  int32_t units;     /* units this refund gives back (ITEMS only) */
+  left_t *led;       /* the ledger entry this line draws on, or NULL */
 } pay_line_t;
 
-/* What is left of one ledger row, shared by every refund of the batch that
- * draws on it, so two cases on one order line see each other. */
-typedef struct left {
+/* One ledger row, shared by every refund of the batch that draws on it, so
+ * two cases on one order line see each other: what is left of what was
+ * paid, and the units refunded so far. */
+struct left {
   const char *order_id, *line_id;
-  int64_t left;
-} left_t;
+  int64_t paid, left;
+  int32_t purchased, units;
+};
 
 static int left_cmp(const void *a, const void *b) {
   const left_t *x = a, *y = b;
@@ -37,32 +44,27 @@ static int left_cmp(const void *a, const void *b) {
   return c ? c : strcmp(x->line_id, y->line_id);
 }
 
-static int64_t *left_find(left_t *tab, size_t n, const char *order_id, const char *line_id) {
-  left_t key = {order_id, line_id, 0};
-  left_t *hit = n ? bsearch(&key, tab, n, sizeof *tab, left_cmp) : NULL;
-  return hit ? &hit->left : NULL;
+static left_t *left_find(left_t *tab, size_t n, const char *order_id, const char *line_id) {
+  left_t key = {.order_id = order_id, .line_id = line_id};
+  return n ? bsearch(&key, tab, n, sizeof *tab, left_cmp) : NULL;
 }
 
+/* Every ledger row of the orders refunded, not only the claimed lines: the
+ * shipping fee's share depends on what the whole order has had back. */
 static const char sql_left[] =
-    "SELECT order_id, line_id, paid_minor - refunded_minor FROM %1$s.ledger"
-    " WHERE (order_id, line_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
-    " ORDER BY order_id, line_id FOR UPDATE";
+    "SELECT order_id, line_id, paid_minor, paid_minor - refunded_minor, purchased, refunded_units"
+    " FROM %1$s.ledger WHERE order_id = ANY($1::text[]) ORDER BY order_id, line_id FOR UPDATE";
 
-/* The ledger rows of every line (and shipping fee) the refunds touch, locked
- * in key order; *res keeps the strings tab points into. */
+static long long col(PGresult *r, size_t row, int c) { return strtoll(PQgetvalue(r, (int)row, c), NULL, 10); }
+
+/* The ledger rows, locked in key order; *res keeps the strings tab points
+ * into. */
 static int read_left(review_t *x, as_tx_t *tx, review_pay_t *p, size_t n, PGresult **res, left_t **tab,
                      size_t *ntab) {
   as_cols_t k;
-  as_cols_init(&k, 2);
+  as_cols_init(&k, 1);
   for (size_t i = 0; i < n; i++) {
-    const review_rec_t *rec = p[i].rec;
-    for (size_t j = 0; j < rec->c.nlines; j++) {
-      as_cols_str(&k, 0, rec->order_id);
-      as_cols_str(&k, 1, rec->c.lines[j].line_id);
-      as_cols_row(&k);
-    }
-    as_cols_str(&k, 0, rec->order_id);
-    as_cols_str(&k, 1, "#shipping");
+    as_cols_str(&k, 0, p[i].rec->order_id);
     as_cols_row(&k);
   }
   char sql[512];
@@ -73,29 +75,83 @@ static int read_left(review_t *x, as_tx_t *tx, review_pay_t *p, size_t n, PGresu
   *tab = calloc(rows + 1, sizeof **tab);
   if (!*tab) return -ENOMEM;
   for (size_t r = 0; r < rows; r++)
-    (*tab)[r] = (left_t){PQgetvalue(*res, (int)r, 0), PQgetvalue(*res, (int)r, 1),
-                         strtoll(PQgetvalue(*res, (int)r, 2), NULL, 10)};
+    (*tab)[r] = (left_t){PQgetvalue(*res, (int)r, 0), PQgetvalue(*res, (int)r, 1), col(*res, r, 2),
+                         col(*res, r, 3), (int32_t)col(*res, r, 4), (int32_t)col(*res, r, 5)};
   qsort(*tab, rows, sizeof **tab, left_cmp);
   *ntab = rows;
   return 0;
 }
 
-/* Spreads amount over the lines in proportion to what each claimed (floor),
- * then hands the remainder to lines that still have room; every line is
- * capped by what is left of it. Returns what could be placed. */
-static int64_t spread(pay_line_t *pl, size_t n, int64_t amount, int64_t claimed) {
-  int64_t placed = 0;
-  for (size_t i = 0; i < n && claimed > 0; i++) {
-    int64_t share = (int64_t)((__int128)amount * pl[i].want / claimed), room = pl[i].left ? *pl[i].left : 0;
-    pl[i].give = share < room ? share : room;
-    placed += pl[i].give;
-  }
+/* What k more units of a line cost, after the units already refunded:
+ * share(paid, before + k, Q) - share(paid, before, Q), shares flooring.
+ * The steps add up to the line's whole allocation once all Q units are
+ * back, so no unit loses its fen to rounding and none gets more. k is cut
+ * to the units still unrefunded. */
+static int64_t unit_share(const left_t *l, int32_t *k) {
+  int64_t after, before;
+  if (*k > l->purchased - l->units) *k = l->purchased - l->units;
+  if (*k <= 0 || as_money_share(l->paid, l->units + *k, l->purchased, &after) < 0 ||
+      as_money_share(l->paid, l->units, l->purchased, &before) < 0)
+    return *k = 0, 0;
+  return after - before;
+}
+
+/* A ledger row written before units were counted (purchased 0) keeps the
+ * rule it was seeded under: unit price x units, cut to what is left. */
+static int64_t line_want(const left_t *led, const review_line_t *l, int32_t *k) {
+  int64_t want;
+  if (led->purchased > 0) return unit_share(led, k);
+  *k = 0;
+  return as_money_mul(l->unit_minor, l->quantity, &want) ? want : 0;
+}
+
+static int64_t room_of(const pay_line_t *l) { return l->led ? l->led->left : 0; }
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* Spreads amount over the lines by as_money_allocate with what each line's
+ * claimed units were paid as the weights, amount first cut to their sum;
+ * each line is capped by what is left of it, and what a cap held back goes
+ * to lines that still have room. scratch holds 2n entries. Returns what
+ * could be placed (<= amount, so the sums cannot overflow). */
+static int64_t spread(pay_line_t *pl, size_t n, int64_t amount, int64_t *scratch) {
+  int64_t *w = scratch, *out = scratch + n, claimed = 0, placed = 0;
+  for (size_t i = 0; i < n; i++) w[i] = pl[i].want;
+  if (!as_money_sum(w, n, &claimed) || claimed <= 0) return 0;
+  amount = min64(amount, claimed);
+  if (as_money_allocate(amount, w, n, out) < 0) return 0;
+  for (size_t i = 0; i < n; i++) pl[i].give = min64(out[i], room_of(&pl[i])), placed += pl[i].give;
   for (size_t i = 0; i < n && placed < amount; i++) {
-    int64_t room = (pl[i].left ? *pl[i].left : 0) - pl[i].give, more = amount - placed < room ? amount - placed : room;
-    pl[i].give += more;
-    placed += more;
+    int64_t more = min64(amount - placed, min64(room_of(&pl[i]), pl[i].want) - pl[i].give);
+    if (more > 0) pl[i].give += more, placed += more;
   }
   return placed;
+}
+
+/* What the order's items have had back so far, over its ledger rows. */
+static int64_t order_refunded(const left_t *tab, size_t ntab, const char *order_id) {
+  int64_t sum = 0;
+  for (size_t i = 0; i < ntab; i++)
+    if (strcmp(tab[i].order_id, order_id) == 0 && strcmp(tab[i].line_id, "#shipping") != 0)
+      sum += tab[i].paid - tab[i].left; /* <= the amount paid: the ledger's CHECK */
+  return sum;
+}
+
+/* The shipping fee's part of a seller-fault refund. The refund that
+ * completes the order's items gets what is left of the fee; one that covers
+ * part of the order follows shipping_refund: whole (what is left), none
+ * (0) or pro_rata (share(fee allocation, items refunded after, items paid)
+ * - share(..., before, ...): the steps add up to the whole allocation once
+ * every item is back). */
+static int64_t shipping_part(const review_rec_t *rec, const left_t *ship, int64_t before, int64_t after) {
+  int64_t items_paid, a, b;
+  if (!ship || ship->left <= 0) return 0;
+  if (!as_money_sub(rec->paid_minor, rec->shipping_paid_minor, &items_paid) || after >= items_paid ||
+      rec->shipping_refund == REVIEW_SHIP_WHOLE || rec->shipping_refund == 0)
+    return ship->left;
+  if (rec->shipping_refund == REVIEW_SHIP_NONE) return 0;
+  if (as_money_share(ship->paid, after, items_paid, &a) < 0 || as_money_share(ship->paid, before, items_paid, &b) < 0)
+    return 0;
+  return min64(a - b, ship->left);
 }
 
 typedef struct refund_sum {
@@ -104,32 +160,41 @@ typedef struct refund_sum {
   pay_line_t *pl; /* rec->c.nlines entries, inside the batch's array */
 } refund_sum_t;
 
+/* ITEMS: each claimed line gives what its units were paid, cut to what is
+ * left of it. */
+static void compute_items(pay_line_t *pl, size_t n, refund_sum_t *s) {
+  for (size_t i = 0; i < n; i++) {
+    pl[i].give = min64(pl[i].want, room_of(&pl[i]));
+    s->items += pl[i].give; /* each give <= its line's paid amount; their sum <= the amount paid */
+  }
+}
+
 /* What one refund is made of, each part cut to what is left, and charged
  * to the shared ledger entries at once. */
-static void compute(const review_pay_t *p, refund_sum_t *s, int64_t *ship_left) {
+static void compute(const review_pay_t *p, refund_sum_t *s, left_t *tab, size_t ntab, int64_t *scratch) {
   const review_rec_t *rec = p->rec;
   pay_line_t *pl = s->pl;
-  int64_t claimed = 0;
-  for (size_t i = 0; i < rec->c.nlines; i++) claimed += pl[i].want;
+  int64_t before = order_refunded(tab, ntab, rec->order_id);
   if (p->kind == REVIEW_PAY_ITEMS) {
-    for (size_t i = 0; i < rec->c.nlines; i++) {
-      int64_t room = pl[i].left ? *pl[i].left : 0;
-      pl[i].give = pl[i].want < room ? pl[i].want : room;
-      s->items += pl[i].give;
-    }
-    int64_t fee = rec->shipping_fee_minor, room = ship_left ? *ship_left : 0;
-    if (p->with_shipping) s->shipping = fee < room ? fee : room;
+    compute_items(pl, rec->c.nlines, s);
   } else {
-    int64_t placed = spread(pl, rec->c.nlines, p->amount_minor < 0 ? 0 : p->amount_minor, claimed);
+    int64_t placed = spread(pl, rec->c.nlines, p->amount_minor < 0 ? 0 : p->amount_minor, scratch);
     if (p->kind == REVIEW_PAY_GOODWILL)
       s->goodwill = placed;
     else
       s->items = placed;
   }
-  s->total = s->items + s->shipping + s->goodwill;
   for (size_t i = 0; i < rec->c.nlines; i++)
-    if (pl[i].left) *pl[i].left -= pl[i].give;
-  if (ship_left) *ship_left -= s->shipping;
+    if (pl[i].led) {
+      pl[i].led->left -= pl[i].give;
+      pl[i].led->units += p->kind == REVIEW_PAY_ITEMS ? pl[i].units : 0;
+      if (p->kind != REVIEW_PAY_ITEMS) pl[i].units = 0;
+    }
+  left_t *ship = left_find(tab, ntab, rec->order_id, "#shipping");
+  if (p->kind == REVIEW_PAY_ITEMS && p->with_shipping)
+    s->shipping = shipping_part(rec, ship, before, order_refunded(tab, ntab, rec->order_id));
+  if (ship) ship->left -= s->shipping;
+  s->total = s->items + s->shipping + s->goodwill; /* parts of one order's amount paid: no overflow */
 }
 
 static const char sql_refunds[] =
@@ -140,8 +205,8 @@ static const char sql_refunds[] =
     " ON CONFLICT DO NOTHING RETURNING refund_id::text";
 
 static const char sql_refund_lines[] =
-    "INSERT INTO %1$s.refund_lines (refund_id, order_id, line_id, amount_minor)"
-    " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[])";
+    "INSERT INTO %1$s.refund_lines (refund_id, order_id, line_id, amount_minor, quantity)"
+    " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::int[])";
 
 static void refund_row(as_cols_t *c, const review_pay_t *p, const refund_sum_t *s) {
   const char *str[] = {s->id, p->rec->case_id, p->rec->order_id, p->rec->c.currency};
@@ -154,11 +219,12 @@ static void refund_row(as_cols_t *c, const review_pay_t *p, const refund_sum_t *
 
 static void line_rows(as_cols_t *c, const review_pay_t *p, const refund_sum_t *s) {
   for (size_t j = 0; j < p->rec->c.nlines; j++) {
-    if (s->pl[j].give <= 0) continue;
+    if (s->pl[j].give <= 0 && s->pl[j].units <= 0) continue;
     as_cols_str(c, 0, s->id);
     as_cols_str(c, 1, p->rec->order_id);
     as_cols_str(c, 2, s->pl[j].line_id);
     as_cols_int(c, 3, s->pl[j].give);
+    as_cols_int(c, 4, s->pl[j].units);
     as_cols_row(c);
   }
   if (s->shipping > 0) {
@@ -166,6 +232,7 @@ static void line_rows(as_cols_t *c, const review_pay_t *p, const refund_sum_t *s
     as_cols_str(c, 1, p->rec->order_id);
     as_cols_str(c, 2, "#shipping");
     as_cols_int(c, 3, s->shipping);
+    as_cols_int(c, 4, 0);
     as_cols_row(c);
   }
 }
@@ -175,7 +242,7 @@ static void line_rows(as_cols_t *c, const review_pay_t *p, const refund_sum_t *s
 static int insert_refunds(review_t *x, as_tx_t *tx, review_pay_t *p, refund_sum_t *s, size_t n, bool *fresh) {
   as_cols_t head, lines;
   as_cols_init(&head, 9);
-  as_cols_init(&lines, 4);
+  as_cols_init(&lines, 5);
   for (size_t i = 0; i < n; i++)
     if (s[i].total > 0) refund_row(&head, &p[i], &s[i]);
   char sql[512];
@@ -240,19 +307,22 @@ static int publish_refund(as_tx_t *tx, const review_pay_t *p, const refund_sum_t
   return rc;
 }
 
-/* Builds every refund's lines against the shared ledger entries. */
-static void plan(review_pay_t *p, size_t n, refund_sum_t *s, pay_line_t *pl, left_t *tab, size_t ntab) {
+/* Builds every refund's lines against the shared ledger entries, in order,
+ * so a later refund of the batch on the same line sees the earlier one. */
+static void plan(review_pay_t *p, size_t n, refund_sum_t *s, pay_line_t *pl, left_t *tab, size_t ntab,
+                 int64_t *scratch) {
   size_t at = 0;
   for (size_t i = 0; i < n; i++) {
     const review_rec_t *rec = p[i].rec;
     s[i].pl = &pl[at];
     for (size_t j = 0; j < rec->c.nlines; j++) {
       const review_line_t *l = &rec->c.lines[j];
-      pl[at++] = (pay_line_t){.line_id = l->line_id, .sku = l->sku, .quantity = l->quantity,
-                              .want = l->unit_minor * l->quantity,
-                              .left = left_find(tab, ntab, rec->order_id, l->line_id)};
+      pay_line_t *x = &pl[at++];
+      *x = (pay_line_t){.line_id = l->line_id, .sku = l->sku, .quantity = l->quantity, .units = l->quantity,
+                        .led = left_find(tab, ntab, rec->order_id, l->line_id)};
+      x->want = x->led ? line_want(x->led, l, &x->units) : 0;
     }
-    compute(&p[i], &s[i], left_find(tab, ntab, rec->order_id, "#shipping"));
+    compute(&p[i], &s[i], tab, ntab, scratch);
     as_uuid_v8(s[i].id, "aftersales.refund", rec->case_id, strlen(rec->case_id));
   }
 }
@@ -263,11 +333,12 @@ int review_money_refund_many(review_t *x, as_tx_t *tx, review_pay_t *p, size_t n
   refund_sum_t *s = calloc(n + 1, sizeof *s);
   pay_line_t *pl = calloc(nl + 1, sizeof *pl);
   bool *fresh = calloc(n + 1, sizeof *fresh);
+  int64_t *scratch = calloc(2 * nl + 1, sizeof *scratch); /* spread's weights and shares, per refund */
   left_t *tab = NULL;
   size_t ntab = 0;
   PGresult *res = NULL;
-  int rc = s && pl && fresh ? read_left(x, tx, p, n, &res, &tab, &ntab) : -ENOMEM;
-  if (rc == 0) plan(p, n, s, pl, tab, ntab);
+  int rc = s && pl && fresh && scratch ? read_left(x, tx, p, n, &res, &tab, &ntab) : -ENOMEM;
+  if (rc == 0) plan(p, n, s, pl, tab, ntab, scratch);
   if (rc == 0) rc = insert_refunds(x, tx, p, s, n, fresh);
   for (size_t i = 0; rc == 0 && i < n; i++) {
     if (!fresh[i]) continue;
@@ -277,7 +348,7 @@ int review_money_refund_many(review_t *x, as_tx_t *tx, review_pay_t *p, size_t n
     if (p[i].kind == REVIEW_PAY_ITEMS && s[i].items < p[i].amount_minor) as_counter_add(x->refund_minor_capped, 1);
   }
   PQclear(res);
-  free(s), free(pl), free(fresh), free(tab);
+  free(s), free(pl), free(fresh), free(tab), free(scratch);
   return rc;
 }
 

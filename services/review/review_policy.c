@@ -52,6 +52,11 @@ const char review_policy_default[] =
     "shipping.OTHER = buyer\n"
     "# An approved seller-fault refund also returns the order's shipping fee.\n"
     "refund_shipping_on_seller_fault = yes\n"
+    "# When such a refund covers only part of the order (some lines or units):\n"
+    "# whole (the fee's whole allocation), pro_rata (its share by the refunded\n"
+    "# items' paid amount over the order's) or none; the refund that completes\n"
+    "# the order always returns what is left of the fee.\n"
+    "shipping_refund = pro_rata\n"
     "# Claimed amount strictly above: a person decides.\n"
     "manual_review_above = CNY:200000 USD:30000 EUR:30000 GBP:25000 JPY:4000000\n"
     "# Claimed amount at or below: refunded without sending the goods back.\n"
@@ -111,7 +116,8 @@ typedef enum {
   K_METHODS,
   K_METHOD,
   K_TEXT,
-  K_ID
+  K_ID,
+  K_SHIPREF
 } key_type_t;
 
 typedef struct {
@@ -143,6 +149,7 @@ static const key_def_t KEYS[] = {
     {"manual_review_above", K_MONEY, R(manual_review_above), 0, 0, DCM},
     {"refund_only_max", K_MONEY, R(refund_only_max), 0, 0, DCM},
     {"refund_shipping_on_seller_fault", K_BOOL, R(refund_shipping_on_seller_fault), 0, 0, DM},
+    {"shipping_refund", K_SHIPREF, R(shipping_refund), 0, 0, DM},
     {"evidence_required", K_REASONS, R(evidence_required), 0, 0, SEC_DEFAULT},
     {"seller_fault", K_REASONS, R(seller_fault), 0, 0, SEC_DEFAULT},
     {"severe", K_REASONS, R(severe), 0, 0, SEC_DEFAULT},
@@ -202,6 +209,12 @@ static const name_value_t PAYERS[] = {
     {"buyer", AFTERSALES__V1__PAYER_PARTY__PAYER_PARTY_BUYER},
     {"seller", AFTERSALES__V1__PAYER_PARTY__PAYER_PARTY_SELLER},
     {"platform", AFTERSALES__V1__PAYER_PARTY__PAYER_PARTY_PLATFORM},
+    {NULL, 0},
+};
+static const name_value_t SHIPREFS[] = {
+    {"whole", REVIEW_SHIP_WHOLE},
+    {"pro_rata", REVIEW_SHIP_PRO_RATA},
+    {"none", REVIEW_SHIP_NONE},
     {NULL, 0},
 };
 static const name_value_t SECTIONS[] = {
@@ -383,6 +396,10 @@ static int parse_method_value(parser_t *ps, const key_def_t *k, char *v, void *f
   return parse_one(ps, k, v, METHODS, "return method", field);
 }
 
+static int parse_shipref_value(parser_t *ps, const key_def_t *k, char *v, void *field) {
+  return parse_one(ps, k, v, SHIPREFS, "shipping refund (whole, pro_rata or none)", field);
+}
+
 /* "CNY:200000 USD:30000": ISO 4217 code, colon, non-negative minor units.
  * The list replaces per currency: a section sets the currencies it names
  * and inherits the others. */
@@ -437,7 +454,7 @@ static const value_parser_t PARSERS[] = {
     [K_REASONS] = parse_reasons_value, [K_PAYER] = parse_payer_value,
     [K_MONEY] = parse_money_value,     [K_METHODS] = parse_methods_value,
     [K_METHOD] = parse_method_value,   [K_TEXT] = parse_text_value,
-    [K_ID] = parse_id_value,
+    [K_ID] = parse_id_value,           [K_SHIPREF] = parse_shipref_value,
 };
 
 /* Bytes of a field of the type, for the table-driven merge. */
@@ -452,6 +469,7 @@ static size_t field_size(key_type_t t) {
       return sizeof(uint32_t);
     case K_PAYER:
     case K_METHOD:
+    case K_SHIPREF:
       return sizeof(int);
     case K_TEXT:
     case K_ID:

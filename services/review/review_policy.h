@@ -41,15 +41,22 @@ const char *review_policy_version(const review_policy_t *p);
 typedef struct review_line {
   const char *line_id, *sku, *category;
   int32_t quantity;    /* claimed units */
-  int64_t unit_minor;  /* paid per unit, in the case's currency */
+  int64_t unit_minor;  /* list price per unit, in the case's currency */
+  int32_t purchased;   /* units bought on the line */
+  int64_t paid_minor;  /* the amount paid allocated to the whole line (all purchased units) */
 } review_line_t;
+
+/* shipping_refund: what a seller-fault refund covering part of the order
+ * returns of the shipping fee's allocation. 0 (cases decided before the
+ * key existed) counts as whole. */
+enum { REVIEW_SHIP_WHOLE = 1, REVIEW_SHIP_PRO_RATA = 2, REVIEW_SHIP_NONE = 3 };
 
 typedef struct review_case {
   int case_type, reason, preferred_outcome, return_method;
   const char *merchant_id, *currency, *region; /* currency: ISO 4217 */
   const review_line_t *lines;
   size_t nlines;
-  int64_t claimed_minor;   /* sum of quantity * unit_minor */
+  int64_t claimed_minor;   /* what the claimed units were paid: sum of share(paid_minor, quantity, purchased) */
   int64_t delivered_at_us; /* 0: not delivered */
   int64_t submitted_at_us; /* when the buyer asked */
   bool has_photo_or_video, declared_unused;
@@ -67,6 +74,7 @@ typedef struct review_decision {
   int64_t amount_minor; /* approved amount, or the goodwill offer's value */
   int percent;          /* goodwill partial refund: percent of the claimed amount */
   bool refund_shipping; /* approved refund also returns the order's shipping fee */
+  int shipping_refund;  /* REVIEW_SHIP_*: how much of it when the refund covers part of the order */
   /* deadlines, as durations from the decision */
   int64_t evidence_wait_us, return_wait_us, offer_wait_us;
   /* return instructions (approved with return_required) */
@@ -106,6 +114,7 @@ typedef struct review_rules {
   bool non_returnable, refund_shipping_on_seller_fault;
   uint32_t evidence_required, seller_fault, severe, return_methods;
   int default_return_method;
+  int shipping_refund; /* REVIEW_SHIP_* */
   int shipping[REVIEW_NREASONS]; /* PayerParty per Reason */
   review_money_list_t manual_review_above, refund_only_max;
   char *packaging, *warehouse, *address;

@@ -4,13 +4,18 @@
  * order facts, the buyer's history): it copies them into its own tables so
  * that later events (evidence, replies, receipts, agent decisions) can be
  * decided on the same facts, and it seeds the refund ledger with what was
- * paid per order line. The first case of an order writes the ledger's paid
- * figures; a later event cannot raise them. */
+ * paid per order line: the share of the amount paid that intake allocated
+ * to the line and to the shipping fee. Before any of that, each CaseOpened
+ * is checked against the shared case tables (review_record_verify): the
+ * case must be one intake opened, for that order and buyer, with the paid
+ * figures intake recorded, and they must agree with the ledger's, so the
+ * cap can only ever come from intake's record of the payment. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "as_money.h"
 #include "review.h"
 
 #define AN(e, f) ((e)->f ? (e)->f : &empty_money)
@@ -18,74 +23,227 @@ static const Aftersales__V1__Money empty_money = AFTERSALES__V1__MONEY__INIT;
 
 void review_rec_free(review_rec_t *r) {
   free(r->lines);
-  free(r->purchased);
   PQclear(r->owner);
   r->lines = NULL;
-  r->purchased = NULL;
   r->owner = NULL;
 }
 
-static bool currency_ok(const char *c) {
-  return c && strlen(c) == 3 && c[0] >= 'A' && c[0] <= 'Z' && c[1] >= 'A' && c[1] <= 'Z' && c[2] >= 'A' &&
-         c[2] <= 'Z';
+/* A present amount in the case's currency, >= 0; absent is -1 so that it
+ * matches intake's NULL in the integrity check and is refused here. */
+static int64_t amount_of(const Aftersales__V1__Money *m) { return m ? m->amount_minor : -1; }
+
+static bool same_cur(const Aftersales__V1__Money *m, const char *cur) {
+  return m && strcmp(m->currency, cur) == 0;
 }
 
-/* The lines, checked: one currency, positive quantities within what was
- * bought, and a claimed total that fits in 63 bits. */
-static const char *take_lines(review_rec_t *rec, const Aftersales__V1__CaseOpened *e) {
-  size_t n = e->n_case_lines;
-  if (n == 0 || n > 1000) return "case_lines missing or too many";
-  rec->lines = calloc(n, sizeof *rec->lines);
-  rec->purchased = calloc(n, sizeof *rec->purchased);
-  if (!rec->lines || !rec->purchased) return "out of memory";
-  int64_t total = 0;
-  for (size_t i = 0; i < n; i++) {
-    const Aftersales__V1__CaseLine *l = e->case_lines[i];
-    const Aftersales__V1__Money *p = AN(l, unit_price);
-    if (!as_envelope_id_ok(l->line_id) || l->quantity < 1 || l->purchased_quantity < l->quantity)
-      return "case line id or quantity invalid";
-    if (p->amount_minor < 0 || strcmp(p->currency, rec->c.currency) != 0) return "case line price invalid";
-    int64_t line;
-    if (__builtin_mul_overflow(p->amount_minor, (int64_t)l->quantity, &line) ||
-        __builtin_add_overflow(total, line, &total))
-      return "claimed amount overflows";
-    rec->lines[i] = (review_line_t){.line_id = l->line_id, .sku = l->sku, .category = l->category,
-                                    .quantity = l->quantity, .unit_minor = p->amount_minor};
-    rec->purchased[i] = l->purchased_quantity;
-  }
-  rec->c.lines = rec->lines;
-  rec->c.nlines = n;
-  rec->c.claimed_minor = total;
+/* One line, checked: its units, its list price (whose product with the
+ * units bought must fit in 64 bits) and its paid allocation. *list adds
+ * the line's list total. */
+static const char *take_line(review_line_t *out, const Aftersales__V1__CaseLine *l, const char *cur,
+                             int64_t *list, bool *overflow) {
+  if (!as_envelope_id_ok(l->line_id) || l->quantity < 1 || l->purchased_quantity < l->quantity)
+    return "lines.invalid";
+  if (!l->unit_price || l->unit_price->amount_minor < 0) return "price.invalid";
+  if (!same_cur(l->unit_price, cur)) return "currency.mismatch";
+  int64_t line;
+  if (!as_money_mul(l->unit_price->amount_minor, l->purchased_quantity, &line) ||
+      !as_money_add(*list, line, list))
+    return *overflow = true, "amount.overflow";
+  if (amount_of(l->paid_allocated) < 0) return "paid.missing";
+  if (!same_cur(l->paid_allocated, cur)) return "currency.mismatch";
+  *out = (review_line_t){.line_id = l->line_id, .sku = l->sku, .category = l->category,
+                         .quantity = l->quantity, .unit_minor = l->unit_price->amount_minor,
+                         .purchased = l->purchased_quantity, .paid_minor = l->paid_allocated->amount_minor};
   return NULL;
 }
 
-const char *review_record_from_event(review_rec_t *rec, const Aftersales__V1__CaseOpened *e) {
-  const Aftersales__V1__OrderFacts *o = e->order;
-  const Aftersales__V1__BuyerHistory *h = e->buyer_history;
-  if (!as_envelope_id_ok(e->case_id) || !as_envelope_id_ok(e->order_id) || !as_envelope_id_ok(e->buyer_id))
-    return "case, order or buyer id missing or unsafe";
-  if (!o || !h) return "order facts or buyer history missing";
-  const char *cur = AN(o, paid)->currency;
-  if (!currency_ok(cur)) return "currency missing or not ISO 4217";
-  if (AN(o, shipping_fee)->amount_minor < 0) return "shipping fee negative";
+/* The lines: one currency, units within what was bought, list totals that
+ * fit in 64 bits, and allocations that (with the shipping fee's) stay
+ * within the amount paid. The claim is what its units were paid:
+ * share(line allocation, units claimed, units bought) summed. */
+static const char *take_lines(review_rec_t *rec, const Aftersales__V1__CaseOpened *e, bool *overflow) {
+  size_t n = e->n_case_lines;
+  if (n == 0 || n > 1000) return "lines.invalid";
+  rec->lines = calloc(n, sizeof *rec->lines);
+  if (!rec->lines) return "lines.invalid";
+  int64_t list = 0, claimed = 0, allocated = rec->shipping_paid_minor;
+  for (size_t i = 0; i < n; i++) {
+    review_line_t *l = &rec->lines[i];
+    const char *bad = take_line(l, e->case_lines[i], rec->c.currency, &list, overflow);
+    int64_t share;
+    if (bad) return bad;
+    if (!as_money_add(allocated, l->paid_minor, &allocated)) return *overflow = true, "amount.overflow";
+    if (as_money_share(l->paid_minor, l->quantity, l->purchased, &share) < 0 ||
+        !as_money_add(claimed, share, &claimed))
+      return "paid.inconsistent";
+  }
+  if (allocated > rec->paid_minor) return "paid.inconsistent";
+  rec->c.lines = rec->lines;
+  rec->c.nlines = n;
+  rec->c.claimed_minor = claimed;
+  return NULL;
+}
+
+/* The order-level figures: a payment in an ISO currency, its shipping
+ * allocation in the same currency, a shipping fee >= 0. */
+static const char *take_order(review_rec_t *rec, const Aftersales__V1__OrderFacts *o) {
+  if (!o->paid || !as_money_currency_ok(o->paid->currency) || o->paid->amount_minor < 0) return "order.unpaid";
+  if (amount_of(o->shipping_paid) < 0) return "paid.missing";
+  if (!same_cur(o->shipping_paid, o->paid->currency)) return "currency.mismatch";
+  if (AN(o, shipping_fee)->amount_minor < 0) return "price.invalid";
+  rec->c.currency = o->paid->currency;
+  rec->paid_minor = o->paid->amount_minor;
+  rec->shipping_paid_minor = o->shipping_paid->amount_minor;
+  rec->shipping_fee_minor = AN(o, shipping_fee)->amount_minor;
+  return NULL;
+}
+
+/* What a case that cannot be decided keeps: enough to be recorded and
+ * handed to a person (no lines, nothing claimed, nothing in the ledger;
+ * XXX is ISO 4217's "no currency"). */
+const char *review_record_undecidable(review_rec_t *rec, const char *why) {
+  free(rec->lines);
+  rec->lines = NULL;
+  rec->c.lines = NULL;
+  rec->c.nlines = 0;
+  rec->c.claimed_minor = 0;
+  if (!as_money_currency_ok(rec->c.currency)) rec->c.currency = "XXX";
+  if (rec->shipping_fee_minor < 0) rec->shipping_fee_minor = 0;
+  rec->paid_minor = rec->paid_minor < 0 ? 0 : rec->paid_minor;
+  rec->shipping_paid_minor = rec->shipping_paid_minor < 0 ? 0 : rec->shipping_paid_minor;
+  rec->undecidable = why;
+  return why;
+}
+
+const char *review_record_from_event(review_rec_t *rec, const Aftersales__V1__CaseOpened *e, bool *overflow) {
+  static const Aftersales__V1__OrderFacts no_order = AFTERSALES__V1__ORDER_FACTS__INIT;
+  static const Aftersales__V1__BuyerHistory no_history = AFTERSALES__V1__BUYER_HISTORY__INIT;
+  const Aftersales__V1__OrderFacts *o = e->order ? e->order : &no_order;
+  const Aftersales__V1__BuyerHistory *h = e->buyer_history ? e->buyer_history : &no_history;
+  *overflow = false;
   *rec = (review_rec_t){.case_id = e->case_id, .case_number = e->case_number, .order_id = e->order_id,
                         .buyer_id = e->buyer_id, .locale = e->locale, .payment_ref = o->payment_ref,
-                        .payment_method = o->payment_method,
-                        .shipping_fee_minor = AN(o, shipping_fee)->amount_minor,
-                        .review_due_us = e->review_due_us, .state = e->state};
+                        .payment_method = o->payment_method, .review_due_us = e->review_due_us,
+                        .state = e->state};
   rec->c = (review_case_t){.case_type = e->case_type, .reason = e->reason,
                            .preferred_outcome = e->preferred_outcome, .return_method = e->return_method,
-                           .merchant_id = e->merchant_id, .currency = cur, .region = o->region,
+                           .merchant_id = e->merchant_id, .currency = "XXX", .region = o->region,
                            .delivered_at_us = o->delivered_at_us, .submitted_at_us = e->submitted_at_us,
                            .has_photo_or_video = as_envelope_has_photo_or_video(e->evidence, e->n_evidence),
                            .declared_unused = e->declared_unused, .first_order_at_us = h->first_order_at_us,
                            .orders = h->orders, .cases = h->cases, .claims_on_order = h->claims_on_order};
-  return take_lines(rec, e);
+  const char *bad = !e->order || !e->buyer_history ? "order.facts_missing" : take_order(rec, o);
+  if (!bad) bad = take_lines(rec, e, overflow);
+  return bad ? review_record_undecidable(rec, bad) : NULL;
+}
+
+/* ---- the integrity check */
+
+typedef struct fig {
+  const char *line_id;
+  int64_t paid;
+  int32_t purchased;
+} fig_t;
+
+static int fig_cmp(const void *a, const void *b) {
+  return strcmp(((const fig_t *)a)->line_id, ((const fig_t *)b)->line_id);
+}
+
+/* The event's lines as intake's query renders its own: "line:paid:units"
+ * by line id in byte order, comma separated (ids hold no comma). */
+static char *event_lines(const Aftersales__V1__CaseOpened *e) {
+  size_t n = e->n_case_lines, cap = 1;
+  fig_t *f = calloc(n + 1, sizeof *f);
+  if (!f) return NULL;
+  for (size_t i = 0; i < n; i++) {
+    const Aftersales__V1__CaseLine *l = e->case_lines[i];
+    f[i] = (fig_t){l->line_id, amount_of(l->paid_allocated), l->purchased_quantity};
+    cap += strlen(l->line_id) + 48;
+  }
+  qsort(f, n, sizeof *f, fig_cmp);
+  char *out = malloc(cap), *p = out;
+  for (size_t i = 0; out && i < n; i++)
+    p += snprintf(p, cap - (size_t)(p - out), "%s%s:%lld:%d", i ? "," : "", f[i].line_id,
+                  (long long)f[i].paid, f[i].purchased);
+  if (out) *p = '\0';
+  free(f);
+  return out;
+}
+
+/* The ledger's rows for the order ("line:paid:CUR", comma separated): each
+ * row that names one of the event's lines, or the shipping fee, must hold
+ * the event's figure and currency. */
+static bool ledger_agrees(const Aftersales__V1__CaseOpened *e, const char *rows) {
+  const Aftersales__V1__OrderFacts *o = e->order;
+  const char *cur = o && o->paid ? o->paid->currency : "";
+  char *copy = strdup(rows), *save = NULL;
+  bool ok = copy != NULL;
+  for (char *row = copy ? strtok_r(copy, ",", &save) : NULL; ok && row; row = strtok_r(NULL, ",", &save)) {
+    char *c = strrchr(row, ':'), *pd;
+    if (!c) continue;
+    *c = '\0';
+    pd = strrchr(row, ':');
+    if (!pd) continue;
+    *pd = '\0';
+    long long paid = strtoll(pd + 1, NULL, 10);
+    int64_t want = -2;
+    if (strcmp(row, "#shipping") == 0) want = o ? amount_of(o->shipping_paid) : -1;
+    for (size_t i = 0; i < e->n_case_lines && want == -2; i++)
+      if (strcmp(e->case_lines[i]->line_id, row) == 0) want = amount_of(e->case_lines[i]->paid_allocated);
+    if (want != -2) ok = want == paid && strcmp(c + 1, cur) == 0;
+  }
+  free(copy);
+  return ok;
+}
+
+static const char sql_verify[] =
+    "SELECT c.case_id, c.order_id, c.buyer_id, coalesce(c.paid_minor, -1), coalesce(c.paid_currency, ''),"
+    " coalesce(c.shipping_paid_minor, -1),"
+    " coalesce((SELECT string_agg(l.line_id || ':' || coalesce(l.paid_minor, -1) || ':' || coalesce(l.purchased, -1),"
+    " ',' ORDER BY l.line_id COLLATE \"C\") FROM cases.case_lines l WHERE l.case_id = c.case_id), ''),"
+    " coalesce((SELECT string_agg(g.line_id || ':' || g.paid_minor || ':' || g.currency, ',')"
+    " FROM %1$s.ledger g WHERE g.order_id = c.order_id), '')"
+    " FROM cases.cases c WHERE c.case_id = ANY($1::text[])";
+
+/* One event against its row of sql_verify. */
+static review_why_t verify_one(const Aftersales__V1__CaseOpened *e, PGresult *r, int row) {
+  const Aftersales__V1__OrderFacts *o = e->order;
+  if (strcmp(PQgetvalue(r, row, 1), e->order_id) != 0 || strcmp(PQgetvalue(r, row, 2), e->buyer_id) != 0)
+    return REVIEW_WHY_UNKNOWN_CASE;
+  long long paid = o ? amount_of(o->paid) : -1, ship = o ? amount_of(o->shipping_paid) : -1;
+  const char *cur = o && o->paid ? o->paid->currency : "";
+  char *lines = event_lines(e);
+  bool same = lines && paid == strtoll(PQgetvalue(r, row, 3), NULL, 10) &&
+              strcmp(cur, PQgetvalue(r, row, 4)) == 0 && ship == strtoll(PQgetvalue(r, row, 5), NULL, 10) &&
+              strcmp(lines, PQgetvalue(r, row, 6)) == 0;
+  free(lines);
+  if (!same) return REVIEW_WHY_INTAKE;
+  return ledger_agrees(e, PQgetvalue(r, row, 7)) ? REVIEW_WHY_OK : REVIEW_WHY_LEDGER;
+}
+
+int review_record_verify(review_t *x, as_tx_t *tx, const Aftersales__V1__CaseOpened *const *ev, size_t n,
+                         review_why_t *why) {
+  as_cols_t ids;
+  as_cols_init(&ids, 1);
+  for (size_t i = 0; i < n; i++) {
+    as_cols_str(&ids, 0, ev[i]->case_id);
+    as_cols_row(&ids);
+    why[i] = REVIEW_WHY_UNKNOWN_CASE;
+  }
+  char sql[1024];
+  PGresult *r = NULL;
+  int rc = as_cols_run(&ids, as_tx_db(tx), review_sql(x, sql, sizeof sql, sql_verify), &r);
+  as_cols_free(&ids);
+  for (int row = 0; rc == 0 && r && row < PQntuples(r); row++)
+    for (size_t i = 0; i < n; i++)
+      if (strcmp(ev[i]->case_id, PQgetvalue(r, row, 0)) == 0) why[i] = verify_one(ev[i], r, row);
+  PQclear(r);
+  return rc;
 }
 
 enum { K_CASE, K_NUM, K_ORDER, K_BUYER, K_MERCHANT, K_TYPE, K_REASON, K_CUR, K_CLAIMED, K_DELIV, K_SUBM,
        K_REGION, K_PAYREF, K_PAYMETH, K_SHIPFEE, K_POUT, K_RMETH, K_UNUSED, K_MEDIA, K_FIRST, K_ORDERS, K_CASES,
-       K_CLAIMS, K_LOCALE, K_DUE, K_NCOLS };
+       K_CLAIMS, K_LOCALE, K_DUE, K_PAID, K_SHIPPAID, K_NCOLS };
 
 static void case_row(as_cols_t *c, const review_rec_t *r) {
   const char *s[] = {[K_CASE] = r->case_id, [K_NUM] = r->case_number, [K_ORDER] = r->order_id,
@@ -97,7 +255,8 @@ static void case_row(as_cols_t *c, const review_rec_t *r) {
                    [K_POUT] = r->c.preferred_outcome, [K_RMETH] = r->c.return_method,
                    [K_UNUSED] = r->c.declared_unused, [K_MEDIA] = r->c.has_photo_or_video,
                    [K_FIRST] = r->c.first_order_at_us, [K_ORDERS] = r->c.orders, [K_CASES] = r->c.cases,
-                   [K_CLAIMS] = r->c.claims_on_order, [K_DUE] = r->review_due_us};
+                   [K_CLAIMS] = r->c.claims_on_order, [K_DUE] = r->review_due_us, [K_PAID] = r->paid_minor,
+                   [K_SHIPPAID] = r->shipping_paid_minor};
   for (int k = 0; k < K_NCOLS; k++) {
     if (k < (int)(sizeof s / sizeof s[0]) && s[k])
       as_cols_str(c, k, s[k]);
@@ -113,23 +272,25 @@ static const char sql_cases[] =
     "INSERT INTO %1$s.cases (case_id, case_number, order_id, buyer_id, merchant_id, case_type, reason,"
     " currency, claimed_minor, delivered_at_us, submitted_at_us, region, payment_ref, payment_method,"
     " shipping_fee_minor, preferred_outcome, return_method, declared_unused, has_media, first_order_at_us,"
-    " orders, prior_cases, claims_on_order, locale, review_due_us)"
+    " orders, prior_cases, claims_on_order, locale, review_due_us, paid_minor, shipping_paid_minor)"
     " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[],"
     " $8::text[], $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::text[], $14::int[],"
     " $15::bigint[], $16::int[], $17::int[], $18::boolean[], $19::boolean[], $20::bigint[], $21::int[],"
-    " $22::int[], $23::int[], $24::text[], $25::bigint[])"
+    " $22::int[], $23::int[], $24::text[], $25::bigint[], $26::bigint[], $27::bigint[])"
     " ON CONFLICT (case_id) DO NOTHING RETURNING case_id";
 
 static const char sql_lines[] =
-    "INSERT INTO %1$s.case_lines (case_id, line_id, sku, category, quantity, unit_minor)"
-    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bigint[])"
+    "INSERT INTO %1$s.case_lines (case_id, line_id, sku, category, quantity, unit_minor, purchased, paid_minor)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bigint[], $7::int[],"
+    " $8::bigint[])"
     " ON CONFLICT DO NOTHING";
 
-/* Paid per line is unit price times units bought; '#shipping' holds the
- * order's shipping fee. */
+/* Paid per line is the line's allocation of the amount paid (all its units);
+ * '#shipping' holds the shipping fee's. The integrity check has made sure an
+ * existing row holds the same figures, so DO NOTHING loses nothing. */
 static const char sql_ledger[] =
-    "INSERT INTO %1$s.ledger (order_id, line_id, currency, paid_minor)"
-    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) ON CONFLICT DO NOTHING";
+    "INSERT INTO %1$s.ledger (order_id, line_id, currency, paid_minor, purchased)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::int[]) ON CONFLICT DO NOTHING";
 
 static void mark_fresh(const review_rec_t *recs, size_t n, PGresult *r, bool *fresh) {
   memset(fresh, 0, n * sizeof *fresh);
@@ -150,25 +311,30 @@ static void line_rows(as_cols_t *lines, as_cols_t *ledger, const review_rec_t *r
     as_cols_str(lines, 3, l->category);
     as_cols_int(lines, 4, l->quantity);
     as_cols_int(lines, 5, l->unit_minor);
+    as_cols_int(lines, 6, l->purchased);
+    as_cols_int(lines, 7, l->paid_minor);
     as_cols_row(lines);
     as_cols_str(ledger, 0, r->order_id);
     as_cols_str(ledger, 1, l->line_id);
     as_cols_str(ledger, 2, r->c.currency);
-    as_cols_int(ledger, 3, l->unit_minor * r->purchased[j]); /* bounded: checked in take_lines */
+    as_cols_int(ledger, 3, l->paid_minor);
+    as_cols_int(ledger, 4, l->purchased);
     as_cols_row(ledger);
   }
+  if (r->undecidable) return; /* nothing can be refunded before a person decides */
   as_cols_str(ledger, 0, r->order_id);
   as_cols_str(ledger, 1, "#shipping");
   as_cols_str(ledger, 2, r->c.currency);
-  as_cols_int(ledger, 3, r->shipping_fee_minor);
+  as_cols_int(ledger, 3, r->shipping_paid_minor);
+  as_cols_int(ledger, 4, 0);
   as_cols_row(ledger);
 }
 
 int review_record_insert(review_t *x, as_tx_t *tx, review_rec_t *recs, size_t n, bool *fresh) {
   as_cols_t cases, lines, ledger;
   as_cols_init(&cases, K_NCOLS);
-  as_cols_init(&lines, 6);
-  as_cols_init(&ledger, 4);
+  as_cols_init(&lines, 8);
+  as_cols_init(&ledger, 5);
   for (size_t i = 0; i < n; i++) {
     case_row(&cases, &recs[i]);
     line_rows(&lines, &ledger, &recs[i]);
@@ -197,11 +363,12 @@ static const char sql_load[] =
     " coalesce(r.offer_kind, 0), coalesce(r.return_required, false), coalesce(r.refund_shipping, false),"
     " r.ruling_final, r.return_received_at_us IS NOT NULL, r.inspection_passed IS NOT NULL,"
     " coalesce(r.inspection_passed, false), coalesce(r.approved_minor, 0), coalesce(r.offer_minor, 0),"
-    " coalesce(r.offer_id, '')"
+    " coalesce(r.offer_id, ''), r.paid_minor, r.shipping_paid_minor, r.shipping_refund"
     " FROM %1$s.cases r JOIN cases.cases c USING (case_id) WHERE r.case_id = $1 FOR UPDATE OF r, c";
 
 static const char sql_load_lines[] =
-    "SELECT line_id, sku, category, quantity, unit_minor FROM %1$s.case_lines WHERE case_id = $1"
+    "SELECT line_id, sku, category, quantity, unit_minor, purchased, paid_minor FROM %1$s.case_lines"
+    " WHERE case_id = $1"
     " ORDER BY line_id";
 
 static long long num(PGresult *r, int row, int col) { return strtoll(PQgetvalue(r, row, col), NULL, 10); }
@@ -218,7 +385,9 @@ static void fill_rec(review_rec_t *rec, PGresult *r) {
                         .return_required = yes(r, 0, 30), .refund_shipping = yes(r, 0, 31),
                         .ruling_final = yes(r, 0, 32), .received = yes(r, 0, 33),
                         .inspection_known = yes(r, 0, 34), .inspection_passed = yes(r, 0, 35),
-                        .approved_minor = num(r, 0, 36), .offer_minor = num(r, 0, 37), .owner = r};
+                        .approved_minor = num(r, 0, 36), .offer_minor = num(r, 0, 37),
+                        .paid_minor = num(r, 0, 39), .shipping_paid_minor = num(r, 0, 40),
+                        .shipping_refund = (int)num(r, 0, 41), .owner = r};
   snprintf(rec->offer_id, sizeof rec->offer_id, "%s", PQgetvalue(r, 0, 38));
   if (as_case_state_parse(PQgetvalue(r, 0, 9), &rec->state) < 0) rec->state = 0;
   rec->c = (review_case_t){.case_type = (int)num(r, 0, 10), .reason = (int)num(r, 0, 11),
@@ -259,7 +428,8 @@ static int load_lines(review_t *x, as_tx_t *tx, review_rec_t *rec) {
       p += len + 1;
     }
     rec->lines[i] = (review_line_t){.line_id = f[0], .sku = f[1], .category = f[2],
-                                    .quantity = (int32_t)num(r, i, 3), .unit_minor = num(r, i, 4)};
+                                    .quantity = (int32_t)num(r, i, 3), .unit_minor = num(r, i, 4),
+                                    .purchased = (int32_t)num(r, i, 5), .paid_minor = num(r, i, 6)};
   }
   PQclear(r);
   rec->c.lines = rec->lines;

@@ -6,10 +6,21 @@
  * closed, and the buyer is told why (ReviewDecided). A case still with a
  * human when its review SLA passes is escalated, the breach is stamped on
  * its clock and announced (SlaBreached). A deadline that finds its case
- * already moved on does nothing. */
+ * already moved on does nothing.
+ *
+ * Every state review leaves a case in while it waits has a live deadline
+ * (the fleet's invariant: no case waits for ever). Where nothing legal can
+ * move the case on (a parcel in transit, an inspection or a mediator's
+ * ruling awaited, a supervisor's decision on an escalated case) a
+ * follow-up announces the wait with SlaBreached to the desk that owns it
+ * and re-arms itself every REVIEW_FOLLOW_UP_US. The scanner marks the row
+ * it fired after the callback returns, so a follow-up re-arms under its
+ * twin kind (the same name with a trailing '+'). */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
+#include "as_deadline.h"
 #include "as_log.h"
 #include "as_topics.h"
 #include "review.h"
@@ -42,11 +53,12 @@ static int close_case(review_t *x, as_tx_t *tx, review_rec_t *rec, const closing
   return review_publish_decided(x, tx, &it);
 }
 
-static int publish_breach(as_tx_t *tx, const review_rec_t *rec, const char *to) {
+static int publish_breach(as_tx_t *tx, const review_rec_t *rec, const char *clock, int64_t due_us,
+                          const char *to) {
   Aftersales__V1__SlaBreached b = AFTERSALES__V1__SLA_BREACHED__INIT;
   b.case_id = (char *)rec->case_id;
-  b.clock = "review";
-  b.due_at_us = rec->review_due_us;
+  b.clock = (char *)clock;
+  b.due_at_us = due_us;
   b.breached_at_us = as_now_us();
   b.escalated_to = (char *)to;
   Aftersales__V1__Envelope env = AFTERSALES__V1__ENVELOPE__INIT;
@@ -57,7 +69,7 @@ static int publish_breach(as_tx_t *tx, const review_rec_t *rec, const char *to) 
 
 /* Review SLA: undecided cases go to a human; a case already with one is
  * escalated to the supervisors' queue. Either way the clock is breached. */
-static int review_breach(review_t *x, as_tx_t *tx, review_rec_t *rec) {
+static int review_breach(review_t *x, as_tx_t *tx, review_rec_t *rec, const char *follow_kind) {
   uint32_t undecided = REVIEW_STATE_BIT(OPEN) | REVIEW_STATE_BIT(IN_REVIEW);
   as_case_state_t to;
   const char *queue;
@@ -77,19 +89,68 @@ static int review_breach(review_t *x, as_tx_t *tx, review_rec_t *rec) {
                    "UPDATE cases.sla_clocks SET breached_at = now() WHERE case_id = $1 AND clock = 'review'"
                    " AND met_at IS NULL AND breached_at IS NULL",
                    1, vals, NULL);
-  if (rc == 0) rc = publish_breach(tx, rec, queue);
+  if (rc == 0) rc = publish_breach(tx, rec, "review", rec->review_due_us, queue);
   if (rc == 0) as_counter_add(x->sla_breaches, 1);
+  /* MANUAL_REVIEW and ESCALATED wait for a person: the follow-up escalates
+   * or reminds the supervisors until one decides */
+  if (rc == 0) rc = as_deadline_set(tx, rec->case_id, follow_kind, as_now_us() + REVIEW_FOLLOW_UP_US);
   return rc;
 }
 
-int review_timers_fire(review_t *x, as_tx_t *tx, const char *case_id, const char *kind) {
+typedef struct follow {
+  const char *kind; /* and its twin kind + "+" */
+  as_case_state_t waiting;
+  const char *clock, *desk;
+} follow_t;
+
+static const follow_t follows[] = {
+    {"return:transit", ST(AWAITING_RETURN), "return_transit", "logistics_desk"},
+    {"inspection", ST(INSPECTING), "inspection", "inspection_desk"},
+    {"mediation", ST(DISPUTED), "mediation", "mediators"},
+    {"sla:escalated", ST(ESCALATED), "review", "review_supervisors"},
+};
+
+/* The case still waits where the follow-up expects: the desk hears of it
+ * again (a manual-review case still undecided is escalated first) and the
+ * twin deadline is armed. */
+static int follow_up(review_t *x, as_tx_t *tx, review_rec_t *rec, const follow_t *f, const char *kind,
+                     int64_t due_us) {
+  char twin[40];
+  snprintf(twin, sizeof twin, "%s%s", f->kind, strlen(kind) > strlen(f->kind) ? "" : "+");
+  if (f->waiting == ST(ESCALATED) && rec->state == ST(MANUAL_REVIEW)) return review_breach(x, tx, rec, twin);
+  if (rec->state != f->waiting) return 0;
+  int rc = publish_breach(tx, rec, f->clock, due_us, f->desk);
+  if (rc == 0) rc = as_deadline_set(tx, rec->case_id, twin, as_now_us() + REVIEW_FOLLOW_UP_US);
+  return rc;
+}
+
+/* kind names f, or f's twin. */
+static bool follow_kind(const follow_t *f, const char *kind) {
+  size_t len = strlen(f->kind);
+  return strncmp(kind, f->kind, len) == 0 && (kind[len] == '\0' || strcmp(kind + len, "+") == 0);
+}
+
+int review_timers_arm(as_tx_t *tx, const char *case_id, const char *kind, int64_t wait_us) {
+  return as_deadline_set(tx, case_id, kind, as_now_us() + wait_us);
+}
+
+int review_timers_cancel(as_tx_t *tx, const char *case_id, const char *kind) {
+  char twin[40];
+  snprintf(twin, sizeof twin, "%s+", kind);
+  int rc = as_deadline_cancel(tx, case_id, kind);
+  return rc ? rc : as_deadline_cancel(tx, case_id, twin);
+}
+
+int review_timers_fire(review_t *x, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us) {
   review_rec_t rec;
   int rc = review_record_load(x, tx, case_id, &rec);
   if (rc == -ENOENT) return 0;
   if (rc < 0) return rc;
-  if (strcmp(kind, "sla:review") == 0) rc = review_breach(x, tx, &rec);
+  if (strcmp(kind, "sla:review") == 0) rc = review_breach(x, tx, &rec, "sla:escalated");
   for (size_t i = 0; i < sizeof closings / sizeof closings[0]; i++)
     if (strcmp(kind, closings[i].kind) == 0) rc = close_case(x, tx, &rec, &closings[i]);
+  for (size_t i = 0; i < sizeof follows / sizeof follows[0]; i++)
+    if (follow_kind(&follows[i], kind)) rc = follow_up(x, tx, &rec, &follows[i], kind, due_us);
   review_rec_free(&rec);
   return rc;
 }

@@ -1,7 +1,8 @@
 """bench review: as-review deciding crafted CaseOpened events.
 
-  1. prefill: the shared cases.cases rows of every case (intake writes them in
-     production), one COPY;
+  1. prefill: the shared cases.cases and cases.case_lines rows of every case
+     with what was paid (intake writes them in production; review refuses a
+     CaseOpened whose paid figures are not intake's), two COPYs;
   2. throughput: N crafted CaseOpened (route review, delivered two days ago;
      ~70% changed-mind approvals with a return, ~20% cheap refund-only, ~10%
      rejections) produced as fast as possible; cases_per_s = cases decided
@@ -69,6 +70,9 @@ def case_msg(i):
     l = c.case_lines.add(line_id="l1", sku="SKU-%d" % (i % 1000), category="apparel", supplier_id="s-1",
                          quantity=1, purchased_quantity=2)
     l.unit_price.amount_minor, l.unit_price.currency = unit, "CNY"
+    # Paid in full (2 x unit + shipping): the line's allocation is its list
+    # price and the shipping fee's is the fee, as intake records them.
+    l.paid_allocated.amount_minor, l.paid_allocated.currency = 2 * unit, "CNY"
     c.lines.add(line_id="l1", sku=l.sku, quantity=1)
     c.claimed_amount.amount_minor, c.claimed_amount.currency = unit, "CNY"
     o = c.order
@@ -76,21 +80,30 @@ def case_msg(i):
     o.paid.amount_minor, o.paid.currency = 2 * unit + 800, "CNY"
     o.payment_method, o.payment_ref, o.region = common_pb2.PAYMENT_METHOD_CARD, "pay-" + oid, "CN-EAST"
     o.shipping_fee.amount_minor, o.shipping_fee.currency = 800, "CNY"
+    o.shipping_paid.amount_minor, o.shipping_paid.currency = 800, "CNY"
     c.buyer_history.first_order_at_us, c.buyer_history.orders = now - 400 * DAY_US, 10
     return cid, e.SerializeToString()
 
 
 def prefill(dsn, n):
+    """The shared rows intake writes when it opens a case: the case with what
+    was paid, and its claimed line with the line's paid allocation."""
     t0 = time.time()
-    buf = io.StringIO()
+    buf, lines = io.StringIO(), io.StringIO()
     for i in range(n):
-        cid = case_id(i)
-        buf.write("%s\tAS-B-%s\tRETURN_REFUND\tOPEN\to-%s-%07d\tb-%d\tm-%d\tCHANGED_MIND\treview\tCNY\t%d\n"
-                  % (cid, cid, TAG, i, i, i % 50, 500 if case_kind(i) == "cheap" else 3000))
+        cid, oid = case_id(i), "o-%s-%07d" % (TAG, i)
+        unit = 500 if case_kind(i) == "cheap" else 3000
+        buf.write("%s\tAS-B-%s\tRETURN_REFUND\tOPEN\t%s\tb-%d\tm-%d\tCHANGED_MIND\treview\tCNY\t%d\t%d\tCNY\t800\n"
+                  % (cid, cid, oid, i, i % 50, unit, 2 * unit + 800))
+        lines.write("%s\t%s\tl1\tSKU-%d\t1\t%d\tCNY\t%d\t2\n" % (cid, oid, i % 1000, unit, 2 * unit))
     buf.seek(0)
+    lines.seek(0)
     with psycopg2.connect(dsn) as c, c.cursor() as cur:
         cur.copy_expert("COPY cases.cases (case_id, case_number, case_type, state, order_id, buyer_id,"
-                        " merchant_id, reason, route, currency, claimed_minor) FROM STDIN", buf)
+                        " merchant_id, reason, route, currency, claimed_minor, paid_minor, paid_currency,"
+                        " shipping_paid_minor) FROM STDIN", buf)
+        cur.copy_expert("COPY cases.case_lines (case_id, order_id, line_id, sku, quantity, unit_minor,"
+                        " currency, paid_minor, purchased) FROM STDIN", lines)
         cur.execute("INSERT INTO cases.sla_clocks (case_id, clock, due_at) SELECT case_id, 'review',"
                     " now() + interval '1 day' FROM cases.cases")
     c.close()

@@ -11,6 +11,13 @@ What the fixtures give a test:
     query the database.
 Every wait is bounded and every process started here is killed at teardown.
 
+After every test that used `h` and passed, the fleet's promises are checked
+on its database and broker (check_invariants, below): refunded <= paid per
+order and currency, every non-final case has a live deadline, every timeline
+row has exactly one CaseStateChanged, every request exactly one answer. A
+test that builds a broken state on purpose opts out, narrowly and with a
+reason: @pytest.mark.invariants_exempt("why", checks=("deadlines",)).
+
 Environment: AS_BIN_DIR (default build/bin; build/asan/bin for the sanitizer
 pass), AS_TEST_TMP (scratch directory; default a new temporary directory;
 worker logs land in AS_TEST_TMP/logs/<test>/), AS_IT_LOG_LEVEL (the workers'
@@ -649,12 +656,17 @@ class Harness:
 def h(request, postgres, pb, test_tmp, broker_pool):
     assert PROBE_BIN.exists(), f"{PROBE_BIN} missing: make B={BIN_DIR.parent} build"
     harness = Harness(request, postgres, pb, test_tmp, broker_pool)
+    violations = []
     try:
         yield harness
+        violations = _after_test_invariants(request, harness)
     finally:
         reports = harness.close()
     if reports:
         pytest.fail("sanitizer report in worker output:\n" + "\n".join(reports))
+    if violations:
+        pytest.fail("fleet invariants broken after the test (tests/integration/conftest.py,"
+                    " check_invariants):\n  " + "\n  ".join(violations), pytrace=False)
 
 
 def random_ids(n, prefix="p"):
@@ -809,3 +821,374 @@ def wait_case_events(h, reader, pred, timeout=20, what="case events"):
         evs = case_events(h, reader)
         return evs if pred(evs) else None
     return wait_until(ok, timeout * SLOW, interval=0.2, what=what)
+
+
+
+# ---- suite-wide invariants ---------------------------------------------------
+#
+# Asserted by the `h` fixture after every passing test, on the test's own
+# database and broker, once the fleet is at rest (settle). Each check runs
+# only where it applies: nothing without the shared case tables (probe-only
+# tests), money only where a schema has a ledger / refunds, deadlines over
+# every schema's deadlines table, and so on. The database side is read in one
+# REPEATABLE READ snapshot so that a case's state and its deadlines (written
+# in one transaction) are seen together; what is on the wire is the topics
+# read after that snapshot plus the outbox rows still unsent in it (committed,
+# so they will be published: the relay publishes before it marks sent).
+
+# The states a case ends in: no deadline is owed for them. One constant for
+# the suite (review's and intake's terminal states).
+FINAL_STATES = ("CLOSED", "REJECTED", "REFUNDED", "EXCHANGED", "RESOLVED")
+INVARIANTS = ("money", "deadlines", "state_changes", "answers")
+SETTLE_SECONDS = 20
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_MAX_LISTED = 8  # violations listed per check; the rest are counted
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "invariants_exempt(reason, checks=None): the test builds a state that breaks "
+        "the fleet's invariants on purpose; skip the after-test checks named in checks (all "
+        "of %s when None)" % (INVARIANTS,))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"_rep_{rep.when}", rep)
+
+
+def _after_test_invariants(request, h):
+    """The violations to report for the test that just ran ([] when it
+    failed already: its own failure is the news)."""
+    rep = getattr(request.node, "_rep_call", None)
+    if rep is None or not rep.passed:
+        return []
+    checks = set(INVARIANTS)
+    for mark in request.node.iter_markers("invariants_exempt"):
+        reason = mark.args[0] if mark.args else mark.kwargs.get("reason")
+        assert reason, f"{request.node.nodeid}: invariants_exempt needs a reason"
+        named = mark.kwargs.get("checks")
+        unknown = set(named or ()) - set(INVARIANTS)
+        assert not unknown, f"{request.node.nodeid}: invariants_exempt names unknown checks {unknown}"
+        checks -= set(named) if named else checks
+    if not checks:
+        return []
+    return check_invariants(h, checks)
+
+
+def _tables(cur):
+    """{(schema, table): {column, ...}} of the test database's own tables."""
+    cur.execute("SELECT table_schema, table_name, column_name FROM information_schema.columns"
+                " WHERE table_schema NOT IN ('pg_catalog', 'information_schema')")
+    out = {}
+    for schema, table, column in cur.fetchall():
+        out.setdefault((schema, table), set()).add(column)
+    return out
+
+
+def _with(tables, table, *columns):
+    """Schemas holding table with all of columns, sorted."""
+    return sorted(s for (s, t), cols in tables.items() if t == table and set(columns) <= cols)
+
+
+def _q(name):
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _listed(kind, rows, fmt):
+    out = [f"{kind}: " + fmt(r) for r in rows[:_MAX_LISTED]]
+    if len(rows) > _MAX_LISTED:
+        out.append(f"{kind}: ... and {len(rows) - _MAX_LISTED} more")
+    return out
+
+
+def _live(h):
+    return [w for w in h.workers if w.proc.poll() is None]
+
+
+def _db_fingerprint(h, schemas):
+    """What changes while any worker still works: inbox and outbox sizes,
+    unsent rows, timeline length."""
+    parts = []
+    for s in schemas:
+        parts.append(h.sql(f"SELECT (SELECT count(*) FROM {_q(s)}.inbox),"
+                           f" (SELECT count(*) FROM {_q(s)}.outbox),"
+                           f" (SELECT count(*) FROM {_q(s)}.outbox WHERE sent_at IS NULL)")[0])
+    if h.sql("SELECT to_regclass('cases.timeline') IS NOT NULL")[0][0]:
+        parts.append(h.sql("SELECT count(*) FROM cases.timeline")[0])
+    return parts
+
+
+def _group_lag(h, groups):
+    """Messages the live workers' groups have not committed yet, on the
+    topics they committed anything on (committed offsets vs high watermarks)."""
+    from confluent_kafka import Consumer, TopicPartition
+    lag = 0
+    for g in groups:
+        c = Consumer({"bootstrap.servers": h.bootstrap, "group.id": g, "enable.auto.commit": False,
+                      "log_level": 2})
+        try:
+            tps = [TopicPartition(t, p) for t, n in PARTITIONS.items() for p in range(n)]
+            committed = c.committed(tps, timeout=10)
+            topics = {tp.topic for tp in committed if tp.offset >= 0}
+            if not topics:
+                continue
+            done = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in committed}
+            # Timestamp -1 asks for each partition's end offset, all in one request.
+            ends = c.offsets_for_times([TopicPartition(t, p, -1) for t in sorted(topics)
+                                        for p in range(PARTITIONS[t])], timeout=10)
+            lag += sum(max(0, e.offset - done[(e.topic, e.partition)]) for e in ends)
+        finally:
+            c.close()
+    return lag
+
+
+def settle(h, timeout=SETTLE_SECONDS):
+    """Waits until the live workers are at rest: their groups have committed
+    every message of the topics they consume, their /metrics report no lag,
+    their schemas hold no unsent outbox row, and the database did not change
+    between two looks. Dead workers are left as they
+    are (their unsent rows count as on their way). Bounded; raises
+    AssertionError naming what still moved."""
+    live = _live(h)
+    if not live:
+        return
+    schemas = sorted({w.env["AS_DB_SCHEMA"] for w in live})
+    groups = sorted({w.env["AS_GROUP_ID"] for w in live})
+    last = [None]
+
+    def at_rest():
+        fp = _db_fingerprint(h, [s for s in schemas if h.sql(
+            "SELECT to_regclass(%s) IS NOT NULL", (f"{_q(s)}.outbox",))[0][0]])
+        unsent = sum(part[2] for part in fp if len(part) == 3)
+        lag = _group_lag(h, groups)
+        # The consumers' own view (librdkafka's statistics, each second) also
+        # covers topics a group has not committed anything on yet.
+        reported = sum(w.metric("as_consumer_lag") for w in live if w.port and w.ready())
+        state = (fp, lag, reported)
+        calm = unsent == 0 and lag == 0 and reported == 0 and state == last[0]
+        last[0] = state
+        return calm or None
+
+    try:
+        wait_until(at_rest, timeout * SLOW, interval=0.25, what="the fleet to settle")
+    except AssertionError:
+        raise AssertionError(f"the fleet did not settle within {timeout * SLOW:.0f}s"
+                             f" ((db counts, group lag, reported lag): {last[0]!r})")
+
+
+def _decode(h, raw):
+    env = h.pb.Envelope()
+    try:
+        env.ParseFromString(raw)
+    except Exception:
+        return None
+    return env
+
+
+def _read_topics(h, topics, timeout=20):
+    """Every message of topics, with one consumer reading each partition up
+    to its end (partition EOF; TopicReader's watermark queries cost seconds
+    per topic on the mock cluster, this a tenth of one)."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+    c = Consumer({"bootstrap.servers": h.bootstrap, "group.id": f"invariants-{uuid.uuid4().hex}",
+                  "enable.auto.commit": False, "enable.partition.eof": True,
+                  "fetch.wait.max.ms": 10, "log_level": 2})
+    try:
+        c.assign([TopicPartition(t, p, 0) for t in topics for p in range(PARTITIONS[t])])
+        left = {(t, p) for t in topics for p in range(PARTITIONS[t])}
+        out = []
+        deadline = time.monotonic() + timeout * SLOW
+        while left:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not read {sorted(left)[:4]}... to their end")
+            for m in c.consume(1000, 0.1):
+                if m.error() is None:
+                    out.append(m)
+                elif m.error().code() == KafkaError._PARTITION_EOF:
+                    left.discard((m.topic(), m.partition()))
+        return out
+    finally:
+        c.close()
+
+
+def _wire(h, topics, pending):
+    """{topic: {event_id: (Envelope, (partition, offset) | None)}}: every
+    decodable event on the topics, plus the committed outbox rows not yet
+    sent (pending: [(topic, payload)]), one entry per event id (duplicates on
+    the wire are allowed; consumers dedupe by event id)."""
+    out = {t: {} for t in topics}
+    for m in _read_topics(h, topics):
+        env = _decode(h, m.value())
+        if env is not None and env.event_id:
+            out[m.topic()].setdefault(env.event_id, (env, (m.partition(), m.offset())))
+    for t, payload in pending:
+        env = _decode(h, bytes(payload))
+        if t in out and env is not None and env.event_id:
+            out[t].setdefault(env.event_id, (env, None))
+    return out
+
+
+def _check_money(cur, tables):
+    out = []
+    for s in _with(tables, "ledger", "order_id", "line_id", "currency", "paid_minor", "refunded_minor"):
+        cur.execute(f"SELECT order_id, line_id, currency, refunded_minor, paid_minor FROM {_q(s)}.ledger"
+                    " WHERE refunded_minor > paid_minor ORDER BY 1, 2")
+        out += _listed("money", cur.fetchall(), lambda r: f"{s}.ledger order {r[0]} line {r[1]}:"
+                       f" refunded {r[3]} {r[2]} > paid {r[4]}")
+    if not _with(tables, "cases", "paid_minor", "paid_currency"):
+        return out
+    # What intake recorded as paid, per order (every case of an order carries it).
+    paid = ("SELECT order_id, max(paid_minor) AS paid, max(paid_currency) AS cur FROM cases.cases"
+            " WHERE paid_minor IS NOT NULL GROUP BY order_id")
+    for s in _with(tables, "refunds", "order_id", "currency", "total_minor"):
+        cur.execute(f"WITH p AS ({paid}) SELECT r.order_id, r.currency, sum(r.total_minor), p.paid, p.cur"
+                    f" FROM {_q(s)}.refunds r JOIN p USING (order_id)"
+                    " GROUP BY r.order_id, r.currency, p.paid, p.cur"
+                    " HAVING sum(r.total_minor) > p.paid OR r.currency <> p.cur ORDER BY 1")
+        out += _listed("money", cur.fetchall(), lambda r: f"{s}.refunds order {r[0]}: refunded"
+                       f" {r[2]} {r[1]}, paid {r[3]} {r[4]}")
+    for s in _with(tables, "ledger", "order_id", "currency", "paid_minor"):
+        # The cap itself: the ledger's paid figures never add up to more than the payment.
+        cur.execute(f"WITH p AS ({paid}) SELECT l.order_id, l.currency, sum(l.paid_minor), p.paid, p.cur"
+                    f" FROM {_q(s)}.ledger l JOIN p USING (order_id)"
+                    " GROUP BY l.order_id, l.currency, p.paid, p.cur"
+                    " HAVING sum(l.paid_minor) > p.paid OR l.currency <> p.cur ORDER BY 1")
+        out += _listed("money", cur.fetchall(), lambda r: f"{s}.ledger order {r[0]}: cap"
+                       f" {r[2]} {r[1]} above the payment {r[3]} {r[4]}")
+    return out
+
+
+def _check_deadlines(cur, tables):
+    live = [f"EXISTS (SELECT 1 FROM {_q(s)}.deadlines d WHERE d.case_id = c.case_id"
+            " AND d.fired_at IS NULL AND d.cancelled_at IS NULL)"
+            for s in _with(tables, "deadlines", "case_id", "fired_at", "cancelled_at")]
+    cur.execute("SELECT c.case_id, c.state, c.version FROM cases.cases c WHERE c.state <> ALL(%s)"
+                + "".join(f" AND NOT {e}" for e in live) + " ORDER BY 1", (list(FINAL_STATES),))
+    return _listed("deadlines", cur.fetchall(), lambda r: f"case {r[0]} in {r[1]} (version {r[2]})"
+                   " has no pending deadline in any schema")
+
+
+def _pending(cur, tables):
+    """[(topic, payload)] of the outbox rows not yet sent, every schema."""
+    out = []
+    for s in _with(tables, "outbox", "topic", "payload", "sent_at"):
+        cur.execute(f"SELECT topic, payload FROM {_q(s)}.outbox WHERE sent_at IS NULL ORDER BY id")
+        out += cur.fetchall()
+    return out
+
+
+def _check_state_changes(h, timeline, versions, wire):
+    """Every timeline row has exactly one CaseStateChanged (one event id) with
+    its (case_id, version) and its from/to; no CaseStateChanged names a
+    version the case has passed without a timeline row."""
+    names = h.pb.Envelope.DESCRIPTOR.fields_by_name["case_state_changed"].message_type \
+        .fields_by_name["to_state"].enum_type.values_by_number
+    state = lambda n: names[n].name[len("CASE_STATE_"):] if n in names and n else None
+    seen = {}
+    for eid, (env, _) in wire.items():
+        if env.WhichOneof("payload") == "case_state_changed":
+            p = env.case_state_changed
+            seen.setdefault((p.case_id, p.version), []).append((eid, state(p.from_state), state(p.to_state)))
+    missing, doubled, wrong, phantom = [], [], [], []
+    rows = {(c, v): (f, t) for c, v, f, t in timeline}
+    for (c, v), (f, t) in sorted(rows.items()):
+        got = seen.get((c, v), [])
+        if not got:
+            missing.append((c, v, f, t))
+        elif len(got) > 1:
+            doubled.append((c, v, [g[0] for g in got]))
+        elif got[0][1:] != (f, t):
+            wrong.append((c, v, (f, t), got[0][1:]))
+    for (c, v), got in sorted(seen.items()):
+        if (c, v) not in rows and c in versions and v <= versions[c]:
+            phantom.append((c, v, got[0][1:]))
+    return (_listed("state_changes", missing, lambda r: f"timeline {r[0]} v{r[1]} {r[2] or '-'}->{r[3]}"
+                    " has no CaseStateChanged")
+            + _listed("state_changes", doubled, lambda r: f"timeline {r[0]} v{r[1]} has"
+                      f" {len(r[2])} CaseStateChanged with distinct event ids {r[2]}")
+            + _listed("state_changes", wrong, lambda r: f"timeline {r[0]} v{r[1]} is {r[2]} but its"
+                      f" CaseStateChanged says {r[3]}")
+            + _listed("state_changes", phantom, lambda r: f"CaseStateChanged {r[0]} v{r[1]} {r[2]}"
+                      " has no timeline row"))
+
+
+def _check_answers(h, claimed, held, wire_requests, wire_cases, wire_dlq):
+    """Every AfterSalesRequested with a valid request id that a worker took in
+    (its event id in an inbox) and did not dead-letter, and that is not held
+    waiting for its order, has exactly one answer naming its request id (per
+    buyer): a BuyerAcknowledged or a RequestRejected."""
+    dead = set()
+    for env, _ in wire_dlq.values():
+        if env.WhichOneof("payload") == "dead_letter":
+            d = env.dead_letter
+            dead.add(d.original_event_id)
+            dead.add((d.source_topic, d.source_partition, d.source_offset))
+    asked = {}
+    for eid, (env, at) in wire_requests.items():
+        if env.WhichOneof("payload") != "aftersales_requested":
+            continue
+        r = env.aftersales_requested
+        if not _SAFE_ID.fullmatch(r.request_id) or eid not in claimed or r.request_id in held:
+            continue
+        if eid in dead or (at and (REQUESTS_TOPIC, at[0], at[1]) in dead):
+            continue
+        asked.setdefault((r.buyer_id, r.request_id), []).append(eid)
+    answers = {}
+    for eid, (env, _) in wire_cases.items():
+        kind = env.WhichOneof("payload")
+        if kind in ("buyer_acknowledged", "request_rejected"):
+            p = getattr(env, kind)
+            answers.setdefault((p.buyer_id, p.request_id), []).append(f"{kind}:{eid}")
+    bad = sorted((k, answers.get(k, [])) for k in asked if len(answers.get(k, [])) != 1)
+    return _listed("answers", bad, lambda r: f"request {r[0][1]} (buyer {r[0][0]}) has"
+                   f" {len(r[1])} answers, want 1: {r[1]}")
+
+
+def check_invariants(h, checks=INVARIANTS):
+    """The fleet's promises over the test's database and broker, after
+    settle(): returns one line per violation ([] when all hold)."""
+    import psycopg2
+    if h.sql("SELECT to_regclass('cases.cases')")[0][0] is None:
+        return []  # not a test of the case fleet (e.g. the probe's runtime tests)
+    try:
+        settle(h)
+    except AssertionError as e:
+        return [f"settle: {e}"]
+    conn = psycopg2.connect(h.dsn, connect_timeout=5)
+    try:
+        conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+        cur = conn.cursor()
+        tables = _tables(cur)
+        out = []
+        if "money" in checks:
+            out += _check_money(cur, tables)
+        if "deadlines" in checks:
+            out += _check_deadlines(cur, tables)
+        cur.execute("SELECT case_id, version, from_state, to_state FROM cases.timeline")
+        timeline = cur.fetchall()
+        cur.execute("SELECT case_id, version FROM cases.cases")
+        versions = dict(cur.fetchall())
+        pending = _pending(cur, tables)
+        claimed, held = set(), set()
+        if "answers" in checks:
+            for s in _with(tables, "inbox", "event_id", "topic"):
+                cur.execute(f"SELECT event_id::text FROM {_q(s)}.inbox WHERE topic = %s", (REQUESTS_TOPIC,))
+                claimed |= {r[0] for r in cur.fetchall()}
+            for s in _with(tables, "held_requests", "request_id"):
+                cur.execute(f"SELECT request_id FROM {_q(s)}.held_requests")
+                held |= {r[0] for r in cur.fetchall()}
+        conn.rollback()
+    finally:
+        conn.close()
+    topics = [CASES_TOPIC] + ([REQUESTS_TOPIC, DLQ_TOPIC] if claimed else [])
+    if "state_changes" not in checks and not claimed:
+        return out
+    wire = _wire(h, topics, pending)
+    if "state_changes" in checks:
+        out += _check_state_changes(h, timeline, versions, wire[CASES_TOPIC])
+    if claimed:
+        out += _check_answers(h, claimed, held, wire[REQUESTS_TOPIC], wire[CASES_TOPIC], wire[DLQ_TOPIC])
+    return out

@@ -53,14 +53,45 @@ def pbm(h):
 _seq = [0]
 
 
+def allocate(total, weights):
+    """as_money_allocate: floor(total x w / W) each, then the units left over
+    one each to the largest remainders, ties to the lower index."""
+    W = sum(weights)
+    if W == 0:
+        return [0] * len(weights)
+    out = [total * w // W for w in weights]
+    rems = sorted(range(len(weights)), key=lambda i: (-(total * weights[i] % W), i))
+    for i in rems[:total - sum(out)]:
+        out[i] += 1
+    return out
+
+
+def paid_split(order_lines, shipping_fee, paid):
+    """Intake's allocation of the amount paid: {line_id: share} over the
+    order's lines [(line_id, unit_minor, purchased)] sorted by line id in byte
+    order, and the shipping fee's share (last)."""
+    lines = sorted(order_lines, key=lambda l: l[0].encode())
+    shares = allocate(paid, [u * b for _, u, b in lines] + [shipping_fee])
+    return {l[0]: s for l, s in zip(lines, shares)}, shares[-1]
+
+
+def share(amount, part, whole):
+    """as_money_share: floor(amount x part / whole)."""
+    return amount * part // whole
+
+
 def new_case(h, *, case_id=None, order_id=None, buyer_id=None, merchant_id="m-1",
              case_type="RETURN_REFUND", reason="CHANGED_MIND",
              lines=None, currency="CNY", delivered_at_us=None, submitted_at_us=None,
              declared_unused=True, evidence=(), region="CN-EAST", shipping_fee=800,
              payment_method="WALLET", payment_ref=None, first_order_at_us=None, orders=3, cases=0,
-             claims_on_order=0, review_due_us=None, return_method="PICKUP", locale="zh-CN"):
+             claims_on_order=0, review_due_us=None, return_method="PICKUP", locale="zh-CN",
+             other_lines=(), paid=None):
     """A crafted CaseOpened envelope (route review) and its shared-row spec.
-    lines = [(line_id, sku, category, quantity, unit_minor, purchased_quantity)]."""
+    lines = [(line_id, sku, category, quantity, unit_minor, purchased_quantity)]:
+    the claimed lines; other_lines = [(line_id, unit_minor, purchased)]: the
+    order's lines not claimed; paid: OrderPaid.amount_paid (default: the
+    order's total), allocated over all of them as intake does (paid_split)."""
     m = pbm(h)
     c = m.common
     tag = uuid.uuid4().hex[:10]
@@ -84,11 +115,17 @@ def new_case(h, *, case_id=None, order_id=None, buyer_id=None, merchant_id="m-1"
                            declared_unused=declared_unused, locale=locale,
                            submitted_at_us=submitted_at_us)
     claimed = 0
+    order_lines = [(l[0], l[4], l[5]) for l in lines] + list(other_lines)
+    if paid is None:
+        paid = sum(u * b for _, u, b in order_lines) + shipping_fee
+    line_paid, ship_paid = paid_split(order_lines, shipping_fee, paid)
     for line_id, sku, cat, qty, unit, bought in lines:
         l = e.case_lines.add(line_id=line_id, sku=sku, category=cat, supplier_id="sup-1",
                              quantity=qty, purchased_quantity=bought)
         l.unit_price.amount_minor = unit
         l.unit_price.currency = currency
+        l.paid_allocated.amount_minor = line_paid[line_id]
+        l.paid_allocated.currency = currency
         e.lines.add(line_id=line_id, sku=sku, quantity=qty)
         claimed += qty * unit
     e.claimed_amount.amount_minor = claimed
@@ -96,8 +133,10 @@ def new_case(h, *, case_id=None, order_id=None, buyer_id=None, merchant_id="m-1"
     o = e.order
     o.placed_at_us = delivered_at_us - DAY_US if delivered_at_us else now - 3 * DAY_US
     o.delivered_at_us = delivered_at_us
-    o.paid.amount_minor = sum(u * b for _, _, _, _, u, b in lines) + shipping_fee
+    o.paid.amount_minor = paid
     o.paid.currency = currency
+    o.shipping_paid.amount_minor = ship_paid
+    o.shipping_paid.currency = currency
     o.payment_method = c.PaymentMethod.Value("PAYMENT_METHOD_" + payment_method)
     o.payment_ref = payment_ref or f"pay-{order_id}"
     o.region = region
@@ -113,27 +152,43 @@ def new_case(h, *, case_id=None, order_id=None, buyer_id=None, merchant_id="m-1"
 
 
 def insert_case_rows(h, envs, review_clock=True):
-    """Writes the shared cases.cases (and cases.sla_clocks 'review') rows of
-    crafted CaseOpened envelopes, as intake would, in one statement each."""
-    rows = []
+    """Writes the shared cases.cases and cases.case_lines (and cases.sla_clocks
+    'review') rows of crafted CaseOpened envelopes, with the paid figures, as
+    intake would, in one statement each."""
+    rows, lines = [], []
     for env in envs:
         e = env.case_opened
         m = pbm(h)
+        o = e.order
+        paid = o.paid if o.HasField("paid") else None  # an unpaid order: NULL, as intake records it
         rows.append((e.case_id, e.case_number, m.common.CaseType.Name(e.case_type)[10:], e.order_id,
                      e.buyer_id, e.merchant_id, m.common.Reason.Name(e.reason)[7:],
-                     e.claimed_amount.currency, e.claimed_amount.amount_minor, e.review_due_us))
+                     e.claimed_amount.currency, min(e.claimed_amount.amount_minor, 2**63 - 1),
+                     paid.amount_minor if paid else None, paid.currency if paid else None,
+                     o.shipping_paid.amount_minor if o.HasField("shipping_paid") else None,
+                     e.review_due_us))
+        for l in e.case_lines:
+            lines.append((e.case_id, e.order_id, l.line_id, l.sku, l.quantity, max(l.unit_price.amount_minor, 0),
+                          l.unit_price.currency or "XXX",
+                          l.paid_allocated.amount_minor if l.HasField("paid_allocated") else None,
+                          l.purchased_quantity))
     if not rows:
         return
     cols = list(zip(*rows))
     h.sql("INSERT INTO cases.cases (case_id, case_number, case_type, state, order_id, buyer_id,"
-          " merchant_id, reason, route, currency, claimed_minor)"
-          " SELECT a, b, c, 'OPEN', d, e, f, g, 'review', h, i FROM unnest(%s::text[], %s::text[],"
-          " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[])"
-          " AS t(a, b, c, d, e, f, g, h, i)", [list(c) for c in cols[:9]])
+          " merchant_id, reason, route, currency, claimed_minor, paid_minor, paid_currency, shipping_paid_minor)"
+          " SELECT a, b, c, 'OPEN', d, e, f, g, 'review', h, i, j, k, l FROM unnest(%s::text[], %s::text[],"
+          " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[],"
+          " %s::text[], %s::bigint[]) AS t(a, b, c, d, e, f, g, h, i, j, k, l)", [list(c) for c in cols[:12]])
+    if lines:
+        lc = list(zip(*lines))
+        h.sql("INSERT INTO cases.case_lines (case_id, order_id, line_id, sku, quantity, unit_minor, currency,"
+              " paid_minor, purchased) SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[],"
+              " %s::int[], %s::bigint[], %s::text[], %s::bigint[], %s::int[])", [list(c) for c in lc])
     if review_clock:
         h.sql("INSERT INTO cases.sla_clocks (case_id, clock, due_at)"
               " SELECT a, 'review', to_timestamp(d / 1e6) FROM unnest(%s::text[], %s::bigint[]) AS t(a, d)",
-              [list(cols[0]), list(cols[9])])
+              [list(cols[0]), list(cols[12])])
 
 
 def open_cases(h, envs, insert=True):
@@ -213,3 +268,20 @@ def refunds_db(h, case_id=None):
     if case_id:
         return h.sql(q + " WHERE case_id = %s", (case_id,))
     return h.sql(q)
+
+
+FINAL_STATES = ("CLOSED", "REJECTED", "REFUNDED", "EXCHANGED", "RESOLVED")
+
+
+def cases_without_deadline(h, case_ids):
+    """The cases of case_ids in a non-final state with no pending row in
+    review's deadlines table (the fleet's invariant says: none)."""
+    return h.sql("SELECT c.case_id, c.state FROM cases.cases c WHERE c.case_id = ANY(%s)"
+                 " AND c.state <> ALL(%s) AND NOT EXISTS (SELECT 1 FROM review.deadlines d"
+                 " WHERE d.case_id = c.case_id AND d.fired_at IS NULL AND d.cancelled_at IS NULL)",
+                 (list(case_ids), list(FINAL_STATES)))
+
+
+def pending_deadlines(h, case_id):
+    return sorted(r[0] for r in h.sql("SELECT kind FROM review.deadlines WHERE case_id = %s AND fired_at IS NULL"
+                                      " AND cancelled_at IS NULL", (case_id,)))

@@ -103,6 +103,7 @@ def test_valid_request_opens_case_routes_and_acknowledges(h):
     a, key = acks[p.case_id]
     assert key == p.case_id and a.case_number == p.case_number and a.buyer_id == buyer_id
     assert a.submitted_at_us == ret.aftersales_requested.submitted_at_us and a.locale == "zh-CN"
+    assert a.request_id == ret.aftersales_requested.request_id
     assert w.metric("as_intake_ack_seconds_count", **{"from": "submitted"}) == 4
     assert w.metric("as_intake_ack_seconds_count", **{"from": "occurred"}) == 4
     assert w.metric("as_intake_cases_opened_total") == 4

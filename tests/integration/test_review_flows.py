@@ -170,7 +170,7 @@ def test_mediation_for_buyer_refunds_once(h):
     m = pbm(h)
     V = m.review
     start_review(h)
-    refunds_r = h.reader(REFUNDS_TOPIC)
+    refunds_r, review_r = h.reader(REFUNDS_TOPIC), h.reader(REVIEW_TOPIC)
     e = new_case(h, reason="MISSING_PARTS", lines=[("l1", "S", "apparel", 2, 2500, 2)])
     open_cases(h, [e])
     wait_state(h, e.case_id, "AWAITING_RETURN")
@@ -188,6 +188,10 @@ def test_mediation_for_buyer_refunds_once(h):
     assert len(refs[e.case_id]) == 1
     r = refs[e.case_id][0]
     assert (r.items_amount.amount_minor, r.shipping_amount.amount_minor, r.total.amount_minor) == (5000, 800, 5800)
+    # The buyer hears of the dispute and of the ruling (ReviewDecided with the case's new state).
+    told = [(p.reason_code, m.common.CaseState.Name(p.case_state))
+            for p in decided(wait_decided(h, review_r, [e.case_id], n=3))[e.case_id][1:]]
+    assert told == [("dispute.opened", "CASE_STATE_DISPUTED"), ("mediation.buyer_upheld", "CASE_STATE_REFUNDED")]
 
 
 # ---- SLA ---------------------------------------------------------------------------------

@@ -7,7 +7,10 @@
  * batch, as_case_transition_many with chained moves on one case, legal,
  * illegal, missing and from_mask-refused moves in one call (refused ones
  * write nothing), and two connections locking the same cases listed in
- * opposite orders. */
+ * opposite orders. The outbox: one CaseStateChanged per timeline row (a
+ * birth from UNSPECIFIED, each legal move), none for a refused move or a
+ * failed call, with the row's from/to/version/actor/reason, its name-based
+ * event id and the causing event or message. */
 #include "as_case.h"
 #include "as_test.h"
 #include "as_test_pg.h"
@@ -178,6 +181,7 @@ static void open_committed(fix_t *f) {
   as_case_new_t c = new_case(f);
   AS_CHECK_INT_EQ(as_db_begin(&f->db), 0);
   AS_CHECK_INT_EQ(as_case_open(&f->tx, &c, SYSTEM, "opened", NULL), 0);
+  AS_CHECK_INT_EQ(as_tx_flush(&f->tx, NULL, 0), 0);
   AS_CHECK_INT_EQ(as_db_commit(&f->db), 0);
 }
 
@@ -570,6 +574,7 @@ static void open_subs_committed(fix_t *f, const char *const *sfx, size_t n, char
   }
   AS_CHECK_INT_EQ(as_db_begin(&f->db), 0);
   AS_CHECK_INT_EQ(as_case_open_many(&f->tx, o, n), 0);
+  AS_CHECK_INT_EQ(as_tx_flush(&f->tx, NULL, 0), 0);
   AS_CHECK_INT_EQ(as_db_commit(&f->db), 0);
   for (size_t i = 0; i < n; i++) AS_CHECK(o[i].opened);
 }
@@ -921,5 +926,192 @@ AS_TEST(transition_many_locks_in_case_id_order) {
   }
   as_tx_free(&btx);
   as_db_close(&bdb);
+  fix_teardown(&f);
+}
+
+/* ---- CaseStateChanged in the outbox -------------------------------------- */
+
+/* The CaseStateChanged rows of f's outbox for case ids starting with f's,
+ * in publish order, one entry per row:
+ * "<key>:<version>:<from>><to>:<actor kind enum>/<actor id>(<kind>):<reason>"
+ * where the topic, the envelope's type, case and order ids and the name-based
+ * event id are checked here. */
+static void changes_of(fix_t *f, char *out, size_t outlen) {
+  char sql[256];
+  PGresult *r = AS_PG_Q(f->pg.conn,
+                        as_test_pg_sql(sql, sizeof sql,
+                                       "SELECT event_id::text, topic, msg_key, payload"
+                                       " FROM %s.outbox ORDER BY id", f->pg.schema),
+                        0, NULL);
+  size_t used = 0;
+  out[0] = '\0';
+  for (int i = 0; i < PQntuples(r); i++) {
+    size_t len = 0;
+    unsigned char *bytes = PQunescapeBytea((const unsigned char *)PQgetvalue(r, i, 3), &len);
+    as_envelope_t *env = aftersales__v1__envelope__unpack(NULL, len, bytes);
+    PQfreemem(bytes);
+    AS_CHECK(env != NULL);
+    AS_CHECK_INT_EQ(env->payload_case, AFTERSALES__V1__ENVELOPE__PAYLOAD_CASE_STATE_CHANGED);
+    const Aftersales__V1__CaseStateChanged *p = env->case_state_changed;
+    AS_CHECK_STR_EQ(PQgetvalue(r, i, 1), "aftersales.cases.v1");
+    AS_CHECK_STR_EQ(PQgetvalue(r, i, 2), p->case_id);
+    AS_CHECK_STR_EQ(env->event_type, "CaseStateChanged");
+    AS_CHECK_STR_EQ(env->case_id, p->case_id);
+    AS_CHECK_STR_EQ(env->order_id, "ORD-1");
+    AS_CHECK_STR_EQ(p->order_id, "ORD-1");
+    AS_CHECK(p->case_number[0] != '\0');
+    char name[160], id[37];
+    int nlen = snprintf(name, sizeof name, "%s|%lld", p->case_id, (long long)p->version);
+    as_uuid_v8(id, "aftersales.case_state_changed", name, (size_t)nlen);
+    AS_CHECK_STR_EQ(env->event_id, id);
+    AS_CHECK_STR_EQ(PQgetvalue(r, i, 0), id);
+    const char *from = as_case_state_name(p->from_state);
+    int w = snprintf(out + used, outlen - used, "%s%s:%lld:%s>%s:%d/%s(%s):%s", used ? " " : "",
+                     PQgetvalue(r, i, 2) + strlen(f->case_id), (long long)p->version,
+                     from ? from : "-", as_case_state_name(p->to_state), (int)p->actor->kind,
+                     p->actor->id, p->actor_kind, p->reason);
+    if (w > 0) used += (size_t)w < outlen - used ? (size_t)w : outlen - used - 1;
+    as_envelope_free(env);
+  }
+  PQclear(r);
+}
+
+/* As many outbox rows, with distinct event ids, as f's cases have timeline
+ * rows (with changes_of naming each row's case and version, every timeline
+ * row is on the wire once: the invariant the integration suite checks). */
+static void check_timeline_matches_outbox(fix_t *f) {
+  char sql[256];
+  const char *v[1] = {f->case_id};
+  long long rows = AS_PG_INT(f->pg.conn,
+                             "SELECT count(*) FROM cases.timeline WHERE starts_with(case_id, $1)",
+                             1, v);
+  as_test_pg_sql(sql, sizeof sql, "SELECT count(DISTINCT event_id) FROM %s.outbox", f->pg.schema);
+  AS_CHECK(rows > 0);
+  AS_CHECK_INT_EQ(AS_PG_INT(f->pg.conn, sql, 0, NULL), rows);
+  as_test_pg_sql(sql, sizeof sql, "SELECT count(*) FROM %s.outbox", f->pg.schema);
+  AS_CHECK_INT_EQ(AS_PG_INT(f->pg.conn, sql, 0, NULL), rows);
+}
+
+#define K(x) AFTERSALES__V1__ACTOR_KIND__ACTOR_KIND_##x
+
+/* Births and a batch of legal, illegal, missing, masked and chained moves:
+ * the outbox holds one CaseStateChanged per timeline row, in call order,
+ * with from/to/version/actor/reason, and none for a refused move. */
+AS_TEST(outbox_holds_one_change_per_legal_move) {
+  fix_t f;
+  char ids[2][96], missing[96], got[1024], want[1024];
+
+  fix_setup(&f);
+  static const char *const sfx[] = {"a", "b"};
+  open_subs_committed(&f, sfx, 2, ids);
+  sub_id(&f, "missing", missing, sizeof missing);
+  as_case_move_t m[] = {
+      mv(ids[1], ST(REFUNDED), "too early"), /* illegal from OPEN */
+      mv(missing, ST(IN_REVIEW), "ghost"),   /* no such case */
+      mv(ids[0], ST(APPROVED), "auto"),      /* legal: a v2 */
+      mv(ids[1], ST(APPROVED), "masked"),    /* from_mask wants IN_REVIEW */
+      mv(ids[0], ST(AWAITING_RETURN), "label"), /* chained: a v3 */
+      mv(ids[1], ST(MANUAL_REVIEW), "abuse"),   /* legal: b v2 */
+      mv(ids[0], ST(OPEN), "back"),             /* illegal */
+  };
+  m[3].from_mask = AS_CASE_BIT(ST(IN_REVIEW));
+  m[4].actor = (as_case_actor_t){"agent", "a-9"};
+  m[5].actor = (as_case_actor_t){"mediator", "m-2"}; /* a kind the enum lacks */
+  AS_CHECK_INT_EQ(as_db_begin(&f.db), 0);
+  AS_CHECK_INT_EQ(as_case_transition_many(&f.tx, m, sizeof m / sizeof m[0]), 0);
+  AS_CHECK_INT_EQ(f.tx.rows, 3);
+  AS_CHECK_INT_EQ(as_tx_flush(&f.tx, NULL, 0), 0);
+  AS_CHECK_INT_EQ(as_db_commit(&f.db), 0);
+
+  changes_of(&f, got, sizeof got);
+  snprintf(want, sizeof want,
+           "-a:1:->OPEN:%d/intake(system):opened -b:1:->OPEN:%d/intake(system):opened"
+           " -a:2:OPEN>APPROVED:%d/intake(system):auto"
+           " -a:3:APPROVED>AWAITING_RETURN:%d/a-9(agent):label"
+           " -b:2:OPEN>MANUAL_REVIEW:%d/m-2(mediator):abuse",
+           K(SYSTEM), K(SYSTEM), K(SYSTEM), K(AGENT), K(UNSPECIFIED));
+  AS_CHECK_STR_EQ(got, want);
+  check_timeline_matches_outbox(&f);
+  fix_teardown(&f);
+}
+
+/* Only refused moves, a call refused whole (-EINVAL), a failed statement and
+ * an opening that finds its case existing queue nothing. */
+AS_TEST(outbox_holds_nothing_for_refused_moves) {
+  fix_t f;
+  char ids[1][96], got[512];
+
+  fix_setup(&f);
+  static const char *const sfx[] = {"a"};
+  open_subs_committed(&f, sfx, 1, ids);
+  as_case_move_t m[2] = {mv(ids[0], ST(REFUNDED), "no"), mv(ids[0], ST(IN_REVIEW), "masked")};
+  m[1].from_mask = AS_CASE_BIT(ST(AWAITING_EVIDENCE));
+  AS_CHECK_INT_EQ(as_db_begin(&f.db), 0);
+  AS_CHECK_INT_EQ(as_case_transition_many(&f.tx, m, 2), 0);
+  as_case_move_t bad[2] = {mv(ids[0], ST(IN_REVIEW), "x"), mv(NULL, ST(IN_REVIEW), "x")};
+  AS_CHECK_INT_EQ(as_case_transition_many(&f.tx, bad, 2), -EINVAL);
+  as_case_opening_t again = {.c = new_case(&f), .actor = SYSTEM, .why = "again"};
+  again.c.case_id = ids[0];
+  AS_CHECK_INT_EQ(as_case_open_many(&f.tx, &again, 1), 0);
+  AS_CHECK(!again.opened);
+  AS_CHECK_INT_EQ(f.tx.rows, 0);
+  AS_CHECK_INT_EQ(as_db_commit(&f.db), 0);
+
+  as_case_move_t broken = mv(ids[0], ST(IN_REVIEW), "broken");
+  broken.detail_json = "{oops";
+  AS_CHECK_INT_EQ(as_db_begin(&f.db), 0);
+  AS_CHECK_INT_EQ(as_case_transition_many(&f.tx, &broken, 1), -EIO);
+  AS_CHECK_INT_EQ(f.tx.rows, 0);
+  as_db_rollback(&f.db);
+  changes_of(&f, got, sizeof got);
+  AS_CHECK_STR_EQ(got, "-a:1:->OPEN:1/intake(system):opened");
+  fix_teardown(&f);
+}
+
+/* The causing event: without a message, event_id is the causation id (a new
+ * trace); with the message being handled, its id and trace carry on. */
+AS_TEST(outbox_change_names_its_cause) {
+  fix_t f;
+  char ids[1][96], ev[37], cause_id[37], sql[256];
+
+  fix_setup(&f);
+  static const char *const sfx[] = {"a"};
+  open_subs_committed(&f, sfx, 1, ids);
+  AS_CHECK_INT_EQ(as_uuid_v4(ev), 0);
+  AS_CHECK_INT_EQ(as_uuid_v4(cause_id), 0);
+  as_envelope_t cause_env = AFTERSALES__V1__ENVELOPE__INIT;
+  cause_env.event_id = cause_id;
+  cause_env.trace_id = "0123456789abcdef0123456789abcdef";
+  as_msg_t cause = {.env = &cause_env};
+  as_case_move_t m[2] = {mv(ids[0], ST(IN_REVIEW), "by id"), mv(ids[0], ST(APPROVED), "by msg")};
+  m[0].event_id = ev;
+  m[1].event_id = cause_id;
+  m[1].cause = &cause;
+  AS_CHECK_INT_EQ(as_db_begin(&f.db), 0);
+  AS_CHECK_INT_EQ(as_case_transition_many(&f.tx, m, 2), 0);
+  AS_CHECK_INT_EQ(as_tx_flush(&f.tx, NULL, 0), 0);
+  AS_CHECK_INT_EQ(as_db_commit(&f.db), 0);
+
+  PGresult *r = AS_PG_Q(f.pg.conn,
+                        as_test_pg_sql(sql, sizeof sql, "SELECT payload FROM %s.outbox ORDER BY id",
+                                       f.pg.schema),
+                        0, NULL);
+  AS_CHECK_INT_EQ(PQntuples(r), 3);
+  const char *want_cause[3] = {"", ev, cause_id};
+  for (int i = 0; i < 3; i++) {
+    size_t len = 0;
+    unsigned char *bytes = PQunescapeBytea((const unsigned char *)PQgetvalue(r, i, 0), &len);
+    as_envelope_t *env = aftersales__v1__envelope__unpack(NULL, len, bytes);
+    PQfreemem(bytes);
+    AS_CHECK(env != NULL);
+    AS_CHECK_STR_EQ(env->causation_id, want_cause[i]);
+    AS_CHECK_INT_EQ(strlen(env->trace_id), 32);
+    if (i == 2) AS_CHECK_STR_EQ(env->trace_id, cause_env.trace_id);
+    else AS_CHECK(strcmp(env->trace_id, cause_env.trace_id) != 0);
+    AS_CHECK_STR_EQ(env->producer->service, "test");
+    AS_CHECK(env->occurred_at_us > 0);
+    as_envelope_free(env);
+  }
+  PQclear(r);
   fix_teardown(&f);
 }

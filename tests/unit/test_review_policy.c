@@ -60,7 +60,7 @@ static void check_refused(const char *text, size_t len, const char *want) {
   }
 }
 
-static const review_line_t APPAREL[] = {{"l1", "sku-1", "apparel", 1, 5000}};
+static const review_line_t APPAREL[] = {{"l1", "sku-1", "apparel", 1, 5000, 1, 5000}};
 
 /* An eligible changed-mind return one day after delivery, CNY 50.00. */
 static review_case_t base_case(void) {
@@ -228,6 +228,21 @@ AS_TEST(refusals) {
        "line 5: [category x]: goodwill_days > 0 needs claim_days > 0"},
       {MIN "[default]\nreturn_methods = PICKUP\n",
        "default_return_method DROP_OFF is not in return_methods"},
+      /* shipping_refund: one of three words, in [default] and [merchant] only, once */
+      {MIN "[default]\nshipping_refund = half\n",
+       "line 6: shipping_refund: unknown shipping refund (whole, pro_rata or none) \"half\""},
+      {MIN "[default]\nshipping_refund =\n",
+       "line 6: shipping_refund: unknown shipping refund (whole, pro_rata or none) \"\""},
+      {MIN "[default]\nshipping_refund = Whole\n",
+       "line 6: shipping_refund: unknown shipping refund (whole, pro_rata or none) \"Whole\""},
+      {MIN "[default]\nshipping_refund = whole none\n",
+       "line 6: shipping_refund: unknown shipping refund (whole, pro_rata or none) \"whole none\""},
+      {MIN "[category x]\nshipping_refund = none\n",
+       "line 6: key \"shipping_refund\" is not allowed in [category]"},
+      {MIN "[region CN]\nshipping_refund = none\n",
+       "line 6: key \"shipping_refund\" is not allowed in [region]"},
+      {MIN "[merchant m]\nshipping_refund = none\nshipping_refund = whole\n",
+       "line 7: duplicate key \"shipping_refund\""},
   };
 
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
@@ -322,7 +337,7 @@ AS_TEST(small_file_inherits_builtin_default) {
   c.submitted_at_us = T0 + 30 * DAY;
   AS_CHECK_INT_EQ(decide(p, &c).verdict, V(APPROVED));
   /* the file's sections are its own: fresh_produce is returnable here */
-  static const review_line_t fresh[] = {{"l1", "s", "fresh_produce", 1, 100}};
+  static const review_line_t fresh[] = {{"l1", "s", "fresh_produce", 1, 100, 1, 100}};
   c = base_case();
   c.lines = fresh;
   AS_CHECK_INT_EQ(decide(p, &c).verdict, V(APPROVED));
@@ -357,8 +372,8 @@ static const char PRECEDENCE[] = MIN
     "[category fresh]\nnon_returnable = yes\n";
 
 AS_TEST(precedence_merchant_category_default) {
-  static const review_line_t elec[] = {{"l1", "s", "electronics", 1, 100}};
-  static const review_line_t fresh[] = {{"l1", "s", "fresh", 1, 100}};
+  static const review_line_t elec[] = {{"l1", "s", "electronics", 1, 100, 1, 100}};
+  static const review_line_t fresh[] = {{"l1", "s", "fresh", 1, 100, 1, 100}};
   static const struct {
     const char *merchant;
     const review_line_t *lines;
@@ -401,6 +416,27 @@ AS_TEST(precedence_merchant_category_default) {
   c.currency = "USD";
   c.claimed_minor = 30000;
   AS_CHECK_STR_EQ(decide(p, &c).rule, "approve.return_refund");
+  review_policy_free(p);
+}
+
+/* shipping_refund: built-in pro_rata, a [default] and a [merchant] override;
+ * only seller-fault refunds carry it (an exchange refunds nothing). */
+AS_TEST(shipping_refund_key) {
+  review_policy_t *b = builtin();
+  review_case_t c = base_case();
+  c.reason = RS(MISSING_PARTS);
+  review_decision_t d = decide(b, &c);
+  AS_CHECK(d.refund_shipping);
+  AS_CHECK_INT_EQ(d.shipping_refund, REVIEW_SHIP_PRO_RATA);
+  review_policy_free(b);
+
+  review_policy_t *p = parse_ok(MIN "[default]\nshipping_refund = none\n[merchant m-whole]\nshipping_refund = whole\n");
+  AS_CHECK_INT_EQ(decide(p, &c).shipping_refund, REVIEW_SHIP_NONE);
+  c.merchant_id = "m-whole";
+  AS_CHECK_INT_EQ(decide(p, &c).shipping_refund, REVIEW_SHIP_WHOLE);
+  review_policy_free(p);
+  p = parse_ok(MIN "[default]\nshipping_refund = pro_rata\n");
+  AS_CHECK_INT_EQ(decide(p, &c).shipping_refund, REVIEW_SHIP_PRO_RATA);
   review_policy_free(p);
 }
 
@@ -530,7 +566,7 @@ AS_TEST(non_returnable_categories) {
   review_policy_t *p = builtin();
 
   for (size_t i = 0; i < 2; i++) {
-    review_line_t lines[] = {{"l1", "s", "apparel", 1, 100}, {"l2", "s", cats[i], 1, 100}};
+    review_line_t lines[] = {{"l1", "s", "apparel", 1, 100, 1, 100}, {"l2", "s", cats[i], 1, 100, 1, 100}};
     review_case_t c = base_case();
     c.lines = lines;
     c.nlines = 2;
@@ -710,8 +746,8 @@ AS_TEST(region_fallback_and_return_method) {
 }
 
 AS_TEST(packaging_first_category_with_one) {
-  static const review_line_t mixed[] = {{"l1", "s", "apparel", 1, 100},
-                                        {"l2", "s", "electronics", 1, 100}};
+  static const review_line_t mixed[] = {{"l1", "s", "apparel", 1, 100, 1, 100},
+                                        {"l2", "s", "electronics", 1, 100, 1, 100}};
   review_policy_t *p = builtin();
   review_case_t c = base_case();
 
@@ -728,12 +764,12 @@ AS_TEST(multi_category_strictest) {
       "[category electronics]\nno_reason_days = 15\nclaim_days = 40\n"
       "refund_only_max = CNY:500\n"
       "[category books]\nno_reason_days = 10\nclaim_days = 60\n";
-  static const review_line_t e[] = {{"l1", "s", "electronics", 1, 100}};
-  static const review_line_t eb[] = {{"l1", "s", "electronics", 1, 100},
-                                     {"l2", "s", "books", 1, 100}};
-  static const review_line_t ex[] = {{"l1", "s", "electronics", 1, 100},
-                                     {"l2", "s", "toys", 1, 100}};
-  static const review_line_t b[] = {{"l1", "s", "books", 1, 100}};
+  static const review_line_t e[] = {{"l1", "s", "electronics", 1, 100, 1, 100}};
+  static const review_line_t eb[] = {{"l1", "s", "electronics", 1, 100, 1, 100},
+                                     {"l2", "s", "books", 1, 100, 1, 100}};
+  static const review_line_t ex[] = {{"l1", "s", "electronics", 1, 100, 1, 100},
+                                     {"l2", "s", "toys", 1, 100, 1, 100}};
+  static const review_line_t b[] = {{"l1", "s", "books", 1, 100, 1, 100}};
   static const struct {
     const review_line_t *lines;
     size_t n;
