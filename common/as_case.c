@@ -170,15 +170,16 @@ static int cols_run(as_cols_t *c, as_tx_t *tx, const char *sql, PGresult **out) 
 static const char sql_open[] =
     "WITH u AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
     " $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[],"
-    " $13::text[], $14::text[], $15::uuid[]) WITH ORDINALITY"
-    " AS u(id, num, ty, st, o, b, m, r, ro, cur, cl, ak, ai, why, e, i)),"
+    " $13::text[], $14::text[], $15::uuid[], $16::bigint[], $17::text[], $18::bigint[])"
+    " WITH ORDINALITY AS u(id, num, ty, st, o, b, m, r, ro, cur, cl, ak, ai, why, e, pm, pc, sp, i)),"
     " d AS (SELECT DISTINCT ON (u.id) u.* FROM u ORDER BY u.id, u.i),"
     " s AS (SELECT d.*, coalesce(d.num, 'AS-' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD')"
     " || '-' || lpad(q.n::text, greatest(7, length(q.n::text)), '0')) AS number FROM d,"
     " LATERAL (SELECT CASE WHEN d.num IS NULL THEN nextval('cases.case_number_seq') END AS n) q),"
     " c AS (INSERT INTO cases.cases (case_id, case_number, case_type, state, order_id, buyer_id,"
-    " merchant_id, reason, route, currency, claimed_minor)"
-    " SELECT s.id, s.number, s.ty, s.st, s.o, s.b, s.m, s.r, s.ro, s.cur, s.cl FROM s"
+    " merchant_id, reason, route, currency, claimed_minor, paid_minor, paid_currency,"
+    " shipping_paid_minor)"
+    " SELECT s.id, s.number, s.ty, s.st, s.o, s.b, s.m, s.r, s.ro, s.cur, s.cl, s.pm, s.pc, s.sp FROM s"
     " ORDER BY s.id COLLATE \"C\" ON CONFLICT (case_id) DO NOTHING"
     " RETURNING case_id, case_number, state),"
     " t AS (INSERT INTO cases.timeline (case_id, version, from_state, to_state, actor_kind,"
@@ -187,7 +188,7 @@ static const char sql_open[] =
     " SELECT s.i, c.case_number FROM c JOIN s ON s.id = c.case_id";
 
 enum { O_ID, O_NUM, O_TYPE, O_STATE, O_ORDER, O_BUYER, O_MERCHANT, O_REASON, O_ROUTE, O_CUR,
-       O_CLAIMED, O_AKIND, O_AID, O_WHY, O_EVENT, O_COUNT };
+       O_CLAIMED, O_AKIND, O_AID, O_WHY, O_EVENT, O_PAID, O_PAID_CUR, O_SHIP_PAID, O_COUNT };
 
 static void open_row(as_cols_t *c, const as_case_opening_t *o) {
   const as_case_new_t *k = &o->c;
@@ -196,10 +197,17 @@ static void open_row(as_cols_t *c, const as_case_opening_t *o) {
                      [O_BUYER] = k->buyer_id, [O_MERCHANT] = k->merchant_id,
                      [O_REASON] = k->reason, [O_ROUTE] = k->route, [O_CUR] = k->currency,
                      [O_AKIND] = o->actor.kind, [O_AID] = o->actor.id, [O_WHY] = o->why,
-                     [O_EVENT] = o->event_id};
+                     [O_EVENT] = o->event_id, [O_PAID_CUR] = k->has_paid ? k->paid_currency : NULL};
   for (int i = 0; i < O_COUNT; i++)
-    if (i != O_CLAIMED) as_cols_str(c, i, s[i]);
+    if (i != O_CLAIMED && i != O_PAID && i != O_SHIP_PAID) as_cols_str(c, i, s[i]);
   as_cols_int(c, O_CLAIMED, k->claimed_minor);
+  if (k->has_paid) {
+    as_cols_int(c, O_PAID, k->paid_minor);
+    as_cols_int(c, O_SHIP_PAID, k->shipping_paid_minor);
+  } else {
+    as_cols_null(c, O_PAID);
+    as_cols_null(c, O_SHIP_PAID);
+  }
 }
 
 static void open_results(as_case_opening_t *o, size_t n, PGresult *r) {

@@ -51,6 +51,12 @@ typedef struct as_case_new {
   const char *reason, *route, *currency; /* currency may be NULL */
   int64_t claimed_minor;
   as_case_state_t state;
+  /* What was paid for the order (cases.cases.paid_minor, paid_currency,
+   * shipping_paid_minor): the cap review's ledger is checked against.
+   * has_paid false leaves them NULL (nothing paid yet: complaints). */
+  bool has_paid;
+  int64_t paid_minor, shipping_paid_minor;
+  const char *paid_currency;
 } as_case_new_t;
 
 #define AS_CASE_NUMBER_MAX 32 /* "AS-YYYYMMDD-" + up to 19 digits + NUL */

@@ -150,6 +150,7 @@ struct intake_req {
   int64_t *line_paid;      /* per request line: the whole line's share of the amount paid */
   int64_t shipping_paid, paid_minor; /* the shipping fee's share; OrderPaid.amount_paid */
   bool paid;               /* the three figures above are set */
+  const char *paid_currency; /* with paid: borrowed from the batch's order rows */
   int64_t vouched_us;      /* the submission time windows are judged on */
   intake_history_t history;
 };

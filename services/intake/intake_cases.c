@@ -9,13 +9,14 @@
  * request is answered with the winner's case (intake_idem) and only the
  * winner publishes CaseOpened.
  * Everything else of the cases (lines, SLA clocks, evidence, comment, the
- * request record with its content hash, the paid figures) is a second
+ * request record with its content hash) is a second
  * statement, the buyer's history a third, the cases' deadlines a fourth.
  * CaseOpened carries everything the review worker decides on: the claimed
  * lines with prices, categories and suppliers, the order's facts and the
  * buyer's history, the paid shares (intake_money) and the vouched submission
  * time. The same paid figures go into the shared tables (case_lines.paid_minor
- * and purchased; cases.paid_minor, paid_currency, shipping_paid_minor),
+ * and purchased here; cases.paid_minor, paid_currency, shipping_paid_minor
+ * with the case row),
  * where review checks every CaseOpened against them. BuyerAcknowledged is
  * the buyer's first response, naming the request it answers: its SLA clock
  * is met at once and the submission-to-acknowledgement time observed. */
@@ -29,13 +30,9 @@
 #include "intake.h"
 
 /* Everything else of the opened cases, one statement: lines (with the
- * line's paid share), SLA clocks, evidence, the comment, the paid figures of
- * the case, intake's record of the request and its answer (intake_idem).
- * The paid figures go in as
- * an upsert on the case rows as_case_open_many has just inserted (the
- * conflict always happens, the row's own values are the case's): an UPDATE
- * ... FROM unnest is planned as a hash join over the whole of cases.cases,
- * a sequential scan per batch, while the upsert finds each row by its key. */
+ * line's paid share), SLA clocks, evidence, the comment, intake's record of
+ * the request and its answer (intake_idem). The case's own paid figures are
+ * written with the case row itself (as_case_open_many). */
 static const char sql_rows[] =
     "WITH l AS (INSERT INTO cases.case_lines (case_id, order_id, line_id, sku, quantity,"
     " unit_minor, currency, paid_minor, purchased) SELECT * FROM unnest($1::text[], $2::text[],"
@@ -51,19 +48,14 @@ static const char sql_rows[] =
     " body, sent_at) SELECT u.c, u.e, 'request', 'buyer', u.b, u.t, to_timestamp(u.s / 1e6)"
     " FROM unnest($21::text[], $22::uuid[], $23::text[], $24::text[], $25::bigint[])"
     " AS u(c, e, b, t, s) ON CONFLICT (event_id, source) DO NOTHING),"
-    " p AS (INSERT INTO cases.cases (case_id, case_number, case_type, state, order_id, buyer_id,"
-    " paid_minor, paid_currency, shipping_paid_minor) SELECT * FROM unnest($26::text[], $27::text[],"
-    " $28::text[], $29::text[], $30::text[], $31::text[], $32::bigint[], $33::text[], $34::bigint[])"
-    " ON CONFLICT (case_id) DO UPDATE SET paid_minor = EXCLUDED.paid_minor,"
-    " paid_currency = EXCLUDED.paid_currency, shipping_paid_minor = EXCLUDED.shipping_paid_minor),"
     " a AS (INSERT INTO %1$s.answers (buyer_id, request_id, answer, case_id) SELECT u.b, u.r,"
-    " 'acknowledged', u.c FROM unnest($35::text[], $37::text[], $38::text[]) AS u(b, r, c)"
+    " 'acknowledged', u.c FROM unnest($26::text[], $28::text[], $29::text[]) AS u(b, r, c)"
     " ON CONFLICT DO NOTHING)"
     " INSERT INTO %1$s.requests (buyer_id, idempotency_key, request_id, case_id, order_id,"
     " submitted_at_us, locale, preferred_outcome, return_method, complaint_type, declared_unused,"
-    " content_hash) SELECT * FROM unnest($35::text[], $36::text[], $37::text[], $38::text[],"
-    " $39::text[], $40::bigint[], $41::text[], $42::int[], $43::int[], $44::int[], $45::bool[],"
-    " $46::text[]) ON CONFLICT DO NOTHING";
+    " content_hash) SELECT * FROM unnest($26::text[], $27::text[], $28::text[], $29::text[],"
+    " $30::text[], $31::bigint[], $32::text[], $33::int[], $34::int[], $35::int[], $36::bool[],"
+    " $37::text[]) ON CONFLICT DO NOTHING";
 
 static const char *case_type_name(int t) {
   static const char *const n[] = {"", "RETURN_REFUND", "REFUND_ONLY", "EXCHANGE",
@@ -93,7 +85,8 @@ static as_case_opening_t opening_of(const intake_req_t *q) {
             .order_id = r->order_id, .buyer_id = r->buyer_id, .merchant_id = q->merchant_id,
             .reason = reason_name((int)r->reason), .route = q->route,
             .currency = q->currency[0] ? q->currency : NULL, .claimed_minor = q->claimed_minor,
-            .state = q->state},
+            .state = q->state, .has_paid = q->paid, .paid_minor = q->paid_minor,
+            .shipping_paid_minor = q->shipping_paid, .paid_currency = q->paid_currency},
       .actor = {"buyer", r->buyer_id},
       .why = "request submitted",
       .event_id = q->cause->env->event_id,
@@ -135,23 +128,8 @@ static void add_clock(as_cols_t *c, const char *case_id, const char *clock, int6
   as_cols_row(c);
 }
 
-enum { T_LINES, T_CLOCKS, T_EVIDENCE, T_COMMENTS, T_PAID, T_REQUESTS, T_COUNT };
-#define T_PARAMS 46 /* the sum of ncols in write_rows */
-
-/* The case's paid figures, with the case row's own key values (sql_rows). */
-static void add_paid(as_cols_t *t, const intake_req_t *q, const intake_view_t *v) {
-  const char *s[] = {q->case_id, q->case_number, case_type_name((int)q->r->case_type),
-                     as_case_state_name(q->state), q->r->order_id, q->r->buyer_id};
-  for (int k = 0; k < 6; k++) as_cols_str(t, k, s[k]);
-  if (q->paid) {
-    as_cols_int(t, 6, q->paid_minor);
-    as_cols_str(t, 7, PQgetvalue(v->orders, q->order_row, INTAKE_O_PAID_CUR));
-    as_cols_int(t, 8, q->shipping_paid);
-  } else {
-    for (int k = 6; k <= 8; k++) as_cols_null(t, k);
-  }
-  as_cols_row(t);
-}
+enum { T_LINES, T_CLOCKS, T_EVIDENCE, T_COMMENTS, T_REQUESTS, T_COUNT };
+#define T_PARAMS 37 /* the sum of ncols in write_rows */
 
 static void add_rows(as_cols_t *t, const intake_req_t *q, const intake_view_t *v) {
   const Aftersales__V1__AfterSalesRequested *r = q->r;
@@ -168,7 +146,6 @@ static void add_rows(as_cols_t *t, const intake_req_t *q, const intake_view_t *v
     as_cols_str(&t[T_LINES], 8, PQgetvalue(v->lines, row, INTAKE_L_QUANTITY));
     as_cols_row(&t[T_LINES]);
   }
-  add_paid(&t[T_PAID], q, v);
   add_clock(&t[T_CLOCKS], q->case_id, "first_response", q->first_due_us, true);
   if (q->review_due_us) add_clock(&t[T_CLOCKS], q->case_id, "review", q->review_due_us, false);
   if (q->resolution_due_us) add_clock(&t[T_CLOCKS], q->case_id, "resolution", q->resolution_due_us, false);
@@ -205,7 +182,7 @@ static void add_rows(as_cols_t *t, const intake_req_t *q, const intake_view_t *v
 
 static int write_rows(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n,
                       const intake_view_t *v) {
-  static const int ncols[T_COUNT] = {9, 4, 7, 5, 9, 12};
+  static const int ncols[T_COUNT] = {9, 4, 7, 5, 12};
   as_cols_t t[T_COUNT];
   for (int k = 0; k < T_COUNT; k++) as_cols_init(&t[k], ncols[k]);
   for (size_t i = 0; i < n; i++)

@@ -83,6 +83,7 @@ int intake_money_allocate(intake_req_t *q, PGresult *orders, int o, PGresult *li
     for (size_t i = 0; i < q->r->n_lines; i++) q->line_paid[i] = share[q->line_rows[i] - first];
     q->shipping_paid = share[nl];
     q->paid_minor = num(orders, o, INTAKE_O_PAID);
+    q->paid_currency = PQgetvalue(orders, o, INTAKE_O_PAID_CUR);
     q->paid = true;
   }
   free(w);

@@ -95,7 +95,9 @@ def wait_until(pred, timeout, interval=0.1, what="condition"):
 def test_tmp():
     given = os.environ.get("AS_TEST_TMP")
     if given:
-        d = Path(given).resolve()
+        # Under pytest-xdist every worker process has its own session (its
+        # own PostgreSQL cluster and logs): one sub-directory each.
+        d = Path(given).resolve() / os.environ.get("PYTEST_XDIST_WORKER", "")
         d.mkdir(parents=True, exist_ok=True)
         yield d
     else:
