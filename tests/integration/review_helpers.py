@@ -8,7 +8,7 @@ consumes, and reads back what review published.
 import time
 import uuid
 
-from conftest import CASES_TOPIC, SLOW, start_service, wait_until
+from conftest import CASES_TOPIC, SLOW, dead_letters, start_service, wait_until
 
 REVIEW_TOPIC = "aftersales.review.v1"
 REFUNDS_TOPIC = "aftersales.refunds.v1"
@@ -285,3 +285,16 @@ def cases_without_deadline(h, case_ids):
 def pending_deadlines(h, case_id):
     return sorted(r[0] for r in h.sql("SELECT kind FROM review.deadlines WHERE case_id = %s AND fired_at IS NULL"
                                       " AND cancelled_at IS NULL", (case_id,)))
+
+
+def refund_events(h, reader):
+    """RefundIssued events read so far, per case id."""
+    out = {}
+    for _, p, _, _ in of_kind(events(h, reader), "refund_issued"):
+        out.setdefault(p.case_id, []).append(p)
+    return out
+
+
+def wait_dead(h, reader, n, timeout=20):
+    return wait_until(lambda: (lambda d: d if len(d) >= n else None)(dead_letters(h, reader)),
+                      timeout * SLOW, what=f"{n} dead letters")

@@ -13,25 +13,13 @@ import uuid
 import psycopg2
 import pytest
 
-from conftest import CASES_TOPIC, DLQ_TOPIC, SLOW, dead_letters, wait_until
-from review_helpers import (DAY_US, DECISIONS_TOPIC, INSPECTION_TOPIC, LOGISTICS_TOPIC, REFUNDS_TOPIC,
+from conftest import CASES_TOPIC, DLQ_TOPIC, SLOW, wait_until
+from review_helpers import (refund_events, wait_dead, DAY_US, DECISIONS_TOPIC, INSPECTION_TOPIC, LOGISTICS_TOPIC, REFUNDS_TOPIC,
                             REVIEW_TOPIC, decided, events, new_case, now_us, of_kind, open_cases, pbm,
                             produce_on, refunds_db, start_review, state,
                             wait_decided, wait_events, wait_state)
 
 PHOTO = (("https://img.example.com/p/1.jpg", "image/jpeg"),)
-
-
-def refund_events(h, reader):
-    out = {}
-    for _, p, _, _ in of_kind(events(h, reader), "refund_issued"):
-        out.setdefault(p.case_id, []).append(p)
-    return out
-
-
-def wait_dead(h, reader, n, timeout=20):
-    return wait_until(lambda: (lambda d: d if len(d) >= n else None)(dead_letters(h, reader)),
-                      timeout * SLOW, what=f"{n} dead letters")
 
 
 # ---- 3. goodwill ---------------------------------------------------------------------

@@ -11,7 +11,7 @@ import time
 import uuid
 
 from conftest import CASES_TOPIC, DLQ_TOPIC, SLOW, dead_letters, wait_until
-from review_helpers import (DECISIONS_TOPIC, INSPECTION_TOPIC, LOGISTICS_TOPIC, REFUNDS_TOPIC, REVIEW_TOPIC,
+from review_helpers import (refund_events, wait_dead, DECISIONS_TOPIC, INSPECTION_TOPIC, LOGISTICS_TOPIC, REFUNDS_TOPIC, REVIEW_TOPIC,
                             cases_without_deadline, decided, events, insert_case_rows, new_case, now_us, of_kind,
                             open_cases, paid_split, pbm, pending_deadlines, produce_on, refunds_db,
                             returned_and_inspected, share, start_review, state, wait_decided, wait_events,
@@ -23,15 +23,7 @@ def refunds_by_case(h, reader, n, timeout=20):
     wait_events(h, reader, lambda ev: len(of_kind(ev, "refund_issued")) >= n, timeout=timeout,
                 what=f"{n} refunds")
     time.sleep(0.5)
-    out = {}
-    for _, p, _, _ in of_kind(events(h, reader), "refund_issued"):
-        out.setdefault(p.case_id, []).append(p)
-    return out
-
-
-def wait_dead(h, reader, n, timeout=20):
-    return wait_until(lambda: (lambda d: d if len(d) >= n else None)(dead_letters(h, reader)),
-                      timeout * SLOW, what=f"{n} dead letters")
+    return refund_events(h, reader)
 
 
 def refunded_per_order(h, order_id):
