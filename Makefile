@@ -20,7 +20,7 @@ PQINC   := $(shell pkg-config --cflags libpq 2>/dev/null || echo -I/usr/include/
 INCS    := -Icommon -I$(B)/gen $(PQINC)
 CFLAGS  := $(CSTD) $(WARN) $(OPT) $(INCS) -MMD -MP
 GENFLAGS:= $(CSTD) -Wall -Werror $(OPT) -I$(B)/gen/proto -MMD -MP
-LIBS    := -lrdkafka -lpq -lprotobuf-c -luv -lpthread -lm
+LIBS    := -lrdkafka -lpq -lprotobuf-c -luv -luuid -lpthread -lm
 
 PROTOS      := $(wildcard proto/*.proto)
 PB_C        := $(patsubst proto/%.proto,$(B)/gen/proto/%.pb-c.c,$(PROTOS))

@@ -117,7 +117,7 @@ static int publish_change(as_tx_t *tx, const change_t *c) {
   char name[512], id[AS_UUID_STRLEN + 1];
   int len = snprintf(name, sizeof name, "%s|%lld", c->case_id, (long long)c->version);
   if (len < 0 || (size_t)len >= sizeof name) return -EINVAL;
-  as_uuid_v8(id, "aftersales.case_state_changed", name, (size_t)len);
+  as_uuid_v5(id, "aftersales.case_state_changed", name, (size_t)len);
 
   Aftersales__V1__Actor actor = AFTERSALES__V1__ACTOR__INIT;
   actor.kind = actor_kind(c->actor.kind);

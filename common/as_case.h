@@ -16,7 +16,7 @@
  * worker needs code of its own for it: the birth goes from
  * CASE_STATE_UNSPECIFIED to the first state at version 1, a move from the
  * state before it, each with the timeline row's version, actor and reason.
- * Its event id is the name-based UUID (as_uuid_v8, namespace
+ * Its event id is the name-based UUID (as_uuid_v5, namespace
  * "aftersales.case_state_changed", name "<case_id>|<version>"), so a
  * redelivered batch or a consumer recomputes the same id. Queueing costs no
  * round trip: the outbox rows go with the batch's other events in

@@ -101,7 +101,7 @@ static int queue_dead_letter(as_tx_t *tx, const as_msg_t *m) {
   char name[320], id[37];
   int nlen = snprintf(name, sizeof name, "%s|%s|%d|%lld", tx->conf->group_id, topic,
                       (int)k->partition, (long long)k->offset);
-  as_uuid_v8(id, "aftersales.deadletter", name, (size_t)nlen);
+  as_uuid_v5(id, "aftersales.deadletter", name, (size_t)nlen);
   size_t keep = k->len < tx->conf->dlq_max_bytes ? k->len : tx->conf->dlq_max_bytes;
 
   Aftersales__V1__DeadLetter dl = AFTERSALES__V1__DEAD_LETTER__INIT;

@@ -195,7 +195,7 @@ int intake_hold_replay(intake_t *x, as_tx_t *tx, PGresult *r, bool final);
 int intake_money_allocate(intake_req_t *q, PGresult *orders, int o, PGresult *lines, const char **why);
 
 /* ---- intake_idem.c: one answer per request id, one case per key */
-/* The content hash of r: a UUIDv8 of the packed request without request_id
+/* The content hash of r: a UUIDv5 of the packed request without request_id
  * and submitted_at_us, into out[37]. Returns 0 or -ENOMEM. */
 int intake_idem_hash(const Aftersales__V1__AfterSalesRequested *r, char out[37]);
 /* One lookup once the order rows are locked: marks SKIP the live requests

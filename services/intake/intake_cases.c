@@ -202,7 +202,7 @@ static int write_rows(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n,
 static void event_id(char out[AS_UUID_STRLEN + 1], const char *case_id, const char *what) {
   char name[256];
   int len = snprintf(name, sizeof name, "%s|%s", case_id, what);
-  as_uuid_v8(out, "aftersales.intake.event", name, (size_t)len);
+  as_uuid_v5(out, "aftersales.intake.event", name, (size_t)len);
 }
 
 /* Money from two columns of r, or NULL when the amount is NULL. */

@@ -110,7 +110,7 @@ static int publish_breach(intake_t *x, as_tx_t *tx, const char *case_id, const c
   /* Derived from the deadline: a replay after a crash carries the same id. */
   char eid[AS_UUID_STRLEN + 1], name[160];
   int len = snprintf(name, sizeof name, "%s|SlaBreached|%s|%lld", case_id, clock, (long long)due_us);
-  as_uuid_v8(eid, "aftersales.intake.event", name, (size_t)len);
+  as_uuid_v5(eid, "aftersales.intake.event", name, (size_t)len);
   as_envelope_t env = AFTERSALES__V1__ENVELOPE__INIT;
   env.event_id = eid;
   env.case_id = (char *)case_id;

@@ -77,7 +77,7 @@ static int store(intake_t *x, as_tx_t *tx, const as_msg_t *m, const followup_t *
 static int republish(as_tx_t *tx, const as_msg_t *m, const char *case_id, const char *order_id) {
   char name[80], eid[AS_UUID_STRLEN + 1];
   int len = snprintf(name, sizeof name, "%s|republished", m->env->event_id);
-  as_uuid_v8(eid, "aftersales.intake.event", name, (size_t)len);
+  as_uuid_v5(eid, "aftersales.intake.event", name, (size_t)len);
   as_envelope_t env = AFTERSALES__V1__ENVELOPE__INIT;
   env.event_id = eid;
   env.case_id = (char *)case_id;

@@ -21,9 +21,8 @@
  * The content hash covers every field but request_id and submitted_at_us (a
  * storefront retry restamps the request; the stamp is no part of what was
  * asked for), as the packed protobuf (protobuf-c packs fields in number
- * order, so equal content packs to equal bytes), hashed to a UUIDv8
- * (128-bit MurmurHash3: not collision-resistant against a buyer crafting a
- * collision, who would only get their own case acknowledged). */
+ * order, so equal content packs to equal bytes), hashed to a UUIDv5
+ * (SHA-1, as_uuid_v5 namespace "aftersales.request.content"). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,7 +55,7 @@ int intake_idem_hash(const Aftersales__V1__AfterSalesRequested *r, char out[37])
   uint8_t *buf = malloc(len ? len : 1);
   if (!buf) return -ENOMEM;
   aftersales__v1__after_sales_requested__pack(&c, buf);
-  as_uuid_v8(out, "aftersales.request.content", buf, len);
+  as_uuid_v5(out, "aftersales.request.content", buf, len);
   free(buf);
   return 0;
 }

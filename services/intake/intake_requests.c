@@ -86,7 +86,7 @@ static int validate_all(intake_t *x, intake_req_t *reqs, size_t n, int64_t now) 
     }
     char name[256];
     int len = snprintf(name, sizeof name, "%s|%s", q->r->buyer_id, q->r->idempotency_key);
-    as_uuid_v8(q->case_id, "aftersales.case", name, (size_t)len);
+    as_uuid_v5(q->case_id, "aftersales.case", name, (size_t)len);
     if (intake_idem_hash(q->r, q->hash) < 0) return -ENOMEM;
   }
   return 0;

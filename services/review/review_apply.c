@@ -113,7 +113,7 @@ static const char sql_decision[] =
     " AS t(id, v, o, ru, pv, by, sp, am, rr, rs, oi, ok, om, sr) WHERE r.case_id = t.id";
 
 void review_offer_id(char out[40], const char *case_id) {
-  as_uuid_v8(out, "aftersales.goodwill-offer", case_id, strlen(case_id));
+  as_uuid_v5(out, "aftersales.goodwill-offer", case_id, strlen(case_id));
 }
 
 static int record_decisions(review_t *x, as_tx_t *tx, review_item_t *it, size_t n) {

@@ -323,7 +323,7 @@ static void plan(review_pay_t *p, size_t n, refund_sum_t *s, pay_line_t *pl, lef
       x->want = x->led ? line_want(x->led, l, &x->units) : 0;
     }
     compute(&p[i], &s[i], tab, ntab, scratch);
-    as_uuid_v8(s[i].id, "aftersales.refund", rec->case_id, strlen(rec->case_id));
+    as_uuid_v5(s[i].id, "aftersales.refund", rec->case_id, strlen(rec->case_id));
   }
 }
 
@@ -365,7 +365,7 @@ int review_money_refund(review_t *x, as_tx_t *tx, const as_msg_t *cause, const r
 int review_money_exchange(review_t *x, as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
                           bool *done) {
   char id[AS_UUID_STRLEN + 1], sql[256];
-  as_uuid_v8(id, "aftersales.exchange", rec->case_id, strlen(rec->case_id));
+  as_uuid_v5(id, "aftersales.exchange", rec->case_id, strlen(rec->case_id));
   const char *vals[2] = {id, rec->case_id};
   PGresult *r = NULL;
   int rc = as_db_query(as_tx_db(tx),
@@ -414,7 +414,7 @@ int review_money_coupon(review_t *x, as_tx_t *tx, const as_msg_t *cause, const r
   *done = false;
   if (value_minor <= 0) return 0;
   char id[AS_UUID_STRLEN + 1], sql[256], val[24];
-  as_uuid_v8(id, "aftersales.coupon", rec->case_id, strlen(rec->case_id));
+  as_uuid_v5(id, "aftersales.coupon", rec->case_id, strlen(rec->case_id));
   snprintf(val, sizeof val, "%lld", (long long)value_minor);
   const char *vals[4] = {id, rec->case_id, rec->c.currency, val};
   PGresult *r = NULL;

@@ -962,7 +962,7 @@ static void changes_of(fix_t *f, char *out, size_t outlen) {
     AS_CHECK(p->case_number[0] != '\0');
     char name[160], id[37];
     int nlen = snprintf(name, sizeof name, "%s|%lld", p->case_id, (long long)p->version);
-    as_uuid_v8(id, "aftersales.case_state_changed", name, (size_t)nlen);
+    as_uuid_v5(id, "aftersales.case_state_changed", name, (size_t)nlen);
     AS_CHECK_STR_EQ(env->event_id, id);
     AS_CHECK_STR_EQ(PQgetvalue(r, i, 0), id);
     const char *from = as_case_state_name(p->from_state);

@@ -452,9 +452,9 @@ AS_TEST(dead_message_becomes_dead_letter) {
   /* Its id is derived from where the message sat. */
   char want[37];
   static const char name[] = GROUP "|" SRC_TOPIC "|3|12345";
-  as_uuid_v8(want, "aftersales.deadletter", name, sizeof name - 1);
+  as_uuid_v5(want, "aftersales.deadletter", name, sizeof name - 1);
   AS_CHECK_STR_EQ(row.id, want);
-  AS_CHECK_STR_EQ(row.id, "71e9575f-2f75-8716-ab16-f1b75a00a7f2"); /* pinned in test_uuid */
+  AS_CHECK_STR_EQ(row.id, "f47117ba-26fe-5c55-9c0e-da76998300af"); /* pinned in test_uuid */
   as_envelope_free(env);
 
   /* The same message again (a redelivery): the same dead-letter id. */

@@ -1,17 +1,21 @@
 /* Unit tests for as_uuid: the v4 layout (version and variant bits, lower-case
- * hex, dashes) and uniqueness over 10k draws; v8 determinism, separation of
- * namespace and name, and golden values that pin the derivation (dead-letter
- * and refund ids must not change between releases: a changed hash would let
- * a redelivered event through as new); the validity table; canonicalisation;
- * trace ids. The golden values come from an independent Python
- * implementation of MurmurHash3 x64-128 checked against SMHasher's
- * verification value 0x6384BA69. */
+ * hex, dashes) and uniqueness over 10k draws; v5 determinism, separation of
+ * namespace and name, and known answers that pin the derivation (dead-letter
+ * and refund ids must not change between releases: a changed id would let a
+ * redelivered event through as new, and finance recomputes refund ids with
+ * any uuid5); the validity table; canonicalisation; trace ids. The known
+ * answers come from /usr/bin/python3's uuid module:
+ *   ROOT = uuid.uuid5(uuid.NAMESPACE_URL, "urn:aftersales")
+ *   uuid.uuid5(uuid.uuid5(ROOT, ns), name)
+ * (for names that are not UTF-8, the same SHA-1 through hashlib and
+ * uuid.UUID(bytes=digest[:16], version=5)). */
 #include "as_test.h"
 #include "as_uuid.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uuid/uuid.h>
 
 static int is_lower_hex(char c) {
   return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
@@ -64,17 +68,18 @@ AS_TEST(v4_unique_over_10k) {
   free(ids);
 }
 
-AS_TEST(v8_deterministic) {
+AS_TEST(v5_deterministic) {
   char a[AS_UUID_STRLEN + 1], b[AS_UUID_STRLEN + 1];
 
-  as_uuid_v8(a, "aftersales.refund", "case-1|line-2", 13);
-  as_uuid_v8(b, "aftersales.refund", "case-1|line-2", 13);
+  memset(a, 'X', sizeof a);
+  as_uuid_v5(a, "aftersales.refund", "case-1|line-2", 13);
+  as_uuid_v5(b, "aftersales.refund", "case-1|line-2", 13);
   AS_CHECK_STR_EQ(a, b);
-  AS_CHECK_STR_EQ(layout_error(a, '8'), NULL);
+  AS_CHECK_STR_EQ(layout_error(a, '5'), NULL);
   AS_CHECK(as_uuid_valid(a));
 }
 
-AS_TEST(v8_inputs_separate) {
+AS_TEST(v5_inputs_separate) {
   static const struct {
     const char *ns1;
     const char *name1;
@@ -90,16 +95,15 @@ AS_TEST(v8_inputs_separate) {
       {"ns", "x\0y", 3, "ns", "x", 1},                                /* bytes after a NUL count */
       {"ns", "x\0y", 3, "ns", "x\0z", 3},                             /* ... and are hashed */
       {"ns", "", 0, "ns", "\0", 1},                                   /* empty vs one NUL byte */
-      {"ns", "0123456789abcdef", 16, "ns", "0123456789abcdeg", 16},   /* last of a block */
-      {"ns", "0123456789abcdef0", 17, "ns", "0123456789abcdef1", 17}, /* tail of one */
+      {"aftersales.refund", "c", 1, "aftersales.coupon", "c", 1},     /* one case, two ids */
   };
 
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
     char a[AS_UUID_STRLEN + 1], b[AS_UUID_STRLEN + 1], label[64];
-    as_uuid_v8(a, rows[i].ns1, rows[i].name1, rows[i].len1);
-    as_uuid_v8(b, rows[i].ns2, rows[i].name2, rows[i].len2);
-    AS_CHECK_STR_EQ(layout_error(a, '8'), NULL);
-    AS_CHECK_STR_EQ(layout_error(b, '8'), NULL);
+    as_uuid_v5(a, rows[i].ns1, rows[i].name1, rows[i].len1);
+    as_uuid_v5(b, rows[i].ns2, rows[i].name2, rows[i].len2);
+    AS_CHECK_STR_EQ(layout_error(a, '5'), NULL);
+    AS_CHECK_STR_EQ(layout_error(b, '5'), NULL);
     if (strcmp(a, b) == 0) {
       snprintf(label, sizeof label, "row %zu: ids differ", i);
       AS_CHECK_STR_EQ(a, label);
@@ -107,39 +111,76 @@ AS_TEST(v8_inputs_separate) {
   }
 }
 
-/* Every name length 0..64 (all tail sizes, several blocks) gives a distinct,
- * well-formed id: the tail handling reads each byte it should. */
-AS_TEST(v8_every_tail_length) {
+/* Every name length 0..64 gives a distinct, well-formed id: all len bytes
+ * are hashed, no more. */
+AS_TEST(v5_every_length) {
   enum { N = 65 };
-  char names[N], ids[N][AS_UUID_STRLEN + 1];
-  for (int i = 0; i < N; i++) names[i] = (char)('a' + i % 26);
+  char names[N + 1], ids[N][AS_UUID_STRLEN + 1];
+  for (int i = 0; i <= N; i++) names[i] = (char)('a' + i % 26);
   for (int n = 0; n < N; n++) {
-    as_uuid_v8(ids[n], "lengths", names, (size_t)n);
-    AS_CHECK_STR_EQ(layout_error(ids[n], '8'), NULL);
+    as_uuid_v5(ids[n], "lengths", names, (size_t)n);
+    AS_CHECK_STR_EQ(layout_error(ids[n], '5'), NULL);
     for (int m = 0; m < n; m++)
       if (strcmp(ids[m], ids[n]) == 0) AS_CHECK_INT_EQ(m, n);
   }
 }
 
-AS_TEST(v8_golden_values) {
+/* libuuid's SHA-1 UUIDs are RFC 4122 version 5: the RFC's / Python's
+ * documented example, uuid5(NAMESPACE_DNS, "python.org"). */
+AS_TEST(v5_primitive_is_standard) {
+  uuid_t b;
+  char id[AS_UUID_STRLEN + 1];
+  uuid_generate_sha1(b, *uuid_get_template("dns"), "python.org", 10);
+  uuid_unparse_lower(b, id);
+  AS_CHECK_STR_EQ(id, "886313e1-3b8a-5372-9b90-0c9aee199e5d");
+  uuid_generate_sha1(b, *uuid_get_template("url"), "https://www.python.org/", 23);
+  uuid_unparse_lower(b, id);
+  AS_CHECK_STR_EQ(id, "5406f80d-92e9-51cd-a176-77445955e733");
+}
+
+/* The namespace scheme as as_uuid.h documents it, rebuilt from the standard
+ * URL namespace: ROOT = uuid5(NAMESPACE_URL, "urn:aftersales"), then
+ * uuid5(uuid5(ROOT, ns), name). */
+AS_TEST(v5_namespace_scheme) {
+  static const char *const ns[] = {"aftersales.refund", "aftersales.deadletter", "", "x"};
+  uuid_t root, nsu, b;
+  char want[AS_UUID_STRLEN + 1], got[AS_UUID_STRLEN + 1];
+  uuid_generate_sha1(root, *uuid_get_template("url"), "urn:aftersales", 14);
+  uuid_unparse_lower(root, want);
+  AS_CHECK_STR_EQ(want, "a1d6b285-f6cf-56a1-a505-0d3655a064fa");
+  for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
+    uuid_generate_sha1(nsu, root, ns[i], strlen(ns[i]));
+    uuid_generate_sha1(b, nsu, "case-1", 6);
+    uuid_unparse_lower(b, want);
+    as_uuid_v5(got, ns[i], "case-1", 6);
+    AS_CHECK_STR_EQ(got, want);
+  }
+}
+
+/* Known answers from Python (see the file comment). */
+AS_TEST(v5_known_answers) {
   static const struct {
     const char *ns, *name;
     size_t len;
     const char *want;
   } rows[] = {
       {"aftersales.deadletter", "aftersales-probe|aftersales.probe.v1|3|12345", 44,
-       "71e9575f-2f75-8716-ab16-f1b75a00a7f2"},
-      {"a", "bc", 2, "c21e9b56-c4d2-89a8-b27e-862c69f468f4"},
-      {"ab", "c", 1, "621fe22e-13f0-881a-b421-6622aa603fea"},
-      {"ns", "", 0, "fef6a58d-5cb6-8eb9-8146-172024df5e15"},
-      {"refund", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", 37,
-       "e93444dd-7af8-8e53-865d-96b2e7060a75"},
-      {"n", "x\0y", 3, "13783e27-2baf-8d29-aaf4-1598211ee19f"},
+       "f47117ba-26fe-5c55-9c0e-da76998300af"},
+      {"aftersales.refund", "case-1", 6, "62239fb2-3264-5818-9a2e-793ca683442f"},
+      {"aftersales.case", "buyer-1|key-1", 13, "d17af31d-a515-56ea-a745-dd18857001a4"},
+      {"aftersales.case_state_changed", "case-1|1", 8, "4a0ca100-14fc-5cbe-85c6-7d9935676edb"},
+      {"a", "bc", 2, "dc1deff4-921a-54f4-9b9d-7a3a9d899bbb"},
+      {"ab", "c", 1, "436d25b1-e0b5-58a7-991d-5ed699f10b0b"},
+      {"ns", "", 0, "b4d1a54c-6730-5e93-84a3-c74e85592444"},
+      {"", "", 0, "9f4a0b36-6b2e-5e8c-b5e9-877d12f66638"},
+      {"n", "x\0y", 3, "8340d23f-9ff8-582e-867c-b55e03cc7f53"},
+      {"n", "\0", 1, "4ec80582-f2cf-5bc2-a4d7-3ab4560940a5"},
+      {"n", "\xff\0\x80", 3, "b5e07f37-701f-595f-a904-e57f69e7819c"},
   };
 
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
     char id[AS_UUID_STRLEN + 1];
-    as_uuid_v8(id, rows[i].ns, rows[i].name, rows[i].len);
+    as_uuid_v5(id, rows[i].ns, rows[i].name, rows[i].len);
     AS_CHECK_STR_EQ(id, rows[i].want);
   }
 }
