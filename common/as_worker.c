@@ -88,7 +88,6 @@ struct as_worker {
 const as_log_t *as_worker_log(const as_worker_t *w) { return &w->log; }
 as_metrics_t *as_worker_metrics(as_worker_t *w) { return w->metrics; }
 const char *as_worker_schema(const as_worker_t *w) { return w->schema; }
-const char *as_worker_instance(const as_worker_t *w) { return w->instance; }
 
 static void failpoint(const as_worker_t *w, const char *where) {
   if (strcmp(w->conf.failpoint, where) == 0 && w->batches == (uint64_t)w->conf.failpoint_after) {

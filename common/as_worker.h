@@ -72,10 +72,9 @@ typedef struct as_service {
  * 1 on a fatal runtime error, 2 on bad configuration). */
 int as_worker_main(const as_service_t *svc, int argc, char **argv);
 
-/* For services: the worker's log, metrics registry and identity. */
+/* For services: the worker's log, metrics registry and schema. */
 const as_log_t *as_worker_log(const as_worker_t *w);
 as_metrics_t *as_worker_metrics(as_worker_t *w);
 const char *as_worker_schema(const as_worker_t *w);
-const char *as_worker_instance(const as_worker_t *w);
 
 #endif

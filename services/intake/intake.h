@@ -76,7 +76,6 @@ void intake_validate_request(const intake_t *x, const Aftersales__V1__AfterSales
 void intake_validate_attachments(const intake_t *x, Aftersales__V1__Attachment *const *a, size_t n,
                                  intake_verdict_t *v);
 void intake_validate_text(const intake_t *x, const char *s, const char *field, intake_verdict_t *v);
-bool intake_id_ok(const char *s, size_t max);
 
 /* ---- intake_reject.c */
 /* Publishes RequestRejected (message_en / message_zh from the reason code)

@@ -19,11 +19,6 @@ static bool fail(intake_verdict_t *v, const char *code, const char *field) {
   return false;
 }
 
-bool intake_id_ok(const char *s, size_t max) {
-  size_t n = strlen(s);
-  return n > 0 && n <= max && (max > AS_ID_MAX || as_envelope_id_ok(s));
-}
-
 /* Printable ASCII only: keys are machine-made, and any byte is still safe
  * here (parameters, hashing), but a control byte is a client bug. */
 static bool idem_ok(const char *s) {
