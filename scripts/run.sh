@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # make run: brings up the embedded stack (private PostgreSQL, the mock Kafka
 # broker), starts every worker that exists, shows the fleet at work with
-# scripts/demo.py, then keeps everything up until Ctrl-C and stops it all.
+# scripts/demo.py, then keeps everything up until Ctrl-C (SIGINT to the
+# process group) or SIGTERM, stops it all and exits 0. When the demo's
+# checks fail it stops everything and exits 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,13 +11,14 @@ RUN=${AS_RUN_DIR:-build/run}
 BIN=${AS_BIN_DIR:-build/bin}
 mkdir -p "$RUN/logs"
 pids=()
+demo= # the demo's pid while it runs
 
 stop_all() {
   trap - INT TERM EXIT
   echo
   echo "run: stopping workers, broker and PostgreSQL"
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  for p in $demo "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in $demo "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   scripts/pg.sh stop "$RUN/pg" >/dev/null 2>&1 || true
   echo "run: stopped"
 }
@@ -38,6 +41,7 @@ echo "run: Kafka broker (librdkafka mock cluster) at $BOOTSTRAP"
 export AS_KAFKA_BOOTSTRAP=$BOOTSTRAP AS_DB_DSN="host=$PGHOST port=$PGPORT user=$PGUSER dbname=$PGDATABASE"
 export AS_HTTP_ADDR=127.0.0.1 AS_HTTP_PORT=0 AS_RDKAFKA_SESSION_TIMEOUT_MS=6000
 
+echo "run: workers from $BIN"
 # Every service under services/ plus the runtime's probe worker.
 workers=()
 for d in services/*/; do
@@ -58,7 +62,19 @@ for w in "${workers[@]}"; do
   echo "run: worker $w: http://127.0.0.1:${port:-?}/metrics  /readyz  /healthz  (log $RUN/logs/$w.log)"
 done
 
-/usr/bin/python3 scripts/demo.py --bootstrap "$BOOTSTRAP" --dsn "$AS_DB_DSN" || echo "run: demo failed" >&2
+# The demo runs in the background so that a signal stops it at once (bash
+# runs a trap only after a foreground child ends); its failure is make
+# run's: a fleet that does not do what the demo shows fails visibly.
+/usr/bin/python3 scripts/demo.py --bootstrap "$BOOTSTRAP" --dsn "$AS_DB_DSN" &
+demo=$!
+rc=0
+wait "$demo" || rc=$?
+demo=
+if [[ $rc -ne 0 ]]; then
+  echo "run: the demo failed (exit $rc); worker logs in $RUN/logs" >&2
+  stop_all
+  exit 1
+fi
 echo "run: the fleet keeps running; poke it with: kcat -b $BOOTSTRAP -L    Ctrl-C stops everything"
 # sleep in the background and wait for it, so a signal is handled at once
 # rather than after the current sleep.
