@@ -11,6 +11,7 @@
  * default, then the strictest of the lines' categories, then the merchant. */
 #include "review_policy.h"
 
+#include "as_err.h"
 #include "proto/common.pb-c.h"
 
 #include <errno.h>
@@ -249,17 +250,6 @@ typedef struct {
   size_t errlen;
 } parser_t;
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-  va_list ap;
-
-  if (err == NULL || errlen == 0) return;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 /* "line N: " + the message; returns -1 so callers can `return fail(...)`. */
 static int fail(parser_t *ps, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int fail(parser_t *ps, const char *fmt, ...) {
@@ -269,7 +259,7 @@ static int fail(parser_t *ps, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  set_err(ps->err, ps->errlen, "line %d: %s", ps->line, msg);
+  as_err_set(ps->err, ps->errlen, "line %d: %s", ps->line, msg);
   return -1;
 }
 
@@ -673,12 +663,12 @@ static void rules_contradiction(const review_rules_t *r, char *msg, size_t len) 
     const char *cur = r->refund_only_max.v[i].currency;
     int64_t cheap = r->refund_only_max.v[i].minor, above;
     if (!review_money_find(&r->manual_review_above, cur, &above)) {
-      set_err(msg, len, "refund_only_max names %s but manual_review_above has no figure for it",
+      as_err_set(msg, len, "refund_only_max names %s but manual_review_above has no figure for it",
               cur);
       return;
     }
     if (cheap >= above) {
-      set_err(msg, len, "refund_only_max %s:%lld is not below manual_review_above %s:%lld", cur,
+      as_err_set(msg, len, "refund_only_max %s:%lld is not below manual_review_above %s:%lld", cur,
               (long long)cheap, cur, (long long)above);
       return;
     }
@@ -687,18 +677,18 @@ static void rules_contradiction(const review_rules_t *r, char *msg, size_t len) 
     const char *name = name_of(REASONS, reason);
     if ((r->seller_fault & (1u << reason)) &&
         r->shipping[reason] == AFTERSALES__V1__PAYER_PARTY__PAYER_PARTY_BUYER) {
-      set_err(msg, len, "shipping.%s = buyer, but %s is a seller_fault reason", name, name);
+      as_err_set(msg, len, "shipping.%s = buyer, but %s is a seller_fault reason", name, name);
       return;
     }
     if ((r->severe & (1u << reason)) && !(r->seller_fault & (1u << reason))) {
-      set_err(msg, len, "severe lists %s, which is not a seller_fault reason", name);
+      as_err_set(msg, len, "severe lists %s, which is not a seller_fault reason", name);
       return;
     }
   }
   if (r->goodwill_days > 0 && r->claim_days == 0)
-    set_err(msg, len, "goodwill_days > 0 needs claim_days > 0");
+    as_err_set(msg, len, "goodwill_days > 0 needs claim_days > 0");
   else if (!(r->return_methods & (1u << r->default_return_method)))
-    set_err(msg, len, "default_return_method %s is not in return_methods",
+    as_err_set(msg, len, "default_return_method %s is not in return_methods",
             name_of(METHODS, r->default_return_method));
 }
 
@@ -711,7 +701,7 @@ static int check_scopes(const review_policy_t *p, char *err, size_t errlen) {
 
     if (s->kind == SEC_REGION) {
       if (s->r.warehouse == NULL || s->r.address == NULL)
-        return set_err(err, errlen, "line %d: [region %s] needs warehouse and address", s->line,
+        return as_err_set(err, errlen, "line %d: [region %s] needs warehouse and address", s->line,
                        s->name),
                -1;
       continue;
@@ -720,10 +710,10 @@ static int check_scopes(const review_policy_t *p, char *err, size_t errlen) {
     rules_contradiction(&r, msg, sizeof msg);
     if (msg[0] == '\0') continue;
     if (s->line > 0)
-      set_err(err, errlen, "line %d: [%s%s%s]: %s", s->line, name_of(SECTIONS, (int)s->kind),
+      as_err_set(err, errlen, "line %d: [%s%s%s]: %s", s->line, name_of(SECTIONS, (int)s->kind),
               i ? " " : "", s->name, msg);
     else
-      set_err(err, errlen, "[default]: %s", msg);
+      as_err_set(err, errlen, "[default]: %s", msg);
     return -1;
   }
   return 0;
@@ -734,24 +724,24 @@ static int finish(parser_t *ps, bool builtin) {
   review_policy_t *p = ps->p;
 
   if (p->version[0] == '\0')
-    return set_err(ps->err, ps->errlen, "missing version (version = ... before the first section)"),
+    return as_err_set(ps->err, ps->errlen, "missing version (version = ... before the first section)"),
            -1;
   qsort(p->sec + 1, p->n - 1, sizeof *p->sec, section_cmp);
   for (size_t i = 2; i < p->n; i++) {
     const section_t *a = &p->sec[i - 1], *b = &p->sec[i];
     if (section_cmp(a, b) == 0)
-      return set_err(ps->err, ps->errlen, "line %d: duplicate section [%s %s] (first at line %d)",
+      return as_err_set(ps->err, ps->errlen, "line %d: duplicate section [%s %s] (first at line %d)",
                      a->line > b->line ? a->line : b->line, name_of(SECTIONS, (int)a->kind),
                      a->name, a->line < b->line ? a->line : b->line),
              -1;
   }
   if (section_find(p, SEC_REGION, "*") == NULL)
-    return set_err(ps->err, ps->errlen,
+    return as_err_set(ps->err, ps->errlen,
                    "missing [region *]: the fallback return address is mandatory"),
            -1;
   for (size_t i = 0; builtin && i < NKEYS; i++)
     if ((KEYS[i].scopes & SEC_DEFAULT) && !(p->sec[0].r.set & (UINT64_C(1) << i)))
-      return set_err(ps->err, ps->errlen, "[default]: missing key \"%s\"", KEYS[i].name), -1;
+      return as_err_set(ps->err, ps->errlen, "[default]: missing key \"%s\"", KEYS[i].name), -1;
   return check_scopes(p, ps->err, ps->errlen);
 }
 
@@ -786,18 +776,18 @@ static review_policy_t *parse_with(const char *text, size_t len, const review_ru
   char *buf = NULL;
 
   if (len > MAX_POLICY_BYTES)
-    return set_err(err, errlen, "policy is %zu bytes, more than 1 MiB", len), NULL;
+    return as_err_set(err, errlen, "policy is %zu bytes, more than 1 MiB", len), NULL;
   const char *nul = memchr(text, '\0', len);
   if (nul != NULL) {
     int line = 1;
     for (const char *c = text; c < nul; c++) line += *c == '\n';
-    return set_err(err, errlen, "line %d: NUL byte", line), NULL;
+    return as_err_set(err, errlen, "line %d: NUL byte", line), NULL;
   }
   ps.p = calloc(1, sizeof *ps.p);
   buf = malloc(len + 1);
   if (ps.p == NULL || buf == NULL || section_add(&ps, SEC_DEFAULT, "") == NULL ||
       default_from(ps.p, base) < 0) {
-    set_err(err, errlen, "out of memory");
+    as_err_set(err, errlen, "out of memory");
     goto failed;
   }
   memcpy(buf, text, len);
@@ -815,10 +805,10 @@ review_policy_t *review_policy_parse(const char *text, size_t len, char *err, si
   review_policy_t *builtin, *p;
   char berr[256];
 
-  set_err(err, errlen, "%s", "");
+  as_err_set(err, errlen, "%s", "");
   builtin =
       parse_with(review_policy_default, strlen(review_policy_default), NULL, berr, sizeof berr);
-  if (builtin == NULL) return set_err(err, errlen, "built-in policy: %s", berr), NULL;
+  if (builtin == NULL) return as_err_set(err, errlen, "built-in policy: %s", berr), NULL;
   p = parse_with(text, len, &builtin->sec[0].r, err, errlen);
   review_policy_free(builtin);
   return p;
@@ -830,21 +820,21 @@ review_policy_t *review_policy_load(const char *path, char *err, size_t errlen) 
   size_t len;
   FILE *f;
 
-  if (buf == NULL) return set_err(err, errlen, "%s: out of memory", path), NULL;
+  if (buf == NULL) return as_err_set(err, errlen, "%s: out of memory", path), NULL;
   f = fopen(path, "rb");
   if (f == NULL) {
-    set_err(err, errlen, "%s: %s", path, strerror(errno));
+    as_err_set(err, errlen, "%s: %s", path, strerror(errno));
     goto out;
   }
   len = fread(buf, 1, MAX_POLICY_BYTES + 1, f);
   if (ferror(f))
-    set_err(err, errlen, "%s: read failed", path);
+    as_err_set(err, errlen, "%s: read failed", path);
   else if (len > MAX_POLICY_BYTES)
-    set_err(err, errlen, "%s: more than 1 MiB", path);
+    as_err_set(err, errlen, "%s: more than 1 MiB", path);
   else if ((p = review_policy_parse(buf, len, err, errlen)) == NULL) {
     char msg[384];
     snprintf(msg, sizeof msg, "%s", err ? err : "");
-    set_err(err, errlen, "%s: %s", path, msg);
+    as_err_set(err, errlen, "%s: %s", path, msg);
   }
   fclose(f);
 out:
