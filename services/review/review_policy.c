@@ -11,6 +11,7 @@
  * default, then the strictest of the lines' categories, then the merchant. */
 #include "review_policy.h"
 
+#include "as_enum.h"
 #include "as_err.h"
 #include "proto/common.pb-c.h"
 
@@ -186,32 +187,11 @@ typedef struct {
   int value;
 } name_value_t;
 
-static const name_value_t REASONS[] = {
-    {"SIZE_MISMATCH", AFTERSALES__V1__REASON__REASON_SIZE_MISMATCH},
-    {"COLOUR_DIFFERS", AFTERSALES__V1__REASON__REASON_COLOUR_DIFFERS},
-    {"QUALITY_DEFECT", AFTERSALES__V1__REASON__REASON_QUALITY_DEFECT},
-    {"DAMAGED_IN_TRANSIT", AFTERSALES__V1__REASON__REASON_DAMAGED_IN_TRANSIT},
-    {"NOT_AS_DESCRIBED", AFTERSALES__V1__REASON__REASON_NOT_AS_DESCRIBED},
-    {"MISSING_PARTS", AFTERSALES__V1__REASON__REASON_MISSING_PARTS},
-    {"CHANGED_MIND", AFTERSALES__V1__REASON__REASON_CHANGED_MIND},
-    {"NOT_RECEIVED", AFTERSALES__V1__REASON__REASON_NOT_RECEIVED},
-    {"DELIVERED_NOT_RECEIVED", AFTERSALES__V1__REASON__REASON_DELIVERED_NOT_RECEIVED},
-    {"TRACKING_STALLED", AFTERSALES__V1__REASON__REASON_TRACKING_STALLED},
-    {"OTHER", AFTERSALES__V1__REASON__REASON_OTHER},
-    {NULL, 0},
-};
-static const name_value_t METHODS[] = {
-    {"PICKUP", AFTERSALES__V1__RETURN_METHOD__RETURN_METHOD_PICKUP},
-    {"DROP_OFF", AFTERSALES__V1__RETURN_METHOD__RETURN_METHOD_DROP_OFF},
-    {"EXPRESS", AFTERSALES__V1__RETURN_METHOD__RETURN_METHOD_EXPRESS},
-    {NULL, 0},
-};
-static const name_value_t PAYERS[] = {
-    {"buyer", AFTERSALES__V1__PAYER_PARTY__PAYER_PARTY_BUYER},
-    {"seller", AFTERSALES__V1__PAYER_PARTY__PAYER_PARTY_SELLER},
-    {"platform", AFTERSALES__V1__PAYER_PARTY__PAYER_PARTY_PLATFORM},
-    {NULL, 0},
-};
+/* Reasons, return methods and payers are the proto's enums, by their short
+ * names (as_enum.h); payers are written in lower case. */
+#define REASONS (&aftersales__v1__reason__descriptor)
+#define METHODS (&aftersales__v1__return_method__descriptor)
+#define PAYERS (&aftersales__v1__payer_party__descriptor)
 static const name_value_t SHIPREFS[] = {
     {"whole", REVIEW_SHIP_WHOLE},
     {"pro_rata", REVIEW_SHIP_PRO_RATA},
@@ -267,6 +247,12 @@ static int lookup(const name_value_t *t, const char *name) {
   for (; t->name != NULL; t++)
     if (strcmp(t->name, name) == 0) return t->value;
   return -1;
+}
+
+/* The value of a proto enum's short name, or -1. */
+static int enum_lookup(const ProtobufCEnumDescriptor *d, const char *name, bool lower) {
+  int v;
+  return as_enum_value(d, name, strlen(name), lower, &v) == 0 ? v : -1;
 }
 
 static const char *name_of(const name_value_t *t, int value) {
@@ -343,15 +329,15 @@ static int parse_bool_value(parser_t *ps, const key_def_t *k, char *v, void *fie
   return 0;
 }
 
-/* A space-separated list of names from t, as a bit mask by value. */
-static int parse_set(parser_t *ps, const key_def_t *k, char *v, const name_value_t *t,
+/* A space-separated list of the names of enum d, as a bit mask by value. */
+static int parse_set(parser_t *ps, const key_def_t *k, char *v, const ProtobufCEnumDescriptor *d,
                      const char *what, uint32_t *out) {
   uint32_t set = 0;
   char *save = NULL;
 
   for (char *tok = strtok_r(v, " \t", &save); tok != NULL; tok = strtok_r(NULL, " \t", &save)) {
-    int val = lookup(t, tok);
-    if (val < 0) return fail(ps, "%s: unknown %s \"%s\"", k->name, what, tok);
+    int val = enum_lookup(d, tok, false);
+    if (val < 0 || val >= 32) return fail(ps, "%s: unknown %s \"%s\"", k->name, what, tok);
     if (set & (1u << val)) return fail(ps, "%s: \"%s\" is listed twice", k->name, tok);
     set |= 1u << val;
   }
@@ -369,25 +355,24 @@ static int parse_methods_value(parser_t *ps, const key_def_t *k, char *v, void *
   return 0;
 }
 
-static int parse_one(parser_t *ps, const key_def_t *k, char *v, const name_value_t *t,
-                     const char *what, void *field) {
-  int val = lookup(t, v);
-
+/* One name v, already looked up as val (-1: not a name of what). */
+static int parse_one(parser_t *ps, const key_def_t *k, const char *v, int val, const char *what,
+                     void *field) {
   if (val < 0) return fail(ps, "%s: unknown %s \"%s\"", k->name, what, v);
   *(int *)field = val;
   return 0;
 }
 
 static int parse_payer_value(parser_t *ps, const key_def_t *k, char *v, void *field) {
-  return parse_one(ps, k, v, PAYERS, "payer (buyer, seller or platform)", field);
+  return parse_one(ps, k, v, enum_lookup(PAYERS, v, true), "payer (buyer, seller or platform)", field);
 }
 
 static int parse_method_value(parser_t *ps, const key_def_t *k, char *v, void *field) {
-  return parse_one(ps, k, v, METHODS, "return method", field);
+  return parse_one(ps, k, v, enum_lookup(METHODS, v, false), "return method", field);
 }
 
 static int parse_shipref_value(parser_t *ps, const key_def_t *k, char *v, void *field) {
-  return parse_one(ps, k, v, SHIPREFS, "shipping refund (whole, pro_rata or none)", field);
+  return parse_one(ps, k, v, lookup(SHIPREFS, v), "shipping refund (whole, pro_rata or none)", field);
 }
 
 /* "CNY:200000 USD:30000": ISO 4217 code, colon, non-negative minor units.
@@ -674,7 +659,7 @@ static void rules_contradiction(const review_rules_t *r, char *msg, size_t len) 
     }
   }
   for (int reason = 0; reason < REVIEW_NREASONS; reason++) {
-    const char *name = name_of(REASONS, reason);
+    const char *name = as_enum_name(REASONS, reason);
     if ((r->seller_fault & (1u << reason)) &&
         r->shipping[reason] == AFTERSALES__V1__PAYER_PARTY__PAYER_PARTY_BUYER) {
       as_err_set(msg, len, "shipping.%s = buyer, but %s is a seller_fault reason", name, name);
@@ -689,7 +674,7 @@ static void rules_contradiction(const review_rules_t *r, char *msg, size_t len) 
     as_err_set(msg, len, "goodwill_days > 0 needs claim_days > 0");
   else if (!(r->return_methods & (1u << r->default_return_method)))
     as_err_set(msg, len, "default_return_method %s is not in return_methods",
-            name_of(METHODS, r->default_return_method));
+            as_enum_name(METHODS, r->default_return_method));
 }
 
 static int check_scopes(const review_policy_t *p, char *err, size_t errlen) {
