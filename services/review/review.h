@@ -7,7 +7,8 @@
  * exchanges and coupons under the ledger's cap), review_events (evidence,
  * buyer replies, agent decisions, disputes, rulings, returns and
  * inspections) and review_timers (evidence, return, offer and SLA
- * deadlines).
+ * deadlines); review_out is what they all share (SQL in the worker's
+ * schema, envelopes on a topic).
  *
  * Ownership: review_t is created by init and freed by fini; the policy is
  * owned by review_t and replaced whole on reload. Everything a batch
@@ -196,6 +197,8 @@ static inline Aftersales__V1__Money review_money(int64_t minor, const char *cur)
   return m;
 }
 #define REVIEW_STATE_BIT(s) (1u << AFTERSALES__V1__CASE_STATE__CASE_STATE_##s)
+
+/* ---- review_out.c */
 /* Formats sql_tmpl with %1$s = schema. */
 const char *review_sql(const review_t *x, char *buf, size_t cap, const char *tmpl);
 /* Publishes env (payload already set) on topic keyed by the case id. */

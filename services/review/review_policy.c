@@ -13,6 +13,7 @@
 
 #include "as_enum.h"
 #include "as_err.h"
+#include "as_money.h"
 #include "proto/common.pb-c.h"
 
 #include <errno.h>
@@ -384,9 +385,9 @@ static int parse_money_value(parser_t *ps, const key_def_t *k, char *v, void *fi
   int64_t minor, dummy;
 
   for (char *tok = strtok_r(v, " \t", &save); tok != NULL; tok = strtok_r(NULL, " \t", &save)) {
-    bool code = strlen(tok) > 4 && tok[3] == ':';
-    for (int i = 0; code && i < 3; i++) code = tok[i] >= 'A' && tok[i] <= 'Z';
-    if (!code || !parse_uint(tok + 4, &minor))
+    char code[4] = "";
+    if (strlen(tok) > 4 && tok[3] == ':') memcpy(code, tok, 3);
+    if (!as_money_currency_ok(code) || !parse_uint(tok + 4, &minor))
       return fail(ps, "%s: \"%s\" is not CUR:amount (3 upper-case letters, an integer >= 0)",
                   k->name, tok);
     tok[3] = '\0';
