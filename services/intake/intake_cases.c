@@ -245,20 +245,33 @@ static void case_line(Aftersales__V1__CaseLine *cl, Aftersales__V1__Money money[
   cl->paid_allocated = &money[1];
 }
 
+/* What one claimed line of CaseOpened is packed from. */
+typedef struct {
+  Aftersales__V1__LineRef ref;
+  Aftersales__V1__CaseLine cl;
+  Aftersales__V1__Money money[2];
+} opened_line_t;
+
 static int publish_opened(as_tx_t *tx, const intake_req_t *q, const intake_view_t *v) {
   const Aftersales__V1__AfterSalesRequested *r = q->r;
+  /* On the heap: a request may claim up to AS_INTAKE_LINES_MAX (1,000) lines. */
   size_t nl = r->n_lines ? r->n_lines : 1;
-  Aftersales__V1__LineRef lines[nl], *lp[nl];
-  Aftersales__V1__CaseLine cls[nl], *clp[nl];
-  Aftersales__V1__Money prices[nl][2], order_money[3];
+  opened_line_t *ol = calloc(nl, sizeof *ol);
+  Aftersales__V1__LineRef **lp = calloc(nl, sizeof *lp);
+  Aftersales__V1__CaseLine **clp = calloc(nl, sizeof *clp);
+  Aftersales__V1__Money order_money[3];
+  if (!ol || !lp || !clp) {
+    free(ol), free(lp), free(clp);
+    return -ENOMEM;
+  }
   for (size_t i = 0; i < r->n_lines; i++) {
-    aftersales__v1__line_ref__init(&lines[i]);
-    lines[i].line_id = r->lines[i]->line_id;
-    lines[i].sku = PQgetvalue(v->lines, q->line_rows[i], INTAKE_L_SKU);
-    lines[i].quantity = r->lines[i]->quantity;
-    lp[i] = &lines[i];
-    case_line(&cls[i], prices[i], r->lines[i], v->lines, q->line_rows[i], q->paid ? &q->line_paid[i] : NULL);
-    clp[i] = &cls[i];
+    aftersales__v1__line_ref__init(&ol[i].ref);
+    ol[i].ref.line_id = r->lines[i]->line_id;
+    ol[i].ref.sku = PQgetvalue(v->lines, q->line_rows[i], INTAKE_L_SKU);
+    ol[i].ref.quantity = r->lines[i]->quantity;
+    lp[i] = &ol[i].ref;
+    case_line(&ol[i].cl, ol[i].money, r->lines[i], v->lines, q->line_rows[i], q->paid ? &q->line_paid[i] : NULL);
+    clp[i] = &ol[i].cl;
   }
   Aftersales__V1__OrderFacts facts;
   order_facts(&facts, order_money, q, v);
@@ -307,7 +320,9 @@ static int publish_opened(as_tx_t *tx, const intake_req_t *q, const intake_view_
   env.order_id = r->order_id;
   env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_CASE_OPENED;
   env.case_opened = &o;
-  return as_tx_publish(tx, q->cause, AS_TOPIC_NAME_CASES, q->case_id, &env);
+  int rc = as_tx_publish(tx, q->cause, AS_TOPIC_NAME_CASES, q->case_id, &env);
+  free(ol), free(lp), free(clp);
+  return rc;
 }
 
 int intake_cases_ack(as_tx_t *tx, const intake_req_t *q) {

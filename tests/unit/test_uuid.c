@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int is_lower_hex(char c) {
+static bool is_lower_hex(char c) {
   return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
 }
 
