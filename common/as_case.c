@@ -14,23 +14,13 @@
 #include <string.h>
 
 #include "as_buf.h"
+#include "as_enum.h"
 #include "as_topics.h"
 #include "as_uuid.h"
 
 #define S(x) AFTERSALES__V1__CASE_STATE__CASE_STATE_##x
 #define B(x) (1u << S(x))
 #define NSTATES (S(CLOSED) + 1)
-
-static const char *const names[NSTATES] = {
-    [S(OPEN)] = "OPEN", [S(AWAITING_EVIDENCE)] = "AWAITING_EVIDENCE",
-    [S(IN_REVIEW)] = "IN_REVIEW", [S(MANUAL_REVIEW)] = "MANUAL_REVIEW",
-    [S(GOODWILL_OFFERED)] = "GOODWILL_OFFERED", [S(APPROVED)] = "APPROVED",
-    [S(AWAITING_RETURN)] = "AWAITING_RETURN", [S(RETURN_RECEIVED)] = "RETURN_RECEIVED",
-    [S(INSPECTING)] = "INSPECTING", [S(REFUNDED)] = "REFUNDED", [S(EXCHANGED)] = "EXCHANGED",
-    [S(REJECTED)] = "REJECTED", [S(DISPUTED)] = "DISPUTED",
-    [S(CARRIER_VERIFYING)] = "CARRIER_VERIFYING", [S(ESCALATED)] = "ESCALATED",
-    [S(RESOLVED)] = "RESOLVED", [S(CLOSED)] = "CLOSED",
-};
 
 /* From each state, the states it may move to. A closed case never moves;
  * a mediator's ruling (from DISPUTED) is final. */
@@ -63,16 +53,16 @@ static const uint32_t legal[NSTATES] = {
 };
 
 const char *as_case_state_name(as_case_state_t s) {
-  return (s > 0 && (unsigned)s < NSTATES) ? names[s] : NULL;
+  return (s > 0 && (unsigned)s < NSTATES) ? as_enum_name(&aftersales__v1__case_state__descriptor, (int)s)
+                                          : NULL;
 }
 
 int as_case_state_parse(const char *name, as_case_state_t *out) {
-  for (unsigned i = 1; i < NSTATES; i++)
-    if (strcmp(names[i], name) == 0) {
-      *out = (as_case_state_t)i;
-      return 0;
-    }
-  return -EINVAL;
+  int v;
+  if (as_enum_value(&aftersales__v1__case_state__descriptor, name, strlen(name), false, &v) < 0)
+    return -EINVAL;
+  *out = (as_case_state_t)v;
+  return 0;
 }
 
 bool as_case_move_legal(as_case_state_t from, as_case_state_t to) {

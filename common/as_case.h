@@ -30,6 +30,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "as_err.h"
 #include "as_tx.h"
 #include "proto/common.pb-c.h"
 
@@ -38,7 +39,7 @@ typedef Aftersales__V1__CaseState as_case_state_t;
 /* "OPEN", "AWAITING_EVIDENCE", ...; NULL for values outside the enum. */
 const char *as_case_state_name(as_case_state_t s);
 /* Returns 0 or -EINVAL. */
-int as_case_state_parse(const char *name, as_case_state_t *out);
+AS_MUST_CHECK int as_case_state_parse(const char *name, as_case_state_t *out);
 bool as_case_move_legal(as_case_state_t from, as_case_state_t to);
 
 typedef struct as_case_actor {
@@ -84,12 +85,12 @@ typedef struct as_case_opening {
  * (nothing written), -ENOMEM, or an as_db error (e.g. a case number already
  * taken: -EIO, sqlstate 23505); after an error the caller's transaction
  * must roll back (as the runtime does, dropping what was queued). */
-int as_case_open_many(as_tx_t *tx, as_case_opening_t *o, size_t n);
+AS_MUST_CHECK int as_case_open_many(as_tx_t *tx, as_case_opening_t *o, size_t n);
 
 /* One case through as_case_open_many; c->case_number may be NULL (drawn,
  * not reported). Returns 0, -EEXIST if the case id already exists (nothing
  * written), -EINVAL or an as_db error. */
-int as_case_open(as_tx_t *tx, const as_case_new_t *c, as_case_actor_t actor, const char *why,
+AS_MUST_CHECK int as_case_open(as_tx_t *tx, const as_case_new_t *c, as_case_actor_t actor, const char *why,
                  const char *event_id);
 
 typedef struct as_case_move {
@@ -127,14 +128,14 @@ typedef struct as_case_move {
  * malformed detail_json or event_id fails the statement (-EIO) and with it
  * the caller's transaction. Three statements however many moves (one if
  * none is legal, none if n is 0). */
-int as_case_transition_many(as_tx_t *tx, as_case_move_t *m, size_t n);
+AS_MUST_CHECK int as_case_transition_many(as_tx_t *tx, as_case_move_t *m, size_t n);
 
 /* One move through as_case_transition_many. Returns 0 with *from and
  * *version (new) filled, -ENOENT (no such case; nothing filled), -EPERM
  * (illegal move; *from filled, nothing written) or an as_db error.
  * detail_json is NULL or a JSON object for the timeline; from and version
  * may be NULL. */
-int as_case_transition(as_tx_t *tx, const char *case_id, as_case_state_t to, as_case_actor_t actor,
+AS_MUST_CHECK int as_case_transition(as_tx_t *tx, const char *case_id, as_case_state_t to, as_case_actor_t actor,
                        const char *why, const char *event_id, const char *detail_json,
                        as_case_state_t *from, int64_t *version);
 

@@ -14,6 +14,7 @@
 #include <stddef.h>
 
 #include "as_buf.h"
+#include "as_err.h"
 #include "as_tx.h"
 
 #define AS_COLS_MAX 32
@@ -32,9 +33,9 @@ void as_cols_bool(as_cols_t *c, int col, int v);
 void as_cols_null(as_cols_t *c, int col);
 void as_cols_row(as_cols_t *c); /* counts a finished row */
 /* Closes the arrays and points vals[0..n) at them; returns 0 or -ENOMEM. */
-int as_cols_params(as_cols_t *c, const char **vals);
+AS_MUST_CHECK int as_cols_params(as_cols_t *c, const char **vals);
 /* Runs sql with the columns as $1..$n if any row was added; returns 0 (also
  * when there is no row: *out is then NULL), -ENOMEM or an as_db error. */
-int as_cols_run(as_cols_t *c, as_db_t *db, const char *sql, PGresult **out);
+AS_MUST_CHECK int as_cols_run(as_cols_t *c, as_db_t *db, const char *sql, PGresult **out);
 
 #endif

@@ -9,8 +9,9 @@
  * AS_CFG_STR row's min, when > 0, is a minimum length in bytes. */
 #include "as_config.h"
 
+#include "as_err.h"
+
 #include <errno.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -19,17 +20,6 @@
 enum { SHOW_MAX = 64 };
 
 static const char RDKAFKA_PREFIX[] = "AS_RDKAFKA_";
-
-__attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errlen,
-                                                          const char *fmt, ...) {
-  va_list ap;
-
-  if (err == NULL || errlen == 0)
-    return;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
 
 /* A bad value as it may be echoed in an error: at most SHOW_MAX bytes, with
  * anything not printable ASCII replaced, so an error line stays one line. */
@@ -61,10 +51,10 @@ static int parse_int(const as_cfg_param_t *p, const char *v, long long *out, cha
   }
   show_value(shown, v);
   if (int_bounded(p))
-    set_err(err, errlen, "%s: must be an integer between %lld and %lld, got \"%s\"", p->name,
+    as_err_set(err, errlen, "%s: must be an integer between %lld and %lld, got \"%s\"", p->name,
             p->min, p->max, shown);
   else
-    set_err(err, errlen, "%s: must be an integer, got \"%s\"", p->name, shown);
+    as_err_set(err, errlen, "%s: must be an integer, got \"%s\"", p->name, shown);
   return -EINVAL;
 }
 
@@ -81,7 +71,7 @@ static int parse_bool(const as_cfg_param_t *p, const char *v, bool *out, char *e
     }
   }
   show_value(shown, v);
-  set_err(err, errlen, "%s: must be one of 1/0/true/false/yes/no/on/off, got \"%s\"", p->name,
+  as_err_set(err, errlen, "%s: must be one of 1/0/true/false/yes/no/on/off, got \"%s\"", p->name,
           shown);
   return -EINVAL;
 }
@@ -91,16 +81,16 @@ static int check_str(const as_cfg_param_t *p, const char *v, char *err, size_t e
   size_t len = strlen(v);
 
   if (p->max > 0 && len > (unsigned long long)p->max) {
-    set_err(err, errlen, "%s: must be at most %lld bytes, got %zu", p->name, p->max, len);
+    as_err_set(err, errlen, "%s: must be at most %lld bytes, got %zu", p->name, p->max, len);
     return -EINVAL;
   }
   if (p->min > 0 && len < (unsigned long long)p->min) {
-    set_err(err, errlen, "%s: must be at least %lld bytes, got %zu", p->name, p->min, len);
+    as_err_set(err, errlen, "%s: must be at least %lld bytes, got %zu", p->name, p->min, len);
     return -EINVAL;
   }
   for (size_t i = 0; i < len; i++) {
     if ((unsigned char)v[i] < 0x20 || v[i] == 0x7F) {
-      set_err(err, errlen, "%s: must not contain control characters (byte %zu is 0x%02x)",
+      as_err_set(err, errlen, "%s: must not contain control characters (byte %zu is 0x%02x)",
               p->name, i, (unsigned char)v[i]);
       return -EINVAL;
     }
@@ -117,7 +107,7 @@ static int load_one(const as_cfg_param_t *p, char *base, char *err, size_t errle
   if (v == NULL || v[0] == '\0')
     v = p->def;
   if (v == NULL) {
-    set_err(err, errlen, "%s: required but not set", p->name);
+    as_err_set(err, errlen, "%s: required but not set", p->name);
     return -EINVAL;
   }
   switch (p->type) {
@@ -134,12 +124,12 @@ static int load_one(const as_cfg_param_t *p, char *base, char *err, size_t errle
       memcpy(base + p->offset, &v, sizeof v);
     return rc;
   }
-  set_err(err, errlen, "%s: unknown type %d in the configuration table", p->name, (int)p->type);
+  as_err_set(err, errlen, "%s: unknown type %d in the configuration table", p->name, (int)p->type);
   return -EINVAL;
 }
 
 int as_config_load(const as_cfg_param_t *table, size_t n, void *out, char *err, size_t errlen) {
-  set_err(err, errlen, "%s", "");
+  as_err_set(err, errlen, "%s", "");
   for (size_t i = 0; i < n; i++) {
     int rc = load_one(&table[i], out, err, errlen);
 
@@ -242,7 +232,7 @@ int as_config_each_rdkafka(int (*set)(void *arg, const char *prop, const char *v
     if (map_prop(*e + plen, eq, prop, sizeof prop) != 0) {
       show_value(shown, *e);
       shown[strcspn(shown, "=")] = '\0';
-      set_err(err, errlen,
+      as_err_set(err, errlen,
               "%s: after %s only A-Z, 0-9 and single '_' between words are allowed", shown,
               RDKAFKA_PREFIX);
       return -EINVAL;

@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "as_err.h"
+
 typedef enum { AS_CFG_STR, AS_CFG_INT, AS_CFG_BOOL } as_cfg_type_t;
 
 typedef struct as_cfg_param {
@@ -34,7 +36,7 @@ typedef struct as_cfg_param {
  * 1/0/true/false/yes/no/on/off. Strings must be printable (no control
  * characters) and at most max bytes when max > 0. Returns 0, or -EINVAL with
  * "AS_X: reason" in err. */
-int as_config_load(const as_cfg_param_t *table, size_t n, void *out, char *err, size_t errlen);
+AS_MUST_CHECK int as_config_load(const as_cfg_param_t *table, size_t n, void *out, char *err, size_t errlen);
 
 /* Prints "usage" and one block per variable (name, type, default, bounds,
  * help) for each table in turn. */
@@ -45,7 +47,7 @@ void as_config_help(FILE *f, const char *prog, const char *summary,
  * in the environment. Stops at the first set() that returns non-zero and
  * returns that value (set writes its own error). Names with characters other
  * than [A-Z0-9_] after the prefix are refused with -EINVAL. */
-int as_config_each_rdkafka(int (*set)(void *arg, const char *prop, const char *value, char *err,
+AS_MUST_CHECK int as_config_each_rdkafka(int (*set)(void *arg, const char *prop, const char *value, char *err,
                                       size_t errlen),
                            void *arg, char *err, size_t errlen);
 

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "as_err.h"
 #include "as_log.h"
 
 typedef struct as_db {
@@ -37,7 +38,7 @@ void as_db_init(as_db_t *db, const char *dsn, const char *app_name, const as_log
 
 /* Connects if not connected (or the connection went bad). Returns 0 or
  * -ECONNREFUSED with db->err set. */
-int as_db_ensure(as_db_t *db);
+AS_MUST_CHECK int as_db_ensure(as_db_t *db);
 
 void as_db_close(as_db_t *db); /* idempotent */
 
@@ -45,22 +46,22 @@ void as_db_close(as_db_t *db); /* idempotent */
  * and, if out is not NULL, hands the result to the caller. On failure
  * returns -EAGAIN (transient: retry later) or -EIO (permanent), with
  * db->sqlstate and db->err set; the connection is dropped when it went bad. */
-int as_db_query(as_db_t *db, const char *sql, int n, const char *const *vals, PGresult **out);
+AS_MUST_CHECK int as_db_query(as_db_t *db, const char *sql, int n, const char *const *vals, PGresult **out);
 
 /* Same with per-parameter lengths and formats (1 = binary) and a result
  * format (1 = binary). */
-int as_db_query_ex(as_db_t *db, const char *sql, int n, const char *const *vals, const int *lens,
+AS_MUST_CHECK int as_db_query_ex(as_db_t *db, const char *sql, int n, const char *const *vals, const int *lens,
                    const int *fmts, int result_format, PGresult **out);
 
 /* Classifies a result of this connection (also one got asynchronously
  * with PQgetResult): 0 for success, else -EAGAIN / -EIO as above. Does not
  * take ownership of r. */
-int as_db_check(as_db_t *db, PGresult *r);
+AS_MUST_CHECK int as_db_check(as_db_t *db, PGresult *r);
 
 /* BEGIN / COMMIT / ROLLBACK shorthands with the same error contract.
  * as_db_rollback never fails visibly (a dead connection has no transaction). */
-int as_db_begin(as_db_t *db);
-int as_db_commit(as_db_t *db);
+AS_MUST_CHECK int as_db_begin(as_db_t *db);
+AS_MUST_CHECK int as_db_commit(as_db_t *db);
 void as_db_rollback(as_db_t *db);
 
 /* True if sqlstate (5 characters) names a condition worth retrying. */

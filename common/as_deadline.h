@@ -14,20 +14,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "as_err.h"
 #include "as_tx.h"
 
 /* Sets (or moves) the deadline kind of case_id to due_us, re-arming it if it
  * had fired or was cancelled. Returns 0 or an as_db error. */
-int as_deadline_set(as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
+AS_MUST_CHECK int as_deadline_set(as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
 
 /* The bulk form: sets (or moves) n deadlines with one statement. The same
  * (case id, kind) must not appear twice in one call. Returns 0 or an as_db
  * error. */
-int as_deadline_set_many(as_tx_t *tx, const char *const *case_ids, const char *const *kinds,
+AS_MUST_CHECK int as_deadline_set_many(as_tx_t *tx, const char *const *case_ids, const char *const *kinds,
                          const int64_t *due_us, size_t n);
 
 /* Cancels it; returns 0 or an as_db error (a missing deadline is no error). */
-int as_deadline_cancel(as_tx_t *tx, const char *case_id, const char *kind);
+AS_MUST_CHECK int as_deadline_cancel(as_tx_t *tx, const char *case_id, const char *kind);
 
 typedef int (*as_deadline_fire_cb)(void *arg, as_tx_t *tx, const char *case_id, const char *kind,
                                    int64_t due_us);
@@ -35,6 +36,6 @@ typedef int (*as_deadline_fire_cb)(void *arg, as_tx_t *tx, const char *case_id, 
 /* Takes at most limit due rows (due_at <= now), calls fire for each and marks
  * them fired, all in the caller's open transaction. Returns the number fired
  * (>= 0) or an as_db error. */
-int as_deadline_scan(as_tx_t *tx, int limit, as_deadline_fire_cb fire, void *arg);
+AS_MUST_CHECK int as_deadline_scan(as_tx_t *tx, int limit, as_deadline_fire_cb fire, void *arg);
 
 #endif

@@ -37,22 +37,22 @@ bool as_envelope_has_photo_or_video(Aftersales__V1__Attachment *const *a, size_t
   return false;
 }
 
-int as_envelope_id_ok(const char *s) {
+bool as_envelope_id_ok(const char *s) {
   size_t n = 0;
   for (; s[n]; n++) {
     char c = s[n];
     if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
           c == '.' || c == '_' || c == ':' || c == '-'))
-      return 0;
+      return false;
   }
   return n > 0 && n <= AS_ID_MAX;
 }
 
-static int is_hex32(const char *s) {
-  if (strlen(s) != 32) return 0;
+static bool is_hex32(const char *s) {
+  if (strlen(s) != 32) return false;
   for (int i = 0; i < 32; i++)
-    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return 0;
-  return 1;
+    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return false;
+  return true;
 }
 
 /* Returns NULL when env honours the shared contract, else what is wrong. */

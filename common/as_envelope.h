@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "as_err.h"
 #include "proto/envelope.pb-c.h"
 
 typedef Aftersales__V1__Envelope as_envelope_t;
@@ -44,7 +45,7 @@ void as_envelope_free(as_envelope_t *env); /* NULL is a no-op */
 const char *as_envelope_type_name(Aftersales__V1__Envelope__PayloadCase c);
 
 /* True for ids of 1..AS_ID_MAX characters from [A-Za-z0-9._:-]. */
-int as_envelope_id_ok(const char *s);
+bool as_envelope_id_ok(const char *s);
 
 /* True if any of a[0..n) is a photo or a video (image/..., video/...):
  * the evidence quality, damage and not-as-described claims need. */
@@ -62,7 +63,7 @@ typedef struct as_envelope_stamp {
   Aftersales__V1__Producer producer;
 } as_envelope_stamp_t;
 
-int as_envelope_stamp(as_envelope_t *env, as_envelope_stamp_t *stamp, const char *service,
+AS_MUST_CHECK int as_envelope_stamp(as_envelope_t *env, as_envelope_stamp_t *stamp, const char *service,
                       const char *instance, const as_envelope_t *cause, int64_t now_us);
 
 /* Current Unix time in microseconds (CLOCK_REALTIME). */

@@ -9,9 +9,10 @@
  * "done" only after the last close callback. */
 #include "as_http.h"
 
+#include "as_err.h"
+
 #include <errno.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,17 +57,6 @@ struct as_http {
 };
 
 static void on_conn_timeout(uv_timer_t *t);
-
-__attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errlen,
-                                                          const char *fmt, ...) {
-  va_list ap;
-
-  if (err == NULL || errlen == 0)
-    return;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
 
 /* --- handle bookkeeping --------------------------------------------------- */
 
@@ -405,13 +395,13 @@ as_http_t *as_http_start(uv_loop_t *loop, const char *addr, int port, as_http_ro
 
   if (loop == NULL || addr == NULL || cb == NULL || port < 0 || port > 65535 ||
       make_addr(addr, port, &ss) != 0) {
-    set_err(err, errlen, "as_http: bad listen address \"%.64s\" port %d", addr ? addr : "",
+    as_err_set(err, errlen, "as_http: bad listen address \"%.64s\" port %d", addr ? addr : "",
             port);
     return NULL;
   }
   ignore_sigpipe();
   if ((h = calloc(1, sizeof *h)) == NULL) {
-    set_err(err, errlen, "as_http: out of memory");
+    as_err_set(err, errlen, "as_http: out of memory");
     return NULL;
   }
   h->loop = loop;
@@ -419,7 +409,7 @@ as_http_t *as_http_start(uv_loop_t *loop, const char *addr, int port, as_http_ro
   h->arg = arg;
   h->timeout_ms = DEFAULT_TIMEOUT_MS;
   if ((rc = uv_tcp_init(loop, &h->listener)) != 0) {
-    set_err(err, errlen, "as_http: %s", uv_strerror(rc));
+    as_err_set(err, errlen, "as_http: %s", uv_strerror(rc));
     free(h);
     return NULL;
   }
@@ -431,7 +421,7 @@ as_http_t *as_http_start(uv_loop_t *loop, const char *addr, int port, as_http_ro
     goto out;
   return h;
 out:
-  set_err(err, errlen, "as_http: listen on %s port %d: %s", addr, port, uv_strerror(rc));
+  as_err_set(err, errlen, "as_http: listen on %s port %d: %s", addr, port, uv_strerror(rc));
   h->closing = true; /* freed by on_listener_closed, done stays NULL */
   uv_close((uv_handle_t *)&h->listener, on_listener_closed);
   return NULL;

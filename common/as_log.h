@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "as_err.h"
+
 typedef enum {
   AS_LOG_DEBUG = 0,
   AS_LOG_INFO = 1,
@@ -43,7 +45,7 @@ typedef struct as_log_field {
 void as_log_init(as_log_t *log, const char *service, const char *instance, as_log_level_t min_level);
 
 /* Parses "debug", "info", "warn", "error"; returns 0 or -EINVAL. */
-int as_log_level_parse(const char *s, as_log_level_t *out);
+AS_MUST_CHECK int as_log_level_parse(const char *s, as_log_level_t *out);
 
 /* Writes one line atomically (one fwrite of a line built on the stack; a line
  * longer than 8 KiB has its longest values cut and marked "...(cut)"). */

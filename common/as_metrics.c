@@ -82,13 +82,14 @@ int as_metrics_label_escape(char *buf, size_t cap, const char *value) {
   return 0;
 }
 
-/* A malloc'd escaped copy; every byte escapes to at most two. */
+/* A malloc'd escaped copy; every byte escapes to at most two, so cap always
+ * fits and -ENOSPC cannot happen. */
 static char *escape_dup(const char *s) {
   size_t cap = 2 * strlen(s) + 1;
   char *out = malloc(cap);
 
   if (out != NULL)
-    as_metrics_label_escape(out, cap, s);
+    as_ignore(as_metrics_label_escape(out, cap, s));
   return out;
 }
 

@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "as_err.h"
+
 typedef struct as_metrics as_metrics_t;
 typedef struct as_counter as_counter_t;
 typedef struct as_gauge as_gauge_t;
@@ -52,6 +54,6 @@ char *as_metrics_render(const as_metrics_t *m, size_t *len);
 
 /* Escapes a label value (backslash, double quote, newline) into buf;
  * returns 0 or -ENOSPC. */
-int as_metrics_label_escape(char *buf, size_t cap, const char *value);
+AS_MUST_CHECK int as_metrics_label_escape(char *buf, size_t cap, const char *value);
 
 #endif

@@ -8,12 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-int as_migrate_ident_ok(const char *s) {
+bool as_migrate_ident_ok(const char *s) {
   size_t n = strlen(s);
-  if (n == 0 || n > 62 || !((s[0] >= 'a' && s[0] <= 'z') || s[0] == '_')) return 0;
+  if (n == 0 || n > 62 || !((s[0] >= 'a' && s[0] <= 'z') || s[0] == '_')) return false;
   for (size_t i = 0; i < n; i++)
-    if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_')) return 0;
-  return 1;
+    if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_')) return false;
+  return true;
 }
 
 /* Runs sql (no parameters, may hold several statements); copies the

@@ -11,7 +11,10 @@
 #ifndef AS_MIGRATE_H
 #define AS_MIGRATE_H
 
+#include <stdbool.h>
 #include <stddef.h>
+
+#include "as_err.h"
 
 typedef struct as_migration {
   const char *version; /* "001_inbox_outbox" */
@@ -27,10 +30,10 @@ struct pg_conn;
  * (e.g. "runtime", "probe": several lists may share a schema). Returns the
  * number applied (>= 0), or -EINVAL (bad schema name) / -EIO with the
  * server's message in err. */
-int as_migrate_apply(struct pg_conn *conn, const char *schema, const char *source,
+AS_MUST_CHECK int as_migrate_apply(struct pg_conn *conn, const char *schema, const char *source,
                      const as_migration_t *list, char *err, size_t errlen);
 
 /* True for a safe lower-case SQL identifier ([a-z_][a-z0-9_]{0,61}). */
-int as_migrate_ident_ok(const char *s);
+bool as_migrate_ident_ok(const char *s);
 
 #endif

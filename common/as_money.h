@@ -25,7 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define AS_MUST_CHECK __attribute__((warn_unused_result))
+#include "as_err.h"
 
 /* *out = a + b; false (and *out untouched) on overflow. */
 AS_MUST_CHECK bool as_money_add(int64_t a, int64_t b, int64_t *out);

@@ -342,7 +342,10 @@ static void housekeeping(as_relay_t *r) {
     r->backlog_at_ms = now + 2000;
   }
   if (r->active && r->db.conn && now >= r->janitor_at_ms) {
-    as_db_query(&r->db, r->sql_janitor, 0, NULL, NULL);
+    /* A failed trim is retried next round; the warning says why the outbox
+     * grows if it keeps failing. */
+    if (as_db_query(&r->db, r->sql_janitor, 0, NULL, NULL) < 0)
+      AS_WARN(r->log, "outbox trim failed", AS_F_STR("error", r->db.err));
     r->janitor_at_ms = now + 60000;
   }
 }

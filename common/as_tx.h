@@ -21,6 +21,7 @@
 #include "as_buf.h"
 #include "as_db.h"
 #include "as_envelope.h"
+#include "as_err.h"
 
 typedef enum {
   AS_MSG_NEW = 0,   /* first delivery: the handler applies it */
@@ -66,7 +67,7 @@ static inline as_db_t *as_tx_db(as_tx_t *tx) { return tx->db; }
 /* Queues env for publication on topic with key, in this transaction.
  * Stamps event id, type, version, time, producer, trace and causation (from
  * cause, the message being handled, or NULL). Returns 0, -EINVAL, -ENOMEM. */
-int as_tx_publish(as_tx_t *tx, const as_msg_t *cause, const char *topic, const char *key,
+AS_MUST_CHECK int as_tx_publish(as_tx_t *tx, const as_msg_t *cause, const char *topic, const char *key,
                   as_envelope_t *env);
 
 /* Refuses m: it will be dead-lettered with reason contract_violation and
@@ -78,10 +79,10 @@ void as_tx_mark_dead(as_msg_t *m, const char *reason, const char *detail);
 
 /* Inserts the event ids of msgs (those with an envelope) into the inbox and
  * marks repeats AS_MSG_DUPLICATE. Returns 0 or an as_db error. */
-int as_tx_inbox_claim(as_tx_t *tx, as_msg_t *msgs, size_t n);
+AS_MUST_CHECK int as_tx_inbox_claim(as_tx_t *tx, as_msg_t *msgs, size_t n);
 
 /* Queues a dead letter for every AS_MSG_DEAD message, then writes all queued
  * rows to the outbox and notifies the relay. Returns 0 or an as_db error. */
-int as_tx_flush(as_tx_t *tx, as_msg_t *msgs, size_t n);
+AS_MUST_CHECK int as_tx_flush(as_tx_t *tx, as_msg_t *msgs, size_t n);
 
 #endif

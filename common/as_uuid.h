@@ -25,10 +25,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "as_err.h"
+
 #define AS_UUID_STRLEN 36
 
 /* Returns 0 or a negative errno from getrandom. */
-int as_uuid_v4(char out[AS_UUID_STRLEN + 1]);
+AS_MUST_CHECK int as_uuid_v4(char out[AS_UUID_STRLEN + 1]);
 
 /* The v5 UUID of name (len bytes, any bytes, NUL included) in the namespace
  * uuid5(ROOT, ns); ns is a NUL-terminated string. */
@@ -42,6 +44,6 @@ bool as_uuid_valid(const char *s);
 void as_uuid_canonicalise(char *s);
 
 /* 32 lower-case hex characters (a W3C trace id) into out[33]. */
-int as_uuid_trace_id(char out[33]);
+AS_MUST_CHECK int as_uuid_trace_id(char out[33]);
 
 #endif

@@ -28,6 +28,7 @@
 
 #include "as_config.h"
 #include "as_db.h"
+#include "as_err.h"
 #include "as_log.h"
 #include "as_metrics.h"
 #include "as_migrate.h"
@@ -70,7 +71,7 @@ typedef struct as_service {
 
 /* Runs the service; returns the process exit code (0 on clean shutdown,
  * 1 on a fatal runtime error, 2 on bad configuration). */
-int as_worker_main(const as_service_t *svc, int argc, char **argv);
+AS_MUST_CHECK int as_worker_main(const as_service_t *svc, int argc, char **argv);
 
 /* For services: the worker's log, metrics registry and schema. */
 const as_log_t *as_worker_log(const as_worker_t *w);

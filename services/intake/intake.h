@@ -25,6 +25,7 @@
 #include "as_buf.h"
 #include "as_case.h"
 #include "as_cols.h"
+#include "as_err.h"
 #include "as_worker.h"
 
 #define INTAKE_NCOMPLAINT 6 /* ComplaintType values 0..5 */
@@ -50,12 +51,12 @@ typedef struct intake {
 /* ---- intake_config.c */
 /* Parses "SERVICE_ATTITUDE=customer_care[:hours],..." into x->dept; every
  * complaint type must be mapped. Returns 0 or -EINVAL with err filled. */
-int intake_config_routes(intake_t *x, const char *spec, char *err, size_t errlen);
+AS_MUST_CHECK int intake_config_routes(intake_t *x, const char *spec, char *err, size_t errlen);
 
 /* ---- intake_cols.c: bulk statements (as_cols) in intake's schema */
 /* Runs sql (with %1$s = schema) with the columns as $1..$n if any row was
  * added; returns 0 (also when empty, *out NULL), -ENOMEM or an as_db error. */
-int intake_cols_run(as_cols_t *c, intake_t *x, as_tx_t *tx, const char *sql, PGresult **out);
+AS_MUST_CHECK int intake_cols_run(as_cols_t *c, intake_t *x, as_tx_t *tx, const char *sql, PGresult **out);
 /* Formats a statement template with %1$s = schema into buf. */
 const char *intake_sql(const intake_t *x, char *buf, size_t cap, const char *tmpl);
 
@@ -80,7 +81,7 @@ void intake_validate_text(const intake_t *x, const char *s, const char *field, i
 /* ---- intake_reject.c */
 /* Publishes RequestRejected (message_en / message_zh from the reason code)
  * on the cases topic keyed by the order id (or the request id). */
-int intake_reject_publish(intake_t *x, as_tx_t *tx, const as_msg_t *cause, const char *request_id,
+AS_MUST_CHECK int intake_reject_publish(intake_t *x, as_tx_t *tx, const as_msg_t *cause, const char *request_id,
                           const char *order_id, const char *buyer_id, const char *idem_key,
                           const char *code, const char *field);
 
@@ -89,7 +90,7 @@ int intake_reject_publish(intake_t *x, as_tx_t *tx, const as_msg_t *cause, const
  * per column group) and appends to *ready the order ids that got their
  * OrderPlaced or OrderPaid (held requests may now go on). Returns 0 or an
  * as_db error. */
-int intake_projection_apply(intake_t *x, as_tx_t *tx, as_msg_t *const *msgs, size_t n,
+AS_MUST_CHECK int intake_projection_apply(intake_t *x, as_tx_t *tx, as_msg_t *const *msgs, size_t n,
                             as_cols_t *ready);
 
 /* ---- intake_requests.c: the request pipeline */
@@ -156,32 +157,32 @@ struct intake_req {
 
 /* Decides and applies reqs[0..n): rejections, holds, cases. Returns 0 or an
  * as_db error. */
-int intake_requests_run(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n);
+AS_MUST_CHECK int intake_requests_run(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n);
 
 /* ---- intake_cases.c */
 /* Opens the cases of reqs with fate OPEN: as_case_open_many (numbers, the
  * first timeline rows), lines, clocks, evidence, comment, the request
  * record, the buyer's history, CaseOpened and BuyerAcknowledged. A case
  * another instance opened first is skipped. */
-int intake_cases_open(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n,
+AS_MUST_CHECK int intake_cases_open(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n,
                       const intake_view_t *view);
 
 /* ---- intake_history.c */
 /* Fills reqs[i].history of the requests with fate OPEN, once their cases
  * are inserted (the counts are read in the same transaction). One
  * statement. Returns 0, -ENOMEM or an as_db error. */
-int intake_history_fill(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n);
+AS_MUST_CHECK int intake_history_fill(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n);
 
 /* ---- intake_hold.c */
-int intake_hold_store(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n);
+AS_MUST_CHECK int intake_hold_store(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n);
 /* Replays the held requests of the orders in text[] column 0 of ready that
  * are now placed and paid. */
-int intake_hold_release(intake_t *x, as_tx_t *tx, as_cols_t *ready);
+AS_MUST_CHECK int intake_hold_release(intake_t *x, as_tx_t *tx, as_cols_t *ready);
 /* The hold deadline of one request fired. */
-int intake_hold_expire(intake_t *x, as_tx_t *tx, const char *order_id, const char *request_id);
+AS_MUST_CHECK int intake_hold_expire(intake_t *x, as_tx_t *tx, const char *order_id, const char *request_id);
 /* Runs held envelopes (rows of r: request_id, order_id, envelope in hex,
  * arrival in Unix us) through the pipeline; final = no further hold. */
-int intake_hold_replay(intake_t *x, as_tx_t *tx, PGresult *r, bool final);
+AS_MUST_CHECK int intake_hold_replay(intake_t *x, as_tx_t *tx, PGresult *r, bool final);
 
 /* ---- intake_money.c */
 /* Allocates the order's amount paid (row o of orders) over all its lines
@@ -191,25 +192,25 @@ int intake_hold_replay(intake_t *x, as_tx_t *tx, PGresult *r, bool final);
  * *why: NULL, or the RequestRejected reason code that refuses the payment
  * (order_not_paid, currency_mismatch, amount_overflow, payment_unallocatable).
  * Returns 0 or -ENOMEM. */
-int intake_money_allocate(intake_req_t *q, PGresult *orders, int o, PGresult *lines, const char **why);
+AS_MUST_CHECK int intake_money_allocate(intake_req_t *q, PGresult *orders, int o, PGresult *lines, const char **why);
 
 /* ---- intake_idem.c: one answer per request id, one case per key */
 /* The content hash of r: a UUIDv5 of the packed request without request_id
  * and submitted_at_us, into out[37]. Returns 0 or -ENOMEM. */
-int intake_idem_hash(const Aftersales__V1__AfterSalesRequested *r, char out[37]);
+AS_MUST_CHECK int intake_idem_hash(const Aftersales__V1__AfterSalesRequested *r, char out[37]);
 /* One lookup once the order rows are locked: marks SKIP the live requests
  * (PENDING, FOLLOW or REJECT) whose (buyer, request id) was answered
  * before, is held, or repeats an earlier one of the batch; and resolves the
  * PENDING and FOLLOW ones whose key has a case or a held request: ACK (same
  * content) or REJECT (idempotency_key_reused / idempotency_key_in_progress).
  * Returns 0 or an as_db error. */
-int intake_idem_lookup(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n);
+AS_MUST_CHECK int intake_idem_lookup(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n);
 /* Links the batch's requests of one key (prev) and marks the later ones
  * FOLLOW. Returns 0 or -ENOMEM. */
-int intake_idem_group(intake_req_t *reqs, size_t n);
+AS_MUST_CHECK int intake_idem_group(intake_req_t *reqs, size_t n);
 /* The same for the PENDING requests whose case another instance opened
  * first (as_case_open_many left it alone). Returns 0 or an as_db error. */
-int intake_idem_existing(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n);
+AS_MUST_CHECK int intake_idem_existing(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n);
 /* A FOLLOW request whose key's earlier request in the batch is decided:
  * true with q resolved, false if q must be decided on its own. */
 bool intake_idem_follow(intake_req_t *q);
@@ -218,23 +219,23 @@ void intake_idem_settle(intake_req_t *reqs, size_t n);
 /* Publishes BuyerAcknowledged for the ACK requests and records the answers
  * of the ACK and REJECT ones (intake_cases_open records the OPEN ones).
  * Returns 0 or an as_db error. */
-int intake_idem_answer(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n);
+AS_MUST_CHECK int intake_idem_answer(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n);
 
 /* ---- intake_cases.c */
 /* BuyerAcknowledged for q (case q->case_id / q->case_number), naming its
  * request id. Returns 0 or -ENOMEM / -EINVAL. */
-int intake_cases_ack(as_tx_t *tx, const intake_req_t *q);
+AS_MUST_CHECK int intake_cases_ack(as_tx_t *tx, const intake_req_t *q);
 
 /* ---- intake_clock.c */
 /* Arms the deadline that moves each case of reqs with fate OPEN on:
  * complaints "resolution", review and logistics cases "pickup". */
-int intake_clock_arm(intake_t *x, as_tx_t *tx, const intake_req_t *reqs, size_t n);
+AS_MUST_CHECK int intake_clock_arm(intake_t *x, as_tx_t *tx, const intake_req_t *reqs, size_t n);
 /* A case deadline fired (kind resolution, pickup, escalation_followup:<n>);
  * other kinds are not this module's (returns 1). Returns 0, 1 or an as_db
  * error. */
-int intake_clock_fire(intake_t *x, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
+AS_MUST_CHECK int intake_clock_fire(intake_t *x, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
 
 /* ---- intake_followup.c */
-int intake_followup_apply(intake_t *x, as_tx_t *tx, as_msg_t *m);
+AS_MUST_CHECK int intake_followup_apply(intake_t *x, as_tx_t *tx, as_msg_t *m);
 
 #endif

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "as_enum.h"
 #include "as_topics.h"
 #include "as_uuid.h"
 #include "intake.h"
@@ -57,33 +58,23 @@ static const char sql_rows[] =
     " $30::text[], $31::bigint[], $32::text[], $33::int[], $34::int[], $35::int[], $36::bool[],"
     " $37::text[]) ON CONFLICT DO NOTHING";
 
-static const char *case_type_name(int t) {
-  static const char *const n[] = {"", "RETURN_REFUND", "REFUND_ONLY", "EXCHANGE",
-                                  "QUALITY_CLAIM", "LOGISTICS", "COMPLAINT"};
-  return (t >= 1 && t <= 6) ? n[t] : "";
-}
-
-static const char *reason_name(int r) {
-  static const char *const n[] = {"", "SIZE_MISMATCH", "COLOUR_DIFFERS", "QUALITY_DEFECT",
-                                  "DAMAGED_IN_TRANSIT", "NOT_AS_DESCRIBED", "MISSING_PARTS",
-                                  "CHANGED_MIND", "NOT_RECEIVED", "DELIVERED_NOT_RECEIVED",
-                                  "TRACKING_STALLED", "OTHER"};
-  return (r >= 1 && r <= 11) ? n[r] : "";
-}
-
 static size_t count_open(const intake_req_t *reqs, size_t n) {
   size_t k = 0;
   for (size_t i = 0; i < n; i++) k += reqs[i].fate == INTAKE_R_OPEN;
   return k;
 }
 
-/* What as_case_open_many needs of one request (all borrowed from q). */
+/* What as_case_open_many needs of one request (all borrowed from q). A
+ * request without a reason (a complaint may have none) leaves cases.reason
+ * empty. */
 static as_case_opening_t opening_of(const intake_req_t *q) {
   const Aftersales__V1__AfterSalesRequested *r = q->r;
+  const char *type = as_enum_name(&aftersales__v1__case_type__descriptor, (int)r->case_type);
+  const char *reason = r->reason ? as_enum_name(&aftersales__v1__reason__descriptor, (int)r->reason) : "";
   return (as_case_opening_t){
-      .c = {.case_id = q->case_id, .case_type = case_type_name((int)r->case_type),
+      .c = {.case_id = q->case_id, .case_type = type,
             .order_id = r->order_id, .buyer_id = r->buyer_id, .merchant_id = q->merchant_id,
-            .reason = reason_name((int)r->reason), .route = q->route,
+            .reason = reason, .route = q->route,
             .currency = q->currency[0] ? q->currency : NULL, .claimed_minor = q->claimed_minor,
             .state = q->state, .has_paid = q->paid, .paid_minor = q->paid_minor,
             .shipping_paid_minor = q->shipping_paid, .paid_currency = q->paid_currency},
@@ -254,20 +245,33 @@ static void case_line(Aftersales__V1__CaseLine *cl, Aftersales__V1__Money money[
   cl->paid_allocated = &money[1];
 }
 
+/* What one claimed line of CaseOpened is packed from. */
+typedef struct {
+  Aftersales__V1__LineRef ref;
+  Aftersales__V1__CaseLine cl;
+  Aftersales__V1__Money money[2];
+} opened_line_t;
+
 static int publish_opened(as_tx_t *tx, const intake_req_t *q, const intake_view_t *v) {
   const Aftersales__V1__AfterSalesRequested *r = q->r;
+  /* On the heap: a request may claim up to AS_INTAKE_LINES_MAX (1,000) lines. */
   size_t nl = r->n_lines ? r->n_lines : 1;
-  Aftersales__V1__LineRef lines[nl], *lp[nl];
-  Aftersales__V1__CaseLine cls[nl], *clp[nl];
-  Aftersales__V1__Money prices[nl][2], order_money[3];
+  opened_line_t *ol = calloc(nl, sizeof *ol);
+  Aftersales__V1__LineRef **lp = calloc(nl, sizeof *lp);
+  Aftersales__V1__CaseLine **clp = calloc(nl, sizeof *clp);
+  Aftersales__V1__Money order_money[3];
+  if (!ol || !lp || !clp) {
+    free(ol), free(lp), free(clp);
+    return -ENOMEM;
+  }
   for (size_t i = 0; i < r->n_lines; i++) {
-    aftersales__v1__line_ref__init(&lines[i]);
-    lines[i].line_id = r->lines[i]->line_id;
-    lines[i].sku = PQgetvalue(v->lines, q->line_rows[i], INTAKE_L_SKU);
-    lines[i].quantity = r->lines[i]->quantity;
-    lp[i] = &lines[i];
-    case_line(&cls[i], prices[i], r->lines[i], v->lines, q->line_rows[i], q->paid ? &q->line_paid[i] : NULL);
-    clp[i] = &cls[i];
+    aftersales__v1__line_ref__init(&ol[i].ref);
+    ol[i].ref.line_id = r->lines[i]->line_id;
+    ol[i].ref.sku = PQgetvalue(v->lines, q->line_rows[i], INTAKE_L_SKU);
+    ol[i].ref.quantity = r->lines[i]->quantity;
+    lp[i] = &ol[i].ref;
+    case_line(&ol[i].cl, ol[i].money, r->lines[i], v->lines, q->line_rows[i], q->paid ? &q->line_paid[i] : NULL);
+    clp[i] = &ol[i].cl;
   }
   Aftersales__V1__OrderFacts facts;
   order_facts(&facts, order_money, q, v);
@@ -316,7 +320,9 @@ static int publish_opened(as_tx_t *tx, const intake_req_t *q, const intake_view_
   env.order_id = r->order_id;
   env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_CASE_OPENED;
   env.case_opened = &o;
-  return as_tx_publish(tx, q->cause, AS_TOPIC_NAME_CASES, q->case_id, &env);
+  int rc = as_tx_publish(tx, q->cause, AS_TOPIC_NAME_CASES, q->case_id, &env);
+  free(ol), free(lp), free(clp);
+  return rc;
 }
 
 int intake_cases_ack(as_tx_t *tx, const intake_req_t *q) {

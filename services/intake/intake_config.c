@@ -10,15 +10,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "as_enum.h"
 #include "intake.h"
 
-static const char *const type_names[INTAKE_NCOMPLAINT] = {
-    "", "SERVICE_ATTITUDE", "CASE_HANDLING", "DELIVERY", "PRODUCT_LISTING", "OTHER"};
+#define TYPES (&aftersales__v1__complaint_type__descriptor)
 
 static int type_of(const char *name, size_t len) {
-  for (int i = 1; i < INTAKE_NCOMPLAINT; i++)
-    if (strlen(type_names[i]) == len && strncmp(type_names[i], name, len) == 0) return i;
-  return -1;
+  int t;
+  return as_enum_value(TYPES, name, len, false, &t) == 0 && t < INTAKE_NCOMPLAINT ? t : -1;
 }
 
 static bool dept_ok(const char *s, size_t len) {
@@ -46,7 +45,7 @@ static int parse_item(intake_t *x, const char *item, size_t len, char *err, size
     if (stop != end || hours < 1 || hours > 8760) dlen = 0;
   }
   if (!dept_ok(dept, dlen)) {
-    snprintf(err, errlen, "AS_INTAKE_COMPLAINT_ROUTES: bad department or hours for %s", type_names[t]);
+    snprintf(err, errlen, "AS_INTAKE_COMPLAINT_ROUTES: bad department or hours for %s", as_enum_name(TYPES, t));
     return -EINVAL;
   }
   snprintf(x->dept[t], sizeof x->dept[t], "%.*s", (int)dlen, dept);
@@ -63,7 +62,7 @@ int intake_config_routes(intake_t *x, const char *spec, char *err, size_t errlen
   }
   for (int t = 1; t < INTAKE_NCOMPLAINT; t++)
     if (!x->dept[t][0]) {
-      snprintf(err, errlen, "AS_INTAKE_COMPLAINT_ROUTES: no department for %s", type_names[t]);
+      snprintf(err, errlen, "AS_INTAKE_COMPLAINT_ROUTES: no department for %s", as_enum_name(TYPES, t));
       return -EINVAL;
     }
   return 0;

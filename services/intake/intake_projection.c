@@ -90,12 +90,8 @@ static bool text_ok(const char *s) {
   return n <= TEXT_MAX && intake_utf8_valid(s, n);
 }
 
-static bool currency_ok(const char *c) {
-  return strlen(c) == 3 && strspn(c, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == 3;
-}
-
 static bool money_ok(const Aftersales__V1__Money *m) {
-  return !m || (m->amount_minor >= 0 && currency_ok(m->currency));
+  return !m || (m->amount_minor >= 0 && as_money_currency_ok(m->currency));
 }
 
 /* The payload's order id must be safe and agree with the envelope's. */

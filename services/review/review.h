@@ -7,7 +7,8 @@
  * exchanges and coupons under the ledger's cap), review_events (evidence,
  * buyer replies, agent decisions, disputes, rulings, returns and
  * inspections) and review_timers (evidence, return, offer and SLA
- * deadlines).
+ * deadlines); review_out is what they all share (SQL in the worker's
+ * schema, envelopes on a topic).
  *
  * Ownership: review_t is created by init and freed by fini; the policy is
  * owned by review_t and replaced whole on reload. Everything a batch
@@ -21,6 +22,7 @@
 
 #include "as_case.h"
 #include "as_cols.h"
+#include "as_err.h"
 #include "as_worker.h"
 #include "review_policy.h"
 
@@ -84,15 +86,15 @@ const char *review_record_undecidable(review_rec_t *rec, const char *why);
  * ones intake recorded) and against the ledger's paid figures for the
  * order. why[i] is REVIEW_WHY_OK or why the event is refused. Returns 0 or
  * an as_db error. */
-int review_record_verify(review_t *x, as_tx_t *tx, const Aftersales__V1__CaseOpened *const *ev, size_t n,
+AS_MUST_CHECK int review_record_verify(review_t *x, as_tx_t *tx, const Aftersales__V1__CaseOpened *const *ev, size_t n,
                          review_why_t *why);
 /* Writes recs[0..n) into review's tables (cases, lines, ledger rows) with
  * bulk statements; fresh[i] is false for a case already recorded. Returns 0
  * or an as_db error. */
-int review_record_insert(review_t *x, as_tx_t *tx, review_rec_t *recs, size_t n, bool *fresh);
+AS_MUST_CHECK int review_record_insert(review_t *x, as_tx_t *tx, review_rec_t *recs, size_t n, bool *fresh);
 /* Reads one case back, its review row locked FOR UPDATE, with its state.
  * Returns 0, -ENOENT (not a case review knows) or an as_db error. */
-int review_record_load(review_t *x, as_tx_t *tx, const char *case_id, review_rec_t *rec);
+AS_MUST_CHECK int review_record_load(review_t *x, as_tx_t *tx, const char *case_id, review_rec_t *rec);
 
 /* ---- review_apply.c */
 typedef struct review_item {
@@ -111,15 +113,15 @@ typedef struct review_item {
  * SLA clock, ReviewDecided and its companions (ReturnInstructions,
  * GoodwillOffered), and the money decided at once (refund-only approvals).
  * Returns 0 or an as_db error. */
-int review_apply(review_t *x, as_tx_t *tx, review_item_t *items, size_t n);
+AS_MUST_CHECK int review_apply(review_t *x, as_tx_t *tx, review_item_t *items, size_t n);
 
 /* Publishes the ReviewDecided of one item (review_apply does it for its
  * items; timers closing a case use it alone). */
-int review_publish_decided(review_t *x, as_tx_t *tx, const review_item_t *it);
+AS_MUST_CHECK int review_publish_decided(review_t *x, as_tx_t *tx, const review_item_t *it);
 
 /* Moves one case (a single move, with detail) and reports -EPERM/-ENOENT
  * as rc; returns 0 or an as_db error. */
-int review_move(as_tx_t *tx, const char *case_id, as_case_state_t to, uint32_t from_mask,
+AS_MUST_CHECK int review_move(as_tx_t *tx, const char *case_id, as_case_state_t to, uint32_t from_mask,
                 as_case_actor_t actor, const char *why, const as_msg_t *cause, const char *detail,
                 int *rc);
 
@@ -127,7 +129,7 @@ int review_move(as_tx_t *tx, const char *case_id, as_case_state_t to, uint32_t f
  * decision (a dispute, a return received, a failed inspection, a ruling, a
  * case closed with nothing left to refund): a ReviewDecided with verdict,
  * rule and the state the case is now in. */
-int review_publish_outcome(review_t *x, as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
+AS_MUST_CHECK int review_publish_outcome(review_t *x, as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
                            int verdict, const char *rule, as_case_state_t to, as_case_actor_t actor);
 
 /* Follow-up deadlines while a case waits on someone outside review (a
@@ -155,33 +157,33 @@ typedef struct review_pay {
 /* The bulk form: refunds p[0..n) with a handful of statements; refunds of
  * one batch on the same order line draw on the same ledger figure in
  * order. Returns 0 or an as_db error. */
-int review_money_refund_many(review_t *x, as_tx_t *tx, review_pay_t *p, size_t n);
+AS_MUST_CHECK int review_money_refund_many(review_t *x, as_tx_t *tx, review_pay_t *p, size_t n);
 
 /* Refunds the case: the items (with the shipping fee when the decision
  * says so), a goodwill amount, or a partial amount, cut to what is left
  * of each line under the ledger. *paid is the total refunded (0: nothing
  * was left, or the case already had its refund). Publishes RefundIssued.
  * Returns 0 or an as_db error. */
-int review_money_refund(review_t *x, as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
+AS_MUST_CHECK int review_money_refund(review_t *x, as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
                         review_pay_kind_t kind, int64_t amount_minor, bool with_shipping,
                         const char *reason_code, int64_t *paid);
 /* Publishes ExchangeRequested (once per case); *done false if it existed. */
-int review_money_exchange(review_t *x, as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
+AS_MUST_CHECK int review_money_exchange(review_t *x, as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
                           bool *done);
 /* Issues a coupon (once per case) and publishes CouponIssued. */
-int review_money_coupon(review_t *x, as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
+AS_MUST_CHECK int review_money_coupon(review_t *x, as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
                         int64_t value_minor, bool *done);
 
 /* ---- review_events.c: one handler per payload type after CaseOpened */
-int review_events_apply(review_t *x, as_tx_t *tx, as_msg_t *m);
+AS_MUST_CHECK int review_events_apply(review_t *x, as_tx_t *tx, as_msg_t *m);
 
 /* ---- review_timers.c */
-int review_timers_fire(review_t *x, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
+AS_MUST_CHECK int review_timers_fire(review_t *x, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
 /* Arms the follow-up kind ("return:transit", "inspection", "mediation",
  * "sla:escalated") wait_us from now; cancels it and its twin. Return 0 or
  * an as_db error. */
-int review_timers_arm(as_tx_t *tx, const char *case_id, const char *kind, int64_t wait_us);
-int review_timers_cancel(as_tx_t *tx, const char *case_id, const char *kind);
+AS_MUST_CHECK int review_timers_arm(as_tx_t *tx, const char *case_id, const char *kind, int64_t wait_us);
+AS_MUST_CHECK int review_timers_cancel(as_tx_t *tx, const char *case_id, const char *kind);
 /* How long review waits on others before the follow-ups start. */
 #define REVIEW_TRANSIT_WAIT_US (14LL * 24 * 3600 * 1000000)
 #define REVIEW_INSPECTION_WAIT_US (7LL * 24 * 3600 * 1000000)
@@ -196,10 +198,12 @@ static inline Aftersales__V1__Money review_money(int64_t minor, const char *cur)
   return m;
 }
 #define REVIEW_STATE_BIT(s) (1u << AFTERSALES__V1__CASE_STATE__CASE_STATE_##s)
+
+/* ---- review_out.c */
 /* Formats sql_tmpl with %1$s = schema. */
 const char *review_sql(const review_t *x, char *buf, size_t cap, const char *tmpl);
 /* Publishes env (payload already set) on topic keyed by the case id. */
-int review_publish(as_tx_t *tx, const as_msg_t *cause, const char *topic, const char *case_id,
+AS_MUST_CHECK int review_publish(as_tx_t *tx, const as_msg_t *cause, const char *topic, const char *case_id,
                    const char *order_id, Aftersales__V1__Envelope *env);
 
 #endif

@@ -25,18 +25,6 @@
 #define ST(x) AFTERSALES__V1__CASE_STATE__CASE_STATE_##x
 #define O(x) AFTERSALES__V1__OUTCOME__OUTCOME_##x
 
-const char *review_sql(const review_t *x, char *buf, size_t cap, const char *tmpl) {
-  snprintf(buf, cap, tmpl, x->schema);
-  return buf;
-}
-
-int review_publish(as_tx_t *tx, const as_msg_t *cause, const char *topic, const char *case_id,
-                   const char *order_id, Aftersales__V1__Envelope *env) {
-  env->case_id = (char *)case_id;
-  env->order_id = (char *)(order_id ? order_id : "");
-  return as_tx_publish(tx, cause, topic, case_id, env);
-}
-
 static as_case_state_t target_of(int verdict) {
   switch (verdict) {
   case V(APPROVED): return ST(APPROVED);

@@ -362,23 +362,32 @@ int review_money_refund(review_t *x, as_tx_t *tx, const as_msg_t *cause, const r
   return rc;
 }
 
-int review_money_exchange(review_t *x, as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
-                          bool *done) {
-  char id[AS_UUID_STRLEN + 1], sql[256];
-  as_uuid_v5(id, "aftersales.exchange", rec->case_id, strlen(rec->case_id));
-  const char *vals[2] = {id, rec->case_id};
+/* An exchange or a coupon happens once per case: the row insert (insert,
+ * ON CONFLICT DO NOTHING RETURNING) decides which call is the one (*done),
+ * and only that call publishes env on refunds.v1 and counts it. */
+static int publish_once(review_t *x, as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
+                        const char *insert, int nvals, const char *const *vals,
+                        Aftersales__V1__Envelope *env, as_counter_t *count, bool *done) {
+  char sql[256];
   PGresult *r = NULL;
-  int rc = as_db_query(as_tx_db(tx),
-                       review_sql(x, sql, sizeof sql,
-                                  "INSERT INTO %1$s.exchanges (exchange_id, case_id) VALUES ($1, $2)"
-                                  " ON CONFLICT DO NOTHING RETURNING exchange_id"),
-                       2, vals, &r);
+  int rc = as_db_query(as_tx_db(tx), review_sql(x, sql, sizeof sql, insert), nvals, vals, &r);
   *done = rc == 0 && PQntuples(r) == 1;
   PQclear(r);
   if (rc < 0 || !*done) return rc;
+  rc = review_publish(tx, cause, AS_TOPIC_NAME_REFUNDS, rec->case_id, rec->order_id, env);
+  if (rc == 0) as_counter_add(count, 1);
+  return rc;
+}
+
+int review_money_exchange(review_t *x, as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
+                          bool *done) {
+  char id[AS_UUID_STRLEN + 1];
+  as_uuid_v5(id, "aftersales.exchange", rec->case_id, strlen(rec->case_id));
+  const char *vals[2] = {id, rec->case_id};
   size_t n = rec->c.nlines;
   Aftersales__V1__LineRef *refs = calloc(n + 1, sizeof *refs);
   Aftersales__V1__LineRef **rp = calloc(n + 1, sizeof *rp);
+  *done = false;
   if (!refs || !rp) {
     free(refs), free(rp);
     return -ENOMEM;
@@ -401,8 +410,10 @@ int review_money_exchange(review_t *x, as_tx_t *tx, const as_msg_t *cause, const
   Aftersales__V1__Envelope env = AFTERSALES__V1__ENVELOPE__INIT;
   env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_EXCHANGE_REQUESTED;
   env.exchange_requested = &ex;
-  rc = review_publish(tx, cause, AS_TOPIC_NAME_REFUNDS, rec->case_id, rec->order_id, &env);
-  if (rc == 0) as_counter_add(x->exchanges, 1);
+  int rc = publish_once(x, tx, cause, rec,
+                        "INSERT INTO %1$s.exchanges (exchange_id, case_id) VALUES ($1, $2)"
+                        " ON CONFLICT DO NOTHING RETURNING exchange_id",
+                        2, vals, &env, x->exchanges, done);
   free(refs), free(rp);
   return rc;
 }
@@ -413,19 +424,10 @@ int review_money_coupon(review_t *x, as_tx_t *tx, const as_msg_t *cause, const r
                         int64_t value_minor, bool *done) {
   *done = false;
   if (value_minor <= 0) return 0;
-  char id[AS_UUID_STRLEN + 1], sql[256], val[24];
+  char id[AS_UUID_STRLEN + 1], val[24];
   as_uuid_v5(id, "aftersales.coupon", rec->case_id, strlen(rec->case_id));
   snprintf(val, sizeof val, "%lld", (long long)value_minor);
   const char *vals[4] = {id, rec->case_id, rec->c.currency, val};
-  PGresult *r = NULL;
-  int rc = as_db_query(as_tx_db(tx),
-                       review_sql(x, sql, sizeof sql,
-                                  "INSERT INTO %1$s.coupons (coupon_id, case_id, currency, value_minor)"
-                                  " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING coupon_id"),
-                       4, vals, &r);
-  *done = rc == 0 && PQntuples(r) == 1;
-  PQclear(r);
-  if (rc < 0 || !*done) return rc;
   Aftersales__V1__Money v = review_money(value_minor, rec->c.currency);
   Aftersales__V1__CouponIssued ci = AFTERSALES__V1__COUPON_ISSUED__INIT;
   ci.coupon_id = id;
@@ -436,7 +438,8 @@ int review_money_coupon(review_t *x, as_tx_t *tx, const as_msg_t *cause, const r
   Aftersales__V1__Envelope env = AFTERSALES__V1__ENVELOPE__INIT;
   env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_COUPON_ISSUED;
   env.coupon_issued = &ci;
-  rc = review_publish(tx, cause, AS_TOPIC_NAME_REFUNDS, rec->case_id, rec->order_id, &env);
-  if (rc == 0) as_counter_add(x->coupons, 1);
-  return rc;
+  return publish_once(x, tx, cause, rec,
+                      "INSERT INTO %1$s.coupons (coupon_id, case_id, currency, value_minor)"
+                      " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING coupon_id",
+                      4, vals, &env, x->coupons, done);
 }

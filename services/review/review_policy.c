@@ -11,6 +11,9 @@
  * default, then the strictest of the lines' categories, then the merchant. */
 #include "review_policy.h"
 
+#include "as_enum.h"
+#include "as_err.h"
+#include "as_money.h"
 #include "proto/common.pb-c.h"
 
 #include <errno.h>
@@ -185,32 +188,11 @@ typedef struct {
   int value;
 } name_value_t;
 
-static const name_value_t REASONS[] = {
-    {"SIZE_MISMATCH", AFTERSALES__V1__REASON__REASON_SIZE_MISMATCH},
-    {"COLOUR_DIFFERS", AFTERSALES__V1__REASON__REASON_COLOUR_DIFFERS},
-    {"QUALITY_DEFECT", AFTERSALES__V1__REASON__REASON_QUALITY_DEFECT},
-    {"DAMAGED_IN_TRANSIT", AFTERSALES__V1__REASON__REASON_DAMAGED_IN_TRANSIT},
-    {"NOT_AS_DESCRIBED", AFTERSALES__V1__REASON__REASON_NOT_AS_DESCRIBED},
-    {"MISSING_PARTS", AFTERSALES__V1__REASON__REASON_MISSING_PARTS},
-    {"CHANGED_MIND", AFTERSALES__V1__REASON__REASON_CHANGED_MIND},
-    {"NOT_RECEIVED", AFTERSALES__V1__REASON__REASON_NOT_RECEIVED},
-    {"DELIVERED_NOT_RECEIVED", AFTERSALES__V1__REASON__REASON_DELIVERED_NOT_RECEIVED},
-    {"TRACKING_STALLED", AFTERSALES__V1__REASON__REASON_TRACKING_STALLED},
-    {"OTHER", AFTERSALES__V1__REASON__REASON_OTHER},
-    {NULL, 0},
-};
-static const name_value_t METHODS[] = {
-    {"PICKUP", AFTERSALES__V1__RETURN_METHOD__RETURN_METHOD_PICKUP},
-    {"DROP_OFF", AFTERSALES__V1__RETURN_METHOD__RETURN_METHOD_DROP_OFF},
-    {"EXPRESS", AFTERSALES__V1__RETURN_METHOD__RETURN_METHOD_EXPRESS},
-    {NULL, 0},
-};
-static const name_value_t PAYERS[] = {
-    {"buyer", AFTERSALES__V1__PAYER_PARTY__PAYER_PARTY_BUYER},
-    {"seller", AFTERSALES__V1__PAYER_PARTY__PAYER_PARTY_SELLER},
-    {"platform", AFTERSALES__V1__PAYER_PARTY__PAYER_PARTY_PLATFORM},
-    {NULL, 0},
-};
+/* Reasons, return methods and payers are the proto's enums, by their short
+ * names (as_enum.h); payers are written in lower case. */
+#define REASONS (&aftersales__v1__reason__descriptor)
+#define METHODS (&aftersales__v1__return_method__descriptor)
+#define PAYERS (&aftersales__v1__payer_party__descriptor)
 static const name_value_t SHIPREFS[] = {
     {"whole", REVIEW_SHIP_WHOLE},
     {"pro_rata", REVIEW_SHIP_PRO_RATA},
@@ -249,17 +231,6 @@ typedef struct {
   size_t errlen;
 } parser_t;
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-  va_list ap;
-
-  if (err == NULL || errlen == 0) return;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 /* "line N: " + the message; returns -1 so callers can `return fail(...)`. */
 static int fail(parser_t *ps, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int fail(parser_t *ps, const char *fmt, ...) {
@@ -269,7 +240,7 @@ static int fail(parser_t *ps, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  set_err(ps->err, ps->errlen, "line %d: %s", ps->line, msg);
+  as_err_set(ps->err, ps->errlen, "line %d: %s", ps->line, msg);
   return -1;
 }
 
@@ -277,6 +248,12 @@ static int lookup(const name_value_t *t, const char *name) {
   for (; t->name != NULL; t++)
     if (strcmp(t->name, name) == 0) return t->value;
   return -1;
+}
+
+/* The value of a proto enum's short name, or -1. */
+static int enum_lookup(const ProtobufCEnumDescriptor *d, const char *name, bool lower) {
+  int v;
+  return as_enum_value(d, name, strlen(name), lower, &v) == 0 ? v : -1;
 }
 
 static const char *name_of(const name_value_t *t, int value) {
@@ -353,15 +330,15 @@ static int parse_bool_value(parser_t *ps, const key_def_t *k, char *v, void *fie
   return 0;
 }
 
-/* A space-separated list of names from t, as a bit mask by value. */
-static int parse_set(parser_t *ps, const key_def_t *k, char *v, const name_value_t *t,
+/* A space-separated list of the names of enum d, as a bit mask by value. */
+static int parse_set(parser_t *ps, const key_def_t *k, char *v, const ProtobufCEnumDescriptor *d,
                      const char *what, uint32_t *out) {
   uint32_t set = 0;
   char *save = NULL;
 
   for (char *tok = strtok_r(v, " \t", &save); tok != NULL; tok = strtok_r(NULL, " \t", &save)) {
-    int val = lookup(t, tok);
-    if (val < 0) return fail(ps, "%s: unknown %s \"%s\"", k->name, what, tok);
+    int val = enum_lookup(d, tok, false);
+    if (val < 0 || val >= 32) return fail(ps, "%s: unknown %s \"%s\"", k->name, what, tok);
     if (set & (1u << val)) return fail(ps, "%s: \"%s\" is listed twice", k->name, tok);
     set |= 1u << val;
   }
@@ -379,25 +356,24 @@ static int parse_methods_value(parser_t *ps, const key_def_t *k, char *v, void *
   return 0;
 }
 
-static int parse_one(parser_t *ps, const key_def_t *k, char *v, const name_value_t *t,
-                     const char *what, void *field) {
-  int val = lookup(t, v);
-
+/* One name v, already looked up as val (-1: not a name of what). */
+static int parse_one(parser_t *ps, const key_def_t *k, const char *v, int val, const char *what,
+                     void *field) {
   if (val < 0) return fail(ps, "%s: unknown %s \"%s\"", k->name, what, v);
   *(int *)field = val;
   return 0;
 }
 
 static int parse_payer_value(parser_t *ps, const key_def_t *k, char *v, void *field) {
-  return parse_one(ps, k, v, PAYERS, "payer (buyer, seller or platform)", field);
+  return parse_one(ps, k, v, enum_lookup(PAYERS, v, true), "payer (buyer, seller or platform)", field);
 }
 
 static int parse_method_value(parser_t *ps, const key_def_t *k, char *v, void *field) {
-  return parse_one(ps, k, v, METHODS, "return method", field);
+  return parse_one(ps, k, v, enum_lookup(METHODS, v, false), "return method", field);
 }
 
 static int parse_shipref_value(parser_t *ps, const key_def_t *k, char *v, void *field) {
-  return parse_one(ps, k, v, SHIPREFS, "shipping refund (whole, pro_rata or none)", field);
+  return parse_one(ps, k, v, lookup(SHIPREFS, v), "shipping refund (whole, pro_rata or none)", field);
 }
 
 /* "CNY:200000 USD:30000": ISO 4217 code, colon, non-negative minor units.
@@ -409,9 +385,9 @@ static int parse_money_value(parser_t *ps, const key_def_t *k, char *v, void *fi
   int64_t minor, dummy;
 
   for (char *tok = strtok_r(v, " \t", &save); tok != NULL; tok = strtok_r(NULL, " \t", &save)) {
-    bool code = strlen(tok) > 4 && tok[3] == ':';
-    for (int i = 0; code && i < 3; i++) code = tok[i] >= 'A' && tok[i] <= 'Z';
-    if (!code || !parse_uint(tok + 4, &minor))
+    char code[4] = "";
+    if (strlen(tok) > 4 && tok[3] == ':') memcpy(code, tok, 3);
+    if (!as_money_currency_ok(code) || !parse_uint(tok + 4, &minor))
       return fail(ps, "%s: \"%s\" is not CUR:amount (3 upper-case letters, an integer >= 0)",
                   k->name, tok);
     tok[3] = '\0';
@@ -673,33 +649,33 @@ static void rules_contradiction(const review_rules_t *r, char *msg, size_t len) 
     const char *cur = r->refund_only_max.v[i].currency;
     int64_t cheap = r->refund_only_max.v[i].minor, above;
     if (!review_money_find(&r->manual_review_above, cur, &above)) {
-      set_err(msg, len, "refund_only_max names %s but manual_review_above has no figure for it",
+      as_err_set(msg, len, "refund_only_max names %s but manual_review_above has no figure for it",
               cur);
       return;
     }
     if (cheap >= above) {
-      set_err(msg, len, "refund_only_max %s:%lld is not below manual_review_above %s:%lld", cur,
+      as_err_set(msg, len, "refund_only_max %s:%lld is not below manual_review_above %s:%lld", cur,
               (long long)cheap, cur, (long long)above);
       return;
     }
   }
   for (int reason = 0; reason < REVIEW_NREASONS; reason++) {
-    const char *name = name_of(REASONS, reason);
+    const char *name = as_enum_name(REASONS, reason);
     if ((r->seller_fault & (1u << reason)) &&
         r->shipping[reason] == AFTERSALES__V1__PAYER_PARTY__PAYER_PARTY_BUYER) {
-      set_err(msg, len, "shipping.%s = buyer, but %s is a seller_fault reason", name, name);
+      as_err_set(msg, len, "shipping.%s = buyer, but %s is a seller_fault reason", name, name);
       return;
     }
     if ((r->severe & (1u << reason)) && !(r->seller_fault & (1u << reason))) {
-      set_err(msg, len, "severe lists %s, which is not a seller_fault reason", name);
+      as_err_set(msg, len, "severe lists %s, which is not a seller_fault reason", name);
       return;
     }
   }
   if (r->goodwill_days > 0 && r->claim_days == 0)
-    set_err(msg, len, "goodwill_days > 0 needs claim_days > 0");
+    as_err_set(msg, len, "goodwill_days > 0 needs claim_days > 0");
   else if (!(r->return_methods & (1u << r->default_return_method)))
-    set_err(msg, len, "default_return_method %s is not in return_methods",
-            name_of(METHODS, r->default_return_method));
+    as_err_set(msg, len, "default_return_method %s is not in return_methods",
+            as_enum_name(METHODS, r->default_return_method));
 }
 
 static int check_scopes(const review_policy_t *p, char *err, size_t errlen) {
@@ -711,7 +687,7 @@ static int check_scopes(const review_policy_t *p, char *err, size_t errlen) {
 
     if (s->kind == SEC_REGION) {
       if (s->r.warehouse == NULL || s->r.address == NULL)
-        return set_err(err, errlen, "line %d: [region %s] needs warehouse and address", s->line,
+        return as_err_set(err, errlen, "line %d: [region %s] needs warehouse and address", s->line,
                        s->name),
                -1;
       continue;
@@ -720,10 +696,10 @@ static int check_scopes(const review_policy_t *p, char *err, size_t errlen) {
     rules_contradiction(&r, msg, sizeof msg);
     if (msg[0] == '\0') continue;
     if (s->line > 0)
-      set_err(err, errlen, "line %d: [%s%s%s]: %s", s->line, name_of(SECTIONS, (int)s->kind),
+      as_err_set(err, errlen, "line %d: [%s%s%s]: %s", s->line, name_of(SECTIONS, (int)s->kind),
               i ? " " : "", s->name, msg);
     else
-      set_err(err, errlen, "[default]: %s", msg);
+      as_err_set(err, errlen, "[default]: %s", msg);
     return -1;
   }
   return 0;
@@ -734,24 +710,24 @@ static int finish(parser_t *ps, bool builtin) {
   review_policy_t *p = ps->p;
 
   if (p->version[0] == '\0')
-    return set_err(ps->err, ps->errlen, "missing version (version = ... before the first section)"),
+    return as_err_set(ps->err, ps->errlen, "missing version (version = ... before the first section)"),
            -1;
   qsort(p->sec + 1, p->n - 1, sizeof *p->sec, section_cmp);
   for (size_t i = 2; i < p->n; i++) {
     const section_t *a = &p->sec[i - 1], *b = &p->sec[i];
     if (section_cmp(a, b) == 0)
-      return set_err(ps->err, ps->errlen, "line %d: duplicate section [%s %s] (first at line %d)",
+      return as_err_set(ps->err, ps->errlen, "line %d: duplicate section [%s %s] (first at line %d)",
                      a->line > b->line ? a->line : b->line, name_of(SECTIONS, (int)a->kind),
                      a->name, a->line < b->line ? a->line : b->line),
              -1;
   }
   if (section_find(p, SEC_REGION, "*") == NULL)
-    return set_err(ps->err, ps->errlen,
+    return as_err_set(ps->err, ps->errlen,
                    "missing [region *]: the fallback return address is mandatory"),
            -1;
   for (size_t i = 0; builtin && i < NKEYS; i++)
     if ((KEYS[i].scopes & SEC_DEFAULT) && !(p->sec[0].r.set & (UINT64_C(1) << i)))
-      return set_err(ps->err, ps->errlen, "[default]: missing key \"%s\"", KEYS[i].name), -1;
+      return as_err_set(ps->err, ps->errlen, "[default]: missing key \"%s\"", KEYS[i].name), -1;
   return check_scopes(p, ps->err, ps->errlen);
 }
 
@@ -786,18 +762,18 @@ static review_policy_t *parse_with(const char *text, size_t len, const review_ru
   char *buf = NULL;
 
   if (len > MAX_POLICY_BYTES)
-    return set_err(err, errlen, "policy is %zu bytes, more than 1 MiB", len), NULL;
+    return as_err_set(err, errlen, "policy is %zu bytes, more than 1 MiB", len), NULL;
   const char *nul = memchr(text, '\0', len);
   if (nul != NULL) {
     int line = 1;
     for (const char *c = text; c < nul; c++) line += *c == '\n';
-    return set_err(err, errlen, "line %d: NUL byte", line), NULL;
+    return as_err_set(err, errlen, "line %d: NUL byte", line), NULL;
   }
   ps.p = calloc(1, sizeof *ps.p);
   buf = malloc(len + 1);
   if (ps.p == NULL || buf == NULL || section_add(&ps, SEC_DEFAULT, "") == NULL ||
       default_from(ps.p, base) < 0) {
-    set_err(err, errlen, "out of memory");
+    as_err_set(err, errlen, "out of memory");
     goto failed;
   }
   memcpy(buf, text, len);
@@ -815,10 +791,10 @@ review_policy_t *review_policy_parse(const char *text, size_t len, char *err, si
   review_policy_t *builtin, *p;
   char berr[256];
 
-  set_err(err, errlen, "%s", "");
+  as_err_set(err, errlen, "%s", "");
   builtin =
       parse_with(review_policy_default, strlen(review_policy_default), NULL, berr, sizeof berr);
-  if (builtin == NULL) return set_err(err, errlen, "built-in policy: %s", berr), NULL;
+  if (builtin == NULL) return as_err_set(err, errlen, "built-in policy: %s", berr), NULL;
   p = parse_with(text, len, &builtin->sec[0].r, err, errlen);
   review_policy_free(builtin);
   return p;
@@ -830,21 +806,21 @@ review_policy_t *review_policy_load(const char *path, char *err, size_t errlen) 
   size_t len;
   FILE *f;
 
-  if (buf == NULL) return set_err(err, errlen, "%s: out of memory", path), NULL;
+  if (buf == NULL) return as_err_set(err, errlen, "%s: out of memory", path), NULL;
   f = fopen(path, "rb");
   if (f == NULL) {
-    set_err(err, errlen, "%s: %s", path, strerror(errno));
+    as_err_set(err, errlen, "%s: %s", path, strerror(errno));
     goto out;
   }
   len = fread(buf, 1, MAX_POLICY_BYTES + 1, f);
   if (ferror(f))
-    set_err(err, errlen, "%s: read failed", path);
+    as_err_set(err, errlen, "%s: read failed", path);
   else if (len > MAX_POLICY_BYTES)
-    set_err(err, errlen, "%s: more than 1 MiB", path);
+    as_err_set(err, errlen, "%s: more than 1 MiB", path);
   else if ((p = review_policy_parse(buf, len, err, errlen)) == NULL) {
     char msg[384];
     snprintf(msg, sizeof msg, "%s", err ? err : "");
-    set_err(err, errlen, "%s: %s", path, msg);
+    as_err_set(err, errlen, "%s: %s", path, msg);
   }
   fclose(f);
 out:

@@ -5,6 +5,11 @@ bench runtime: a prefilled topic of probes is drained by one as-probe worker
 (inbox insert, one state write, one outbox event, relay publish per message),
 first with the default batch size, then with batch size 1 on a fresh
 database and group; the worker's peak RSS is read from /proc.
+
+It also holds what every benchmark shares (bench_<service>.py import it):
+Stack (PostgreSQL, the broker and the workers, started and stopped in one
+place), the producers, a consumer from the end of a topic, settle and
+report_batches.
 """
 import os
 import random
@@ -18,7 +23,7 @@ sys.path.insert(0, os.environ.get("AS_GEN_PY", "build/gen/py"))
 import envelope_pb2  # noqa: E402
 import probe_pb2  # noqa: E402
 import psycopg2  # noqa: E402
-from confluent_kafka import Producer  # noqa: E402
+from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 
 BIN = os.environ.get("AS_BIN_DIR", "build/bin")
 N_BATCH = int(os.environ.get("AS_BENCH_N", "100000"))
@@ -70,6 +75,115 @@ def start_broker(tmp):
     raise RuntimeError("broker did not start")
 
 
+# What the worker benchmarks (intake, review) run with: short poll and relay
+# intervals and no producer linger, so the paced phase measures the worker,
+# not its timers.
+LOW_LATENCY = dict(AS_POLL_INTERVAL_MS="5", AS_RELAY_INTERVAL_MS="20",
+                   AS_RDKAFKA_FETCH_WAIT_MAX_MS="2", AS_RDKAFKA_LINGER_MS="0")
+
+
+class Stack:
+    """One benchmark's PostgreSQL, broker and workers in a fresh temporary
+    folder. close() (or the end of a with block) stops them all and removes
+    the folder; with AS_KEEP_TMP it keeps the folder (the logs, and a
+    cluster `scripts/pg.sh start <folder>/pg` brings back)."""
+
+    def __init__(self, name):
+        self.tmp = tempfile.mkdtemp(prefix="as-bench-%s." % name)
+        self.broker = None
+        self.workers = []
+        pg = start_pg(self.tmp)
+        self.dsn = "host=%s port=%s user=%s dbname=%s" % (pg["PGHOST"], pg["PGPORT"], pg["PGUSER"],
+                                                          pg["PGDATABASE"])
+        self.restart_broker()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def restart_broker(self):
+        """A fresh, empty broker (for a phase whose topic must hold exactly
+        what it produces)."""
+        if self.broker:
+            self.broker.terminate()
+            self.broker.wait(10)
+        self.broker, self.bootstrap = start_broker(self.tmp)
+
+    def env(self, schema, group, **extra):
+        """A worker's environment on this stack."""
+        return dict(os.environ, AS_KAFKA_BOOTSTRAP=self.bootstrap, AS_DB_DSN=self.dsn, AS_DB_SCHEMA=schema,
+                    AS_GROUP_ID=group, AS_HTTP_PORT="0", AS_HTTP_ADDR="127.0.0.1",
+                    AS_LOG_LEVEL=os.environ.get("AS_BENCH_LOG", "info"), AS_INSTANCE="bench", **extra)
+
+    def log(self, name):
+        """The stderr (JSON lines, and the /metrics port) of worker name."""
+        return "%s/worker-%s.log" % (self.tmp, name)
+
+    def migrate(self, binary, env, name):
+        subprocess.run([BIN + "/" + binary, "--migrate"], env=env, check=True,
+                       stderr=open("%s/migrate-%s.log" % (self.tmp, name), "w"))
+
+    def start(self, binary, env, name):
+        w = subprocess.Popen([BIN + "/" + binary], env=env, stderr=open(self.log(name), "w"))
+        self.workers.append(w)
+        return w
+
+    def stop(self, w):
+        w.terminate()
+        w.wait(30)
+        self.workers.remove(w)
+
+    def close(self):
+        for w in list(self.workers):
+            self.stop(w)
+        if self.broker:
+            self.broker.terminate()
+            self.broker.wait(10)
+        keep = os.environ.get("AS_KEEP_TMP")
+        subprocess.run(["scripts/pg.sh", "stop" if keep else "destroy", self.tmp + "/pg"], capture_output=True)
+        if keep:
+            log("kept " + self.tmp)
+        else:
+            subprocess.run(["rm", "-rf", self.tmp])
+
+
+def produce(p, topic, key, value):
+    """Queues one message, waiting for room when the producer's queue is full."""
+    while True:
+        try:
+            p.produce(topic, key=key, value=value)
+            return
+        except BufferError:
+            p.poll(0.01)
+
+
+def bulk_producer(bootstrap):
+    """For prefilling: batches (20 ms linger), idempotent, a deep queue."""
+    return Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True,
+                     "queue.buffering.max.messages": 1000000, "log_level": 2})
+
+
+def paced_producer(bootstrap):
+    """For the paced phases: each message sent at once."""
+    return Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": "all", "log_level": 2,
+                     "socket.nagle.disable": True})
+
+
+def consumer_at_end(bootstrap, topic, partitions=12):
+    """A consumer of every partition of topic from its current end: it
+    reads what the benchmark causes, not what came before."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-%s" % uuid.uuid4().hex,
+                  "enable.auto.commit": False, "fetch.wait.max.ms": 2, "log_level": 2,
+                  "socket.nagle.disable": True})
+    parts = [TopicPartition(topic, i) for i in range(partitions)]
+    for tp in parts:
+        tp.offset = c.get_watermark_offsets(tp, timeout=10)[1]
+    c.assign(parts)
+    return c
+
+
 def probe_bytes(i):
     e = envelope_pb2.Envelope()
     e.event_id = str(uuid.uuid4())
@@ -88,16 +202,10 @@ def probe_bytes(i):
 
 
 def prefill(bootstrap, n):
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True,
-                  "queue.buffering.max.messages": 1000000})
+    p = bulk_producer(bootstrap)
     for i in range(n):
         key, value = probe_bytes(i)
-        while True:
-            try:
-                p.produce("aftersales.probe.v1", key=key, value=value)
-                break
-            except BufferError:
-                p.poll(0.05)
+        produce(p, "aftersales.probe.v1", key, value)
         if i % 10000 == 0:
             p.poll(0)
     if p.flush(60) != 0:
@@ -146,18 +254,15 @@ def report_batches(logfile):
                                                         1000 * vals["as_batch_duration_seconds_sum"] / c))
 
 
-def run_worker(tmp, bootstrap, dsn, schema, batch, n):
-    env = dict(os.environ, AS_KAFKA_BOOTSTRAP=bootstrap, AS_DB_DSN=dsn, AS_DB_SCHEMA=schema,
-               AS_GROUP_ID="bench-" + schema, AS_BATCH_MAX=str(batch), AS_HTTP_PORT="0",
-               AS_HTTP_ADDR="127.0.0.1", AS_LOG_LEVEL=os.environ.get("AS_BENCH_LOG", "info"), AS_INSTANCE="bench")
-    subprocess.run([BIN + "/as-probe", "--migrate"], env=env, check=True,
-                   stderr=open(tmp + "/migrate-%s.log" % schema, "w"))
-    w = subprocess.Popen([BIN + "/as-probe"], env=env, stderr=open(tmp + "/worker-%s.log" % schema, "w"))
+def run_worker(stack, schema, batch, n):
+    env = stack.env(schema, "bench-" + schema, AS_BATCH_MAX=str(batch))
+    stack.migrate("as-probe", env, schema)
+    w = stack.start("as-probe", env, schema)
     t0 = t_applied = None
     deadline = time.time() + 600
     try:
         while time.time() < deadline:
-            applied, unsent, rows = counts(dsn, schema)
+            applied, unsent, rows = counts(stack.dsn, schema)
             now = time.time()
             if t0 is None and applied > 0:
                 t0, base = now, applied
@@ -166,42 +271,29 @@ def run_worker(tmp, bootstrap, dsn, schema, batch, n):
                 log("all applied after %.2fs, %d unsent" % (now - t0, unsent))
             if applied >= n and unsent == 0 and rows >= n:
                 rss = peak_rss_kb(w.pid)
-                report_batches(tmp + "/worker-%s.log" % schema)
+                report_batches(stack.log(schema))
                 return (n - base) / max(now - t0, 1e-6), rss
             time.sleep(0.1 if t0 else 0.02)
         raise RuntimeError("worker did not finish: applied=%d unsent=%d" % (applied, unsent))
     finally:
-        w.terminate()
-        w.wait(30)
+        stack.stop(w)
 
 
 def main():
-    tmp = tempfile.mkdtemp(prefix="as-bench.")
-    pg = start_pg(tmp)
-    dsn = "host=%s port=%s user=%s dbname=%s" % (pg["PGHOST"], pg["PGPORT"], pg["PGUSER"], pg["PGDATABASE"])
-    broker, bootstrap = start_broker(tmp)
-    try:
+    with Stack("runtime") as stack:
         log("prefilling %d probes" % N_BATCH)
-        prefill(bootstrap, N_BATCH)
+        prefill(stack.bootstrap, N_BATCH)
         schema = "bench_%d" % random.randint(0, 1 << 30)
-        rate, rss = run_worker(tmp, bootstrap, dsn, schema, BATCH, N_BATCH)
+        rate, rss = run_worker(stack, schema, BATCH, N_BATCH)
         log("batch=%d: %.0f msgs/s, peak rss %d kB" % (BATCH, rate, rss))
         # Batch size 1 on a fresh broker (the topic must hold exactly N_SINGLE).
-        broker.terminate()
-        broker.wait(10)
-        broker, bootstrap = start_broker(tmp)
-        prefill(bootstrap, N_SINGLE)
+        stack.restart_broker()
+        prefill(stack.bootstrap, N_SINGLE)
         schema1 = "bench1_%d" % random.randint(0, 1 << 30)
-        rate1, _ = run_worker(tmp, bootstrap, dsn, schema1, 1, N_SINGLE)
+        rate1, _ = run_worker(stack, schema1, 1, N_SINGLE)
         log("batch=1: %.0f msgs/s" % rate1)
         print("bench runtime msgs_per_s=%d batch1_msgs_per_s=%d batch=%d rss_kb=%d"
               % (rate, rate1, BATCH, rss), flush=True)
-    finally:
-        broker.terminate()
-        broker.wait(10)
-        subprocess.run(["scripts/pg.sh", "destroy", tmp + "/pg"], capture_output=True)
-        if not os.environ.get("AS_KEEP_TMP"):
-            subprocess.run(["rm", "-rf", tmp])
 
 
 if __name__ == "__main__":

@@ -13,9 +13,7 @@
 Prints exactly one line: bench intake requests_per_s=N p99_ack_ms=N
 """
 import os
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -25,10 +23,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import envelope_pb2  # noqa: E402
 import common_pb2  # noqa: E402
 import psycopg2  # noqa: E402
-from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
-from bench import log, report_batches, settle, start_broker, start_pg  # noqa: E402
+from bench import (LOW_LATENCY, Stack, bulk_producer, consumer_at_end, log, paced_producer,  # noqa: E402
+                   produce, report_batches, settle)
 
-BIN = os.environ.get("AS_BIN_DIR", "build/bin")
 N_ORDERS = int(os.environ.get("AS_BENCH_ORDERS", "100000"))
 N_REQ = int(os.environ.get("AS_BENCH_REQUESTS", "50000"))
 RATE = int(os.environ.get("AS_BENCH_RATE", "1000"))
@@ -80,15 +77,6 @@ def request_msg(i):
         r.comment, r.submitted_at_us, r.locale = "尺码偏小，想退货", now, "zh-CN"
         r.preferred_outcome, r.return_method = common_pb2.OUTCOME_REFUND, common_pb2.RETURN_METHOD_PICKUP
     return oid, envelope(oid, "aftersales_requested", fill).SerializeToString()
-
-
-def produce(p, topic, key, value):
-    while True:
-        try:
-            p.produce(topic, key=key, value=value)
-            return
-        except BufferError:
-            p.poll(0.01)
 
 
 def scalar(dsn, q):
@@ -152,13 +140,7 @@ class AckReader(threading.Thread):
 
     def __init__(self, bootstrap):
         super().__init__(daemon=True)
-        self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-acks-%s" % uuid.uuid4().hex,
-                           "enable.auto.commit": False, "fetch.wait.max.ms": 2, "log_level": 2,
-                           "socket.nagle.disable": True})
-        parts = [TopicPartition("aftersales.cases.v1", i) for i in range(12)]
-        for tp in parts:
-            tp.offset = self.c.get_watermark_offsets(tp, timeout=10)[1]
-        self.c.assign(parts)
+        self.c = consumer_at_end(bootstrap, "aftersales.cases.v1")
         self.lat = []
         self.split = []
         self.stop = False
@@ -180,8 +162,7 @@ class AckReader(threading.Thread):
 
 
 def latency(bootstrap, dsn):
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": "all", "log_level": 2,
-                  "socket.nagle.disable": True})
+    p = paced_producer(bootstrap)
     reader = AckReader(bootstrap)
     reader.start()
     # The reader's first fetch and the producer's first metadata round trip
@@ -220,43 +201,22 @@ def latency(bootstrap, dsn):
 def main():
     if N_REQ + int(RATE * SECONDS) > N_ORDERS:
         raise SystemExit("bench intake: AS_BENCH_ORDERS must cover the requests of both phases")
-    tmp = tempfile.mkdtemp(prefix="as-bench-intake.")
-    pg = start_pg(tmp)
-    dsn = "host=%s port=%s user=%s dbname=%s" % (pg["PGHOST"], pg["PGPORT"], pg["PGUSER"], pg["PGDATABASE"])
-    broker, bootstrap = start_broker(tmp)
-    w = None
-    try:
-        env = dict(os.environ, AS_KAFKA_BOOTSTRAP=bootstrap, AS_DB_DSN=dsn, AS_DB_SCHEMA="intake",
-                   AS_GROUP_ID="bench-intake", AS_HTTP_PORT="0", AS_HTTP_ADDR="127.0.0.1",
-                   AS_LOG_LEVEL=os.environ.get("AS_BENCH_LOG", "info"), AS_INSTANCE="bench",
-                   AS_POLL_INTERVAL_MS="5", AS_RELAY_INTERVAL_MS="20",
-                   AS_RDKAFKA_FETCH_WAIT_MAX_MS="2", AS_RDKAFKA_LINGER_MS="0")
-        subprocess.run([BIN + "/as-intake", "--migrate"], env=env, check=True,
-                       stderr=open(tmp + "/migrate.log", "w"))
-        w = subprocess.Popen([BIN + "/as-intake"], env=env, stderr=open(tmp + "/worker.log", "w"))
-        p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True,
-                      "queue.buffering.max.messages": 1000000, "log_level": 2})
+    with Stack("intake") as stack:
+        dsn = stack.dsn
+        env = stack.env("intake", "bench-intake", **LOW_LATENCY)
+        stack.migrate("as-intake", env, "intake")
+        stack.start("as-intake", env, "intake")
+        p = bulk_producer(stack.bootstrap)
         prefill(p, dsn)
         rate = throughput(p, dsn)
         log("throughput: %.0f requests/s (%d requests)" % (rate, N_REQ))
-        report_batches(tmp + "/worker.log")
+        report_batches(stack.log("intake"))
         t = time.time()
         wait_for(dsn, "SELECT (count(*) = 0)::int FROM intake.outbox WHERE sent_at IS NULL", 1, "outbox drained")
         log("outbox drained %.1fs after the last case opened" % (time.time() - t))
         settle(dsn)
-        p99 = latency(bootstrap, dsn)
+        p99 = latency(stack.bootstrap, dsn)
         print("bench intake requests_per_s=%d p99_ack_ms=%d" % (rate, round(p99)), flush=True)
-    finally:
-        if w:
-            w.terminate()
-            w.wait(30)
-        broker.terminate()
-        broker.wait(10)
-        if not os.environ.get("AS_KEEP_TMP"):
-            subprocess.run(["scripts/pg.sh", "destroy", tmp + "/pg"], capture_output=True)
-            subprocess.run(["rm", "-rf", tmp])
-        else:
-            log("kept " + tmp)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,7 @@ Prints exactly one line: bench review cases_per_s=N p99_decision_ms=N
 """
 import io
 import os
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -26,10 +24,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import envelope_pb2  # noqa: E402
 import common_pb2  # noqa: E402
 import psycopg2  # noqa: E402
-from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
-from bench import log, report_batches, settle, start_broker, start_pg  # noqa: E402
+from bench import (LOW_LATENCY, Stack, bulk_producer, consumer_at_end, log, paced_producer,  # noqa: E402
+                   produce, report_batches, settle)
 
-BIN = os.environ.get("AS_BIN_DIR", "build/bin")
 N_CASES = int(os.environ.get("AS_BENCH_CASES", "20000"))
 RATE = int(os.environ.get("AS_BENCH_RATE", "1000"))
 SECONDS = float(os.environ.get("AS_BENCH_SECONDS", "10"))
@@ -110,27 +107,12 @@ def prefill(dsn, n):
     log("prefilled %d case rows in %.1fs" % (n, time.time() - t0))
 
 
-def produce(p, topic, key, value):
-    while True:
-        try:
-            p.produce(topic, key=key, value=value)
-            return
-        except BufferError:
-            p.poll(0.01)
-
-
 class DecisionReader(threading.Thread):
     """Arrival time of the first ReviewDecided of each case."""
 
     def __init__(self, bootstrap):
         super().__init__(daemon=True)
-        self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-review-%s" % uuid.uuid4().hex,
-                           "enable.auto.commit": False, "fetch.wait.max.ms": 2, "log_level": 2,
-                           "socket.nagle.disable": True})
-        parts = [TopicPartition("aftersales.review.v1", i) for i in range(12)]
-        for tp in parts:
-            tp.offset = self.c.get_watermark_offsets(tp, timeout=10)[1]
-        self.c.assign(parts)
+        self.c = consumer_at_end(bootstrap, "aftersales.review.v1")
         self.at = {}
         self.verdicts = {}
         self.stop = False
@@ -175,8 +157,7 @@ def throughput(p, reader):
 
 
 def latency(bootstrap, reader):
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": "all", "log_level": 2,
-                  "socket.nagle.disable": True})
+    p = paced_producer(bootstrap)
     p.list_topics(timeout=10)
     time.sleep(2)
     n = int(RATE * SECONDS)
@@ -205,47 +186,28 @@ def latency(bootstrap, reader):
 
 
 def main():
-    tmp = tempfile.mkdtemp(prefix="as-bench-review.")
-    pg = start_pg(tmp)
-    dsn = "host=%s port=%s user=%s dbname=%s" % (pg["PGHOST"], pg["PGPORT"], pg["PGUSER"], pg["PGDATABASE"])
-    broker, bootstrap = start_broker(tmp)
-    w = reader = None
-    try:
-        env = dict(os.environ, AS_KAFKA_BOOTSTRAP=bootstrap, AS_DB_DSN=dsn, AS_DB_SCHEMA="review",
-                   AS_GROUP_ID="bench-review", AS_HTTP_PORT="0", AS_HTTP_ADDR="127.0.0.1",
-                   AS_LOG_LEVEL=os.environ.get("AS_BENCH_LOG", "info"), AS_INSTANCE="bench",
-                   AS_POLL_INTERVAL_MS="5", AS_RELAY_INTERVAL_MS="20",
-                   AS_RDKAFKA_FETCH_WAIT_MAX_MS="2", AS_RDKAFKA_LINGER_MS="0")
-        subprocess.run([BIN + "/as-review", "--migrate"], env=env, check=True,
-                       stderr=open(tmp + "/migrate.log", "w"))
-        prefill(dsn, N_CASES + int(RATE * SECONDS))
-        w = subprocess.Popen([BIN + "/as-review"], env=env, stderr=open(tmp + "/worker.log", "w"))
-        reader = DecisionReader(bootstrap)
-        reader.start()
-        p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True,
-                      "queue.buffering.max.messages": 1000000, "log_level": 2})
-        time.sleep(3)  # the worker's group join
-        rate = throughput(p, reader)
-        log("throughput: %.0f cases/s (%d cases)" % (rate, N_CASES))
-        report_batches(tmp + "/worker.log")
-        settle(dsn)
-        p99 = latency(bootstrap, reader)
-        report_batches(tmp + "/worker.log")  # cumulative: throughput and paced phases
-        print("bench review cases_per_s=%d p99_decision_ms=%d" % (rate, round(p99)), flush=True)
-    finally:
-        if reader:
-            reader.stop = True
-            reader.join(5)
-        if w:
-            w.terminate()
-            w.wait(30)
-        broker.terminate()
-        broker.wait(10)
-        if not os.environ.get("AS_KEEP_TMP"):
-            subprocess.run(["scripts/pg.sh", "destroy", tmp + "/pg"], capture_output=True)
-            subprocess.run(["rm", "-rf", tmp])
-        else:
-            log("kept " + tmp)
+    reader = None
+    with Stack("review") as stack:
+        try:
+            env = stack.env("review", "bench-review", **LOW_LATENCY)
+            stack.migrate("as-review", env, "review")
+            prefill(stack.dsn, N_CASES + int(RATE * SECONDS))
+            stack.start("as-review", env, "review")
+            reader = DecisionReader(stack.bootstrap)
+            reader.start()
+            p = bulk_producer(stack.bootstrap)
+            time.sleep(3)  # the worker's group join
+            rate = throughput(p, reader)
+            log("throughput: %.0f cases/s (%d cases)" % (rate, N_CASES))
+            report_batches(stack.log("review"))
+            settle(stack.dsn)
+            p99 = latency(stack.bootstrap, reader)
+            report_batches(stack.log("review"))  # cumulative: throughput and paced phases
+            print("bench review cases_per_s=%d p99_decision_ms=%d" % (rate, round(p99)), flush=True)
+        finally:
+            if reader:
+                reader.stop = True
+                reader.join(5)
 
 
 if __name__ == "__main__":

@@ -59,12 +59,12 @@ static void fix_teardown(fix_t *f) {
   PQfinish(f->check);
 }
 
-/* 1 if schema.name is a table, else 0. */
-static int has_table(fix_t *f, const char *name) {
+/* Whether schema.name is a table. */
+static bool has_table(fix_t *f, const char *name) {
   char q[128];
   snprintf(q, sizeof q, "%s.%s", f->schema, name);
   const char *v[1] = {q};
-  return (int)AS_PG_INT(f->check, "SELECT (to_regclass($1) IS NOT NULL)::int", 1, v);
+  return AS_PG_INT(f->check, "SELECT (to_regclass($1) IS NOT NULL)::int", 1, v) == 1;
 }
 
 /* "source:version ..." recorded in the schema, in order. */

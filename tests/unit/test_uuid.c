@@ -17,7 +17,7 @@
 #include <string.h>
 #include <uuid/uuid.h>
 
-static int is_lower_hex(char c) {
+static bool is_lower_hex(char c) {
   return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
 }
 
