@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void as_db_init(as_db_t *db, const char *dsn, const char *app_name, const as_log_t *log) {
@@ -20,10 +21,19 @@ static void set_err(as_db_t *db, const char *sqlstate, const char *msg) {
   if (nl) *nl = '\0';
 }
 
+/* Prepared statements die with their session. */
+static void stmts_forget(as_db_t *db) {
+  for (size_t i = 0; i < AS_DB_STMT_MAX; i++) {
+    free(db->stmts[i].sql);
+    db->stmts[i].sql = NULL;
+  }
+}
+
 void as_db_close(as_db_t *db) {
   if (db->conn && db->on_close) db->on_close(db->on_close_arg, PQsocket(db->conn));
   if (db->conn) PQfinish(db->conn);
   db->conn = NULL;
+  stmts_forget(db);
 }
 
 /* Server notices ("schema already exists, skipping") become debug lines
@@ -80,6 +90,50 @@ int as_db_check(as_db_t *db, PGresult *r) {
   return (bad || as_db_sqlstate_transient(db->sqlstate)) ? -EAGAIN : -EIO;
 }
 
+static uint64_t fnv1a(const char *s) {
+  uint64_t h = 0xcbf29ce484222325u;
+  for (; *s; s++) h = (h ^ (uint8_t)*s) * 0x100000001b3u;
+  return h;
+}
+
+/* The slot holding sql, or a free slot in its probe sequence (sql NULL
+ * there), or -1 when the cache is full. */
+static int stmt_slot(const as_db_t *db, const char *sql, uint64_t h) {
+  for (size_t k = 0; k < AS_DB_STMT_MAX; k++) {
+    size_t i = (size_t)((h + k) % AS_DB_STMT_MAX);
+    const as_db_stmt_t *s = &db->stmts[i];
+    if (!s->sql || (s->hash == h && strcmp(s->sql, sql) == 0)) return (int)i;
+  }
+  return -1;
+}
+
+/* Runs sql by the name it is prepared under, preparing it first if new. */
+static PGresult *exec_cached(as_db_t *db, const char *sql, int n, const char *const *vals,
+                             const int *lens, const int *fmts, int result_format) {
+  uint64_t h = fnv1a(sql);
+  int slot = stmt_slot(db, sql, h);
+  if (slot < 0) {
+    db->stmt_uncached++;
+    return PQexecParams(db->conn, sql, n, NULL, vals, lens, fmts, result_format);
+  }
+  char name[16];
+  snprintf(name, sizeof name, "as_%d", slot);
+  as_db_stmt_t *s = &db->stmts[slot];
+  if (!s->sql) {
+    char *copy = strdup(sql);
+    if (!copy) return NULL;
+    PGresult *p = PQprepare(db->conn, name, sql, n, NULL);
+    if (PQresultStatus(p) != PGRES_COMMAND_OK) {
+      free(copy);
+      return p; /* the statement's own error (syntax, missing table, aborted transaction) */
+    }
+    PQclear(p);
+    s->sql = copy;
+    s->hash = h;
+  }
+  return PQexecPrepared(db->conn, name, n, vals, lens, fmts, result_format);
+}
+
 int as_db_query_ex(as_db_t *db, const char *sql, int n, const char *const *vals, const int *lens,
                    const int *fmts, int result_format, PGresult **out) {
   if (out) *out = NULL;
@@ -87,8 +141,15 @@ int as_db_query_ex(as_db_t *db, const char *sql, int n, const char *const *vals,
     set_err(db, "08003", "not connected");
     return -EAGAIN;
   }
-  PGresult *r = PQexecParams(db->conn, sql, n, NULL, vals, lens, fmts, result_format);
+  PGresult *r = exec_cached(db, sql, n, vals, lens, fmts, result_format);
   int rc = as_db_check(db, r);
+  /* A migration elsewhere changed what a prepared statement returns
+   * ("cached plan must not change result type"): a new session prepares
+   * everything afresh, and the batch is retried, not dead-lettered. */
+  if (rc == -EIO && strcmp(db->sqlstate, "0A000") == 0 && strstr(db->err, "cached plan")) {
+    as_db_close(db);
+    rc = -EAGAIN;
+  }
   if (rc == 0 && out) *out = r;
   else PQclear(r);
   return rc;

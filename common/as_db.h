@@ -7,18 +7,36 @@
  * failure: retry the batch later) from a permanent one (this batch's data
  * broke a constraint: find and dead-letter the culprit).
  *
+ * Every statement is prepared on its connection the first time it runs
+ * (keyed by its text) and executed by name afterwards: parsing and planning
+ * a bulk statement of a few dozen unnest() arrays costs about as much as
+ * running it, so a worker whose batch runs the same dozen statements pays
+ * for planning once per connection, not once per batch. Statements built
+ * afresh for each call must not come through here in numbers: the cache
+ * holds AS_DB_STMT_MAX texts and past that runs statements unprepared
+ * (counted in stmt_uncached).
+ *
  * Ownership: as_db_t is caller-owned (embed it); the DSN is borrowed and
- * must outlive it. Results from as_db_query are owned by the caller
- * (PQclear). */
+ * must outlive it. The statement cache is the connection's (copies of the
+ * texts, freed by as_db_close). Results from as_db_query are owned by the
+ * caller (PQclear). */
 #ifndef AS_DB_H
 #define AS_DB_H
 
 #include <libpq-fe.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "as_err.h"
 #include "as_log.h"
+
+#define AS_DB_STMT_MAX 128
+
+typedef struct as_db_stmt {
+  char *sql;     /* owned copy of the text; NULL = free slot */
+  uint64_t hash; /* of the text */
+} as_db_stmt_t;
 
 typedef struct as_db {
   const char *dsn;        /* borrowed */
@@ -28,6 +46,8 @@ typedef struct as_db {
   char sqlstate[6];       /* of the last failure, "" if none or no server answer */
   char err[512];          /* the last failure's primary message, one line */
   unsigned long reconnects;
+  as_db_stmt_t stmts[AS_DB_STMT_MAX]; /* prepared on this connection as "as_<slot>" */
+  unsigned long stmt_uncached;        /* statements run unprepared: the cache was full */
   /* Called with the socket fd just before the connection is closed, so an
    * fd watcher can stop first (closing a watched fd is undefined in libuv). */
   void (*on_close)(void *arg, int fd);

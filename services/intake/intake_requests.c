@@ -53,11 +53,11 @@ static const char sql_orders[] =
     " shipping_fee_minor, shipping_currency FROM %1$s.orders WHERE order_id = ANY($1::text[]) AND placed_at_us IS NOT NULL"
     " ORDER BY order_id COLLATE \"C\" FOR UPDATE";
 static const char sql_lines[] =
-    "SELECT l.order_id, l.line_id, l.sku, l.unit_minor, l.currency, l.quantity, coalesce(c.q, 0),"
-    " l.category, l.supplier_id, l.discount_minor FROM %1$s.order_lines l LEFT JOIN (SELECT cl.order_id, cl.line_id, sum(cl.quantity) AS q"
-    " FROM cases.case_lines cl JOIN cases.cases cc ON cc.case_id = cl.case_id"
-    " WHERE cl.order_id = ANY($1::text[]) AND cc.state <> 'REJECTED' AND cc.case_type <> 'COMPLAINT'"
-    " GROUP BY cl.order_id, cl.line_id) c ON c.order_id = l.order_id AND c.line_id = l.line_id"
+    "SELECT l.order_id, l.line_id, l.sku, l.unit_minor, l.currency, l.quantity,"
+    " coalesce((SELECT sum(cl.quantity) FROM cases.case_lines cl JOIN cases.cases cc ON cc.case_id = cl.case_id"
+    " WHERE cl.order_id = l.order_id AND cl.line_id = l.line_id AND cc.state <> 'REJECTED'"
+    " AND cc.case_type <> 'COMPLAINT'), 0),"
+    " l.category, l.supplier_id, l.discount_minor FROM %1$s.order_lines l"
     " WHERE l.order_id = ANY($1::text[]) ORDER BY l.order_id COLLATE \"C\", l.line_id COLLATE \"C\"";
 
 static void reject(intake_req_t *q, const char *code, const char *field) {

@@ -841,7 +841,7 @@ def wait_case_events(h, reader, pred, timeout=20, what="case events"):
 # The states a case ends in: no deadline is owed for them. One constant for
 # the suite (review's and intake's terminal states).
 FINAL_STATES = ("CLOSED", "REJECTED", "REFUNDED", "EXCHANGED", "RESOLVED")
-INVARIANTS = ("money", "deadlines", "state_changes", "answers")
+INVARIANTS = ("money", "deadlines", "state_changes", "answers", "orphans")
 SETTLE_SECONDS = 20
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _MAX_LISTED = 8  # violations listed per check; the rest are counted
@@ -1033,6 +1033,20 @@ def _wire(h, topics, pending):
     return out
 
 
+# The shared case tables keep no foreign keys (common/sql/cases/004): the
+# writers keep the rule, and this check holds them to it.
+_SATELLITES = ("timeline", "case_lines", "sla_clocks", "case_evidence", "case_messages")
+
+
+def _check_orphans(cur):
+    out = []
+    for t in _SATELLITES:
+        cur.execute(f"SELECT DISTINCT s.case_id FROM cases.{t} s WHERE NOT EXISTS"
+                    " (SELECT 1 FROM cases.cases c WHERE c.case_id = s.case_id) ORDER BY 1")
+        out += _listed("orphans", cur.fetchall(), lambda r: f"cases.{t} rows of case {r[0]}, which cases.cases lacks")
+    return out
+
+
 def _check_money(cur, tables):
     out = []
     for s in _with(tables, "ledger", "order_id", "line_id", "currency", "paid_minor", "refunded_minor"):
@@ -1169,6 +1183,8 @@ def check_invariants(h, checks=INVARIANTS):
             out += _check_money(cur, tables)
         if "deadlines" in checks:
             out += _check_deadlines(cur, tables)
+        if "orphans" in checks:
+            out += _check_orphans(cur)
         cur.execute("SELECT case_id, version, from_state, to_state FROM cases.timeline")
         timeline = cur.fetchall()
         cur.execute("SELECT case_id, version FROM cases.cases")
