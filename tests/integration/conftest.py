@@ -8,7 +8,10 @@ What the fixtures give a test:
   - helpers to start, SIGTERM and SIGKILL as-probe workers (stderr captured to
     a file, http port parsed from the "worker started" line, /readyz polled),
     to produce real SyntheticProbe envelopes, to read whole topics and to
-    query the database.
+    query the database;
+  - settle(h): waits until the live workers have consumed all their input
+    and published their outboxes, before a test asserts that something
+    happened exactly once or not at all (and before the invariants below).
 Every wait is bounded and every process started here is killed at teardown.
 
 After every test that used `h` and passed, the fleet's promises are checked
@@ -282,6 +285,7 @@ def _child_env(extra):
 
 class Worker:
     """One as-probe process."""
+    service = "probe"
 
     def __init__(self, h, name, env):
         self.h = h
@@ -618,7 +622,7 @@ class Harness:
                 self._conn = None
                 if attempt == 2:
                     raise
-                time.sleep(0.5)
+                time.sleep(0.5)  # pacing: the server may be coming back (test_database_outage)
 
     def scalar(self, q, args=None):
         return self.sql(q, args)[0][0]
@@ -707,7 +711,8 @@ CASES_TOPIC = "aftersales.cases.v1"
 class ServiceWorker(Worker):
     """A worker process of any service binary (Worker starts as-probe)."""
 
-    def __init__(self, h, name, env, binary):
+    def __init__(self, h, name, env, binary, service):
+        self.service = service
         self.h = h
         self.name = name
         self.logpath = h.logdir / f"{name}.log"
@@ -726,7 +731,7 @@ def start_service(h, service, name=None, ready=True, **over):
     over.setdefault("AS_GROUP_ID", f"{service}-{h.group}")
     over.setdefault("AS_SCAN_INTERVAL_MS", "200")
     env = h.worker_env(AS_INSTANCE=name, **over)
-    w = ServiceWorker(h, name, env, BIN_DIR / f"as-{service}")
+    w = ServiceWorker(h, name, env, BIN_DIR / f"as-{service}", service)
     h.workers.append(w)
     if ready:
         w.wait_started()
@@ -923,25 +928,56 @@ def _db_fingerprint(h, schemas):
     return parts
 
 
-def _group_lag(h, groups):
-    """Messages the live workers' groups have not committed yet, on the
-    topics they committed anything on (committed offsets vs high watermarks)."""
+def _topic_ident(name):
+    """AS_TOPIC_NAME_<ident> of a topic name (scripts/gen_topics.sh's rule)."""
+    return re.sub(r"[.-]", "_", re.sub(r"\.v[0-9]+$", "", re.sub(r"^aftersales\.", "", name))).upper()
+
+
+_SUBSCRIPTIONS = {}
+
+
+def subscriptions(service):
+    """The topics a worker binary subscribes to, read from its source (the
+    topics[] array of tests/probe/probe.c or services/<service>/main.c), so
+    that settle() knows them before the group has committed anything."""
+    if service not in _SUBSCRIPTIONS:
+        src = ROOT / ("tests/probe/probe.c" if service == "probe" else f"services/{service}/main.c")
+        m = re.search(r"\btopics\[\]\s*=\s*\{([^}]*)\}", src.read_text())
+        assert m, f"{src}: no topics[] array to read the subscription from"
+        names = {_topic_ident(t): t for t in PARTITIONS}
+        idents = re.findall(r"AS_TOPIC_NAME_(\w+)", m.group(1))
+        assert idents and all(i in names for i in idents), f"{src}: topics[] {m.group(1)!r}"
+        _SUBSCRIPTIONS[service] = tuple(names[i] for i in idents)
+    return _SUBSCRIPTIONS[service]
+
+
+def _group_lag(h, subscribed):
+    """Messages the live workers' groups have not committed yet
+    (subscribed: {group: topics}): on every partition of the topics they
+    subscribe to and of any other topic they committed on, the end offset
+    minus the committed one, or minus the start of the log where the group
+    committed nothing yet (workers reset to the earliest offset,
+    as_kafka.c)."""
     from confluent_kafka import Consumer, TopicPartition
     lag = 0
-    for g in groups:
+    for g, topics in sorted(subscribed.items()):
         c = Consumer({"bootstrap.servers": h.bootstrap, "group.id": g, "enable.auto.commit": False,
                       "log_level": 2})
         try:
             tps = [TopicPartition(t, p) for t, n in PARTITIONS.items() for p in range(n)]
             committed = c.committed(tps, timeout=10)
-            topics = {tp.topic for tp in committed if tp.offset >= 0}
+            topics = sorted(set(topics) | {tp.topic for tp in committed if tp.offset >= 0})
             if not topics:
                 continue
-            done = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in committed}
-            # Timestamp -1 asks for each partition's end offset, all in one request.
-            ends = c.offsets_for_times([TopicPartition(t, p, -1) for t in sorted(topics)
-                                        for p in range(PARTITIONS[t])], timeout=10)
-            lag += sum(max(0, e.offset - done[(e.topic, e.partition)]) for e in ends)
+            done = {(tp.topic, tp.partition): tp.offset for tp in committed}
+            # Timestamps -1 and -2 ask for each partition's end and start
+            # offsets, all partitions in one request each.
+            ends, starts = (c.offsets_for_times([TopicPartition(t, p, ts) for t in topics
+                                                 for p in range(PARTITIONS[t])], timeout=10)
+                            for ts in (-1, -2))
+            for e, s in zip(ends, starts):
+                at = done[(e.topic, e.partition)]
+                lag += max(0, e.offset - (at if at >= 0 else s.offset))
         finally:
             c.close()
     return lag
@@ -953,21 +989,27 @@ def settle(h, timeout=SETTLE_SECONDS):
     their schemas hold no unsent outbox row, and the database did not change
     between two looks. Dead workers are left as they
     are (their unsent rows count as on their way). Bounded; raises
-    AssertionError naming what still moved."""
+    AssertionError naming what still moved.
+    Tests call it before asserting that something happened exactly once or
+    not at all: once it returns, every input has been handled and every
+    output is on the wire, so reading the whole topic then counts late
+    duplicates too (a fixed sleep only hopes so)."""
     live = _live(h)
     if not live:
         return
     schemas = sorted({w.env["AS_DB_SCHEMA"] for w in live})
-    groups = sorted({w.env["AS_GROUP_ID"] for w in live})
+    subscribed = {}
+    for w in live:
+        subscribed.setdefault(w.env["AS_GROUP_ID"], set()).update(subscriptions(w.service))
     last = [None]
 
     def at_rest():
         fp = _db_fingerprint(h, [s for s in schemas if h.sql(
             "SELECT to_regclass(%s) IS NOT NULL", (f"{_q(s)}.outbox",))[0][0]])
         unsent = sum(part[2] for part in fp if len(part) == 3)
-        lag = _group_lag(h, groups)
-        # The consumers' own view (librdkafka's statistics, each second) also
-        # covers topics a group has not committed anything on yet.
+        lag = _group_lag(h, subscribed)
+        # The consumers' own view (librdkafka's statistics, each second): a
+        # cross-check of the committed offsets read above.
         reported = sum(w.metric("as_consumer_lag") for w in live if w.port and w.ready())
         state = (fp, lag, reported)
         calm = unsent == 0 and lag == 0 and reported == 0 and state == last[0]

@@ -37,6 +37,9 @@ def test_database_down_then_back(h):
         assert w.http("/healthz")[0] == 200
         wait_until(lambda: w.metric("as_batch_retries_total") >= 2, 20 * SLOW,
                    what="batch retried")
+        # Pacing, not a wait for work: the worker must stay unready while its
+        # retries (every AS_RETRY_MAX_MS = 300 ms at most) keep failing; no
+        # event marks "still down", so look again after a few of them.
         time.sleep(1)
         assert w.http("/readyz")[0] == 503
         assert w.proc.poll() is None, w.tail()

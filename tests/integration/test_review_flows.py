@@ -7,13 +7,12 @@ Not covered here: the evidence / return / offer deadlines (the policy
 refuses evidence_days, return_days < 1 day and offer_hours < 1 hour, too
 long for a test).
 """
-import time
 import uuid
 
 import psycopg2
 import pytest
 
-from conftest import CASES_TOPIC, DLQ_TOPIC, SLOW, wait_until
+from conftest import CASES_TOPIC, DLQ_TOPIC, SLOW, settle, wait_until
 from review_helpers import (refund_events, wait_dead, DAY_US, DECISIONS_TOPIC, INSPECTION_TOPIC, LOGISTICS_TOPIC, REFUNDS_TOPIC,
                             REVIEW_TOPIC, decided, events, new_case, now_us, of_kind, open_cases, pbm,
                             produce_on, refunds_db, start_review, state,
@@ -72,7 +71,7 @@ def test_goodwill_offer_accepted_declined_coupon_and_wrong_offer(h):
     assert state(h, wrong.case_id) == "GOODWILL_OFFERED" and state(h, rookie.case_id) == "GOODWILL_OFFERED"
     wait_events(h, refunds_r, lambda e: of_kind(e, "refund_issued") and of_kind(e, "coupon_issued"),
                 what="refund and coupon")
-    time.sleep(1)
+    settle(h)  # the replies to the wrong offer and the wrong buyer pay nothing, even late
     evs = events(h, refunds_r)
     refs = [p for _, p, _, _ in of_kind(evs, "refund_issued")]
     assert [p.case_id for p in refs] == [accept.case_id]
@@ -145,7 +144,7 @@ def test_agent_decisions_disputes_and_final_ruling(h):
     dispute(auto)
     letters = wait_dead(h, dl, 5)
     assert "dispute: ruling_final" in [x.detail for _, x, _ in letters]
-    time.sleep(0.5)
+    settle(h)
     assert state(h, auto.case_id) == "REJECTED"
     assert h.scalar("SELECT ruling_final FROM review.cases WHERE case_id = %s", (auto.case_id,)) is True
     assert h.sql("SELECT to_state, actor_kind, actor_id FROM cases.timeline WHERE case_id = %s"
@@ -171,7 +170,7 @@ def test_mediation_for_buyer_refunds_once(h):
         produce_on(h, DECISIONS_TOPIC, "mediation_ruling", ruling, e.case_id)
     wait_state(h, e.case_id, "REFUNDED")
     wait_events(h, refunds_r, lambda ev: of_kind(ev, "refund_issued"), what="refund")
-    time.sleep(1.5)
+    settle(h)  # every redelivered ruling handled
     refs = refund_events(h, refunds_r)
     assert len(refs[e.case_id]) == 1
     r = refs[e.case_id][0]
@@ -242,9 +241,8 @@ def test_redelivered_events_pay_once(h):
     for e in all4:
         wait_state(h, e.case_id, "REFUNDED", timeout=40)
     wait_events(h, refunds_r, lambda ev: len(of_kind(ev, "refund_issued")) >= 4, what="4 refunds")
-    # Let the worker finish the redeliveries still queued behind.
-    time.sleep(3 * SLOW)
-    time.sleep(1.5)
+    # The worker finishes the redeliveries still queued behind.
+    settle(h, timeout=40)
     refs = refund_events(h, refunds_r)
     assert {c: len(v) for c, v in refs.items()} == {e.case_id: 1 for e in all4}
     assert h.scalar("SELECT count(*) FROM review.refunds") == 4
@@ -273,7 +271,7 @@ def test_two_instances_never_refund_twice(h):
     wait_until(lambda: h.scalar("SELECT count(*) FROM cases.cases WHERE state = 'REFUNDED'") == 300 or None,
                60 * SLOW, interval=0.3, what="300 refunded")
     wait_events(h, refunds_r, lambda ev: len(of_kind(ev, "refund_issued")) >= 300, timeout=40, what="300 refunds")
-    time.sleep(2)
+    settle(h, timeout=40)  # both instances done with the copies
     refs = refund_events(h, refunds_r)
     assert len(refs) == 300
     dup = {c: len(v) for c, v in refs.items() if len(v) != 1}
@@ -302,7 +300,7 @@ def test_two_cases_on_one_line_cannot_refund_more_than_paid(h):
     assert h.sql("SELECT paid_minor, refunded_minor FROM review.ledger WHERE order_id = %s"
                  " AND line_id = '#shipping'", (order_id,)) == [(800, 800)]
     wait_events(h, refunds_r, lambda ev: of_kind(ev, "refund_issued"), what="refund")
-    time.sleep(1)
+    settle(h)
     refs = [p for _, p, _, _ in of_kind(events(h, refunds_r), "refund_issued")]
     assert len(refs) == 1 and refs[0].total.amount_minor == 1600, refs
     closed = a if state(h, a.case_id) == "CLOSED" else b

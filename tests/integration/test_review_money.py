@@ -7,10 +7,9 @@ events with their shared rows (intake's record), a real broker and
 PostgreSQL, real protobuf bytes; run with AS_BIN_DIR at the ASan+UBSan build
 too (the overflow test is the one that aborted there).
 """
-import time
 import uuid
 
-from conftest import CASES_TOPIC, DLQ_TOPIC, SLOW, dead_letters, wait_until
+from conftest import CASES_TOPIC, DLQ_TOPIC, SLOW, dead_letters, settle, wait_until
 from review_helpers import (refund_events, wait_dead, DECISIONS_TOPIC, INSPECTION_TOPIC, LOGISTICS_TOPIC, REFUNDS_TOPIC, REVIEW_TOPIC,
                             cases_without_deadline, decided, events, insert_case_rows, new_case, now_us, of_kind,
                             open_cases, paid_split, pbm, pending_deadlines, produce_on, refunds_db,
@@ -20,9 +19,11 @@ from test_review import default_policy_text
 
 
 def refunds_by_case(h, reader, n, timeout=20):
+    """Every RefundIssued on the topic once the fleet is at rest, per case:
+    a refund published twice shows as two."""
     wait_events(h, reader, lambda ev: len(of_kind(ev, "refund_issued")) >= n, timeout=timeout,
                 what=f"{n} refunds")
-    time.sleep(0.5)
+    settle(h)
     return refund_events(h, reader)
 
 

@@ -4,12 +4,13 @@ The worker finishes its batch, drains the outbox, commits offsets, leaves the
 consumer group (LeaveGroup sent and answered, seen in librdkafka's cgrp debug
 log) and exits 0 -- under the ASan+UBSan build too, with no leak or error
 report on stderr. Proof on the other side: a new worker in the same group gets
-every partition and processes nothing again: no processed or duplicate
-message, probe_state, inbox and outbox unchanged.
+every partition and processes nothing again: of a marker produced on every
+partition after it joined, it processes the markers and nothing else, no
+duplicate, probe_state, inbox, outbox and echoes grown by the markers only.
 """
 import time
 
-from conftest import ECHO_TOPIC, SANITIZED, SLOW, random_ids, wait_until
+from conftest import ECHO_TOPIC, SANITIZED, SLOW, random_ids, settle, wait_until
 
 
 
@@ -59,14 +60,23 @@ def test_sigterm_drains_commits_and_leaves_group(h):
 
     w2 = h.start_worker(name="w2", **over)
     w2.wait_assigned(timeout=30, partitions=12)
-    # Offsets committed: nothing comes again.
-    time.sleep(2)
-    assert w2.metric("as_messages_processed_total") == 0
+    # Offsets committed: nothing comes again. A marker on every partition,
+    # after the old messages: once w2 has processed the 12 markers, anything
+    # it were to read again it has read already (a partition is read in
+    # order), and settle() has its outbox published.
+    markers = [h.probe_envelope(pid, 0, amount=1) for pid in random_ids(12, prefix="marker")]
+    h.produce_many([(e.synthetic_probe.probe_id, e.SerializeToString(), p) for p, e in enumerate(markers)])
+    wait_until(lambda: w2.metric("as_messages_processed_total") >= len(markers), 30 * SLOW,
+               what="markers processed")
+    settle(h)
+    assert w2.metric("as_messages_processed_total") == len(markers)
     assert w2.metric("as_messages_duplicate_total") == 0
-    assert sorted(h.sql("SELECT * FROM probe.probe_state")) == state
-    assert h.scalar("SELECT count(*) FROM probe.inbox") == inbox
-    assert h.scalar("SELECT count(*) FROM probe.outbox") == len(envs)
+    marked = {e.synthetic_probe.probe_id for e in markers}
+    assert sorted(r for r in h.sql("SELECT * FROM probe.probe_state") if r[0] not in marked) == state
+    assert h.scalar("SELECT count(*) FROM probe.inbox") == inbox + len(markers)
+    assert h.scalar("SELECT count(*) FROM probe.outbox") == len(envs) + len(markers)
+    assert len(h.reader(ECHO_TOPIC).drain()) == len(envs) + len(markers)
 
-    # And the second one shuts down cleanly too, with nothing to do.
+    # And the second one shuts down cleanly too, with nothing left to do.
     assert w2.terminate(timeout=30) == 0, w2.tail(80)
     assert not w2.sanitizer_report(), w2.tail(80)
