@@ -33,7 +33,16 @@ count_line() { # "N passed, M failed" from a unit binary's last line
 # are unit-tested against a real one: a private cluster for this run.
 eval "$(scripts/pg.sh start "$TMP/pg")"
 export AS_TEST_DSN="host=$PGHOST port=$PGPORT user=$PGUSER dbname=$PGDATABASE"
-trap 'scripts/pg.sh destroy "$TMP/pg" >/dev/null 2>&1 || true' EXIT
+# Every cluster of the run: this script's and each pytest-xdist process's
+# ($TMP/gw*/pg). A cluster relocated under /var/tmp would outlive rm -rf.
+destroy_clusters() {
+  local d
+  for d in "$TMP/pg" "$TMP"/*/pg; do
+    [[ -e $d ]] && scripts/pg.sh destroy "$d" >/dev/null 2>&1
+  done
+  return 0
+}
+trap destroy_clusters EXIT
 
 echo "== unit tests"
 for build in build build/asan; do
@@ -96,7 +105,7 @@ done
 if [[ ${#failures[@]} -gt 0 ]]; then
   echo "failed: ${failures[*]}"
 fi
-scripts/pg.sh destroy "$TMP/pg" >/dev/null 2>&1 || true
+destroy_clusters
 trap - EXIT
 [[ -n ${AS_KEEP_TMP:-} ]] || rm -rf "$TMP"
 echo "$passed passed, $failed failed"
