@@ -50,6 +50,12 @@ static int corpus_add_file(corpus_t *c, const char *path) {
     return -1;
   }
   n = fread(buf, 1, MAX_FILE_BYTES, f);
+  if (ferror(f)) {
+    fprintf(stderr, "replay: %s: read failed\n", path);
+    fclose(f);
+    free(buf);
+    return -1;
+  }
   fclose(f);
   uint8_t *fit = realloc(buf, n ? n : 1);
   if (fit != NULL) buf = fit;
