@@ -238,25 +238,34 @@ static size_t head_end(const char *buf, size_t len, size_t from) {
   return 0;
 }
 
+int as_http_parse_request(char *buf, size_t len, char **method, char **path) {
+  char *nl = memchr(buf, '\n', len);
+  size_t n;
+
+  if (nl == NULL) /* not a head; the listener passes only complete ones */
+    return 400;
+  n = (size_t)(nl - buf);
+  if (n > 0 && buf[n - 1] == '\r')
+    n--;
+  buf[n] = '\0';
+  if (memchr(buf, '\0', n) != NULL || parse_request_line(buf, method, path) != 0)
+    return 400;
+  if (strcmp(*method, "HEAD") != 0 && strcmp(*method, "GET") != 0)
+    return 405;
+  return 0;
+}
+
 static void handle_request(conn_t *c) {
   as_http_response_t r = {.status = 500, .content_type = NULL, .body = NULL, .body_len = 0};
-  char *line = c->buf, *method, *path;
-  /* The head is complete, so the request line's '\n' is within len. */
-  size_t n = (size_t)((char *)memchr(line, '\n', c->len) - line);
+  char *method, *path;
+  int status = as_http_parse_request(c->buf, c->len, &method, &path);
   bool head_only;
 
-  if (n > 0 && line[n - 1] == '\r')
-    n--;
-  line[n] = '\0';
-  if (memchr(line, '\0', n) != NULL || parse_request_line(line, &method, &path) != 0) {
-    respond_static(c, 400);
+  if (status != 0) {
+    respond_static(c, status);
     return;
   }
   head_only = strcmp(method, "HEAD") == 0;
-  if (!head_only && strcmp(method, "GET") != 0) {
-    respond_static(c, 405);
-    return;
-  }
   c->h->cb(c->h->arg, method, path, &r);
   if (c->closing) { /* the route closed the listener */
     free(r.body);

@@ -46,6 +46,14 @@ int as_http_port(const as_http_t *h);
  * on; for tests. */
 void as_http_set_timeout_ms(as_http_t *h, unsigned ms);
 
+/* The listener's request parser on its own, exposed for the fuzz target
+ * (tests/fuzz/fuzz_http.c). buf holds len bytes of a complete request head
+ * (as read, up to the blank line); its request line is NUL-terminated in
+ * place and *method and *path point into buf (path without query or
+ * fragment). Returns 0 for GET or HEAD, 400 for a malformed request line,
+ * 405 for another method. */
+int as_http_parse_request(char *buf, size_t len, char **method, char **path);
+
 /* Stops listening, closes open connections, frees everything, then calls
  * done(arg) from a close callback. as_http_close(NULL, ...) calls nothing. */
 void as_http_close(as_http_t *h, void (*done)(void *arg), void *arg);

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# The whole suite, as `make test` runs it after building build/ (optimised)
-# and build/asan/ (AddressSanitizer + UndefinedBehaviorSanitizer):
+# The whole suite, as `make test` runs it after building build/ (optimised),
+# build/asan/ (AddressSanitizer + UndefinedBehaviorSanitizer) and build/tsan/
+# (ThreadSanitizer):
 #   1. unit tests (tests/unit, one binary per module, discovered), both builds;
-#   2. the envelope decoder's fuzz replay (200k mutated inputs), ASan build;
-#   3. integration tests (tests/integration, pytest against the embedded
+#   2. each fuzz target's replay (tests/fuzz: its corpus and 100k mutations
+#      of it), ASan build;
+#   3. a few integration tests against build/tsan (ThreadSanitizer: the
+#      relay's thread);
+#   4. integration tests (tests/integration, pytest against the embedded
 #      PostgreSQL and broker, real protobuf bytes), both builds.
 # Ends with one line "N passed, N failed" that CI reads.
 set -uo pipefail
@@ -67,11 +71,40 @@ else
   failed=$((failed + 1)); failures+=("readme_config")
 fi
 
+# Every fuzz target (tests/fuzz/fuzz_<name>.c) over its seed corpus and
+# mutations of it, ASan build; `make fuzz` is the open-ended search.
 echo "== fuzz replay"
-if timeout 600 build/asan/bin/as-fuzz-envelope >"$TMP/fuzz.out" 2>&1; then
-  passed=$((passed + 1)); echo "  $(tail -n1 "$TMP/fuzz.out")"
+for src in tests/fuzz/fuzz_*.c; do
+  name=${src##*/fuzz_}; name=${name%.c}; t=build/asan/tests/fuzz_$name
+  if timeout 300 "$t" -n "${AS_FUZZ_MUTATIONS:-100000}" "tests/fuzz/corpus/$name" >"$TMP/fuzz_$name.out" 2>&1; then
+    passed=$((passed + 1)); echo "  $(tail -n1 "$TMP/fuzz_$name.out")"
+  else
+    failed=$((failed + 1)); failures+=("fuzz_$name"); tail -n 30 "$TMP/fuzz_$name.out"
+  fi
+done
+
+# The relay runs a thread of its own beside the worker's loop: a few
+# integration tests against the ThreadSanitizer build (build/tsan). A race
+# ends the worker (exit 66) and is in its log, AS_TEST_TMP/<pytest
+# process>/logs/<test>/<worker>.log. The broker is the optimised one: it is
+# librdkafka's mock cluster, not our threads.
+TSAN_TESTS=(tests/integration/test_exactly_once.py tests/integration/test_shutdown.py)
+echo "== ThreadSanitizer (build/tsan: ${TSAN_TESTS[*]##*/})"
+mkdir -p "$TMP/tsan"
+TSAN_OPTIONS="halt_on_error=1 exitcode=66 suppressions=$PWD/tests/tsan/suppressions.txt" \
+  AS_TEST_TMP=$TMP/tsan AS_BIN_DIR=build/tsan/bin AS_BROKER_BIN=build/bin/as-broker \
+  AS_GEN_PY=build/gen/py timeout 600 \
+  "$PY" -m pytest -q -p no:cacheprovider -n 2 "${TSAN_TESTS[@]}" >"$TMP/tsan.out" 2>&1
+rc=$?
+races=$(grep -rl --include='*.log' "WARNING: ThreadSanitizer" "$TMP/tsan" 2>/dev/null)
+# Each pytest process's cluster (AS_TEST_TMP/<worker>/pg) may sit in /var/tmp.
+for d in "$TMP"/tsan/*/pg; do [[ -d $d ]] && scripts/pg.sh destroy "$d" >/dev/null 2>&1; done
+if [[ $rc -eq 0 && -z $races ]]; then
+  passed=$((passed + 1)); echo "  $(tail -n1 "$TMP/tsan.out")"
 else
-  failed=$((failed + 1)); failures+=("fuzz_envelope"); tail -n 30 "$TMP/fuzz.out"
+  failed=$((failed + 1)); failures+=("tsan")
+  tail -n 30 "$TMP/tsan.out"
+  for f in $races; do echo "  -- $f"; grep -A 30 "WARNING: ThreadSanitizer" "$f" | head -n 60; done
 fi
 
 # The integration tests mostly wait (on brokers, rebalances, deadlines), so

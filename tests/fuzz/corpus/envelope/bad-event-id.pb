@@ -1,0 +1,5 @@
+
+
+not-a-uuidSyntheticProbe"c-1*o-10€°­ÇŸˆ‘:
+fuzzi-1B 0123456789abcdef0123456789abcdefJ$6f1c2b3a-4d5e-4f60-8a71-92b3c4d5e6f7ò
+p
