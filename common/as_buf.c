@@ -96,3 +96,46 @@ void as_buf_arr_raw(as_buf_t *b, const char *s, size_t n) {
 }
 
 void as_buf_arr_close(as_buf_t *b) { as_buf_append(b, "}", 1); }
+
+/* array_send's layout: ndim, has-null flag, element type, then per
+ * dimension its size and lower bound, then per element a length and the
+ * bytes; all integers 4 bytes big-endian. */
+enum { BIN_HEADER = 20, BYTEA_OID = 17, BIN_COUNT_AT = 12 };
+
+static void put_be32(char *o, uint32_t v) {
+  o[0] = (char)(v >> 24);
+  o[1] = (char)(v >> 16);
+  o[2] = (char)(v >> 8);
+  o[3] = (char)v;
+}
+
+void as_buf_bin_open(as_buf_t *b) {
+  char h[BIN_HEADER];
+  put_be32(h, 1);
+  put_be32(h + 4, 0);
+  put_be32(h + 8, BYTEA_OID);
+  put_be32(h + BIN_COUNT_AT, 0);
+  put_be32(h + 16, 1);
+  b->arr_n = 0;
+  as_buf_append(b, h, sizeof h);
+}
+
+void as_buf_bin_bytes(as_buf_t *b, const void *p, size_t n) {
+  if (n > INT32_MAX) {
+    b->failed = true;
+    return;
+  }
+  char len[4];
+  put_be32(len, (uint32_t)n);
+  as_buf_append(b, len, sizeof len);
+  as_buf_append(b, p, n);
+  b->arr_n++;
+}
+
+void as_buf_bin_close(as_buf_t *b) {
+  if (b->failed || b->len < BIN_HEADER || b->arr_n > INT32_MAX) {
+    b->failed = true;
+    return;
+  }
+  put_be32(b->data + BIN_COUNT_AT, (uint32_t)b->arr_n);
+}

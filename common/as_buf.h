@@ -38,4 +38,14 @@ void as_buf_arr_str(as_buf_t *b, const char *s);
 void as_buf_arr_raw(as_buf_t *b, const char *s, size_t n);
 void as_buf_arr_close(as_buf_t *b);
 
+/* A bytea[] in PostgreSQL's binary array format, for a parameter sent
+ * with format 1: element bytes go as they are, where a text literal would
+ * double them in hex and make the server parse them back. as_buf_bin_open
+ * writes the header, each as_buf_bin_bytes one element, as_buf_bin_close
+ * the element count into the header; the result is as_buf's data and len
+ * (it may contain NUL bytes). */
+void as_buf_bin_open(as_buf_t *b);
+void as_buf_bin_bytes(as_buf_t *b, const void *p, size_t n);
+void as_buf_bin_close(as_buf_t *b);
+
 #endif

@@ -33,6 +33,8 @@ void as_db_close(as_db_t *db) {
   if (db->conn && db->on_close) db->on_close(db->on_close_arg, PQsocket(db->conn));
   if (db->conn) PQfinish(db->conn);
   db->conn = NULL;
+  db->pending = false;
+  db->in_tx = false;
   stmts_forget(db);
 }
 
@@ -107,49 +109,105 @@ static int stmt_slot(const as_db_t *db, const char *sql, uint64_t h) {
   return -1;
 }
 
-/* Runs sql by the name it is prepared under, preparing it first if new. */
-static PGresult *exec_cached(as_db_t *db, const char *sql, int n, const char *const *vals,
-                             const int *lens, const int *fmts, int result_format) {
+/* Finds or prepares sql's statement; returns its slot, -1 when the cache is
+ * full (run it unprepared), or -2 with *err the failed preparation's result
+ * (syntax, missing table, aborted transaction: the statement's own error). */
+static int prepared(as_db_t *db, const char *sql, int n, PGresult **err) {
   uint64_t h = fnv1a(sql);
   int slot = stmt_slot(db, sql, h);
   if (slot < 0) {
     db->stmt_uncached++;
-    return PQexecParams(db->conn, sql, n, NULL, vals, lens, fmts, result_format);
+    return -1;
+  }
+  as_db_stmt_t *s = &db->stmts[slot];
+  if (s->sql) return slot;
+  char name[16], *copy = strdup(sql);
+  snprintf(name, sizeof name, "as_%d", slot);
+  PGresult *p = copy ? PQprepare(db->conn, name, sql, n, NULL) : NULL;
+  if (PQresultStatus(p) != PGRES_COMMAND_OK) {
+    free(copy);
+    *err = p;
+    return -2;
+  }
+  PQclear(p);
+  s->sql = copy;
+  s->hash = h;
+  return slot;
+}
+
+/* Runs sql by the name it is prepared under, preparing it first if new. */
+static PGresult *exec_cached(as_db_t *db, const char *sql, int n, const char *const *vals,
+                             const int *lens, const int *fmts, int result_format) {
+  PGresult *err = NULL;
+  int slot = prepared(db, sql, n, &err);
+  if (slot == -2) return err;
+  if (slot < 0) return PQexecParams(db->conn, sql, n, NULL, vals, lens, fmts, result_format);
+  char name[16];
+  snprintf(name, sizeof name, "as_%d", slot);
+  return PQexecPrepared(db->conn, name, n, vals, lens, fmts, result_format);
+}
+
+/* Sends sql without waiting for its result (as_db_t.defer); libpq copies
+ * the parameters into its output buffer before returning. */
+static int send_cached(as_db_t *db, const char *sql, int n, const char *const *vals, const int *lens,
+                       const int *fmts) {
+  PGresult *err = NULL;
+  int slot = prepared(db, sql, n, &err);
+  if (slot == -2) {
+    int rc = as_db_check(db, err);
+    PQclear(err);
+    return rc < 0 ? rc : -EIO;
   }
   char name[16];
   snprintf(name, sizeof name, "as_%d", slot);
-  as_db_stmt_t *s = &db->stmts[slot];
-  if (!s->sql) {
-    char *copy = strdup(sql);
-    if (!copy) return NULL;
-    PGresult *p = PQprepare(db->conn, name, sql, n, NULL);
-    if (PQresultStatus(p) != PGRES_COMMAND_OK) {
-      free(copy);
-      return p; /* the statement's own error (syntax, missing table, aborted transaction) */
-    }
-    PQclear(p);
-    s->sql = copy;
-    s->hash = h;
+  int sent = slot < 0 ? PQsendQueryParams(db->conn, sql, n, NULL, vals, lens, fmts, 0)
+                      : PQsendQueryPrepared(db->conn, name, n, vals, lens, fmts, 0);
+  if (!sent) {
+    set_err(db, NULL, PQerrorMessage(db->conn));
+    if (PQstatus(db->conn) != CONNECTION_OK) as_db_close(db);
+    return -EAGAIN;
   }
-  return PQexecPrepared(db->conn, name, n, vals, lens, fmts, result_format);
+  db->pending = true;
+  return 0;
+}
+
+/* Collects the deferred statement's result: its error, if any, is the
+ * caller's (the transaction is aborted on the server anyway). */
+static int drain(as_db_t *db) {
+  if (!db->pending) return 0;
+  db->pending = false;
+  int rc = 0;
+  for (PGresult *r; db->conn && (r = PQgetResult(db->conn));) {
+    if (rc == 0) rc = as_db_check(db, r);
+    PQclear(r);
+  }
+  return rc;
+}
+
+/* A migration elsewhere changed what a prepared statement returns
+ * ("cached plan must not change result type"): a new session prepares
+ * everything afresh, and the batch is retried, not dead-lettered. */
+static int replan(as_db_t *db, int rc) {
+  if (rc == -EIO && strcmp(db->sqlstate, "0A000") == 0 && strstr(db->err, "cached plan")) {
+    as_db_close(db);
+    return -EAGAIN;
+  }
+  return rc;
 }
 
 int as_db_query_ex(as_db_t *db, const char *sql, int n, const char *const *vals, const int *lens,
                    const int *fmts, int result_format, PGresult **out) {
   if (out) *out = NULL;
+  int rc = replan(db, drain(db));
+  if (rc < 0) return rc;
   if (!db->conn) {
     set_err(db, "08003", "not connected");
     return -EAGAIN;
   }
+  if (db->defer && db->in_tx && !out && result_format == 0)
+    return send_cached(db, sql, n, vals, lens, fmts);
   PGresult *r = exec_cached(db, sql, n, vals, lens, fmts, result_format);
-  int rc = as_db_check(db, r);
-  /* A migration elsewhere changed what a prepared statement returns
-   * ("cached plan must not change result type"): a new session prepares
-   * everything afresh, and the batch is retried, not dead-lettered. */
-  if (rc == -EIO && strcmp(db->sqlstate, "0A000") == 0 && strstr(db->err, "cached plan")) {
-    as_db_close(db);
-    rc = -EAGAIN;
-  }
+  rc = replan(db, as_db_check(db, r));
   if (rc == 0 && out) *out = r;
   else PQclear(r);
   return rc;
@@ -159,11 +217,22 @@ int as_db_query(as_db_t *db, const char *sql, int n, const char *const *vals, PG
   return as_db_query_ex(db, sql, n, vals, NULL, NULL, 0, out);
 }
 
-int as_db_begin(as_db_t *db) { return as_db_query(db, "BEGIN", 0, NULL, NULL); }
+int as_db_begin(as_db_t *db) {
+  db->in_tx = true;
+  int rc = as_db_query(db, "BEGIN", 0, NULL, NULL);
+  if (rc < 0) db->in_tx = false;
+  return rc;
+}
 
-int as_db_commit(as_db_t *db) { return as_db_query(db, "COMMIT", 0, NULL, NULL); }
+/* Not deferred: the caller must know the transaction committed. */
+int as_db_commit(as_db_t *db) {
+  db->in_tx = false;
+  return as_db_query(db, "COMMIT", 0, NULL, NULL);
+}
 
 void as_db_rollback(as_db_t *db) {
+  db->in_tx = false;
+  as_ignore(drain(db)); /* the failure that led here was reported already */
   if (!db->conn) return;
   PGresult *r = PQexec(db->conn, "ROLLBACK");
   PQclear(r);

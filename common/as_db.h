@@ -48,6 +48,13 @@ typedef struct as_db {
   unsigned long reconnects;
   as_db_stmt_t stmts[AS_DB_STMT_MAX]; /* prepared on this connection as "as_<slot>" */
   unsigned long stmt_uncached;        /* statements run unprepared: the cache was full */
+  /* Inside a transaction, statements whose result the caller does not take
+   * (out NULL) are sent without waiting: the next call collects the result
+   * first and returns its error, if any. The batch transaction's writes
+   * then run on the server while the worker builds the next statement.
+   * Off by default; only for a connection no one else drives by hand. */
+  bool defer;
+  bool in_tx, pending;
   /* Called with the socket fd just before the connection is closed, so an
    * fd watcher can stop first (closing a watched fd is undefined in libuv). */
   void (*on_close)(void *arg, int fd);
@@ -65,7 +72,9 @@ void as_db_close(as_db_t *db); /* idempotent */
 /* Runs sql with text parameters (vals may hold NULLs). On success returns 0
  * and, if out is not NULL, hands the result to the caller. On failure
  * returns -EAGAIN (transient: retry later) or -EIO (permanent), with
- * db->sqlstate and db->err set; the connection is dropped when it went bad. */
+ * db->sqlstate and db->err set; the connection is dropped when it went bad.
+ * With db->defer inside a transaction and out NULL, 0 means "sent": the
+ * statement's failure is returned by the next call (query, commit). */
 AS_MUST_CHECK int as_db_query(as_db_t *db, const char *sql, int n, const char *const *vals, PGresult **out);
 
 /* Same with per-parameter lengths and formats (1 = binary) and a result

@@ -4,6 +4,7 @@
 #include "as_tx.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,8 +21,8 @@ void as_tx_init(as_tx_t *tx, as_db_t *db, const as_tx_conf_t *conf) {
   as_buf_init(&tx->payloads);
   snprintf(tx->sql_insert, sizeof tx->sql_insert,
            "WITH ins AS (INSERT INTO %s.outbox (event_id, topic, msg_key, payload)"
-           " SELECT u.e, u.t, u.k, decode(u.p, 'hex') FROM unnest($1::uuid[], $2::text[],"
-           " $3::text[], $4::text[]) WITH ORDINALITY AS u(e, t, k, p, o) ORDER BY u.o"
+           " SELECT u.e, u.t, u.k, u.p FROM unnest($1::uuid[], $2::text[],"
+           " $3::text[], $4::bytea[]) WITH ORDINALITY AS u(e, t, k, p, o) ORDER BY u.o"
            " RETURNING 1) SELECT pg_notify('as_outbox_%s', count(*)::text) FROM ins",
            conf->schema, conf->schema);
   snprintf(tx->sql_inbox, sizeof tx->sql_inbox,
@@ -52,13 +53,12 @@ static int queue_row(as_tx_t *tx, const char *event_id, const char *topic, const
     as_buf_arr_open(&tx->ids);
     as_buf_arr_open(&tx->topics);
     as_buf_arr_open(&tx->keys);
-    as_buf_arr_open(&tx->payloads);
+    as_buf_bin_open(&tx->payloads);
   }
   as_buf_arr_raw(&tx->ids, event_id, strlen(event_id));
   as_buf_arr_str(&tx->topics, topic);
   as_buf_arr_str(&tx->keys, key);
-  as_buf_arr_raw(&tx->payloads, "", 0);
-  as_buf_hex(&tx->payloads, bytes, len);
+  as_buf_bin_bytes(&tx->payloads, bytes, len);
   tx->rows++;
   bool ok = as_buf_ok(&tx->ids) && as_buf_ok(&tx->topics) && as_buf_ok(&tx->keys) &&
             as_buf_ok(&tx->payloads);
@@ -141,11 +141,14 @@ int as_tx_flush(as_tx_t *tx, as_msg_t *msgs, size_t n) {
   as_buf_arr_close(&tx->ids);
   as_buf_arr_close(&tx->topics);
   as_buf_arr_close(&tx->keys);
-  as_buf_arr_close(&tx->payloads);
-  if (!as_buf_ok(&tx->ids) || !as_buf_ok(&tx->payloads)) return -ENOMEM;
+  as_buf_bin_close(&tx->payloads);
+  if (!as_buf_ok(&tx->ids) || !as_buf_ok(&tx->topics) || !as_buf_ok(&tx->keys) ||
+      !as_buf_ok(&tx->payloads) || tx->payloads.len > INT32_MAX)
+    return -ENOMEM;
   const char *vals[4] = {as_buf_str(&tx->ids), as_buf_str(&tx->topics), as_buf_str(&tx->keys),
-                         as_buf_str(&tx->payloads)};
-  int rc = as_db_query(tx->db, tx->sql_insert, 4, vals, NULL);
+                         tx->payloads.data};
+  const int lens[4] = {0, 0, 0, (int)tx->payloads.len}, fmts[4] = {0, 0, 0, 1};
+  int rc = as_db_query_ex(tx->db, tx->sql_insert, 4, vals, lens, fmts, 0, NULL);
   as_tx_reset(tx);
   return rc;
 }

@@ -50,7 +50,8 @@ typedef struct as_tx_conf {
 typedef struct as_tx {
   as_db_t *db;              /* borrowed */
   const as_tx_conf_t *conf; /* borrowed */
-  as_buf_t ids, topics, keys, payloads; /* outbox rows, as array literals */
+  as_buf_t ids, topics, keys; /* outbox rows, as array literals */
+  as_buf_t payloads;         /* their bytes, a binary bytea[] (as_buf_bin_*) */
   size_t rows;
   size_t dead;              /* dead letters written by the last flush */
   char sql_insert[512];

@@ -724,6 +724,7 @@ int as_worker_main(const as_service_t *svc, int argc, char **argv) {
                               .group_id = w->group_id, .dlq_topic = w->conf.dlq_topic,
                               .dlq_max_bytes = (size_t)w->conf.dlq_max_bytes};
   as_db_init(&w->db, w->conf.dsn, w->client_id, &w->log);
+  w->db.defer = true; /* the batch connection is the loop's alone: its writes need not wait */
   as_tx_init(&w->tx, &w->db, &w->tx_conf);
   if (migrate(w) < 0) goto out_loop;
   if (argc > 1) {
