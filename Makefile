@@ -8,7 +8,7 @@ SAN     ?= 0
 
 CSTD    := -std=c17 -D_GNU_SOURCE
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
-           -Wformat=2 -Wno-format-nonliteral
+           -Wformat=2
 ifeq ($(SAN),1)
 OPT     := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 LDSAN   := -fsanitize=address,undefined
@@ -87,11 +87,12 @@ $(LIBCOMMON): $(COMMON_O) $(PB_O) $(B)/obj/gen/as_sql_runtime.o $(B)/obj/gen/as_
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-# A service is services/<name>/*.c plus its migrations services/<name>/sql/*.sql.
+# A service is services/<name>/*.c plus its migrations services/<name>/sql/*.sql,
+# embedded as as_service_migrations (as_worker.h's AS_SERVICE_MAIN passes them).
 define service_rule
 $(B)/gen/as_sql_$(1).c: $$(sort $$(wildcard services/$(1)/sql/*.sql)) scripts/embed_sql.sh
 	@mkdir -p $(B)/gen
-	scripts/embed_sql.sh as_sql_$(1) $$(sort $$(wildcard services/$(1)/sql/*.sql)) > $$@.tmp && mv $$@.tmp $$@
+	scripts/embed_sql.sh as_service_migrations $$(sort $$(wildcard services/$(1)/sql/*.sql)) > $$@.tmp && mv $$@.tmp $$@
 $(B)/bin/as-$(1): $$(patsubst %.c,$(B)/obj/%.o,$$(wildcard services/$(1)/*.c)) $(B)/obj/gen/as_sql_$(1).o $(LIBCOMMON)
 	@mkdir -p $$(dir $$@)
 	$$(CC) $(LDSAN) -o $$@ $$^ $(LIBS)
@@ -106,7 +107,7 @@ $(foreach s,$(SERVICES),$(eval $(call service_rule,$(s))))
 
 $(B)/gen/as_sql_probe.c: $(sort $(wildcard tests/probe/sql/*.sql)) scripts/embed_sql.sh
 	@mkdir -p $(B)/gen
-	scripts/embed_sql.sh as_sql_probe $(sort $(wildcard tests/probe/sql/*.sql)) > $@.tmp && mv $@.tmp $@
+	scripts/embed_sql.sh as_service_migrations $(sort $(wildcard tests/probe/sql/*.sql)) > $@.tmp && mv $@.tmp $@
 
 $(B)/bin/as-probe: $(patsubst %.c,$(B)/obj/%.o,$(wildcard tests/probe/*.c)) $(B)/obj/gen/as_sql_probe.o $(LIBCOMMON)
 	@mkdir -p $(dir $@)

@@ -6,10 +6,12 @@
 #include <stdio.h>
 #include <string.h>
 
-void as_db_init(as_db_t *db, const char *dsn, const char *app_name, const as_log_t *log) {
+void as_db_init(as_db_t *db, const char *dsn, const char *app_name, const char *schema,
+                const as_log_t *log) {
   memset(db, 0, sizeof *db);
   db->dsn = dsn;
   db->app_name = app_name;
+  db->schema = schema;
   db->log = log;
 }
 
@@ -45,9 +47,16 @@ int as_db_ensure(as_db_t *db) {
   /* Our defaults first, so that anything the DSN says wins. JIT off: our
    * statements are short bulk OLTP; on freshly filled tables the planner's
    * estimates cross jit_above_cost and compiling takes 10-20 ms, longer
-   * than the statement. */
+   * than the statement. The schema is a checked identifier: no quoting. */
+  char options[128];
+  int n = snprintf(options, sizeof options, "-c jit=off%s%s", db->schema ? " -c search_path=" : "",
+                   db->schema ? db->schema : "");
+  if (n < 0 || (size_t)n >= sizeof options) {
+    set_err(db, "3F000", "schema name too long for the connection options");
+    return -EINVAL;
+  }
   const char *keys[] = {"connect_timeout", "application_name", "options", "dbname", NULL};
-  const char *vals[] = {"3", db->app_name, "-c jit=off", db->dsn, NULL};
+  const char *vals[] = {"3", db->app_name, options, db->dsn, NULL};
   db->conn = PQconnectdbParams(keys, vals, 1);
   if (PQstatus(db->conn) != CONNECTION_OK) {
     set_err(db, "08001", PQerrorMessage(db->conn));
