@@ -24,6 +24,7 @@ void as_cols_reset(as_cols_t *c) {
     as_buf_arr_open(&c->b[i]);
   }
   c->closed = false;
+  c->bad = c->n != c->stmt->ncols;
 }
 
 /* The column's buffer, or NULL (and the statement refused) for an index

@@ -2,7 +2,9 @@
 # The whole suite, as `make test` runs it after building build/ (optimised)
 # and build/asan/ (AddressSanitizer + UndefinedBehaviorSanitizer):
 #   1. unit tests (tests/unit, one binary per module, discovered), both builds;
-#   2. the envelope decoder's fuzz replay (200k mutated inputs), ASan build;
+#   2. the README's configuration table and the Kubernetes manifests against
+#      what generates them; the envelope decoder's fuzz replay (200k mutated
+#      inputs), ASan build;
 #   3. integration tests (tests/integration, pytest against the embedded
 #      PostgreSQL and broker, real protobuf bytes), both builds.
 # Ends with one line "N passed, N failed" that CI reads.
@@ -56,6 +58,13 @@ if "$PY" scripts/readme_config.py "${workers[@]}" --check; then
   passed=$((passed + 1)); echo "  ok"
 else
   failed=$((failed + 1)); failures+=("readme_config")
+fi
+
+echo "== deploy/k8s manifests match proto/topics.tsv (scripts/gen_k8s.sh)"
+if scripts/gen_k8s.sh --check; then
+  passed=$((passed + 1)); echo "  ok"
+else
+  failed=$((failed + 1)); failures+=("gen_k8s")
 fi
 
 echo "== fuzz replay"
