@@ -38,6 +38,15 @@ static void notice(void *arg, const char *message) {
   if (db->log) AS_DEBUG(db->log, "postgres notice", AS_F_STR("detail", line));
 }
 
+static int set_schema(as_db_t *db) {
+  const char *vals[1] = {db->schema};
+  PGresult *r = PQexecParams(db->conn, "SELECT set_config('search_path', $1, false)", 1, NULL, vals, NULL, NULL, 0);
+  bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+  if (!ok) set_err(db, PQresultErrorField(r, PG_DIAG_SQLSTATE), PQresultErrorMessage(r));
+  PQclear(r);
+  return ok ? 0 : -EIO;
+}
+
 int as_db_ensure(as_db_t *db) {
   if (db->conn && PQstatus(db->conn) == CONNECTION_OK) return 0;
   if (db->conn) {
@@ -47,16 +56,9 @@ int as_db_ensure(as_db_t *db) {
   /* Our defaults first, so that anything the DSN says wins. JIT off: our
    * statements are short bulk OLTP; on freshly filled tables the planner's
    * estimates cross jit_above_cost and compiling takes 10-20 ms, longer
-   * than the statement. The schema is a checked identifier: no quoting. */
-  char options[128];
-  int n = snprintf(options, sizeof options, "-c jit=off%s%s", db->schema ? " -c search_path=" : "",
-                   db->schema ? db->schema : "");
-  if (n < 0 || (size_t)n >= sizeof options) {
-    set_err(db, "3F000", "schema name too long for the connection options");
-    return -EINVAL;
-  }
+   * than the statement. */
   const char *keys[] = {"connect_timeout", "application_name", "options", "dbname", NULL};
-  const char *vals[] = {"3", db->app_name, options, db->dsn, NULL};
+  const char *vals[] = {"3", db->app_name, "-c jit=off", db->dsn, NULL};
   db->conn = PQconnectdbParams(keys, vals, 1);
   if (PQstatus(db->conn) != CONNECTION_OK) {
     set_err(db, "08001", PQerrorMessage(db->conn));
@@ -64,6 +66,12 @@ int as_db_ensure(as_db_t *db) {
     return -ECONNREFUSED;
   }
   PQsetNoticeProcessor(db->conn, notice, db);
+  /* After connecting, not in the options: a DSN's own options win over
+   * ours, and the schema must not depend on what a DSN says. */
+  if (db->schema && set_schema(db) < 0) {
+    as_db_close(db);
+    return -ECONNREFUSED;
+  }
   set_err(db, NULL, NULL);
   return 0;
 }

@@ -39,13 +39,12 @@ typedef struct as_db {
   void *on_close_arg;
 } as_db_t;
 
-/* schema: a plain lower-case identifier (as_migrate_ident_ok), or NULL. */
+/* schema: the search_path, e.g. a plain lower-case identifier, or NULL. */
 void as_db_init(as_db_t *db, const char *dsn, const char *app_name, const char *schema,
                 const as_log_t *log);
 
-/* Connects if not connected (or the connection went bad), with the
- * schema as search_path. Returns 0, -ECONNREFUSED with db->err set, or
- * -EINVAL for a schema name that does not fit the connection options. */
+/* Connects if not connected (or the connection went bad) and sets the
+ * schema as search_path. Returns 0 or -ECONNREFUSED with db->err set. */
 int as_db_ensure(as_db_t *db);
 
 void as_db_close(as_db_t *db); /* idempotent */
