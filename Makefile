@@ -16,7 +16,7 @@ FUZZ_SECONDS ?= 60
 
 CSTD    := -std=c17 -D_GNU_SOURCE
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
-           -Wformat=2 -Wno-format-nonliteral
+           -Wformat=2 -Wvla
 # SAN=1: AddressSanitizer + UBSan (build/asan); tsan: ThreadSanitizer, for the
 # relay's thread (build/tsan); fuzz: clang's libFuzzer instrumentation plus
 # ASan + UBSan, for `make fuzz` (build/fuzz).
@@ -159,10 +159,11 @@ define link
 	$(Q)$(CC) $(LDSAN) -o $@ $^ $(LIBS)
 endef
 
-# A service is services/<name>/*.c plus its migrations services/<name>/sql/*.sql.
+# A service is services/<name>/*.c plus its migrations services/<name>/sql/*.sql,
+# embedded as as_service_migrations (as_worker.h's AS_SERVICE_MAIN passes them).
 define service_rule
 $(B)/gen/as_sql_$(1).c: $$(sort $$(wildcard services/$(1)/sql/*.sql)) scripts/embed_sql.sh
-	$$(call embed_sql,as_sql_$(1),$$(sort $$(wildcard services/$(1)/sql/*.sql)))
+	$$(call embed_sql,as_service_migrations,$$(sort $$(wildcard services/$(1)/sql/*.sql)))
 $(B)/bin/as-$(1): $$(patsubst %.c,$(B)/obj/%.o,$$(wildcard services/$(1)/*.c)) $(B)/obj/gen/as_sql_$(1).o $(LINK_COMMON)
 	$$(link)
 # tests/unit/test_<service>_*.c test a service's modules: linked with them, not its main.
@@ -174,7 +175,7 @@ endef
 $(foreach s,$(SERVICES),$(eval $(call service_rule,$(s))))
 
 $(B)/gen/as_sql_probe.c: $(sort $(wildcard tests/probe/sql/*.sql)) scripts/embed_sql.sh
-	$(call embed_sql,as_sql_probe,$(sort $(wildcard tests/probe/sql/*.sql)))
+	$(call embed_sql,as_service_migrations,$(sort $(wildcard tests/probe/sql/*.sql)))
 
 $(B)/bin/as-probe: $(patsubst %.c,$(B)/obj/%.o,$(wildcard tests/probe/*.c)) $(B)/obj/gen/as_sql_probe.o $(LINK_COMMON)
 	$(link)

@@ -141,44 +141,43 @@ static int publish_change(as_tx_t *tx, const change_t *c) {
   return as_tx_publish(tx, cause, AS_TOPIC_NAME_CASES, c->case_id, &env);
 }
 
-/* ---- columns of array literals ------------------------------------------ */
-
-/* Runs sql with the columns even when they are empty (as_cols_run skips
- * an empty set; here the caller decides). */
-static int cols_run(as_cols_t *c, as_tx_t *tx, const char *sql, PGresult **out) {
-  const char *vals[AS_COLS_MAX];
-  int rc = as_cols_params(c, vals);
-  return rc < 0 ? rc : as_db_query(tx->db, sql, c->n, vals, out);
-}
-
 /* ---- opening ------------------------------------------------------------- */
 
 /* The first occurrence of an id wins (DISTINCT ON ... ORDER BY ordinal);
  * numbers are drawn only for cases that bring none; rows are inserted in
  * case-id order so that two instances lock conflicting keys in one order.
  * Returns (ordinal, case_number) of each case actually inserted. */
-static const char sql_open[] =
-    "WITH u AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
-    " $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[],"
-    " $13::text[], $14::text[], $15::uuid[], $16::bigint[], $17::text[], $18::bigint[])"
-    " WITH ORDINALITY AS u(id, num, ty, st, o, b, m, r, ro, cur, cl, ak, ai, why, e, pm, pc, sp, i)),"
-    " d AS (SELECT DISTINCT ON (u.id) u.* FROM u ORDER BY u.id, u.i),"
-    " s AS (SELECT d.*, coalesce(d.num, 'AS-' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD')"
+enum { O_ID, O_NUM, O_TYPE, O_STATE, O_ORDER, O_BUYER, O_MERCHANT, O_REASON, O_ROUTE, O_CUR,
+       O_CLAIMED, O_AKIND, O_AID, O_WHY, O_EVENT, O_PAID, O_PAID_CUR, O_SHIP_PAID, O_COUNT };
+static const as_col_t open_cols[] = {
+    [O_ID] = {"case_id", "text"},           [O_NUM] = {"case_number", "text"},
+    [O_TYPE] = {"case_type", "text"},       [O_STATE] = {"state", "text"},
+    [O_ORDER] = {"order_id", "text"},       [O_BUYER] = {"buyer_id", "text"},
+    [O_MERCHANT] = {"merchant_id", "text"}, [O_REASON] = {"reason", "text"},
+    [O_ROUTE] = {"route", "text"},          [O_CUR] = {"currency", "text"},
+    [O_CLAIMED] = {"claimed_minor", "bigint"}, [O_AKIND] = {"actor_kind", "text"},
+    [O_AID] = {"actor_id", "text"},         [O_WHY] = {"why", "text"},
+    [O_EVENT] = {"event_id", "uuid"},       [O_PAID] = {"paid_minor", "bigint"},
+    [O_PAID_CUR] = {"paid_currency", "text"}, [O_SHIP_PAID] = {"shipping_paid_minor", "bigint"},
+};
+static const as_bulk_t sql_open = AS_BULK(
+    "WITH u AS (SELECT * FROM {{u:i}}),"
+    " d AS (SELECT DISTINCT ON (u.case_id) u.* FROM u ORDER BY u.case_id, u.i),"
+    " s AS (SELECT d.*, coalesce(d.case_number, 'AS-' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD')"
     " || '-' || lpad(q.n::text, greatest(7, length(q.n::text)), '0')) AS number FROM d,"
-    " LATERAL (SELECT CASE WHEN d.num IS NULL THEN nextval('cases.case_number_seq') END AS n) q),"
+    " LATERAL (SELECT CASE WHEN d.case_number IS NULL THEN nextval('cases.case_number_seq') END AS n) q),"
     " c AS (INSERT INTO cases.cases (case_id, case_number, case_type, state, order_id, buyer_id,"
     " merchant_id, reason, route, currency, claimed_minor, paid_minor, paid_currency,"
     " shipping_paid_minor)"
-    " SELECT s.id, s.number, s.ty, s.st, s.o, s.b, s.m, s.r, s.ro, s.cur, s.cl, s.pm, s.pc, s.sp FROM s"
-    " ORDER BY s.id COLLATE \"C\" ON CONFLICT (case_id) DO NOTHING"
+    " SELECT s.case_id, s.number, s.case_type, s.state, s.order_id, s.buyer_id, s.merchant_id, s.reason,"
+    " s.route, s.currency, s.claimed_minor, s.paid_minor, s.paid_currency, s.shipping_paid_minor FROM s"
+    " ORDER BY s.case_id COLLATE \"C\" ON CONFLICT (case_id) DO NOTHING"
     " RETURNING case_id, case_number, state),"
     " t AS (INSERT INTO cases.timeline (case_id, version, from_state, to_state, actor_kind,"
-    " actor_id, reason, event_id) SELECT c.case_id, 1, NULL, c.state, s.ak, s.ai, s.why, s.e"
-    " FROM c JOIN s ON s.id = c.case_id)"
-    " SELECT s.i, c.case_number FROM c JOIN s ON s.id = c.case_id";
-
-enum { O_ID, O_NUM, O_TYPE, O_STATE, O_ORDER, O_BUYER, O_MERCHANT, O_REASON, O_ROUTE, O_CUR,
-       O_CLAIMED, O_AKIND, O_AID, O_WHY, O_EVENT, O_PAID, O_PAID_CUR, O_SHIP_PAID, O_COUNT };
+    " actor_id, reason, event_id) SELECT c.case_id, 1, NULL, c.state, s.actor_kind, s.actor_id, s.why,"
+    " s.event_id FROM c JOIN s ON s.case_id = c.case_id)"
+    " SELECT s.i, c.case_number FROM c JOIN s ON s.case_id = c.case_id",
+    open_cols);
 
 static void open_row(as_cols_t *c, const as_case_opening_t *o) {
   const as_case_new_t *k = &o->c;
@@ -232,10 +231,10 @@ int as_case_open_many(as_tx_t *tx, as_case_opening_t *o, size_t n) {
   }
   if (n == 0) return 0;
   as_cols_t c;
-  as_cols_init(&c, O_COUNT);
+  as_cols_init(&c, &sql_open);
   for (size_t i = 0; i < n; i++) open_row(&c, &o[i]);
   PGresult *r = NULL;
-  int rc = cols_run(&c, tx, sql_open, &r);
+  int rc = as_cols_run(&c, tx->db, &r);
   if (rc == 0) open_results(o, n, r);
   if (rc == 0) rc = publish_births(tx, o, n);
   PQclear(r);
@@ -254,21 +253,32 @@ int as_case_open(as_tx_t *tx, const as_case_new_t *c, as_case_actor_t actor, con
 
 /* Locks in case-id order: two instances moving overlapping sets of cases
  * take the row locks in the same order and cannot deadlock on them. */
-static const char sql_lock[] =
+static const as_col_t lock_cols[] = {{"case_id", "text"}};
+static const as_bulk_t sql_lock = AS_BULK(
     "SELECT case_id, state, version, order_id, case_number FROM cases.cases"
-    " WHERE case_id = ANY($1::text[])"
-    " ORDER BY case_id COLLATE \"C\" FOR UPDATE";
-/* Final states and versions, and the timeline rows, in one round trip; the
- * counts let the caller check every locked row was written. */
-static const char sql_write[] =
-    "WITH u AS (UPDATE cases.cases AS c SET state = u.s, version = u.v, updated_at = now()"
-    " FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(id, s, v) WHERE c.case_id = u.id"
-    " RETURNING 1),"
-    " t AS (INSERT INTO cases.timeline (case_id, version, from_state, to_state, actor_kind,"
-    " actor_id, reason, event_id, detail) SELECT * FROM unnest($4::text[], $5::bigint[],"
-    " $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::uuid[], $12::jsonb[])"
-    " RETURNING 1)"
-    " SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM t)";
+    " WHERE case_id = ANY({{$case_id}})"
+    " ORDER BY case_id COLLATE \"C\" FOR UPDATE",
+    lock_cols);
+/* Final states and versions (set w), and the timeline rows (set t), in one
+ * round trip; the counts let the caller check every locked row was
+ * written. */
+enum { W_ID, W_STATE, W_VERSION, T_ID, T_VERSION, T_FROM, T_TO, T_AKIND, T_AID, T_WHY, T_EVENT,
+       T_DETAIL, W_COUNT };
+static const as_col_t write_cols[] = {
+    [W_ID] = {"w.case_id", "text"},     [W_STATE] = {"w.state", "text"},
+    [W_VERSION] = {"w.version", "bigint"}, [T_ID] = {"t.case_id", "text"},
+    [T_VERSION] = {"t.version", "bigint"}, [T_FROM] = {"t.from_state", "text"},
+    [T_TO] = {"t.to_state", "text"},    [T_AKIND] = {"t.actor_kind", "text"},
+    [T_AID] = {"t.actor_id", "text"},   [T_WHY] = {"t.reason", "text"},
+    [T_EVENT] = {"t.event_id", "uuid"}, [T_DETAIL] = {"t.detail", "jsonb"},
+};
+static const as_bulk_t sql_write = AS_BULK(
+    "WITH moved AS (UPDATE cases.cases AS c SET state = w.state, version = w.version, updated_at = now()"
+    " FROM {{w}} WHERE c.case_id = w.case_id RETURNING 1),"
+    " logged AS (INSERT INTO cases.timeline (case_id, version, from_state, to_state, actor_kind,"
+    " actor_id, reason, event_id, detail) SELECT * FROM {{t}} RETURNING 1)"
+    " SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM logged)",
+    write_cols);
 
 /* A locked case as the batch's moves leave it. */
 typedef struct locked {
@@ -286,9 +296,9 @@ static int by_id(const void *a, const void *b) {
 static int lock_rows(as_tx_t *tx, const as_case_move_t *m, size_t n, PGresult **r,
                      locked_t **rows, size_t *nrows) {
   as_cols_t c;
-  as_cols_init(&c, 1);
+  as_cols_init(&c, &sql_lock);
   for (size_t i = 0; i < n; i++) as_cols_str(&c, 0, m[i].case_id);
-  int rc = cols_run(&c, tx, sql_lock, r);
+  int rc = as_cols_run(&c, tx->db, r);
   as_cols_free(&c);
   if (rc < 0) return rc;
   *nrows = (size_t)PQntuples(*r);
@@ -329,14 +339,11 @@ static void decide(as_case_move_t *m, locked_t *rows, size_t nrows) {
   m->rc = 0;
 }
 
-enum { W_ID, W_STATE, W_VERSION, T_ID, T_VERSION, T_FROM, T_TO, T_AKIND, T_AID, T_WHY, T_EVENT,
-       T_DETAIL, W_COUNT };
-
 /* Writes the dirty rows and the timeline rows of the moves made. */
 static int write_moves(as_tx_t *tx, const as_case_move_t *m, size_t n, const locked_t *rows,
                        size_t nrows) {
   as_cols_t c;
-  as_cols_init(&c, W_COUNT);
+  as_cols_init(&c, &sql_write);
   long long want_u = 0, want_t = 0;
   for (size_t k = 0; k < nrows; k++) {
     if (!rows[k].dirty) continue;
@@ -355,7 +362,7 @@ static int write_moves(as_tx_t *tx, const as_case_move_t *m, size_t n, const loc
     want_t++;
   }
   PGresult *r = NULL;
-  int rc = want_t ? cols_run(&c, tx, sql_write, &r) : 0;
+  int rc = as_cols_run(&c, tx->db, &r);
   if (rc == 0 && r &&
       (strtoll(PQgetvalue(r, 0, 0), NULL, 10) != want_u || strtoll(PQgetvalue(r, 0, 1), NULL, 10) != want_t))
     rc = -EIO; /* a locked row vanished: cannot happen while the lock holds */

@@ -1,55 +1,233 @@
-/* as_cols: array-literal columns for bulk statements (see as_cols.h). */
+/* as_cols: named columns of bulk statements as array literals, and the
+ * statement text written from the column table (see as_cols.h). */
 #include "as_cols.h"
 
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 
-void as_cols_init(as_cols_t *c, int ncols) {
-  c->n = ncols;
-  c->rows = 0;
-  for (int i = 0; i < ncols; i++) {
-    as_buf_init(&c->b[i]);
-    as_buf_arr_open(&c->b[i]);
-  }
+static bool binary(const as_cols_t *c, int col) {
+  const char *t = c->stmt->cols[col].type;
+  return t && strcmp(t, "bytea") == 0;
+}
+
+static void open_col(as_cols_t *c, int col) {
+  if (binary(c, col)) as_buf_bin_open(&c->b[col]);
+  else as_buf_arr_open(&c->b[col]);
+}
+
+void as_cols_init(as_cols_t *c, const as_bulk_t *stmt) {
+  memset(c, 0, sizeof *c);
+  c->stmt = stmt;
+  c->bad = stmt->ncols < 0 || stmt->ncols > AS_COLS_MAX;
+  c->n = c->bad ? 0 : stmt->ncols;
+  for (int i = 0; i < c->n; i++) open_col(c, i);
 }
 
 void as_cols_free(as_cols_t *c) {
   for (int i = 0; i < c->n; i++) as_buf_free(&c->b[i]);
-  c->n = 0;
+}
+
+void as_cols_reset(as_cols_t *c) {
+  for (int i = 0; i < c->n; i++) {
+    as_buf_reset(&c->b[i]);
+    open_col(c, i);
+  }
+  c->closed = false;
+  c->bad = c->n != c->stmt->ncols;
+}
+
+/* The column's buffer, or NULL (and the statement refused) for an index
+ * outside the table or a value after the arrays were closed. */
+static as_buf_t *col_buf(as_cols_t *c, int col) {
+  if (col < 0 || col >= c->n || c->closed) {
+    c->bad = true;
+    return NULL;
+  }
+  return &c->b[col];
 }
 
 void as_cols_str(as_cols_t *c, int col, const char *s) {
-  if (s)
-    as_buf_arr_str(&c->b[col], s);
-  else
-    as_buf_arr_raw(&c->b[col], "NULL", 4);
+  as_buf_t *b = col_buf(c, col);
+  if (b && s) as_buf_arr_str(b, s);
+  else if (b) as_buf_arr_raw(b, "NULL", 4);
 }
 
 void as_cols_int(as_cols_t *c, int col, long long v) {
+  as_buf_t *b = col_buf(c, col);
+  if (!b) return;
   char num[24];
   int len = snprintf(num, sizeof num, "%lld", v);
-  as_buf_arr_raw(&c->b[col], num, (size_t)len);
+  as_buf_arr_raw(b, num, (size_t)len);
 }
 
-void as_cols_bool(as_cols_t *c, int col, int v) { as_buf_arr_raw(&c->b[col], v ? "t" : "f", 1); }
+void as_cols_bool(as_cols_t *c, int col, bool v) {
+  as_buf_t *b = col_buf(c, col);
+  if (b) as_buf_arr_raw(b, v ? "t" : "f", 1);
+}
 
-void as_cols_null(as_cols_t *c, int col) { as_buf_arr_raw(&c->b[col], "NULL", 4); }
+void as_cols_null(as_cols_t *c, int col) { as_cols_str(c, col, NULL); }
 
-void as_cols_row(as_cols_t *c) { c->rows++; }
+void as_cols_bytes(as_cols_t *c, int col, const void *p, size_t n) {
+  as_buf_t *b = col_buf(c, col);
+  if (b && binary(c, col)) as_buf_bin_bytes(b, p, n);
+  else c->bad = true;
+}
 
-int as_cols_params(as_cols_t *c, const char **vals) {
-  for (int i = 0; i < c->n; i++) {
-    as_buf_arr_close(&c->b[i]);
-    if (!as_buf_ok(&c->b[i])) return -ENOMEM;
-    vals[i] = as_buf_str(&c->b[i]);
+void as_cols_hex(as_cols_t *c, int col, const uint8_t *p, size_t n) {
+  as_buf_t *b = col_buf(c, col);
+  if (!b) return;
+  as_buf_arr_raw(b, "", 0);
+  as_buf_hex(b, p, n);
+}
+
+size_t as_cols_rows(const as_cols_t *c) {
+  size_t most = 0;
+  for (int i = 0; i < c->n; i++)
+    if (c->b[i].arr_n > most) most = c->b[i].arr_n;
+  return most;
+}
+
+/* ---- the statement's text -------------------------------------------- */
+
+/* The set a column belongs to: "l" for "l.case_id", "u" for "case_id". */
+static const char *set_of(const char *name, size_t *len) {
+  const char *dot = strchr(name, '.');
+  *len = dot ? (size_t)(dot - name) : 1;
+  return dot ? name : "u";
+}
+
+static bool in_set(const char *name, const char *set, size_t len) {
+  size_t l;
+  const char *s = set_of(name, &l);
+  return l == len && strncmp(s, set, len) == 0;
+}
+
+static const char *own_name(const char *name) {
+  const char *dot = strchr(name, '.');
+  return dot ? dot + 1 : name;
+}
+
+static void param(as_buf_t *sql, const as_bulk_t *s, int i) {
+  as_buf_printf(sql, "$%d::%s[]", i + 1, s->cols[i].type);
+}
+
+/* {{set}} or {{set:ord}}: the set's unnest with its column names. */
+static int write_unnest(const as_bulk_t *s, const char *tok, size_t len, bool *used, as_buf_t *sql,
+                        char *err, size_t errlen) {
+  const char *colon = memchr(tok, ':', len);
+  size_t slen = colon ? (size_t)(colon - tok) : len;
+  int n = 0;
+  as_buf_puts(sql, "unnest(");
+  for (int i = 0; i < s->ncols; i++) {
+    if (!in_set(s->cols[i].name, tok, slen)) continue;
+    if (n++) as_buf_puts(sql, ", ");
+    param(sql, s, i);
+    used[i] = true;
   }
+  if (n == 0) {
+    snprintf(err, errlen, "bulk statement: no column in set \"%.*s\"", (int)slen, tok);
+    return -EINVAL;
+  }
+  as_buf_printf(sql, ")%s AS %.*s(", colon ? " WITH ORDINALITY" : "", (int)slen, tok);
+  n = 0;
+  for (int i = 0; i < s->ncols; i++)
+    if (in_set(s->cols[i].name, tok, slen)) as_buf_printf(sql, "%s%s", n++ ? ", " : "", own_name(s->cols[i].name));
+  if (colon) as_buf_printf(sql, ", %.*s", (int)(len - slen - 1), colon + 1);
+  as_buf_puts(sql, ")");
   return 0;
 }
 
-int as_cols_run(as_cols_t *c, as_db_t *db, const char *sql, PGresult **out) {
-  if (out) *out = NULL;
-  if (c->rows == 0) return 0;
-  const char *vals[AS_COLS_MAX];
-  if (as_cols_params(c, vals) < 0) return -ENOMEM;
-  return as_db_query(db, sql, c->n, vals, out);
+/* {{$name}}: one column as an array parameter. */
+static int write_param(const as_bulk_t *s, const char *name, size_t len, bool *used, as_buf_t *sql,
+                       char *err, size_t errlen) {
+  for (int i = 0; i < s->ncols; i++)
+    if (strlen(s->cols[i].name) == len && strncmp(s->cols[i].name, name, len) == 0) {
+      param(sql, s, i);
+      used[i] = true;
+      return 0;
+    }
+  snprintf(err, errlen, "bulk statement: no column \"%.*s\"", (int)len, name);
+  return -EINVAL;
 }
+
+static int write_sql(const as_bulk_t *s, as_buf_t *sql, char *err, size_t errlen) {
+  bool used[AS_COLS_MAX] = {false};
+  int rc = 0;
+  for (int i = 0; rc == 0 && i < s->ncols; i++)
+    if (!s->cols[i].name || !s->cols[i].type) {
+      snprintf(err, errlen, "bulk statement: column %d has no name or type", i);
+      rc = -EINVAL;
+    }
+  const char *p = s->sql;
+  while (rc == 0 && *p) {
+    const char *open = strstr(p, "{{"), *close = open ? strstr(open, "}}") : NULL;
+    if (!close) {
+      as_buf_puts(sql, p);
+      break;
+    }
+    as_buf_append(sql, p, (size_t)(open - p));
+    const char *tok = open + 2;
+    size_t len = (size_t)(close - tok);
+    rc = tok[0] == '$' ? write_param(s, tok + 1, len - 1, used, sql, err, errlen)
+                       : write_unnest(s, tok, len, used, sql, err, errlen);
+    p = close + 2;
+  }
+  for (int i = 0; rc == 0 && i < s->ncols; i++)
+    if (!used[i]) {
+      snprintf(err, errlen, "bulk statement: column \"%s\" not used by the text", s->cols[i].name);
+      rc = -EINVAL;
+    }
+  return rc == 0 && !as_buf_ok(sql) ? -ENOMEM : rc;
+}
+
+/* The columns of one set must hold as many values each. */
+static int check_sets(const as_cols_t *c, char *err, size_t errlen) {
+  const as_col_t *cols = c->stmt->cols;
+  for (int i = 0; i < c->n; i++)
+    for (int j = i + 1; j < c->n; j++) {
+      size_t len;
+      const char *a = cols[i].name, *set = set_of(a, &len);
+      if (!in_set(cols[j].name, set, len) || c->b[i].arr_n == c->b[j].arr_n) continue;
+      snprintf(err, errlen, "bulk statement: column \"%s\" has %zu values, \"%s\" %zu", a, c->b[i].arr_n,
+               cols[j].name, c->b[j].arr_n);
+      return -EINVAL;
+    }
+  return 0;
+}
+
+int as_cols_bind(as_cols_t *c, const as_bulk_t *stmt, as_buf_t *sql, const char **vals, char *err,
+                 size_t errlen) {
+  if (c->bad || stmt->cols != c->stmt->cols || stmt->ncols != c->stmt->ncols) {
+    snprintf(err, errlen, "bulk statement: a value outside the column table, or another table");
+    return -EINVAL;
+  }
+  int rc = write_sql(stmt, sql, err, errlen);
+  if (rc == 0) rc = check_sets(c, err, errlen);
+  for (int i = 0; rc == 0 && i < c->n; i++) {
+    bool bin = binary(c, i);
+    if (!c->closed && bin) as_buf_bin_close(&c->b[i]);
+    else if (!c->closed) as_buf_arr_close(&c->b[i]);
+    if (!as_buf_ok(&c->b[i]) || c->b[i].len > INT32_MAX) rc = -ENOMEM;
+    vals[i] = bin ? c->b[i].data : as_buf_str(&c->b[i]);
+    c->lens[i] = bin ? (int)c->b[i].len : 0;
+    c->fmts[i] = bin;
+  }
+  if (rc == 0) c->closed = true;
+  return rc < 0 ? rc : c->n;
+}
+
+int as_cols_run_stmt(as_cols_t *c, const as_bulk_t *stmt, as_db_t *db, PGresult **out) {
+  if (out) *out = NULL;
+  if (!c->bad && as_cols_rows(c) == 0) return 0;
+  as_buf_t sql;
+  as_buf_init(&sql);
+  const char *vals[AS_COLS_MAX];
+  int n = as_cols_bind(c, stmt, &sql, vals, db->err, sizeof db->err);
+  if (n == -EINVAL) db->sqlstate[0] = '\0';
+  int rc = n < 0 ? n : as_db_query_ex(db, as_buf_str(&sql), n, vals, c->lens, c->fmts, 0, out);
+  as_buf_free(&sql);
+  return rc;
+}
+
+int as_cols_run(as_cols_t *c, as_db_t *db, PGresult **out) { return as_cols_run_stmt(c, c->stmt, db, out); }

@@ -7,10 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-void as_db_init(as_db_t *db, const char *dsn, const char *app_name, const as_log_t *log) {
+void as_db_init(as_db_t *db, const char *dsn, const char *app_name, const char *schema,
+                const as_log_t *log) {
   memset(db, 0, sizeof *db);
   db->dsn = dsn;
   db->app_name = app_name;
+  db->schema = schema;
   db->log = log;
 }
 
@@ -48,6 +50,15 @@ static void notice(void *arg, const char *message) {
   if (db->log) AS_DEBUG(db->log, "postgres notice", AS_F_STR("detail", line));
 }
 
+static int set_schema(as_db_t *db) {
+  const char *vals[1] = {db->schema};
+  PGresult *r = PQexecParams(db->conn, "SELECT set_config('search_path', $1, false)", 1, NULL, vals, NULL, NULL, 0);
+  bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+  if (!ok) set_err(db, PQresultErrorField(r, PG_DIAG_SQLSTATE), PQresultErrorMessage(r));
+  PQclear(r);
+  return ok ? 0 : -EIO;
+}
+
 int as_db_ensure(as_db_t *db) {
   if (db->conn && PQstatus(db->conn) == CONNECTION_OK) return 0;
   if (db->conn) {
@@ -67,6 +78,12 @@ int as_db_ensure(as_db_t *db) {
     return -ECONNREFUSED;
   }
   PQsetNoticeProcessor(db->conn, notice, db);
+  /* After connecting, not in the options: a DSN's own options win over
+   * ours, and the schema must not depend on what a DSN says. */
+  if (db->schema && set_schema(db) < 0) {
+    as_db_close(db);
+    return -ECONNREFUSED;
+  }
   set_err(db, NULL, NULL);
   return 0;
 }

@@ -7,6 +7,11 @@
  * failure: retry the batch later) from a permanent one (this batch's data
  * broke a constraint: find and dead-letter the culprit).
  *
+ * The schema reaches SQL one way: every connection starts with search_path
+ * set to the service's schema (and nothing else), so statements name the
+ * service's own tables unqualified ("outbox", "orders") and the shared case
+ * tables qualified ("cases.cases"); no statement text carries a schema.
+ *
  * Every statement is prepared on its connection the first time it runs
  * (keyed by its text) and executed by name afterwards: parsing and planning
  * a bulk statement of a few dozen unnest() arrays costs about as much as
@@ -16,10 +21,10 @@
  * holds AS_DB_STMT_MAX texts and past that runs statements unprepared
  * (counted in stmt_uncached).
  *
- * Ownership: as_db_t is caller-owned (embed it); the DSN is borrowed and
- * must outlive it. The statement cache is the connection's (copies of the
- * texts, freed by as_db_close). Results from as_db_query are owned by the
- * caller (PQclear). */
+ * Ownership: as_db_t is caller-owned (embed it); the DSN and schema are
+ * borrowed and must outlive it. The statement cache is the connection's
+ * (copies of the texts, freed by as_db_close). Results from as_db_query are
+ * owned by the caller (PQclear). */
 #ifndef AS_DB_H
 #define AS_DB_H
 
@@ -41,6 +46,7 @@ typedef struct as_db_stmt {
 typedef struct as_db {
   const char *dsn;        /* borrowed */
   const char *app_name;   /* borrowed: application_name shown in pg_stat_activity */
+  const char *schema;     /* borrowed: the connection's search_path; NULL leaves the server's */
   const as_log_t *log;    /* borrowed */
   PGconn *conn;           /* owned; NULL while disconnected */
   char sqlstate[6];       /* of the last failure, "" if none or no server answer */
@@ -61,10 +67,12 @@ typedef struct as_db {
   void *on_close_arg;
 } as_db_t;
 
-void as_db_init(as_db_t *db, const char *dsn, const char *app_name, const as_log_t *log);
+/* schema: the search_path, e.g. a plain lower-case identifier, or NULL. */
+void as_db_init(as_db_t *db, const char *dsn, const char *app_name, const char *schema,
+                const as_log_t *log);
 
-/* Connects if not connected (or the connection went bad). Returns 0 or
- * -ECONNREFUSED with db->err set. */
+/* Connects if not connected (or the connection went bad) and sets the
+ * schema as search_path. Returns 0 or -ECONNREFUSED with db->err set. */
 AS_MUST_CHECK int as_db_ensure(as_db_t *db);
 
 void as_db_close(as_db_t *db); /* idempotent */

@@ -3,8 +3,8 @@
  *
  * A deadline is (case id, kind) -> due time; setting it again moves it.
  * The worker's scanner takes due rows with FOR UPDATE SKIP LOCKED in a
- * transaction, calls the service's on_deadline for each and marks them
- * fired in the same transaction: several instances share the work, none
+ * transaction, fires each through the service's deadline kinds (as_route)
+ * and marks them fired in the same transaction: several instances share the work, none
  * fires a deadline twice, and a crash before COMMIT fires it again later.
  *
  * Ownership: nothing allocated is returned. */

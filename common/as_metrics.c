@@ -460,3 +460,31 @@ char *as_metrics_render(const as_metrics_t *m, size_t *len) {
     *len = b.len;
   return b.p;
 }
+
+int as_metrics_register(as_metrics_t *m, const as_metric_def_t *defs, size_t n, void *state,
+                        char *err, size_t errlen) {
+  for (size_t i = 0; i < n; i++) {
+    const as_metric_def_t *d = &defs[i];
+    void *p = NULL;
+    /* Each pointer is copied as the type its field has (see the row macros). */
+    if (d->type == AS_METRIC_COUNTER) {
+      as_counter_t *c = as_metrics_counter(m, d->name, d->help, d->labels);
+      memcpy((char *)state + d->slot, &c, sizeof c);
+      p = c;
+    } else if (d->type == AS_METRIC_GAUGE) {
+      as_gauge_t *g = as_metrics_gauge(m, d->name, d->help, d->labels);
+      memcpy((char *)state + d->slot, &g, sizeof g);
+      p = g;
+    } else {
+      as_histogram_t *h = as_metrics_histogram(m, d->name, d->help, d->labels, d->bounds, d->nbounds);
+      memcpy((char *)state + d->slot, &h, sizeof h);
+      p = h;
+    }
+    if (!p) {
+      snprintf(err, errlen, "metric %s {%s}: out of memory or registered with another type", d->name,
+               d->labels ? d->labels : "");
+      return -ENOMEM;
+    }
+  }
+  return 0;
+}

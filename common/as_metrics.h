@@ -47,6 +47,37 @@ uint64_t as_histogram_count(const as_histogram_t *h);
  * usual way to read a percentile off a histogram; +Inf as HUGE_VAL. */
 double as_histogram_quantile(const as_histogram_t *h, double q);
 
+/* A service's metrics as a table: one row per series, naming the field of
+ * the service's state that holds its pointer. as_metrics_register creates
+ * every series and stores each pointer in its field, so the service's code
+ * only counts. The row macros check at compile time that the field has the
+ * series' pointer type. */
+typedef enum { AS_METRIC_COUNTER, AS_METRIC_GAUGE, AS_METRIC_HISTOGRAM } as_metric_type_t;
+
+typedef struct as_metric_def {
+  as_metric_type_t type;
+  const char *name, *help, *labels; /* labels may be NULL */
+  size_t slot;                      /* offset of the pointer field in the state */
+  const double *bounds;             /* histograms: bucket bounds (static) */
+  size_t nbounds;
+} as_metric_def_t;
+
+#define AS_METRIC_SLOT_(stype, field, ptype) \
+  (offsetof(stype, field) + 0 * sizeof((ptype **){&((stype *)0)->field}))
+#define AS_COUNTER(stype, field, name, labels, help) \
+  {AS_METRIC_COUNTER, (name), (help), (labels), AS_METRIC_SLOT_(stype, field, as_counter_t), NULL, 0}
+#define AS_GAUGE(stype, field, name, labels, help) \
+  {AS_METRIC_GAUGE, (name), (help), (labels), AS_METRIC_SLOT_(stype, field, as_gauge_t), NULL, 0}
+#define AS_HISTOGRAM(stype, field, name, labels, help, bounds)                                   \
+  {AS_METRIC_HISTOGRAM, (name), (help), (labels), AS_METRIC_SLOT_(stype, field, as_histogram_t), \
+   (bounds), sizeof(bounds) / sizeof((bounds)[0])}
+
+/* Creates defs[0..n) in m and stores each pointer at state + slot.
+ * Returns 0, or -ENOMEM (allocation failure, or a name registered before
+ * with another type) naming the series in err. */
+int as_metrics_register(as_metrics_t *m, const as_metric_def_t *defs, size_t n, void *state,
+                        char *err, size_t errlen);
+
 /* Renders the whole registry, families in creation order, each with one
  * # HELP and # TYPE line. Returns a malloc'd NUL-terminated buffer (free with
  * free) and its length in *len, or NULL on allocation failure. */

@@ -27,64 +27,66 @@ static int run(PGconn *c, const char *sql, char *err, size_t errlen) {
   return rc;
 }
 
-/* Returns a malloc'd copy of sql with every {{schema}} replaced, or NULL. */
-static char *substitute(const char *sql, const char *schema) {
-  static const char tok[] = "{{schema}}";
-  size_t n = 0, tl = sizeof tok - 1, sl = strlen(schema);
-  for (const char *p = sql; (p = strstr(p, tok)); p += tl) n++;
-  char *out = malloc(strlen(sql) + n * sl + 1);
-  if (!out) return NULL;
-  char *o = out;
-  for (const char *p = sql;;) {
-    const char *hit = strstr(p, tok);
-    size_t len = hit ? (size_t)(hit - p) : strlen(p);
-    memcpy(o, p, len);
-    o += len;
-    if (!hit) break;
-    memcpy(o, schema, sl);
-    o += sl;
-    p = hit + tl;
-  }
-  *o = '\0';
-  return out;
-}
-
-static int applied(PGconn *c, const char *schema, const char *source, const char *version,
-                   char *err, size_t errlen) {
-  char sql[256];
-  snprintf(sql, sizeof sql, "SELECT 1 FROM %s.schema_migrations WHERE source = $1 AND version = $2",
-           schema);
-  const char *params[2] = {source, version};
-  PGresult *r = PQexecParams(c, sql, 2, NULL, params, NULL, NULL, 0);
-  int rc = PQresultStatus(r) == PGRES_TUPLES_OK ? PQntuples(r) > 0 : -EIO;
+/* Runs a statement with text parameters; copies the server's message on
+ * failure. Returns 1 if it returned a row, 0 if not, or -EIO. */
+static int run_params(PGconn *c, const char *sql, int n, const char *const *vals, char *err,
+                      size_t errlen) {
+  PGresult *r = PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
+  ExecStatusType st = PQresultStatus(r);
+  int rc = st == PGRES_TUPLES_OK ? PQntuples(r) > 0 : st == PGRES_COMMAND_OK ? 0 : -EIO;
   if (rc < 0) snprintf(err, errlen, "%s", PQresultErrorMessage(r));
   PQclear(r);
   return rc;
 }
 
+/* Inside a transaction: the schema is the search_path until it ends (SET
+ * LOCAL), so migrations name their tables unqualified and the session's
+ * own search_path is what it was afterwards. */
+static int enter_schema(PGconn *c, const char *schema, char *err, size_t errlen) {
+  const char *vals[1] = {schema};
+  int rc = run(c, "BEGIN", err, errlen);
+  if (rc == 0) rc = run_params(c, "SELECT set_config('search_path', $1, true)", 1, vals, err, errlen);
+  return rc < 0 ? rc : 0;
+}
+
+static int end_tx(PGconn *c, int rc, char *err, size_t errlen) {
+  char ignore[8];
+  if (rc == 0) return run(c, "COMMIT", err, errlen);
+  run(c, "ROLLBACK", ignore, sizeof ignore);
+  return rc;
+}
+
+/* Applies m unless the books already have it: 1 applied, 0 was there. */
 static int apply_one(PGconn *c, const char *schema, const char *source, const as_migration_t *m,
                      char *err, size_t errlen) {
-  char *sql = substitute(m->sql, schema);
-  if (!sql) return -ENOMEM;
-  char rec[256];
-  snprintf(rec, sizeof rec, "INSERT INTO %s.schema_migrations (source, version) VALUES ($1, $2)",
-           schema);
   const char *params[2] = {source, m->version};
-  int rc = run(c, "BEGIN", err, errlen);
-  if (rc == 0) rc = run(c, sql, err, errlen);
-  if (rc == 0) {
-    PGresult *r = PQexecParams(c, rec, 2, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-      snprintf(err, errlen, "%s", PQresultErrorMessage(r));
-      rc = -EIO;
-    }
-    PQclear(r);
-  }
-  char ignore[8];
-  if (rc == 0) rc = run(c, "COMMIT", err, errlen);
-  else run(c, "ROLLBACK", ignore, sizeof ignore);
-  free(sql);
-  return rc;
+  int rc = enter_schema(c, schema, err, errlen);
+  int done = rc < 0 ? rc
+                    : run_params(c, "SELECT 1 FROM schema_migrations WHERE source = $1 AND version = $2",
+                                 2, params, err, errlen);
+  rc = done < 0 ? done : 0;
+  if (rc == 0 && !done) rc = run(c, m->sql, err, errlen);
+  if (rc == 0 && !done)
+    rc = run_params(c, "INSERT INTO schema_migrations (source, version) VALUES ($1, $2)", 2, params,
+                    err, errlen);
+  rc = end_tx(c, rc, err, errlen);
+  return rc < 0 ? rc : !done;
+}
+
+/* The schema and its books. CREATE SCHEMA takes no parameter: the name is
+ * a checked identifier, written into the one statement that creates it. */
+static int create_books(PGconn *c, const char *schema, char *err, size_t errlen) {
+  char sql[96];
+  int n = snprintf(sql, sizeof sql, "CREATE SCHEMA IF NOT EXISTS %s", schema);
+  int rc = n > 0 && (size_t)n < sizeof sql ? run(c, sql, err, errlen) : -EINVAL;
+  if (rc == 0) rc = enter_schema(c, schema, err, errlen);
+  if (rc == 0)
+    rc = run(c,
+             "CREATE TABLE IF NOT EXISTS schema_migrations (source text NOT NULL,"
+             " version text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(),"
+             " PRIMARY KEY (source, version))",
+             err, errlen);
+  return end_tx(c, rc, err, errlen);
 }
 
 int as_migrate_apply(PGconn *c, const char *schema, const char *source, const as_migration_t *list,
@@ -93,22 +95,15 @@ int as_migrate_apply(PGconn *c, const char *schema, const char *source, const as
     snprintf(err, errlen, "schema name \"%.64s\" is not a plain lower-case identifier", schema);
     return -EINVAL;
   }
-  char sql[512];
-  snprintf(sql, sizeof sql,
-           "SELECT pg_advisory_lock(hashtext('as_migrate:%s'));"
-           "CREATE SCHEMA IF NOT EXISTS %s;"
-           "CREATE TABLE IF NOT EXISTS %s.schema_migrations (source text NOT NULL,"
-           " version text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(),"
-           " PRIMARY KEY (source, version))",
-           schema, schema, schema);
-  int rc = run(c, sql, err, errlen), n = 0;
-  for (const as_migration_t *m = list; rc == 0 && m->version; m++) {
-    rc = applied(c, schema, source, m->version, err, errlen);
-    if (rc == 0 && (rc = apply_one(c, schema, source, m, err, errlen)) == 0) n++;
-    if (rc == 1) rc = 0;
+  const char *lock[1] = {schema};
+  int rc = run_params(c, "SELECT pg_advisory_lock(hashtext('as_migrate:' || $1))", 1, lock, err, errlen);
+  if (rc >= 0) rc = create_books(c, schema, err, errlen);
+  int n = 0;
+  for (const as_migration_t *m = list; rc >= 0 && m->version; m++) {
+    rc = apply_one(c, schema, source, m, err, errlen);
+    if (rc > 0) n++;
   }
-  char unlock[128], ignore[8];
-  snprintf(unlock, sizeof unlock, "SELECT pg_advisory_unlock(hashtext('as_migrate:%s'))", schema);
-  run(c, unlock, ignore, sizeof ignore);
+  char ignore[8];
+  run_params(c, "SELECT pg_advisory_unlock(hashtext('as_migrate:' || $1))", 1, lock, ignore, sizeof ignore);
   return rc < 0 ? rc : n;
 }

@@ -2,10 +2,14 @@
  * at start.
  *
  * Each migration is a file NNN_name.sql; scripts/embed_sql.sh turns a folder
- * of them into an as_migration_t array ending with {NULL, NULL}. "{{schema}}"
- * in the text is replaced by the target schema's name. Applied versions are
- * recorded in <schema>.schema_migrations; a session advisory lock per schema
- * makes concurrent starts of several instances safe.
+ * of them into an as_migration_t array ending with {NULL, NULL}. A migration
+ * runs with the target schema as its search_path (SET LOCAL: the session's
+ * own is untouched), so it names its tables unqualified and the same text
+ * serves any schema; a function it creates should say SET search_path FROM
+ * CURRENT, so that its body resolves names in that schema whoever calls it.
+ * Applied versions are recorded in <schema>.schema_migrations; a session
+ * advisory lock per schema makes concurrent starts of several instances
+ * safe.
  *
  * Ownership: arrays are static; nothing returned needs freeing. */
 #ifndef AS_MIGRATE_H

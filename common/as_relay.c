@@ -72,10 +72,21 @@ struct as_relay {
   unsigned backoff_ms;
   as_counter_t *published, *failed;
   as_gauge_t *backlog, *active_g;
-  char channel[80], sql_select[256], sql_mark[160], sql_count[160], sql_janitor[320], lock_key[80];
+  char listen[80], lock_key[80]; /* LISTEN as_outbox_<schema>; as_relay:<schema> */
 };
 
 static void pump(as_relay_t *r);
+
+/* The connection's search_path is the service's schema (as_db). */
+static const char sql_select[] =
+    "SELECT id, event_id::text, topic, msg_key, payload FROM outbox"
+    " WHERE sent_at IS NULL AND id > $2::bigint ORDER BY id LIMIT $1::int";
+static const char sql_mark[] = "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])";
+/* Oldest ids first through the primary key: sent rows older than the
+ * retention sit at the low end. */
+static const char sql_janitor[] =
+    "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE sent_at < now() - "
+    "make_interval(secs => $1::int) ORDER BY id LIMIT 50000)";
 
 static uint64_t now_ms(const as_relay_t *r) { return uv_now(r->loop); }
 
@@ -211,7 +222,7 @@ static void start_select(as_relay_t *r) {
   const char *vals[2] = {lim, after};
   r->want = false;
   r->t_sel = uv_hrtime();
-  if (send_query(r, r->sql_select, 2, vals, 1) == 0) r->query = r->last_query = Q_SELECT;
+  if (send_query(r, sql_select, 2, vals, 1) == 0) r->query = r->last_query = Q_SELECT;
   else backoff(r);
 }
 
@@ -234,7 +245,7 @@ static void start_mark(as_relay_t *r) {
   as_buf_arr_close(&r->mark);
   r->t_mark = uv_hrtime();
   const char *vals[1] = {as_buf_str(&r->mark)};
-  if (as_buf_ok(&r->mark) && send_query(r, r->sql_mark, 1, vals, 0) == 0) {
+  if (as_buf_ok(&r->mark) && send_query(r, sql_mark, 1, vals, 0) == 0) {
     r->query = r->last_query = Q_MARK;
     return;
   }
@@ -296,9 +307,7 @@ static void on_pg_readable(uv_poll_t *h, int status, int events) {
 static int relay_connect(as_relay_t *r) {
   if (r->db.conn) return 0;
   if (as_db_ensure(&r->db) < 0) return -EAGAIN;
-  char sql[128];
-  snprintf(sql, sizeof sql, "LISTEN %s", r->channel);
-  if (as_db_query(&r->db, sql, 0, NULL, NULL) < 0) return -EAGAIN;
+  if (as_db_query(&r->db, r->listen, 0, NULL, NULL) < 0) return -EAGAIN;
   /* The select must walk the partial index of unsent rows in id order: an
    * index scan marks the entries of rows marked sent since as dead, so the
    * next scans skip them. The planner prefers a bitmap scan plus sort
@@ -336,7 +345,7 @@ static void housekeeping(as_relay_t *r) {
   uint64_t now = now_ms(r);
   if (now >= r->backlog_at_ms) {
     PGresult *res = NULL;
-    if (as_db_query(&r->db, r->sql_count, 0, NULL, &res) == 0)
+    if (as_db_query(&r->db, "SELECT count(*) FROM outbox WHERE sent_at IS NULL", 0, NULL, &res) == 0)
       atomic_store(&r->a_backlog, strtoll(PQgetvalue(res, 0, 0), NULL, 10));
     PQclear(res);
     r->backlog_at_ms = now + 2000;
@@ -344,7 +353,10 @@ static void housekeeping(as_relay_t *r) {
   if (r->active && r->db.conn && now >= r->janitor_at_ms) {
     /* A failed trim is retried next round; the warning says why the outbox
      * grows if it keeps failing. */
-    if (as_db_query(&r->db, r->sql_janitor, 0, NULL, NULL) < 0)
+    char secs[16];
+    snprintf(secs, sizeof secs, "%d", r->conf.retention_s);
+    const char *vals[1] = {secs};
+    if (as_db_query(&r->db, sql_janitor, 1, vals, NULL) < 0)
       AS_WARN(r->log, "outbox trim failed", AS_F_STR("error", r->db.err));
     r->janitor_at_ms = now + 60000;
   }
@@ -474,21 +486,13 @@ void as_relay_update_metrics(as_relay_t *r) {
   as_gauge_set(r->active_g, atomic_load(&r->a_active) ? 1 : 0);
 }
 
-static void format_sql(as_relay_t *r) {
+/* The channel and the lock are named after the schema, the one name a
+ * NOTIFY channel can carry (as_tx notifies 'as_outbox_' || current_schema()). */
+static int name_schema(as_relay_t *r) {
   const char *s = r->conf.schema;
-  snprintf(r->channel, sizeof r->channel, "as_outbox_%s", s);
-  snprintf(r->lock_key, sizeof r->lock_key, "as_relay:%s", s);
-  snprintf(r->sql_select, sizeof r->sql_select,
-           "SELECT id, event_id::text, topic, msg_key, payload FROM %s.outbox"
-           " WHERE sent_at IS NULL AND id > $2::bigint ORDER BY id LIMIT $1::int", s);
-  snprintf(r->sql_mark, sizeof r->sql_mark,
-           "UPDATE %s.outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", s);
-  snprintf(r->sql_count, sizeof r->sql_count, "SELECT count(*) FROM %s.outbox WHERE sent_at IS NULL", s);
-  /* Oldest ids first through the primary key: sent rows older than the
-   * retention sit at the low end. */
-  snprintf(r->sql_janitor, sizeof r->sql_janitor,
-           "DELETE FROM %s.outbox WHERE id IN (SELECT id FROM %s.outbox WHERE sent_at < now() - "
-           "make_interval(secs => %d) ORDER BY id LIMIT 50000)", s, s, r->conf.retention_s);
+  int a = snprintf(r->listen, sizeof r->listen, "LISTEN as_outbox_%s", s);
+  int b = snprintf(r->lock_key, sizeof r->lock_key, "as_relay:%s", s);
+  return a > 0 && (size_t)a < sizeof r->listen && b > 0 && (size_t)b < sizeof r->lock_key ? 0 : -EINVAL;
 }
 
 static void init_metrics(as_relay_t *r, as_metrics_t *m) {
@@ -536,11 +540,14 @@ as_relay_t *as_relay_new(const as_relay_conf_t *conf, const as_log_t *log, as_me
   r->kctx = (as_kafka_ctx_t){.log = log, .owner = r};
   r->pipefd[0] = r->pipefd[1] = -1;
   as_buf_init(&r->mark);
-  as_db_init(&r->db, conf->dsn, conf->client_id, log);
+  as_db_init(&r->db, conf->dsn, conf->client_id, conf->schema, log);
   r->db.on_close = on_db_close;
   r->db.on_close_arg = r;
-  format_sql(r);
   init_metrics(r, metrics);
+  if (name_schema(r) < 0) {
+    snprintf(err, errlen, "schema name too long");
+    goto fail;
+  }
   if (alloc_table(r, 2 * (size_t)(conf->batch > 0 ? conf->batch : 1)) < 0) {
     snprintf(err, errlen, "out of memory");
     goto fail;

@@ -11,58 +11,57 @@
 
 #include "as_uuid.h"
 
+/* The outbox rows of a batch in decision order, and a wake-up for the
+ * relay on the schema's channel (as_relay LISTENs on the same name). */
+enum { OUT_EVENT, OUT_TOPIC, OUT_KEY, OUT_PAYLOAD };
+static const as_col_t out_cols[] = {
+    [OUT_EVENT] = {"event_id", "uuid"},
+    [OUT_TOPIC] = {"topic", "text"},
+    [OUT_KEY] = {"msg_key", "text"},
+    [OUT_PAYLOAD] = {"payload", "bytea"}, /* binary: no hex round trip */
+};
+static const as_bulk_t sql_outbox = AS_BULK(
+    "WITH ins AS (INSERT INTO outbox (event_id, topic, msg_key, payload)"
+    " SELECT u.event_id, u.topic, u.msg_key, u.payload FROM {{u:o}} ORDER BY u.o"
+    " RETURNING 1) SELECT pg_notify('as_outbox_' || current_schema(), count(*)::text) FROM ins",
+    out_cols);
+
+enum { IN_EVENT, IN_TOPIC, IN_PARTITION, IN_OFFSET };
+static const as_col_t in_cols[] = {
+    [IN_EVENT] = {"event_id", "uuid"},
+    [IN_TOPIC] = {"topic", "text"},
+    [IN_PARTITION] = {"kpartition", "int"},
+    [IN_OFFSET] = {"koffset", "bigint"},
+};
+static const as_bulk_t sql_inbox = AS_BULK(
+    "INSERT INTO inbox (event_id, topic, kpartition, koffset) SELECT * FROM {{u}}"
+    " ON CONFLICT DO NOTHING RETURNING event_id::text",
+    in_cols);
+
 void as_tx_init(as_tx_t *tx, as_db_t *db, const as_tx_conf_t *conf) {
   memset(tx, 0, sizeof *tx);
   tx->db = db;
   tx->conf = conf;
-  as_buf_init(&tx->ids);
-  as_buf_init(&tx->topics);
-  as_buf_init(&tx->keys);
-  as_buf_init(&tx->payloads);
-  snprintf(tx->sql_insert, sizeof tx->sql_insert,
-           "WITH ins AS (INSERT INTO %s.outbox (event_id, topic, msg_key, payload)"
-           " SELECT u.e, u.t, u.k, u.p FROM unnest($1::uuid[], $2::text[],"
-           " $3::text[], $4::bytea[]) WITH ORDINALITY AS u(e, t, k, p, o) ORDER BY u.o"
-           " RETURNING 1) SELECT pg_notify('as_outbox_%s', count(*)::text) FROM ins",
-           conf->schema, conf->schema);
-  snprintf(tx->sql_inbox, sizeof tx->sql_inbox,
-           "INSERT INTO %s.inbox (event_id, topic, kpartition, koffset)"
-           " SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::bigint[])"
-           " ON CONFLICT DO NOTHING RETURNING event_id::text",
-           conf->schema);
+  as_cols_init(&tx->out, &sql_outbox);
 }
 
 void as_tx_reset(as_tx_t *tx) {
-  as_buf_reset(&tx->ids);
-  as_buf_reset(&tx->topics);
-  as_buf_reset(&tx->keys);
-  as_buf_reset(&tx->payloads);
+  as_cols_reset(&tx->out);
   tx->rows = 0;
 }
 
-void as_tx_free(as_tx_t *tx) {
-  as_buf_free(&tx->ids);
-  as_buf_free(&tx->topics);
-  as_buf_free(&tx->keys);
-  as_buf_free(&tx->payloads);
-}
+void as_tx_free(as_tx_t *tx) { as_cols_free(&tx->out); }
 
 static int queue_row(as_tx_t *tx, const char *event_id, const char *topic, const char *key,
                      const uint8_t *bytes, size_t len) {
-  if (tx->rows == 0) {
-    as_buf_arr_open(&tx->ids);
-    as_buf_arr_open(&tx->topics);
-    as_buf_arr_open(&tx->keys);
-    as_buf_bin_open(&tx->payloads);
-  }
-  as_buf_arr_raw(&tx->ids, event_id, strlen(event_id));
-  as_buf_arr_str(&tx->topics, topic);
-  as_buf_arr_str(&tx->keys, key);
-  as_buf_bin_bytes(&tx->payloads, bytes, len);
+  as_cols_str(&tx->out, OUT_EVENT, event_id);
+  as_cols_str(&tx->out, OUT_TOPIC, topic);
+  as_cols_str(&tx->out, OUT_KEY, key);
+  as_cols_bytes(&tx->out, OUT_PAYLOAD, bytes, len);
   tx->rows++;
-  bool ok = as_buf_ok(&tx->ids) && as_buf_ok(&tx->topics) && as_buf_ok(&tx->keys) &&
-            as_buf_ok(&tx->payloads);
-  return ok ? 0 : -ENOMEM;
+  for (int i = 0; i < tx->out.n; i++)
+    if (!as_buf_ok(&tx->out.b[i])) return -ENOMEM;
+  return 0;
 }
 
 int as_tx_publish(as_tx_t *tx, const as_msg_t *cause, const char *topic, const char *key,
@@ -138,17 +137,7 @@ int as_tx_flush(as_tx_t *tx, as_msg_t *msgs, size_t n) {
     tx->dead++;
   }
   if (tx->rows == 0) return 0;
-  as_buf_arr_close(&tx->ids);
-  as_buf_arr_close(&tx->topics);
-  as_buf_arr_close(&tx->keys);
-  as_buf_bin_close(&tx->payloads);
-  if (!as_buf_ok(&tx->ids) || !as_buf_ok(&tx->topics) || !as_buf_ok(&tx->keys) ||
-      !as_buf_ok(&tx->payloads) || tx->payloads.len > INT32_MAX)
-    return -ENOMEM;
-  const char *vals[4] = {as_buf_str(&tx->ids), as_buf_str(&tx->topics), as_buf_str(&tx->keys),
-                         tx->payloads.data};
-  const int lens[4] = {0, 0, 0, (int)tx->payloads.len}, fmts[4] = {0, 0, 0, 1};
-  int rc = as_db_query_ex(tx->db, tx->sql_insert, 4, vals, lens, fmts, 0, NULL);
+  int rc = as_cols_run(&tx->out, tx->db, NULL);
   as_tx_reset(tx);
   return rc;
 }
@@ -185,44 +174,19 @@ static int mark_duplicates(as_msg_t *msgs, size_t n, PGresult *r) {
 }
 
 int as_tx_inbox_claim(as_tx_t *tx, as_msg_t *msgs, size_t n) {
-  as_buf_t ids, topics, parts, offs;
-  as_buf_init(&ids);
-  as_buf_init(&topics);
-  as_buf_init(&parts);
-  as_buf_init(&offs);
-  as_buf_arr_open(&ids);
-  as_buf_arr_open(&topics);
-  as_buf_arr_open(&parts);
-  as_buf_arr_open(&offs);
-  size_t with_id = 0;
+  as_cols_t c;
+  as_cols_init(&c, &sql_inbox);
   for (size_t i = 0; i < n; i++) {
     if (!msgs[i].env) continue;
-    char num[24];
-    as_buf_arr_raw(&ids, msgs[i].env->event_id, strlen(msgs[i].env->event_id));
-    as_buf_arr_str(&topics, rd_kafka_topic_name(msgs[i].rkm->rkt));
-    as_buf_arr_raw(&parts, num, (size_t)snprintf(num, sizeof num, "%d", (int)msgs[i].rkm->partition));
-    as_buf_arr_raw(&offs, num, (size_t)snprintf(num, sizeof num, "%lld", (long long)msgs[i].rkm->offset));
-    with_id++;
+    as_cols_str(&c, IN_EVENT, msgs[i].env->event_id);
+    as_cols_str(&c, IN_TOPIC, rd_kafka_topic_name(msgs[i].rkm->rkt));
+    as_cols_int(&c, IN_PARTITION, msgs[i].rkm->partition);
+    as_cols_int(&c, IN_OFFSET, msgs[i].rkm->offset);
   }
-  as_buf_arr_close(&ids);
-  as_buf_arr_close(&topics);
-  as_buf_arr_close(&parts);
-  as_buf_arr_close(&offs);
-  int rc = 0;
   PGresult *r = NULL;
-  if (!as_buf_ok(&ids) || !as_buf_ok(&topics) || !as_buf_ok(&parts) || !as_buf_ok(&offs)) {
-    rc = -ENOMEM;
-    goto out;
-  }
-  if (with_id == 0) goto out;
-  const char *vals[4] = {as_buf_str(&ids), as_buf_str(&topics), as_buf_str(&parts), as_buf_str(&offs)};
-  rc = as_db_query(tx->db, tx->sql_inbox, 4, vals, &r);
-  if (rc == 0) rc = mark_duplicates(msgs, n, r);
-out:
+  int rc = as_cols_run(&c, tx->db, &r);
+  if (rc == 0 && r) rc = mark_duplicates(msgs, n, r);
   PQclear(r);
-  as_buf_free(&ids);
-  as_buf_free(&topics);
-  as_buf_free(&parts);
-  as_buf_free(&offs);
+  as_cols_free(&c);
   return rc;
 }

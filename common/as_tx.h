@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "as_buf.h"
+#include "as_cols.h"
 #include "as_db.h"
 #include "as_envelope.h"
 #include "as_err.h"
@@ -41,7 +41,6 @@ typedef struct as_msg {
 typedef struct as_tx_conf {
   const char *service;
   const char *instance;
-  const char *schema;
   const char *group_id;
   const char *dlq_topic;
   size_t dlq_max_bytes; /* original bytes kept in a dead letter */
@@ -50,12 +49,9 @@ typedef struct as_tx_conf {
 typedef struct as_tx {
   as_db_t *db;              /* borrowed */
   const as_tx_conf_t *conf; /* borrowed */
-  as_buf_t ids, topics, keys; /* outbox rows, as array literals */
-  as_buf_t payloads;         /* their bytes, a binary bytea[] (as_buf_bin_*) */
-  size_t rows;
+  as_cols_t out;            /* outbox rows, as array literals */
+  size_t rows;              /* outbox rows queued */
   size_t dead;              /* dead letters written by the last flush */
-  char sql_insert[512];
-  char sql_inbox[512];
 } as_tx_t;
 
 void as_tx_init(as_tx_t *tx, as_db_t *db, const as_tx_conf_t *conf);

@@ -17,6 +17,7 @@
 #include "as_http.h"
 #include "as_kafka.h"
 #include "as_relay.h"
+#include "as_topics.h"
 
 typedef struct as_runtime_conf {
   const char *instance, *bootstrap, *group_id, *dsn, *schema, *http_addr, *log_level;
@@ -56,7 +57,10 @@ struct as_worker {
   as_log_t log; /* first: librdkafka's log callback finds it through as_kafka_ctx_t */
   as_kafka_ctx_t kctx;
   const as_service_t *svc;
-  void *state;
+  const as_migration_t *migrations;
+  void *svc_conf, *state; /* owned: the service's configuration and state blocks */
+  const char *topics[AS_TOPIC__COUNT];
+  size_t ntopics;
   as_runtime_conf_t conf;
   char instance[96], group_id[208], schema[64], client_id[160];
   uv_loop_t loop;
@@ -87,7 +91,6 @@ struct as_worker {
 
 const as_log_t *as_worker_log(const as_worker_t *w) { return &w->log; }
 as_metrics_t *as_worker_metrics(as_worker_t *w) { return w->metrics; }
-const char *as_worker_schema(const as_worker_t *w) { return w->schema; }
 
 static void failpoint(const as_worker_t *w, const char *where) {
   if (strcmp(w->conf.failpoint, where) == 0 && w->batches == (uint64_t)w->conf.failpoint_after) {
@@ -99,9 +102,7 @@ static void failpoint(const as_worker_t *w, const char *where) {
 /* ---- batch ------------------------------------------------------------ */
 
 static bool accepted(const as_worker_t *w, Aftersales__V1__Envelope__PayloadCase c) {
-  for (size_t i = 0; i < w->svc->naccepts; i++)
-    if (w->svc->accepts[i] == c) return true;
-  return false;
+  return !w->svc->refuse_unrouted || as_route_find(w->svc->routes, w->svc->nroutes, c);
 }
 
 /* Turns raw bytes into a trusted envelope, or marks the message dead. */
@@ -142,7 +143,7 @@ static int run_tx(as_worker_t *w, as_msg_t *msgs, size_t n) {
   if (rc == 0 && !fresh) rc = -EAGAIN;
   for (size_t i = 0; rc == 0 && i < n; i++)
     if (msgs[i].state == AS_MSG_NEW) fresh[nfresh++] = &msgs[i];
-  if (rc == 0 && nfresh > 0) rc = w->svc->handle(w->state, &w->tx, fresh, nfresh);
+  if (rc == 0 && nfresh > 0) rc = as_route_batch(w->svc->routes, w->svc->nroutes, w->state, &w->tx, fresh, nfresh);
   free(fresh);
   if (rc == 0) rc = as_tx_flush(&w->tx, msgs, n);
   if (rc == 0) failpoint(w, "before_db_commit");
@@ -367,9 +368,15 @@ static void on_consumer_event(uv_poll_t *h, int status, int events) {
 
 /* ---- deadlines -------------------------------------------------------- */
 
+/* A kind the service has no row for is marked fired: a timer nobody
+ * handles must not come back every scan. */
 static int fire_deadline(void *arg, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us) {
   as_worker_t *w = arg;
-  return w->svc->on_deadline(w->state, tx, case_id, kind, due_us);
+  const as_deadline_kind_t *k = as_route_kind(w->svc->deadlines, w->svc->ndeadlines, kind);
+  if (k) return k->fire(w->state, tx, case_id, kind, due_us);
+  AS_WARN(&w->log, "deadline kind not handled; marked fired", AS_F_STR("case_id", case_id),
+          AS_F_STR("kind", kind));
+  return 0;
 }
 
 /* Readiness must notice a database that went away even when no message
@@ -385,7 +392,7 @@ static bool db_alive(as_worker_t *w) {
 
 static void on_scan(uv_timer_t *t) {
   as_worker_t *w = t->data;
-  if (w->pending_retry || w->stopping || !db_alive(w) || !w->svc->on_deadline) return;
+  if (w->pending_retry || w->stopping || !db_alive(w) || w->svc->ndeadlines == 0) return;
   if (as_db_begin(&w->db) < 0) return;
   int n = as_deadline_scan(&w->tx, 200, fire_deadline, w);
   int rc = n < 0 ? n : as_tx_flush(&w->tx, NULL, 0);
@@ -536,8 +543,10 @@ static void on_reload(uv_signal_t *s, int signum) {
 
 static int load_config(as_worker_t *w, const as_service_t *svc) {
   char err[256];
+  w->svc_conf = calloc(1, svc->conf_size ? svc->conf_size : 1);
+  if (!w->svc_conf) return -ENOMEM;
   if (as_config_load(runtime_params, NRUNTIME, &w->conf, err, sizeof err) < 0 ||
-      (svc->config && as_config_load(svc->config, svc->nconfig, svc->config_out, err, sizeof err) < 0)) {
+      (svc->config && as_config_load(svc->config, svc->nconfig, w->svc_conf, err, sizeof err) < 0)) {
     fprintf(stderr, "{\"level\":\"error\",\"service\":\"%s\",\"msg\":\"bad configuration\",\"detail\":\"%s\"}\n",
             svc->name, err);
     return -EINVAL;
@@ -564,6 +573,31 @@ static int load_config(as_worker_t *w, const as_service_t *svc) {
   return 0;
 }
 
+/* True if name is one of the comma-separated names in list. */
+static bool listed(const char *list, const char *name) {
+  size_t len = strlen(name);
+  for (const char *p = list; *p;) {
+    size_t n = strcspn(p, ",");
+    if (n == len && strncmp(p, name, len) == 0) return true;
+    p += n + (p[n] == ',');
+  }
+  return false;
+}
+
+/* The topics proto/topics.tsv says this service consumes. */
+static int select_topics(as_worker_t *w) {
+#define AS_TOPIC_ROW(id, name, parts, consumers) {name, consumers},
+  static const struct {
+    const char *name, *consumers;
+  } fleet[] = {AS_TOPICS(AS_TOPIC_ROW)};
+#undef AS_TOPIC_ROW
+  for (size_t i = 0; i < AS_LEN(fleet); i++)
+    if (listed(fleet[i].consumers, w->svc->name)) w->topics[w->ntopics++] = fleet[i].name;
+  if (w->ntopics > 0) return 0;
+  AS_ERROR(&w->log, "no topic to consume", AS_F_STR("detail", "proto/topics.tsv names this service on no topic"));
+  return -EINVAL;
+}
+
 /* Migrations wait for the database: a worker started before PostgreSQL
  * keeps trying (not ready) instead of crash-looping. */
 static int migrate(as_worker_t *w) {
@@ -572,8 +606,8 @@ static int migrate(as_worker_t *w) {
     int rc = as_db_ensure(&w->db);
     if (rc == 0) rc = as_migrate_apply(w->db.conn, "cases", "cases", as_sql_cases, err, sizeof err);
     if (rc >= 0) rc = as_migrate_apply(w->db.conn, w->schema, "runtime", as_sql_runtime, err, sizeof err);
-    if (rc >= 0 && w->svc->migrations)
-      rc = as_migrate_apply(w->db.conn, w->schema, w->svc->name, w->svc->migrations, err, sizeof err);
+    if (rc >= 0 && w->migrations)
+      rc = as_migrate_apply(w->db.conn, w->schema, w->svc->name, w->migrations, err, sizeof err);
     if (rc >= 0) return 0;
     if (rc == -EINVAL || (rc == -EIO && w->db.conn && PQstatus(w->db.conn) == CONNECTION_OK)) {
       AS_ERROR(&w->log, "migration failed", AS_F_STR("detail", err));
@@ -601,6 +635,21 @@ static void init_metrics(as_worker_t *w) {
   w->m.ready = as_metrics_gauge(m, "as_ready", "1 when the worker reports ready.", NULL);
 }
 
+/* The service's state: zeroed, its metrics in place, then its own init. */
+static int init_service(as_worker_t *w) {
+  const as_service_t *svc = w->svc;
+  char err[256];
+  w->state = calloc(1, svc->state_size ? svc->state_size : 1);
+  if (!w->state) return -ENOMEM;
+  if (as_metrics_register(w->metrics, svc->metrics, svc->nmetrics, w->state, err, sizeof err) < 0) {
+    AS_ERROR(&w->log, "service init failed", AS_F_STR("detail", err));
+    return -ENOMEM;
+  }
+  int rc = svc->init ? svc->init(w, w->svc_conf, w->state) : 0;
+  if (rc < 0) AS_ERROR(&w->log, "service init failed", AS_F_INT("rc", rc));
+  return rc;
+}
+
 /* Every handle is initialised before anything can fail, so that one
  * shutdown path closes them all whatever happened. */
 static int init_handles(as_worker_t *w) {
@@ -623,7 +672,7 @@ static int start_kafka(as_worker_t *w) {
   as_kafka_opts_t o = {.bootstrap = w->conf.bootstrap, .client_id = w->client_id, .group_id = w->group_id,
                        .ctx = &w->kctx, .rebalance_cb = rebalance_cb, .stats_cb = stats_cb,
                        .stats_interval_ms = 1000, .error_cb = error_cb};
-  w->consumer = as_kafka_consumer_new(&o, w->svc->topics, w->svc->ntopics, w->pipefd[1], err, sizeof err);
+  w->consumer = as_kafka_consumer_new(&o, w->topics, w->ntopics, w->pipefd[1], err, sizeof err);
   if (!w->consumer) {
     AS_ERROR(&w->log, "cannot create consumer", AS_F_STR("detail", err));
     return -EINVAL;
@@ -672,6 +721,8 @@ static void teardown(as_worker_t *w) {
   if (w->pipefd[0] >= 0) close(w->pipefd[0]);
   if (w->pipefd[1] >= 0) close(w->pipefd[1]);
   if (w->state && w->svc->fini) w->svc->fini(w->state);
+  free(w->state);
+  free(w->svc_conf);
   as_tx_free(&w->tx);
   as_db_close(&w->db);
   as_metrics_free(w->metrics);
@@ -698,10 +749,11 @@ static int run(as_worker_t *w) {
   return rc < 0 || closed != 0 ? 1 : 0;
 }
 
-int as_worker_main(const as_service_t *svc, int argc, char **argv) {
+int as_worker_main(const as_service_t *svc, const as_migration_t *migrations, int argc, char **argv) {
   as_worker_t *w = calloc(1, sizeof *w);
   if (!w) return 1;
   w->svc = svc;
+  w->migrations = migrations;
   w->pipefd[0] = w->pipefd[1] = -1;
   w->kctx = (as_kafka_ctx_t){.log = &w->log, .owner = w};
   int code = 2;
@@ -714,16 +766,16 @@ int as_worker_main(const as_service_t *svc, int argc, char **argv) {
     fprintf(stderr, "%s: unknown argument \"%.40s\" (try --help)\n", argv[0], argv[1]);
     goto out;
   }
-  if (load_config(w, svc) < 0) goto out;
+  if (load_config(w, svc) < 0 || select_topics(w) < 0) goto out;
   code = 1;
   w->metrics = as_metrics_new(svc->name, w->instance);
   w->batch = calloc((size_t)w->conf.batch_max, sizeof *w->batch);
   w->saved = calloc((size_t)w->conf.batch_max, sizeof *w->saved);
   if (!w->metrics || !w->batch || !w->saved || uv_loop_init(&w->loop) < 0) goto out;
-  w->tx_conf = (as_tx_conf_t){.service = svc->name, .instance = w->instance, .schema = w->schema,
+  w->tx_conf = (as_tx_conf_t){.service = svc->name, .instance = w->instance,
                               .group_id = w->group_id, .dlq_topic = w->conf.dlq_topic,
                               .dlq_max_bytes = (size_t)w->conf.dlq_max_bytes};
-  as_db_init(&w->db, w->conf.dsn, w->client_id, &w->log);
+  as_db_init(&w->db, w->conf.dsn, w->client_id, w->schema, &w->log);
   w->db.defer = true; /* the batch connection is the loop's alone: its writes need not wait */
   as_tx_init(&w->tx, &w->db, &w->tx_conf);
   if (migrate(w) < 0) goto out_loop;
@@ -733,10 +785,7 @@ int as_worker_main(const as_service_t *svc, int argc, char **argv) {
     goto out_loop;
   }
   init_metrics(w);
-  if (svc->init && svc->init(w, &w->state) < 0) {
-    AS_ERROR(&w->log, "service init failed");
-    goto out_loop;
-  }
+  if (init_service(w) < 0) goto out_loop;
   w->db_ok = true;
   code = run(w);
   AS_INFO(&w->log, "worker stopped", AS_F_INT("exit_code", code));

@@ -1,28 +1,43 @@
 /* as_worker: the runtime every service's main() hands itself to.
  *
- * A service describes itself in an as_service_t (name, input topics, the
- * payload types it accepts, its migrations, its configuration table and its
- * handler) and calls as_worker_main. The runtime then owns the process: it
- * reads the AS_* environment, applies migrations, and runs one libuv loop
- * that drives the consumer (batches), the outbox relay, the deadline
- * scanner, signals (SIGHUP calls the service's reload) and the HTTP
- * probe/metrics listener, until SIGTERM or SIGINT, and returns the process
- * exit code.
+ * A service is its tables and its domain code. It describes itself in one
+ * static as_service_t (name, configuration table, state size, metrics,
+ * payload routes, deadline kinds, lifecycle hooks) and its main.c ends with
+ * AS_SERVICE_MAIN(service). The runtime then owns the process: it reads
+ * the AS_* environment into a configuration block it allocates, applies
+ * the migrations (the build embeds services/<name>/sql/NNN_*.sql as
+ * as_service_migrations), allocates the service's zeroed state, registers
+ * its metrics into it, calls init, and runs one libuv loop that drives the
+ * consumer (batches), the outbox relay, the deadline scanner, signals
+ * (SIGHUP calls reload) and the HTTP probe/metrics listener, until SIGTERM
+ * or SIGINT, and returns the process exit code.
+ *
+ * Topics are declared once, in proto/topics.tsv: the worker subscribes to
+ * every topic whose consumers column names the service (the Kubernetes
+ * autoscaling triggers come from the same column). Every payload on them
+ * is accepted; a payload without a route is ignored, or dead-lettered
+ * (unexpected_payload) if the service sets refuse_unrouted.
+ *
+ * The database: every connection's search_path is the service's schema
+ * (AS_DB_SCHEMA, default the service name), so statements name the
+ * service's own tables unqualified and the shared case tables as cases.*.
  *
  * Batch contract: for every batch the runtime opens one transaction, claims
- * the event ids in the inbox, calls handle() with the fresh messages, writes
- * published events and dead letters to the outbox and commits; only then
- * are the offsets committed. If handle() returns a transient error
- * (-EAGAIN from as_db) the batch is retried later with backoff and the
- * worker reports not ready; any other error rolls the batch back and replays
- * it one message per transaction, so that the message at fault alone is
- * dead-lettered (handler_failed) and the rest are applied.
+ * the event ids in the inbox, dispatches the fresh messages over the routes
+ * (as_route.h), writes published events and dead letters to the outbox and
+ * commits; only then are the offsets committed. If a handler returns a
+ * transient error (-EAGAIN from as_db) the batch is retried later with
+ * backoff and the worker reports not ready; any other error rolls the batch
+ * back and replays it one message per transaction, so that the message at
+ * fault alone is dead-lettered (handler_failed) and the rest are applied.
  *
- * Ownership: the service struct, its tables and state are the service's and
- * must outlive as_worker_main; the runtime never frees them. */
+ * Ownership: the service struct and its tables are static. The runtime owns
+ * the configuration and state blocks: it frees them after fini, which
+ * releases only what init acquired (the state's own pointers). */
 #ifndef AS_WORKER_H
 #define AS_WORKER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,50 +47,62 @@
 #include "as_log.h"
 #include "as_metrics.h"
 #include "as_migrate.h"
+#include "as_route.h"
 #include "as_tx.h"
 
 typedef struct as_worker as_worker_t;
 
 typedef struct as_service {
-  const char *name;                 /* "intake"; also the default schema and group suffix */
-  const char *summary;              /* one line for --help */
-  const char *const *topics;        /* input topics */
-  size_t ntopics;
-  const Aftersales__V1__Envelope__PayloadCase *accepts; /* others are dead-lettered */
-  size_t naccepts;
-  const as_migration_t *migrations; /* the service's own, in its schema; may be NULL */
-  const as_cfg_param_t *config;     /* service-specific AS_* variables; may be NULL */
-  size_t nconfig;
-  void *config_out;                 /* filled by as_config_load before init */
+  const char *name;    /* "intake": the schema, group, binary suffix and topics.tsv consumer */
+  const char *summary; /* one line for --help */
 
-  /* Called once after migrations, before consuming; returns 0 or -errno.
-   * *state is passed back to every other callback. */
-  int (*init)(as_worker_t *w, void **state);
+  /* AS_<SERVICE>_* variables, loaded into a zeroed block of conf_size
+   * bytes (the rows' offsets are into it) before init. May be NULL. */
+  const as_cfg_param_t *config;
+  size_t nconfig, conf_size;
+
+  /* The service's state: a zeroed block of state_size bytes, its metric
+   * pointers set from metrics[] (as_metrics.h) before init. */
+  size_t state_size;
+  const as_metric_def_t *metrics;
+  size_t nmetrics;
+
+  /* What the service does with each payload and each deadline kind
+   * (as_route.h). */
+  const as_route_t *routes;
+  size_t nroutes;
+  bool refuse_unrouted; /* dead-letter payloads without a route instead of ignoring them */
+  const as_deadline_kind_t *deadlines;
+  size_t ndeadlines;
+
+  /* Called once after migrations, before consuming, with the loaded
+   * configuration and the state; returns 0 or -errno. May be NULL. */
+  int (*init)(as_worker_t *w, const void *conf, void *state);
+  /* Releases what init acquired, also after init failed (the state was
+   * zeroed: what init did not get is NULL); the runtime then frees the
+   * blocks. May be NULL. */
   void (*fini)(void *state);
-
-  /* Applies msgs[0..n) (all AS_MSG_NEW) inside the batch transaction. May
-   * mark single messages dead with as_tx_reject (before writing for them).
-   * Returns 0 or an as_db error. */
-  int (*handle)(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t n);
-
-  /* Called for each due deadline row (as_deadline_add) in a scanner
-   * transaction; returns 0 or an as_db error. May be NULL. */
-  int (*on_deadline)(void *state, as_tx_t *tx, const char *case_id, const char *kind,
-                     int64_t due_us);
-
   /* Called on SIGHUP on the loop thread, between batches; returns 0 or a
    * negative error after logging why (the service keeps its old settings).
    * May be NULL. */
   int (*reload)(void *state);
 } as_service_t;
 
+/* The service's migrations, embedded by the build (scripts/embed_sql.sh). */
+extern const as_migration_t as_service_migrations[];
+
 /* Runs the service; returns the process exit code (0 on clean shutdown,
  * 1 on a fatal runtime error, 2 on bad configuration). */
-AS_MUST_CHECK int as_worker_main(const as_service_t *svc, int argc, char **argv);
+AS_MUST_CHECK int as_worker_main(const as_service_t *svc, const as_migration_t *migrations, int argc,
+                                  char **argv);
 
-/* For services: the worker's log, metrics registry and schema. */
+/* A service's main(). */
+#define AS_SERVICE_MAIN(svc) \
+  int main(int argc, char **argv) { return as_worker_main(&(svc), as_service_migrations, argc, argv); }
+
+/* For services: the worker's log and metrics registry (for series made on
+ * demand, e.g. one per reason code). */
 const as_log_t *as_worker_log(const as_worker_t *w);
 as_metrics_t *as_worker_metrics(as_worker_t *w);
-const char *as_worker_schema(const as_worker_t *w);
 
 #endif

@@ -3,8 +3,9 @@
 # build/asan/ (AddressSanitizer + UndefinedBehaviorSanitizer) and build/tsan/
 # (ThreadSanitizer):
 #   1. unit tests (tests/unit, one binary per module, discovered), both builds;
-#   2. each fuzz target's replay (tests/fuzz: its corpus and 100k mutations
-#      of it), ASan build;
+#   2. the README's configuration table and the Kubernetes manifests against
+#      what generates them; each fuzz target's replay (tests/fuzz: its corpus
+#      and 100k mutations of it), ASan build;
 #   3. a few integration tests against build/tsan (ThreadSanitizer: the
 #      relay's thread);
 #   4. integration tests (tests/integration, pytest against the embedded
@@ -69,6 +70,13 @@ if "$PY" scripts/readme_config.py "${workers[@]}" --check; then
   passed=$((passed + 1)); echo "  ok"
 else
   failed=$((failed + 1)); failures+=("readme_config")
+fi
+
+echo "== deploy/k8s manifests match proto/topics.tsv (scripts/gen_k8s.sh)"
+if scripts/gen_k8s.sh --check; then
+  passed=$((passed + 1)); echo "  ok"
+else
+  failed=$((failed + 1)); failures+=("gen_k8s")
 fi
 
 # Every fuzz target (tests/fuzz/fuzz_<name>.c) over its seed corpus and

@@ -1,20 +1,23 @@
 /* intake: the service's private declarations, shared by its modules.
  *
- * Intake is the fleet's front door. main.c wires the modules into the
- * runtime: intake_projection (order events -> order projection),
+ * Intake is the fleet's front door. main.c is its tables (configuration,
+ * metrics, payload routes, deadline kinds); the modules:
+ * intake_projection (order events -> order projection),
  * intake_validate (what a request must look like, byte by byte),
  * intake_requests (the per-batch pipeline: idempotency, hold, order checks),
  * intake_cases (opening cases and the first response), intake_history (the
  * buyer's history a CaseOpened carries), intake_hold (held
  * requests), intake_followup (evidence and buyer messages on a case),
- * intake_reject (RequestRejected), intake_cols (bulk statements in its schema),
- * intake_config (the complaint routing map), intake_money (the allocation of
+ * intake_reject (RequestRejected), intake_config (the state's set-up and
+ * the complaint routing map), intake_money (the allocation of
  * the amount paid), intake_idem (content hashes, one answer per request id,
  * repeats of a key) and intake_clock (the deadlines of the cases intake
  * opens: complaint resolution, pickup, escalation follow-up).
  *
- * Ownership: intake_t is created by init and freed by fini; everything a
- * batch allocates is released before the handler returns. */
+ * Ownership: intake_t is the runtime's state block (allocated, its metrics
+ * set and freed by the runtime; intake_init fills the rest and holds
+ * nothing to release); everything a batch allocates is released before
+ * the handler returns. */
 #ifndef INTAKE_H
 #define INTAKE_H
 
@@ -38,10 +41,9 @@ typedef struct intake_conf {
 } intake_conf_t;
 
 typedef struct intake {
-  as_worker_t *w;
+  as_worker_t *w; /* for series made on demand (rejections by reason) */
   const as_log_t *log;
   const intake_conf_t *conf;
-  const char *schema;
   char dept[INTAKE_NCOMPLAINT][48]; /* department per ComplaintType */
   long long dept_hours[INTAKE_NCOMPLAINT];
   as_histogram_t *ack_submitted, *ack_occurred;
@@ -49,16 +51,12 @@ typedef struct intake {
 } intake_t;
 
 /* ---- intake_config.c */
+/* The runtime's init: the log, the configuration and the complaint routes.
+ * Returns 0 or -EINVAL (logged). */
+AS_MUST_CHECK int intake_init(as_worker_t *w, const void *conf, void *state);
 /* Parses "SERVICE_ATTITUDE=customer_care[:hours],..." into x->dept; every
  * complaint type must be mapped. Returns 0 or -EINVAL with err filled. */
 AS_MUST_CHECK int intake_config_routes(intake_t *x, const char *spec, char *err, size_t errlen);
-
-/* ---- intake_cols.c: bulk statements (as_cols) in intake's schema */
-/* Runs sql (with %1$s = schema) with the columns as $1..$n if any row was
- * added; returns 0 (also when empty, *out NULL), -ENOMEM or an as_db error. */
-AS_MUST_CHECK int intake_cols_run(as_cols_t *c, intake_t *x, as_tx_t *tx, const char *sql, PGresult **out);
-/* Formats a statement template with %1$s = schema into buf. */
-const char *intake_sql(const intake_t *x, char *buf, size_t cap, const char *tmpl);
 
 /* ---- intake_utf8.c */
 /* Strict UTF-8 (RFC 3629): no overlongs, surrogates or code points above
@@ -86,12 +84,12 @@ AS_MUST_CHECK int intake_reject_publish(intake_t *x, as_tx_t *tx, const as_msg_t
                           const char *code, const char *field);
 
 /* ---- intake_projection.c */
-/* Applies the order events among msgs to the projection (bulk, latest wins
- * per column group) and appends to *ready the order ids that got their
- * OrderPlaced or OrderPaid (held requests may now go on). Returns 0 or an
- * as_db error. */
-AS_MUST_CHECK int intake_projection_apply(intake_t *x, as_tx_t *tx, as_msg_t *const *msgs, size_t n,
-                            as_cols_t *ready);
+/* The route of the order events: applies msgs (OrderPlaced, OrderPaid,
+ * OrderShipped, OrderDelivered, OrderCancelled) to the projection (bulk,
+ * latest wins per column group), then releases the held requests of the
+ * orders that got their OrderPlaced or OrderPaid (intake_hold). Returns 0
+ * or an as_db error. */
+AS_MUST_CHECK int intake_orders_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t n);
 
 /* ---- intake_requests.c: the request pipeline */
 
@@ -158,6 +156,9 @@ struct intake_req {
 /* Decides and applies reqs[0..n): rejections, holds, cases. Returns 0 or an
  * as_db error. */
 AS_MUST_CHECK int intake_requests_run(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n);
+/* The route of AfterSalesRequested: the batch's requests, after its order
+ * events (the routes' batch handlers run in table order). */
+AS_MUST_CHECK int intake_requests_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t n);
 
 /* ---- intake_cases.c */
 /* Opens the cases of reqs with fate OPEN: as_case_open_many (numbers, the
@@ -175,11 +176,15 @@ AS_MUST_CHECK int intake_history_fill(intake_t *x, as_tx_t *tx, intake_req_t *re
 
 /* ---- intake_hold.c */
 AS_MUST_CHECK int intake_hold_store(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n);
-/* Replays the held requests of the orders in text[] column 0 of ready that
- * are now placed and paid. */
+/* The order ids whose held requests may go on (append with
+ * as_cols_str(ready, INTAKE_READY_ORDER, id)), for intake_hold_release. */
+enum { INTAKE_READY_ORDER };
+extern const as_bulk_t intake_hold_take;
+/* Replays the held requests of the orders in ready that are now placed and
+ * paid. */
 AS_MUST_CHECK int intake_hold_release(intake_t *x, as_tx_t *tx, as_cols_t *ready);
-/* The hold deadline of one request fired. */
-AS_MUST_CHECK int intake_hold_expire(intake_t *x, as_tx_t *tx, const char *order_id, const char *request_id);
+/* The deadline "hold:<request id>" (keyed by the order id) fired. */
+AS_MUST_CHECK int intake_hold_expire(void *state, as_tx_t *tx, const char *order_id, const char *kind, int64_t due_us);
 /* Runs held envelopes (rows of r: request_id, order_id, envelope in hex,
  * arrival in Unix us) through the pipeline; final = no further hold. */
 AS_MUST_CHECK int intake_hold_replay(intake_t *x, as_tx_t *tx, PGresult *r, bool final);
@@ -219,7 +224,7 @@ void intake_idem_settle(intake_req_t *reqs, size_t n);
 /* Publishes BuyerAcknowledged for the ACK requests and records the answers
  * of the ACK and REJECT ones (intake_cases_open records the OPEN ones).
  * Returns 0 or an as_db error. */
-AS_MUST_CHECK int intake_idem_answer(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n);
+AS_MUST_CHECK int intake_idem_answer(as_tx_t *tx, intake_req_t *reqs, size_t n);
 
 /* ---- intake_cases.c */
 /* BuyerAcknowledged for q (case q->case_id / q->case_number), naming its
@@ -230,12 +235,14 @@ AS_MUST_CHECK int intake_cases_ack(as_tx_t *tx, const intake_req_t *q);
 /* Arms the deadline that moves each case of reqs with fate OPEN on:
  * complaints "resolution", review and logistics cases "pickup". */
 AS_MUST_CHECK int intake_clock_arm(intake_t *x, as_tx_t *tx, const intake_req_t *reqs, size_t n);
-/* A case deadline fired (kind resolution, pickup, escalation_followup:<n>);
- * other kinds are not this module's (returns 1). Returns 0, 1 or an as_db
- * error. */
-AS_MUST_CHECK int intake_clock_fire(intake_t *x, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
+/* A case deadline fired: "resolution", "pickup", "escalation_followup:<n>".
+ * Returns 0 or an as_db error. */
+AS_MUST_CHECK int intake_clock_resolution(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
+AS_MUST_CHECK int intake_clock_pickup(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
+AS_MUST_CHECK int intake_clock_followup(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
 
 /* ---- intake_followup.c */
-AS_MUST_CHECK int intake_followup_apply(intake_t *x, as_tx_t *tx, as_msg_t *m);
+/* The route of EvidenceAdded and BuyerMessage, one message at a time. */
+AS_MUST_CHECK int intake_followup_apply(void *state, as_tx_t *tx, as_msg_t *m);
 
 #endif

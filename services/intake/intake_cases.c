@@ -34,29 +34,59 @@
  * line's paid share), SLA clocks, evidence, the comment, intake's record of
  * the request and its answer (intake_idem). The case's own paid figures are
  * written with the case row itself (as_case_open_many). */
-static const char sql_rows[] =
-    "WITH l AS (INSERT INTO cases.case_lines (case_id, order_id, line_id, sku, quantity,"
-    " unit_minor, currency, paid_minor, purchased) SELECT * FROM unnest($1::text[], $2::text[],"
-    " $3::text[], $4::text[], $5::int[], $6::bigint[], $7::text[], $8::bigint[], $9::int[])),"
-    " k AS (INSERT INTO cases.sla_clocks (case_id, clock, due_at, met_at)"
-    " SELECT u.c, u.k, to_timestamp(u.d / 1e6), CASE WHEN u.m THEN now() END"
-    " FROM unnest($10::text[], $11::text[], $12::bigint[], $13::bool[]) AS u(c, k, d, m)),"
-    " e AS (INSERT INTO cases.case_evidence (case_id, event_id, position, source, uri, media_type,"
-    " size_bytes, sha256) SELECT u.c, u.e, u.p, 'request', u.u, u.m, u.s, u.h FROM unnest($14::text[],"
-    " $15::uuid[], $16::int[], $17::text[], $18::text[], $19::bigint[], $20::text[])"
-    " AS u(c, e, p, u, m, s, h) ON CONFLICT (event_id, position) DO NOTHING),"
-    " m AS (INSERT INTO cases.case_messages (case_id, event_id, source, author_kind, author_id,"
-    " body, sent_at) SELECT u.c, u.e, 'request', 'buyer', u.b, u.t, to_timestamp(u.s / 1e6)"
-    " FROM unnest($21::text[], $22::uuid[], $23::text[], $24::text[], $25::bigint[])"
-    " AS u(c, e, b, t, s) ON CONFLICT (event_id, source) DO NOTHING),"
-    " a AS (INSERT INTO %1$s.answers (buyer_id, request_id, answer, case_id) SELECT u.b, u.r,"
-    " 'acknowledged', u.c FROM unnest($26::text[], $28::text[], $29::text[]) AS u(b, r, c)"
-    " ON CONFLICT DO NOTHING)"
-    " INSERT INTO %1$s.requests (buyer_id, idempotency_key, request_id, case_id, order_id,"
+enum {
+  L_CASE, L_ORDER, L_LINE, L_SKU, L_QTY, L_UNIT, L_CUR, L_PAID, L_PURCHASED,
+  K_CASE, K_CLOCK, K_DUE, K_MET,
+  E_CASE, E_EVENT, E_POS, E_URI, E_MEDIA, E_SIZE, E_SHA,
+  M_CASE, M_EVENT, M_BUYER, M_BODY, M_SENT,
+  R_BUYER, R_KEY, R_REQUEST, R_CASE, R_ORDER, R_SUBMITTED, R_LOCALE, R_OUTCOME, R_RETURN,
+  R_COMPLAINT, R_UNUSED, R_HASH,
+};
+/* Sets: l lines, k SLA clocks, e evidence, m the comment, r the request. */
+static const as_col_t rows_cols[] = {
+    [L_CASE] = {"l.case_id", "text"},        [L_ORDER] = {"l.order_id", "text"},
+    [L_LINE] = {"l.line_id", "text"},        [L_SKU] = {"l.sku", "text"},
+    [L_QTY] = {"l.quantity", "int"},         [L_UNIT] = {"l.unit_minor", "bigint"},
+    [L_CUR] = {"l.currency", "text"},        [L_PAID] = {"l.paid_minor", "bigint"},
+    [L_PURCHASED] = {"l.purchased", "int"},  [K_CASE] = {"k.case_id", "text"},
+    [K_CLOCK] = {"k.clock", "text"},         [K_DUE] = {"k.due_us", "bigint"},
+    [K_MET] = {"k.met", "bool"},             [E_CASE] = {"e.case_id", "text"},
+    [E_EVENT] = {"e.event_id", "uuid"},      [E_POS] = {"e.position", "int"},
+    [E_URI] = {"e.uri", "text"},             [E_MEDIA] = {"e.media_type", "text"},
+    [E_SIZE] = {"e.size_bytes", "bigint"},   [E_SHA] = {"e.sha256", "text"},
+    [M_CASE] = {"m.case_id", "text"},        [M_EVENT] = {"m.event_id", "uuid"},
+    [M_BUYER] = {"m.buyer_id", "text"},      [M_BODY] = {"m.body", "text"},
+    [M_SENT] = {"m.sent_us", "bigint"},      [R_BUYER] = {"r.buyer_id", "text"},
+    [R_KEY] = {"r.idempotency_key", "text"}, [R_REQUEST] = {"r.request_id", "text"},
+    [R_CASE] = {"r.case_id", "text"},        [R_ORDER] = {"r.order_id", "text"},
+    [R_SUBMITTED] = {"r.submitted_at_us", "bigint"}, [R_LOCALE] = {"r.locale", "text"},
+    [R_OUTCOME] = {"r.preferred_outcome", "int"}, [R_RETURN] = {"r.return_method", "int"},
+    [R_COMPLAINT] = {"r.complaint_type", "int"}, [R_UNUSED] = {"r.declared_unused", "bool"},
+    [R_HASH] = {"r.content_hash", "text"},
+};
+
+/* Everything else of the opened cases, one statement: lines (with the
+ * line's paid share), SLA clocks, evidence, the comment, intake's record of
+ * the request and its answer (intake_idem). The case's own paid figures are
+ * written with the case row itself (as_case_open_many). */
+static const as_bulk_t sql_rows = AS_BULK(
+    "WITH ins_lines AS (INSERT INTO cases.case_lines (case_id, order_id, line_id, sku, quantity,"
+    " unit_minor, currency, paid_minor, purchased) SELECT * FROM {{l}}),"
+    " ins_clocks AS (INSERT INTO cases.sla_clocks (case_id, clock, due_at, met_at)"
+    " SELECT k.case_id, k.clock, to_timestamp(k.due_us / 1e6), CASE WHEN k.met THEN now() END"
+    " FROM {{k}}),"
+    " ins_evidence AS (INSERT INTO cases.case_evidence (case_id, event_id, position, source, uri, media_type,"
+    " size_bytes, sha256) SELECT e.case_id, e.event_id, e.position, 'request', e.uri, e.media_type,"
+    " e.size_bytes, e.sha256 FROM {{e}} ON CONFLICT (event_id, position) DO NOTHING),"
+    " ins_messages AS (INSERT INTO cases.case_messages (case_id, event_id, source, author_kind, author_id,"
+    " body, sent_at) SELECT m.case_id, m.event_id, 'request', 'buyer', m.buyer_id, m.body,"
+    " to_timestamp(m.sent_us / 1e6) FROM {{m}} ON CONFLICT (event_id, source) DO NOTHING),"
+    " ins_answers AS (INSERT INTO answers (buyer_id, request_id, answer, case_id) SELECT r.buyer_id,"
+    " r.request_id, 'acknowledged', r.case_id FROM {{r}} ON CONFLICT DO NOTHING)"
+    " INSERT INTO requests (buyer_id, idempotency_key, request_id, case_id, order_id,"
     " submitted_at_us, locale, preferred_outcome, return_method, complaint_type, declared_unused,"
-    " content_hash) SELECT * FROM unnest($26::text[], $27::text[], $28::text[], $29::text[],"
-    " $30::text[], $31::bigint[], $32::text[], $33::int[], $34::int[], $35::int[], $36::bool[],"
-    " $37::text[]) ON CONFLICT DO NOTHING";
+    " content_hash) SELECT * FROM {{r}} ON CONFLICT DO NOTHING",
+    rows_cols);
 
 static size_t count_open(const intake_req_t *reqs, size_t n) {
   size_t k = 0;
@@ -112,79 +142,70 @@ static int open_all(as_tx_t *tx, intake_req_t *reqs, size_t n) {
 }
 
 static void add_clock(as_cols_t *c, const char *case_id, const char *clock, int64_t due, bool met) {
-  as_cols_str(c, 0, case_id);
-  as_cols_str(c, 1, clock);
-  as_cols_int(c, 2, due);
-  as_cols_str(c, 3, met ? "t" : "f");
-  as_cols_row(c);
+  as_cols_str(c, K_CASE, case_id);
+  as_cols_str(c, K_CLOCK, clock);
+  as_cols_int(c, K_DUE, due);
+  as_cols_bool(c, K_MET, met);
 }
-
-enum { T_LINES, T_CLOCKS, T_EVIDENCE, T_COMMENTS, T_REQUESTS, T_COUNT };
-#define T_PARAMS 37 /* the sum of ncols in write_rows */
 
 static void add_rows(as_cols_t *t, const intake_req_t *q, const intake_view_t *v) {
   const Aftersales__V1__AfterSalesRequested *r = q->r;
   for (size_t i = 0; i < r->n_lines; i++) {
     int row = q->line_rows[i];
-    const char *s[] = {q->case_id, r->order_id, r->lines[i]->line_id,
-                       PQgetvalue(v->lines, row, INTAKE_L_SKU)};
-    for (int k = 0; k < 4; k++) as_cols_str(&t[T_LINES], k, s[k]);
-    as_cols_int(&t[T_LINES], 4, r->lines[i]->quantity);
-    as_cols_str(&t[T_LINES], 5, PQgetvalue(v->lines, row, INTAKE_L_UNIT));
-    as_cols_str(&t[T_LINES], 6, PQgetvalue(v->lines, row, INTAKE_L_CUR));
-    if (q->paid) as_cols_int(&t[T_LINES], 7, q->line_paid[i]);
-    else as_cols_null(&t[T_LINES], 7);
-    as_cols_str(&t[T_LINES], 8, PQgetvalue(v->lines, row, INTAKE_L_QUANTITY));
-    as_cols_row(&t[T_LINES]);
+    as_cols_str(t, L_CASE, q->case_id);
+    as_cols_str(t, L_ORDER, r->order_id);
+    as_cols_str(t, L_LINE, r->lines[i]->line_id);
+    as_cols_str(t, L_SKU, PQgetvalue(v->lines, row, INTAKE_L_SKU));
+    as_cols_int(t, L_QTY, r->lines[i]->quantity);
+    as_cols_str(t, L_UNIT, PQgetvalue(v->lines, row, INTAKE_L_UNIT));
+    as_cols_str(t, L_CUR, PQgetvalue(v->lines, row, INTAKE_L_CUR));
+    if (q->paid) as_cols_int(t, L_PAID, q->line_paid[i]);
+    else as_cols_null(t, L_PAID);
+    as_cols_str(t, L_PURCHASED, PQgetvalue(v->lines, row, INTAKE_L_QUANTITY));
   }
-  add_clock(&t[T_CLOCKS], q->case_id, "first_response", q->first_due_us, true);
-  if (q->review_due_us) add_clock(&t[T_CLOCKS], q->case_id, "review", q->review_due_us, false);
-  if (q->resolution_due_us) add_clock(&t[T_CLOCKS], q->case_id, "resolution", q->resolution_due_us, false);
-  if (!q->review_due_us && q->pickup_due_us) add_clock(&t[T_CLOCKS], q->case_id, "pickup", q->pickup_due_us, false);
+  add_clock(t, q->case_id, "first_response", q->first_due_us, true);
+  if (q->review_due_us) add_clock(t, q->case_id, "review", q->review_due_us, false);
+  if (q->resolution_due_us) add_clock(t, q->case_id, "resolution", q->resolution_due_us, false);
+  if (!q->review_due_us && q->pickup_due_us) add_clock(t, q->case_id, "pickup", q->pickup_due_us, false);
   const char *eid = q->cause->env->event_id;
   for (size_t i = 0; i < r->n_evidence; i++) {
     const Aftersales__V1__Attachment *a = r->evidence[i];
-    as_cols_str(&t[T_EVIDENCE], 0, q->case_id);
-    as_cols_str(&t[T_EVIDENCE], 1, eid);
-    as_cols_int(&t[T_EVIDENCE], 2, (long long)i);
-    as_cols_str(&t[T_EVIDENCE], 3, a->uri);
-    as_cols_str(&t[T_EVIDENCE], 4, a->media_type);
-    as_cols_int(&t[T_EVIDENCE], 5, a->size_bytes);
-    as_cols_str(&t[T_EVIDENCE], 6, a->sha256);
-    as_cols_row(&t[T_EVIDENCE]);
+    as_cols_str(t, E_CASE, q->case_id);
+    as_cols_str(t, E_EVENT, eid);
+    as_cols_int(t, E_POS, (long long)i);
+    as_cols_str(t, E_URI, a->uri);
+    as_cols_str(t, E_MEDIA, a->media_type);
+    as_cols_int(t, E_SIZE, a->size_bytes);
+    as_cols_str(t, E_SHA, a->sha256);
   }
   if (r->comment[0]) {
-    const char *s[] = {q->case_id, eid, r->buyer_id, r->comment};
-    for (int k = 0; k < 4; k++) as_cols_str(&t[T_COMMENTS], k, s[k]);
-    as_cols_int(&t[T_COMMENTS], 4, r->submitted_at_us);
-    as_cols_row(&t[T_COMMENTS]);
+    as_cols_str(t, M_CASE, q->case_id);
+    as_cols_str(t, M_EVENT, eid);
+    as_cols_str(t, M_BUYER, r->buyer_id);
+    as_cols_str(t, M_BODY, r->comment);
+    as_cols_int(t, M_SENT, r->submitted_at_us);
   }
-  const char *s[] = {r->buyer_id, r->idempotency_key, r->request_id, q->case_id, r->order_id};
-  for (int k = 0; k < 5; k++) as_cols_str(&t[T_REQUESTS], k, s[k]);
-  as_cols_int(&t[T_REQUESTS], 5, r->submitted_at_us);
-  as_cols_str(&t[T_REQUESTS], 6, r->locale);
-  as_cols_int(&t[T_REQUESTS], 7, (int)r->preferred_outcome);
-  as_cols_int(&t[T_REQUESTS], 8, (int)r->return_method);
-  as_cols_int(&t[T_REQUESTS], 9, (int)r->complaint_type);
-  as_cols_str(&t[T_REQUESTS], 10, r->declared_unused ? "t" : "f");
-  as_cols_str(&t[T_REQUESTS], 11, q->hash);
-  as_cols_row(&t[T_REQUESTS]);
+  as_cols_str(t, R_BUYER, r->buyer_id);
+  as_cols_str(t, R_KEY, r->idempotency_key);
+  as_cols_str(t, R_REQUEST, r->request_id);
+  as_cols_str(t, R_CASE, q->case_id);
+  as_cols_str(t, R_ORDER, r->order_id);
+  as_cols_int(t, R_SUBMITTED, r->submitted_at_us);
+  as_cols_str(t, R_LOCALE, r->locale);
+  as_cols_int(t, R_OUTCOME, (int)r->preferred_outcome);
+  as_cols_int(t, R_RETURN, (int)r->return_method);
+  as_cols_int(t, R_COMPLAINT, (int)r->complaint_type);
+  as_cols_bool(t, R_UNUSED, r->declared_unused);
+  as_cols_str(t, R_HASH, q->hash);
 }
 
-static int write_rows(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n,
-                      const intake_view_t *v) {
-  static const int ncols[T_COUNT] = {9, 4, 7, 5, 12};
-  as_cols_t t[T_COUNT];
-  for (int k = 0; k < T_COUNT; k++) as_cols_init(&t[k], ncols[k]);
+static int write_rows(as_tx_t *tx, intake_req_t *reqs, size_t n, const intake_view_t *v) {
+  as_cols_t t;
+  as_cols_init(&t, &sql_rows);
   for (size_t i = 0; i < n; i++)
-    if (reqs[i].fate == INTAKE_R_OPEN) add_rows(t, &reqs[i], v);
-  const char *vals[T_PARAMS];
-  int rc = 0;
-  for (int k = 0, at = 0; rc == 0 && k < T_COUNT; at += ncols[k++]) rc = as_cols_params(&t[k], vals + at);
-  char sql[4096];
-  if (rc == 0 && t[T_REQUESTS].rows > 0)
-    rc = as_db_query(as_tx_db(tx), intake_sql(x, sql, sizeof sql, sql_rows), T_PARAMS, vals, NULL);
-  for (int k = 0; k < T_COUNT; k++) as_cols_free(&t[k]);
+    if (reqs[i].fate == INTAKE_R_OPEN) add_rows(&t, &reqs[i], v);
+  int rc = as_cols_run(&t, as_tx_db(tx), NULL);
+  as_cols_free(&t);
   return rc;
 }
 
@@ -360,7 +381,7 @@ int intake_cases_open(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n,
                       const intake_view_t *view) {
   if (count_open(reqs, n) == 0) return 0;
   int rc = open_all(tx, reqs, n);
-  if (rc == 0) rc = write_rows(x, tx, reqs, n, view);
+  if (rc == 0) rc = write_rows(tx, reqs, n, view);
   if (rc == 0) rc = intake_clock_arm(x, tx, reqs, n);
   if (rc == 0) rc = intake_history_fill(x, tx, reqs, n);
   for (size_t i = 0; rc == 0 && i < n; i++) {

@@ -164,10 +164,16 @@ static int follow_up(intake_t *x, as_tx_t *tx, const char *case_id, long n, int6
   return rc;
 }
 
-int intake_clock_fire(intake_t *x, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us) {
-  if (strcmp(kind, "resolution") == 0) return escalate(x, tx, case_id, false, due_us);
-  if (strcmp(kind, "pickup") == 0) return escalate(x, tx, case_id, true, due_us);
-  if (strncmp(kind, FOLLOWUP, strlen(FOLLOWUP)) == 0)
-    return follow_up(x, tx, case_id, strtol(kind + strlen(FOLLOWUP), NULL, 10), due_us);
-  return 1;
+int intake_clock_resolution(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us) {
+  (void)kind;
+  return escalate(state, tx, case_id, false, due_us);
+}
+
+int intake_clock_pickup(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us) {
+  (void)kind;
+  return escalate(state, tx, case_id, true, due_us);
+}
+
+int intake_clock_followup(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us) {
+  return follow_up(state, tx, case_id, strtol(kind + strlen(FOLLOWUP), NULL, 10), due_us);
 }

@@ -1,4 +1,5 @@
-/* intake_config: the complaint routing map, AS_INTAKE_COMPLAINT_ROUTES.
+/* intake_config: intake's state at start, and the complaint routing map,
+ * AS_INTAKE_COMPLAINT_ROUTES.
  *
  * "SERVICE_ATTITUDE=customer_care,CASE_HANDLING=quality_assurance:48,..."
  * maps every complaint type to a department, optionally with its own
@@ -65,5 +66,18 @@ int intake_config_routes(intake_t *x, const char *spec, char *err, size_t errlen
       snprintf(err, errlen, "AS_INTAKE_COMPLAINT_ROUTES: no department for %s", as_enum_name(TYPES, t));
       return -EINVAL;
     }
+  return 0;
+}
+
+int intake_init(as_worker_t *w, const void *conf, void *state) {
+  intake_t *x = state;
+  x->w = w;
+  x->log = as_worker_log(w);
+  x->conf = conf;
+  char err[200];
+  if (intake_config_routes(x, x->conf->complaint_routes, err, sizeof err) < 0) {
+    AS_ERROR(x->log, "bad configuration", AS_F_STR("detail", err));
+    return -EINVAL;
+  }
   return 0;
 }

@@ -15,11 +15,17 @@
 #include "intake.h"
 
 static const char sql_case[] = "SELECT buyer_id, order_id FROM cases.cases WHERE case_id = $1";
-static const char sql_evidence[] =
+enum { EV_CASE, EV_EVENT, EV_POS, EV_SOURCE, EV_URI, EV_MEDIA, EV_SIZE, EV_SHA };
+static const as_col_t evidence_cols[] = {
+    [EV_CASE] = {"case_id", "text"},     [EV_EVENT] = {"event_id", "uuid"},
+    [EV_POS] = {"position", "int"},      [EV_SOURCE] = {"source", "text"},
+    [EV_URI] = {"uri", "text"},          [EV_MEDIA] = {"media_type", "text"},
+    [EV_SIZE] = {"size_bytes", "bigint"}, [EV_SHA] = {"sha256", "text"},
+};
+static const as_bulk_t sql_evidence = AS_BULK(
     "INSERT INTO cases.case_evidence (case_id, event_id, position, source, uri, media_type,"
-    " size_bytes, sha256) SELECT u.c, u.e, u.p, u.src, u.u, u.m, u.s, u.h FROM unnest($1::text[],"
-    " $2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[])"
-    " AS u(c, e, p, src, u, m, s, h) ON CONFLICT (event_id, position) DO NOTHING";
+    " size_bytes, sha256) SELECT * FROM {{u}} ON CONFLICT (event_id, position) DO NOTHING",
+    evidence_cols);
 static const char sql_message[] =
     "INSERT INTO cases.case_messages (case_id, event_id, source, author_kind, author_id, body, sent_at)"
     " VALUES ($1, $2::uuid, $3, 'buyer', $4, $5, to_timestamp($6::bigint / 1e6))"
@@ -49,21 +55,21 @@ static bool view(const as_envelope_t *e, followup_t *f) {
   return false;
 }
 
-static int store(intake_t *x, as_tx_t *tx, const as_msg_t *m, const followup_t *f) {
+static int store(as_tx_t *tx, const as_msg_t *m, const followup_t *f) {
   as_cols_t c;
-  as_cols_init(&c, 8);
+  as_cols_init(&c, &sql_evidence);
   for (size_t i = 0; i < f->natt; i++) {
     const Aftersales__V1__Attachment *a = f->att[i];
-    as_cols_str(&c, 0, f->case_id);
-    as_cols_str(&c, 1, m->env->event_id);
-    as_cols_int(&c, 2, (long long)i);
-    const char *s[] = {f->source, a->uri, a->media_type};
-    for (int k = 0; k < 3; k++) as_cols_str(&c, 3 + k, s[k]);
-    as_cols_int(&c, 6, a->size_bytes);
-    as_cols_str(&c, 7, a->sha256);
-    as_cols_row(&c);
+    as_cols_str(&c, EV_CASE, f->case_id);
+    as_cols_str(&c, EV_EVENT, m->env->event_id);
+    as_cols_int(&c, EV_POS, (long long)i);
+    as_cols_str(&c, EV_SOURCE, f->source);
+    as_cols_str(&c, EV_URI, a->uri);
+    as_cols_str(&c, EV_MEDIA, a->media_type);
+    as_cols_int(&c, EV_SIZE, a->size_bytes);
+    as_cols_str(&c, EV_SHA, a->sha256);
   }
-  int rc = intake_cols_run(&c, x, tx, sql_evidence, NULL);
+  int rc = as_cols_run(&c, as_tx_db(tx), NULL);
   as_cols_free(&c);
   if (rc == 0 && f->text[0]) {
     char at[24];
@@ -99,7 +105,8 @@ static void check(const intake_t *x, const followup_t *f, intake_verdict_t *v) {
   if (!v->code) intake_validate_attachments(x, f->att, f->natt, v);
 }
 
-int intake_followup_apply(intake_t *x, as_tx_t *tx, as_msg_t *m) {
+int intake_followup_apply(void *state, as_tx_t *tx, as_msg_t *m) {
+  intake_t *x = state;
   followup_t f;
   if (!view(m->env, &f)) return 0;
   if (!as_envelope_id_ok(f.case_id) || !as_envelope_id_ok(f.buyer_id)) {
@@ -121,7 +128,7 @@ int intake_followup_apply(intake_t *x, as_tx_t *tx, as_msg_t *m) {
     }
     if (v.code)
       rc = intake_reject_publish(x, tx, m, m->env->event_id, order_id, f.buyer_id, "", v.code, v.field);
-    else if ((rc = store(x, tx, m, &f)) == 0)
+    else if ((rc = store(tx, m, &f)) == 0)
       rc = republish(tx, m, f.case_id, order_id);
   }
   PQclear(r);

@@ -28,14 +28,17 @@
  * an order are cases of its buyer (a request on another buyer's order is
  * refused), so one index lookup by buyer gives both counts. Sorted in byte
  * order for the binary search below. */
-static const char sql_history[] =
-    "SELECT u.b, u.o, o.n, coalesce(o.f, 0), c.n, c.on_order"
-    " FROM (SELECT DISTINCT b, o FROM unnest($1::text[], $2::text[]) AS x(b, o)) u,"
-    " LATERAL (SELECT count(*) AS n, min(placed_at_us) AS f FROM %1$s.orders"
-    " WHERE buyer_id = u.b AND placed_at_us IS NOT NULL) o,"
-    " LATERAL (SELECT count(*) AS n, count(*) FILTER (WHERE order_id = u.o) AS on_order"
-    " FROM cases.cases WHERE buyer_id = u.b) c"
-    " ORDER BY u.b COLLATE \"C\", u.o COLLATE \"C\"";
+enum { X_BUYER, X_ORDER };
+static const as_col_t history_cols[] = {[X_BUYER] = {"x.buyer_id", "text"}, [X_ORDER] = {"x.order_id", "text"}};
+static const as_bulk_t sql_history = AS_BULK(
+    "SELECT u.buyer_id, u.order_id, o.n, coalesce(o.f, 0), c.n, c.on_order"
+    " FROM (SELECT DISTINCT x.buyer_id, x.order_id FROM {{x}}) u,"
+    " LATERAL (SELECT count(*) AS n, min(placed_at_us) AS f FROM orders"
+    " WHERE buyer_id = u.buyer_id AND placed_at_us IS NOT NULL) o,"
+    " LATERAL (SELECT count(*) AS n, count(*) FILTER (WHERE order_id = u.order_id) AS on_order"
+    " FROM cases.cases WHERE buyer_id = u.buyer_id) c"
+    " ORDER BY u.buyer_id COLLATE \"C\", u.order_id COLLATE \"C\"",
+    history_cols);
 
 enum { H_BUYER, H_ORDER, H_ORDERS, H_FIRST, H_CASES, H_ON_ORDER };
 
@@ -88,19 +91,19 @@ static int apply(intake_req_t *reqs, size_t n, PGresult *r) {
 }
 
 int intake_history_fill(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n) {
+  (void)x;
   as_cols_t c;
-  as_cols_init(&c, 2);
+  as_cols_init(&c, &sql_history);
   for (size_t i = 0; i < n; i++)
     if (reqs[i].fate == INTAKE_R_OPEN) {
-      as_cols_str(&c, 0, reqs[i].r->buyer_id);
-      as_cols_str(&c, 1, reqs[i].r->order_id);
-      as_cols_row(&c);
+      as_cols_str(&c, X_BUYER, reqs[i].r->buyer_id);
+      as_cols_str(&c, X_ORDER, reqs[i].r->order_id);
     }
   /* (Sessions run without JIT, see as_db.c: this statement's estimates on
    * freshly filled tables used to trigger a 10-20 ms compile.) */
   int rc = 0;
   PGresult *r = NULL;
-  if (rc == 0) rc = intake_cols_run(&c, x, tx, sql_history, &r);
+  if (rc == 0) rc = as_cols_run(&c, as_tx_db(tx), &r);
   if (rc == 0 && r) rc = apply(reqs, n, r);
   PQclear(r);
   as_cols_free(&c);

@@ -20,20 +20,29 @@
 #include "as_deadline.h"
 #include "intake.h"
 
-static const char sql_store[] =
-    "INSERT INTO %1$s.held_requests (request_id, order_id, buyer_id, idempotency_key, envelope, arrived_us)"
-    " SELECT u.r, u.o, u.b, u.k, decode(u.e, 'hex'), u.a FROM unnest($1::text[], $2::text[], $3::text[],"
-    " $4::text[], $5::text[], $6::bigint[]) AS u(r, o, b, k, e, a) ON CONFLICT DO NOTHING"
-    " RETURNING request_id, order_id";
+enum { ST_REQUEST, ST_ORDER, ST_BUYER, ST_KEY, ST_ENVELOPE, ST_ARRIVED };
+static const as_col_t store_cols[] = {
+    [ST_REQUEST] = {"request_id", "text"},     [ST_ORDER] = {"order_id", "text"},
+    [ST_BUYER] = {"buyer_id", "text"},         [ST_KEY] = {"idempotency_key", "text"},
+    [ST_ENVELOPE] = {"envelope_hex", "text"}, [ST_ARRIVED] = {"arrived_us", "bigint"},
+};
+static const as_bulk_t sql_store = AS_BULK(
+    "INSERT INTO held_requests (request_id, order_id, buyer_id, idempotency_key, envelope, arrived_us)"
+    " SELECT u.request_id, u.order_id, u.buyer_id, u.idempotency_key, decode(u.envelope_hex, 'hex'),"
+    " u.arrived_us FROM {{u}} ON CONFLICT DO NOTHING"
+    " RETURNING request_id, order_id",
+    store_cols);
 /* Columns of a taken row: request_id, order_id, envelope (hex), arrival. */
 #define HELD_COLS "h.request_id, h.order_id, encode(h.envelope, 'hex'),"                    \
                   " coalesce(h.arrived_us, (extract(epoch FROM h.held_at) * 1e6)::bigint)"
-static const char sql_take_order[] =
-    "DELETE FROM %1$s.held_requests h USING %1$s.orders o WHERE h.order_id = ANY($1::text[])"
+static const as_col_t take_cols[] = {[INTAKE_READY_ORDER] = {"order_id", "text"}};
+const as_bulk_t intake_hold_take = AS_BULK(
+    "DELETE FROM held_requests h USING orders o WHERE h.order_id = ANY({{$order_id}})"
     " AND o.order_id = h.order_id AND o.placed_at_us IS NOT NULL AND o.amount_paid_minor IS NOT NULL"
-    " RETURNING " HELD_COLS;
+    " RETURNING " HELD_COLS,
+    take_cols);
 static const char sql_take_one[] =
-    "DELETE FROM %1$s.held_requests h WHERE h.request_id = $1 AND h.order_id = $2 RETURNING " HELD_COLS;
+    "DELETE FROM held_requests h WHERE h.request_id = $1 AND h.order_id = $2 RETURNING " HELD_COLS;
 
 static void kind_of(char *buf, size_t cap, const char *request_id) {
   snprintf(buf, cap, "hold:%s", request_id);
@@ -53,19 +62,19 @@ static int set_deadlines(intake_t *x, as_tx_t *tx, PGresult *r) {
 
 int intake_hold_store(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n) {
   as_cols_t c;
-  as_cols_init(&c, 6);
+  as_cols_init(&c, &sql_store);
   for (size_t i = 0; i < n; i++) {
     const intake_req_t *q = &reqs[i];
     if (q->fate != INTAKE_R_HOLD) continue;
-    const char *s[] = {q->r->request_id, q->r->order_id, q->r->buyer_id, q->r->idempotency_key};
-    for (int k = 0; k < 4; k++) as_cols_str(&c, k, s[k]);
-    as_buf_arr_raw(&c.b[4], "", 0);
-    as_buf_hex(&c.b[4], q->bytes, q->nbytes);
-    as_cols_int(&c, 5, q->arrived_us);
-    as_cols_row(&c);
+    as_cols_str(&c, ST_REQUEST, q->r->request_id);
+    as_cols_str(&c, ST_ORDER, q->r->order_id);
+    as_cols_str(&c, ST_BUYER, q->r->buyer_id);
+    as_cols_str(&c, ST_KEY, q->r->idempotency_key);
+    as_cols_hex(&c, ST_ENVELOPE, q->bytes, q->nbytes);
+    as_cols_int(&c, ST_ARRIVED, q->arrived_us);
   }
   PGresult *r = NULL;
-  int rc = intake_cols_run(&c, x, tx, sql_store, &r);
+  int rc = as_cols_run(&c, as_tx_db(tx), &r);
   if (rc == 0 && r) rc = set_deadlines(x, tx, r);
   PQclear(r);
   as_cols_free(&c);
@@ -139,18 +148,19 @@ static int cancel_deadlines(as_tx_t *tx, PGresult *r) {
 
 int intake_hold_release(intake_t *x, as_tx_t *tx, as_cols_t *ready) {
   PGresult *r = NULL;
-  int rc = intake_cols_run(ready, x, tx, sql_take_order, &r);
+  int rc = as_cols_run(ready, as_tx_db(tx), &r);
   if (rc == 0 && r) rc = cancel_deadlines(tx, r);
   if (rc == 0 && r) rc = intake_hold_replay(x, tx, r, true);
   PQclear(r);
   return rc;
 }
 
-int intake_hold_expire(intake_t *x, as_tx_t *tx, const char *order_id, const char *request_id) {
-  const char *vals[2] = {request_id, order_id};
-  char sql[512];
+int intake_hold_expire(void *state, as_tx_t *tx, const char *order_id, const char *kind, int64_t due_us) {
+  (void)due_us;
+  intake_t *x = state;
+  const char *vals[2] = {kind + strlen("hold:"), order_id};
   PGresult *r = NULL;
-  int rc = as_db_query(as_tx_db(tx), intake_sql(x, sql, sizeof sql, sql_take_one), 2, vals, &r);
+  int rc = as_db_query(as_tx_db(tx), sql_take_one, 2, vals, &r);
   if (rc == 0) rc = intake_hold_replay(x, tx, r, true);
   PQclear(r);
   return rc;

@@ -36,16 +36,30 @@
  * subqueries with LIMIT, so that each is an index lookup: a join against
  * the unnest, or an EXISTS, may be planned as a hash over the whole of
  * cases.cases or intake.answers (a sequential scan per batch). */
-static const char sql_lookup[] =
-    "SELECT u.i, (SELECT true FROM %1$s.answers a WHERE a.buyer_id = u.b AND a.request_id = u.r LIMIT 1)"
-    " IS NOT NULL OR (SELECT true FROM %1$s.held_requests h WHERE h.request_id = u.r LIMIT 1) IS NOT NULL,"
-    " (SELECT case_number FROM cases.cases c WHERE c.case_id = u.c LIMIT 1),"
-    " coalesce((SELECT content_hash FROM %1$s.requests r WHERE r.case_id = u.c LIMIT 1), ''),"
-    " (SELECT true FROM %1$s.held_requests h WHERE h.buyer_id = u.b AND h.idempotency_key = u.k LIMIT 1)"
-    " IS NOT NULL FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u(i, b, r, c, k)";
-static const char sql_answer[] =
-    "INSERT INTO %1$s.answers (buyer_id, request_id, answer, case_id)"
-    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING";
+enum { LK_INDEX, LK_BUYER, LK_REQUEST, LK_CASE, LK_KEY };
+static const as_col_t lookup_cols[] = {
+    [LK_INDEX] = {"i", "int"},           [LK_BUYER] = {"buyer_id", "text"},
+    [LK_REQUEST] = {"request_id", "text"}, [LK_CASE] = {"case_id", "text"},
+    [LK_KEY] = {"idempotency_key", "text"},
+};
+static const as_bulk_t sql_lookup = AS_BULK(
+    "SELECT u.i, (SELECT true FROM answers a WHERE a.buyer_id = u.buyer_id AND a.request_id = u.request_id"
+    " LIMIT 1) IS NOT NULL OR (SELECT true FROM held_requests h WHERE h.request_id = u.request_id LIMIT 1)"
+    " IS NOT NULL, (SELECT case_number FROM cases.cases c WHERE c.case_id = u.case_id LIMIT 1),"
+    " coalesce((SELECT content_hash FROM requests r WHERE r.case_id = u.case_id LIMIT 1), ''),"
+    " (SELECT true FROM held_requests h WHERE h.buyer_id = u.buyer_id AND h.idempotency_key ="
+    " u.idempotency_key LIMIT 1) IS NOT NULL FROM {{u}}",
+    lookup_cols);
+enum { AN_BUYER, AN_REQUEST, AN_ANSWER, AN_CASE };
+static const as_col_t answer_cols[] = {
+    [AN_BUYER] = {"buyer_id", "text"},
+    [AN_REQUEST] = {"request_id", "text"},
+    [AN_ANSWER] = {"answer", "text"},
+    [AN_CASE] = {"case_id", "text"},
+};
+static const as_bulk_t sql_answer = AS_BULK(
+    "INSERT INTO answers (buyer_id, request_id, answer, case_id) SELECT * FROM {{u}} ON CONFLICT DO NOTHING",
+    answer_cols);
 
 int intake_idem_hash(const Aftersales__V1__AfterSalesRequested *r, char out[37]) {
   Aftersales__V1__AfterSalesRequested c = *r;
@@ -148,20 +162,19 @@ static bool unresolved(const intake_req_t *q, bool first) {
  * key; later (first false), the PENDING ones against their key only. */
 static int lookup(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n, bool first) {
   as_cols_t c;
-  as_cols_init(&c, 5);
+  as_cols_init(&c, &sql_lookup);
   for (size_t i = 0; i < n; i++) {
     const intake_req_t *q = &reqs[i];
     bool ask = first ? answerable(q) : unresolved(q, false);
     if (!ask) continue;
-    as_cols_int(&c, 0, (long long)i);
-    as_cols_str(&c, 1, q->r->buyer_id);
-    as_cols_str(&c, 2, q->r->request_id);
-    as_cols_str(&c, 3, unresolved(q, first) ? q->case_id : "");
-    as_cols_str(&c, 4, q->r->idempotency_key);
-    as_cols_row(&c);
+    as_cols_int(&c, LK_INDEX, (long long)i);
+    as_cols_str(&c, LK_BUYER, q->r->buyer_id);
+    as_cols_str(&c, LK_REQUEST, q->r->request_id);
+    as_cols_str(&c, LK_CASE, unresolved(q, first) ? q->case_id : "");
+    as_cols_str(&c, LK_KEY, q->r->idempotency_key);
   }
   PGresult *r = NULL;
-  int rc = intake_cols_run(&c, x, tx, sql_lookup, &r);
+  int rc = as_cols_run(&c, as_tx_db(tx), &r);
   for (int row = 0; rc == 0 && r && row < PQntuples(r); row++) {
     intake_req_t *q = &reqs[strtol(PQgetvalue(r, row, 0), NULL, 10)];
     if (first && PQgetvalue(r, row, 1)[0] == 't') repeat(x, q);
@@ -214,9 +227,9 @@ void intake_idem_settle(intake_req_t *reqs, size_t n) {
   }
 }
 
-int intake_idem_answer(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n) {
+int intake_idem_answer(as_tx_t *tx, intake_req_t *reqs, size_t n) {
   as_cols_t c;
-  as_cols_init(&c, 4);
+  as_cols_init(&c, &sql_answer);
   int rc = 0;
   for (size_t i = 0; rc == 0 && i < n; i++) {
     const intake_req_t *q = &reqs[i];
@@ -224,13 +237,12 @@ int intake_idem_answer(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n) {
     /* an OPEN request's answer is recorded with its case (intake_cases) */
     if (q->fate != INTAKE_R_ACK && q->fate != INTAKE_R_REJECT) continue;
     bool rejected = q->fate == INTAKE_R_REJECT;
-    as_cols_str(&c, 0, q->r->buyer_id);
-    as_cols_str(&c, 1, q->r->request_id);
-    as_cols_str(&c, 2, rejected ? q->v.code : "acknowledged");
-    as_cols_str(&c, 3, rejected ? NULL : q->case_id);
-    as_cols_row(&c);
+    as_cols_str(&c, AN_BUYER, q->r->buyer_id);
+    as_cols_str(&c, AN_REQUEST, q->r->request_id);
+    as_cols_str(&c, AN_ANSWER, rejected ? q->v.code : "acknowledged");
+    as_cols_str(&c, AN_CASE, rejected ? NULL : q->case_id);
   }
-  if (rc == 0) rc = intake_cols_run(&c, x, tx, sql_answer, NULL);
+  if (rc == 0) rc = as_cols_run(&c, as_tx_db(tx), NULL);
   as_cols_free(&c);
   return rc;
 }

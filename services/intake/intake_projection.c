@@ -23,67 +23,108 @@
 
 enum { K_PLACED, K_LINES, K_PAID, K_SHIPPED, K_DELIVERED, K_CANCELLED, K_COUNT };
 
-static const char *const sql_of[K_COUNT] = {
-    [K_PLACED] =
-        "INSERT INTO %1$s.orders AS o (order_id, buyer_id, merchant_id, region, shipping_fee_minor,"
-        " shipping_currency, placed_at_us) SELECT DISTINCT ON (u.o) u.o, u.b, u.m, u.r, u.f, u.c, u.t"
-        " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[],"
-        " $7::bigint[]) AS u(o, b, m, r, f, c, t) ORDER BY u.o, u.t DESC"
+/* Each statement's columns are its table's, in the INSERT's order (u.*). */
+enum { PL_ORDER, PL_BUYER, PL_MERCHANT, PL_REGION, PL_FEE, PL_FEE_CUR, PL_AT };
+static const as_col_t placed_cols[] = {
+    [PL_ORDER] = {"order_id", "text"},          [PL_BUYER] = {"buyer_id", "text"},
+    [PL_MERCHANT] = {"merchant_id", "text"},    [PL_REGION] = {"region", "text"},
+    [PL_FEE] = {"shipping_fee_minor", "bigint"}, [PL_FEE_CUR] = {"shipping_currency", "text"},
+    [PL_AT] = {"placed_at_us", "bigint"},
+};
+enum { LN_ORDER, LN_LINE, LN_SKU, LN_CATEGORY, LN_SUPPLIER, LN_UNIT, LN_CUR, LN_QTY, LN_TITLE, LN_AT,
+       LN_DISCOUNT };
+static const as_col_t line_cols[] = {
+    [LN_ORDER] = {"order_id", "text"},       [LN_LINE] = {"line_id", "text"},
+    [LN_SKU] = {"sku", "text"},              [LN_CATEGORY] = {"category", "text"},
+    [LN_SUPPLIER] = {"supplier_id", "text"}, [LN_UNIT] = {"unit_minor", "bigint"},
+    [LN_CUR] = {"currency", "text"},         [LN_QTY] = {"quantity", "int"},
+    [LN_TITLE] = {"title", "text"},          [LN_AT] = {"placed_at_us", "bigint"},
+    [LN_DISCOUNT] = {"discount_minor", "bigint"},
+};
+enum { PD_ORDER, PD_AMOUNT, PD_CUR, PD_METHOD, PD_REF, PD_AT };
+static const as_col_t paid_cols[] = {
+    [PD_ORDER] = {"order_id", "text"},    [PD_AMOUNT] = {"amount_paid_minor", "bigint"},
+    [PD_CUR] = {"paid_currency", "text"}, [PD_METHOD] = {"payment_method", "int"},
+    [PD_REF] = {"payment_ref", "text"},   [PD_AT] = {"paid_at_us", "bigint"},
+};
+enum { SH_ORDER, SH_SHIPMENT, SH_CARRIER, SH_TRACKING, SH_AT };
+static const as_col_t shipped_cols[] = {
+    [SH_ORDER] = {"order_id", "text"},       [SH_SHIPMENT] = {"shipment_id", "text"},
+    [SH_CARRIER] = {"carrier", "text"},      [SH_TRACKING] = {"tracking_number", "text"},
+    [SH_AT] = {"shipped_at_us", "bigint"},
+};
+enum { DL_ORDER, DL_SHIPMENT, DL_AT, DL_PROOF };
+static const as_col_t delivered_cols[] = {
+    [DL_ORDER] = {"order_id", "text"},        [DL_SHIPMENT] = {"shipment_id", "text"},
+    [DL_AT] = {"delivered_at_us", "bigint"}, [DL_PROOF] = {"proof", "text"},
+};
+enum { CN_ORDER, CN_REASON, CN_AT };
+static const as_col_t cancelled_cols[] = {
+    [CN_ORDER] = {"order_id", "text"},
+    [CN_REASON] = {"cancel_reason", "text"},
+    [CN_AT] = {"cancelled_at_us", "bigint"},
+};
+
+static const as_bulk_t sql_of[K_COUNT] = {
+    [K_PLACED] = AS_BULK(
+        "INSERT INTO orders AS o (order_id, buyer_id, merchant_id, region, shipping_fee_minor,"
+        " shipping_currency, placed_at_us) SELECT DISTINCT ON (u.order_id) u.*"
+        " FROM {{u}} ORDER BY u.order_id, u.placed_at_us DESC"
         " ON CONFLICT (order_id) DO UPDATE SET buyer_id = EXCLUDED.buyer_id,"
         " merchant_id = EXCLUDED.merchant_id, region = EXCLUDED.region,"
         " shipping_fee_minor = EXCLUDED.shipping_fee_minor,"
         " shipping_currency = EXCLUDED.shipping_currency, placed_at_us = EXCLUDED.placed_at_us,"
         " updated_at = now() WHERE o.placed_at_us IS NULL OR EXCLUDED.placed_at_us > o.placed_at_us",
-    [K_LINES] =
-        "INSERT INTO %1$s.order_lines AS l (order_id, line_id, sku, category, supplier_id,"
+        placed_cols),
+    [K_LINES] = AS_BULK(
+        "INSERT INTO order_lines AS l (order_id, line_id, sku, category, supplier_id,"
         " unit_minor, currency, quantity, title, placed_at_us, discount_minor)"
-        " SELECT DISTINCT ON (u.o, u.l) u.o, u.l, u.s, u.c, u.p, u.m, u.cur, u.q, u.ti, u.t, u.d"
-        " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],"
-        " $7::text[], $8::int[], $9::text[], $10::bigint[], $11::bigint[])"
-        " AS u(o, l, s, c, p, m, cur, q, ti, t, d)"
-        " ORDER BY u.o, u.l, u.t DESC ON CONFLICT (order_id, line_id) DO UPDATE SET"
+        " SELECT DISTINCT ON (u.order_id, u.line_id) u.* FROM {{u}}"
+        " ORDER BY u.order_id, u.line_id, u.placed_at_us DESC ON CONFLICT (order_id, line_id) DO UPDATE SET"
         " sku = EXCLUDED.sku, category = EXCLUDED.category, supplier_id = EXCLUDED.supplier_id,"
         " unit_minor = EXCLUDED.unit_minor, currency = EXCLUDED.currency,"
         " quantity = EXCLUDED.quantity, title = EXCLUDED.title, placed_at_us = EXCLUDED.placed_at_us,"
         " discount_minor = EXCLUDED.discount_minor"
         " WHERE EXCLUDED.placed_at_us > l.placed_at_us",
-    [K_PAID] =
-        "INSERT INTO %1$s.orders AS o (order_id, amount_paid_minor, paid_currency, payment_method,"
-        " payment_ref, paid_at_us) SELECT DISTINCT ON (u.o) u.o, u.a, u.c, u.m, u.r, u.t"
-        " FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::text[], $6::bigint[])"
-        " AS u(o, a, c, m, r, t) ORDER BY u.o, u.t DESC ON CONFLICT (order_id) DO UPDATE SET"
+        line_cols),
+    [K_PAID] = AS_BULK(
+        "INSERT INTO orders AS o (order_id, amount_paid_minor, paid_currency, payment_method,"
+        " payment_ref, paid_at_us) SELECT DISTINCT ON (u.order_id) u.*"
+        " FROM {{u}} ORDER BY u.order_id, u.paid_at_us DESC ON CONFLICT (order_id) DO UPDATE SET"
         " amount_paid_minor = EXCLUDED.amount_paid_minor, paid_currency = EXCLUDED.paid_currency,"
         " payment_method = EXCLUDED.payment_method, payment_ref = EXCLUDED.payment_ref,"
         " paid_at_us = EXCLUDED.paid_at_us, updated_at = now()"
         " WHERE o.paid_at_us IS NULL OR EXCLUDED.paid_at_us > o.paid_at_us",
-    [K_SHIPPED] =
-        "INSERT INTO %1$s.shipments AS s (order_id, shipment_id, carrier, tracking_number,"
-        " shipped_at_us) SELECT DISTINCT ON (u.o, u.s) u.o, u.s, u.c, u.n, u.t"
-        " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])"
-        " AS u(o, s, c, n, t) ORDER BY u.o, u.s, u.t DESC ON CONFLICT (order_id, shipment_id)"
+        paid_cols),
+    [K_SHIPPED] = AS_BULK(
+        "INSERT INTO shipments AS s (order_id, shipment_id, carrier, tracking_number,"
+        " shipped_at_us) SELECT DISTINCT ON (u.order_id, u.shipment_id) u.*"
+        " FROM {{u}} ORDER BY u.order_id, u.shipment_id, u.shipped_at_us DESC ON CONFLICT (order_id, shipment_id)"
         " DO UPDATE SET carrier = EXCLUDED.carrier, tracking_number = EXCLUDED.tracking_number,"
         " shipped_at_us = EXCLUDED.shipped_at_us"
         " WHERE s.shipped_at_us IS NULL OR EXCLUDED.shipped_at_us > s.shipped_at_us",
-    [K_DELIVERED] =
-        "WITH sh AS (INSERT INTO %1$s.shipments AS s (order_id, shipment_id, delivered_at_us, proof)"
-        " SELECT DISTINCT ON (u.o, u.s) u.o, u.s, u.t, u.p FROM unnest($1::text[], $2::text[],"
-        " $3::bigint[], $4::text[]) AS u(o, s, t, p) ORDER BY u.o, u.s, u.t DESC"
+        shipped_cols),
+    [K_DELIVERED] = AS_BULK(
+        "WITH sh AS (INSERT INTO shipments AS s (order_id, shipment_id, delivered_at_us, proof)"
+        " SELECT DISTINCT ON (u.order_id, u.shipment_id) u.* FROM {{u}}"
+        " ORDER BY u.order_id, u.shipment_id, u.delivered_at_us DESC"
         " ON CONFLICT (order_id, shipment_id) DO UPDATE SET delivered_at_us = EXCLUDED.delivered_at_us,"
         " proof = EXCLUDED.proof"
         " WHERE s.delivered_at_us IS NULL OR EXCLUDED.delivered_at_us > s.delivered_at_us)"
-        " INSERT INTO %1$s.orders AS o (order_id, delivered_at_us) SELECT u.o, max(u.t)"
-        " FROM unnest($1::text[], $3::bigint[]) AS u(o, t) GROUP BY u.o ORDER BY u.o"
+        " INSERT INTO orders AS o (order_id, delivered_at_us) SELECT u.order_id, max(u.delivered_at_us)"
+        " FROM {{u}} GROUP BY u.order_id ORDER BY u.order_id"
         " ON CONFLICT (order_id) DO UPDATE SET"
         " delivered_at_us = greatest(o.delivered_at_us, EXCLUDED.delivered_at_us), updated_at = now()"
         " WHERE o.delivered_at_us IS DISTINCT FROM greatest(o.delivered_at_us, EXCLUDED.delivered_at_us)",
-    [K_CANCELLED] =
-        "INSERT INTO %1$s.orders AS o (order_id, cancel_reason, cancelled_at_us)"
-        " SELECT DISTINCT ON (u.o) u.o, u.r, u.t FROM unnest($1::text[], $2::text[], $3::bigint[])"
-        " AS u(o, r, t) ORDER BY u.o, u.t DESC ON CONFLICT (order_id) DO UPDATE SET"
+        delivered_cols),
+    [K_CANCELLED] = AS_BULK(
+        "INSERT INTO orders AS o (order_id, cancel_reason, cancelled_at_us)"
+        " SELECT DISTINCT ON (u.order_id) u.* FROM {{u}}"
+        " ORDER BY u.order_id, u.cancelled_at_us DESC ON CONFLICT (order_id) DO UPDATE SET"
         " cancel_reason = EXCLUDED.cancel_reason, cancelled_at_us = EXCLUDED.cancelled_at_us,"
         " updated_at = now() WHERE o.cancelled_at_us IS NULL OR EXCLUDED.cancelled_at_us > o.cancelled_at_us",
+        cancelled_cols),
 };
-static const int ncols_of[K_COUNT] = {7, 11, 6, 5, 4, 3};
 
 static bool text_ok(const char *s) {
   size_t n = strlen(s);
@@ -146,31 +187,33 @@ static const char *placed_error(const Aftersales__V1__OrderPlaced *p, bool *over
 }
 
 static void add_placed(as_cols_t *c, const char *oid, const Aftersales__V1__OrderPlaced *p) {
-  as_cols_str(&c[K_PLACED], 0, oid);
-  as_cols_str(&c[K_PLACED], 1, p->buyer_id);
-  as_cols_str(&c[K_PLACED], 2, p->merchant_id);
-  as_cols_str(&c[K_PLACED], 3, p->region);
+  as_cols_t *k = &c[K_PLACED];
+  as_cols_str(k, PL_ORDER, oid);
+  as_cols_str(k, PL_BUYER, p->buyer_id);
+  as_cols_str(k, PL_MERCHANT, p->merchant_id);
+  as_cols_str(k, PL_REGION, p->region);
   if (p->shipping_fee) {
-    as_cols_int(&c[K_PLACED], 4, p->shipping_fee->amount_minor);
-    as_cols_str(&c[K_PLACED], 5, p->shipping_fee->currency);
+    as_cols_int(k, PL_FEE, p->shipping_fee->amount_minor);
+    as_cols_str(k, PL_FEE_CUR, p->shipping_fee->currency);
   } else {
-    as_cols_null(&c[K_PLACED], 4);
-    as_cols_null(&c[K_PLACED], 5);
+    as_cols_null(k, PL_FEE);
+    as_cols_null(k, PL_FEE_CUR);
   }
-  as_cols_int(&c[K_PLACED], 6, p->placed_at_us);
-  as_cols_row(&c[K_PLACED]);
+  as_cols_int(k, PL_AT, p->placed_at_us);
   for (size_t i = 0; i < p->n_lines; i++) {
     const Aftersales__V1__OrderLine *l = p->lines[i];
     as_cols_t *lc = &c[K_LINES];
-    const char *s[] = {oid, l->line_id, l->sku, l->category, l->supplier_id};
-    for (int k = 0; k < 5; k++) as_cols_str(lc, k, s[k]);
-    as_cols_int(lc, 5, l->unit_price->amount_minor);
-    as_cols_str(lc, 6, l->unit_price->currency);
-    as_cols_int(lc, 7, l->quantity);
-    as_cols_str(lc, 8, l->title);
-    as_cols_int(lc, 9, p->placed_at_us);
-    as_cols_int(lc, 10, l->discount ? l->discount->amount_minor : 0);
-    as_cols_row(lc);
+    as_cols_str(lc, LN_ORDER, oid);
+    as_cols_str(lc, LN_LINE, l->line_id);
+    as_cols_str(lc, LN_SKU, l->sku);
+    as_cols_str(lc, LN_CATEGORY, l->category);
+    as_cols_str(lc, LN_SUPPLIER, l->supplier_id);
+    as_cols_int(lc, LN_UNIT, l->unit_price->amount_minor);
+    as_cols_str(lc, LN_CUR, l->unit_price->currency);
+    as_cols_int(lc, LN_QTY, l->quantity);
+    as_cols_str(lc, LN_TITLE, l->title);
+    as_cols_int(lc, LN_AT, p->placed_at_us);
+    as_cols_int(lc, LN_DISCOUNT, l->discount ? l->discount->amount_minor : 0);
   }
 }
 
@@ -178,18 +221,17 @@ static const char *add_paid(as_cols_t *c, const char *oid, const Aftersales__V1_
   if (!money_ok(p->amount_paid) || !text_ok(p->payment_ref)) return "amount_paid or payment_ref invalid";
   if ((int)p->payment_method < 0 || (int)p->payment_method > 5) return "unknown payment_method";
   as_cols_t *k = &c[K_PAID];
-  as_cols_str(k, 0, oid);
+  as_cols_str(k, PD_ORDER, oid);
   if (p->amount_paid) {
-    as_cols_int(k, 1, p->amount_paid->amount_minor);
-    as_cols_str(k, 2, p->amount_paid->currency);
+    as_cols_int(k, PD_AMOUNT, p->amount_paid->amount_minor);
+    as_cols_str(k, PD_CUR, p->amount_paid->currency);
   } else {
-    as_cols_null(k, 1);
-    as_cols_null(k, 2);
+    as_cols_null(k, PD_AMOUNT);
+    as_cols_null(k, PD_CUR);
   }
-  as_cols_int(k, 3, (int)p->payment_method);
-  as_cols_str(k, 4, p->payment_ref);
-  as_cols_int(k, 5, p->paid_at_us);
-  as_cols_row(k);
+  as_cols_int(k, PD_METHOD, (int)p->payment_method);
+  as_cols_str(k, PD_REF, p->payment_ref);
+  as_cols_int(k, PD_AT, p->paid_at_us);
   return NULL;
 }
 
@@ -197,12 +239,11 @@ static const char *add_shipped(as_cols_t *c, const char *oid, const Aftersales__
   if (!as_envelope_id_ok(p->shipment_id)) return "shipment_id missing or unsafe";
   if (!text_ok(p->carrier) || !text_ok(p->tracking_number)) return "carrier or tracking invalid";
   as_cols_t *k = &c[K_SHIPPED];
-  as_cols_str(k, 0, oid);
-  as_cols_str(k, 1, p->shipment_id);
-  as_cols_str(k, 2, p->carrier);
-  as_cols_str(k, 3, p->tracking_number);
-  as_cols_int(k, 4, p->shipped_at_us);
-  as_cols_row(k);
+  as_cols_str(k, SH_ORDER, oid);
+  as_cols_str(k, SH_SHIPMENT, p->shipment_id);
+  as_cols_str(k, SH_CARRIER, p->carrier);
+  as_cols_str(k, SH_TRACKING, p->tracking_number);
+  as_cols_int(k, SH_AT, p->shipped_at_us);
   return NULL;
 }
 
@@ -210,21 +251,19 @@ static const char *add_delivered(as_cols_t *c, const char *oid, const Aftersales
   if (p->shipment_id[0] && !as_envelope_id_ok(p->shipment_id)) return "shipment_id unsafe";
   if (!text_ok(p->proof)) return "proof invalid";
   as_cols_t *k = &c[K_DELIVERED];
-  as_cols_str(k, 0, oid);
-  as_cols_str(k, 1, p->shipment_id);
-  as_cols_int(k, 2, p->delivered_at_us);
-  as_cols_str(k, 3, p->proof);
-  as_cols_row(k);
+  as_cols_str(k, DL_ORDER, oid);
+  as_cols_str(k, DL_SHIPMENT, p->shipment_id);
+  as_cols_int(k, DL_AT, p->delivered_at_us);
+  as_cols_str(k, DL_PROOF, p->proof);
   return NULL;
 }
 
 static const char *add_cancelled(as_cols_t *c, const char *oid, const Aftersales__V1__OrderCancelled *p) {
   if (!text_ok(p->reason)) return "reason invalid";
   as_cols_t *k = &c[K_CANCELLED];
-  as_cols_str(k, 0, oid);
-  as_cols_str(k, 1, p->reason);
-  as_cols_int(k, 2, p->cancelled_at_us);
-  as_cols_row(k);
+  as_cols_str(k, CN_ORDER, oid);
+  as_cols_str(k, CN_REASON, p->reason);
+  as_cols_int(k, CN_AT, p->cancelled_at_us);
   return NULL;
 }
 
@@ -242,17 +281,13 @@ static const char *add_event(as_cols_t *c, const as_msg_t *m, as_cols_t *ready, 
       const char *err = placed_error(e->order_placed, overflow);
       if (err) return err;
       add_placed(c, oid, e->order_placed);
-      as_cols_str(ready, 0, oid);
-      as_cols_row(ready);
+      as_cols_str(ready, INTAKE_READY_ORDER, oid);
       return NULL;
     }
     case AFTERSALES__V1__ENVELOPE__PAYLOAD_ORDER_PAID: {
       const char *oid = order_id_of(m, e->order_paid->order_id);
       const char *err = oid ? add_paid(c, oid, e->order_paid) : "order_id missing, unsafe or not the envelope's";
-      if (!err) {
-        as_cols_str(ready, 0, oid);
-        as_cols_row(ready);
-      }
+      if (!err) as_cols_str(ready, INTAKE_READY_ORDER, oid);
       return err;
     }
     case AFTERSALES__V1__ENVELOPE__PAYLOAD_ORDER_SHIPPED: {
@@ -272,17 +307,26 @@ static const char *add_event(as_cols_t *c, const as_msg_t *m, as_cols_t *ready, 
   }
 }
 
-int intake_projection_apply(intake_t *x, as_tx_t *tx, as_msg_t *const *msgs, size_t n,
-                            as_cols_t *ready) {
+static int project(as_tx_t *tx, as_msg_t *const *msgs, size_t n, as_cols_t *ready) {
   as_cols_t c[K_COUNT];
-  for (int k = 0; k < K_COUNT; k++) as_cols_init(&c[k], ncols_of[k]);
+  for (int k = 0; k < K_COUNT; k++) as_cols_init(&c[k], &sql_of[k]);
   for (size_t i = 0; i < n; i++) {
     bool overflow = false;
     const char *err = add_event(c, msgs[i], ready, &overflow);
     if (err) as_tx_mark_dead(msgs[i], overflow ? DLQ_AMOUNT_OVERFLOW : AS_DLQ_CONTRACT, err);
   }
   int rc = 0;
-  for (int k = 0; rc == 0 && k < K_COUNT; k++) rc = intake_cols_run(&c[k], x, tx, sql_of[k], NULL);
+  for (int k = 0; rc == 0 && k < K_COUNT; k++) rc = as_cols_run(&c[k], as_tx_db(tx), NULL);
   for (int k = 0; k < K_COUNT; k++) as_cols_free(&c[k]);
+  return rc;
+}
+
+int intake_orders_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t n) {
+  intake_t *x = state;
+  as_cols_t ready;
+  as_cols_init(&ready, &intake_hold_take);
+  int rc = project(tx, msgs, n, &ready);
+  if (rc == 0) rc = intake_hold_release(x, tx, &ready);
+  as_cols_free(&ready);
   return rc;
 }

@@ -46,19 +46,25 @@ typedef struct batch_view {
   int64_t *claimed; /* per line row: claimed so far, including this batch */
 } batch_view_t;
 
-static const char sql_orders[] =
+/* The batch's orders (locked), then their lines, read over one column. */
+static const as_col_t order_cols[] = {{"order_id", "text"}};
+static const as_bulk_t sql_orders = AS_BULK(
     "SELECT order_id, buyer_id, coalesce(merchant_id, ''), cancelled_at_us IS NOT NULL,"
     " placed_at_us, coalesce(delivered_at_us, 0), amount_paid_minor, paid_currency,"
     " coalesce(payment_method, 0), coalesce(payment_ref, ''), coalesce(region, ''),"
-    " shipping_fee_minor, shipping_currency FROM %1$s.orders WHERE order_id = ANY($1::text[]) AND placed_at_us IS NOT NULL"
-    " ORDER BY order_id COLLATE \"C\" FOR UPDATE";
-static const char sql_lines[] =
+    " shipping_fee_minor, shipping_currency FROM orders WHERE order_id = ANY({{$order_id}}) AND placed_at_us IS NOT NULL"
+    " ORDER BY order_id COLLATE \"C\" FOR UPDATE",
+    order_cols);
+/* Claimed so far as a subquery per line, so that every plan of it, a
+ * cached generic one included, looks the line up by index. */
+static const as_bulk_t sql_lines = AS_BULK(
     "SELECT l.order_id, l.line_id, l.sku, l.unit_minor, l.currency, l.quantity,"
     " coalesce((SELECT sum(cl.quantity) FROM cases.case_lines cl JOIN cases.cases cc ON cc.case_id = cl.case_id"
     " WHERE cl.order_id = l.order_id AND cl.line_id = l.line_id AND cc.state <> 'REJECTED'"
     " AND cc.case_type <> 'COMPLAINT'), 0),"
-    " l.category, l.supplier_id, l.discount_minor FROM %1$s.order_lines l"
-    " WHERE l.order_id = ANY($1::text[]) ORDER BY l.order_id COLLATE \"C\", l.line_id COLLATE \"C\"";
+    " l.category, l.supplier_id, l.discount_minor FROM order_lines l"
+    " WHERE l.order_id = ANY({{$order_id}}) ORDER BY l.order_id COLLATE \"C\", l.line_id COLLATE \"C\"",
+    order_cols);
 
 static void reject(intake_req_t *q, const char *code, const char *field) {
   q->fate = INTAKE_R_REJECT;
@@ -103,21 +109,13 @@ static bool undecided(const intake_req_t *q) {
 }
 
 /* Step 3. */
-static int load_orders(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n, batch_view_t *bv) {
+static int load_orders(as_tx_t *tx, intake_req_t *reqs, size_t n, batch_view_t *bv) {
   as_cols_t c;
-  as_cols_init(&c, 1);
+  as_cols_init(&c, &sql_orders);
   for (size_t i = 0; i < n; i++)
-    if (undecided(&reqs[i])) {
-      as_cols_str(&c, 0, reqs[i].r->order_id);
-      as_cols_row(&c);
-    }
-  int rc = intake_cols_run(&c, x, tx, sql_orders, &bv->orders);
-  if (rc == 0 && bv->orders) {
-    /* intake_cols_run closed the array: reuse the same literal. */
-    const char *vals[1] = {as_buf_str(&c.b[0])};
-    char sql[1024];
-    rc = as_db_query(as_tx_db(tx), intake_sql(x, sql, sizeof sql, sql_lines), 1, vals, &bv->lines);
-  }
+    if (undecided(&reqs[i])) as_cols_str(&c, 0, reqs[i].r->order_id);
+  int rc = as_cols_run(&c, as_tx_db(tx), &bv->orders);
+  if (rc == 0 && bv->orders) rc = as_cols_run_stmt(&c, &sql_lines, as_tx_db(tx), &bv->lines);
   if (rc == 0 && bv->lines) {
     int nl = PQntuples(bv->lines);
     bv->claimed = calloc(nl ? (size_t)nl : 1, sizeof *bv->claimed);
@@ -314,7 +312,7 @@ int intake_requests_run(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n) 
    * locked: an instance that answered the same request id or opened the
    * same key commits before the lock is granted, and its answer and case
    * must be seen, not answered twice or counted as units already claimed. */
-  if (rc == 0) rc = load_orders(x, tx, reqs, n, &bv);
+  if (rc == 0) rc = load_orders(tx, reqs, n, &bv);
   if (rc == 0) rc = intake_idem_lookup(x, tx, reqs, n);
   if (rc == 0) rc = decide_all(x, reqs, n, &bv, now);
   if (rc == 0) rc = intake_hold_store(x, tx, reqs, n);
@@ -322,7 +320,29 @@ int intake_requests_run(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n) 
   if (rc == 0) rc = intake_cases_open(x, tx, reqs, n, &view);
   if (rc == 0) rc = settle(x, tx, reqs, n);
   if (rc == 0) rc = publish_rejections(x, tx, reqs, n);
-  if (rc == 0) rc = intake_idem_answer(x, tx, reqs, n);
+  if (rc == 0) rc = intake_idem_answer(tx, reqs, n);
   release(reqs, n, &bv);
+  return rc;
+}
+
+/* When the request reached the platform: the broker's clock if the topic
+ * stamps LogAppendTime, else intake's own (a CreateTime is the producer's
+ * word, i.e. the storefront's, no better than submitted_at_us). */
+static int64_t arrival_of(const rd_kafka_message_t *rkm, int64_t now) {
+  rd_kafka_timestamp_type_t type;
+  int64_t ms = rd_kafka_message_timestamp(rkm, &type);
+  return type == RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME && ms > 0 ? ms * 1000 : now;
+}
+
+int intake_requests_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t n) {
+  intake_req_t *reqs = calloc(n ? n : 1, sizeof *reqs);
+  if (!reqs) return -ENOMEM;
+  int64_t now = as_now_us();
+  for (size_t i = 0; i < n; i++)
+    reqs[i] = (intake_req_t){.cause = msgs[i], .live = msgs[i], .r = msgs[i]->env->aftersales_requested,
+                             .bytes = msgs[i]->rkm->payload, .nbytes = msgs[i]->rkm->len,
+                             .arrived_us = arrival_of(msgs[i]->rkm, now)};
+  int rc = intake_requests_run(state, tx, reqs, n);
+  free(reqs);
   return rc;
 }

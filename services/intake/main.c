@@ -8,18 +8,9 @@
  * RequestRejected with a machine-readable reason. One batch is one
  * transaction: projection first, then the held requests the batch's orders
  * release, then the batch's requests, then follow-ups. */
-#include <errno.h>
 #include <stddef.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
-#include "as_topics.h"
 #include "intake.h"
-
-extern const as_migration_t as_sql_intake[];
-
-static intake_conf_t conf;
 
 #define C(f) offsetof(intake_conf_t, f)
 static const as_cfg_param_t config[] = {
@@ -49,118 +40,55 @@ static const as_cfg_param_t config[] = {
 
 static const double ack_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                     0.5,   1,      2.5,   5,    10,    30,   60,  600};
+#define ACK_HELP "Seconds from submission (from=submitted) or from the request event (from=occurred) to the buyer's acknowledgement."
+static const as_metric_def_t metrics[] = {
+    AS_HISTOGRAM(intake_t, ack_submitted, "as_intake_ack_seconds", "from=\"submitted\"", ACK_HELP, ack_bounds),
+    AS_HISTOGRAM(intake_t, ack_occurred, "as_intake_ack_seconds", "from=\"occurred\"", ACK_HELP, ack_bounds),
+    AS_COUNTER(intake_t, opened, "as_intake_cases_opened_total", NULL, "Cases opened."),
+    AS_COUNTER(intake_t, held, "as_intake_requests_held_total", NULL, "Requests held for an order not seen yet."),
+    AS_COUNTER(intake_t, duplicates, "as_intake_requests_duplicate_total", NULL,
+               "Requests whose (buyer, idempotency key) already has a case."),
+    AS_COUNTER(intake_t, repeated, "as_intake_requests_repeated_total", NULL,
+               "Requests whose request id was already answered (no second answer)."),
+    AS_COUNTER(intake_t, breaches, "as_intake_sla_breaches_total", NULL,
+               "Cases intake escalated (resolution, pickup) or reminded (escalation follow-up)."),
+};
 
-static int init(as_worker_t *w, void **state) {
-  intake_t *x = calloc(1, sizeof *x);
-  if (!x) return -ENOMEM;
-  x->w = w;
-  x->log = as_worker_log(w);
-  x->conf = &conf;
-  x->schema = as_worker_schema(w);
-  char err[200];
-  if (intake_config_routes(x, conf.complaint_routes, err, sizeof err) < 0) {
-    AS_ERROR(x->log, "bad configuration", AS_F_STR("detail", err));
-    free(x);
-    return -EINVAL;
-  }
-  as_metrics_t *m = as_worker_metrics(w);
-  const char *help = "Seconds from submission (from=submitted) or from the request event (from=occurred) to the buyer's acknowledgement.";
-  x->ack_submitted = as_metrics_histogram(m, "as_intake_ack_seconds", help, "from=\"submitted\"", ack_bounds, 16);
-  x->ack_occurred = as_metrics_histogram(m, "as_intake_ack_seconds", help, "from=\"occurred\"", ack_bounds, 16);
-  x->opened = as_metrics_counter(m, "as_intake_cases_opened_total", "Cases opened.", NULL);
-  x->held = as_metrics_counter(m, "as_intake_requests_held_total", "Requests held for an order not seen yet.", NULL);
-  x->duplicates = as_metrics_counter(m, "as_intake_requests_duplicate_total",
-                                     "Requests whose (buyer, idempotency key) already has a case.", NULL);
-  x->repeated = as_metrics_counter(m, "as_intake_requests_repeated_total",
-                                   "Requests whose request id was already answered (no second answer).", NULL);
-  x->breaches = as_metrics_counter(m, "as_intake_sla_breaches_total",
-                                   "Cases intake escalated (resolution, pickup) or reminded (escalation follow-up).", NULL);
-  if (!x->ack_submitted || !x->ack_occurred || !x->opened || !x->held || !x->duplicates || !x->repeated ||
-      !x->breaches) {
-    free(x);
-    return -ENOMEM;
-  }
-  *state = x;
-  return 0;
-}
-
-static void fini(void *state) { free(state); }
-
-static bool is_request(const as_msg_t *m) {
-  return m->state == AS_MSG_NEW &&
-         m->env->payload_case == AFTERSALES__V1__ENVELOPE__PAYLOAD_AFTERSALES_REQUESTED;
-}
-
-/* When the request reached the platform: the broker's clock if the topic
- * stamps LogAppendTime, else intake's own (a CreateTime is the producer's
- * word, i.e. the storefront's, no better than submitted_at_us). */
-static int64_t arrival_of(const rd_kafka_message_t *rkm, int64_t now) {
-  rd_kafka_timestamp_type_t type;
-  int64_t ms = rd_kafka_message_timestamp(rkm, &type);
-  return type == RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME && ms > 0 ? ms * 1000 : now;
-}
-
-/* The batch's requests, after the projection and the held ones. */
-static int run_requests(intake_t *x, as_tx_t *tx, as_msg_t *const *msgs, size_t n) {
-  intake_req_t *reqs = calloc(n ? n : 1, sizeof *reqs);
-  if (!reqs) return -ENOMEM;
-  size_t k = 0;
-  int64_t now = as_now_us();
-  for (size_t i = 0; i < n; i++)
-    if (is_request(msgs[i]))
-      reqs[k++] = (intake_req_t){.cause = msgs[i], .live = msgs[i],
-                                 .r = msgs[i]->env->aftersales_requested,
-                                 .bytes = msgs[i]->rkm->payload, .nbytes = msgs[i]->rkm->len,
-                                 .arrived_us = arrival_of(msgs[i]->rkm, now)};
-  int rc = intake_requests_run(x, tx, reqs, k);
-  free(reqs);
-  return rc;
-}
-
-static int handle(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t n) {
-  intake_t *x = state;
-  as_cols_t ready;
-  as_cols_init(&ready, 1);
-  int rc = intake_projection_apply(x, tx, msgs, n, &ready);
-  if (rc == 0) rc = intake_hold_release(x, tx, &ready);
-  as_cols_free(&ready);
-  if (rc == 0) rc = run_requests(x, tx, msgs, n);
-  for (size_t i = 0; rc == 0 && i < n; i++)
-    if (msgs[i]->state == AS_MSG_NEW) rc = intake_followup_apply(x, tx, msgs[i]);
-  return rc;
-}
+/* Order events first (the projection, then the held requests they
+ * release), then the batch's requests, then follow-ups one by one. Any
+ * other payload on intake's topics is dead-lettered. */
+#define P(x) AFTERSALES__V1__ENVELOPE__PAYLOAD_##x
+static const as_route_t routes[] = {
+    {P(ORDER_PLACED), .batch = intake_orders_apply},     {P(ORDER_PAID), .batch = intake_orders_apply},
+    {P(ORDER_SHIPPED), .batch = intake_orders_apply},    {P(ORDER_DELIVERED), .batch = intake_orders_apply},
+    {P(ORDER_CANCELLED), .batch = intake_orders_apply},  {P(AFTERSALES_REQUESTED), .batch = intake_requests_apply},
+    {P(EVIDENCE_ADDED), .one = intake_followup_apply},   {P(BUYER_MESSAGE), .one = intake_followup_apply},
+};
 
 /* hold:<request id> deadlines are keyed by order id; the cases' clocks
  * (intake_clock) by case id. */
-static int on_deadline(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us) {
-  if (strncmp(kind, "hold:", 5) == 0) return intake_hold_expire(state, tx, case_id, kind + 5);
-  int rc = intake_clock_fire(state, tx, case_id, kind, due_us);
-  return rc > 0 ? 0 : rc;
-}
-
-static const char *const topics[] = {AS_TOPIC_NAME_ORDERS, AS_TOPIC_NAME_REQUESTS};
-static const Aftersales__V1__Envelope__PayloadCase accepts[] = {
-    AFTERSALES__V1__ENVELOPE__PAYLOAD_ORDER_PLACED,       AFTERSALES__V1__ENVELOPE__PAYLOAD_ORDER_PAID,
-    AFTERSALES__V1__ENVELOPE__PAYLOAD_ORDER_SHIPPED,      AFTERSALES__V1__ENVELOPE__PAYLOAD_ORDER_DELIVERED,
-    AFTERSALES__V1__ENVELOPE__PAYLOAD_ORDER_CANCELLED,    AFTERSALES__V1__ENVELOPE__PAYLOAD_AFTERSALES_REQUESTED,
-    AFTERSALES__V1__ENVELOPE__PAYLOAD_EVIDENCE_ADDED,     AFTERSALES__V1__ENVELOPE__PAYLOAD_BUYER_MESSAGE,
+static const as_deadline_kind_t deadlines[] = {
+    {"hold:*", intake_hold_expire},
+    {"resolution", intake_clock_resolution},
+    {"pickup", intake_clock_pickup},
+    {"escalation_followup:*", intake_clock_followup},
 };
 
 static const as_service_t intake_service = {
     .name = "intake",
     .summary = "as-intake: validates after-sales requests against the order projection and opens cases",
-    .topics = topics,
-    .ntopics = 2,
-    .accepts = accepts,
-    .naccepts = sizeof accepts / sizeof accepts[0],
-    .migrations = as_sql_intake,
     .config = config,
-    .nconfig = sizeof config / sizeof config[0],
-    .config_out = &conf,
-    .init = init,
-    .fini = fini,
-    .handle = handle,
-    .on_deadline = on_deadline,
+    .nconfig = AS_LEN(config),
+    .conf_size = sizeof(intake_conf_t),
+    .state_size = sizeof(intake_t),
+    .metrics = metrics,
+    .nmetrics = AS_LEN(metrics),
+    .routes = routes,
+    .nroutes = AS_LEN(routes),
+    .refuse_unrouted = true,
+    .deadlines = deadlines,
+    .ndeadlines = AS_LEN(deadlines),
+    .init = intake_init,
 };
 
-int main(int argc, char **argv) { return as_worker_main(&intake_service, argc, argv); }
+AS_SERVICE_MAIN(intake_service)

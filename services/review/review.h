@@ -1,7 +1,9 @@
 /* review: the service's private declarations, shared by its modules.
  *
- * main.c wires the modules into the runtime: review_policy (the policy file
- * and the pure decision), review_record (cases as review knows them: written
+ * main.c is its tables (configuration, metrics, payload routes, deadline
+ * kinds); the modules: review_state (the state's policy, loaded at start and
+ * on SIGHUP), review_opened (a batch's new cases), review_policy (the policy
+ * file and the pure decision), review_record (cases as review knows them: written
  * from CaseOpened, read back for later events), review_apply (a decision
  * becomes state moves, deadlines and events), review_money (refunds,
  * exchanges and coupons under the ledger's cap), review_events (evidence,
@@ -10,8 +12,9 @@
  * deadlines); review_out is what they all share (SQL in the worker's
  * schema, envelopes on a topic).
  *
- * Ownership: review_t is created by init and freed by fini; the policy is
- * owned by review_t and replaced whole on reload. Everything a batch
+ * Ownership: review_t is the runtime's state block (allocated, its metrics
+ * set and freed by the runtime); the policy is owned by review_t (released
+ * by review_fini) and replaced whole on reload. Everything a batch
  * allocates is released before the handler returns. */
 #ifndef REVIEW_H
 #define REVIEW_H
@@ -34,10 +37,8 @@ typedef struct review_conf {
 } review_conf_t;
 
 typedef struct review {
-  as_worker_t *w;
   const as_log_t *log;
   const review_conf_t *conf;
-  const char *schema;
   review_policy_t *policy; /* owned; swapped on SIGHUP */
   as_histogram_t *decision_seconds;
   as_counter_t *decided[6];          /* per Verdict, [0] unused */
@@ -69,6 +70,16 @@ typedef struct review_rec {
 
 void review_rec_free(review_rec_t *r); /* the lines and owner; not r itself */
 
+/* ---- review_state.c: the runtime's init, fini and reload */
+AS_MUST_CHECK int review_init(as_worker_t *w, const void *conf, void *state);
+void review_fini(void *state);
+AS_MUST_CHECK int review_reload(void *state);
+
+/* ---- review_opened.c */
+/* The route of CaseOpened: the batch's cases routed to review, checked
+ * against intake's record and decided together. */
+AS_MUST_CHECK int review_opened_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t n);
+
 /* ---- review_record.c */
 /* Fills rec from a CaseOpened (strings borrowed from the message) whose
  * case, order and buyer ids are safe. Returns NULL when the case can be
@@ -86,15 +97,14 @@ const char *review_record_undecidable(review_rec_t *rec, const char *why);
  * ones intake recorded) and against the ledger's paid figures for the
  * order. why[i] is REVIEW_WHY_OK or why the event is refused. Returns 0 or
  * an as_db error. */
-AS_MUST_CHECK int review_record_verify(review_t *x, as_tx_t *tx, const Aftersales__V1__CaseOpened *const *ev, size_t n,
-                         review_why_t *why);
+AS_MUST_CHECK int review_record_verify(as_tx_t *tx, const Aftersales__V1__CaseOpened *const *ev, size_t n, review_why_t *why);
 /* Writes recs[0..n) into review's tables (cases, lines, ledger rows) with
  * bulk statements; fresh[i] is false for a case already recorded. Returns 0
  * or an as_db error. */
-AS_MUST_CHECK int review_record_insert(review_t *x, as_tx_t *tx, review_rec_t *recs, size_t n, bool *fresh);
+AS_MUST_CHECK int review_record_insert(as_tx_t *tx, review_rec_t *recs, size_t n, bool *fresh);
 /* Reads one case back, its review row locked FOR UPDATE, with its state.
  * Returns 0, -ENOENT (not a case review knows) or an as_db error. */
-AS_MUST_CHECK int review_record_load(review_t *x, as_tx_t *tx, const char *case_id, review_rec_t *rec);
+AS_MUST_CHECK int review_record_load(as_tx_t *tx, const char *case_id, review_rec_t *rec);
 
 /* ---- review_apply.c */
 typedef struct review_item {
@@ -174,11 +184,30 @@ AS_MUST_CHECK int review_money_exchange(review_t *x, as_tx_t *tx, const as_msg_t
 AS_MUST_CHECK int review_money_coupon(review_t *x, as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
                         int64_t value_minor, bool *done);
 
-/* ---- review_events.c: one handler per payload type after CaseOpened */
-AS_MUST_CHECK int review_events_apply(review_t *x, as_tx_t *tx, as_msg_t *m);
+/* ---- review_events.c: the routes after CaseOpened, one per payload type
+ * (EvidenceAdded, BuyerReplied, AgentDecision, DisputeOpened,
+ * MediationRuling, ReturnShipped, ReturnReceived, InspectionCompleted) */
+AS_MUST_CHECK int review_on_evidence(void *state, as_tx_t *tx, as_msg_t *m);
+AS_MUST_CHECK int review_on_reply(void *state, as_tx_t *tx, as_msg_t *m);
+AS_MUST_CHECK int review_on_agent(void *state, as_tx_t *tx, as_msg_t *m);
+AS_MUST_CHECK int review_on_dispute(void *state, as_tx_t *tx, as_msg_t *m);
+AS_MUST_CHECK int review_on_ruling(void *state, as_tx_t *tx, as_msg_t *m);
+AS_MUST_CHECK int review_on_shipped(void *state, as_tx_t *tx, as_msg_t *m);
+AS_MUST_CHECK int review_on_received(void *state, as_tx_t *tx, as_msg_t *m);
+AS_MUST_CHECK int review_on_inspected(void *state, as_tx_t *tx, as_msg_t *m);
 
-/* ---- review_timers.c */
-AS_MUST_CHECK int review_timers_fire(review_t *x, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
+/* ---- review_timers.c: the deadline kinds "evidence", "return", "offer"
+ * (the case closes), "sla:review" (escalation), and the follow-ups
+ * "return:transit", "inspection", "mediation", "sla:escalated" with their
+ * '+' twins */
+AS_MUST_CHECK int review_timers_evidence(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
+AS_MUST_CHECK int review_timers_return_due(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
+AS_MUST_CHECK int review_timers_offer(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
+AS_MUST_CHECK int review_timers_sla(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
+AS_MUST_CHECK int review_timers_transit(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
+AS_MUST_CHECK int review_timers_inspection(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
+AS_MUST_CHECK int review_timers_mediation(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
+AS_MUST_CHECK int review_timers_escalated(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
 /* Arms the follow-up kind ("return:transit", "inspection", "mediation",
  * "sla:escalated") wait_us from now; cancels it and its twin. Return 0 or
  * an as_db error. */
@@ -198,10 +227,6 @@ static inline Aftersales__V1__Money review_money(int64_t minor, const char *cur)
   return m;
 }
 #define REVIEW_STATE_BIT(s) (1u << AFTERSALES__V1__CASE_STATE__CASE_STATE_##s)
-
-/* ---- review_out.c */
-/* Formats sql_tmpl with %1$s = schema. */
-const char *review_sql(const review_t *x, char *buf, size_t cap, const char *tmpl);
 /* Publishes env (payload already set) on topic keyed by the case id. */
 AS_MUST_CHECK int review_publish(as_tx_t *tx, const as_msg_t *cause, const char *topic, const char *case_id,
                    const char *order_id, Aftersales__V1__Envelope *env);

@@ -91,14 +91,30 @@ static int move_cases(review_t *x, as_tx_t *tx, review_item_t *it, size_t n) {
   return rc;
 }
 
-static const char sql_decision[] =
-    "UPDATE %1$s.cases r SET verdict = t.v, outcome = t.o, rule = t.ru, policy_version = t.pv,"
-    " decided_by = t.by, shipping_payer = t.sp, approved_minor = t.am, return_required = t.rr,"
-    " refund_shipping = t.rs, offer_id = nullif(t.oi, ''), offer_kind = t.ok, offer_minor = t.om,"
-    " shipping_refund = t.sr, updated_at = now()"
-    " FROM unnest($1::text[], $2::int[], $3::int[], $4::text[], $5::text[], $6::text[], $7::int[],"
-    " $8::bigint[], $9::boolean[], $10::boolean[], $11::text[], $12::int[], $13::bigint[], $14::int[])"
-    " AS t(id, v, o, ru, pv, by, sp, am, rr, rs, oi, ok, om, sr) WHERE r.case_id = t.id";
+enum { D_CASE, D_VERDICT, D_OUTCOME, D_RULE, D_POLICY, D_BY, D_PAYER, D_APPROVED, D_RETURN,
+       D_REFUND_SHIP, D_OFFER_ID, D_OFFER_KIND, D_OFFER_MINOR, D_SHIP_REFUND };
+static const as_col_t decision_cols[] = {
+    [D_CASE] = {"case_id", "text"},             [D_VERDICT] = {"verdict", "int"},
+    [D_OUTCOME] = {"outcome", "int"},           [D_RULE] = {"rule", "text"},
+    [D_POLICY] = {"policy_version", "text"},    [D_BY] = {"decided_by", "text"},
+    [D_PAYER] = {"shipping_payer", "int"},      [D_APPROVED] = {"approved_minor", "bigint"},
+    [D_RETURN] = {"return_required", "bool"},   [D_REFUND_SHIP] = {"refund_shipping", "bool"},
+    [D_OFFER_ID] = {"offer_id", "text"},        [D_OFFER_KIND] = {"offer_kind", "int"},
+    [D_OFFER_MINOR] = {"offer_minor", "bigint"}, [D_SHIP_REFUND] = {"shipping_refund", "int"},
+};
+static const as_bulk_t sql_decision = AS_BULK(
+    "UPDATE cases r SET verdict = u.verdict, outcome = u.outcome, rule = u.rule,"
+    " policy_version = u.policy_version, decided_by = u.decided_by, shipping_payer = u.shipping_payer,"
+    " approved_minor = u.approved_minor, return_required = u.return_required,"
+    " refund_shipping = u.refund_shipping, offer_id = nullif(u.offer_id, ''), offer_kind = u.offer_kind,"
+    " offer_minor = u.offer_minor, shipping_refund = u.shipping_refund, updated_at = now()"
+    " FROM {{u}} WHERE r.case_id = u.case_id",
+    decision_cols);
+static const as_col_t met_cols[] = {{"case_id", "text"}};
+static const as_bulk_t sql_met = AS_BULK(
+    "UPDATE cases.sla_clocks SET met_at = now() WHERE clock = 'review'"
+    " AND case_id = ANY({{$case_id}}) AND met_at IS NULL AND breached_at IS NULL",
+    met_cols);
 
 void review_offer_id(char out[40], const char *case_id) {
   as_uuid_v5(out, "aftersales.goodwill-offer", case_id, strlen(case_id));
@@ -106,32 +122,30 @@ void review_offer_id(char out[40], const char *case_id) {
 
 static int record_decisions(review_t *x, as_tx_t *tx, review_item_t *it, size_t n) {
   as_cols_t c;
-  as_cols_init(&c, 14);
+  as_cols_init(&c, &sql_decision);
   for (size_t i = 0; i < n; i++) {
     if (it[i].skip) continue;
     const review_decision_t *d = &it[i].d;
     bool offer = d->verdict == V(GOODWILL_OFFER);
     char oid[40] = "";
     if (offer) review_offer_id(oid, it[i].rec->case_id);
-    as_cols_str(&c, 0, it[i].rec->case_id);
-    as_cols_int(&c, 1, d->verdict);
-    as_cols_int(&c, 2, d->outcome);
-    as_cols_str(&c, 3, d->rule);
-    as_cols_str(&c, 4, review_policy_version(x->policy));
-    as_cols_str(&c, 5, it[i].actor.id);
-    as_cols_int(&c, 6, d->shipping_payer);
-    as_cols_int(&c, 7, d->verdict == V(APPROVED) ? d->amount_minor : 0);
-    as_cols_bool(&c, 8, d->return_required);
-    as_cols_bool(&c, 9, d->refund_shipping);
-    as_cols_str(&c, 10, oid);
-    as_cols_int(&c, 11, offer ? d->outcome : 0);
-    as_cols_int(&c, 12, offer ? d->amount_minor : 0);
-    as_cols_int(&c, 13, d->shipping_refund);
-    as_cols_row(&c);
+    as_cols_str(&c, D_CASE, it[i].rec->case_id);
+    as_cols_int(&c, D_VERDICT, d->verdict);
+    as_cols_int(&c, D_OUTCOME, d->outcome);
+    as_cols_str(&c, D_RULE, d->rule);
+    as_cols_str(&c, D_POLICY, review_policy_version(x->policy));
+    as_cols_str(&c, D_BY, it[i].actor.id);
+    as_cols_int(&c, D_PAYER, d->shipping_payer);
+    as_cols_int(&c, D_APPROVED, d->verdict == V(APPROVED) ? d->amount_minor : 0);
+    as_cols_bool(&c, D_RETURN, d->return_required);
+    as_cols_bool(&c, D_REFUND_SHIP, d->refund_shipping);
+    as_cols_str(&c, D_OFFER_ID, oid);
+    as_cols_int(&c, D_OFFER_KIND, offer ? d->outcome : 0);
+    as_cols_int(&c, D_OFFER_MINOR, offer ? d->amount_minor : 0);
+    as_cols_int(&c, D_SHIP_REFUND, d->shipping_refund);
     it[i].rec->shipping_refund = d->shipping_refund; /* the decision in force, for a refund paid now */
   }
-  char sql[1024];
-  int rc = as_cols_run(&c, as_tx_db(tx), review_sql(x, sql, sizeof sql, sql_decision), NULL);
+  int rc = as_cols_run(&c, as_tx_db(tx), NULL);
   as_cols_free(&c);
   return rc;
 }
@@ -143,7 +157,7 @@ static int arm_deadlines(as_tx_t *tx, review_item_t *it, size_t n) {
   const char **ids = calloc(n + 1, sizeof *ids), **kinds = calloc(n + 1, sizeof *kinds);
   int64_t *due = calloc(n + 1, sizeof *due);
   as_cols_t met;
-  as_cols_init(&met, 1);
+  as_cols_init(&met, &sql_met);
   int rc = ids && kinds && due ? 0 : -ENOMEM;
   size_t k = 0;
   for (size_t i = 0; rc == 0 && i < n; i++) {
@@ -157,17 +171,10 @@ static int arm_deadlines(as_tx_t *tx, review_item_t *it, size_t n) {
     if (d->verdict == V(GOODWILL_OFFER)) kind = "offer", when = at + d->offer_wait_us;
     if (d->verdict == V(MANUAL_REVIEW)) kind = "sla:review", when = it[i].rec->review_due_us;
     if (kind) ids[k] = it[i].rec->case_id, kinds[k] = kind, due[k++] = when;
-    if (d->verdict != V(MANUAL_REVIEW)) {
-      as_cols_str(&met, 0, it[i].rec->case_id);
-      as_cols_row(&met);
-    }
+    if (d->verdict != V(MANUAL_REVIEW)) as_cols_str(&met, 0, it[i].rec->case_id);
   }
   if (rc == 0 && k) rc = as_deadline_set_many(tx, ids, kinds, due, k);
-  if (rc == 0)
-    rc = as_cols_run(&met, as_tx_db(tx),
-                     "UPDATE cases.sla_clocks SET met_at = now() WHERE clock = 'review'"
-                     " AND case_id = ANY($1::text[]) AND met_at IS NULL AND breached_at IS NULL",
-                     NULL);
+  if (rc == 0) rc = as_cols_run(&met, as_tx_db(tx), NULL);
   as_cols_free(&met);
   free(ids), free(kinds), free(due);
   return rc;

@@ -25,7 +25,6 @@
 #define V(x) AFTERSALES__V1__VERDICT__VERDICT_##x
 #define ST(x) AFTERSALES__V1__CASE_STATE__CASE_STATE_##x
 #define O(x) AFTERSALES__V1__OUTCOME__OUTCOME_##x
-#define P(x) AFTERSALES__V1__ENVELOPE__PAYLOAD_##x
 
 static const as_case_actor_t system_actor = {"system", "review"};
 
@@ -41,19 +40,18 @@ static bool text_ok(const char *s, size_t max) {
   return true;
 }
 
-/* Sets one column of the case's review row; column is a literal of this
- * file, value a text parameter. */
-static int set_col(review_t *x, as_tx_t *tx, const review_rec_t *rec, const char *column, const char *value) {
-  char tmpl[160], sql[200];
-  snprintf(tmpl, sizeof tmpl, "UPDATE %%1$s.cases SET %s = $2 WHERE case_id = $1", column);
+/* Sets one column of the case's review row (SET_COL names it: the
+ * statement is a literal), value a text parameter. */
+#define SET_COL(column) "UPDATE cases SET " column " = $2 WHERE case_id = $1"
+static int set_col(as_tx_t *tx, const review_rec_t *rec, const char *sql, const char *value) {
   const char *vals[2] = {rec->case_id, value};
-  return as_db_query(as_tx_db(tx), review_sql(x, sql, sizeof sql, tmpl), 2, vals, NULL);
+  return as_db_query(as_tx_db(tx), sql, 2, vals, NULL);
 }
 
-static int set_col_us(review_t *x, as_tx_t *tx, const review_rec_t *rec, const char *column, int64_t us) {
+static int set_col_us(as_tx_t *tx, const review_rec_t *rec, const char *sql, int64_t us) {
   char at[24];
   snprintf(at, sizeof at, "%lld", (long long)us);
-  return set_col(x, tx, rec, column, at);
+  return set_col(tx, rec, sql, at);
 }
 
 static int settle_move(as_tx_t *tx, const as_msg_t *m, const review_rec_t *rec,
@@ -68,7 +66,7 @@ static int on_evidence(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec)
   const Aftersales__V1__EvidenceAdded *e = m->env->evidence_added;
   if (rec->state != ST(AWAITING_EVIDENCE)) return 0;
   if (!as_envelope_has_photo_or_video(e->evidence, e->n_evidence)) return 0;
-  int rc = set_col(x, tx, rec, "has_media", "t");
+  int rc = set_col(tx, rec, SET_COL("has_media"), "t");
   if (rc == 0) rc = as_deadline_cancel(tx, rec->case_id, "evidence");
   rec->c.has_photo_or_video = true;
   review_item_t it = {.cause = m, .rec = rec, .from_mask = REVIEW_STATE_BIT(AWAITING_EVIDENCE),
@@ -206,7 +204,7 @@ static int on_ruling(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
   as_log_json_escape(reasoning, sizeof reasoning, r->reasoning);
   snprintf(detail, sizeof detail, "{\"final\":true,\"in_favour_of_buyer\":%s,\"outcome\":%d,\"reasoning\":%s}",
            r->in_favour_of_buyer ? "true" : "false", r->outcome, reasoning);
-  int rc = set_col(x, tx, rec, "ruling_final", "t");
+  int rc = set_col(tx, rec, SET_COL("ruling_final"), "t");
   if (rc == 0) rc = review_timers_cancel(tx, rec->case_id, "mediation");
   if (rc < 0) return rc;
   if (r->in_favour_of_buyer) return ruling_pay(x, tx, m, rec, r, detail);
@@ -247,8 +245,9 @@ static int settle_return(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *re
 }
 
 static int on_shipped(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
+  (void)x;
   if (rec->state != ST(AWAITING_RETURN)) return 0;
-  int rc = set_col_us(x, tx, rec, "return_shipped_at_us", m->env->return_shipped->shipped_at_us);
+  int rc = set_col_us(tx, rec, SET_COL("return_shipped_at_us"), m->env->return_shipped->shipped_at_us);
   if (rc == 0) rc = as_deadline_cancel(tx, rec->case_id, "return");
   /* the parcel is on its way: not the buyer's lateness any more, but a
    * parcel that never arrives must reach a person */
@@ -257,7 +256,7 @@ static int on_shipped(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) 
 
 static int on_received(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
   if (rec->state != ST(AWAITING_RETURN)) return 0;
-  int rc = set_col_us(x, tx, rec, "return_received_at_us", m->env->return_received->received_at_us);
+  int rc = set_col_us(tx, rec, SET_COL("return_received_at_us"), m->env->return_received->received_at_us);
   if (rc == 0) rc = as_deadline_cancel(tx, rec->case_id, "return");
   if (rc == 0) rc = review_timers_cancel(tx, rec->case_id, "return:transit");
   if (rc == 0)
@@ -281,56 +280,42 @@ static int on_inspected(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec
   bool fault = review_policy_seller_fault(x->policy, rec->c.reason);
   rec->inspection_known = true;
   rec->inspection_passed = fault ? ic->defect_confirmed : ic->resellable;
-  int rc = set_col(x, tx, rec, "inspection_passed", rec->inspection_passed ? "t" : "f");
+  int rc = set_col(tx, rec, SET_COL("inspection_passed"), rec->inspection_passed ? "t" : "f");
   if (rc == 0 && rec->state == ST(INSPECTING)) rc = settle_return(x, tx, m, rec);
   return rc;
 }
 
-typedef struct route {
-  Aftersales__V1__Envelope__PayloadCase type;
-  handler_fn fn;
-  bool must_exist; /* an unknown case is a contract violation, not someone else's case */
-} route_t;
-
-static const route_t routes[] = {
-    {P(EVIDENCE_ADDED), on_evidence, false},       {P(BUYER_REPLIED), on_reply, true},
-    {P(AGENT_DECISION), on_agent, true},           {P(DISPUTE_OPENED), on_dispute, true},
-    {P(MEDIATION_RULING), on_ruling, true},        {P(RETURN_SHIPPED), on_shipped, false},
-    {P(RETURN_RECEIVED), on_received, false},      {P(INSPECTION_COMPLETED), on_inspected, false},
-};
-
-/* The case id each routed payload names; the envelope's may be empty. */
-static const char *case_of(const as_envelope_t *e) {
-  switch (e->payload_case) {
-  case P(EVIDENCE_ADDED): return e->evidence_added->case_id;
-  case P(BUYER_REPLIED): return e->buyer_replied->case_id;
-  case P(AGENT_DECISION): return e->agent_decision->case_id;
-  case P(DISPUTE_OPENED): return e->dispute_opened->case_id;
-  case P(MEDIATION_RULING): return e->mediation_ruling->case_id;
-  case P(RETURN_SHIPPED): return e->return_shipped->case_id;
-  case P(RETURN_RECEIVED): return e->return_received->case_id;
-  case P(INSPECTION_COMPLETED): return e->inspection_completed->case_id;
-  default: return NULL;
-  }
-}
-
-int review_events_apply(review_t *x, as_tx_t *tx, as_msg_t *m) {
-  const route_t *rt = NULL;
-  for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
-    if (routes[i].type == m->env->payload_case) rt = &routes[i];
-  if (!rt) return 0; /* someone else's event on a shared topic */
-  const char *case_id = case_of(m->env);
+/* Loads the case an event names and hands it to fn. Events about cases
+ * review does not hold are someone else's, unless must_exist: then the
+ * event contradicts the case and is refused. */
+static int with_case(void *state, as_tx_t *tx, as_msg_t *m, const char *case_id, bool must_exist,
+                     handler_fn fn) {
+  review_t *x = state;
   if (!as_envelope_id_ok(case_id)) {
-    if (rt->must_exist) as_tx_reject(m, "case id missing or unsafe");
+    if (must_exist) as_tx_reject(m, "case id missing or unsafe");
     return 0;
   }
   review_rec_t rec;
-  int rc = review_record_load(x, tx, case_id, &rec);
+  int rc = review_record_load(tx, case_id, &rec);
   if (rc == -ENOENT) {
-    if (rt->must_exist) as_tx_reject(m, "unknown_case: review holds no such case");
+    if (must_exist) as_tx_reject(m, "unknown_case: review holds no such case");
     return 0;
   }
-  if (rc == 0) rc = rt->fn(x, tx, m, &rec);
+  if (rc == 0) rc = fn(x, tx, m, &rec);
   review_rec_free(&rec);
   return rc;
 }
+
+/* The routes' entry points (review.h): the payload's case, then its handler. */
+#define ROUTE(name, fn, payload, must_exist)                                    \
+  int review_on_##name(void *state, as_tx_t *tx, as_msg_t *m) {                 \
+    return with_case(state, tx, m, m->env->payload->case_id, must_exist, fn);   \
+  }
+ROUTE(evidence, on_evidence, evidence_added, false)
+ROUTE(reply, on_reply, buyer_replied, true)
+ROUTE(agent, on_agent, agent_decision, true)
+ROUTE(dispute, on_dispute, dispute_opened, true)
+ROUTE(ruling, on_ruling, mediation_ruling, true)
+ROUTE(shipped, on_shipped, return_shipped, false)
+ROUTE(received, on_received, return_received, false)
+ROUTE(inspected, on_inspected, inspection_completed, false)

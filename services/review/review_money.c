@@ -51,24 +51,21 @@ static left_t *left_find(left_t *tab, size_t n, const char *order_id, const char
 
 /* Every ledger row of the orders refunded, not only the claimed lines: the
  * shipping fee's share depends on what the whole order has had back. */
-static const char sql_left[] =
+static const as_col_t left_cols[] = {{"order_id", "text"}};
+static const as_bulk_t sql_left = AS_BULK(
     "SELECT order_id, line_id, paid_minor, paid_minor - refunded_minor, purchased, refunded_units"
-    " FROM %1$s.ledger WHERE order_id = ANY($1::text[]) ORDER BY order_id, line_id FOR UPDATE";
+    " FROM ledger WHERE order_id = ANY({{$order_id}}) ORDER BY order_id, line_id FOR UPDATE",
+    left_cols);
 
 static long long col(PGresult *r, size_t row, int c) { return strtoll(PQgetvalue(r, (int)row, c), NULL, 10); }
 
 /* The ledger rows, locked in key order; *res keeps the strings tab points
  * into. */
-static int read_left(review_t *x, as_tx_t *tx, review_pay_t *p, size_t n, PGresult **res, left_t **tab,
-                     size_t *ntab) {
+static int read_left(as_tx_t *tx, review_pay_t *p, size_t n, PGresult **res, left_t **tab, size_t *ntab) {
   as_cols_t k;
-  as_cols_init(&k, 1);
-  for (size_t i = 0; i < n; i++) {
-    as_cols_str(&k, 0, p[i].rec->order_id);
-    as_cols_row(&k);
-  }
-  char sql[512];
-  int rc = as_cols_run(&k, as_tx_db(tx), review_sql(x, sql, sizeof sql, sql_left), res);
+  as_cols_init(&k, &sql_left);
+  for (size_t i = 0; i < n; i++) as_cols_str(&k, 0, p[i].rec->order_id);
+  int rc = as_cols_run(&k, as_tx_db(tx), res);
   as_cols_free(&k);
   if (rc < 0) return rc;
   size_t rows = *res ? (size_t)PQntuples(*res) : 0;
@@ -197,64 +194,75 @@ static void compute(const review_pay_t *p, refund_sum_t *s, left_t *tab, size_t 
   s->total = s->items + s->shipping + s->goodwill; /* parts of one order's amount paid: no overflow */
 }
 
-static const char sql_refunds[] =
-    "INSERT INTO %1$s.refunds (refund_id, case_id, order_id, currency, items_minor, shipping_minor,"
+enum { RF_ID, RF_CASE, RF_ORDER, RF_CUR, RF_ITEMS, RF_SHIPPING, RF_GOODWILL, RF_TOTAL, RF_REASON };
+static const as_col_t refund_cols[] = {
+    [RF_ID] = {"refund_id", "uuid"},          [RF_CASE] = {"case_id", "text"},
+    [RF_ORDER] = {"order_id", "text"},        [RF_CUR] = {"currency", "text"},
+    [RF_ITEMS] = {"items_minor", "bigint"},   [RF_SHIPPING] = {"shipping_minor", "bigint"},
+    [RF_GOODWILL] = {"goodwill_minor", "bigint"}, [RF_TOTAL] = {"total_minor", "bigint"},
+    [RF_REASON] = {"reason_code", "text"},
+};
+static const as_bulk_t sql_refunds = AS_BULK(
+    "INSERT INTO refunds (refund_id, case_id, order_id, currency, items_minor, shipping_minor,"
     " goodwill_minor, total_minor, reason_code)"
-    " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],"
-    " $7::bigint[], $8::bigint[], $9::text[])"
-    " ON CONFLICT DO NOTHING RETURNING refund_id::text";
+    " SELECT * FROM {{u}} ON CONFLICT DO NOTHING RETURNING refund_id::text",
+    refund_cols);
 
-static const char sql_refund_lines[] =
-    "INSERT INTO %1$s.refund_lines (refund_id, order_id, line_id, amount_minor, quantity)"
-    " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::int[])";
+enum { RL_ID, RL_ORDER, RL_LINE, RL_AMOUNT, RL_QTY };
+static const as_col_t refund_line_cols[] = {
+    [RL_ID] = {"refund_id", "uuid"},   [RL_ORDER] = {"order_id", "text"},
+    [RL_LINE] = {"line_id", "text"},   [RL_AMOUNT] = {"amount_minor", "bigint"},
+    [RL_QTY] = {"quantity", "int"},
+};
+static const as_bulk_t sql_refund_lines = AS_BULK(
+    "INSERT INTO refund_lines (refund_id, order_id, line_id, amount_minor, quantity) SELECT * FROM {{u}}",
+    refund_line_cols);
 
 static void refund_row(as_cols_t *c, const review_pay_t *p, const refund_sum_t *s) {
-  const char *str[] = {s->id, p->rec->case_id, p->rec->order_id, p->rec->c.currency};
-  for (int k = 0; k < 4; k++) as_cols_str(c, k, str[k]);
-  int64_t v[] = {s->items, s->shipping, s->goodwill, s->total};
-  for (int k = 0; k < 4; k++) as_cols_int(c, 4 + k, v[k]);
-  as_cols_str(c, 8, p->reason_code);
-  as_cols_row(c);
+  as_cols_str(c, RF_ID, s->id);
+  as_cols_str(c, RF_CASE, p->rec->case_id);
+  as_cols_str(c, RF_ORDER, p->rec->order_id);
+  as_cols_str(c, RF_CUR, p->rec->c.currency);
+  as_cols_int(c, RF_ITEMS, s->items);
+  as_cols_int(c, RF_SHIPPING, s->shipping);
+  as_cols_int(c, RF_GOODWILL, s->goodwill);
+  as_cols_int(c, RF_TOTAL, s->total);
+  as_cols_str(c, RF_REASON, p->reason_code);
+}
+
+static void line_row(as_cols_t *c, const char *id, const char *order_id, const char *line_id, int64_t give,
+                     int32_t units) {
+  as_cols_str(c, RL_ID, id);
+  as_cols_str(c, RL_ORDER, order_id);
+  as_cols_str(c, RL_LINE, line_id);
+  as_cols_int(c, RL_AMOUNT, give);
+  as_cols_int(c, RL_QTY, units);
 }
 
 static void line_rows(as_cols_t *c, const review_pay_t *p, const refund_sum_t *s) {
-  for (size_t j = 0; j < p->rec->c.nlines; j++) {
-    if (s->pl[j].give <= 0 && s->pl[j].units <= 0) continue;
-    as_cols_str(c, 0, s->id);
-    as_cols_str(c, 1, p->rec->order_id);
-    as_cols_str(c, 2, s->pl[j].line_id);
-    as_cols_int(c, 3, s->pl[j].give);
-    as_cols_int(c, 4, s->pl[j].units);
-    as_cols_row(c);
-  }
-  if (s->shipping > 0) {
-    as_cols_str(c, 0, s->id);
-    as_cols_str(c, 1, p->rec->order_id);
-    as_cols_str(c, 2, "#shipping");
-    as_cols_int(c, 3, s->shipping);
-    as_cols_int(c, 4, 0);
-    as_cols_row(c);
-  }
+  for (size_t j = 0; j < p->rec->c.nlines; j++)
+    if (s->pl[j].give > 0 || s->pl[j].units > 0)
+      line_row(c, s->id, p->rec->order_id, s->pl[j].line_id, s->pl[j].give, s->pl[j].units);
+  if (s->shipping > 0) line_row(c, s->id, p->rec->order_id, "#shipping", s->shipping, 0);
 }
 
 /* Inserts the refunds with something to pay; fresh[i] says which were new
  * (a case refunded before keeps its one refund). */
-static int insert_refunds(review_t *x, as_tx_t *tx, review_pay_t *p, refund_sum_t *s, size_t n, bool *fresh) {
+static int insert_refunds(as_tx_t *tx, review_pay_t *p, refund_sum_t *s, size_t n, bool *fresh) {
   as_cols_t head, lines;
-  as_cols_init(&head, 9);
-  as_cols_init(&lines, 5);
+  as_cols_init(&head, &sql_refunds);
+  as_cols_init(&lines, &sql_refund_lines);
   for (size_t i = 0; i < n; i++)
     if (s[i].total > 0) refund_row(&head, &p[i], &s[i]);
-  char sql[512];
   PGresult *r = NULL;
-  int rc = as_cols_run(&head, as_tx_db(tx), review_sql(x, sql, sizeof sql, sql_refunds), &r);
+  int rc = as_cols_run(&head, as_tx_db(tx), &r);
   for (int j = 0; rc == 0 && r && j < PQntuples(r); j++)
     for (size_t i = 0; i < n; i++)
       if (!fresh[i] && s[i].total > 0 && strcmp(s[i].id, PQgetvalue(r, j, 0)) == 0) fresh[i] = true;
   PQclear(r);
   for (size_t i = 0; i < n; i++)
     if (fresh[i]) line_rows(&lines, &p[i], &s[i]);
-  if (rc == 0) rc = as_cols_run(&lines, as_tx_db(tx), review_sql(x, sql, sizeof sql, sql_refund_lines), NULL);
+  if (rc == 0) rc = as_cols_run(&lines, as_tx_db(tx), NULL);
   as_cols_free(&head);
   as_cols_free(&lines);
   return rc;
@@ -337,9 +345,9 @@ int review_money_refund_many(review_t *x, as_tx_t *tx, review_pay_t *p, size_t n
   left_t *tab = NULL;
   size_t ntab = 0;
   PGresult *res = NULL;
-  int rc = s && pl && fresh && scratch ? read_left(x, tx, p, n, &res, &tab, &ntab) : -ENOMEM;
+  int rc = s && pl && fresh && scratch ? read_left(tx, p, n, &res, &tab, &ntab) : -ENOMEM;
   if (rc == 0) plan(p, n, s, pl, tab, ntab, scratch);
-  if (rc == 0) rc = insert_refunds(x, tx, p, s, n, fresh);
+  if (rc == 0) rc = insert_refunds(tx, p, s, n, fresh);
   for (size_t i = 0; rc == 0 && i < n; i++) {
     if (!fresh[i]) continue;
     rc = publish_refund(tx, &p[i], &s[i]);
@@ -365,12 +373,11 @@ int review_money_refund(review_t *x, as_tx_t *tx, const as_msg_t *cause, const r
 /* An exchange or a coupon happens once per case: the row insert (insert,
  * ON CONFLICT DO NOTHING RETURNING) decides which call is the one (*done),
  * and only that call publishes env on refunds.v1 and counts it. */
-static int publish_once(review_t *x, as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
+static int publish_once(as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
                         const char *insert, int nvals, const char *const *vals,
                         Aftersales__V1__Envelope *env, as_counter_t *count, bool *done) {
-  char sql[256];
   PGresult *r = NULL;
-  int rc = as_db_query(as_tx_db(tx), review_sql(x, sql, sizeof sql, insert), nvals, vals, &r);
+  int rc = as_db_query(as_tx_db(tx), insert, nvals, vals, &r);
   *done = rc == 0 && PQntuples(r) == 1;
   PQclear(r);
   if (rc < 0 || !*done) return rc;
@@ -410,8 +417,8 @@ int review_money_exchange(review_t *x, as_tx_t *tx, const as_msg_t *cause, const
   Aftersales__V1__Envelope env = AFTERSALES__V1__ENVELOPE__INIT;
   env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_EXCHANGE_REQUESTED;
   env.exchange_requested = &ex;
-  int rc = publish_once(x, tx, cause, rec,
-                        "INSERT INTO %1$s.exchanges (exchange_id, case_id) VALUES ($1, $2)"
+  int rc = publish_once(tx, cause, rec,
+                        "INSERT INTO exchanges (exchange_id, case_id) VALUES ($1, $2)"
                         " ON CONFLICT DO NOTHING RETURNING exchange_id",
                         2, vals, &env, x->exchanges, done);
   free(refs), free(rp);
@@ -438,8 +445,8 @@ int review_money_coupon(review_t *x, as_tx_t *tx, const as_msg_t *cause, const r
   Aftersales__V1__Envelope env = AFTERSALES__V1__ENVELOPE__INIT;
   env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_COUPON_ISSUED;
   env.coupon_issued = &ci;
-  return publish_once(x, tx, cause, rec,
-                      "INSERT INTO %1$s.coupons (coupon_id, case_id, currency, value_minor)"
+  return publish_once(tx, cause, rec,
+                      "INSERT INTO coupons (coupon_id, case_id, currency, value_minor)"
                       " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING coupon_id",
                       4, vals, &env, x->coupons, done);
 }

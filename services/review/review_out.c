@@ -1,16 +1,8 @@
-/* review_out: how every review module reaches its schema and the wire: SQL
- * templates formatted with the worker's schema, and envelopes queued on a
- * topic keyed by the case id. Kept apart from the modules that use them
- * (apply, events, record, money, timers), so none of those depends on
- * another for its plumbing. */
-#include <stdio.h>
-
+/* review_out: how every review module puts an event on the wire: an
+ * envelope queued on a topic keyed by the case id. Kept apart from the
+ * modules that use it (apply, events, record, money, timers), so none of
+ * those depends on another for its plumbing. */
 #include "review.h"
-
-const char *review_sql(const review_t *x, char *buf, size_t cap, const char *tmpl) {
-  snprintf(buf, cap, tmpl, x->schema);
-  return buf;
-}
 
 int review_publish(as_tx_t *tx, const as_msg_t *cause, const char *topic, const char *case_id,
                    const char *order_id, Aftersales__V1__Envelope *env) {

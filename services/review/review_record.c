@@ -196,14 +196,16 @@ static bool ledger_agrees(const Aftersales__V1__CaseOpened *e, const char *rows)
   return ok;
 }
 
-static const char sql_verify[] =
+static const as_col_t verify_cols[] = {{"case_id", "text"}};
+static const as_bulk_t sql_verify = AS_BULK(
     "SELECT c.case_id, c.order_id, c.buyer_id, coalesce(c.paid_minor, -1), coalesce(c.paid_currency, ''),"
     " coalesce(c.shipping_paid_minor, -1),"
     " coalesce((SELECT string_agg(l.line_id || ':' || coalesce(l.paid_minor, -1) || ':' || coalesce(l.purchased, -1),"
     " ',' ORDER BY l.line_id COLLATE \"C\") FROM cases.case_lines l WHERE l.case_id = c.case_id), ''),"
     " coalesce((SELECT string_agg(g.line_id || ':' || g.paid_minor || ':' || g.currency, ',')"
-    " FROM %1$s.ledger g WHERE g.order_id = c.order_id), ''), u.i"
-    " FROM unnest($1::text[]) WITH ORDINALITY AS u(id, i) JOIN cases.cases c ON c.case_id = u.id";
+    " FROM ledger g WHERE g.order_id = c.order_id), ''), u.i"
+    " FROM {{u:i}} JOIN cases.cases c ON c.case_id = u.case_id",
+    verify_cols);
 
 /* One event against its row of sql_verify. */
 static review_why_t verify_one(const Aftersales__V1__CaseOpened *e, PGresult *r, int row) {
@@ -221,18 +223,15 @@ static review_why_t verify_one(const Aftersales__V1__CaseOpened *e, PGresult *r,
   return ledger_agrees(e, PQgetvalue(r, row, 7)) ? REVIEW_WHY_OK : REVIEW_WHY_LEDGER;
 }
 
-int review_record_verify(review_t *x, as_tx_t *tx, const Aftersales__V1__CaseOpened *const *ev, size_t n,
-                         review_why_t *why) {
+int review_record_verify(as_tx_t *tx, const Aftersales__V1__CaseOpened *const *ev, size_t n, review_why_t *why) {
   as_cols_t ids;
-  as_cols_init(&ids, 1);
+  as_cols_init(&ids, &sql_verify);
   for (size_t i = 0; i < n; i++) {
     as_cols_str(&ids, 0, ev[i]->case_id);
-    as_cols_row(&ids);
     why[i] = REVIEW_WHY_UNKNOWN_CASE;
   }
-  char sql[1024];
   PGresult *r = NULL;
-  int rc = as_cols_run(&ids, as_tx_db(tx), review_sql(x, sql, sizeof sql, sql_verify), &r);
+  int rc = as_cols_run(&ids, as_tx_db(tx), &r);
   as_cols_free(&ids);
   /* Each row names the event it answers (u.i, from 1): a batch of n
    * events costs n lookups, not n x n comparisons. */
@@ -247,6 +246,22 @@ int review_record_verify(review_t *x, as_tx_t *tx, const Aftersales__V1__CaseOpe
 enum { K_CASE, K_NUM, K_ORDER, K_BUYER, K_MERCHANT, K_TYPE, K_REASON, K_CUR, K_CLAIMED, K_DELIV, K_SUBM,
        K_REGION, K_PAYREF, K_PAYMETH, K_SHIPFEE, K_POUT, K_RMETH, K_UNUSED, K_MEDIA, K_FIRST, K_ORDERS, K_CASES,
        K_CLAIMS, K_LOCALE, K_DUE, K_PAID, K_SHIPPAID, K_NCOLS };
+static const as_col_t case_cols[K_NCOLS] = {
+    [K_CASE] = {"case_id", "text"},            [K_NUM] = {"case_number", "text"},
+    [K_ORDER] = {"order_id", "text"},          [K_BUYER] = {"buyer_id", "text"},
+    [K_MERCHANT] = {"merchant_id", "text"},    [K_TYPE] = {"case_type", "int"},
+    [K_REASON] = {"reason", "int"},            [K_CUR] = {"currency", "text"},
+    [K_CLAIMED] = {"claimed_minor", "bigint"}, [K_DELIV] = {"delivered_at_us", "bigint"},
+    [K_SUBM] = {"submitted_at_us", "bigint"},  [K_REGION] = {"region", "text"},
+    [K_PAYREF] = {"payment_ref", "text"},      [K_PAYMETH] = {"payment_method", "int"},
+    [K_SHIPFEE] = {"shipping_fee_minor", "bigint"}, [K_POUT] = {"preferred_outcome", "int"},
+    [K_RMETH] = {"return_method", "int"},      [K_UNUSED] = {"declared_unused", "bool"},
+    [K_MEDIA] = {"has_media", "bool"},         [K_FIRST] = {"first_order_at_us", "bigint"},
+    [K_ORDERS] = {"orders", "int"},            [K_CASES] = {"prior_cases", "int"},
+    [K_CLAIMS] = {"claims_on_order", "int"},   [K_LOCALE] = {"locale", "text"},
+    [K_DUE] = {"review_due_us", "bigint"},     [K_PAID] = {"paid_minor", "bigint"},
+    [K_SHIPPAID] = {"shipping_paid_minor", "bigint"},
+};
 
 static void case_row(as_cols_t *c, const review_rec_t *r) {
   const char *s[] = {[K_CASE] = r->case_id, [K_NUM] = r->case_number, [K_ORDER] = r->order_id,
@@ -268,32 +283,41 @@ static void case_row(as_cols_t *c, const review_rec_t *r) {
     else
       as_cols_int(c, k, v[k]);
   }
-  as_cols_row(c);
 }
 
-static const char sql_cases[] =
-    "INSERT INTO %1$s.cases (case_id, case_number, order_id, buyer_id, merchant_id, case_type, reason,"
+static const as_bulk_t sql_cases = AS_BULK(
+    "INSERT INTO cases (case_id, case_number, order_id, buyer_id, merchant_id, case_type, reason,"
     " currency, claimed_minor, delivered_at_us, submitted_at_us, region, payment_ref, payment_method,"
     " shipping_fee_minor, preferred_outcome, return_method, declared_unused, has_media, first_order_at_us,"
     " orders, prior_cases, claims_on_order, locale, review_due_us, paid_minor, shipping_paid_minor)"
-    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[],"
-    " $8::text[], $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::text[], $14::int[],"
-    " $15::bigint[], $16::int[], $17::int[], $18::boolean[], $19::boolean[], $20::bigint[], $21::int[],"
-    " $22::int[], $23::int[], $24::text[], $25::bigint[], $26::bigint[], $27::bigint[])"
-    " ON CONFLICT (case_id) DO NOTHING RETURNING case_id";
+    " SELECT * FROM {{u}} ON CONFLICT (case_id) DO NOTHING RETURNING case_id",
+    case_cols);
 
-static const char sql_lines[] =
-    "INSERT INTO %1$s.case_lines (case_id, line_id, sku, category, quantity, unit_minor, purchased, paid_minor)"
-    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bigint[], $7::int[],"
-    " $8::bigint[])"
-    " ON CONFLICT DO NOTHING";
+enum { CL_CASE, CL_LINE, CL_SKU, CL_CATEGORY, CL_QTY, CL_UNIT, CL_PURCHASED, CL_PAID };
+static const as_col_t line_cols[] = {
+    [CL_CASE] = {"case_id", "text"},      [CL_LINE] = {"line_id", "text"},
+    [CL_SKU] = {"sku", "text"},           [CL_CATEGORY] = {"category", "text"},
+    [CL_QTY] = {"quantity", "int"},       [CL_UNIT] = {"unit_minor", "bigint"},
+    [CL_PURCHASED] = {"purchased", "int"}, [CL_PAID] = {"paid_minor", "bigint"},
+};
+static const as_bulk_t sql_lines = AS_BULK(
+    "INSERT INTO case_lines (case_id, line_id, sku, category, quantity, unit_minor, purchased, paid_minor)"
+    " SELECT * FROM {{u}} ON CONFLICT DO NOTHING",
+    line_cols);
 
 /* Paid per line is the line's allocation of the amount paid (all its units);
  * '#shipping' holds the shipping fee's. The integrity check has made sure an
  * existing row holds the same figures, so DO NOTHING loses nothing. */
-static const char sql_ledger[] =
-    "INSERT INTO %1$s.ledger (order_id, line_id, currency, paid_minor, purchased)"
-    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::int[]) ON CONFLICT DO NOTHING";
+enum { LG_ORDER, LG_LINE, LG_CUR, LG_PAID, LG_PURCHASED };
+static const as_col_t ledger_cols[] = {
+    [LG_ORDER] = {"order_id", "text"},  [LG_LINE] = {"line_id", "text"},
+    [LG_CUR] = {"currency", "text"},    [LG_PAID] = {"paid_minor", "bigint"},
+    [LG_PURCHASED] = {"purchased", "int"},
+};
+static const as_bulk_t sql_ledger = AS_BULK(
+    "INSERT INTO ledger (order_id, line_id, currency, paid_minor, purchased) SELECT * FROM {{u}}"
+    " ON CONFLICT DO NOTHING",
+    ledger_cols);
 
 static void mark_fresh(const review_rec_t *recs, size_t n, PGresult *r, bool *fresh) {
   memset(fresh, 0, n * sizeof *fresh);
@@ -305,50 +329,47 @@ static void mark_fresh(const review_rec_t *recs, size_t n, PGresult *r, bool *fr
       }
 }
 
+static void ledger_row(as_cols_t *ledger, const review_rec_t *r, const char *line_id, int64_t paid,
+                       int32_t purchased) {
+  as_cols_str(ledger, LG_ORDER, r->order_id);
+  as_cols_str(ledger, LG_LINE, line_id);
+  as_cols_str(ledger, LG_CUR, r->c.currency);
+  as_cols_int(ledger, LG_PAID, paid);
+  as_cols_int(ledger, LG_PURCHASED, purchased);
+}
+
 static void line_rows(as_cols_t *lines, as_cols_t *ledger, const review_rec_t *r) {
   for (size_t j = 0; j < r->c.nlines; j++) {
     const review_line_t *l = &r->lines[j];
-    as_cols_str(lines, 0, r->case_id);
-    as_cols_str(lines, 1, l->line_id);
-    as_cols_str(lines, 2, l->sku);
-    as_cols_str(lines, 3, l->category);
-    as_cols_int(lines, 4, l->quantity);
-    as_cols_int(lines, 5, l->unit_minor);
-    as_cols_int(lines, 6, l->purchased);
-    as_cols_int(lines, 7, l->paid_minor);
-    as_cols_row(lines);
-    as_cols_str(ledger, 0, r->order_id);
-    as_cols_str(ledger, 1, l->line_id);
-    as_cols_str(ledger, 2, r->c.currency);
-    as_cols_int(ledger, 3, l->paid_minor);
-    as_cols_int(ledger, 4, l->purchased);
-    as_cols_row(ledger);
+    as_cols_str(lines, CL_CASE, r->case_id);
+    as_cols_str(lines, CL_LINE, l->line_id);
+    as_cols_str(lines, CL_SKU, l->sku);
+    as_cols_str(lines, CL_CATEGORY, l->category);
+    as_cols_int(lines, CL_QTY, l->quantity);
+    as_cols_int(lines, CL_UNIT, l->unit_minor);
+    as_cols_int(lines, CL_PURCHASED, l->purchased);
+    as_cols_int(lines, CL_PAID, l->paid_minor);
+    ledger_row(ledger, r, l->line_id, l->paid_minor, l->purchased);
   }
   if (r->undecidable) return; /* nothing can be refunded before a person decides */
-  as_cols_str(ledger, 0, r->order_id);
-  as_cols_str(ledger, 1, "#shipping");
-  as_cols_str(ledger, 2, r->c.currency);
-  as_cols_int(ledger, 3, r->shipping_paid_minor);
-  as_cols_int(ledger, 4, 0);
-  as_cols_row(ledger);
+  ledger_row(ledger, r, "#shipping", r->shipping_paid_minor, 0);
 }
 
-int review_record_insert(review_t *x, as_tx_t *tx, review_rec_t *recs, size_t n, bool *fresh) {
+int review_record_insert(as_tx_t *tx, review_rec_t *recs, size_t n, bool *fresh) {
   as_cols_t cases, lines, ledger;
-  as_cols_init(&cases, K_NCOLS);
-  as_cols_init(&lines, 8);
-  as_cols_init(&ledger, 5);
+  as_cols_init(&cases, &sql_cases);
+  as_cols_init(&lines, &sql_lines);
+  as_cols_init(&ledger, &sql_ledger);
   for (size_t i = 0; i < n; i++) {
     case_row(&cases, &recs[i]);
     line_rows(&lines, &ledger, &recs[i]);
   }
-  char sql[2048];
   PGresult *r = NULL;
-  int rc = as_cols_run(&cases, as_tx_db(tx), review_sql(x, sql, sizeof sql, sql_cases), &r);
+  int rc = as_cols_run(&cases, as_tx_db(tx), &r);
   if (rc == 0) mark_fresh(recs, n, r, fresh);
   PQclear(r);
-  if (rc == 0) rc = as_cols_run(&lines, as_tx_db(tx), review_sql(x, sql, sizeof sql, sql_lines), NULL);
-  if (rc == 0) rc = as_cols_run(&ledger, as_tx_db(tx), review_sql(x, sql, sizeof sql, sql_ledger), NULL);
+  if (rc == 0) rc = as_cols_run(&lines, as_tx_db(tx), NULL);
+  if (rc == 0) rc = as_cols_run(&ledger, as_tx_db(tx), NULL);
   as_cols_free(&cases);
   as_cols_free(&lines);
   as_cols_free(&ledger);
@@ -367,10 +388,10 @@ static const char sql_load[] =
     " r.ruling_final, r.return_received_at_us IS NOT NULL, r.inspection_passed IS NOT NULL,"
     " coalesce(r.inspection_passed, false), coalesce(r.approved_minor, 0), coalesce(r.offer_minor, 0),"
     " coalesce(r.offer_id, ''), r.paid_minor, r.shipping_paid_minor, r.shipping_refund"
-    " FROM %1$s.cases r JOIN cases.cases c USING (case_id) WHERE r.case_id = $1 FOR UPDATE OF r, c";
+    " FROM cases r JOIN cases.cases c USING (case_id) WHERE r.case_id = $1 FOR UPDATE OF r, c";
 
 static const char sql_load_lines[] =
-    "SELECT line_id, sku, category, quantity, unit_minor, purchased, paid_minor FROM %1$s.case_lines"
+    "SELECT line_id, sku, category, quantity, unit_minor, purchased, paid_minor FROM case_lines"
     " WHERE case_id = $1"
     " ORDER BY line_id";
 
@@ -405,11 +426,10 @@ static void fill_rec(review_rec_t *rec, PGresult *r) {
 
 /* The lines' strings are copied behind the line array, in one allocation,
  * so a record holds a single result (owner). */
-static int load_lines(review_t *x, as_tx_t *tx, review_rec_t *rec) {
-  char sql[256];
+static int load_lines(as_tx_t *tx, review_rec_t *rec) {
   const char *vals[1] = {rec->case_id};
   PGresult *r = NULL;
-  int rc = as_db_query(as_tx_db(tx), review_sql(x, sql, sizeof sql, sql_load_lines), 1, vals, &r);
+  int rc = as_db_query(as_tx_db(tx), sql_load_lines, 1, vals, &r);
   if (rc < 0) return rc;
   int n = PQntuples(r);
   size_t slots = n > 0 ? (size_t)n : 1, strbytes = 0;
@@ -440,17 +460,16 @@ static int load_lines(review_t *x, as_tx_t *tx, review_rec_t *rec) {
   return 0;
 }
 
-int review_record_load(review_t *x, as_tx_t *tx, const char *case_id, review_rec_t *rec) {
-  char sql[2048];
+int review_record_load(as_tx_t *tx, const char *case_id, review_rec_t *rec) {
   const char *vals[1] = {case_id};
   PGresult *r = NULL;
   memset(rec, 0, sizeof *rec);
-  int rc = as_db_query(as_tx_db(tx), review_sql(x, sql, sizeof sql, sql_load), 1, vals, &r);
+  int rc = as_db_query(as_tx_db(tx), sql_load, 1, vals, &r);
   if (rc < 0) return rc;
   if (PQntuples(r) == 0) {
     PQclear(r);
     return -ENOENT;
   }
   fill_rec(rec, r);
-  return load_lines(x, tx, rec);
+  return load_lines(tx, rec);
 }

@@ -31,15 +31,16 @@
 static const as_case_actor_t timer_actor = {"system", "review:deadline"};
 
 typedef struct closing {
-  const char *kind;
   as_case_state_t waiting;
   const char *rule;
 } closing_t;
 
+/* Kinds evidence, return and offer. */
+enum { CLOSE_EVIDENCE, CLOSE_RETURN, CLOSE_OFFER };
 static const closing_t closings[] = {
-    {"evidence", ST(AWAITING_EVIDENCE), "evidence.deadline_passed"},
-    {"return", ST(AWAITING_RETURN), "return.not_shipped"},
-    {"offer", ST(GOODWILL_OFFERED), "goodwill.expired"},
+    [CLOSE_EVIDENCE] = {ST(AWAITING_EVIDENCE), "evidence.deadline_passed"},
+    [CLOSE_RETURN] = {ST(AWAITING_RETURN), "return.not_shipped"},
+    [CLOSE_OFFER] = {ST(GOODWILL_OFFERED), "goodwill.expired"},
 };
 
 static int close_case(review_t *x, as_tx_t *tx, review_rec_t *rec, const closing_t *c) {
@@ -103,11 +104,12 @@ typedef struct follow {
   const char *clock, *desk;
 } follow_t;
 
+enum { FOLLOW_TRANSIT, FOLLOW_INSPECTION, FOLLOW_MEDIATION, FOLLOW_ESCALATED };
 static const follow_t follows[] = {
-    {"return:transit", ST(AWAITING_RETURN), "return_transit", "logistics_desk"},
-    {"inspection", ST(INSPECTING), "inspection", "inspection_desk"},
-    {"mediation", ST(DISPUTED), "mediation", "mediators"},
-    {"sla:escalated", ST(ESCALATED), "review", "review_supervisors"},
+    [FOLLOW_TRANSIT] = {"return:transit", ST(AWAITING_RETURN), "return_transit", "logistics_desk"},
+    [FOLLOW_INSPECTION] = {"inspection", ST(INSPECTING), "inspection", "inspection_desk"},
+    [FOLLOW_MEDIATION] = {"mediation", ST(DISPUTED), "mediation", "mediators"},
+    [FOLLOW_ESCALATED] = {"sla:escalated", ST(ESCALATED), "review", "review_supervisors"},
 };
 
 /* The case still waits where the follow-up expects: the desk hears of it
@@ -124,12 +126,6 @@ static int follow_up(review_t *x, as_tx_t *tx, review_rec_t *rec, const follow_t
   return rc;
 }
 
-/* kind names f, or f's twin. */
-static bool follow_kind(const follow_t *f, const char *kind) {
-  size_t len = strlen(f->kind);
-  return strncmp(kind, f->kind, len) == 0 && (kind[len] == '\0' || strcmp(kind + len, "+") == 0);
-}
-
 int review_timers_arm(as_tx_t *tx, const char *case_id, const char *kind, int64_t wait_us) {
   return as_deadline_set(tx, case_id, kind, as_now_us() + wait_us);
 }
@@ -141,16 +137,51 @@ int review_timers_cancel(as_tx_t *tx, const char *case_id, const char *kind) {
   return rc ? rc : as_deadline_cancel(tx, case_id, twin);
 }
 
-int review_timers_fire(review_t *x, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us) {
+typedef int (*timer_fn)(review_t *x, as_tx_t *tx, review_rec_t *rec, const char *kind, int64_t due_us,
+                        size_t which);
+
+static int on_close(review_t *x, as_tx_t *tx, review_rec_t *rec, const char *kind, int64_t due_us,
+                    size_t which) {
+  (void)kind;
+  (void)due_us;
+  return close_case(x, tx, rec, &closings[which]);
+}
+
+static int on_breach(review_t *x, as_tx_t *tx, review_rec_t *rec, const char *kind, int64_t due_us,
+                     size_t which) {
+  (void)kind;
+  (void)due_us;
+  (void)which;
+  return review_breach(x, tx, rec, "sla:escalated");
+}
+
+static int on_follow(review_t *x, as_tx_t *tx, review_rec_t *rec, const char *kind, int64_t due_us,
+                     size_t which) {
+  return follow_up(x, tx, rec, &follows[which], kind, due_us);
+}
+
+/* Loads the case a deadline is keyed by and hands it to fn; a case review
+ * does not hold has nothing left to time. */
+static int with_case(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us,
+                     timer_fn fn, size_t which) {
   review_rec_t rec;
-  int rc = review_record_load(x, tx, case_id, &rec);
+  int rc = review_record_load(tx, case_id, &rec);
   if (rc == -ENOENT) return 0;
-  if (rc < 0) return rc;
-  if (strcmp(kind, "sla:review") == 0) rc = review_breach(x, tx, &rec, "sla:escalated");
-  for (size_t i = 0; i < sizeof closings / sizeof closings[0]; i++)
-    if (strcmp(kind, closings[i].kind) == 0) rc = close_case(x, tx, &rec, &closings[i]);
-  for (size_t i = 0; i < sizeof follows / sizeof follows[0]; i++)
-    if (follow_kind(&follows[i], kind)) rc = follow_up(x, tx, &rec, &follows[i], kind, due_us);
+  if (rc == 0) rc = fn(state, tx, &rec, kind, due_us, which);
   review_rec_free(&rec);
   return rc;
 }
+
+/* The deadline kinds' entry points (review.h, main.c's table). */
+#define TIMER(name, fn, which)                                                                        \
+  int review_timers_##name(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us) { \
+    return with_case(state, tx, case_id, kind, due_us, fn, which);                                    \
+  }
+TIMER(evidence, on_close, CLOSE_EVIDENCE)
+TIMER(return_due, on_close, CLOSE_RETURN)
+TIMER(offer, on_close, CLOSE_OFFER)
+TIMER(sla, on_breach, 0)
+TIMER(transit, on_follow, FOLLOW_TRANSIT)
+TIMER(inspection, on_follow, FOLLOW_INSPECTION)
+TIMER(mediation, on_follow, FOLLOW_MEDIATION)
+TIMER(escalated, on_follow, FOLLOW_ESCALATED)

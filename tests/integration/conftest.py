@@ -928,26 +928,22 @@ def _db_fingerprint(h, schemas):
     return parts
 
 
-def _topic_ident(name):
-    """AS_TOPIC_NAME_<ident> of a topic name (scripts/gen_topics.sh's rule)."""
-    return re.sub(r"[.-]", "_", re.sub(r"\.v[0-9]+$", "", re.sub(r"^aftersales\.", "", name))).upper()
-
-
 _SUBSCRIPTIONS = {}
 
 
 def subscriptions(service):
-    """The topics a worker binary subscribes to, read from its source (the
-    topics[] array of tests/probe/probe.c or services/<service>/main.c), so
-    that settle() knows them before the group has committed anything."""
+    """The topics a worker binary subscribes to, from the consumers column of
+    proto/topics.tsv (the one declaration the workers' subscriptions and the
+    Kubernetes triggers come from), so that settle() knows them before the
+    group has committed anything."""
     if service not in _SUBSCRIPTIONS:
-        src = ROOT / ("tests/probe/probe.c" if service == "probe" else f"services/{service}/main.c")
-        m = re.search(r"\btopics\[\]\s*=\s*\{([^}]*)\}", src.read_text())
-        assert m, f"{src}: no topics[] array to read the subscription from"
-        names = {_topic_ident(t): t for t in PARTITIONS}
-        idents = re.findall(r"AS_TOPIC_NAME_(\w+)", m.group(1))
-        assert idents and all(i in names for i in idents), f"{src}: topics[] {m.group(1)!r}"
-        _SUBSCRIPTIONS[service] = tuple(names[i] for i in idents)
+        subs = []
+        for line in TOPICS_TSV.read_text().splitlines():
+            f = line.split()
+            if len(f) >= 4 and not line.startswith("#") and service in f[3].split(","):
+                subs.append(f[0])
+        assert subs, f"{TOPICS_TSV}: no topic names {service} among its consumers"
+        _SUBSCRIPTIONS[service] = tuple(subs)
     return _SUBSCRIPTIONS[service]
 
 

@@ -218,17 +218,17 @@ static inline int as_test_pg_waits_on_lock(PGconn *c, int pid) {
 }
 
 /* A batch transaction context on the case's schema, as a worker has one:
- * its own connection (application_name app) and an as_tx_t over it. */
+ * its own connection (application_name app, search_path the case's schema)
+ * and an as_tx_t over it. */
 #define as_test_pg_tx_setup(pg, db, conf, tx, app) \
   as_test_pg_tx_setup_at(__FILE__, __LINE__, pg, db, conf, tx, app)
 static inline void as_test_pg_tx_setup_at(const char *file, int line, as_test_pg_t *pg, as_db_t *db,
                                           as_tx_conf_t *conf, as_tx_t *tx, const char *app) {
   as_test_pg_setup_at(file, line, pg);
-  as_db_init(db, pg->dsn, app, NULL);
+  as_db_init(db, pg->dsn, app, pg->schema, NULL);
   as_test_check_int(file, line, "as_db_ensure(db)", "0", as_db_ensure(db), 0);
   *conf = (as_tx_conf_t){.service = "test",
                          .instance = "test-1",
-                         .schema = pg->schema,
                          .group_id = "test",
                          .dlq_topic = "aftersales.deadletter.v1",
                          .dlq_max_bytes = 1024};

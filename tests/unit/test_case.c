@@ -458,7 +458,7 @@ AS_TEST(row_lock_makes_a_second_reader_wait) {
 
   fix_setup(&f);
   open_committed(&f);
-  as_db_init(&b, f.pg.dsn, "test_case_b", NULL);
+  as_db_init(&b, f.pg.dsn, "test_case_b", f.pg.schema, NULL);
   AS_CHECK_INT_EQ(as_db_ensure(&b), 0);
 
   AS_CHECK_INT_EQ(as_db_begin(&f.db), 0);
@@ -522,7 +522,7 @@ AS_TEST(concurrent_transitions_serialise) {
 
   fix_setup(&f);
   open_committed(&f);
-  as_db_init(&bdb, f.pg.dsn, "test_case_b", NULL);
+  as_db_init(&bdb, f.pg.dsn, "test_case_b", f.pg.schema, NULL);
   AS_CHECK_INT_EQ(as_db_ensure(&bdb), 0);
   as_tx_init(&btx, &bdb, &f.conf);
 
@@ -904,7 +904,7 @@ AS_TEST(transition_many_locks_in_case_id_order) {
   fix_setup(&f);
   static const char *const sfx[] = {"a", "b"};
   open_subs_committed(&f, sfx, 2, ids);
-  as_db_init(&bdb, f.pg.dsn, "test_case_b", NULL);
+  as_db_init(&bdb, f.pg.dsn, "test_case_b", f.pg.schema, NULL);
   AS_CHECK_INT_EQ(as_db_ensure(&bdb), 0);
   as_tx_init(&btx, &bdb, &f.conf);
 

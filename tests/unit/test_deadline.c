@@ -272,7 +272,7 @@ AS_TEST(concurrent_scans_never_share_a_row) {
     snprintf(id, sizeof id, "C%d", i);
     set_committed(&f, id, "k", now - 10000000 + i);
   }
-  as_db_init(&bdb, f.pg.dsn, "test_deadline_b", NULL);
+  as_db_init(&bdb, f.pg.dsn, "test_deadline_b", f.pg.schema, NULL);
   AS_CHECK_INT_EQ(as_db_ensure(&bdb), 0);
   as_tx_init(&btx, &bdb, &f.conf);
   AS_CHECK_INT_EQ(as_db_query(&bdb, "SET lock_timeout = '1s'", 0, NULL, NULL), 0);
@@ -294,7 +294,7 @@ AS_TEST(concurrent_scans_never_share_a_row) {
   as_db_t cdb;
   as_tx_t ctx;
   memset(&gc, 0, sizeof gc);
-  as_db_init(&cdb, f.pg.dsn, "test_deadline_c", NULL);
+  as_db_init(&cdb, f.pg.dsn, "test_deadline_c", f.pg.schema, NULL);
   AS_CHECK_INT_EQ(as_db_ensure(&cdb), 0);
   as_tx_init(&ctx, &cdb, &f.conf);
   AS_CHECK_INT_EQ(as_db_query(&cdb, "SET lock_timeout = '1s'", 0, NULL, NULL), 0);
@@ -330,7 +330,7 @@ AS_TEST(skip_locked_returns_nothing_while_held) {
   fix_setup(&f);
   set_committed(&f, "C1", "k", now - 2000000);
   set_committed(&f, "C2", "k", now - 1000000);
-  as_db_init(&bdb, f.pg.dsn, "test_deadline_b", NULL);
+  as_db_init(&bdb, f.pg.dsn, "test_deadline_b", f.pg.schema, NULL);
   AS_CHECK_INT_EQ(as_db_ensure(&bdb), 0);
   as_tx_init(&btx, &bdb, &f.conf);
   AS_CHECK_INT_EQ(as_db_query(&bdb, "SET lock_timeout = '1s'", 0, NULL, NULL), 0);

@@ -1,5 +1,6 @@
 /* Unit tests for as_metrics: the exact exposition text of a small registry,
- * get-or-create rules, number formatting, label escaping and quantiles. */
+ * get-or-create rules, number formatting, label escaping, quantiles, and a
+ * service's metrics table registered into its state. */
 #include "as_metrics.h"
 #include "as_test.h"
 
@@ -259,4 +260,64 @@ AS_TEST(label_escape) {
     if (rows[i].out != NULL)
       AS_CHECK_STR_EQ(buf, rows[i].out);
   }
+}
+
+/* A service's table: every series created and its pointer stored in the
+ * state's field (series of one name with different labels included). */
+typedef struct svc_state {
+  int before;
+  as_counter_t *opened, *by_kind[3];
+  as_gauge_t *depth;
+  as_histogram_t *latency;
+  int after;
+} svc_state_t;
+
+static const as_metric_def_t SVC_METRICS[] = {
+    AS_COUNTER(svc_state_t, opened, "as_svc_opened_total", NULL, "Opened."),
+    AS_COUNTER(svc_state_t, by_kind[1], "as_svc_kind_total", "kind=\"a\"", "By kind."),
+    AS_COUNTER(svc_state_t, by_kind[2], "as_svc_kind_total", "kind=\"b\"", "By kind."),
+    AS_GAUGE(svc_state_t, depth, "as_svc_depth", NULL, "Depth."),
+    AS_HISTOGRAM(svc_state_t, latency, "as_svc_seconds", NULL, "Latency.", LAT_BOUNDS),
+};
+
+AS_TEST(register_table) {
+  as_metrics_t *m = as_metrics_new("svc", "i-1");
+  svc_state_t st = {.before = 7, .after = 9};
+  char err[160] = "";
+
+  AS_CHECK(m != NULL);
+  AS_CHECK_INT_EQ(as_metrics_register(m, SVC_METRICS, sizeof SVC_METRICS / sizeof SVC_METRICS[0], &st, err,
+                                      sizeof err),
+                  0);
+  AS_CHECK_STR_EQ(err, "");
+  AS_CHECK(st.opened == as_metrics_counter(m, "as_svc_opened_total", "x", NULL));
+  AS_CHECK(st.by_kind[0] == NULL);
+  AS_CHECK(st.by_kind[1] == as_metrics_counter(m, "as_svc_kind_total", "x", "kind=\"a\""));
+  AS_CHECK(st.by_kind[2] == as_metrics_counter(m, "as_svc_kind_total", "x", "kind=\"b\""));
+  AS_CHECK(st.by_kind[1] != st.by_kind[2]);
+  AS_CHECK(st.depth == as_metrics_gauge(m, "as_svc_depth", "x", NULL));
+  AS_CHECK(st.latency != NULL);
+  AS_CHECK_INT_EQ(st.before, 7);
+  AS_CHECK_INT_EQ(st.after, 9);
+  as_counter_add(st.by_kind[2], 2);
+  as_histogram_observe(st.latency, 0.05);
+  AS_CHECK_INT_EQ(as_counter_value(st.by_kind[2]), 2);
+  AS_CHECK_INT_EQ(as_histogram_count(st.latency), 1);
+  as_metrics_free(m);
+}
+
+/* A name already registered with another type: -ENOMEM naming the series. */
+AS_TEST(register_refuses_a_type_clash) {
+  as_metrics_t *m = as_metrics_new("svc", "i-1");
+  svc_state_t st = {0};
+  char err[160] = "";
+  static const as_metric_def_t clash[] = {
+      AS_COUNTER(svc_state_t, opened, "as_svc_depth", NULL, "Opened."),
+  };
+
+  AS_CHECK(as_metrics_gauge(m, "as_svc_depth", "Depth.", NULL) != NULL);
+  AS_CHECK_INT_EQ(as_metrics_register(m, clash, 1, &st, err, sizeof err), -ENOMEM);
+  AS_CHECK(strstr(err, "as_svc_depth") != NULL);
+  AS_CHECK(st.opened == NULL);
+  as_metrics_free(m);
 }

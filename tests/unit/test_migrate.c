@@ -1,6 +1,7 @@
 /* Unit tests for as_migrate: the identifier table; then, against
- * PostgreSQL, applying a list once (and not again), {{schema}}
- * substitution, sources sharing a schema, a failing migration that leaves
+ * PostgreSQL, applying a list once (and not again), unqualified names
+ * landing in the target schema (its search_path, local to the migration),
+ * sources sharing a schema, a failing migration that leaves
  * nothing half-applied, a refused schema name, the per-schema advisory lock
  * that makes concurrent starts safe, and the real runtime list. */
 #include "as_migrate.h"
@@ -79,19 +80,19 @@ static void recorded(fix_t *f, char *out, size_t outlen) {
 }
 
 static const as_migration_t TWO[] = {
-    {"001_a", "CREATE TABLE {{schema}}.a (x int PRIMARY KEY);"},
+    {"001_a", "CREATE TABLE a (x int PRIMARY KEY);"},
     {"002_b",
-     "CREATE TABLE {{schema}}.b (y int REFERENCES {{schema}}.a (x));\n"
-     "INSERT INTO {{schema}}.a VALUES (1);\n"
-     "INSERT INTO {{schema}}.b VALUES (1);\n"
-     "COMMENT ON TABLE {{schema}}.b IS 'in {{schema}}';"},
+     "CREATE TABLE b (y int REFERENCES a (x));\n"
+     "INSERT INTO a VALUES (1);\n"
+     "INSERT INTO b VALUES (1);\n"
+     "CREATE TABLE here AS SELECT current_schema() AS s;"},
     {NULL, NULL},
 };
 
 static const as_migration_t THREE[] = {
-    {"001_a", "CREATE TABLE {{schema}}.a (x int PRIMARY KEY);"},
+    {"001_a", "CREATE TABLE a (x int PRIMARY KEY);"},
     {"002_b", "this text is not run again: 002_b is recorded"},
-    {"003_c", "CREATE TABLE {{schema}}.c ();"},
+    {"003_c", "CREATE TABLE c ();"},
     {NULL, NULL},
 };
 
@@ -100,6 +101,8 @@ AS_TEST(apply_once) {
   char err[512] = "", rec[256];
 
   fix_setup(&f);
+  char path_before[256], path_after[256];
+  AS_PG_STR(f.conn, "SHOW search_path", 0, NULL, path_before);
   AS_CHECK_INT_EQ(as_migrate_apply(f.conn, f.schema, "test", TWO, err, sizeof err), 2);
   AS_CHECK_STR_EQ(err, "");
   AS_CHECK_INT_EQ(has_table(&f, "a"), 1);
@@ -107,14 +110,13 @@ AS_TEST(apply_once) {
   recorded(&f, rec, sizeof rec);
   AS_CHECK_STR_EQ(rec, "test:001_a test:002_b");
 
-  /* {{schema}} replaced everywhere, inside a string literal too. */
+  /* Unqualified names ran in the schema (its search_path), and only
+   * there: the session's own search_path is what it was. */
   char sql[256], got[128];
-  AS_PG_STR(f.check,
-            as_test_pg_sql(sql, sizeof sql, "SELECT obj_description('%s.b'::regclass)", f.schema),
-            0, NULL, got);
-  char want[128];
-  snprintf(want, sizeof want, "in %s", f.schema);
-  AS_CHECK_STR_EQ(got, want);
+  AS_PG_STR(f.check, as_test_pg_sql(sql, sizeof sql, "SELECT s FROM %s.here", f.schema), 0, NULL, got);
+  AS_CHECK_STR_EQ(got, f.schema);
+  AS_PG_STR(f.conn, "SHOW search_path", 0, NULL, path_after);
+  AS_CHECK_STR_EQ(path_after, path_before);
   AS_CHECK_INT_EQ(
       AS_PG_INT(f.check, as_test_pg_sql(sql, sizeof sql, "SELECT count(*) FROM %s.b", f.schema), 0,
                 NULL),
@@ -149,7 +151,7 @@ AS_TEST(sources_share_a_schema) {
   fix_t f;
   char err[512] = "", rec[256];
   static const as_migration_t other[] = {
-      {"001_a", "CREATE TABLE {{schema}}.other_a ();"},
+      {"001_a", "CREATE TABLE other_a ();"},
       {NULL, NULL},
   };
 
@@ -182,24 +184,23 @@ AS_TEST(failing_migration_leaves_nothing_half_applied) {
   fix_t f;
   char err[512] = "", rec[256];
   static const as_migration_t bad[] = {
-      {"001_a", "CREATE TABLE {{schema}}.a (x int);"},
+      {"001_a", "CREATE TABLE a (x int);"},
       {"002_half",
-       "CREATE TABLE {{schema}}.half (x int);\n"
-       "INSERT INTO {{schema}}.no_such_table VALUES (1);"},
-      {"003_c", "CREATE TABLE {{schema}}.c ();"},
+       "CREATE TABLE half (x int);\n"
+       "INSERT INTO no_such_table VALUES (1);"},
+      {"003_c", "CREATE TABLE c ();"},
       {NULL, NULL},
   };
   static const as_migration_t fixed[] = {
-      {"001_a", "CREATE TABLE {{schema}}.a (x int);"},
-      {"002_half", "CREATE TABLE {{schema}}.half (x int);"},
-      {"003_c", "CREATE TABLE {{schema}}.c ();"},
+      {"001_a", "CREATE TABLE a (x int);"},
+      {"002_half", "CREATE TABLE half (x int);"},
+      {"003_c", "CREATE TABLE c ();"},
       {NULL, NULL},
   };
 
   fix_setup(&f);
   AS_CHECK_INT_EQ(as_migrate_apply(f.conn, f.schema, "test", bad, err, sizeof err), -EIO);
-  char want[256];
-  snprintf(want, sizeof want, "relation \"%s.no_such_table\" does not exist", f.schema);
+  const char *want = "relation \"no_such_table\" does not exist";
   if (strstr(err, want) == NULL) AS_CHECK_STR_EQ(err, want);
   AS_CHECK_INT_EQ(has_table(&f, "a"), 1);
   AS_CHECK_INT_EQ(has_table(&f, "half"), 0);
@@ -230,7 +231,7 @@ AS_TEST(syntax_error_is_eio) {
   fix_t f;
   char err[512] = "", rec[64];
   static const as_migration_t bad[] = {
-      {"001_bad", "CREATE TABLE {{schema}}.t (x int;"},
+      {"001_bad", "CREATE TABLE t (x int;"},
       {NULL, NULL},
   };
 

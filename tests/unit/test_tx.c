@@ -38,11 +38,10 @@ static void fix_setup(fix_t *f) {
 
   memset(f, 0, sizeof *f);
   as_test_pg_setup(&f->pg);
-  as_db_init(&f->db, f->pg.dsn, "test_tx", NULL);
+  as_db_init(&f->db, f->pg.dsn, "test_tx", f->pg.schema, NULL);
   AS_CHECK_INT_EQ(as_db_ensure(&f->db), 0);
   f->conf = (as_tx_conf_t){.service = "probe",
                            .instance = "probe-1",
-                           .schema = f->pg.schema,
                            .group_id = GROUP,
                            .dlq_topic = DLQ_TOPIC,
                            .dlq_max_bytes = 1024};
@@ -607,6 +606,7 @@ AS_TEST(flush_with_longest_channel_name) {
   out_env_t o;
   char sql[256], schema[64];
   as_tx_t tx;
+  as_db_t ldb;
 
   fix_setup(&f);
   as_test_pg_unique_name(schema, sizeof schema, "l");
@@ -614,15 +614,16 @@ AS_TEST(flush_with_longest_channel_name) {
   memset(schema + n, 'x', 53 - n);
   schema[53] = '\0';
   as_test_pg_migrate_at(__FILE__, __LINE__, f.pg.conn, schema, "runtime", as_sql_runtime);
-  as_tx_conf_t conf = f.conf;
-  conf.schema = schema;
-  as_tx_init(&tx, &f.db, &conf);
+  as_db_init(&ldb, f.pg.dsn, "test_tx_long", schema, NULL);
+  AS_CHECK_INT_EQ(as_db_ensure(&ldb), 0);
+  as_tx_init(&tx, &ldb, &f.conf);
   make_out(&o, "CASE-5", 1);
   AS_CHECK_INT_EQ(as_tx_publish(&tx, NULL, "aftersales.review.v1", "CASE-5", &o.env), 0);
   int rc = as_tx_flush(&tx, NULL, 0);
-  if (rc != 0) fprintf(stderr, "# %s\n", f.db.err);
+  if (rc != 0) fprintf(stderr, "# %s\n", ldb.err);
   AS_CHECK_INT_EQ(rc, 0);
   as_tx_free(&tx);
+  as_db_close(&ldb);
   AS_CHECK_INT_EQ(
       AS_PG_INT(f.pg.conn,
                 as_test_pg_sql(sql, sizeof sql, "SELECT count(*) FROM %s.outbox", schema), 0, NULL),

@@ -1,11 +1,11 @@
--- Intake's own tables ({{schema}}): the order projection built from order
+-- Intake's own tables (its schema): the order projection built from order
 -- events, the requests it turned into cases, and requests held for an order
 -- not seen yet.
 --
 -- Each column group carries the timestamp of the event that wrote it, and an
 -- upsert only overwrites a group with an event at least as recent: events
 -- arriving out of order or twice converge to the same row.
-CREATE TABLE {{schema}}.orders (
+CREATE TABLE orders (
   order_id            text PRIMARY KEY,
   buyer_id            text,
   merchant_id         text,
@@ -24,7 +24,7 @@ CREATE TABLE {{schema}}.orders (
   updated_at          timestamptz NOT NULL DEFAULT now()
 );
 
-CREATE TABLE {{schema}}.order_lines (
+CREATE TABLE order_lines (
   order_id      text NOT NULL,
   line_id       text NOT NULL,
   sku           text NOT NULL,
@@ -38,7 +38,7 @@ CREATE TABLE {{schema}}.order_lines (
   PRIMARY KEY (order_id, line_id)
 );
 
-CREATE TABLE {{schema}}.shipments (
+CREATE TABLE shipments (
   order_id         text NOT NULL,
   shipment_id      text NOT NULL,
   carrier          text,
@@ -48,11 +48,11 @@ CREATE TABLE {{schema}}.shipments (
   proof            text,
   PRIMARY KEY (order_id, shipment_id)
 );
-CREATE INDEX shipments_tracking ON {{schema}}.shipments (tracking_number);
+CREATE INDEX shipments_tracking ON shipments (tracking_number);
 
 -- One row per (buyer, idempotency key) that opened a case: the key's case id
 -- is derived from the pair, so a repeat finds this row and the case.
-CREATE TABLE {{schema}}.requests (
+CREATE TABLE requests (
   buyer_id         text NOT NULL,
   idempotency_key  text NOT NULL,
   request_id       text NOT NULL,
@@ -70,7 +70,7 @@ CREATE TABLE {{schema}}.requests (
 
 -- Requests for an order the projection has not seen: the original envelope
 -- bytes, replayed when the order arrives or rejected when the hold expires.
-CREATE TABLE {{schema}}.held_requests (
+CREATE TABLE held_requests (
   request_id       text PRIMARY KEY,
   order_id         text NOT NULL,
   buyer_id         text NOT NULL,
@@ -79,4 +79,4 @@ CREATE TABLE {{schema}}.held_requests (
   held_at          timestamptz NOT NULL DEFAULT now(),
   UNIQUE (buyer_id, idempotency_key)
 );
-CREATE INDEX held_requests_order ON {{schema}}.held_requests (order_id);
+CREATE INDEX held_requests_order ON held_requests (order_id);

@@ -1,10 +1,10 @@
--- Review's own tables (schema {{schema}}): what review knows of each case it
+-- Review's own tables (its schema): what review knows of each case it
 -- decides, the decision, and the money. The case's state lives in the shared
 -- cases.cases and changes only through as_case_transition_many.
 
 -- One row per case routed to review, from CaseOpened (event-carried facts:
 -- review never reads intake's projection), with the latest decision.
-CREATE TABLE {{schema}}.cases (
+CREATE TABLE cases (
   case_id            text PRIMARY KEY,
   case_number        text NOT NULL,
   order_id           text NOT NULL,
@@ -51,10 +51,10 @@ CREATE TABLE {{schema}}.cases (
   recorded_at        timestamptz NOT NULL DEFAULT now(),
   updated_at         timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX cases_order ON {{schema}}.cases (order_id);
+CREATE INDEX cases_order ON cases (order_id);
 
-CREATE TABLE {{schema}}.case_lines (
-  case_id     text NOT NULL REFERENCES {{schema}}.cases (case_id),
+CREATE TABLE case_lines (
+  case_id     text NOT NULL REFERENCES cases (case_id),
   line_id     text NOT NULL,
   sku         text NOT NULL,
   category    text NOT NULL,
@@ -67,7 +67,7 @@ CREATE TABLE {{schema}}.case_lines (
 -- fee): what was paid and what has been refunded. The first case of an
 -- order writes the paid figures; later ones cannot raise them. The CHECK is
 -- the last word: no code path, however wrong, refunds more than was paid.
-CREATE TABLE {{schema}}.ledger (
+CREATE TABLE ledger (
   order_id        text NOT NULL,
   line_id         text NOT NULL,
   currency        char(3) NOT NULL,
@@ -79,9 +79,9 @@ CREATE TABLE {{schema}}.ledger (
 
 -- One refund per case: the id is derived from the case, and the case id is
 -- unique, so a redelivered approval or receipt cannot pay twice.
-CREATE TABLE {{schema}}.refunds (
+CREATE TABLE refunds (
   refund_id       uuid PRIMARY KEY,
-  case_id         text NOT NULL UNIQUE REFERENCES {{schema}}.cases (case_id),
+  case_id         text NOT NULL UNIQUE REFERENCES cases (case_id),
   order_id        text NOT NULL,
   currency        char(3) NOT NULL,
   items_minor     bigint NOT NULL CHECK (items_minor >= 0),
@@ -93,8 +93,8 @@ CREATE TABLE {{schema}}.refunds (
   CHECK (total_minor = items_minor + shipping_minor + goodwill_minor)
 );
 
-CREATE TABLE {{schema}}.refund_lines (
-  refund_id     uuid NOT NULL REFERENCES {{schema}}.refunds (refund_id),
+CREATE TABLE refund_lines (
+  refund_id     uuid NOT NULL REFERENCES refunds (refund_id),
   order_id      text NOT NULL,
   line_id       text NOT NULL,
   amount_minor  bigint NOT NULL CHECK (amount_minor > 0),
@@ -103,9 +103,10 @@ CREATE TABLE {{schema}}.refund_lines (
 
 -- Every refunded line is charged to the ledger in the same statement's
 -- transaction; a line without a ledger row cannot be refunded at all.
-CREATE FUNCTION {{schema}}.refund_line_charge() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION refund_line_charge() RETURNS trigger LANGUAGE plpgsql
+  SET search_path FROM CURRENT AS $$
 BEGIN
-  UPDATE {{schema}}.ledger SET refunded_minor = refunded_minor + NEW.amount_minor
+  UPDATE ledger SET refunded_minor = refunded_minor + NEW.amount_minor
    WHERE order_id = NEW.order_id AND line_id = NEW.line_id;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'no ledger row for order % line %', NEW.order_id, NEW.line_id
@@ -113,18 +114,18 @@ BEGIN
   END IF;
   RETURN NEW;
 END $$;
-CREATE TRIGGER refund_lines_charge AFTER INSERT ON {{schema}}.refund_lines
-  FOR EACH ROW EXECUTE FUNCTION {{schema}}.refund_line_charge();
+CREATE TRIGGER refund_lines_charge AFTER INSERT ON refund_lines
+  FOR EACH ROW EXECUTE FUNCTION refund_line_charge();
 
 -- Exchanges and coupons: one per case as well.
-CREATE TABLE {{schema}}.exchanges (
+CREATE TABLE exchanges (
   exchange_id  uuid PRIMARY KEY,
-  case_id      text NOT NULL UNIQUE REFERENCES {{schema}}.cases (case_id),
+  case_id      text NOT NULL UNIQUE REFERENCES cases (case_id),
   requested_at timestamptz NOT NULL DEFAULT now()
 );
-CREATE TABLE {{schema}}.coupons (
+CREATE TABLE coupons (
   coupon_id    uuid PRIMARY KEY,
-  case_id      text NOT NULL UNIQUE REFERENCES {{schema}}.cases (case_id),
+  case_id      text NOT NULL UNIQUE REFERENCES cases (case_id),
   currency     char(3) NOT NULL,
   value_minor  bigint NOT NULL CHECK (value_minor > 0),
   issued_at    timestamptz NOT NULL DEFAULT now()

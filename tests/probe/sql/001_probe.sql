@@ -1,6 +1,6 @@
 -- The probe worker's state: how many distinct probes each probe id saw.
 -- The CHECK bound lets tests provoke a constraint failure on purpose.
-CREATE TABLE {{schema}}.probe_state (
+CREATE TABLE probe_state (
   probe_id     text PRIMARY KEY,
   count        bigint NOT NULL,
   last_seq     bigint NOT NULL,
