@@ -85,7 +85,7 @@ FUZZ_REPLAY := $(patsubst %,$(B)/tests/fuzz_%,$(FUZZ_NAMES))
 FUZZ_BIN    := $(patsubst %,$(B)/bin/fuzz_%,$(FUZZ_NAMES))
 FUZZ_OBJ_policy := $(B)/obj/services/review/review_policy.o $(B)/obj/services/review/review_decide.o
 
-.PHONY: all build test-bins deps test run bench fuzz fuzz-bins clean
+.PHONY: all build test-bins deps test run bench fuzz fuzz-bins format clean
 .DEFAULT_GOAL := all
 
 all: deps build test-bins
@@ -217,6 +217,10 @@ bench: deps
 # Each libFuzzer target for FUZZ_SECONDS over its seeds; what it finds goes
 # to build/fuzz/corpus/<name> (inputs) and build/fuzz/crash/<name>/ (a
 # crash, which fails this goal after the other targets have run).
+# Rewrites the C sources to .clang-format; `make test` checks nothing differs.
+format: deps
+	scripts/format.sh
+
 fuzz: deps
 	$(MAKE) --no-print-directory B=build/fuzz SAN=fuzz fuzz-bins
 	@failed=; for n in $(FUZZ_NAMES); do \

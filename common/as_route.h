@@ -9,9 +9,11 @@
  * has one. So bulk work (a projection, the batch's new cases) happens
  * before the per-message events that may depend on it, and the per-message
  * events of one case keep their order. A message a handler marks dead
- * (as_tx_reject) gets no further call. A payload without a row is taken
- * into the inbox and ignored (someone else's event on a shared topic),
- * unless the service refuses unrouted payloads (as_service_t).
+ * (as_tx_reject) gets no further call. A payload without a row is ignored
+ * (someone else's event on a shared topic, or the service's own read back):
+ * not claimed in the inbox, since it changes nothing, and counted in
+ * as_messages_ignored_total; unless the service refuses unrouted payloads
+ * (as_service_t), which dead-letters them.
  *
  * Deadline kinds: one row per kind; "hold:*" matches every kind that
  * starts with "hold:", other rows match exactly; the first row that

@@ -161,7 +161,7 @@ static int mark_duplicates(as_msg_t *msgs, size_t n, PGresult *r) {
   for (size_t i = 0; i < fresh; i++) ids[i] = PQgetvalue(r, (int)i, 0);
   qsort(ids, fresh, sizeof *ids, cmp_str);
   for (size_t i = 0; i < n; i++) {
-    if (!msgs[i].env) continue;
+    if (!msgs[i].env || msgs[i].state == AS_MSG_IGNORED) continue;
     char *key = msgs[i].env->event_id;
     char **hit = bsearch(&key, ids, fresh, sizeof *ids, cmp_str);
     size_t at = hit ? (size_t)(hit - ids) : 0;
@@ -177,7 +177,7 @@ int as_tx_inbox_claim(as_tx_t *tx, as_msg_t *msgs, size_t n) {
   as_cols_t c;
   as_cols_init(&c, &sql_inbox);
   for (size_t i = 0; i < n; i++) {
-    if (!msgs[i].env) continue;
+    if (!msgs[i].env || msgs[i].state == AS_MSG_IGNORED) continue;
     as_cols_str(&c, IN_EVENT, msgs[i].env->event_id);
     as_cols_str(&c, IN_TOPIC, rd_kafka_topic_name(msgs[i].rkm->rkt));
     as_cols_int(&c, IN_PARTITION, msgs[i].rkm->partition);

@@ -27,6 +27,7 @@ typedef enum {
   AS_MSG_NEW = 0,   /* first delivery: the handler applies it */
   AS_MSG_DUPLICATE, /* event id already in the inbox: skipped */
   AS_MSG_DEAD,      /* refused: goes to the dead-letter topic */
+  AS_MSG_IGNORED,   /* no route in this service: changes nothing, so not claimed either */
 } as_msg_state_t;
 
 typedef struct as_msg {

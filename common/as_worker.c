@@ -83,7 +83,7 @@ struct as_worker {
   uint64_t drain_deadline, batches;
   int open_handles, exit_code;
   struct {
-    as_counter_t *processed, *duplicates, *failed, *retries;
+    as_counter_t *processed, *duplicates, *ignored, *failed, *retries;
     as_histogram_t *batch_size, *batch_seconds;
     as_gauge_t *lag, *ready;
   } m;
@@ -101,11 +101,11 @@ static void failpoint(const as_worker_t *w, const char *where) {
 
 /* ---- batch ------------------------------------------------------------ */
 
-static bool accepted(const as_worker_t *w, Aftersales__V1__Envelope__PayloadCase c) {
-  return !w->svc->refuse_unrouted || as_route_find(w->svc->routes, w->svc->nroutes, c);
-}
-
-/* Turns raw bytes into a trusted envelope, or marks the message dead. */
+/* Turns raw bytes into a trusted envelope, or marks the message dead; a
+ * payload the service has no route for is ignored (or dead if the service
+ * refuses those). Ignored messages skip the inbox: a worker's own events
+ * come back on the topics it reads (review's CaseStateChanged on cases.v1),
+ * and claiming each would cost a row for a message that changes nothing. */
 static void admit(as_worker_t *w, as_msg_t *m) {
   const rd_kafka_message_t *k = m->rkm;
   if (k->len > (size_t)w->conf.max_message_bytes) {
@@ -119,9 +119,13 @@ static void admit(as_worker_t *w, as_msg_t *m) {
   m->env = as_envelope_decode(k->payload, k->len, &reason, detail, sizeof detail);
   if (!m->env) {
     as_tx_mark_dead(m, reason, detail);
-  } else if (!accepted(w, m->env->payload_case)) {
-    snprintf(detail, sizeof detail, "%s is not handled by %s", m->env->event_type, w->svc->name);
-    as_tx_mark_dead(m, AS_DLQ_UNEXPECTED_PAYLOAD, detail);
+  } else if (!as_route_find(w->svc->routes, w->svc->nroutes, m->env->payload_case)) {
+    if (w->svc->refuse_unrouted) {
+      snprintf(detail, sizeof detail, "%s is not handled by %s", m->env->event_type, w->svc->name);
+      as_tx_mark_dead(m, AS_DLQ_UNEXPECTED_PAYLOAD, detail);
+    } else {
+      m->state = AS_MSG_IGNORED;
+    }
   }
 }
 
@@ -192,10 +196,11 @@ static void commit_offsets(as_worker_t *w) {
 }
 
 static void count_batch(as_worker_t *w, double seconds) {
-  size_t dup = 0, dead = 0;
+  size_t dup = 0, dead = 0, ignored = 0;
   for (size_t i = 0; i < w->nbatch; i++) {
     as_msg_t *m = &w->batch[i];
     if (m->state == AS_MSG_DUPLICATE) dup++;
+    if (m->state == AS_MSG_IGNORED) ignored++;
     if (m->state != AS_MSG_DEAD) continue;
     dead++;
     char labels[96];
@@ -208,8 +213,9 @@ static void count_batch(as_worker_t *w, double seconds) {
             AS_F_STR("case_id", m->env ? m->env->case_id : NULL),
             AS_F_STR("trace_id", m->env ? m->env->trace_id : NULL));
   }
-  as_counter_add(w->m.processed, w->nbatch - dup - dead);
+  as_counter_add(w->m.processed, w->nbatch - dup - dead - ignored);
   as_counter_add(w->m.duplicates, dup);
+  as_counter_add(w->m.ignored, ignored);
   as_histogram_observe(w->m.batch_size, (double)w->nbatch);
   as_histogram_observe(w->m.batch_seconds, seconds);
 }
@@ -625,6 +631,8 @@ static void init_metrics(as_worker_t *w) {
   as_metrics_t *m = w->metrics;
   w->m.processed = as_metrics_counter(m, "as_messages_processed_total", "Messages applied (first delivery).", NULL);
   w->m.duplicates = as_metrics_counter(m, "as_messages_duplicate_total", "Redelivered messages skipped by the inbox.", NULL);
+  w->m.ignored = as_metrics_counter(m, "as_messages_ignored_total",
+                                    "Messages of payload types this service has no route for (someone else's, or its own events read back): neither applied nor claimed in the inbox.", NULL);
   w->m.failed = as_metrics_counter(m, "as_messages_failed_total", "Messages in batches that failed and will be retried.", NULL);
   w->m.retries = as_metrics_counter(m, "as_batch_retries_total", "Batches retried after a transient failure.", NULL);
   w->m.batch_size = as_metrics_histogram(m, "as_batch_size", "Messages per batch.", NULL, size_bounds,

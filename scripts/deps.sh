@@ -5,7 +5,7 @@ set -euo pipefail
 
 pkgs=(
   gcc make pkg-config
-  clang libclang-rt-dev
+  clang libclang-rt-dev clang-format
   librdkafka-dev libpq-dev libprotobuf-c-dev protobuf-c-compiler libuv1-dev uuid-dev
   postgresql protobuf-compiler kcat
   python3 python3-pytest python3-pytest-xdist python3-psycopg2 python3-protobuf python3-confluent-kafka

@@ -72,6 +72,13 @@ else
   failed=$((failed + 1)); failures+=("readme_config")
 fi
 
+echo "== C sources formatted (.clang-format; make format rewrites them)"
+if scripts/format.sh --check; then
+  passed=$((passed + 1)); echo "  ok"
+else
+  failed=$((failed + 1)); failures+=("format")
+fi
+
 echo "== deploy/k8s manifests match proto/topics.tsv (scripts/gen_k8s.sh)"
 if scripts/gen_k8s.sh --check; then
   passed=$((passed + 1)); echo "  ok"
