@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-void as_buf_init(as_buf_t *b) { memset(b, 0, sizeof *b); }
+void as_buf_init(as_buf_t *b) {
+  memset(b, 0, sizeof *b);
+}
 
 void as_buf_free(as_buf_t *b) {
   free(b->data);
@@ -19,7 +21,9 @@ void as_buf_reset(as_buf_t *b) {
   if (b->data) b->data[0] = '\0';
 }
 
-bool as_buf_ok(const as_buf_t *b) { return !b->failed; }
+bool as_buf_ok(const as_buf_t *b) {
+  return !b->failed;
+}
 
 static bool reserve(as_buf_t *b, size_t extra) {
   if (b->failed) return false;
@@ -43,7 +47,9 @@ void as_buf_append(as_buf_t *b, const void *p, size_t n) {
   b->data[b->len] = '\0';
 }
 
-void as_buf_puts(as_buf_t *b, const char *s) { as_buf_append(b, s, strlen(s)); }
+void as_buf_puts(as_buf_t *b, const char *s) {
+  as_buf_append(b, s, strlen(s));
+}
 
 void as_buf_printf(as_buf_t *b, const char *fmt, ...) {
   va_list ap;
@@ -69,7 +75,9 @@ void as_buf_hex(as_buf_t *b, const uint8_t *p, size_t n) {
   b->data[b->len] = '\0';
 }
 
-const char *as_buf_str(as_buf_t *b) { return b->data ? b->data : ""; }
+const char *as_buf_str(as_buf_t *b) {
+  return b->data ? b->data : "";
+}
 
 void as_buf_arr_open(as_buf_t *b) {
   b->arr_n = 0;
@@ -95,7 +103,9 @@ void as_buf_arr_raw(as_buf_t *b, const char *s, size_t n) {
   as_buf_append(b, s, n);
 }
 
-void as_buf_arr_close(as_buf_t *b) { as_buf_append(b, "}", 1); }
+void as_buf_arr_close(as_buf_t *b) {
+  as_buf_append(b, "}", 1);
+}
 
 /* array_send's layout: ndim, has-null flag, element type, then per
  * dimension its size and lower bound, then per element a length and the

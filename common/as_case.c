@@ -25,9 +25,8 @@
 /* From each state, the states it may move to. A closed case never moves;
  * a mediator's ruling (from DISPUTED) is final. */
 static const uint32_t legal[NSTATES] = {
-    [S(OPEN)] = B(AWAITING_EVIDENCE) | B(IN_REVIEW) | B(MANUAL_REVIEW) | B(APPROVED) |
-                B(REJECTED) | B(GOODWILL_OFFERED) | B(CARRIER_VERIFYING) | B(ESCALATED) |
-                B(RESOLVED) | B(CLOSED),
+    [S(OPEN)] = B(AWAITING_EVIDENCE) | B(IN_REVIEW) | B(MANUAL_REVIEW) | B(APPROVED) | B(REJECTED) |
+                B(GOODWILL_OFFERED) | B(CARRIER_VERIFYING) | B(ESCALATED) | B(RESOLVED) | B(CLOSED),
     [S(AWAITING_EVIDENCE)] = B(IN_REVIEW) | B(MANUAL_REVIEW) | B(APPROVED) | B(REJECTED) |
                              B(GOODWILL_OFFERED) | B(CLOSED),
     [S(IN_REVIEW)] = B(APPROVED) | B(REJECTED) | B(MANUAL_REVIEW) | B(GOODWILL_OFFERED) |
@@ -53,8 +52,9 @@ static const uint32_t legal[NSTATES] = {
 };
 
 const char *as_case_state_name(as_case_state_t s) {
-  return (s > 0 && (unsigned)s < NSTATES) ? as_enum_name(&aftersales__v1__case_state__descriptor, (int)s)
-                                          : NULL;
+  return (s > 0 && (unsigned)s < NSTATES)
+             ? as_enum_name(&aftersales__v1__case_state__descriptor, (int)s)
+             : NULL;
 }
 
 int as_case_state_parse(const char *name, as_case_state_t *out) {
@@ -98,7 +98,9 @@ typedef struct change {
   const as_msg_t *cause;
 } change_t;
 
-static char *str_or_empty(const char *s) { return (char *)(s ? s : ""); }
+static char *str_or_empty(const char *s) {
+  return (char *)(s ? s : "");
+}
 
 /* Queues c's CaseStateChanged. Its id is a name of (case id, version), the
  * timeline's key: the same row always yields the same event id. Returns 0,
@@ -147,46 +149,88 @@ static int publish_change(as_tx_t *tx, const change_t *c) {
  * numbers are drawn only for cases that bring none; rows are inserted in
  * case-id order so that two instances lock conflicting keys in one order.
  * Returns (ordinal, case_number) of each case actually inserted. */
-enum { O_ID, O_NUM, O_TYPE, O_STATE, O_ORDER, O_BUYER, O_MERCHANT, O_REASON, O_ROUTE, O_CUR,
-       O_CLAIMED, O_AKIND, O_AID, O_WHY, O_EVENT, O_PAID, O_PAID_CUR, O_SHIP_PAID, O_COUNT };
+enum {
+  O_ID,
+  O_NUM,
+  O_TYPE,
+  O_STATE,
+  O_ORDER,
+  O_BUYER,
+  O_MERCHANT,
+  O_REASON,
+  O_ROUTE,
+  O_CUR,
+  O_CLAIMED,
+  O_AKIND,
+  O_AID,
+  O_WHY,
+  O_EVENT,
+  O_PAID,
+  O_PAID_CUR,
+  O_SHIP_PAID,
+  O_COUNT
+};
 static const as_col_t open_cols[] = {
-    [O_ID] = {"case_id", "text"},           [O_NUM] = {"case_number", "text"},
-    [O_TYPE] = {"case_type", "text"},       [O_STATE] = {"state", "text"},
-    [O_ORDER] = {"order_id", "text"},       [O_BUYER] = {"buyer_id", "text"},
-    [O_MERCHANT] = {"merchant_id", "text"}, [O_REASON] = {"reason", "text"},
-    [O_ROUTE] = {"route", "text"},          [O_CUR] = {"currency", "text"},
-    [O_CLAIMED] = {"claimed_minor", "bigint"}, [O_AKIND] = {"actor_kind", "text"},
-    [O_AID] = {"actor_id", "text"},         [O_WHY] = {"why", "text"},
-    [O_EVENT] = {"event_id", "uuid"},       [O_PAID] = {"paid_minor", "bigint"},
-    [O_PAID_CUR] = {"paid_currency", "text"}, [O_SHIP_PAID] = {"shipping_paid_minor", "bigint"},
+    [O_ID] = {"case_id", "text"},
+    [O_NUM] = {"case_number", "text"},
+    [O_TYPE] = {"case_type", "text"},
+    [O_STATE] = {"state", "text"},
+    [O_ORDER] = {"order_id", "text"},
+    [O_BUYER] = {"buyer_id", "text"},
+    [O_MERCHANT] = {"merchant_id", "text"},
+    [O_REASON] = {"reason", "text"},
+    [O_ROUTE] = {"route", "text"},
+    [O_CUR] = {"currency", "text"},
+    [O_CLAIMED] = {"claimed_minor", "bigint"},
+    [O_AKIND] = {"actor_kind", "text"},
+    [O_AID] = {"actor_id", "text"},
+    [O_WHY] = {"why", "text"},
+    [O_EVENT] = {"event_id", "uuid"},
+    [O_PAID] = {"paid_minor", "bigint"},
+    [O_PAID_CUR] = {"paid_currency", "text"},
+    [O_SHIP_PAID] = {"shipping_paid_minor", "bigint"},
 };
 static const as_bulk_t sql_open = AS_BULK(
     "WITH u AS (SELECT * FROM {{u:i}}),"
     " d AS (SELECT DISTINCT ON (u.case_id) u.* FROM u ORDER BY u.case_id, u.i),"
-    " s AS (SELECT d.*, coalesce(d.case_number, 'AS-' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD')"
+    " s AS (SELECT d.*, coalesce(d.case_number, 'AS-' || to_char(now() AT TIME ZONE 'UTC', "
+    "'YYYYMMDD')"
     " || '-' || lpad(q.n::text, greatest(7, length(q.n::text)), '0')) AS number FROM d,"
-    " LATERAL (SELECT CASE WHEN d.case_number IS NULL THEN nextval('cases.case_number_seq') END AS n) q),"
+    " LATERAL (SELECT CASE WHEN d.case_number IS NULL THEN nextval('cases.case_number_seq') END AS "
+    "n) q),"
     " c AS (INSERT INTO cases.cases (case_id, case_number, case_type, state, order_id, buyer_id,"
     " merchant_id, reason, route, currency, claimed_minor, paid_minor, paid_currency,"
     " shipping_paid_minor)"
-    " SELECT s.case_id, s.number, s.case_type, s.state, s.order_id, s.buyer_id, s.merchant_id, s.reason,"
-    " s.route, s.currency, s.claimed_minor, s.paid_minor, s.paid_currency, s.shipping_paid_minor FROM s"
+    " SELECT s.case_id, s.number, s.case_type, s.state, s.order_id, s.buyer_id, s.merchant_id, "
+    "s.reason,"
+    " s.route, s.currency, s.claimed_minor, s.paid_minor, s.paid_currency, s.shipping_paid_minor "
+    "FROM s"
     " ORDER BY s.case_id COLLATE \"C\" ON CONFLICT (case_id) DO NOTHING"
     " RETURNING case_id, case_number, state),"
     " t AS (INSERT INTO cases.timeline (case_id, version, from_state, to_state, actor_kind,"
-    " actor_id, reason, event_id) SELECT c.case_id, 1, NULL, c.state, s.actor_kind, s.actor_id, s.why,"
+    " actor_id, reason, event_id) SELECT c.case_id, 1, NULL, c.state, s.actor_kind, s.actor_id, "
+    "s.why,"
     " s.event_id FROM c JOIN s ON s.case_id = c.case_id)"
     " SELECT s.i, c.case_number FROM c JOIN s ON s.case_id = c.case_id",
     open_cols);
 
 static void open_row(as_cols_t *c, const as_case_opening_t *o) {
   const as_case_new_t *k = &o->c;
-  const char *s[] = {[O_ID] = k->case_id, [O_NUM] = k->case_number, [O_TYPE] = k->case_type,
-                     [O_STATE] = as_case_state_name(k->state), [O_ORDER] = k->order_id,
-                     [O_BUYER] = k->buyer_id, [O_MERCHANT] = k->merchant_id,
-                     [O_REASON] = k->reason, [O_ROUTE] = k->route, [O_CUR] = k->currency,
-                     [O_AKIND] = o->actor.kind, [O_AID] = o->actor.id, [O_WHY] = o->why,
-                     [O_EVENT] = o->event_id, [O_PAID_CUR] = k->has_paid ? k->paid_currency : NULL};
+  const char *s[] = {[O_ID] = k->case_id,
+                     [O_NUM] = k->case_number,
+                     [O_TYPE] = k->case_type,
+                     [O_STATE] = as_case_state_name(k->state),
+                     [O_ORDER] = k->order_id,
+                     [O_BUYER] = k->buyer_id,
+                     [O_MERCHANT] = k->merchant_id,
+                     [O_REASON] = k->reason,
+                     [O_ROUTE] = k->route,
+                     [O_CUR] = k->currency,
+                     [O_AKIND] = o->actor.kind,
+                     [O_AID] = o->actor.id,
+                     [O_WHY] = o->why,
+                     [O_EVENT] = o->event_id,
+                     [O_PAID_CUR] = k->has_paid ? k->paid_currency : NULL};
   for (int i = 0; i < O_COUNT; i++)
     if (i != O_CLAIMED && i != O_PAID && i != O_SHIP_PAID) as_cols_str(c, i, s[i]);
   as_cols_int(c, O_CLAIMED, k->claimed_minor);
@@ -213,10 +257,15 @@ static int publish_births(as_tx_t *tx, const as_case_opening_t *o, size_t n) {
   int rc = 0;
   for (size_t i = 0; rc == 0 && i < n; i++) {
     if (!o[i].opened) continue;
-    change_t c = {.case_id = o[i].c.case_id, .order_id = o[i].c.order_id,
+    change_t c = {.case_id = o[i].c.case_id,
+                  .order_id = o[i].c.order_id,
                   .case_number = o[i].case_number,
-                  .from = AFTERSALES__V1__CASE_STATE__CASE_STATE_UNSPECIFIED, .to = o[i].c.state,
-                  .version = 1, .actor = o[i].actor, .why = o[i].why, .event_id = o[i].event_id,
+                  .from = AFTERSALES__V1__CASE_STATE__CASE_STATE_UNSPECIFIED,
+                  .to = o[i].c.state,
+                  .version = 1,
+                  .actor = o[i].actor,
+                  .why = o[i].why,
+                  .event_id = o[i].event_id,
                   .cause = o[i].cause};
     rc = publish_change(tx, &c);
   }
@@ -262,18 +311,32 @@ static const as_bulk_t sql_lock = AS_BULK(
 /* Final states and versions (set w), and the timeline rows (set t), in one
  * round trip; the counts let the caller check every locked row was
  * written. */
-enum { W_ID, W_STATE, W_VERSION, T_ID, T_VERSION, T_FROM, T_TO, T_AKIND, T_AID, T_WHY, T_EVENT,
-       T_DETAIL, W_COUNT };
+enum {
+  W_ID,
+  W_STATE,
+  W_VERSION,
+  T_ID,
+  T_VERSION,
+  T_FROM,
+  T_TO,
+  T_AKIND,
+  T_AID,
+  T_WHY,
+  T_EVENT,
+  T_DETAIL,
+  W_COUNT
+};
 static const as_col_t write_cols[] = {
-    [W_ID] = {"w.case_id", "text"},     [W_STATE] = {"w.state", "text"},
+    [W_ID] = {"w.case_id", "text"},        [W_STATE] = {"w.state", "text"},
     [W_VERSION] = {"w.version", "bigint"}, [T_ID] = {"t.case_id", "text"},
     [T_VERSION] = {"t.version", "bigint"}, [T_FROM] = {"t.from_state", "text"},
-    [T_TO] = {"t.to_state", "text"},    [T_AKIND] = {"t.actor_kind", "text"},
-    [T_AID] = {"t.actor_id", "text"},   [T_WHY] = {"t.reason", "text"},
-    [T_EVENT] = {"t.event_id", "uuid"}, [T_DETAIL] = {"t.detail", "jsonb"},
+    [T_TO] = {"t.to_state", "text"},       [T_AKIND] = {"t.actor_kind", "text"},
+    [T_AID] = {"t.actor_id", "text"},      [T_WHY] = {"t.reason", "text"},
+    [T_EVENT] = {"t.event_id", "uuid"},    [T_DETAIL] = {"t.detail", "jsonb"},
 };
 static const as_bulk_t sql_write = AS_BULK(
-    "WITH moved AS (UPDATE cases.cases AS c SET state = w.state, version = w.version, updated_at = now()"
+    "WITH moved AS (UPDATE cases.cases AS c SET state = w.state, version = w.version, updated_at = "
+    "now()"
     " FROM {{w}} WHERE c.case_id = w.case_id RETURNING 1),"
     " logged AS (INSERT INTO cases.timeline (case_id, version, from_state, to_state, actor_kind,"
     " actor_id, reason, event_id, detail) SELECT * FROM {{t}} RETURNING 1)"
@@ -293,8 +356,8 @@ static int by_id(const void *a, const void *b) {
 }
 
 /* Takes the row locks and reads the cases into *rows (sorted by id). */
-static int lock_rows(as_tx_t *tx, const as_case_move_t *m, size_t n, PGresult **r,
-                     locked_t **rows, size_t *nrows) {
+static int lock_rows(as_tx_t *tx, const as_case_move_t *m, size_t n, PGresult **r, locked_t **rows,
+                     size_t *nrows) {
   as_cols_t c;
   as_cols_init(&c, &sql_lock);
   for (size_t i = 0; i < n; i++) as_cols_str(&c, 0, m[i].case_id);
@@ -354,8 +417,15 @@ static int write_moves(as_tx_t *tx, const as_case_move_t *m, size_t n, const loc
   }
   for (size_t i = 0; i < n; i++) {
     if (m[i].rc != 0) continue;
-    const char *s[] = {m[i].case_id, NULL, as_case_state_name(m[i].from), as_case_state_name(m[i].to),
-                       m[i].actor.kind, m[i].actor.id, m[i].why, m[i].event_id, m[i].detail_json};
+    const char *s[] = {m[i].case_id,
+                       NULL,
+                       as_case_state_name(m[i].from),
+                       as_case_state_name(m[i].to),
+                       m[i].actor.kind,
+                       m[i].actor.id,
+                       m[i].why,
+                       m[i].event_id,
+                       m[i].detail_json};
     for (int k = T_ID; k < W_COUNT; k++)
       if (k != T_VERSION) as_cols_str(&c, k, s[k - T_ID]);
     as_cols_int(&c, T_VERSION, m[i].version);
@@ -364,7 +434,8 @@ static int write_moves(as_tx_t *tx, const as_case_move_t *m, size_t n, const loc
   PGresult *r = NULL;
   int rc = as_cols_run(&c, tx->db, &r);
   if (rc == 0 && r &&
-      (strtoll(PQgetvalue(r, 0, 0), NULL, 10) != want_u || strtoll(PQgetvalue(r, 0, 1), NULL, 10) != want_t))
+      (strtoll(PQgetvalue(r, 0, 0), NULL, 10) != want_u ||
+       strtoll(PQgetvalue(r, 0, 1), NULL, 10) != want_t))
     rc = -EIO; /* a locked row vanished: cannot happen while the lock holds */
   PQclear(r);
   as_cols_free(&c);
@@ -379,10 +450,16 @@ static int publish_moves(as_tx_t *tx, const as_case_move_t *m, size_t n, const l
     if (m[i].rc != 0) continue;
     locked_t key = {.id = m[i].case_id};
     const locked_t *l = bsearch(&key, rows, nrows, sizeof *rows, by_id);
-    change_t c = {.case_id = m[i].case_id, .order_id = l->order_id,
-                  .case_number = l->case_number, .from = m[i].from, .to = m[i].to,
-                  .version = m[i].version, .actor = m[i].actor, .why = m[i].why,
-                  .event_id = m[i].event_id, .cause = m[i].cause};
+    change_t c = {.case_id = m[i].case_id,
+                  .order_id = l->order_id,
+                  .case_number = l->case_number,
+                  .from = m[i].from,
+                  .to = m[i].to,
+                  .version = m[i].version,
+                  .actor = m[i].actor,
+                  .why = m[i].why,
+                  .event_id = m[i].event_id,
+                  .cause = m[i].cause};
     rc = publish_change(tx, &c);
   }
   return rc;
@@ -407,8 +484,12 @@ int as_case_transition_many(as_tx_t *tx, as_case_move_t *m, size_t n) {
 int as_case_transition(as_tx_t *tx, const char *case_id, as_case_state_t to, as_case_actor_t actor,
                        const char *why, const char *event_id, const char *detail_json,
                        as_case_state_t *from, int64_t *version) {
-  as_case_move_t mv = {.case_id = case_id, .to = to, .actor = actor, .why = why,
-                       .event_id = event_id, .detail_json = detail_json};
+  as_case_move_t mv = {.case_id = case_id,
+                       .to = to,
+                       .actor = actor,
+                       .why = why,
+                       .event_id = event_id,
+                       .detail_json = detail_json};
   int rc = as_case_transition_many(tx, &mv, 1);
   if (rc == 0) rc = mv.rc;
   if (from && (rc == 0 || rc == -EPERM)) *from = mv.from;

@@ -90,20 +90,21 @@ AS_MUST_CHECK int as_case_open_many(as_tx_t *tx, as_case_opening_t *o, size_t n)
 /* One case through as_case_open_many; c->case_number may be NULL (drawn,
  * not reported). Returns 0, -EEXIST if the case id already exists (nothing
  * written), -EINVAL or an as_db error. */
-AS_MUST_CHECK int as_case_open(as_tx_t *tx, const as_case_new_t *c, as_case_actor_t actor, const char *why,
-                 const char *event_id);
+AS_MUST_CHECK int as_case_open(as_tx_t *tx, const as_case_new_t *c, as_case_actor_t actor,
+                               const char *why, const char *event_id);
 
 typedef struct as_case_move {
-  const char *case_id;       /* borrowed */
+  const char *case_id; /* borrowed */
   as_case_state_t to;
-  uint32_t from_mask;        /* 0: any state the legal-move table allows; else also require (1u << from) & from_mask */
+  uint32_t from_mask; /* 0: any state the legal-move table allows; else also require (1u << from) &
+                         from_mask */
   as_case_actor_t actor;
   const char *why, *event_id, *detail_json; /* borrowed; event_id and detail_json may be NULL */
-  const as_msg_t *cause;     /* borrowed, may be NULL: as in as_case_opening_t */
+  const as_msg_t *cause;                    /* borrowed, may be NULL: as in as_case_opening_t */
   /* filled by the call */
-  int rc;                    /* 0 moved, -ENOENT no such case, -EPERM illegal move or state not in from_mask */
-  as_case_state_t from;      /* state before this move */
-  int64_t version;           /* version after this move */
+  int rc; /* 0 moved, -ENOENT no such case, -EPERM illegal move or state not in from_mask */
+  as_case_state_t from; /* state before this move */
+  int64_t version;      /* version after this move */
 } as_case_move_t;
 
 /* Bit of state s in as_case_move_t.from_mask. */
@@ -135,8 +136,9 @@ AS_MUST_CHECK int as_case_transition_many(as_tx_t *tx, as_case_move_t *m, size_t
  * (illegal move; *from filled, nothing written) or an as_db error.
  * detail_json is NULL or a JSON object for the timeline; from and version
  * may be NULL. */
-AS_MUST_CHECK int as_case_transition(as_tx_t *tx, const char *case_id, as_case_state_t to, as_case_actor_t actor,
-                       const char *why, const char *event_id, const char *detail_json,
-                       as_case_state_t *from, int64_t *version);
+AS_MUST_CHECK int as_case_transition(as_tx_t *tx, const char *case_id, as_case_state_t to,
+                                     as_case_actor_t actor, const char *why, const char *event_id,
+                                     const char *detail_json, as_case_state_t *from,
+                                     int64_t *version);
 
 #endif

@@ -12,8 +12,10 @@ static bool binary(const as_cols_t *c, int col) {
 }
 
 static void open_col(as_cols_t *c, int col) {
-  if (binary(c, col)) as_buf_bin_open(&c->b[col]);
-  else as_buf_arr_open(&c->b[col]);
+  if (binary(c, col))
+    as_buf_bin_open(&c->b[col]);
+  else
+    as_buf_arr_open(&c->b[col]);
 }
 
 void as_cols_init(as_cols_t *c, const as_bulk_t *stmt) {
@@ -49,8 +51,10 @@ static as_buf_t *col_buf(as_cols_t *c, int col) {
 
 void as_cols_str(as_cols_t *c, int col, const char *s) {
   as_buf_t *b = col_buf(c, col);
-  if (b && s) as_buf_arr_str(b, s);
-  else if (b) as_buf_arr_raw(b, "NULL", 4);
+  if (b && s)
+    as_buf_arr_str(b, s);
+  else if (b)
+    as_buf_arr_raw(b, "NULL", 4);
 }
 
 void as_cols_int(as_cols_t *c, int col, long long v) {
@@ -66,12 +70,16 @@ void as_cols_bool(as_cols_t *c, int col, bool v) {
   if (b) as_buf_arr_raw(b, v ? "t" : "f", 1);
 }
 
-void as_cols_null(as_cols_t *c, int col) { as_cols_str(c, col, NULL); }
+void as_cols_null(as_cols_t *c, int col) {
+  as_cols_str(c, col, NULL);
+}
 
 void as_cols_bytes(as_cols_t *c, int col, const void *p, size_t n) {
   as_buf_t *b = col_buf(c, col);
-  if (b && binary(c, col)) as_buf_bin_bytes(b, p, n);
-  else c->bad = true;
+  if (b && binary(c, col))
+    as_buf_bin_bytes(b, p, n);
+  else
+    c->bad = true;
 }
 
 void as_cols_hex(as_cols_t *c, int col, const uint8_t *p, size_t n) {
@@ -132,7 +140,8 @@ static int write_unnest(const as_bulk_t *s, const char *tok, size_t len, bool *u
   as_buf_printf(sql, ")%s AS %.*s(", colon ? " WITH ORDINALITY" : "", (int)slen, tok);
   n = 0;
   for (int i = 0; i < s->ncols; i++)
-    if (in_set(s->cols[i].name, tok, slen)) as_buf_printf(sql, "%s%s", n++ ? ", " : "", own_name(s->cols[i].name));
+    if (in_set(s->cols[i].name, tok, slen))
+      as_buf_printf(sql, "%s%s", n++ ? ", " : "", own_name(s->cols[i].name));
   if (colon) as_buf_printf(sql, ", %.*s", (int)(len - slen - 1), colon + 1);
   as_buf_puts(sql, ")");
   return 0;
@@ -189,8 +198,8 @@ static int check_sets(const as_cols_t *c, char *err, size_t errlen) {
       size_t len;
       const char *a = cols[i].name, *set = set_of(a, &len);
       if (!in_set(cols[j].name, set, len) || c->b[i].arr_n == c->b[j].arr_n) continue;
-      snprintf(err, errlen, "bulk statement: column \"%s\" has %zu values, \"%s\" %zu", a, c->b[i].arr_n,
-               cols[j].name, c->b[j].arr_n);
+      snprintf(err, errlen, "bulk statement: column \"%s\" has %zu values, \"%s\" %zu", a,
+               c->b[i].arr_n, cols[j].name, c->b[j].arr_n);
       return -EINVAL;
     }
   return 0;
@@ -206,8 +215,10 @@ int as_cols_bind(as_cols_t *c, const as_bulk_t *stmt, as_buf_t *sql, const char 
   if (rc == 0) rc = check_sets(c, err, errlen);
   for (int i = 0; rc == 0 && i < c->n; i++) {
     bool bin = binary(c, i);
-    if (!c->closed && bin) as_buf_bin_close(&c->b[i]);
-    else if (!c->closed) as_buf_arr_close(&c->b[i]);
+    if (!c->closed && bin)
+      as_buf_bin_close(&c->b[i]);
+    else if (!c->closed)
+      as_buf_arr_close(&c->b[i]);
     if (!as_buf_ok(&c->b[i]) || c->b[i].len > INT32_MAX) rc = -ENOMEM;
     vals[i] = bin ? c->b[i].data : as_buf_str(&c->b[i]);
     c->lens[i] = bin ? (int)c->b[i].len : 0;
@@ -230,4 +241,6 @@ int as_cols_run_stmt(as_cols_t *c, const as_bulk_t *stmt, as_db_t *db, PGresult 
   return rc;
 }
 
-int as_cols_run(as_cols_t *c, as_db_t *db, PGresult **out) { return as_cols_run_stmt(c, c->stmt, db, out); }
+int as_cols_run(as_cols_t *c, as_db_t *db, PGresult **out) {
+  return as_cols_run_stmt(c, c->stmt, db, out);
+}

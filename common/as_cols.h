@@ -49,14 +49,15 @@ typedef struct as_bulk {
 } as_bulk_t;
 
 /* A statement from its text and its column table (an array, not a pointer). */
-#define AS_BULK(sql_, cols_) {(sql_), (cols_), (int)(sizeof(cols_) / sizeof((cols_)[0]))}
+#define AS_BULK(sql_, cols_) \
+  { (sql_), (cols_), (int)(sizeof(cols_) / sizeof((cols_)[0])) }
 
 typedef struct as_cols {
   const as_bulk_t *stmt; /* borrowed */
   as_buf_t b[AS_COLS_MAX];
-  int n;           /* columns in use */
+  int n;                                    /* columns in use */
   int lens[AS_COLS_MAX], fmts[AS_COLS_MAX]; /* per parameter, for the binary ("bytea") ones */
-  bool closed, bad; /* arrays closed by a bind; a value went astray */
+  bool closed, bad;                         /* arrays closed by a bind; a value went astray */
 } as_cols_t;
 
 void as_cols_init(as_cols_t *c, const as_bulk_t *stmt);
@@ -79,8 +80,8 @@ size_t as_cols_rows(const as_cols_t *c);
 /* Writes the statement's text into sql (appending) and points vals[0..ncols)
  * at the closed arrays. Returns the parameter count, -ENOMEM, or -EINVAL
  * with the reason in err. */
-AS_MUST_CHECK int as_cols_bind(as_cols_t *c, const as_bulk_t *stmt, as_buf_t *sql, const char **vals, char *err,
-                 size_t errlen);
+AS_MUST_CHECK int as_cols_bind(as_cols_t *c, const as_bulk_t *stmt, as_buf_t *sql,
+                               const char **vals, char *err, size_t errlen);
 
 /* Runs the statement with the columns if any column holds a value; returns
  * 0 (also when there is none: *out is then NULL), -ENOMEM, -EINVAL or an

@@ -26,8 +26,7 @@ static const char RDKAFKA_PREFIX[] = "AS_RDKAFKA_";
 static void show_value(char out[SHOW_MAX + 4], const char *v) {
   size_t i;
 
-  for (i = 0; i < SHOW_MAX && v[i] != '\0'; i++)
-    out[i] = v[i] >= 0x20 && v[i] < 0x7F ? v[i] : '?';
+  for (i = 0; i < SHOW_MAX && v[i] != '\0'; i++) out[i] = v[i] >= 0x20 && v[i] < 0x7F ? v[i] : '?';
   strcpy(out + i, v[i] != '\0' ? "..." : "");
 }
 
@@ -44,22 +43,21 @@ static int parse_int(const as_cfg_param_t *p, const char *v, long long *out, cha
   n = strtoll(v, &end, 10);
   /* strtoll skips leading blanks; a value with any is as malformed as one
    * with trailing garbage. */
-  if ((v[0] == '-' || v[0] == '+' || (v[0] >= '0' && v[0] <= '9')) && *end == '\0' &&
-      errno == 0 && (!int_bounded(p) || (n >= p->min && n <= p->max))) {
+  if ((v[0] == '-' || v[0] == '+' || (v[0] >= '0' && v[0] <= '9')) && *end == '\0' && errno == 0 &&
+      (!int_bounded(p) || (n >= p->min && n <= p->max))) {
     *out = n;
     return 0;
   }
   show_value(shown, v);
   if (int_bounded(p))
     as_err_set(err, errlen, "%s: must be an integer between %lld and %lld, got \"%s\"", p->name,
-            p->min, p->max, shown);
+               p->min, p->max, shown);
   else
     as_err_set(err, errlen, "%s: must be an integer, got \"%s\"", p->name, shown);
   return -EINVAL;
 }
 
-static int parse_bool(const as_cfg_param_t *p, const char *v, bool *out, char *err,
-                      size_t errlen) {
+static int parse_bool(const as_cfg_param_t *p, const char *v, bool *out, char *err, size_t errlen) {
   static const char *const yes[] = {"1", "true", "yes", "on"};
   static const char *const no[] = {"0", "false", "no", "off"};
   char shown[SHOW_MAX + 4];
@@ -72,7 +70,7 @@ static int parse_bool(const as_cfg_param_t *p, const char *v, bool *out, char *e
   }
   show_value(shown, v);
   as_err_set(err, errlen, "%s: must be one of 1/0/true/false/yes/no/on/off, got \"%s\"", p->name,
-          shown);
+             shown);
   return -EINVAL;
 }
 
@@ -91,7 +89,7 @@ static int check_str(const as_cfg_param_t *p, const char *v, char *err, size_t e
   for (size_t i = 0; i < len; i++) {
     if ((unsigned char)v[i] < 0x20 || v[i] == 0x7F) {
       as_err_set(err, errlen, "%s: must not contain control characters (byte %zu is 0x%02x)",
-              p->name, i, (unsigned char)v[i]);
+                 p->name, i, (unsigned char)v[i]);
       return -EINVAL;
     }
   }
@@ -104,25 +102,21 @@ static int load_one(const as_cfg_param_t *p, char *base, char *err, size_t errle
   bool b;
   int rc;
 
-  if (v == NULL || v[0] == '\0')
-    v = p->def;
+  if (v == NULL || v[0] == '\0') v = p->def;
   if (v == NULL) {
     as_err_set(err, errlen, "%s: required but not set", p->name);
     return -EINVAL;
   }
   switch (p->type) {
-  case AS_CFG_INT:
-    if ((rc = parse_int(p, v, &n, err, errlen)) == 0)
-      memcpy(base + p->offset, &n, sizeof n);
-    return rc;
-  case AS_CFG_BOOL:
-    if ((rc = parse_bool(p, v, &b, err, errlen)) == 0)
-      memcpy(base + p->offset, &b, sizeof b);
-    return rc;
-  case AS_CFG_STR:
-    if ((rc = check_str(p, v, err, errlen)) == 0)
-      memcpy(base + p->offset, &v, sizeof v);
-    return rc;
+    case AS_CFG_INT:
+      if ((rc = parse_int(p, v, &n, err, errlen)) == 0) memcpy(base + p->offset, &n, sizeof n);
+      return rc;
+    case AS_CFG_BOOL:
+      if ((rc = parse_bool(p, v, &b, err, errlen)) == 0) memcpy(base + p->offset, &b, sizeof b);
+      return rc;
+    case AS_CFG_STR:
+      if ((rc = check_str(p, v, err, errlen)) == 0) memcpy(base + p->offset, &v, sizeof v);
+      return rc;
   }
   as_err_set(err, errlen, "%s: unknown type %d in the configuration table", p->name, (int)p->type);
   return -EINVAL;
@@ -133,16 +127,15 @@ int as_config_load(const as_cfg_param_t *table, size_t n, void *out, char *err, 
   for (size_t i = 0; i < n; i++) {
     int rc = load_one(&table[i], out, err, errlen);
 
-    if (rc != 0)
-      return rc;
+    if (rc != 0) return rc;
   }
   return 0;
 }
 
 /* "(int, default 500, 1..10000)" and the like. */
 static void help_head(FILE *f, const as_cfg_param_t *p) {
-  static const char *const types[] = {[AS_CFG_STR] = "string", [AS_CFG_INT] = "int",
-                                      [AS_CFG_BOOL] = "bool"};
+  static const char *const types[] = {
+      [AS_CFG_STR] = "string", [AS_CFG_INT] = "int", [AS_CFG_BOOL] = "bool"};
   const char *type = (unsigned)p->type < 3 ? types[p->type] : "?";
 
   fprintf(f, "  %s (%s, ", p->name, type);
@@ -152,8 +145,7 @@ static void help_head(FILE *f, const as_cfg_param_t *p) {
     fprintf(f, "default \"%s\"", p->def);
   else
     fprintf(f, "default %s", p->def);
-  if (p->type == AS_CFG_INT && int_bounded(p))
-    fprintf(f, ", %lld..%lld", p->min, p->max);
+  if (p->type == AS_CFG_INT && int_bounded(p)) fprintf(f, ", %lld..%lld", p->min, p->max);
   if (p->type == AS_CFG_STR && p->min > 0 && p->max > 0)
     fprintf(f, ", %lld..%lld bytes", p->min, p->max);
   else if (p->type == AS_CFG_STR && p->max > 0)
@@ -176,8 +168,7 @@ static void help_body(FILE *f, const char *help) {
 void as_config_help(FILE *f, const char *prog, const char *summary,
                     const as_cfg_param_t *const *tables, const size_t *sizes, size_t ntables) {
   fprintf(f, "usage: %s\n", prog != NULL ? prog : "?");
-  if (summary != NULL && *summary != '\0')
-    fprintf(f, "%s\n", summary);
+  if (summary != NULL && *summary != '\0') fprintf(f, "%s\n", summary);
   fputs("\nConfiguration comes from environment variables (empty counts as unset):\n", f);
   for (size_t t = 0; t < ntables; t++) {
     for (size_t i = 0; i < sizes[t]; i++) {
@@ -185,10 +176,11 @@ void as_config_help(FILE *f, const char *prog, const char *summary,
       help_body(f, tables[t][i].help);
     }
   }
-  fputs("  AS_RDKAFKA_<PROP>\n"
-        "      Passed to librdkafka as <prop>, lower case with '_' -> '.',\n"
-        "      e.g. AS_RDKAFKA_SESSION_TIMEOUT_MS=6000 sets session.timeout.ms=6000.\n",
-        f);
+  fputs(
+      "  AS_RDKAFKA_<PROP>\n"
+      "      Passed to librdkafka as <prop>, lower case with '_' -> '.',\n"
+      "      e.g. AS_RDKAFKA_SESSION_TIMEOUT_MS=6000 sets session.timeout.ms=6000.\n",
+      f);
 }
 
 /* Maps "SESSION_TIMEOUT_MS" (up to '=') to "session.timeout.ms". Refuses
@@ -197,13 +189,11 @@ void as_config_help(FILE *f, const char *prog, const char *summary,
 static int map_prop(const char *name, const char *eq, char *prop, size_t cap) {
   size_t n = (size_t)(eq - name);
 
-  if (n == 0 || n >= cap || name[0] == '_' || name[n - 1] == '_')
-    return -EINVAL;
+  if (n == 0 || n >= cap || name[0] == '_' || name[n - 1] == '_') return -EINVAL;
   for (size_t i = 0; i < n; i++) {
     char c = name[i];
 
-    if (c == '_' && name[i + 1] == '_')
-      return -EINVAL;
+    if (c == '_' && name[i + 1] == '_') return -EINVAL;
     if (c == '_')
       prop[i] = '.';
     else if (c >= 'A' && c <= 'Z')
@@ -227,18 +217,15 @@ int as_config_each_rdkafka(int (*set)(void *arg, const char *prop, const char *v
     const char *eq = strchr(*e, '=');
     int rc;
 
-    if (strncmp(*e, RDKAFKA_PREFIX, plen) != 0 || eq == NULL)
-      continue;
+    if (strncmp(*e, RDKAFKA_PREFIX, plen) != 0 || eq == NULL) continue;
     if (map_prop(*e + plen, eq, prop, sizeof prop) != 0) {
       show_value(shown, *e);
       shown[strcspn(shown, "=")] = '\0';
-      as_err_set(err, errlen,
-              "%s: after %s only A-Z, 0-9 and single '_' between words are allowed", shown,
-              RDKAFKA_PREFIX);
+      as_err_set(err, errlen, "%s: after %s only A-Z, 0-9 and single '_' between words are allowed",
+                 shown, RDKAFKA_PREFIX);
       return -EINVAL;
     }
-    if ((rc = set(arg, prop, eq + 1, err, errlen)) != 0)
-      return rc;
+    if ((rc = set(arg, prop, eq + 1, err, errlen)) != 0) return rc;
   }
   return 0;
 }

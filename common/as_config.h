@@ -23,12 +23,12 @@
 typedef enum { AS_CFG_STR, AS_CFG_INT, AS_CFG_BOOL } as_cfg_type_t;
 
 typedef struct as_cfg_param {
-  const char *name;  /* full variable name, e.g. "AS_BATCH_MAX" */
+  const char *name; /* full variable name, e.g. "AS_BATCH_MAX" */
   as_cfg_type_t type;
-  const char *def;   /* default as text; NULL = required (no default) */
-  long long min;     /* AS_CFG_INT bounds (inclusive); AS_CFG_STR: max length in max */
+  const char *def; /* default as text; NULL = required (no default) */
+  long long min;   /* AS_CFG_INT bounds (inclusive); AS_CFG_STR: max length in max */
   long long max;
-  size_t offset;     /* offsetof(struct, field): const char * / long long / bool */
+  size_t offset; /* offsetof(struct, field): const char * / long long / bool */
   const char *help;
 } as_cfg_param_t;
 
@@ -36,7 +36,8 @@ typedef struct as_cfg_param {
  * 1/0/true/false/yes/no/on/off. Strings must be printable (no control
  * characters) and at most max bytes when max > 0. Returns 0, or -EINVAL with
  * "AS_X: reason" in err. */
-AS_MUST_CHECK int as_config_load(const as_cfg_param_t *table, size_t n, void *out, char *err, size_t errlen);
+AS_MUST_CHECK int as_config_load(const as_cfg_param_t *table, size_t n, void *out, char *err,
+                                 size_t errlen);
 
 /* Prints "usage" and one block per variable (name, type, default, bounds,
  * help) for each table in turn. */
@@ -47,8 +48,8 @@ void as_config_help(FILE *f, const char *prog, const char *summary,
  * in the environment. Stops at the first set() that returns non-zero and
  * returns that value (set writes its own error). Names with characters other
  * than [A-Z0-9_] after the prefix are refused with -EINVAL. */
-AS_MUST_CHECK int as_config_each_rdkafka(int (*set)(void *arg, const char *prop, const char *value, char *err,
-                                      size_t errlen),
-                           void *arg, char *err, size_t errlen);
+AS_MUST_CHECK int as_config_each_rdkafka(int (*set)(void *arg, const char *prop, const char *value,
+                                                    char *err, size_t errlen),
+                                         void *arg, char *err, size_t errlen);
 
 #endif

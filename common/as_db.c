@@ -52,7 +52,8 @@ static void notice(void *arg, const char *message) {
 
 static int set_schema(as_db_t *db) {
   const char *vals[1] = {db->schema};
-  PGresult *r = PQexecParams(db->conn, "SELECT set_config('search_path', $1, false)", 1, NULL, vals, NULL, NULL, 0);
+  PGresult *r = PQexecParams(db->conn, "SELECT set_config('search_path', $1, false)", 1, NULL, vals,
+                             NULL, NULL, 0);
   bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
   if (!ok) set_err(db, PQresultErrorField(r, PG_DIAG_SQLSTATE), PQresultErrorMessage(r));
   PQclear(r);
@@ -89,13 +90,13 @@ int as_db_ensure(as_db_t *db) {
 }
 
 bool as_db_sqlstate_transient(const char *s) {
-  if (!s || !s[0]) return true; /* no answer from the server at all */
-  return strncmp(s, "08", 2) == 0 ||      /* connection exception */
-         strcmp(s, "40001") == 0 ||       /* serialization failure */
-         strcmp(s, "40P01") == 0 ||       /* deadlock detected */
-         strncmp(s, "53", 2) == 0 ||      /* insufficient resources */
-         strncmp(s, "57P", 3) == 0 ||     /* admin/crash shutdown, cannot connect now */
-         strcmp(s, "55P03") == 0;         /* lock not available */
+  if (!s || !s[0]) return true;       /* no answer from the server at all */
+  return strncmp(s, "08", 2) == 0 ||  /* connection exception */
+         strcmp(s, "40001") == 0 ||   /* serialization failure */
+         strcmp(s, "40P01") == 0 ||   /* deadlock detected */
+         strncmp(s, "53", 2) == 0 ||  /* insufficient resources */
+         strncmp(s, "57P", 3) == 0 || /* admin/crash shutdown, cannot connect now */
+         strcmp(s, "55P03") == 0;     /* lock not available */
 }
 
 int as_db_check(as_db_t *db, PGresult *r) {
@@ -103,7 +104,9 @@ int as_db_check(as_db_t *db, PGresult *r) {
   if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return 0;
   const char *primary = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
   set_err(db, r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL,
-          primary ? primary : db->conn ? PQerrorMessage(db->conn) : "not connected");
+          primary    ? primary
+          : db->conn ? PQerrorMessage(db->conn)
+                     : "not connected");
   bool bad = !db->conn || PQstatus(db->conn) != CONNECTION_OK;
   if (bad) as_db_close(db);
   return (bad || as_db_sqlstate_transient(db->sqlstate)) ? -EAGAIN : -EIO;
@@ -166,8 +169,8 @@ static PGresult *exec_cached(as_db_t *db, const char *sql, int n, const char *co
 
 /* Sends sql without waiting for its result (as_db_t.defer); libpq copies
  * the parameters into its output buffer before returning. */
-static int send_cached(as_db_t *db, const char *sql, int n, const char *const *vals, const int *lens,
-                       const int *fmts) {
+static int send_cached(as_db_t *db, const char *sql, int n, const char *const *vals,
+                       const int *lens, const int *fmts) {
   PGresult *err = NULL;
   int slot = prepared(db, sql, n, &err);
   if (slot == -2) {
@@ -225,8 +228,10 @@ int as_db_query_ex(as_db_t *db, const char *sql, int n, const char *const *vals,
     return send_cached(db, sql, n, vals, lens, fmts);
   PGresult *r = exec_cached(db, sql, n, vals, lens, fmts, result_format);
   rc = replan(db, as_db_check(db, r));
-  if (rc == 0 && out) *out = r;
-  else PQclear(r);
+  if (rc == 0 && out)
+    *out = r;
+  else
+    PQclear(r);
   return rc;
 }
 

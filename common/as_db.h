@@ -44,13 +44,13 @@ typedef struct as_db_stmt {
 } as_db_stmt_t;
 
 typedef struct as_db {
-  const char *dsn;        /* borrowed */
-  const char *app_name;   /* borrowed: application_name shown in pg_stat_activity */
-  const char *schema;     /* borrowed: the connection's search_path; NULL leaves the server's */
-  const as_log_t *log;    /* borrowed */
-  PGconn *conn;           /* owned; NULL while disconnected */
-  char sqlstate[6];       /* of the last failure, "" if none or no server answer */
-  char err[512];          /* the last failure's primary message, one line */
+  const char *dsn;      /* borrowed */
+  const char *app_name; /* borrowed: application_name shown in pg_stat_activity */
+  const char *schema;   /* borrowed: the connection's search_path; NULL leaves the server's */
+  const as_log_t *log;  /* borrowed */
+  PGconn *conn;         /* owned; NULL while disconnected */
+  char sqlstate[6];     /* of the last failure, "" if none or no server answer */
+  char err[512];        /* the last failure's primary message, one line */
   unsigned long reconnects;
   as_db_stmt_t stmts[AS_DB_STMT_MAX]; /* prepared on this connection as "as_<slot>" */
   unsigned long stmt_uncached;        /* statements run unprepared: the cache was full */
@@ -83,12 +83,14 @@ void as_db_close(as_db_t *db); /* idempotent */
  * db->sqlstate and db->err set; the connection is dropped when it went bad.
  * With db->defer inside a transaction and out NULL, 0 means "sent": the
  * statement's failure is returned by the next call (query, commit). */
-AS_MUST_CHECK int as_db_query(as_db_t *db, const char *sql, int n, const char *const *vals, PGresult **out);
+AS_MUST_CHECK int as_db_query(as_db_t *db, const char *sql, int n, const char *const *vals,
+                              PGresult **out);
 
 /* Same with per-parameter lengths and formats (1 = binary) and a result
  * format (1 = binary). */
-AS_MUST_CHECK int as_db_query_ex(as_db_t *db, const char *sql, int n, const char *const *vals, const int *lens,
-                   const int *fmts, int result_format, PGresult **out);
+AS_MUST_CHECK int as_db_query_ex(as_db_t *db, const char *sql, int n, const char *const *vals,
+                                 const int *lens, const int *fmts, int result_format,
+                                 PGresult **out);
 
 /* Classifies a result of this connection (also one got asynchronously
  * with PQgetResult): 0 for success, else -EAGAIN / -EIO as above. Does not

@@ -11,7 +11,8 @@ int as_deadline_set(as_tx_t *tx, const char *case_id, const char *kind, int64_t 
   snprintf(due, sizeof due, "%lld", (long long)due_us);
   const char *vals[3] = {case_id, kind, due};
   return as_db_query(tx->db,
-                     "INSERT INTO deadlines (case_id, kind, due_at) VALUES ($1, $2, to_timestamp($3::bigint / 1e6))"
+                     "INSERT INTO deadlines (case_id, kind, due_at) VALUES ($1, $2, "
+                     "to_timestamp($3::bigint / 1e6))"
                      " ON CONFLICT (case_id, kind) DO UPDATE SET due_at = EXCLUDED.due_at,"
                      " fired_at = NULL, cancelled_at = NULL",
                      3, vals, NULL);
@@ -57,16 +58,19 @@ int as_deadline_scan(as_tx_t *tx, int limit, as_deadline_fire_cb fire, void *arg
   snprintf(lim, sizeof lim, "%d", limit);
   const char *vals[1] = {lim};
   PGresult *r = NULL;
-  int rc = as_db_query(tx->db,
-                       "SELECT id, case_id, kind, (extract(epoch FROM due_at) * 1e6)::bigint FROM deadlines"
-                       " WHERE due_at <= now() AND fired_at IS NULL AND cancelled_at IS NULL"
-                       " ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED",
-                       1, vals, &r);
+  int rc = as_db_query(
+      tx->db,
+      "SELECT id, case_id, kind, (extract(epoch FROM due_at) * 1e6)::bigint FROM deadlines"
+      " WHERE due_at <= now() AND fired_at IS NULL AND cancelled_at IS NULL"
+      " ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+      1, vals, &r);
   int n = rc == 0 ? PQntuples(r) : 0;
   for (int i = 0; rc == 0 && i < n; i++) {
-    rc = fire(arg, tx, PQgetvalue(r, i, 1), PQgetvalue(r, i, 2), strtoll(PQgetvalue(r, i, 3), NULL, 10));
+    rc = fire(arg, tx, PQgetvalue(r, i, 1), PQgetvalue(r, i, 2),
+              strtoll(PQgetvalue(r, i, 3), NULL, 10));
     const char *id[1] = {PQgetvalue(r, i, 0)};
-    if (rc == 0) rc = as_db_query(tx->db, "UPDATE deadlines SET fired_at = now() WHERE id = $1", 1, id, NULL);
+    if (rc == 0)
+      rc = as_db_query(tx->db, "UPDATE deadlines SET fired_at = now() WHERE id = $1", 1, id, NULL);
   }
   PQclear(r);
   return rc < 0 ? rc : n;

@@ -19,13 +19,14 @@
 
 /* Sets (or moves) the deadline kind of case_id to due_us, re-arming it if it
  * had fired or was cancelled. Returns 0 or an as_db error. */
-AS_MUST_CHECK int as_deadline_set(as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
+AS_MUST_CHECK int as_deadline_set(as_tx_t *tx, const char *case_id, const char *kind,
+                                  int64_t due_us);
 
 /* The bulk form: sets (or moves) n deadlines with one statement. The same
  * (case id, kind) must not appear twice in one call. Returns 0 or an as_db
  * error. */
-AS_MUST_CHECK int as_deadline_set_many(as_tx_t *tx, const char *const *case_ids, const char *const *kinds,
-                         const int64_t *due_us, size_t n);
+AS_MUST_CHECK int as_deadline_set_many(as_tx_t *tx, const char *const *case_ids,
+                                       const char *const *kinds, const int64_t *due_us, size_t n);
 
 /* Cancels it; returns 0 or an as_db error (a missing deadline is no error). */
 AS_MUST_CHECK int as_deadline_cancel(as_tx_t *tx, const char *case_id, const char *kind);

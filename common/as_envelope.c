@@ -25,14 +25,15 @@ const char *as_envelope_type_name(Aftersales__V1__Envelope__PayloadCase c) {
   if (c == AFTERSALES__V1__ENVELOPE__PAYLOAD__NOT_SET) return NULL;
   const ProtobufCFieldDescriptor *f =
       protobuf_c_message_descriptor_get_field(&aftersales__v1__envelope__descriptor, (unsigned)c);
-  if (!f || f->type != PROTOBUF_C_TYPE_MESSAGE || !(f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)) return NULL;
+  if (!f || f->type != PROTOBUF_C_TYPE_MESSAGE || !(f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF))
+    return NULL;
   return ((const ProtobufCMessageDescriptor *)f->descriptor)->short_name;
 }
 
 bool as_envelope_has_photo_or_video(Aftersales__V1__Attachment *const *a, size_t n) {
   for (size_t i = 0; i < n; i++)
-    if (a[i]->media_type &&
-        (strncmp(a[i]->media_type, "image/", 6) == 0 || strncmp(a[i]->media_type, "video/", 6) == 0))
+    if (a[i]->media_type && (strncmp(a[i]->media_type, "image/", 6) == 0 ||
+                             strncmp(a[i]->media_type, "video/", 6) == 0))
       return true;
   return false;
 }
@@ -41,8 +42,8 @@ bool as_envelope_id_ok(const char *s) {
   size_t n = 0;
   for (; s[n]; n++) {
     char c = s[n];
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-          c == '.' || c == '_' || c == ':' || c == '-'))
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+          c == '_' || c == ':' || c == '-'))
       return false;
   }
   return n > 0 && n <= AS_ID_MAX;
@@ -74,10 +75,13 @@ static const char *check_contract(as_envelope_t *env, const char **reason) {
   if (!env->case_id[0] && !env->order_id[0] &&
       env->payload_case != AFTERSALES__V1__ENVELOPE__PAYLOAD_DEAD_LETTER)
     return "neither case_id nor order_id";
-  if (env->case_id[0] && !as_envelope_id_ok(env->case_id)) return "case_id has unsafe characters or length";
-  if (env->order_id[0] && !as_envelope_id_ok(env->order_id)) return "order_id has unsafe characters or length";
+  if (env->case_id[0] && !as_envelope_id_ok(env->case_id))
+    return "case_id has unsafe characters or length";
+  if (env->order_id[0] && !as_envelope_id_ok(env->order_id))
+    return "order_id has unsafe characters or length";
   if (env->trace_id[0] && !is_hex32(env->trace_id)) return "trace_id is not 32 lower-case hex";
-  if (env->causation_id[0] && !as_uuid_valid(env->causation_id)) return "causation_id is not a UUID";
+  if (env->causation_id[0] && !as_uuid_valid(env->causation_id))
+    return "causation_id is not a UUID";
   if (env->schema_version > AS_SCHEMA_VERSION) {
     *reason = AS_DLQ_UNSUPPORTED_VERSION;
     return "schema_version newer than this worker understands";
@@ -85,8 +89,8 @@ static const char *check_contract(as_envelope_t *env, const char **reason) {
   return NULL;
 }
 
-as_envelope_t *as_envelope_decode(const uint8_t *buf, size_t len, const char **reason,
-                                  char *detail, size_t detail_len) {
+as_envelope_t *as_envelope_decode(const uint8_t *buf, size_t len, const char **reason, char *detail,
+                                  size_t detail_len) {
   as_envelope_t *env = aftersales__v1__envelope__unpack(NULL, len, buf);
   if (!env) {
     *reason = AS_DLQ_DECODE_FAILED;

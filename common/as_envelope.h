@@ -36,8 +36,8 @@ typedef Aftersales__V1__Envelope as_envelope_t;
 
 /* Decodes and validates buf. Returns the envelope, or NULL with *reason set
  * to one of the AS_DLQ_* codes and a one-line explanation in detail. */
-as_envelope_t *as_envelope_decode(const uint8_t *buf, size_t len, const char **reason,
-                                  char *detail, size_t detail_len);
+as_envelope_t *as_envelope_decode(const uint8_t *buf, size_t len, const char **reason, char *detail,
+                                  size_t detail_len);
 
 void as_envelope_free(as_envelope_t *env); /* NULL is a no-op */
 
@@ -63,8 +63,9 @@ typedef struct as_envelope_stamp {
   Aftersales__V1__Producer producer;
 } as_envelope_stamp_t;
 
-AS_MUST_CHECK int as_envelope_stamp(as_envelope_t *env, as_envelope_stamp_t *stamp, const char *service,
-                      const char *instance, const as_envelope_t *cause, int64_t now_us);
+AS_MUST_CHECK int as_envelope_stamp(as_envelope_t *env, as_envelope_stamp_t *stamp,
+                                    const char *service, const char *instance,
+                                    const as_envelope_t *cause, int64_t now_us);
 
 /* Current Unix time in microseconds (CLOCK_REALTIME). */
 int64_t as_now_us(void);

@@ -15,10 +15,13 @@
 
 /* Drops a must-check result the caller has no use for; the call site says
  * why in a comment. */
-static inline void as_ignore(int rc) { (void)rc; }
+static inline void as_ignore(int rc) {
+  (void)rc;
+}
 
 /* Formats the message into err[0..errlen), truncated; a NULL err or a zero
  * errlen is a no-op, for callers that want no text. */
-void as_err_set(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void as_err_set(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 #endif

@@ -29,14 +29,14 @@ typedef struct conn {
   uv_timer_t timer;
   uv_write_t wreq;
   uv_shutdown_t sreq;
-  int open;          /* this connection's handles not yet closed */
-  bool closing;      /* uv_close called */
-  bool responded;    /* response written or being written; input is discarded */
-  bool shut;         /* our write side is shut down */
-  bool eof;          /* the peer's write side is shut down */
-  char *body;        /* owned response body, or NULL for text */
+  int open;       /* this connection's handles not yet closed */
+  bool closing;   /* uv_close called */
+  bool responded; /* response written or being written; input is discarded */
+  bool shut;      /* our write side is shut down */
+  bool eof;       /* the peer's write side is shut down */
+  char *body;     /* owned response body, or NULL for text */
   size_t body_len;
-  char text[32];     /* body of our own answers (400, 405, 408) */
+  char text[32]; /* body of our own answers (400, 405, 408) */
   char head[RESP_HEAD_MAX];
   size_t len;
   char buf[HEAD_MAX];
@@ -66,11 +66,9 @@ static void handle_closed(as_http_t *h) {
   void (*done)(void *) = h->done;
   void *arg = h->done_arg;
 
-  if (--h->handles > 0 || !h->closing)
-    return;
+  if (--h->handles > 0 || !h->closing) return;
   free(h);
-  if (done != NULL)
-    done(arg);
+  if (done != NULL) done(arg);
 }
 
 static void on_listener_closed(uv_handle_t *hd) {
@@ -82,8 +80,7 @@ static void conn_free(conn_t *c) {
     c->prev->next = c->next;
   else
     c->h->conns = c->next;
-  if (c->next != NULL)
-    c->next->prev = c->prev;
+  if (c->next != NULL) c->next->prev = c->prev;
   free(c->body);
   free(c);
 }
@@ -92,16 +89,14 @@ static void on_conn_handle_closed(uv_handle_t *hd) {
   conn_t *c = hd->data;
   as_http_t *h = c->h;
 
-  if (--c->open == 0)
-    conn_free(c);
+  if (--c->open == 0) conn_free(c);
   handle_closed(h);
 }
 
 /* Idempotent; pending write and shutdown callbacks still run (with
  * UV_ECANCELED) before the close callbacks free the connection. */
 static void conn_close(conn_t *c) {
-  if (c->closing)
-    return;
+  if (c->closing) return;
   c->closing = true;
   uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
   uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
@@ -114,15 +109,19 @@ static const char *reason(int status) {
     int status;
     const char *text;
   } reasons[] = {
-      {200, "OK"},          {204, "No Content"},         {400, "Bad Request"},
-      {404, "Not Found"},   {405, "Method Not Allowed"}, {408, "Request Timeout"},
-      {429, "Too Many Requests"}, {500, "Internal Server Error"},
+      {200, "OK"},
+      {204, "No Content"},
+      {400, "Bad Request"},
+      {404, "Not Found"},
+      {405, "Method Not Allowed"},
+      {408, "Request Timeout"},
+      {429, "Too Many Requests"},
+      {500, "Internal Server Error"},
       {503, "Service Unavailable"},
   };
 
   for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
-    if (reasons[i].status == status)
-      return reasons[i].text;
+    if (reasons[i].status == status) return reasons[i].text;
   return "Unknown";
 }
 
@@ -131,8 +130,7 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
 
   c->shut = true;
   /* Otherwise linger: reads are discarded until EOF or the timer. */
-  if (status < 0 || c->eof)
-    conn_close(c);
+  if (status < 0 || c->eof) conn_close(c);
 }
 
 static void on_write(uv_write_t *req, int status) {
@@ -143,8 +141,7 @@ static void on_write(uv_write_t *req, int status) {
     return;
   }
   c->sreq.data = c;
-  if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
-    conn_close(c);
+  if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) != 0) conn_close(c);
 }
 
 /* Sends the prepared head and body; the timer now bounds the write and the
@@ -172,8 +169,7 @@ static void format_head(conn_t *c, int status, const char *type) {
 
   /* Only an absurd content type can overflow; fall back rather than send a
    * cut head. */
-  if (n < 0 || (size_t)n >= sizeof c->head)
-    format_head(c, status, DEFAULT_TYPE);
+  if (n < 0 || (size_t)n >= sizeof c->head) format_head(c, status, DEFAULT_TYPE);
 }
 
 /* Our own answers: 400, 405, 408. */
@@ -206,17 +202,14 @@ static int parse_request_line(char *line, char **method, char **path) {
   char *sp1 = strchr(line, ' '), *sp2 = sp1 != NULL ? strchr(sp1 + 1, ' ') : NULL;
   const char *version = sp2 != NULL ? sp2 + 1 : "";
 
-  if (sp1 == NULL || sp2 == NULL || sp1 == line || sp1[1] != '/')
-    return 400;
+  if (sp1 == NULL || sp2 == NULL || sp1 == line || sp1[1] != '/') return 400;
   if (strncmp(version, "HTTP/1.", 7) != 0 || version[7] < '0' || version[7] > '9' ||
       version[8] != '\0')
     return 400;
   for (const char *p = line; p < sp1; p++)
-    if (!is_tchar(*p))
-      return 400;
+    if (!is_tchar(*p)) return 400;
   for (const char *p = sp1 + 1; p < sp2; p++)
-    if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7F)
-      return 400;
+    if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7F) return 400;
   *sp1 = *sp2 = '\0';
   sp1[1 + strcspn(sp1 + 1, "?#")] = '\0';
   *method = line;
@@ -228,12 +221,9 @@ static int parse_request_line(char *line, char **method, char **path) {
  * allows), searching from `from`; 0 if not yet. */
 static size_t head_end(const char *buf, size_t len, size_t from) {
   for (size_t i = from; i + 1 < len; i++) {
-    if (buf[i] != '\n')
-      continue;
-    if (buf[i + 1] == '\n')
-      return i + 2;
-    if (buf[i + 1] == '\r' && i + 2 < len && buf[i + 2] == '\n')
-      return i + 3;
+    if (buf[i] != '\n') continue;
+    if (buf[i + 1] == '\n') return i + 2;
+    if (buf[i + 1] == '\r' && i + 2 < len && buf[i + 2] == '\n') return i + 3;
   }
   return 0;
 }
@@ -245,13 +235,10 @@ int as_http_parse_request(char *buf, size_t len, char **method, char **path) {
   if (nl == NULL) /* not a head; the listener passes only complete ones */
     return 400;
   n = (size_t)(nl - buf);
-  if (n > 0 && buf[n - 1] == '\r')
-    n--;
+  if (n > 0 && buf[n - 1] == '\r') n--;
   buf[n] = '\0';
-  if (memchr(buf, '\0', n) != NULL || parse_request_line(buf, method, path) != 0)
-    return 400;
-  if (strcmp(*method, "HEAD") != 0 && strcmp(*method, "GET") != 0)
-    return 405;
+  if (memchr(buf, '\0', n) != NULL || parse_request_line(buf, method, path) != 0) return 400;
+  if (strcmp(*method, "HEAD") != 0 && strcmp(*method, "GET") != 0) return 405;
   return 0;
 }
 
@@ -300,8 +287,7 @@ static void on_eof(conn_t *c) {
   uv_read_stop((uv_stream_t *)&c->tcp);
   /* A peer that gives up before a whole head gets nothing; after the
    * response, EOF ends the lingering close. */
-  if (!c->responded || c->shut)
-    conn_close(c);
+  if (!c->responded || c->shut) conn_close(c);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
@@ -317,8 +303,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     conn_close(c);
     return;
   }
-  if (c->responded || nread == 0)
-    return;
+  if (c->responded || nread == 0) return;
   from = c->len > 2 ? c->len - 2 : 0; /* a terminator may straddle reads */
   c->len += (size_t)nread;
   if (head_end(c->buf, c->len, from) > 0)
@@ -331,16 +316,13 @@ static void on_connection(uv_stream_t *server, int status) {
   as_http_t *h = server->data;
   conn_t *c;
 
-  if (status < 0 || h->closing)
-    return;
+  if (status < 0 || h->closing) return;
   /* Without a conn we cannot accept, and libuv then pauses the listener
    * until we do; out of memory, the service has bigger problems. */
-  if ((c = calloc(1, sizeof *c)) == NULL)
-    return;
+  if ((c = calloc(1, sizeof *c)) == NULL) return;
   c->h = h;
   c->next = h->conns;
-  if (h->conns != NULL)
-    h->conns->prev = c;
+  if (h->conns != NULL) h->conns->prev = c;
   h->conns = c;
   uv_timer_init(h->loop, &c->timer); /* cannot fail */
   c->timer.data = c;
@@ -365,8 +347,7 @@ static void on_connection(uv_stream_t *server, int status) {
 /* --- listener --------------------------------------------------------------- */
 
 static int make_addr(const char *addr, int port, struct sockaddr_storage *ss) {
-  if (strchr(addr, ':') != NULL)
-    return uv_ip6_addr(addr, port, (struct sockaddr_in6 *)ss);
+  if (strchr(addr, ':') != NULL) return uv_ip6_addr(addr, port, (struct sockaddr_in6 *)ss);
   return uv_ip4_addr(addr, port, (struct sockaddr_in *)ss);
 }
 
@@ -375,8 +356,7 @@ static int read_port(as_http_t *h) {
   int len = sizeof ss;
   int rc = uv_tcp_getsockname(&h->listener, (struct sockaddr *)&ss, &len);
 
-  if (rc != 0)
-    return rc;
+  if (rc != 0) return rc;
   if (ss.ss_family == AF_INET6)
     h->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
   else
@@ -405,7 +385,7 @@ as_http_t *as_http_start(uv_loop_t *loop, const char *addr, int port, as_http_ro
   if (loop == NULL || addr == NULL || cb == NULL || port < 0 || port > 65535 ||
       make_addr(addr, port, &ss) != 0) {
     as_err_set(err, errlen, "as_http: bad listen address \"%.64s\" port %d", addr ? addr : "",
-            port);
+               port);
     return NULL;
   }
   ignore_sigpipe();
@@ -445,12 +425,10 @@ void as_http_set_timeout_ms(as_http_t *h, unsigned ms) {
 }
 
 void as_http_close(as_http_t *h, void (*done)(void *arg), void *arg) {
-  if (h == NULL || h->closing)
-    return;
+  if (h == NULL || h->closing) return;
   h->closing = true;
   h->done = done;
   h->done_arg = arg;
   uv_close((uv_handle_t *)&h->listener, on_listener_closed);
-  for (conn_t *c = h->conns; c != NULL; c = c->next)
-    conn_close(c);
+  for (conn_t *c = h->conns; c != NULL; c = c->next) conn_close(c);
 }

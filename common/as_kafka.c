@@ -30,7 +30,10 @@ static int set_all(rd_kafka_conf_t *c, const char *const *kv, char *err, size_t 
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
   const as_kafka_ctx_t *ctx = rd_kafka_opaque(rk);
   const as_log_t *l = ctx->log;
-  as_log_level_t lv = level <= 3 ? AS_LOG_ERROR : level <= 4 ? AS_LOG_WARN : level <= 6 ? AS_LOG_INFO : AS_LOG_DEBUG;
+  as_log_level_t lv = level <= 3   ? AS_LOG_ERROR
+                      : level <= 4 ? AS_LOG_WARN
+                      : level <= 6 ? AS_LOG_INFO
+                                   : AS_LOG_DEBUG;
   AS_LOG(l, lv, "librdkafka", AS_F_STR("client", rd_kafka_name(rk)), AS_F_STR("facility", fac),
          AS_F_STR("detail", buf));
 }
@@ -41,9 +44,17 @@ static rd_kafka_conf_t *base_conf(const as_kafka_opts_t *o, char *err, size_t er
   snprintf(stats, sizeof stats, "%d", o->stats_interval_ms);
   /* Nagle off: a worker sends small requests and waits for their answers;
    * batching is linger.ms's job, not the kernel's. */
-  const char *kv[] = {"bootstrap.servers", o->bootstrap, "client.id", o->client_id,
-                      "log.queue", "true", "statistics.interval.ms", stats,
-                      "socket.nagle.disable", "true", NULL};
+  const char *kv[] = {"bootstrap.servers",
+                      o->bootstrap,
+                      "client.id",
+                      o->client_id,
+                      "log.queue",
+                      "true",
+                      "statistics.interval.ms",
+                      stats,
+                      "socket.nagle.disable",
+                      "true",
+                      NULL};
   if (set_all(c, kv, err, errlen) < 0 || as_config_each_rdkafka(conf_set, c, err, errlen) != 0) {
     rd_kafka_conf_destroy(c);
     return NULL;
@@ -66,9 +77,11 @@ static void enable_events(rd_kafka_queue_t *q, int fd) {
   rd_kafka_queue_destroy(q);
 }
 
-static int subscribe(rd_kafka_t *rk, const char *const *topics, size_t n, char *err, size_t errlen) {
+static int subscribe(rd_kafka_t *rk, const char *const *topics, size_t n, char *err,
+                     size_t errlen) {
   rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n);
-  for (size_t i = 0; i < n; i++) rd_kafka_topic_partition_list_add(l, topics[i], RD_KAFKA_PARTITION_UA);
+  for (size_t i = 0; i < n; i++)
+    rd_kafka_topic_partition_list_add(l, topics[i], RD_KAFKA_PARTITION_UA);
   rd_kafka_resp_err_t e = rd_kafka_subscribe(rk, l);
   rd_kafka_topic_partition_list_destroy(l);
   if (e) snprintf(err, errlen, "subscribe: %s", rd_kafka_err2str(e));
@@ -80,14 +93,23 @@ rd_kafka_t *as_kafka_consumer_new(const as_kafka_opts_t *o, const char *const *t
   rd_kafka_conf_t *c = base_conf(o, err, errlen);
   if (!c) return NULL;
   /* Forced after the pass-through: these are the delivery guarantees. */
-  const char *kv[] = {"group.id", o->group_id, "enable.auto.commit", "false",
-                      "enable.auto.offset.store", "false", "partition.assignment.strategy", "range",
-                      "enable.partition.eof", "false", NULL};
+  const char *kv[] = {"group.id",
+                      o->group_id,
+                      "enable.auto.commit",
+                      "false",
+                      "enable.auto.offset.store",
+                      "false",
+                      "partition.assignment.strategy",
+                      "range",
+                      "enable.partition.eof",
+                      "false",
+                      NULL};
   if (set_all(c, kv, err, errlen) < 0) {
     rd_kafka_conf_destroy(c);
     return NULL;
   }
-  if (!getenv("AS_RDKAFKA_AUTO_OFFSET_RESET")) conf_set(c, "auto.offset.reset", "earliest", err, errlen);
+  if (!getenv("AS_RDKAFKA_AUTO_OFFSET_RESET"))
+    conf_set(c, "auto.offset.reset", "earliest", err, errlen);
   /* librdkafka prefetches up to 64 MiB per consumer by default; a few
    * batches' worth keeps the worker small (RSS target 32 MB) and loses no
    * throughput. */
@@ -112,7 +134,8 @@ rd_kafka_t *as_kafka_consumer_new(const as_kafka_opts_t *o, const char *const *t
   return rk;
 }
 
-rd_kafka_t *as_kafka_producer_new(const as_kafka_opts_t *o, int event_fd, char *err, size_t errlen) {
+rd_kafka_t *as_kafka_producer_new(const as_kafka_opts_t *o, int event_fd, char *err,
+                                  size_t errlen) {
   rd_kafka_conf_t *c = base_conf(o, err, errlen);
   if (!c) return NULL;
   const char *kv[] = {"enable.idempotence", "true", "acks", "all", NULL};

@@ -31,10 +31,11 @@ typedef struct as_kafka_ctx {
 typedef struct as_kafka_opts {
   const char *bootstrap;
   const char *client_id;
-  const char *group_id;   /* consumer only */
-  as_kafka_ctx_t *ctx;    /* becomes rd_kafka_opaque(); borrowed, must outlive the handle */
+  const char *group_id; /* consumer only */
+  as_kafka_ctx_t *ctx;  /* becomes rd_kafka_opaque(); borrowed, must outlive the handle */
   /* consumer */
-  void (*rebalance_cb)(rd_kafka_t *, rd_kafka_resp_err_t, rd_kafka_topic_partition_list_t *, void *);
+  void (*rebalance_cb)(rd_kafka_t *, rd_kafka_resp_err_t, rd_kafka_topic_partition_list_t *,
+                       void *);
   /* producer */
   void (*dr_msg_cb)(rd_kafka_t *, const rd_kafka_message_t *, void *);
   /* both: statistics JSON every stats_interval_ms (0 = off) */

@@ -34,8 +34,7 @@ static size_t utf8_len(const unsigned char *p) {
   unsigned char c = p[0], lo = 0x80, hi = 0xBF;
   size_t n;
 
-  if (c < 0x80)
-    return 1;
+  if (c < 0x80) return 1;
   if (c >= 0xC2 && c <= 0xDF)
     n = 2;
   else if (c >= 0xE0 && c <= 0xEF)
@@ -54,11 +53,9 @@ static size_t utf8_len(const unsigned char *p) {
     lo = 0x90;
   else if (c == 0xF4)
     hi = 0x8F;
-  if (p[1] < lo || p[1] > hi)
-    return 0;
+  if (p[1] < lo || p[1] > hi) return 0;
   for (size_t i = 2; i < n; i++)
-    if (p[i] < 0x80 || p[i] > 0xBF)
-      return 0;
+    if (p[i] < 0x80 || p[i] > 0xBF) return 0;
   return n;
 }
 
@@ -72,9 +69,8 @@ static void esc_hex(esc_unit_t *u, unsigned char c) {
 }
 
 static void esc_next(const unsigned char *p, esc_unit_t *u) {
-  static const char shorts[][2] = {['"'] = "\"", ['\\'] = "\\", ['\b'] = "b",
-                                   ['\f'] = "f", ['\n'] = "n",  ['\r'] = "r",
-                                   ['\t'] = "t"};
+  static const char shorts[][2] = {['"'] = "\"", ['\\'] = "\\", ['\b'] = "b", ['\f'] = "f",
+                                   ['\n'] = "n", ['\r'] = "r",  ['\t'] = "t"};
   unsigned char c = p[0];
   size_t n = utf8_len(p);
 
@@ -118,8 +114,7 @@ static size_t escape_body(char *dst, size_t budget, const char *s) {
 
   while (*p != '\0') {
     esc_next(p, &u);
-    if (u.outlen > budget - len)
-      break;
+    if (u.outlen > budget - len) break;
     memcpy(dst + len, u.out, u.outlen);
     len += u.outlen;
     p += u.in;
@@ -150,8 +145,7 @@ static size_t write_json_str(char *dst, size_t budget, const char *s) {
 size_t as_log_json_escape(char *buf, size_t cap, const char *s) {
   size_t len;
 
-  if (cap == 0)
-    return 0;
+  if (cap == 0) return 0;
   if (s == NULL) {
     len = cap > 4 ? 4 : 0;
     memcpy(buf, "null", len);
@@ -179,8 +173,7 @@ int as_log_level_parse(const char *s, as_log_level_t *out) {
 static const char *level_name(as_log_level_t level) {
   static const char *const names[] = {"debug", "info", "warn", "error"};
 
-  if ((unsigned)level < sizeof names / sizeof names[0])
-    return names[level];
+  if ((unsigned)level < sizeof names / sizeof names[0]) return names[level];
   return "unknown";
 }
 
@@ -236,8 +229,7 @@ static void line_str(line_t *l, const char *s, size_t vcap) {
     l->full = true;
     return;
   }
-  if (vcap > room - 2)
-    vcap = room - 2;
+  if (vcap > room - 2) vcap = room - 2;
   /* Too little room even for the cut mark: drop rather than cut silently. */
   if (vcap < CUT_MARK_LEN && escaped_len(s, vcap) > vcap) {
     l->full = true;
@@ -258,8 +250,7 @@ static size_t fields_overhead(const as_log_field_t *f, size_t n) {
   size_t sum = sizeof ",\"msg\":\"\"" - 1;
 
   for (size_t i = 0; i < n; i++) {
-    if (f[i].key == NULL)
-      continue;
+    if (f[i].key == NULL) continue;
     sum += 4 + escaped_len(f[i].key, AS_LOG__LINE_MAX); /* ,"key": */
     if (f[i].kind == AS_LOG_F_INT)
       sum += int_len(f[i].num);
@@ -288,8 +279,7 @@ static size_t values_len(const char *msg, const as_log_field_t *f, size_t n, siz
 static size_t value_cap(const char *msg, const as_log_field_t *f, size_t n, size_t budget) {
   size_t lo = CUT_MARK_LEN, hi = AS_LOG__LINE_MAX;
 
-  if (values_len(msg, f, n, hi) <= budget)
-    return hi;
+  if (values_len(msg, f, n, hi) <= budget) return hi;
   while (lo < hi) {
     size_t mid = lo + (hi - lo + 1) / 2;
 
@@ -327,8 +317,7 @@ static void line_field(line_t *l, const as_log_field_t *f, size_t vcap) {
   } else {
     line_str(l, f->str, vcap);
   }
-  if (l->full)
-    l->len = mark; /* drop the field whole rather than break the JSON */
+  if (l->full) l->len = mark; /* drop the field whole rather than break the JSON */
 }
 
 void as_log_emit(const as_log_t *log, as_log_level_t level, const char *msg,
@@ -337,10 +326,8 @@ void as_log_emit(const as_log_t *log, as_log_level_t level, const char *msg,
   line_t l = {.p = buf, .len = 0, .cap = sizeof buf - 2, .full = false};
   size_t vcap;
 
-  if (level < log->min_level)
-    return;
-  if (msg == NULL)
-    msg = "";
+  if (level < log->min_level) return;
+  if (msg == NULL) msg = "";
   line_lit(&l, "{\"ts\":\"");
   line_ts(&l);
   line_lit(&l, "\",\"level\":\"");
@@ -354,8 +341,7 @@ void as_log_emit(const as_log_t *log, as_log_level_t level, const char *msg,
   line_lit(&l, ",\"msg\":");
   line_str(&l, msg, vcap);
   for (size_t i = 0; i < nfields; i++)
-    if (fields[i].key != NULL)
-      line_field(&l, &fields[i], vcap);
+    if (fields[i].key != NULL) line_field(&l, &fields[i], vcap);
   memcpy(buf + l.len, "}\n", 2);
   fwrite(buf, 1, l.len + 2, log->out != NULL ? log->out : stderr);
   fflush(log->out != NULL ? log->out : stderr);

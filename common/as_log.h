@@ -42,7 +42,8 @@ typedef struct as_log_field {
 #define AS_F_STR(k, v) ((as_log_field_t){.key = (k), .str = (v), .kind = AS_LOG_F_STR})
 #define AS_F_INT(k, v) ((as_log_field_t){.key = (k), .num = (long long)(v), .kind = AS_LOG_F_INT})
 
-void as_log_init(as_log_t *log, const char *service, const char *instance, as_log_level_t min_level);
+void as_log_init(as_log_t *log, const char *service, const char *instance,
+                 as_log_level_t min_level);
 
 /* Parses "debug", "info", "warn", "error"; returns 0 or -EINVAL. */
 AS_MUST_CHECK int as_log_level_parse(const char *s, as_log_level_t *out);
@@ -58,11 +59,10 @@ void as_log_emit(const as_log_t *log, as_log_level_t level, const char *msg,
  * escaped. Used by the logger and the HTTP/metrics code. */
 size_t as_log_json_escape(char *buf, size_t cap, const char *s);
 
-#define AS_LOG(log, level, msg, ...)                                                   \
-  do {                                                                             \
-    const as_log_field_t as_log__f[] = {AS_F_INT(NULL, 0), ##__VA_ARGS__};         \
-    as_log_emit((log), (level), (msg), as_log__f + 1,                              \
-                sizeof as_log__f / sizeof as_log__f[0] - 1);                       \
+#define AS_LOG(log, level, msg, ...)                                                               \
+  do {                                                                                             \
+    const as_log_field_t as_log__f[] = {AS_F_INT(NULL, 0), ##__VA_ARGS__};                         \
+    as_log_emit((log), (level), (msg), as_log__f + 1, sizeof as_log__f / sizeof as_log__f[0] - 1); \
   } while (0)
 #define AS_DEBUG(log, msg, ...) AS_LOG(log, AS_LOG_DEBUG, msg, ##__VA_ARGS__)
 #define AS_INFO(log, msg, ...) AS_LOG(log, AS_LOG_INFO, msg, ##__VA_ARGS__)

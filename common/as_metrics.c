@@ -69,15 +69,13 @@ int as_metrics_label_escape(char *buf, size_t cap, const char *value) {
     size_t n = esc != NULL ? 2 : 1;
 
     if (n >= cap - len) {
-      if (cap > 0)
-        buf[0] = '\0';
+      if (cap > 0) buf[0] = '\0';
       return -ENOSPC;
     }
     memcpy(buf + len, esc != NULL ? esc : p, n);
     len += n;
   }
-  if (cap == 0)
-    return -ENOSPC;
+  if (cap == 0) return -ENOSPC;
   buf[len] = '\0';
   return 0;
 }
@@ -88,8 +86,7 @@ static char *escape_dup(const char *s) {
   size_t cap = 2 * strlen(s) + 1;
   char *out = malloc(cap);
 
-  if (out != NULL)
-    as_ignore(as_metrics_label_escape(out, cap, s));
+  if (out != NULL) as_ignore(as_metrics_label_escape(out, cap, s));
   return out;
 }
 
@@ -99,11 +96,9 @@ as_metrics_t *as_metrics_new(const char *service, const char *instance) {
   char *inst = escape_dup(instance != NULL ? instance : "");
   size_t cap;
 
-  if (m == NULL || svc == NULL || inst == NULL)
-    goto fail;
+  if (m == NULL || svc == NULL || inst == NULL) goto fail;
   cap = strlen(svc) + strlen(inst) + sizeof "service=\"\",instance=\"\"";
-  if ((m->base = malloc(cap)) == NULL)
-    goto fail;
+  if ((m->base = malloc(cap)) == NULL) goto fail;
   snprintf(m->base, cap, "service=\"%s\",instance=\"%s\"", svc, inst);
   m->families_tail = &m->families;
   goto out;
@@ -126,8 +121,7 @@ static void family_free(family_t *f) {
 
   for (series_t *s = f->series; s != NULL; s = next) {
     next = s->next;
-    if (f->kind == KIND_HISTOGRAM)
-      free(s->u.h.buckets);
+    if (f->kind == KIND_HISTOGRAM) free(s->u.h.buckets);
     series_free(s);
   }
   free(f->bounds);
@@ -139,8 +133,7 @@ static void family_free(family_t *f) {
 void as_metrics_free(as_metrics_t *m) {
   family_t *next;
 
-  if (m == NULL)
-    return;
+  if (m == NULL) return;
   for (family_t *f = m->families; f != NULL; f = next) {
     next = f->next;
     family_free(f);
@@ -151,8 +144,7 @@ void as_metrics_free(as_metrics_t *m) {
 
 /* [a-zA-Z_:][a-zA-Z0-9_:]*: anything else would break the exposition. */
 static bool name_ok(const char *name) {
-  if (name == NULL || *name == '\0' || (*name >= '0' && *name <= '9'))
-    return false;
+  if (name == NULL || *name == '\0' || (*name >= '0' && *name <= '9')) return false;
   for (const char *p = name; *p != '\0'; p++)
     if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
           *p == '_' || *p == ':'))
@@ -162,17 +154,15 @@ static bool name_ok(const char *name) {
 
 static bool bounds_ok(const double *bounds, size_t n) {
   for (size_t i = 0; i < n; i++)
-    if (!isfinite(bounds[i]) || (i > 0 && bounds[i] <= bounds[i - 1]))
-      return false;
+    if (!isfinite(bounds[i]) || (i > 0 && bounds[i] <= bounds[i - 1])) return false;
   return true;
 }
 
-static family_t *family_new(const char *name, const char *help, kind_t kind,
-                            const double *bounds, size_t nbounds) {
+static family_t *family_new(const char *name, const char *help, kind_t kind, const double *bounds,
+                            size_t nbounds) {
   family_t *f = calloc(1, sizeof *f);
 
-  if (f == NULL)
-    return NULL;
+  if (f == NULL) return NULL;
   f->kind = kind;
   f->nbounds = nbounds;
   f->series_tail = &f->series;
@@ -183,8 +173,7 @@ static family_t *family_new(const char *name, const char *help, kind_t kind,
     family_free(f);
     return NULL;
   }
-  if (nbounds > 0)
-    memcpy(f->bounds, bounds, nbounds * sizeof *bounds);
+  if (nbounds > 0) memcpy(f->bounds, bounds, nbounds * sizeof *bounds);
   return f;
 }
 
@@ -195,15 +184,13 @@ static family_t *family_get(as_metrics_t *m, const char *name, const char *help,
   family_t *f;
 
   for (f = m->families; f != NULL; f = f->next)
-    if (strcmp(f->name, name) == 0)
-      break;
+    if (strcmp(f->name, name) == 0) break;
   if (f != NULL) {
     bool same = f->kind == kind && f->nbounds == nbounds &&
                 (nbounds == 0 || memcmp(f->bounds, bounds, nbounds * sizeof *bounds) == 0);
     return same ? f : NULL;
   }
-  if ((f = family_new(name, help, kind, bounds, nbounds)) == NULL)
-    return NULL;
+  if ((f = family_new(name, help, kind, bounds, nbounds)) == NULL) return NULL;
   *m->families_tail = f;
   m->families_tail = &f->next;
   return f;
@@ -212,37 +199,29 @@ static family_t *family_get(as_metrics_t *m, const char *name, const char *help,
 static series_t *series_new(family_t *f, const char *labels) {
   series_t *s = calloc(1, sizeof *s);
 
-  if (s == NULL || (s->labels = strdup(labels)) == NULL)
-    goto fail;
+  if (s == NULL || (s->labels = strdup(labels)) == NULL) goto fail;
   if (f->kind == KIND_HISTOGRAM) {
     s->u.h.fam = f;
-    if ((s->u.h.buckets = calloc(f->nbounds + 1, sizeof *s->u.h.buckets)) == NULL)
-      goto fail;
+    if ((s->u.h.buckets = calloc(f->nbounds + 1, sizeof *s->u.h.buckets)) == NULL) goto fail;
   }
   *f->series_tail = s;
   f->series_tail = &s->next;
   return s;
 fail:
-  if (s != NULL)
-    series_free(s);
+  if (s != NULL) series_free(s);
   return NULL;
 }
 
-static series_t *series_get(as_metrics_t *m, const char *name, const char *help,
-                            const char *labels, kind_t kind, const double *bounds,
-                            size_t nbounds) {
+static series_t *series_get(as_metrics_t *m, const char *name, const char *help, const char *labels,
+                            kind_t kind, const double *bounds, size_t nbounds) {
   family_t *f;
 
-  if (m == NULL || !name_ok(name) || (nbounds > 0 && bounds == NULL) ||
-      !bounds_ok(bounds, nbounds))
+  if (m == NULL || !name_ok(name) || (nbounds > 0 && bounds == NULL) || !bounds_ok(bounds, nbounds))
     return NULL;
-  if ((f = family_get(m, name, help, kind, bounds, nbounds)) == NULL)
-    return NULL;
-  if (labels == NULL)
-    labels = "";
+  if ((f = family_get(m, name, help, kind, bounds, nbounds)) == NULL) return NULL;
+  if (labels == NULL) labels = "";
   for (series_t *s = f->series; s != NULL; s = s->next)
-    if (strcmp(s->labels, labels) == 0)
-      return s;
+    if (strcmp(s->labels, labels) == 0) return s;
   return series_new(f, labels);
 }
 
@@ -271,8 +250,7 @@ as_histogram_t *as_metrics_histogram(as_metrics_t *m, const char *name, const ch
  * allocation failure) as a no-op, so that callers can chain
  * as_counter_add(as_metrics_counter(...), 1) without a crash path. */
 void as_counter_add(as_counter_t *c, uint64_t n) {
-  if (c != NULL)
-    c->value += n;
+  if (c != NULL) c->value += n;
 }
 
 uint64_t as_counter_value(const as_counter_t *c) {
@@ -280,8 +258,7 @@ uint64_t as_counter_value(const as_counter_t *c) {
 }
 
 void as_gauge_set(as_gauge_t *g, double v) {
-  if (g != NULL)
-    g->value = v;
+  if (g != NULL) g->value = v;
 }
 
 double as_gauge_value(const as_gauge_t *g) {
@@ -292,10 +269,8 @@ double as_gauge_value(const as_gauge_t *g) {
 void as_histogram_observe(as_histogram_t *h, double v) {
   size_t i = 0;
 
-  if (h == NULL || isnan(v))
-    return;
-  while (i < h->fam->nbounds && v > h->fam->bounds[i])
-    i++;
+  if (h == NULL || isnan(v)) return;
+  while (i < h->fam->nbounds && v > h->fam->bounds[i]) i++;
   h->buckets[i]++;
   h->sum += v;
   h->count++;
@@ -309,13 +284,11 @@ double as_histogram_quantile(const as_histogram_t *h, double q) {
   double want;
   uint64_t cum = 0;
 
-  if (h == NULL)
-    return NAN;
+  if (h == NULL) return NAN;
   want = (q > 1 ? 1 : q > 0 ? q : 0) * (double)h->count;
   for (size_t i = 0; i < h->fam->nbounds; i++) {
     cum += h->buckets[i];
-    if ((double)cum >= want)
-      return h->fam->bounds[i];
+    if ((double)cum >= want) return h->fam->bounds[i];
   }
   return HUGE_VAL;
 }
@@ -330,8 +303,7 @@ typedef struct {
 } buf_t;
 
 static void buf_put(buf_t *b, const char *s, size_t n) {
-  if (b->oom)
-    return;
+  if (b->oom) return;
   if (n + 1 > b->cap - b->len) {
     size_t cap = b->cap * 2 > b->len + n + 1 ? b->cap * 2 : b->len + n + 1;
     char *p = realloc(b->p, cap);
@@ -376,8 +348,7 @@ static void fmt_double(char out[32], double v) {
   } else {
     for (int prec = 1; prec <= 17; prec++) {
       snprintf(out, 32, "%.*g", prec, v);
-      if (strtod(out, NULL) == v)
-        break;
+      if (strtod(out, NULL) == v) break;
     }
   }
 }
@@ -403,8 +374,7 @@ static void put_sample(buf_t *b, const as_metrics_t *m, const char *name, const 
   buf_str(b, "\n");
 }
 
-static void put_histogram(buf_t *b, const as_metrics_t *m, const family_t *f,
-                          const series_t *s) {
+static void put_histogram(buf_t *b, const as_metrics_t *m, const family_t *f, const series_t *s) {
   char le[32], val[32];
   uint64_t cum = 0;
 
@@ -450,14 +420,12 @@ char *as_metrics_render(const as_metrics_t *m, size_t *len) {
   buf_t b = {.p = NULL, .len = 0, .cap = 0, .oom = false};
 
   buf_put(&b, "", 0); /* an empty registry still renders as "" */
-  for (const family_t *f = m->families; f != NULL; f = f->next)
-    put_family(&b, m, f);
+  for (const family_t *f = m->families; f != NULL; f = f->next) put_family(&b, m, f);
   if (b.oom) {
     free(b.p);
     return NULL;
   }
-  if (len != NULL)
-    *len = b.len;
+  if (len != NULL) *len = b.len;
   return b.p;
 }
 
@@ -476,13 +444,14 @@ int as_metrics_register(as_metrics_t *m, const as_metric_def_t *defs, size_t n, 
       memcpy((char *)state + d->slot, &g, sizeof g);
       p = g;
     } else {
-      as_histogram_t *h = as_metrics_histogram(m, d->name, d->help, d->labels, d->bounds, d->nbounds);
+      as_histogram_t *h =
+          as_metrics_histogram(m, d->name, d->help, d->labels, d->bounds, d->nbounds);
       memcpy((char *)state + d->slot, &h, sizeof h);
       p = h;
     }
     if (!p) {
-      snprintf(err, errlen, "metric %s {%s}: out of memory or registered with another type", d->name,
-               d->labels ? d->labels : "");
+      snprintf(err, errlen, "metric %s {%s}: out of memory or registered with another type",
+               d->name, d->labels ? d->labels : "");
       return -ENOMEM;
     }
   }

@@ -64,13 +64,18 @@ typedef struct as_metric_def {
 
 #define AS_METRIC_SLOT_(stype, field, ptype) \
   (offsetof(stype, field) + 0 * sizeof((ptype **){&((stype *)0)->field}))
-#define AS_COUNTER(stype, field, name, labels, help) \
-  {AS_METRIC_COUNTER, (name), (help), (labels), AS_METRIC_SLOT_(stype, field, as_counter_t), NULL, 0}
+#define AS_COUNTER(stype, field, name, labels, help)                                          \
+  {                                                                                           \
+    AS_METRIC_COUNTER, (name), (help), (labels), AS_METRIC_SLOT_(stype, field, as_counter_t), \
+        NULL, 0                                                                               \
+  }
 #define AS_GAUGE(stype, field, name, labels, help) \
-  {AS_METRIC_GAUGE, (name), (help), (labels), AS_METRIC_SLOT_(stype, field, as_gauge_t), NULL, 0}
-#define AS_HISTOGRAM(stype, field, name, labels, help, bounds)                                   \
-  {AS_METRIC_HISTOGRAM, (name), (help), (labels), AS_METRIC_SLOT_(stype, field, as_histogram_t), \
-   (bounds), sizeof(bounds) / sizeof((bounds)[0])}
+  { AS_METRIC_GAUGE, (name), (help), (labels), AS_METRIC_SLOT_(stype, field, as_gauge_t), NULL, 0 }
+#define AS_HISTOGRAM(stype, field, name, labels, help, bounds)                                    \
+  {                                                                                               \
+    AS_METRIC_HISTOGRAM, (name), (help), (labels), AS_METRIC_SLOT_(stype, field, as_histogram_t), \
+        (bounds), sizeof(bounds) / sizeof((bounds)[0])                                            \
+  }
 
 /* Creates defs[0..n) in m and stores each pointer at state + slot.
  * Returns 0, or -ENOMEM (allocation failure, or a name registered before

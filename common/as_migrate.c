@@ -12,7 +12,8 @@ bool as_migrate_ident_ok(const char *s) {
   size_t n = strlen(s);
   if (n == 0 || n > 62 || !((s[0] >= 'a' && s[0] <= 'z') || s[0] == '_')) return false;
   for (size_t i = 0; i < n; i++)
-    if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_')) return false;
+    if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
+      return false;
   return true;
 }
 
@@ -45,7 +46,8 @@ static int run_params(PGconn *c, const char *sql, int n, const char *const *vals
 static int enter_schema(PGconn *c, const char *schema, char *err, size_t errlen) {
   const char *vals[1] = {schema};
   int rc = run(c, "BEGIN", err, errlen);
-  if (rc == 0) rc = run_params(c, "SELECT set_config('search_path', $1, true)", 1, vals, err, errlen);
+  if (rc == 0)
+    rc = run_params(c, "SELECT set_config('search_path', $1, true)", 1, vals, err, errlen);
   return rc < 0 ? rc : 0;
 }
 
@@ -61,9 +63,10 @@ static int apply_one(PGconn *c, const char *schema, const char *source, const as
                      char *err, size_t errlen) {
   const char *params[2] = {source, m->version};
   int rc = enter_schema(c, schema, err, errlen);
-  int done = rc < 0 ? rc
-                    : run_params(c, "SELECT 1 FROM schema_migrations WHERE source = $1 AND version = $2",
-                                 2, params, err, errlen);
+  int done =
+      rc < 0 ? rc
+             : run_params(c, "SELECT 1 FROM schema_migrations WHERE source = $1 AND version = $2",
+                          2, params, err, errlen);
   rc = done < 0 ? done : 0;
   if (rc == 0 && !done) rc = run(c, m->sql, err, errlen);
   if (rc == 0 && !done)
@@ -96,7 +99,8 @@ int as_migrate_apply(PGconn *c, const char *schema, const char *source, const as
     return -EINVAL;
   }
   const char *lock[1] = {schema};
-  int rc = run_params(c, "SELECT pg_advisory_lock(hashtext('as_migrate:' || $1))", 1, lock, err, errlen);
+  int rc =
+      run_params(c, "SELECT pg_advisory_lock(hashtext('as_migrate:' || $1))", 1, lock, err, errlen);
   if (rc >= 0) rc = create_books(c, schema, err, errlen);
   int n = 0;
   for (const as_migration_t *m = list; rc >= 0 && m->version; m++) {
@@ -104,6 +108,7 @@ int as_migrate_apply(PGconn *c, const char *schema, const char *source, const as
     if (rc > 0) n++;
   }
   char ignore[8];
-  run_params(c, "SELECT pg_advisory_unlock(hashtext('as_migrate:' || $1))", 1, lock, ignore, sizeof ignore);
+  run_params(c, "SELECT pg_advisory_unlock(hashtext('as_migrate:' || $1))", 1, lock, ignore,
+             sizeof ignore);
   return rc < 0 ? rc : n;
 }

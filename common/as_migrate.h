@@ -35,7 +35,7 @@ struct pg_conn;
  * number applied (>= 0), or -EINVAL (bad schema name) / -EIO with the
  * server's message in err. */
 AS_MUST_CHECK int as_migrate_apply(struct pg_conn *conn, const char *schema, const char *source,
-                     const as_migration_t *list, char *err, size_t errlen);
+                                   const as_migration_t *list, char *err, size_t errlen);
 
 /* True for a safe lower-case SQL identifier ([a-z_][a-z0-9_]{0,61}). */
 bool as_migrate_ident_ok(const char *s);

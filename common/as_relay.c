@@ -14,10 +14,10 @@
 #include "as_relay.h"
 
 #include <endian.h>
-#include <stdatomic.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,7 +88,9 @@ static const char sql_janitor[] =
     "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE sent_at < now() - "
     "make_interval(secs => $1::int) ORDER BY id LIMIT 50000)";
 
-static uint64_t now_ms(const as_relay_t *r) { return uv_now(r->loop); }
+static uint64_t now_ms(const as_relay_t *r) {
+  return uv_now(r->loop);
+}
 
 /* What the worker's thread may read about us. */
 static void publish_state(as_relay_t *r) {
@@ -117,7 +119,9 @@ static void slot_free(as_relay_t *r, uint32_t s) {
   if (--r->nused == 0) r->hi = 0;
 }
 
-static void on_pg_poll_closed(uv_handle_t *h) { free(h); }
+static void on_pg_poll_closed(uv_handle_t *h) {
+  free(h);
+}
 
 /* as_db is about to close the socket: stop watching it first. Whatever
  * query was outstanding is lost with the session: rows being marked may or
@@ -222,8 +226,10 @@ static void start_select(as_relay_t *r) {
   const char *vals[2] = {lim, after};
   r->want = false;
   r->t_sel = uv_hrtime();
-  if (send_query(r, sql_select, 2, vals, 1) == 0) r->query = r->last_query = Q_SELECT;
-  else backoff(r);
+  if (send_query(r, sql_select, 2, vals, 1) == 0)
+    r->query = r->last_query = Q_SELECT;
+  else
+    backoff(r);
 }
 
 /* Delivered rows are marked sent in one UPDATE, while the next rows may
@@ -240,7 +246,8 @@ static void start_mark(as_relay_t *r) {
   for (size_t i = 0; i < r->nmrk; i++) {
     char num[24];
     r->st[r->mrk[i]] = S_MARKING;
-    as_buf_arr_raw(&r->mark, num, (size_t)snprintf(num, sizeof num, "%lld", (long long)r->ids[r->mrk[i]]));
+    as_buf_arr_raw(&r->mark, num,
+                   (size_t)snprintf(num, sizeof num, "%lld", (long long)r->ids[r->mrk[i]]));
   }
   as_buf_arr_close(&r->mark);
   r->t_mark = uv_hrtime();
@@ -257,7 +264,8 @@ static void start_mark(as_relay_t *r) {
 
 static void marked(as_relay_t *r, int rc) {
   r->query = Q_NONE;
-  AS_DEBUG(r->log, "relay mark", AS_F_INT("rows", r->nmrk), AS_F_INT("mark_us", (uv_hrtime() - r->t_mark) / 1000));
+  AS_DEBUG(r->log, "relay mark", AS_F_INT("rows", r->nmrk),
+           AS_F_INT("mark_us", (uv_hrtime() - r->t_mark) / 1000));
   for (size_t i = 0; i < r->nmrk; i++) slot_free(r, r->mrk[i]);
   r->nmrk = 0;
   if (rc < 0) {
@@ -293,9 +301,12 @@ static void on_pg_readable(uv_poll_t *h, int status, int events) {
   if (r->query != Q_NONE && !PQisBusy(r->db.conn)) {
     int rc = 0;
     PGresult *res = take_result(r, &rc);
-    if (r->query == Q_MARK) marked(r, rc);
-    else if (rc == 0) selected(r, res);
-    else r->query = Q_NONE, backoff(r);
+    if (r->query == Q_MARK)
+      marked(r, rc);
+    else if (rc == 0)
+      selected(r, res);
+    else
+      r->query = Q_NONE, backoff(r);
     PQclear(res);
   }
   pump(r);
@@ -334,7 +345,8 @@ static void try_lock(as_relay_t *r) {
   const char *vals[1] = {r->lock_key};
   if (as_db_query(&r->db, "SELECT pg_try_advisory_lock(hashtext($1))", 1, vals, &res) == 0) {
     bool got = PQgetvalue(res, 0, 0)[0] == 't';
-    if (got && !r->active) AS_INFO(r->log, "outbox relay active", AS_F_STR("schema", r->conf.schema));
+    if (got && !r->active)
+      AS_INFO(r->log, "outbox relay active", AS_F_STR("schema", r->conf.schema));
     r->active = got;
   }
   PQclear(res);
@@ -345,7 +357,8 @@ static void housekeeping(as_relay_t *r) {
   uint64_t now = now_ms(r);
   if (now >= r->backlog_at_ms) {
     PGresult *res = NULL;
-    if (as_db_query(&r->db, "SELECT count(*) FROM outbox WHERE sent_at IS NULL", 0, NULL, &res) == 0)
+    if (as_db_query(&r->db, "SELECT count(*) FROM outbox WHERE sent_at IS NULL", 0, NULL, &res) ==
+        0)
       atomic_store(&r->a_backlog, strtoll(PQgetvalue(res, 0, 0), NULL, 10));
     PQclear(res);
     r->backlog_at_ms = now + 2000;
@@ -394,8 +407,10 @@ static void pump(as_relay_t *r) {
    * report would otherwise cost a commit of its own), unless the table is
    * filling up. */
   bool mark = r->ndlv > 0 && (r->nflying == 0 || r->nused >= r->cap / 2);
-  if (mark && (!sel || r->last_query == Q_SELECT)) start_mark(r);
-  else if (sel) start_select(r);
+  if (mark && (!sel || r->last_query == Q_SELECT))
+    start_mark(r);
+  else if (sel)
+    start_select(r);
 }
 
 /* The timer: a safety net for a lost wake-up, and the moment to look below
@@ -468,7 +483,9 @@ void as_relay_committed(as_relay_t *r, int backend_pid) {
   as_relay_kick(r);
 }
 
-bool as_relay_db_ok(const as_relay_t *r) { return atomic_load(&((as_relay_t *)r)->a_db_ok); }
+bool as_relay_db_ok(const as_relay_t *r) {
+  return atomic_load(&((as_relay_t *)r)->a_db_ok);
+}
 
 /* Caught up, and the select that found nothing started after the last kick. */
 bool as_relay_caught_up(const as_relay_t *r) {
@@ -492,14 +509,18 @@ static int name_schema(as_relay_t *r) {
   const char *s = r->conf.schema;
   int a = snprintf(r->listen, sizeof r->listen, "LISTEN as_outbox_%s", s);
   int b = snprintf(r->lock_key, sizeof r->lock_key, "as_relay:%s", s);
-  return a > 0 && (size_t)a < sizeof r->listen && b > 0 && (size_t)b < sizeof r->lock_key ? 0 : -EINVAL;
+  return a > 0 && (size_t)a < sizeof r->listen && b > 0 && (size_t)b < sizeof r->lock_key ? 0
+                                                                                          : -EINVAL;
 }
 
 static void init_metrics(as_relay_t *r, as_metrics_t *m) {
-  r->published = as_metrics_counter(m, "as_outbox_published_total", "Outbox rows delivered to Kafka.", NULL);
-  r->failed = as_metrics_counter(m, "as_outbox_failed_total", "Outbox deliveries that failed and will be retried.", NULL);
+  r->published =
+      as_metrics_counter(m, "as_outbox_published_total", "Outbox rows delivered to Kafka.", NULL);
+  r->failed = as_metrics_counter(m, "as_outbox_failed_total",
+                                 "Outbox deliveries that failed and will be retried.", NULL);
   r->backlog = as_metrics_gauge(m, "as_outbox_backlog", "Outbox rows not yet published.", NULL);
-  r->active_g = as_metrics_gauge(m, "as_relay_active", "1 if this instance is the active outbox relay.", NULL);
+  r->active_g = as_metrics_gauge(m, "as_relay_active",
+                                 "1 if this instance is the active outbox relay.", NULL);
 }
 
 static int alloc_table(as_relay_t *r, size_t cap) {
@@ -556,8 +577,11 @@ as_relay_t *as_relay_new(const as_relay_conf_t *conf, const as_log_t *log, as_me
     snprintf(err, errlen, "pipe: %s", strerror(errno));
     goto fail;
   }
-  as_kafka_opts_t o = {.bootstrap = conf->bootstrap, .client_id = conf->client_id, .ctx = &r->kctx,
-                       .dr_msg_cb = dr_cb, .error_cb = error_cb};
+  as_kafka_opts_t o = {.bootstrap = conf->bootstrap,
+                       .client_id = conf->client_id,
+                       .ctx = &r->kctx,
+                       .dr_msg_cb = dr_cb,
+                       .error_cb = error_cb};
   r->producer = as_kafka_producer_new(&o, r->pipefd[1], err, errlen);
   if (!r->producer || uv_loop_init(r->loop) < 0) goto fail;
   uv_timer_init(r->loop, &r->tick);
@@ -589,9 +613,12 @@ static void finish(as_relay_t *r, int timeout_ms) {
     if (r->query != Q_NONE && r->db.conn) {
       int rc = 0;
       PGresult *res = take_result(r, &rc);
-      if (r->query == Q_MARK) marked(r, rc);
-      else if (rc == 0) selected(r, res);
-      else r->query = Q_NONE;
+      if (r->query == Q_MARK)
+        marked(r, rc);
+      else if (rc == 0)
+        selected(r, res);
+      else
+        r->query = Q_NONE;
       PQclear(res);
     }
     r->query = Q_NONE;

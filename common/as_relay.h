@@ -40,9 +40,9 @@ typedef struct as_relay_conf {
   const char *schema;
   const char *bootstrap;
   const char *client_id;
-  int batch;            /* rows per read; at most 2 x batch rows in flight */
-  int interval_ms;      /* timer: a read when no commit or NOTIFY woke us */
-  int retention_s;      /* sent rows kept this long, then deleted */
+  int batch;             /* rows per read; at most 2 x batch rows in flight */
+  int interval_ms;       /* timer: a read when no commit or NOTIFY woke us */
+  int retention_s;       /* sent rows kept this long, then deleted */
   const char *failpoint; /* "relay_after_delivery": SIGKILL before marking sent (tests) */
 } as_relay_conf_t;
 

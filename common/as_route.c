@@ -58,7 +58,8 @@ static bool kind_matches(const char *row, const char *kind) {
   return strcmp(row, kind) == 0;
 }
 
-const as_deadline_kind_t *as_route_kind(const as_deadline_kind_t *kinds, size_t n, const char *kind) {
+const as_deadline_kind_t *as_route_kind(const as_deadline_kind_t *kinds, size_t n,
+                                        const char *kind) {
   for (size_t i = 0; i < n; i++)
     if (kind_matches(kinds[i].kind, kind)) return &kinds[i];
   return NULL;

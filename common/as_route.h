@@ -60,6 +60,7 @@ int as_route_batch(const as_route_t *routes, size_t nroutes, void *state, as_tx_
                    as_msg_t *const *msgs, size_t n);
 
 /* The first row whose kind matches, or NULL. */
-const as_deadline_kind_t *as_route_kind(const as_deadline_kind_t *kinds, size_t n, const char *kind);
+const as_deadline_kind_t *as_route_kind(const as_deadline_kind_t *kinds, size_t n,
+                                        const char *kind);
 
 #endif

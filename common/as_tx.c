@@ -50,7 +50,9 @@ void as_tx_reset(as_tx_t *tx) {
   tx->rows = 0;
 }
 
-void as_tx_free(as_tx_t *tx) { as_cols_free(&tx->out); }
+void as_tx_free(as_tx_t *tx) {
+  as_cols_free(&tx->out);
+}
 
 static int queue_row(as_tx_t *tx, const char *event_id, const char *topic, const char *key,
                      const uint8_t *bytes, size_t len) {
@@ -90,7 +92,9 @@ void as_tx_mark_dead(as_msg_t *m, const char *reason, const char *detail) {
   snprintf(m->dead_detail, sizeof m->dead_detail, "%s", detail ? detail : "");
 }
 
-void as_tx_reject(as_msg_t *m, const char *detail) { as_tx_mark_dead(m, AS_DLQ_CONTRACT, detail); }
+void as_tx_reject(as_msg_t *m, const char *detail) {
+  as_tx_mark_dead(m, AS_DLQ_CONTRACT, detail);
+}
 
 /* The dead letter's id is derived from where the message sat, so a
  * redelivered bad message yields the same id and is deduplicated downstream. */
@@ -165,8 +169,10 @@ static int mark_duplicates(as_msg_t *msgs, size_t n, PGresult *r) {
     char *key = msgs[i].env->event_id;
     char **hit = bsearch(&key, ids, fresh, sizeof *ids, cmp_str);
     size_t at = hit ? (size_t)(hit - ids) : 0;
-    if (hit && !used[at]) used[at] = true;
-    else msgs[i].state = AS_MSG_DUPLICATE;
+    if (hit && !used[at])
+      used[at] = true;
+    else
+      msgs[i].state = AS_MSG_DUPLICATE;
   }
   free(ids);
   free(used);

@@ -60,13 +60,15 @@ void as_tx_free(as_tx_t *tx);
 void as_tx_reset(as_tx_t *tx); /* drop pending rows (after a rollback) */
 
 /* The handler's connection: run its own statements (as_db_query) on it. */
-static inline as_db_t *as_tx_db(as_tx_t *tx) { return tx->db; }
+static inline as_db_t *as_tx_db(as_tx_t *tx) {
+  return tx->db;
+}
 
 /* Queues env for publication on topic with key, in this transaction.
  * Stamps event id, type, version, time, producer, trace and causation (from
  * cause, the message being handled, or NULL). Returns 0, -EINVAL, -ENOMEM. */
-AS_MUST_CHECK int as_tx_publish(as_tx_t *tx, const as_msg_t *cause, const char *topic, const char *key,
-                  as_envelope_t *env);
+AS_MUST_CHECK int as_tx_publish(as_tx_t *tx, const as_msg_t *cause, const char *topic,
+                                const char *key, as_envelope_t *env);
 
 /* Refuses m: it will be dead-lettered with reason contract_violation and
  * detail. Call before writing anything for m (its writes are not undone). */

@@ -79,7 +79,8 @@ bool as_uuid_valid(const char *s) {
   for (int i = 0; i < AS_UUID_STRLEN; i++) {
     char c = s[i];
     bool dash = (i == 8 || i == 13 || i == 18 || i == 23);
-    if (dash ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+    if (dash ? c != '-'
+             : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
       return false;
   }
   return true;

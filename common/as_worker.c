@@ -29,27 +29,49 @@ typedef struct as_runtime_conf {
 
 #define RC(field) offsetof(as_runtime_conf_t, field)
 static const as_cfg_param_t runtime_params[] = {
-    {"AS_KAFKA_BOOTSTRAP", AS_CFG_STR, "127.0.0.1:9092", 0, 1024, RC(bootstrap), "Kafka bootstrap servers (host:port,...)."},
-    {"AS_GROUP_ID", AS_CFG_STR, "", 0, 200, RC(group_id), "Consumer group; default aftersales-<service>."},
-    {"AS_DB_DSN", AS_CFG_STR, "", 0, 1024, RC(dsn), "libpq connection string or URI; empty = PG* environment."},
-    {"AS_DB_SCHEMA", AS_CFG_STR, "", 0, 48, RC(schema), "Schema of this service's tables; default the service name (48 characters at most: it names a NOTIFY channel)."},
-    {"AS_INSTANCE", AS_CFG_STR, "", 0, 90, RC(instance), "Instance name in logs, metrics and events; default host-pid."},
-    {"AS_BATCH_MAX", AS_CFG_INT, "500", 1, 10000, RC(batch_max), "Most messages handled in one database transaction."},
-    {"AS_POLL_INTERVAL_MS", AS_CFG_INT, "100", 1, 10000, RC(poll_interval_ms), "Fallback consumer poll period (the queue also wakes the loop)."},
-    {"AS_MAX_MESSAGE_BYTES", AS_CFG_INT, "1048576", 1024, 16777216, RC(max_message_bytes), "Larger messages are dead-lettered as payload_too_large."},
-    {"AS_DLQ_TOPIC", AS_CFG_STR, "aftersales.deadletter.v1", 1, 249, RC(dlq_topic), "Dead-letter topic."},
-    {"AS_DLQ_MAX_BYTES", AS_CFG_INT, "262144", 0, 16777216, RC(dlq_max_bytes), "Original bytes kept in a dead letter (the rest is cut, size recorded)."},
-    {"AS_HTTP_ADDR", AS_CFG_STR, "0.0.0.0", 1, 64, RC(http_addr), "Address of the /healthz, /readyz and /metrics listener."},
-    {"AS_HTTP_PORT", AS_CFG_INT, "8080", 0, 65535, RC(http_port), "Port of that listener; 0 = any free port (logged)."},
-    {"AS_RELAY_BATCH", AS_CFG_INT, "2500", 1, 100000, RC(relay_batch), "Outbox rows the relay reads at once; up to twice as many may wait for delivery reports."},
-    {"AS_RELAY_INTERVAL_MS", AS_CFG_INT, "200", 1, 60000, RC(relay_interval_ms), "Relay timer when no commit or NOTIFY wakes it."},
-    {"AS_OUTBOX_RETENTION_S", AS_CFG_INT, "3600", 0, 2592000, RC(outbox_retention_s), "Published outbox rows are deleted after this."},
-    {"AS_SCAN_INTERVAL_MS", AS_CFG_INT, "1000", 10, 3600000, RC(scan_interval_ms), "Deadline scanner period."},
-    {"AS_RETRY_MAX_MS", AS_CFG_INT, "5000", 10, 600000, RC(retry_max_ms), "Longest backoff between retries of a batch after a transient failure."},
-    {"AS_SHUTDOWN_TIMEOUT_MS", AS_CFG_INT, "10000", 0, 600000, RC(shutdown_timeout_ms), "How long SIGTERM waits for the relay to drain."},
+    {"AS_KAFKA_BOOTSTRAP", AS_CFG_STR, "127.0.0.1:9092", 0, 1024, RC(bootstrap),
+     "Kafka bootstrap servers (host:port,...)."},
+    {"AS_GROUP_ID", AS_CFG_STR, "", 0, 200, RC(group_id),
+     "Consumer group; default aftersales-<service>."},
+    {"AS_DB_DSN", AS_CFG_STR, "", 0, 1024, RC(dsn),
+     "libpq connection string or URI; empty = PG* environment."},
+    {"AS_DB_SCHEMA", AS_CFG_STR, "", 0, 48, RC(schema),
+     "Schema of this service's tables; default the service name (48 characters at most: it names a "
+     "NOTIFY channel)."},
+    {"AS_INSTANCE", AS_CFG_STR, "", 0, 90, RC(instance),
+     "Instance name in logs, metrics and events; default host-pid."},
+    {"AS_BATCH_MAX", AS_CFG_INT, "500", 1, 10000, RC(batch_max),
+     "Most messages handled in one database transaction."},
+    {"AS_POLL_INTERVAL_MS", AS_CFG_INT, "100", 1, 10000, RC(poll_interval_ms),
+     "Fallback consumer poll period (the queue also wakes the loop)."},
+    {"AS_MAX_MESSAGE_BYTES", AS_CFG_INT, "1048576", 1024, 16777216, RC(max_message_bytes),
+     "Larger messages are dead-lettered as payload_too_large."},
+    {"AS_DLQ_TOPIC", AS_CFG_STR, "aftersales.deadletter.v1", 1, 249, RC(dlq_topic),
+     "Dead-letter topic."},
+    {"AS_DLQ_MAX_BYTES", AS_CFG_INT, "262144", 0, 16777216, RC(dlq_max_bytes),
+     "Original bytes kept in a dead letter (the rest is cut, size recorded)."},
+    {"AS_HTTP_ADDR", AS_CFG_STR, "0.0.0.0", 1, 64, RC(http_addr),
+     "Address of the /healthz, /readyz and /metrics listener."},
+    {"AS_HTTP_PORT", AS_CFG_INT, "8080", 0, 65535, RC(http_port),
+     "Port of that listener; 0 = any free port (logged)."},
+    {"AS_RELAY_BATCH", AS_CFG_INT, "2500", 1, 100000, RC(relay_batch),
+     "Outbox rows the relay reads at once; up to twice as many may wait for delivery reports."},
+    {"AS_RELAY_INTERVAL_MS", AS_CFG_INT, "200", 1, 60000, RC(relay_interval_ms),
+     "Relay timer when no commit or NOTIFY wakes it."},
+    {"AS_OUTBOX_RETENTION_S", AS_CFG_INT, "3600", 0, 2592000, RC(outbox_retention_s),
+     "Published outbox rows are deleted after this."},
+    {"AS_SCAN_INTERVAL_MS", AS_CFG_INT, "1000", 10, 3600000, RC(scan_interval_ms),
+     "Deadline scanner period."},
+    {"AS_RETRY_MAX_MS", AS_CFG_INT, "5000", 10, 600000, RC(retry_max_ms),
+     "Longest backoff between retries of a batch after a transient failure."},
+    {"AS_SHUTDOWN_TIMEOUT_MS", AS_CFG_INT, "10000", 0, 600000, RC(shutdown_timeout_ms),
+     "How long SIGTERM waits for the relay to drain."},
     {"AS_LOG_LEVEL", AS_CFG_STR, "info", 1, 5, RC(log_level), "debug, info, warn or error."},
-    {"AS_FAILPOINT", AS_CFG_STR, "", 0, 40, RC(failpoint), "Tests only: before_db_commit, after_db_commit or relay_after_delivery kill the process with SIGKILL there."},
-    {"AS_FAILPOINT_AFTER", AS_CFG_INT, "1", 1, 1000000, RC(failpoint_after), "Tests only: the failpoint fires on this batch (1 = first)."},
+    {"AS_FAILPOINT", AS_CFG_STR, "", 0, 40, RC(failpoint),
+     "Tests only: before_db_commit, after_db_commit or relay_after_delivery kill the process with "
+     "SIGKILL there."},
+    {"AS_FAILPOINT_AFTER", AS_CFG_INT, "1", 1, 1000000, RC(failpoint_after),
+     "Tests only: the failpoint fires on this batch (1 = first)."},
 };
 #define NRUNTIME (sizeof runtime_params / sizeof runtime_params[0])
 
@@ -89,8 +111,12 @@ struct as_worker {
   } m;
 };
 
-const as_log_t *as_worker_log(const as_worker_t *w) { return &w->log; }
-as_metrics_t *as_worker_metrics(as_worker_t *w) { return w->metrics; }
+const as_log_t *as_worker_log(const as_worker_t *w) {
+  return &w->log;
+}
+as_metrics_t *as_worker_metrics(as_worker_t *w) {
+  return w->metrics;
+}
 
 static void failpoint(const as_worker_t *w, const char *where) {
   if (strcmp(w->conf.failpoint, where) == 0 && w->batches == (uint64_t)w->conf.failpoint_after) {
@@ -147,7 +173,8 @@ static int run_tx(as_worker_t *w, as_msg_t *msgs, size_t n) {
   if (rc == 0 && !fresh) rc = -EAGAIN;
   for (size_t i = 0; rc == 0 && i < n; i++)
     if (msgs[i].state == AS_MSG_NEW) fresh[nfresh++] = &msgs[i];
-  if (rc == 0 && nfresh > 0) rc = as_route_batch(w->svc->routes, w->svc->nroutes, w->state, &w->tx, fresh, nfresh);
+  if (rc == 0 && nfresh > 0)
+    rc = as_route_batch(w->svc->routes, w->svc->nroutes, w->state, &w->tx, fresh, nfresh);
   free(fresh);
   if (rc == 0) rc = as_tx_flush(&w->tx, msgs, n);
   if (rc == 0) failpoint(w, "before_db_commit");
@@ -190,7 +217,8 @@ static void commit_offsets(as_worker_t *w) {
     if (!p) p = rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(k->rkt), k->partition);
     if (k->offset + 1 > p->offset) p->offset = k->offset + 1;
   }
-  rd_kafka_resp_err_t e = rd_kafka_commit(w->consumer, l, 1 /* async: a lost commit only replays */);
+  rd_kafka_resp_err_t e =
+      rd_kafka_commit(w->consumer, l, 1 /* async: a lost commit only replays */);
   if (e) AS_WARN(&w->log, "offset commit failed", AS_F_STR("error", rd_kafka_err2str(e)));
   rd_kafka_topic_partition_list_destroy(l);
 }
@@ -206,7 +234,8 @@ static void count_batch(as_worker_t *w, double seconds) {
     char labels[96];
     snprintf(labels, sizeof labels, "reason=\"%s\"", m->dead_reason);
     as_counter_add(as_metrics_counter(w->metrics, "as_messages_deadlettered_total",
-                                      "Messages sent to the dead-letter topic.", labels), 1);
+                                      "Messages sent to the dead-letter topic.", labels),
+                   1);
     AS_WARN(&w->log, "message dead-lettered", AS_F_STR("reason", m->dead_reason),
             AS_F_STR("detail", m->dead_detail), AS_F_STR("topic", rd_kafka_topic_name(m->rkm->rkt)),
             AS_F_INT("partition", m->rkm->partition), AS_F_INT("offset", m->rkm->offset),
@@ -229,8 +258,9 @@ static void process(as_worker_t *w) {
   w->batches++;
   int rc = run_tx(w, w->batch, w->nbatch);
   if (rc == -EIO) {
-    AS_WARN(&w->log, "batch failed; replaying it message by message", AS_F_STR("sqlstate", w->db.sqlstate),
-            AS_F_STR("detail", w->db.err), AS_F_INT("messages", w->nbatch));
+    AS_WARN(&w->log, "batch failed; replaying it message by message",
+            AS_F_STR("sqlstate", w->db.sqlstate), AS_F_STR("detail", w->db.err),
+            AS_F_INT("messages", w->nbatch));
     for (size_t i = 0; i < w->nbatch; i++) w->batch[i].state = w->saved[i];
     rc = run_singly(w);
   }
@@ -295,8 +325,10 @@ static void drop_revoked(as_worker_t *w, const rd_kafka_topic_partition_list_t *
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
   as_worker_t *w = ((as_kafka_ctx_t *)opaque)->owner;
-  AS_INFO(&w->log, err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? "partitions assigned" : "partitions revoked",
-          AS_F_INT("partitions", parts->cnt));
+  AS_INFO(
+      &w->log,
+      err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? "partitions assigned" : "partitions revoked",
+      AS_F_INT("partitions", parts->cnt));
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
     rd_kafka_assign(rk, parts);
   } else {
@@ -329,7 +361,8 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
   as_worker_t *w = ((as_kafka_ctx_t *)opaque)->owner;
   if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) w->broker_up = false;
   if (err == RD_KAFKA_RESP_ERR__TRANSPORT) return; /* librdkafka's own log line said it */
-  AS_WARN(&w->log, "consumer error", AS_F_STR("error", rd_kafka_err2str(err)), AS_F_STR("detail", reason));
+  AS_WARN(&w->log, "consumer error", AS_F_STR("error", rd_kafka_err2str(err)),
+          AS_F_STR("detail", reason));
 }
 
 /* Polls up to batch_max messages into the batch. */
@@ -350,7 +383,9 @@ static void collect(as_worker_t *w) {
   }
 }
 
-static void on_again(uv_timer_t *t) { pump(t->data); }
+static void on_again(uv_timer_t *t) {
+  pump(t->data);
+}
 
 static void pump(as_worker_t *w) {
   if (w->stopping || w->pending_retry) return;
@@ -360,7 +395,9 @@ static void pump(as_worker_t *w) {
   process(w);
   if (full && !w->pending_retry) uv_timer_start(&w->again_timer, on_again, 0, 0);
 }
-static void on_poll_timer(uv_timer_t *t) { pump(t->data); }
+static void on_poll_timer(uv_timer_t *t) {
+  pump(t->data);
+}
 
 static void on_consumer_event(uv_poll_t *h, int status, int events) {
   as_worker_t *w = h->data;
@@ -376,7 +413,8 @@ static void on_consumer_event(uv_poll_t *h, int status, int events) {
 
 /* A kind the service has no row for is marked fired: a timer nobody
  * handles must not come back every scan. */
-static int fire_deadline(void *arg, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us) {
+static int fire_deadline(void *arg, as_tx_t *tx, const char *case_id, const char *kind,
+                         int64_t due_us) {
   as_worker_t *w = arg;
   const as_deadline_kind_t *k = as_route_kind(w->svc->deadlines, w->svc->ndeadlines, kind);
   if (k) return k->fire(w->state, tx, case_id, kind, due_us);
@@ -390,7 +428,8 @@ static int fire_deadline(void *arg, as_tx_t *tx, const char *case_id, const char
 static bool db_alive(as_worker_t *w) {
   bool ok = as_db_ensure(&w->db) == 0 && as_db_query(&w->db, "SELECT 1", 0, NULL, NULL) == 0;
   if (ok != w->db_ok)
-    AS_LOG(&w->log, ok ? AS_LOG_INFO : AS_LOG_WARN, ok ? "database reachable" : "database unreachable",
+    AS_LOG(&w->log, ok ? AS_LOG_INFO : AS_LOG_WARN,
+           ok ? "database reachable" : "database unreachable",
            AS_F_STR("detail", ok ? NULL : w->db.err));
   w->db_ok = ok;
   return ok;
@@ -441,8 +480,7 @@ static void route(void *arg, const char *method, const char *path, as_http_respo
     char buf[160];
     snprintf(buf, sizeof buf, "{\"ready\":%s,\"database\":%s,\"broker\":%s,\"stopping\":%s}\n",
              r ? "true" : "false", w->db_ok && as_relay_db_ok(w->relay) ? "true" : "false",
-             w->broker_up ? "true" : "false",
-             w->stopping ? "true" : "false");
+             w->broker_up ? "true" : "false", w->stopping ? "true" : "false");
     respond(resp, r ? 200 : 503, buf);
   } else if (strcmp(path, "/metrics") == 0) {
     as_relay_update_metrics(w->relay);
@@ -490,8 +528,9 @@ static void finish_shutdown(as_worker_t *w) {
   }
   as_relay_close(w->relay, (int)w->conf.shutdown_timeout_ms, on_relay_closed, w);
   as_http_close(w->http, on_http_closed, w);
-  void *handles[] = {&w->consumer_poll, &w->poll_timer, &w->again_timer, &w->retry_timer,
-                     &w->scan_timer, &w->drain_timer, &w->sigterm, &w->sigint, &w->sighup};
+  void *handles[] = {&w->consumer_poll, &w->poll_timer, &w->again_timer,
+                     &w->retry_timer,   &w->scan_timer, &w->drain_timer,
+                     &w->sigterm,       &w->sigint,     &w->sighup};
   for (size_t i = 0; i < sizeof handles / sizeof handles[0]; i++) close_handle(w, handles[i]);
 }
 
@@ -499,7 +538,8 @@ static void on_drain(uv_timer_t *t) {
   as_worker_t *w = t->data;
   bool done = as_relay_caught_up(w->relay);
   if (done || uv_now(&w->loop) >= w->drain_deadline) {
-    if (!done) AS_WARN(&w->log, "shutdown: outbox not drained in time; the next relay publishes it");
+    if (!done)
+      AS_WARN(&w->log, "shutdown: outbox not drained in time; the next relay publishes it");
     finish_shutdown(w);
   } else {
     as_relay_kick(w->relay);
@@ -530,7 +570,9 @@ static void begin_shutdown(as_worker_t *w, int signum) {
   uv_timer_start(&w->drain_timer, on_drain, 0, 20);
 }
 
-static void on_signal(uv_signal_t *s, int signum) { begin_shutdown(s->data, signum); }
+static void on_signal(uv_signal_t *s, int signum) {
+  begin_shutdown(s->data, signum);
+}
 
 /* SIGHUP: the service re-reads what it can (its policy file, say); a worker
  * without a reload hook only says so, it never dies of a stray HUP. */
@@ -552,28 +594,35 @@ static int load_config(as_worker_t *w, const as_service_t *svc) {
   w->svc_conf = calloc(1, svc->conf_size ? svc->conf_size : 1);
   if (!w->svc_conf) return -ENOMEM;
   if (as_config_load(runtime_params, NRUNTIME, &w->conf, err, sizeof err) < 0 ||
-      (svc->config && as_config_load(svc->config, svc->nconfig, w->svc_conf, err, sizeof err) < 0)) {
-    fprintf(stderr, "{\"level\":\"error\",\"service\":\"%s\",\"msg\":\"bad configuration\",\"detail\":\"%s\"}\n",
+      (svc->config &&
+       as_config_load(svc->config, svc->nconfig, w->svc_conf, err, sizeof err) < 0)) {
+    fprintf(stderr,
+            "{\"level\":\"error\",\"service\":\"%s\",\"msg\":\"bad "
+            "configuration\",\"detail\":\"%s\"}\n",
             svc->name, err);
     return -EINVAL;
   }
   as_log_level_t lvl;
   if (as_log_level_parse(w->conf.log_level, &lvl) < 0) {
-    fprintf(stderr, "{\"level\":\"error\",\"msg\":\"bad configuration\",\"detail\":\"AS_LOG_LEVEL: unknown level\"}\n");
+    fprintf(stderr,
+            "{\"level\":\"error\",\"msg\":\"bad configuration\",\"detail\":\"AS_LOG_LEVEL: unknown "
+            "level\"}\n");
     return -EINVAL;
   }
   char host[64] = "host";
   gethostname(host, sizeof host - 1);
   snprintf(w->instance, sizeof w->instance, "%s", w->conf.instance[0] ? w->conf.instance : host);
   if (!w->conf.instance[0])
-    snprintf(w->instance + strlen(w->instance), sizeof w->instance - strlen(w->instance), "-%d", (int)getpid());
+    snprintf(w->instance + strlen(w->instance), sizeof w->instance - strlen(w->instance), "-%d",
+             (int)getpid());
   snprintf(w->group_id, sizeof w->group_id, "%s%s", w->conf.group_id[0] ? "" : "aftersales-",
            w->conf.group_id[0] ? w->conf.group_id : svc->name);
   snprintf(w->schema, sizeof w->schema, "%s", w->conf.schema[0] ? w->conf.schema : svc->name);
   snprintf(w->client_id, sizeof w->client_id, "%s-%s", svc->name, w->instance);
   as_log_init(&w->log, svc->name, w->instance, lvl);
   if (!as_migrate_ident_ok(w->schema) || strlen(w->schema) > 48) {
-    AS_ERROR(&w->log, "bad configuration", AS_F_STR("detail", "AS_DB_SCHEMA: not a plain lower-case identifier"));
+    AS_ERROR(&w->log, "bad configuration",
+             AS_F_STR("detail", "AS_DB_SCHEMA: not a plain lower-case identifier"));
     return -EINVAL;
   }
   return 0;
@@ -593,14 +642,13 @@ static bool listed(const char *list, const char *name) {
 /* The topics proto/topics.tsv says this service consumes. */
 static int select_topics(as_worker_t *w) {
 #define AS_TOPIC_ROW(id, name, parts, consumers) {name, consumers},
-  static const struct {
-    const char *name, *consumers;
-  } fleet[] = {AS_TOPICS(AS_TOPIC_ROW)};
+  static const struct { const char *name, *consumers; } fleet[] = {AS_TOPICS(AS_TOPIC_ROW)};
 #undef AS_TOPIC_ROW
   for (size_t i = 0; i < AS_LEN(fleet); i++)
     if (listed(fleet[i].consumers, w->svc->name)) w->topics[w->ntopics++] = fleet[i].name;
   if (w->ntopics > 0) return 0;
-  AS_ERROR(&w->log, "no topic to consume", AS_F_STR("detail", "proto/topics.tsv names this service on no topic"));
+  AS_ERROR(&w->log, "no topic to consume",
+           AS_F_STR("detail", "proto/topics.tsv names this service on no topic"));
   return -EINVAL;
 }
 
@@ -611,7 +659,8 @@ static int migrate(as_worker_t *w) {
   for (unsigned delay = 100;; delay = delay < 5000 ? delay * 2 : 5000) {
     int rc = as_db_ensure(&w->db);
     if (rc == 0) rc = as_migrate_apply(w->db.conn, "cases", "cases", as_sql_cases, err, sizeof err);
-    if (rc >= 0) rc = as_migrate_apply(w->db.conn, w->schema, "runtime", as_sql_runtime, err, sizeof err);
+    if (rc >= 0)
+      rc = as_migrate_apply(w->db.conn, w->schema, "runtime", as_sql_runtime, err, sizeof err);
     if (rc >= 0 && w->migrations)
       rc = as_migrate_apply(w->db.conn, w->schema, w->svc->name, w->migrations, err, sizeof err);
     if (rc >= 0) return 0;
@@ -619,7 +668,8 @@ static int migrate(as_worker_t *w) {
       AS_ERROR(&w->log, "migration failed", AS_F_STR("detail", err));
       return -EIO;
     }
-    AS_WARN(&w->log, "database not reachable; retrying", AS_F_STR("detail", w->db.err[0] ? w->db.err : err));
+    AS_WARN(&w->log, "database not reachable; retrying",
+            AS_F_STR("detail", w->db.err[0] ? w->db.err : err));
     as_db_close(&w->db);
     usleep(delay * 1000);
   }
@@ -627,19 +677,29 @@ static int migrate(as_worker_t *w) {
 
 static void init_metrics(as_worker_t *w) {
   static const double size_bounds[] = {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
-  static const double sec_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
+  static const double sec_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                      0.1,    0.25,  0.5,    1,     2.5,  5};
   as_metrics_t *m = w->metrics;
-  w->m.processed = as_metrics_counter(m, "as_messages_processed_total", "Messages applied (first delivery).", NULL);
-  w->m.duplicates = as_metrics_counter(m, "as_messages_duplicate_total", "Redelivered messages skipped by the inbox.", NULL);
-  w->m.ignored = as_metrics_counter(m, "as_messages_ignored_total",
-                                    "Messages of payload types this service has no route for (someone else's, or its own events read back): neither applied nor claimed in the inbox.", NULL);
-  w->m.failed = as_metrics_counter(m, "as_messages_failed_total", "Messages in batches that failed and will be retried.", NULL);
-  w->m.retries = as_metrics_counter(m, "as_batch_retries_total", "Batches retried after a transient failure.", NULL);
-  w->m.batch_size = as_metrics_histogram(m, "as_batch_size", "Messages per batch.", NULL, size_bounds,
-                                         sizeof size_bounds / sizeof size_bounds[0]);
-  w->m.batch_seconds = as_metrics_histogram(m, "as_batch_duration_seconds", "Time to apply and commit a batch.",
-                                            NULL, sec_bounds, sizeof sec_bounds / sizeof sec_bounds[0]);
-  w->m.lag = as_metrics_gauge(m, "as_consumer_lag", "Messages behind the high watermark, over assigned partitions.", NULL);
+  w->m.processed = as_metrics_counter(m, "as_messages_processed_total",
+                                      "Messages applied (first delivery).", NULL);
+  w->m.duplicates = as_metrics_counter(m, "as_messages_duplicate_total",
+                                       "Redelivered messages skipped by the inbox.", NULL);
+  w->m.ignored =
+      as_metrics_counter(m, "as_messages_ignored_total",
+                         "Messages of payload types this service has no route for (someone else's, "
+                         "or its own events read back): neither applied nor claimed in the inbox.",
+                         NULL);
+  w->m.failed = as_metrics_counter(m, "as_messages_failed_total",
+                                   "Messages in batches that failed and will be retried.", NULL);
+  w->m.retries = as_metrics_counter(m, "as_batch_retries_total",
+                                    "Batches retried after a transient failure.", NULL);
+  w->m.batch_size = as_metrics_histogram(m, "as_batch_size", "Messages per batch.", NULL,
+                                         size_bounds, sizeof size_bounds / sizeof size_bounds[0]);
+  w->m.batch_seconds =
+      as_metrics_histogram(m, "as_batch_duration_seconds", "Time to apply and commit a batch.",
+                           NULL, sec_bounds, sizeof sec_bounds / sizeof sec_bounds[0]);
+  w->m.lag = as_metrics_gauge(
+      m, "as_consumer_lag", "Messages behind the high watermark, over assigned partitions.", NULL);
   w->m.ready = as_metrics_gauge(m, "as_ready", "1 when the worker reports ready.", NULL);
 }
 
@@ -662,7 +722,8 @@ static int init_service(as_worker_t *w) {
  * shutdown path closes them all whatever happened. */
 static int init_handles(as_worker_t *w) {
   if (pipe2(w->pipefd, O_NONBLOCK | O_CLOEXEC) < 0) return -errno;
-  uv_timer_t *timers[] = {&w->poll_timer, &w->again_timer, &w->retry_timer, &w->scan_timer, &w->drain_timer};
+  uv_timer_t *timers[] = {&w->poll_timer, &w->again_timer, &w->retry_timer, &w->scan_timer,
+                          &w->drain_timer};
   for (size_t i = 0; i < sizeof timers / sizeof timers[0]; i++) {
     uv_timer_init(&w->loop, timers[i]);
     timers[i]->data = w;
@@ -677,18 +738,27 @@ static int init_handles(as_worker_t *w) {
 
 static int start_kafka(as_worker_t *w) {
   char err[512];
-  as_kafka_opts_t o = {.bootstrap = w->conf.bootstrap, .client_id = w->client_id, .group_id = w->group_id,
-                       .ctx = &w->kctx, .rebalance_cb = rebalance_cb, .stats_cb = stats_cb,
-                       .stats_interval_ms = 1000, .error_cb = error_cb};
+  as_kafka_opts_t o = {.bootstrap = w->conf.bootstrap,
+                       .client_id = w->client_id,
+                       .group_id = w->group_id,
+                       .ctx = &w->kctx,
+                       .rebalance_cb = rebalance_cb,
+                       .stats_cb = stats_cb,
+                       .stats_interval_ms = 1000,
+                       .error_cb = error_cb};
   w->consumer = as_kafka_consumer_new(&o, w->topics, w->ntopics, w->pipefd[1], err, sizeof err);
   if (!w->consumer) {
     AS_ERROR(&w->log, "cannot create consumer", AS_F_STR("detail", err));
     return -EINVAL;
   }
-  as_relay_conf_t rc = {.dsn = w->conf.dsn, .schema = w->schema, .bootstrap = w->conf.bootstrap,
-                        .client_id = w->client_id, .batch = (int)w->conf.relay_batch,
+  as_relay_conf_t rc = {.dsn = w->conf.dsn,
+                        .schema = w->schema,
+                        .bootstrap = w->conf.bootstrap,
+                        .client_id = w->client_id,
+                        .batch = (int)w->conf.relay_batch,
                         .interval_ms = (int)w->conf.relay_interval_ms,
-                        .retention_s = (int)w->conf.outbox_retention_s, .failpoint = w->conf.failpoint};
+                        .retention_s = (int)w->conf.outbox_retention_s,
+                        .failpoint = w->conf.failpoint};
   w->relay = as_relay_new(&rc, &w->log, w->metrics, err, sizeof err);
   if (!w->relay) {
     AS_ERROR(&w->log, "cannot create outbox relay", AS_F_STR("detail", err));
@@ -699,7 +769,8 @@ static int start_kafka(as_worker_t *w) {
 
 static int start_http(as_worker_t *w) {
   char err[256];
-  w->http = as_http_start(&w->loop, w->conf.http_addr, (int)w->conf.http_port, route, w, err, sizeof err);
+  w->http =
+      as_http_start(&w->loop, w->conf.http_addr, (int)w->conf.http_port, route, w, err, sizeof err);
   if (!w->http) {
     AS_ERROR(&w->log, "cannot start http listener", AS_F_STR("detail", err));
     return -EADDRINUSE;
@@ -710,7 +781,8 @@ static int start_http(as_worker_t *w) {
 static void start_handles(as_worker_t *w) {
   uv_poll_start(&w->consumer_poll, UV_READABLE, on_consumer_event);
   uv_timer_start(&w->poll_timer, on_poll_timer, 0, (uint64_t)w->conf.poll_interval_ms);
-  uv_timer_start(&w->scan_timer, on_scan, (uint64_t)w->conf.scan_interval_ms, (uint64_t)w->conf.scan_interval_ms);
+  uv_timer_start(&w->scan_timer, on_scan, (uint64_t)w->conf.scan_interval_ms,
+                 (uint64_t)w->conf.scan_interval_ms);
   uv_signal_start(&w->sigterm, on_signal, SIGTERM);
   uv_signal_start(&w->sigint, on_signal, SIGINT);
   uv_signal_start(&w->sighup, on_reload, SIGHUP);
@@ -720,8 +792,11 @@ static void usage(const as_service_t *svc, const char *prog) {
   const as_cfg_param_t *tables[2] = {runtime_params, svc->config};
   size_t sizes[2] = {NRUNTIME, svc->nconfig};
   as_config_help(stdout, prog, svc->summary, tables, sizes, svc->config ? 2 : 1);
-  printf("\nCommands:\n  %s            run the worker\n  %s --migrate  apply database migrations and exit\n"
-         "  %s --help     this text\n", prog, prog, prog);
+  printf(
+      "\nCommands:\n  %s            run the worker\n  %s --migrate  apply database migrations and "
+      "exit\n"
+      "  %s --help     this text\n",
+      prog, prog, prog);
 }
 
 static void teardown(as_worker_t *w) {
@@ -745,19 +820,22 @@ static int run(as_worker_t *w) {
   if (rc == 0) rc = start_http(w);
   if (rc == 0) {
     start_handles(w);
-    AS_INFO(&w->log, "worker started", AS_F_STR("group", w->group_id), AS_F_STR("schema", w->schema),
-            AS_F_INT("http_port", as_http_port(w->http)), AS_F_INT("batch_max", w->conf.batch_max));
+    AS_INFO(&w->log, "worker started", AS_F_STR("group", w->group_id),
+            AS_F_STR("schema", w->schema), AS_F_INT("http_port", as_http_port(w->http)),
+            AS_F_INT("batch_max", w->conf.batch_max));
   } else {
     w->stopping = true;
     finish_shutdown(w);
   }
   uv_run(&w->loop, UV_RUN_DEFAULT);
   int closed = uv_loop_close(&w->loop);
-  if (closed != 0) AS_ERROR(&w->log, "loop closed with handles open", AS_F_STR("detail", uv_strerror(closed)));
+  if (closed != 0)
+    AS_ERROR(&w->log, "loop closed with handles open", AS_F_STR("detail", uv_strerror(closed)));
   return rc < 0 || closed != 0 ? 1 : 0;
 }
 
-int as_worker_main(const as_service_t *svc, const as_migration_t *migrations, int argc, char **argv) {
+int as_worker_main(const as_service_t *svc, const as_migration_t *migrations, int argc,
+                   char **argv) {
   as_worker_t *w = calloc(1, sizeof *w);
   if (!w) return 1;
   w->svc = svc;
@@ -780,8 +858,10 @@ int as_worker_main(const as_service_t *svc, const as_migration_t *migrations, in
   w->batch = calloc((size_t)w->conf.batch_max, sizeof *w->batch);
   w->saved = calloc((size_t)w->conf.batch_max, sizeof *w->saved);
   if (!w->metrics || !w->batch || !w->saved || uv_loop_init(&w->loop) < 0) goto out;
-  w->tx_conf = (as_tx_conf_t){.service = svc->name, .instance = w->instance,
-                              .group_id = w->group_id, .dlq_topic = w->conf.dlq_topic,
+  w->tx_conf = (as_tx_conf_t){.service = svc->name,
+                              .instance = w->instance,
+                              .group_id = w->group_id,
+                              .dlq_topic = w->conf.dlq_topic,
                               .dlq_max_bytes = (size_t)w->conf.dlq_max_bytes};
   as_db_init(&w->db, w->conf.dsn, w->client_id, w->schema, &w->log);
   w->db.defer = true; /* the batch connection is the loop's alone: its writes need not wait */

@@ -93,12 +93,14 @@ extern const as_migration_t as_service_migrations[];
 
 /* Runs the service; returns the process exit code (0 on clean shutdown,
  * 1 on a fatal runtime error, 2 on bad configuration). */
-AS_MUST_CHECK int as_worker_main(const as_service_t *svc, const as_migration_t *migrations, int argc,
-                                  char **argv);
+AS_MUST_CHECK int as_worker_main(const as_service_t *svc, const as_migration_t *migrations,
+                                 int argc, char **argv);
 
 /* A service's main(). */
-#define AS_SERVICE_MAIN(svc) \
-  int main(int argc, char **argv) { return as_worker_main(&(svc), as_service_migrations, argc, argv); }
+#define AS_SERVICE_MAIN(svc)                                          \
+  int main(int argc, char **argv) {                                   \
+    return as_worker_main(&(svc), as_service_migrations, argc, argv); \
+  }
 
 /* For services: the worker's log and metrics registry (for series made on
  * demand, e.g. one per reason code). */

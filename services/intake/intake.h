@@ -65,9 +65,9 @@ bool intake_utf8_valid(const char *s, size_t len);
 
 /* ---- intake_validate.c: a verdict on one payload, without the database */
 typedef struct intake_verdict {
-  const char *code;  /* NULL: valid; else a RequestRejected reason code */
-  bool dead;         /* not answerable to a buyer: dead-letter instead */
-  char field[48];    /* which field, for the human message / DLQ detail */
+  const char *code; /* NULL: valid; else a RequestRejected reason code */
+  bool dead;        /* not answerable to a buyer: dead-letter instead */
+  char field[48];   /* which field, for the human message / DLQ detail */
 } intake_verdict_t;
 
 void intake_validate_request(const intake_t *x, const Aftersales__V1__AfterSalesRequested *r,
@@ -79,9 +79,10 @@ void intake_validate_text(const intake_t *x, const char *s, const char *field, i
 /* ---- intake_reject.c */
 /* Publishes RequestRejected (message_en / message_zh from the reason code)
  * on the cases topic keyed by the order id (or the request id). */
-AS_MUST_CHECK int intake_reject_publish(intake_t *x, as_tx_t *tx, const as_msg_t *cause, const char *request_id,
-                          const char *order_id, const char *buyer_id, const char *idem_key,
-                          const char *code, const char *field);
+AS_MUST_CHECK int intake_reject_publish(intake_t *x, as_tx_t *tx, const as_msg_t *cause,
+                                        const char *request_id, const char *order_id,
+                                        const char *buyer_id, const char *idem_key,
+                                        const char *code, const char *field);
 
 /* ---- intake_projection.c */
 /* The route of the order events: applies msgs (OrderPlaced, OrderPaid,
@@ -96,14 +97,32 @@ AS_MUST_CHECK int intake_orders_apply(void *state, as_tx_t *tx, as_msg_t *const 
 /* What a batch read of its orders (locked) and their lines, shared by the
  * pipeline's steps. Columns of orders, by index: */
 enum {
-  INTAKE_O_ID, INTAKE_O_BUYER, INTAKE_O_MERCHANT, INTAKE_O_CANCELLED, INTAKE_O_PLACED,
-  INTAKE_O_DELIVERED, INTAKE_O_PAID, INTAKE_O_PAID_CUR, INTAKE_O_PAY_METHOD, INTAKE_O_PAY_REF,
-  INTAKE_O_REGION, INTAKE_O_SHIP_FEE, INTAKE_O_SHIP_CUR,
+  INTAKE_O_ID,
+  INTAKE_O_BUYER,
+  INTAKE_O_MERCHANT,
+  INTAKE_O_CANCELLED,
+  INTAKE_O_PLACED,
+  INTAKE_O_DELIVERED,
+  INTAKE_O_PAID,
+  INTAKE_O_PAID_CUR,
+  INTAKE_O_PAY_METHOD,
+  INTAKE_O_PAY_REF,
+  INTAKE_O_REGION,
+  INTAKE_O_SHIP_FEE,
+  INTAKE_O_SHIP_CUR,
 };
 /* Columns of lines (claimed: units claimed by cases not rejected): */
 enum {
-  INTAKE_L_ORDER, INTAKE_L_LINE, INTAKE_L_SKU, INTAKE_L_UNIT, INTAKE_L_CUR, INTAKE_L_QUANTITY,
-  INTAKE_L_CLAIMED, INTAKE_L_CATEGORY, INTAKE_L_SUPPLIER, INTAKE_L_DISCOUNT,
+  INTAKE_L_ORDER,
+  INTAKE_L_LINE,
+  INTAKE_L_SKU,
+  INTAKE_L_UNIT,
+  INTAKE_L_CUR,
+  INTAKE_L_QUANTITY,
+  INTAKE_L_CLAIMED,
+  INTAKE_L_CATEGORY,
+  INTAKE_L_SUPPLIER,
+  INTAKE_L_DISCOUNT,
 };
 typedef struct intake_view {
   PGresult *orders; /* INTAKE_O_* columns, sorted by order id */
@@ -118,22 +137,29 @@ typedef struct intake_history {
 
 typedef struct intake_req intake_req_t;
 struct intake_req {
-  const as_msg_t *cause;  /* the message (live) or a synthetic one (held) */
-  as_msg_t *live;         /* the batch's message, NULL for held requests */
+  const as_msg_t *cause; /* the message (live) or a synthetic one (held) */
+  as_msg_t *live;        /* the batch's message, NULL for held requests */
   const Aftersales__V1__AfterSalesRequested *r;
-  const uint8_t *bytes;   /* envelope bytes, kept if the request is held */
+  const uint8_t *bytes; /* envelope bytes, kept if the request is held */
   size_t nbytes;
-  bool final;             /* may not be held (again) */
-  int64_t arrived_us;     /* when the platform received it (intake_requests.c) */
+  bool final;         /* may not be held (again) */
+  int64_t arrived_us; /* when the platform received it (intake_requests.c) */
   /* outcome: SKIP gets no answer (dead-lettered, or its request id was
    * answered before); ACK is answered with the key's existing case; FOLLOW
    * waits for an earlier request of the same key in the batch (prev). */
-  enum { INTAKE_R_PENDING, INTAKE_R_SKIP, INTAKE_R_REJECT, INTAKE_R_HOLD, INTAKE_R_OPEN,
-         INTAKE_R_ACK, INTAKE_R_FOLLOW } fate;
+  enum {
+    INTAKE_R_PENDING,
+    INTAKE_R_SKIP,
+    INTAKE_R_REJECT,
+    INTAKE_R_HOLD,
+    INTAKE_R_OPEN,
+    INTAKE_R_ACK,
+    INTAKE_R_FOLLOW
+  } fate;
   intake_verdict_t v;
-  intake_req_t *prev;     /* the previous request of the same key in the batch */
-  char hash[37];          /* content hash (intake_idem_hash) */
-  char case_hash[37];     /* the content hash of the key's case, once known */
+  intake_req_t *prev; /* the previous request of the same key in the batch */
+  char hash[37];      /* content hash (intake_idem_hash) */
+  char case_hash[37]; /* the content hash of the key's case, once known */
   char case_id[37];
   char case_number[32];
   const char *merchant_id; /* borrowed from the batch's order rows */
@@ -143,13 +169,13 @@ struct intake_req {
   char currency[4];
   char route[64];
   int64_t review_due_us, resolution_due_us, first_due_us;
-  int64_t pickup_due_us;   /* review and logistics routes: intake escalates a case still OPEN then */
-  int *line_rows;          /* per request line: row in the batch's line table */
-  int64_t *line_paid;      /* per request line: the whole line's share of the amount paid */
+  int64_t pickup_due_us; /* review and logistics routes: intake escalates a case still OPEN then */
+  int *line_rows;        /* per request line: row in the batch's line table */
+  int64_t *line_paid;    /* per request line: the whole line's share of the amount paid */
   int64_t shipping_paid, paid_minor; /* the shipping fee's share; OrderPaid.amount_paid */
-  bool paid;               /* the three figures above are set */
-  const char *paid_currency; /* with paid: borrowed from the batch's order rows */
-  int64_t vouched_us;      /* the submission time windows are judged on */
+  bool paid;                         /* the three figures above are set */
+  const char *paid_currency;         /* with paid: borrowed from the batch's order rows */
+  int64_t vouched_us;                /* the submission time windows are judged on */
   intake_history_t history;
 };
 
@@ -166,7 +192,7 @@ AS_MUST_CHECK int intake_requests_apply(void *state, as_tx_t *tx, as_msg_t *cons
  * record, the buyer's history, CaseOpened and BuyerAcknowledged. A case
  * another instance opened first is skipped. */
 AS_MUST_CHECK int intake_cases_open(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n,
-                      const intake_view_t *view);
+                                    const intake_view_t *view);
 
 /* ---- intake_history.c */
 /* Fills reqs[i].history of the requests with fate OPEN, once their cases
@@ -184,7 +210,8 @@ extern const as_bulk_t intake_hold_take;
  * paid. */
 AS_MUST_CHECK int intake_hold_release(intake_t *x, as_tx_t *tx, as_cols_t *ready);
 /* The deadline "hold:<request id>" (keyed by the order id) fired. */
-AS_MUST_CHECK int intake_hold_expire(void *state, as_tx_t *tx, const char *order_id, const char *kind, int64_t due_us);
+AS_MUST_CHECK int intake_hold_expire(void *state, as_tx_t *tx, const char *order_id,
+                                     const char *kind, int64_t due_us);
 /* Runs held envelopes (rows of r: request_id, order_id, envelope in hex,
  * arrival in Unix us) through the pipeline; final = no further hold. */
 AS_MUST_CHECK int intake_hold_replay(intake_t *x, as_tx_t *tx, PGresult *r, bool final);
@@ -197,7 +224,8 @@ AS_MUST_CHECK int intake_hold_replay(intake_t *x, as_tx_t *tx, PGresult *r, bool
  * *why: NULL, or the RequestRejected reason code that refuses the payment
  * (order_not_paid, currency_mismatch, amount_overflow, payment_unallocatable).
  * Returns 0 or -ENOMEM. */
-AS_MUST_CHECK int intake_money_allocate(intake_req_t *q, PGresult *orders, int o, PGresult *lines, const char **why);
+AS_MUST_CHECK int intake_money_allocate(intake_req_t *q, PGresult *orders, int o, PGresult *lines,
+                                        const char **why);
 
 /* ---- intake_idem.c: one answer per request id, one case per key */
 /* The content hash of r: a UUIDv5 of the packed request without request_id
@@ -237,9 +265,12 @@ AS_MUST_CHECK int intake_cases_ack(as_tx_t *tx, const intake_req_t *q);
 AS_MUST_CHECK int intake_clock_arm(intake_t *x, as_tx_t *tx, const intake_req_t *reqs, size_t n);
 /* A case deadline fired: "resolution", "pickup", "escalation_followup:<n>".
  * Returns 0 or an as_db error. */
-AS_MUST_CHECK int intake_clock_resolution(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
-AS_MUST_CHECK int intake_clock_pickup(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
-AS_MUST_CHECK int intake_clock_followup(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
+AS_MUST_CHECK int intake_clock_resolution(void *state, as_tx_t *tx, const char *case_id,
+                                          const char *kind, int64_t due_us);
+AS_MUST_CHECK int intake_clock_pickup(void *state, as_tx_t *tx, const char *case_id,
+                                      const char *kind, int64_t due_us);
+AS_MUST_CHECK int intake_clock_followup(void *state, as_tx_t *tx, const char *case_id,
+                                        const char *kind, int64_t due_us);
 
 /* ---- intake_followup.c */
 /* The route of EvidenceAdded and BuyerMessage, one message at a time. */

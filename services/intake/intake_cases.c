@@ -35,33 +35,82 @@
  * the request and its answer (intake_idem). The case's own paid figures are
  * written with the case row itself (as_case_open_many). */
 enum {
-  L_CASE, L_ORDER, L_LINE, L_SKU, L_QTY, L_UNIT, L_CUR, L_PAID, L_PURCHASED,
-  K_CASE, K_CLOCK, K_DUE, K_MET,
-  E_CASE, E_EVENT, E_POS, E_URI, E_MEDIA, E_SIZE, E_SHA,
-  M_CASE, M_EVENT, M_BUYER, M_BODY, M_SENT,
-  R_BUYER, R_KEY, R_REQUEST, R_CASE, R_ORDER, R_SUBMITTED, R_LOCALE, R_OUTCOME, R_RETURN,
-  R_COMPLAINT, R_UNUSED, R_HASH,
+  L_CASE,
+  L_ORDER,
+  L_LINE,
+  L_SKU,
+  L_QTY,
+  L_UNIT,
+  L_CUR,
+  L_PAID,
+  L_PURCHASED,
+  K_CASE,
+  K_CLOCK,
+  K_DUE,
+  K_MET,
+  E_CASE,
+  E_EVENT,
+  E_POS,
+  E_URI,
+  E_MEDIA,
+  E_SIZE,
+  E_SHA,
+  M_CASE,
+  M_EVENT,
+  M_BUYER,
+  M_BODY,
+  M_SENT,
+  R_BUYER,
+  R_KEY,
+  R_REQUEST,
+  R_CASE,
+  R_ORDER,
+  R_SUBMITTED,
+  R_LOCALE,
+  R_OUTCOME,
+  R_RETURN,
+  R_COMPLAINT,
+  R_UNUSED,
+  R_HASH,
 };
 /* Sets: l lines, k SLA clocks, e evidence, m the comment, r the request. */
 static const as_col_t rows_cols[] = {
-    [L_CASE] = {"l.case_id", "text"},        [L_ORDER] = {"l.order_id", "text"},
-    [L_LINE] = {"l.line_id", "text"},        [L_SKU] = {"l.sku", "text"},
-    [L_QTY] = {"l.quantity", "int"},         [L_UNIT] = {"l.unit_minor", "bigint"},
-    [L_CUR] = {"l.currency", "text"},        [L_PAID] = {"l.paid_minor", "bigint"},
-    [L_PURCHASED] = {"l.purchased", "int"},  [K_CASE] = {"k.case_id", "text"},
-    [K_CLOCK] = {"k.clock", "text"},         [K_DUE] = {"k.due_us", "bigint"},
-    [K_MET] = {"k.met", "bool"},             [E_CASE] = {"e.case_id", "text"},
-    [E_EVENT] = {"e.event_id", "uuid"},      [E_POS] = {"e.position", "int"},
-    [E_URI] = {"e.uri", "text"},             [E_MEDIA] = {"e.media_type", "text"},
-    [E_SIZE] = {"e.size_bytes", "bigint"},   [E_SHA] = {"e.sha256", "text"},
-    [M_CASE] = {"m.case_id", "text"},        [M_EVENT] = {"m.event_id", "uuid"},
-    [M_BUYER] = {"m.buyer_id", "text"},      [M_BODY] = {"m.body", "text"},
-    [M_SENT] = {"m.sent_us", "bigint"},      [R_BUYER] = {"r.buyer_id", "text"},
-    [R_KEY] = {"r.idempotency_key", "text"}, [R_REQUEST] = {"r.request_id", "text"},
-    [R_CASE] = {"r.case_id", "text"},        [R_ORDER] = {"r.order_id", "text"},
-    [R_SUBMITTED] = {"r.submitted_at_us", "bigint"}, [R_LOCALE] = {"r.locale", "text"},
-    [R_OUTCOME] = {"r.preferred_outcome", "int"}, [R_RETURN] = {"r.return_method", "int"},
-    [R_COMPLAINT] = {"r.complaint_type", "int"}, [R_UNUSED] = {"r.declared_unused", "bool"},
+    [L_CASE] = {"l.case_id", "text"},
+    [L_ORDER] = {"l.order_id", "text"},
+    [L_LINE] = {"l.line_id", "text"},
+    [L_SKU] = {"l.sku", "text"},
+    [L_QTY] = {"l.quantity", "int"},
+    [L_UNIT] = {"l.unit_minor", "bigint"},
+    [L_CUR] = {"l.currency", "text"},
+    [L_PAID] = {"l.paid_minor", "bigint"},
+    [L_PURCHASED] = {"l.purchased", "int"},
+    [K_CASE] = {"k.case_id", "text"},
+    [K_CLOCK] = {"k.clock", "text"},
+    [K_DUE] = {"k.due_us", "bigint"},
+    [K_MET] = {"k.met", "bool"},
+    [E_CASE] = {"e.case_id", "text"},
+    [E_EVENT] = {"e.event_id", "uuid"},
+    [E_POS] = {"e.position", "int"},
+    [E_URI] = {"e.uri", "text"},
+    [E_MEDIA] = {"e.media_type", "text"},
+    [E_SIZE] = {"e.size_bytes", "bigint"},
+    [E_SHA] = {"e.sha256", "text"},
+    [M_CASE] = {"m.case_id", "text"},
+    [M_EVENT] = {"m.event_id", "uuid"},
+    [M_BUYER] = {"m.buyer_id", "text"},
+    [M_BODY] = {"m.body", "text"},
+    [M_SENT] = {"m.sent_us", "bigint"},
+    [R_BUYER] = {"r.buyer_id", "text"},
+    [R_KEY] = {"r.idempotency_key", "text"},
+    [R_REQUEST] = {"r.request_id", "text"},
+    [R_CASE] = {"r.case_id", "text"},
+    [R_ORDER] = {"r.order_id", "text"},
+    [R_SUBMITTED] = {"r.submitted_at_us", "bigint"},
+    [R_LOCALE] = {"r.locale", "text"},
+    [R_OUTCOME] = {"r.preferred_outcome", "int"},
+    [R_RETURN] = {"r.return_method", "int"},
+    [R_COMPLAINT] = {"r.complaint_type", "int"},
+    [R_UNUSED] = {"r.declared_unused", "bool"},
     [R_HASH] = {"r.content_hash", "text"},
 };
 
@@ -75,13 +124,16 @@ static const as_bulk_t sql_rows = AS_BULK(
     " ins_clocks AS (INSERT INTO cases.sla_clocks (case_id, clock, due_at, met_at)"
     " SELECT k.case_id, k.clock, to_timestamp(k.due_us / 1e6), CASE WHEN k.met THEN now() END"
     " FROM {{k}}),"
-    " ins_evidence AS (INSERT INTO cases.case_evidence (case_id, event_id, position, source, uri, media_type,"
+    " ins_evidence AS (INSERT INTO cases.case_evidence (case_id, event_id, position, source, uri, "
+    "media_type,"
     " size_bytes, sha256) SELECT e.case_id, e.event_id, e.position, 'request', e.uri, e.media_type,"
     " e.size_bytes, e.sha256 FROM {{e}} ON CONFLICT (event_id, position) DO NOTHING),"
-    " ins_messages AS (INSERT INTO cases.case_messages (case_id, event_id, source, author_kind, author_id,"
+    " ins_messages AS (INSERT INTO cases.case_messages (case_id, event_id, source, author_kind, "
+    "author_id,"
     " body, sent_at) SELECT m.case_id, m.event_id, 'request', 'buyer', m.buyer_id, m.body,"
     " to_timestamp(m.sent_us / 1e6) FROM {{m}} ON CONFLICT (event_id, source) DO NOTHING),"
-    " ins_answers AS (INSERT INTO answers (buyer_id, request_id, answer, case_id) SELECT r.buyer_id,"
+    " ins_answers AS (INSERT INTO answers (buyer_id, request_id, answer, case_id) SELECT "
+    "r.buyer_id,"
     " r.request_id, 'acknowledged', r.case_id FROM {{r}} ON CONFLICT DO NOTHING)"
     " INSERT INTO requests (buyer_id, idempotency_key, request_id, case_id, order_id,"
     " submitted_at_us, locale, preferred_outcome, return_method, complaint_type, declared_unused,"
@@ -100,18 +152,26 @@ static size_t count_open(const intake_req_t *reqs, size_t n) {
 static as_case_opening_t opening_of(const intake_req_t *q) {
   const Aftersales__V1__AfterSalesRequested *r = q->r;
   const char *type = as_enum_name(&aftersales__v1__case_type__descriptor, (int)r->case_type);
-  const char *reason = r->reason ? as_enum_name(&aftersales__v1__reason__descriptor, (int)r->reason) : "";
-  return (as_case_opening_t){
-      .c = {.case_id = q->case_id, .case_type = type,
-            .order_id = r->order_id, .buyer_id = r->buyer_id, .merchant_id = q->merchant_id,
-            .reason = reason, .route = q->route,
-            .currency = q->currency[0] ? q->currency : NULL, .claimed_minor = q->claimed_minor,
-            .state = q->state, .has_paid = q->paid, .paid_minor = q->paid_minor,
-            .shipping_paid_minor = q->shipping_paid, .paid_currency = q->paid_currency},
-      .actor = {"buyer", r->buyer_id},
-      .why = "request submitted",
-      .event_id = q->cause->env->event_id,
-      .cause = q->cause};
+  const char *reason =
+      r->reason ? as_enum_name(&aftersales__v1__reason__descriptor, (int)r->reason) : "";
+  return (as_case_opening_t){.c = {.case_id = q->case_id,
+                                   .case_type = type,
+                                   .order_id = r->order_id,
+                                   .buyer_id = r->buyer_id,
+                                   .merchant_id = q->merchant_id,
+                                   .reason = reason,
+                                   .route = q->route,
+                                   .currency = q->currency[0] ? q->currency : NULL,
+                                   .claimed_minor = q->claimed_minor,
+                                   .state = q->state,
+                                   .has_paid = q->paid,
+                                   .paid_minor = q->paid_minor,
+                                   .shipping_paid_minor = q->shipping_paid,
+                                   .paid_currency = q->paid_currency},
+                             .actor = {"buyer", r->buyer_id},
+                             .why = "request submitted",
+                             .event_id = q->cause->env->event_id,
+                             .cause = q->cause};
 }
 
 /* Inserts the cases through as_case_open_many (numbers drawn there); a
@@ -159,14 +219,17 @@ static void add_rows(as_cols_t *t, const intake_req_t *q, const intake_view_t *v
     as_cols_int(t, L_QTY, r->lines[i]->quantity);
     as_cols_str(t, L_UNIT, PQgetvalue(v->lines, row, INTAKE_L_UNIT));
     as_cols_str(t, L_CUR, PQgetvalue(v->lines, row, INTAKE_L_CUR));
-    if (q->paid) as_cols_int(t, L_PAID, q->line_paid[i]);
-    else as_cols_null(t, L_PAID);
+    if (q->paid)
+      as_cols_int(t, L_PAID, q->line_paid[i]);
+    else
+      as_cols_null(t, L_PAID);
     as_cols_str(t, L_PURCHASED, PQgetvalue(v->lines, row, INTAKE_L_QUANTITY));
   }
   add_clock(t, q->case_id, "first_response", q->first_due_us, true);
   if (q->review_due_us) add_clock(t, q->case_id, "review", q->review_due_us, false);
   if (q->resolution_due_us) add_clock(t, q->case_id, "resolution", q->resolution_due_us, false);
-  if (!q->review_due_us && q->pickup_due_us) add_clock(t, q->case_id, "pickup", q->pickup_due_us, false);
+  if (!q->review_due_us && q->pickup_due_us)
+    add_clock(t, q->case_id, "pickup", q->pickup_due_us, false);
   const char *eid = q->cause->env->event_id;
   for (size_t i = 0; i < r->n_evidence; i++) {
     const Aftersales__V1__Attachment *a = r->evidence[i];
@@ -219,7 +282,7 @@ static void event_id(char out[AS_UUID_STRLEN + 1], const char *case_id, const ch
 
 /* Money from two columns of r, or NULL when the amount is NULL. */
 static Aftersales__V1__Money *money_of(Aftersales__V1__Money *m, PGresult *r, int row, int amount,
-                                      int currency) {
+                                       int currency) {
   if (PQgetisnull(r, row, amount)) return NULL;
   aftersales__v1__money__init(m);
   m->amount_minor = strtoll(PQgetvalue(r, row, amount), NULL, 10);
@@ -250,7 +313,8 @@ static void order_facts(Aftersales__V1__OrderFacts *f, Aftersales__V1__Money mon
 
 /* One claimed line with what the order says of it and its paid share. */
 static void case_line(Aftersales__V1__CaseLine *cl, Aftersales__V1__Money money[2],
-                      const Aftersales__V1__LineRef *ref, PGresult *l, int row, const int64_t *paid) {
+                      const Aftersales__V1__LineRef *ref, PGresult *l, int row,
+                      const int64_t *paid) {
   aftersales__v1__case_line__init(cl);
   cl->line_id = ref->line_id;
   cl->sku = PQgetvalue(l, row, INTAKE_L_SKU);
@@ -291,7 +355,8 @@ static int publish_opened(as_tx_t *tx, const intake_req_t *q, const intake_view_
     ol[i].ref.sku = PQgetvalue(v->lines, q->line_rows[i], INTAKE_L_SKU);
     ol[i].ref.quantity = r->lines[i]->quantity;
     lp[i] = &ol[i].ref;
-    case_line(&ol[i].cl, ol[i].money, r->lines[i], v->lines, q->line_rows[i], q->paid ? &q->line_paid[i] : NULL);
+    case_line(&ol[i].cl, ol[i].money, r->lines[i], v->lines, q->line_rows[i],
+              q->paid ? &q->line_paid[i] : NULL);
     clp[i] = &ol[i].cl;
   }
   Aftersales__V1__OrderFacts facts;

@@ -38,7 +38,8 @@
 static const char sql_case[] = "SELECT state, route, order_id FROM cases.cases WHERE case_id = $1";
 static const char sql_breached[] =
     "UPDATE cases.sla_clocks SET breached_at = now() WHERE case_id = $1 AND clock = $2"
-    " AND met_at IS NULL AND breached_at IS NULL RETURNING (extract(epoch FROM due_at) * 1e6)::bigint";
+    " AND met_at IS NULL AND breached_at IS NULL RETURNING (extract(epoch FROM due_at) * "
+    "1e6)::bigint";
 #define FOLLOWUP "escalation_followup:"
 
 /* Arms follow-up number n of an escalated case. */
@@ -109,7 +110,8 @@ static int publish_breach(intake_t *x, as_tx_t *tx, const char *case_id, const c
   b.escalated_to = (char *)to;
   /* Derived from the deadline: a replay after a crash carries the same id. */
   char eid[AS_UUID_STRLEN + 1], name[160];
-  int len = snprintf(name, sizeof name, "%s|SlaBreached|%s|%lld", case_id, clock, (long long)due_us);
+  int len =
+      snprintf(name, sizeof name, "%s|SlaBreached|%s|%lld", case_id, clock, (long long)due_us);
   as_uuid_v5(eid, "aftersales.intake.event", name, (size_t)len);
   as_envelope_t env = AFTERSALES__V1__ENVELOPE__INIT;
   env.event_id = eid;
@@ -126,8 +128,10 @@ static int publish_breach(intake_t *x, as_tx_t *tx, const char *case_id, const c
 /* Who a first escalation goes to: the complaint's department, else the
  * supervisors of the route that did not pick the case up. */
 static void escalated_to(const case_row_t *c, char *out, size_t cap) {
-  if (strncmp(c->route, "complaints:", 11) == 0) snprintf(out, cap, "%s", c->route + 11);
-  else snprintf(out, cap, "%s_supervisors", c->route[0] ? c->route : "review");
+  if (strncmp(c->route, "complaints:", 11) == 0)
+    snprintf(out, cap, "%s", c->route + 11);
+  else
+    snprintf(out, cap, "%s_supervisors", c->route[0] ? c->route : "review");
 }
 
 /* resolution / pickup fired: escalate if the case is still where the clock
@@ -140,11 +144,13 @@ static int escalate(intake_t *x, as_tx_t *tx, const char *case_id, bool pickup, 
   if (rc < 0) return rc;
   if (c.state == ST(ESCALATED) && !pickup) return arm_followup(tx, case_id, 1);
   if (pickup ? c.state != ST(OPEN) : !as_case_move_legal(c.state, ST(ESCALATED))) return 0;
-  const char *clock = !pickup ? "resolution" : strcmp(c.route, "logistics") == 0 ? "pickup" : "review";
+  const char *clock = !pickup                             ? "resolution"
+                      : strcmp(c.route, "logistics") == 0 ? "pickup"
+                                                          : "review";
   char why[64], to[80];
   snprintf(why, sizeof why, "%s deadline passed", clock);
-  rc = as_case_transition(tx, case_id, ST(ESCALATED), (as_case_actor_t){"system", "intake"}, why, NULL,
-                          NULL, NULL, NULL);
+  rc = as_case_transition(tx, case_id, ST(ESCALATED), (as_case_actor_t){"system", "intake"}, why,
+                          NULL, NULL, NULL, NULL);
   if (rc == -EPERM || rc == -ENOENT) return 0;
   if (rc == 0) rc = stamp_breached(tx, case_id, clock, &due_us);
   escalated_to(&c, to, sizeof to);
@@ -164,16 +170,19 @@ static int follow_up(intake_t *x, as_tx_t *tx, const char *case_id, long n, int6
   return rc;
 }
 
-int intake_clock_resolution(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us) {
+int intake_clock_resolution(void *state, as_tx_t *tx, const char *case_id, const char *kind,
+                            int64_t due_us) {
   (void)kind;
   return escalate(state, tx, case_id, false, due_us);
 }
 
-int intake_clock_pickup(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us) {
+int intake_clock_pickup(void *state, as_tx_t *tx, const char *case_id, const char *kind,
+                        int64_t due_us) {
   (void)kind;
   return escalate(state, tx, case_id, true, due_us);
 }
 
-int intake_clock_followup(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us) {
+int intake_clock_followup(void *state, as_tx_t *tx, const char *case_id, const char *kind,
+                          int64_t due_us) {
   return follow_up(state, tx, case_id, strtol(kind + strlen(FOLLOWUP), NULL, 10), due_us);
 }

@@ -33,7 +33,8 @@ static int parse_item(intake_t *x, const char *item, size_t len, char *err, size
   const char *eq = memchr(item, '=', len);
   int t = eq ? type_of(item, (size_t)(eq - item)) : -1;
   if (t < 0) {
-    snprintf(err, errlen, "AS_INTAKE_COMPLAINT_ROUTES: \"%.*s\" is not TYPE=department", (int)len, item);
+    snprintf(err, errlen, "AS_INTAKE_COMPLAINT_ROUTES: \"%.*s\" is not TYPE=department", (int)len,
+             item);
     return -EINVAL;
   }
   const char *dept = eq + 1, *end = item + len;
@@ -46,7 +47,8 @@ static int parse_item(intake_t *x, const char *item, size_t len, char *err, size
     if (stop != end || hours < 1 || hours > 8760) dlen = 0;
   }
   if (!dept_ok(dept, dlen)) {
-    snprintf(err, errlen, "AS_INTAKE_COMPLAINT_ROUTES: bad department or hours for %s", as_enum_name(TYPES, t));
+    snprintf(err, errlen, "AS_INTAKE_COMPLAINT_ROUTES: bad department or hours for %s",
+             as_enum_name(TYPES, t));
     return -EINVAL;
   }
   snprintf(x->dept[t], sizeof x->dept[t], "%.*s", (int)dlen, dept);
@@ -63,7 +65,8 @@ int intake_config_routes(intake_t *x, const char *spec, char *err, size_t errlen
   }
   for (int t = 1; t < INTAKE_NCOMPLAINT; t++)
     if (!x->dept[t][0]) {
-      snprintf(err, errlen, "AS_INTAKE_COMPLAINT_ROUTES: no department for %s", as_enum_name(TYPES, t));
+      snprintf(err, errlen, "AS_INTAKE_COMPLAINT_ROUTES: no department for %s",
+               as_enum_name(TYPES, t));
       return -EINVAL;
     }
   return 0;

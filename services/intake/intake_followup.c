@@ -17,9 +17,9 @@
 static const char sql_case[] = "SELECT buyer_id, order_id FROM cases.cases WHERE case_id = $1";
 enum { EV_CASE, EV_EVENT, EV_POS, EV_SOURCE, EV_URI, EV_MEDIA, EV_SIZE, EV_SHA };
 static const as_col_t evidence_cols[] = {
-    [EV_CASE] = {"case_id", "text"},     [EV_EVENT] = {"event_id", "uuid"},
-    [EV_POS] = {"position", "int"},      [EV_SOURCE] = {"source", "text"},
-    [EV_URI] = {"uri", "text"},          [EV_MEDIA] = {"media_type", "text"},
+    [EV_CASE] = {"case_id", "text"},      [EV_EVENT] = {"event_id", "uuid"},
+    [EV_POS] = {"position", "int"},       [EV_SOURCE] = {"source", "text"},
+    [EV_URI] = {"uri", "text"},           [EV_MEDIA] = {"media_type", "text"},
     [EV_SIZE] = {"size_bytes", "bigint"}, [EV_SHA] = {"sha256", "text"},
 };
 static const as_bulk_t sql_evidence = AS_BULK(
@@ -27,7 +27,8 @@ static const as_bulk_t sql_evidence = AS_BULK(
     " size_bytes, sha256) SELECT * FROM {{u}} ON CONFLICT (event_id, position) DO NOTHING",
     evidence_cols);
 static const char sql_message[] =
-    "INSERT INTO cases.case_messages (case_id, event_id, source, author_kind, author_id, body, sent_at)"
+    "INSERT INTO cases.case_messages (case_id, event_id, source, author_kind, author_id, body, "
+    "sent_at)"
     " VALUES ($1, $2::uuid, $3, 'buyer', $4, $5, to_timestamp($6::bigint / 1e6))"
     " ON CONFLICT (event_id, source) DO NOTHING";
 
@@ -42,14 +43,14 @@ typedef struct followup {
 static bool view(const as_envelope_t *e, followup_t *f) {
   if (e->payload_case == AFTERSALES__V1__ENVELOPE__PAYLOAD_EVIDENCE_ADDED) {
     const Aftersales__V1__EvidenceAdded *p = e->evidence_added;
-    *f = (followup_t){"evidence_added", p->case_id, p->buyer_id, p->comment, p->evidence,
-                      p->n_evidence, p->added_at_us};
+    *f = (followup_t){"evidence_added", p->case_id,    p->buyer_id,   p->comment,
+                      p->evidence,      p->n_evidence, p->added_at_us};
     return true;
   }
   if (e->payload_case == AFTERSALES__V1__ENVELOPE__PAYLOAD_BUYER_MESSAGE) {
     const Aftersales__V1__BuyerMessage *p = e->buyer_message;
-    *f = (followup_t){"buyer_message", p->case_id, p->buyer_id, p->text, p->attachments,
-                      p->n_attachments, p->sent_at_us};
+    *f = (followup_t){"buyer_message", p->case_id,       p->buyer_id,  p->text,
+                      p->attachments,  p->n_attachments, p->sent_at_us};
     return true;
   }
   return false;
@@ -127,7 +128,8 @@ int intake_followup_apply(void *state, as_tx_t *tx, as_msg_t *m) {
       snprintf(v.field, sizeof v.field, "case_id");
     }
     if (v.code)
-      rc = intake_reject_publish(x, tx, m, m->env->event_id, order_id, f.buyer_id, "", v.code, v.field);
+      rc = intake_reject_publish(x, tx, m, m->env->event_id, order_id, f.buyer_id, "", v.code,
+                                 v.field);
     else if ((rc = store(tx, m, &f)) == 0)
       rc = republish(tx, m, f.case_id, order_id);
   }

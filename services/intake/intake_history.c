@@ -29,7 +29,8 @@
  * refused), so one index lookup by buyer gives both counts. Sorted in byte
  * order for the binary search below. */
 enum { X_BUYER, X_ORDER };
-static const as_col_t history_cols[] = {[X_BUYER] = {"x.buyer_id", "text"}, [X_ORDER] = {"x.order_id", "text"}};
+static const as_col_t history_cols[] = {
+    [X_BUYER] = {"x.buyer_id", "text"}, [X_ORDER] = {"x.order_id", "text"}};
 static const as_bulk_t sql_history = AS_BULK(
     "SELECT u.buyer_id, u.order_id, o.n, coalesce(o.f, 0), c.n, c.on_order"
     " FROM (SELECT DISTINCT x.buyer_id, x.order_id FROM {{x}}) u,"
@@ -49,8 +50,10 @@ static int lower_bound(PGresult *r, const char *buyer, const char *order) {
     int mid = lo + (hi - lo) / 2;
     int c = strcmp(PQgetvalue(r, mid, H_BUYER), buyer);
     if (c == 0 && order) c = strcmp(PQgetvalue(r, mid, H_ORDER), order);
-    if (c < 0) lo = mid + 1;
-    else hi = mid;
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   return lo;
 }
@@ -75,7 +78,8 @@ static int apply(intake_req_t *reqs, size_t n, PGresult *r) {
   for (size_t i = n; rc == 0 && i-- > 0;) {
     intake_req_t *q = &reqs[i];
     if (q->fate != INTAKE_R_OPEN) continue;
-    int b = lower_bound(r, q->r->buyer_id, NULL), p = lower_bound(r, q->r->buyer_id, q->r->order_id);
+    int b = lower_bound(r, q->r->buyer_id, NULL),
+        p = lower_bound(r, q->r->buyer_id, q->r->order_id);
     if (!row_is(r, p, q->r->buyer_id, q->r->order_id)) continue; /* every pair was asked for */
     intake_history_t *h = &q->history;
     h->orders = count_at(r, p, H_ORDERS);

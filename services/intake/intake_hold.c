@@ -22,23 +22,27 @@
 
 enum { ST_REQUEST, ST_ORDER, ST_BUYER, ST_KEY, ST_ENVELOPE, ST_ARRIVED };
 static const as_col_t store_cols[] = {
-    [ST_REQUEST] = {"request_id", "text"},     [ST_ORDER] = {"order_id", "text"},
-    [ST_BUYER] = {"buyer_id", "text"},         [ST_KEY] = {"idempotency_key", "text"},
+    [ST_REQUEST] = {"request_id", "text"},    [ST_ORDER] = {"order_id", "text"},
+    [ST_BUYER] = {"buyer_id", "text"},        [ST_KEY] = {"idempotency_key", "text"},
     [ST_ENVELOPE] = {"envelope_hex", "text"}, [ST_ARRIVED] = {"arrived_us", "bigint"},
 };
 static const as_bulk_t sql_store = AS_BULK(
-    "INSERT INTO held_requests (request_id, order_id, buyer_id, idempotency_key, envelope, arrived_us)"
-    " SELECT u.request_id, u.order_id, u.buyer_id, u.idempotency_key, decode(u.envelope_hex, 'hex'),"
+    "INSERT INTO held_requests (request_id, order_id, buyer_id, idempotency_key, envelope, "
+    "arrived_us)"
+    " SELECT u.request_id, u.order_id, u.buyer_id, u.idempotency_key, decode(u.envelope_hex, "
+    "'hex'),"
     " u.arrived_us FROM {{u}} ON CONFLICT DO NOTHING"
     " RETURNING request_id, order_id",
     store_cols);
 /* Columns of a taken row: request_id, order_id, envelope (hex), arrival. */
-#define HELD_COLS "h.request_id, h.order_id, encode(h.envelope, 'hex'),"                    \
-                  " coalesce(h.arrived_us, (extract(epoch FROM h.held_at) * 1e6)::bigint)"
+#define HELD_COLS                                        \
+  "h.request_id, h.order_id, encode(h.envelope, 'hex')," \
+  " coalesce(h.arrived_us, (extract(epoch FROM h.held_at) * 1e6)::bigint)"
 static const as_col_t take_cols[] = {[INTAKE_READY_ORDER] = {"order_id", "text"}};
 const as_bulk_t intake_hold_take = AS_BULK(
     "DELETE FROM held_requests h USING orders o WHERE h.order_id = ANY({{$order_id}})"
-    " AND o.order_id = h.order_id AND o.placed_at_us IS NOT NULL AND o.amount_paid_minor IS NOT NULL"
+    " AND o.order_id = h.order_id AND o.placed_at_us IS NOT NULL AND o.amount_paid_minor IS NOT "
+    "NULL"
     " RETURNING " HELD_COLS,
     take_cols);
 static const char sql_take_one[] =
@@ -113,15 +117,19 @@ int intake_hold_replay(intake_t *x, as_tx_t *tx, PGresult *r, bool final) {
   for (size_t i = 0; rc == 0 && i < n; i++) {
     size_t len = 0;
     if (!load_row(r, (int)i, &msgs[k].env, &bytes[k], &len)) {
-      AS_ERROR(x->log, "held request unreadable; dropped", AS_F_STR("request_id", PQgetvalue(r, (int)i, 0)));
+      AS_ERROR(x->log, "held request unreadable; dropped",
+               AS_F_STR("request_id", PQgetvalue(r, (int)i, 0)));
       as_envelope_free(msgs[k].env);
       free(bytes[k]);
       msgs[k].env = NULL;
       bytes[k] = NULL;
       continue;
     }
-    reqs[k] = (intake_req_t){.cause = &msgs[k], .r = msgs[k].env->aftersales_requested,
-                             .bytes = bytes[k], .nbytes = len, .final = final,
+    reqs[k] = (intake_req_t){.cause = &msgs[k],
+                             .r = msgs[k].env->aftersales_requested,
+                             .bytes = bytes[k],
+                             .nbytes = len,
+                             .final = final,
                              .arrived_us = strtoll(PQgetvalue(r, (int)i, 3), NULL, 10)};
     k++;
   }
@@ -155,7 +163,8 @@ int intake_hold_release(intake_t *x, as_tx_t *tx, as_cols_t *ready) {
   return rc;
 }
 
-int intake_hold_expire(void *state, as_tx_t *tx, const char *order_id, const char *kind, int64_t due_us) {
+int intake_hold_expire(void *state, as_tx_t *tx, const char *order_id, const char *kind,
+                       int64_t due_us) {
   (void)due_us;
   intake_t *x = state;
   const char *vals[2] = {kind + strlen("hold:"), order_id};

@@ -38,13 +38,17 @@
  * cases.cases or intake.answers (a sequential scan per batch). */
 enum { LK_INDEX, LK_BUYER, LK_REQUEST, LK_CASE, LK_KEY };
 static const as_col_t lookup_cols[] = {
-    [LK_INDEX] = {"i", "int"},           [LK_BUYER] = {"buyer_id", "text"},
-    [LK_REQUEST] = {"request_id", "text"}, [LK_CASE] = {"case_id", "text"},
+    [LK_INDEX] = {"i", "int"},
+    [LK_BUYER] = {"buyer_id", "text"},
+    [LK_REQUEST] = {"request_id", "text"},
+    [LK_CASE] = {"case_id", "text"},
     [LK_KEY] = {"idempotency_key", "text"},
 };
 static const as_bulk_t sql_lookup = AS_BULK(
-    "SELECT u.i, (SELECT true FROM answers a WHERE a.buyer_id = u.buyer_id AND a.request_id = u.request_id"
-    " LIMIT 1) IS NOT NULL OR (SELECT true FROM held_requests h WHERE h.request_id = u.request_id LIMIT 1)"
+    "SELECT u.i, (SELECT true FROM answers a WHERE a.buyer_id = u.buyer_id AND a.request_id = "
+    "u.request_id"
+    " LIMIT 1) IS NOT NULL OR (SELECT true FROM held_requests h WHERE h.request_id = u.request_id "
+    "LIMIT 1)"
     " IS NOT NULL, (SELECT case_number FROM cases.cases c WHERE c.case_id = u.case_id LIMIT 1),"
     " coalesce((SELECT content_hash FROM requests r WHERE r.case_id = u.case_id LIMIT 1), ''),"
     " (SELECT true FROM held_requests h WHERE h.buyer_id = u.buyer_id AND h.idempotency_key ="
@@ -58,7 +62,8 @@ static const as_col_t answer_cols[] = {
     [AN_CASE] = {"case_id", "text"},
 };
 static const as_bulk_t sql_answer = AS_BULK(
-    "INSERT INTO answers (buyer_id, request_id, answer, case_id) SELECT * FROM {{u}} ON CONFLICT DO NOTHING",
+    "INSERT INTO answers (buyer_id, request_id, answer, case_id) SELECT * FROM {{u}} ON CONFLICT "
+    "DO NOTHING",
     answer_cols);
 
 int intake_idem_hash(const Aftersales__V1__AfterSalesRequested *r, char out[37]) {
@@ -81,14 +86,15 @@ static void reject(intake_req_t *q, const char *code, const char *field) {
 }
 
 static bool answerable(const intake_req_t *q) {
-  return q->live && (q->fate == INTAKE_R_PENDING || q->fate == INTAKE_R_FOLLOW || q->fate == INTAKE_R_REJECT);
+  return q->live &&
+         (q->fate == INTAKE_R_PENDING || q->fate == INTAKE_R_FOLLOW || q->fate == INTAKE_R_REJECT);
 }
 
 static void repeat(intake_t *x, intake_req_t *q) {
   q->fate = INTAKE_R_SKIP;
   as_counter_add(x->repeated, 1);
-  AS_INFO(x->log, "request id already answered; no second answer", AS_F_STR("request_id", q->r->request_id),
-          AS_F_STR("event_id", q->cause->env->event_id));
+  AS_INFO(x->log, "request id already answered; no second answer",
+          AS_F_STR("request_id", q->r->request_id), AS_F_STR("event_id", q->cause->env->event_id));
 }
 
 static int by_request(const void *a, const void *b) {
@@ -177,7 +183,8 @@ static int lookup(intake_t *x, as_tx_t *tx, intake_req_t *reqs, size_t n, bool f
   int rc = as_cols_run(&c, as_tx_db(tx), &r);
   for (int row = 0; rc == 0 && r && row < PQntuples(r); row++) {
     intake_req_t *q = &reqs[strtol(PQgetvalue(r, row, 0), NULL, 10)];
-    if (first && PQgetvalue(r, row, 1)[0] == 't') repeat(x, q);
+    if (first && PQgetvalue(r, row, 1)[0] == 't')
+      repeat(x, q);
     else if (unresolved(q, first) && (!PQgetisnull(r, row, 2) || PQgetvalue(r, row, 4)[0] == 't'))
       against_existing(x, q, r, row);
   }
@@ -213,7 +220,8 @@ bool intake_idem_follow(intake_req_t *q) {
 void intake_idem_settle(intake_req_t *reqs, size_t n) {
   for (size_t i = 0; i < n; i++) {
     intake_req_t *q = &reqs[i];
-    if (q->fate == INTAKE_R_OPEN && !q->case_hash[0]) snprintf(q->case_hash, sizeof q->case_hash, "%s", q->hash);
+    if (q->fate == INTAKE_R_OPEN && !q->case_hash[0])
+      snprintf(q->case_hash, sizeof q->case_hash, "%s", q->hash);
     if (q->fate != INTAKE_R_FOLLOW) continue;
     intake_req_t *p = owner_of(q);
     if (!p || (p->fate != INTAKE_R_OPEN && p->fate != INTAKE_R_ACK)) {
@@ -222,8 +230,10 @@ void intake_idem_settle(intake_req_t *reqs, size_t n) {
     }
     snprintf(q->case_hash, sizeof q->case_hash, "%s", p->case_hash);
     snprintf(q->case_number, sizeof q->case_number, "%s", p->case_number);
-    if (strcmp(q->hash, p->case_hash) != 0) reject(q, "idempotency_key_reused", "idempotency_key");
-    else q->fate = INTAKE_R_ACK;
+    if (strcmp(q->hash, p->case_hash) != 0)
+      reject(q, "idempotency_key_reused", "idempotency_key");
+    else
+      q->fate = INTAKE_R_ACK;
   }
 }
 

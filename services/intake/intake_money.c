@@ -23,16 +23,21 @@ static int first_line(PGresult *lines, const char *oid) {
   int lo = 0, hi = PQntuples(lines);
   while (lo < hi) {
     int mid = lo + (hi - lo) / 2;
-    if (strcmp(PQgetvalue(lines, mid, INTAKE_L_ORDER), oid) < 0) lo = mid + 1;
-    else hi = mid;
+    if (strcmp(PQgetvalue(lines, mid, INTAKE_L_ORDER), oid) < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   return lo < PQntuples(lines) && strcmp(PQgetvalue(lines, lo, INTAKE_L_ORDER), oid) == 0 ? lo : -1;
 }
 
-static int64_t num(PGresult *r, int row, int col) { return strtoll(PQgetvalue(r, row, col), NULL, 10); }
+static int64_t num(PGresult *r, int row, int col) {
+  return strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
 
 /* w[0..nl) the lines' weights, w[nl] the shipping fee; NULL or a reason. */
-static const char *weights(PGresult *orders, int o, PGresult *lines, int first, int nl, int64_t *w) {
+static const char *weights(PGresult *orders, int o, PGresult *lines, int first, int nl,
+                           int64_t *w) {
   const char *cur = PQgetvalue(orders, o, INTAKE_O_PAID_CUR);
   for (int i = 0; i < nl; i++) {
     int row = first + i;
@@ -44,14 +49,17 @@ static const char *weights(PGresult *orders, int o, PGresult *lines, int first, 
   w[nl] = 0;
   if (!PQgetisnull(orders, o, INTAKE_O_SHIP_FEE)) {
     w[nl] = num(orders, o, INTAKE_O_SHIP_FEE);
-    if (w[nl] > 0 && strcmp(PQgetvalue(orders, o, INTAKE_O_SHIP_CUR), cur) != 0) return "currency_mismatch";
+    if (w[nl] > 0 && strcmp(PQgetvalue(orders, o, INTAKE_O_SHIP_CUR), cur) != 0)
+      return "currency_mismatch";
   }
   return NULL;
 }
 
 static int lines_of(PGresult *lines, int first, const char *oid) {
   int nl = 0;
-  while (first + nl < PQntuples(lines) && strcmp(PQgetvalue(lines, first + nl, INTAKE_L_ORDER), oid) == 0) nl++;
+  while (first + nl < PQntuples(lines) &&
+         strcmp(PQgetvalue(lines, first + nl, INTAKE_L_ORDER), oid) == 0)
+    nl++;
   return nl;
 }
 
@@ -60,12 +68,14 @@ static const char *split(PGresult *orders, int o, PGresult *lines, int first, in
                          int64_t *share) {
   const char *why = weights(orders, o, lines, first, nl, w);
   if (why) return why;
-  int rc = as_money_allocate(strtoll(PQgetvalue(orders, o, INTAKE_O_PAID), NULL, 10), w, (size_t)nl + 1, share);
+  int rc = as_money_allocate(strtoll(PQgetvalue(orders, o, INTAKE_O_PAID), NULL, 10), w,
+                             (size_t)nl + 1, share);
   if (rc == -ERANGE) return "amount_overflow";
   return rc < 0 ? "payment_unallocatable" : NULL;
 }
 
-int intake_money_allocate(intake_req_t *q, PGresult *orders, int o, PGresult *lines, const char **why) {
+int intake_money_allocate(intake_req_t *q, PGresult *orders, int o, PGresult *lines,
+                          const char **why) {
   *why = NULL;
   if (PQgetisnull(orders, o, INTAKE_O_PAID)) {
     *why = "order_not_paid";
@@ -77,7 +87,8 @@ int intake_money_allocate(intake_req_t *q, PGresult *orders, int o, PGresult *li
   int64_t *w = malloc(2 * ((size_t)nl + 1) * sizeof *w);
   q->line_paid = calloc(q->r->n_lines ? q->r->n_lines : 1, sizeof *q->line_paid);
   int rc = w && q->line_paid ? 0 : -ENOMEM;
-  if (rc == 0) *why = first < 0 ? "payment_unallocatable" : split(orders, o, lines, first, nl, w, w + nl + 1);
+  if (rc == 0)
+    *why = first < 0 ? "payment_unallocatable" : split(orders, o, lines, first, nl, w, w + nl + 1);
   if (rc == 0 && !*why) {
     const int64_t *share = w + nl + 1;
     for (size_t i = 0; i < q->r->n_lines; i++) q->line_paid[i] = share[q->line_rows[i] - first];

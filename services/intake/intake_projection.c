@@ -26,19 +26,35 @@ enum { K_PLACED, K_LINES, K_PAID, K_SHIPPED, K_DELIVERED, K_CANCELLED, K_COUNT }
 /* Each statement's columns are its table's, in the INSERT's order (u.*). */
 enum { PL_ORDER, PL_BUYER, PL_MERCHANT, PL_REGION, PL_FEE, PL_FEE_CUR, PL_AT };
 static const as_col_t placed_cols[] = {
-    [PL_ORDER] = {"order_id", "text"},          [PL_BUYER] = {"buyer_id", "text"},
-    [PL_MERCHANT] = {"merchant_id", "text"},    [PL_REGION] = {"region", "text"},
+    [PL_ORDER] = {"order_id", "text"},           [PL_BUYER] = {"buyer_id", "text"},
+    [PL_MERCHANT] = {"merchant_id", "text"},     [PL_REGION] = {"region", "text"},
     [PL_FEE] = {"shipping_fee_minor", "bigint"}, [PL_FEE_CUR] = {"shipping_currency", "text"},
     [PL_AT] = {"placed_at_us", "bigint"},
 };
-enum { LN_ORDER, LN_LINE, LN_SKU, LN_CATEGORY, LN_SUPPLIER, LN_UNIT, LN_CUR, LN_QTY, LN_TITLE, LN_AT,
-       LN_DISCOUNT };
+enum {
+  LN_ORDER,
+  LN_LINE,
+  LN_SKU,
+  LN_CATEGORY,
+  LN_SUPPLIER,
+  LN_UNIT,
+  LN_CUR,
+  LN_QTY,
+  LN_TITLE,
+  LN_AT,
+  LN_DISCOUNT
+};
 static const as_col_t line_cols[] = {
-    [LN_ORDER] = {"order_id", "text"},       [LN_LINE] = {"line_id", "text"},
-    [LN_SKU] = {"sku", "text"},              [LN_CATEGORY] = {"category", "text"},
-    [LN_SUPPLIER] = {"supplier_id", "text"}, [LN_UNIT] = {"unit_minor", "bigint"},
-    [LN_CUR] = {"currency", "text"},         [LN_QTY] = {"quantity", "int"},
-    [LN_TITLE] = {"title", "text"},          [LN_AT] = {"placed_at_us", "bigint"},
+    [LN_ORDER] = {"order_id", "text"},
+    [LN_LINE] = {"line_id", "text"},
+    [LN_SKU] = {"sku", "text"},
+    [LN_CATEGORY] = {"category", "text"},
+    [LN_SUPPLIER] = {"supplier_id", "text"},
+    [LN_UNIT] = {"unit_minor", "bigint"},
+    [LN_CUR] = {"currency", "text"},
+    [LN_QTY] = {"quantity", "int"},
+    [LN_TITLE] = {"title", "text"},
+    [LN_AT] = {"placed_at_us", "bigint"},
     [LN_DISCOUNT] = {"discount_minor", "bigint"},
 };
 enum { PD_ORDER, PD_AMOUNT, PD_CUR, PD_METHOD, PD_REF, PD_AT };
@@ -49,14 +65,16 @@ static const as_col_t paid_cols[] = {
 };
 enum { SH_ORDER, SH_SHIPMENT, SH_CARRIER, SH_TRACKING, SH_AT };
 static const as_col_t shipped_cols[] = {
-    [SH_ORDER] = {"order_id", "text"},       [SH_SHIPMENT] = {"shipment_id", "text"},
-    [SH_CARRIER] = {"carrier", "text"},      [SH_TRACKING] = {"tracking_number", "text"},
+    [SH_ORDER] = {"order_id", "text"},     [SH_SHIPMENT] = {"shipment_id", "text"},
+    [SH_CARRIER] = {"carrier", "text"},    [SH_TRACKING] = {"tracking_number", "text"},
     [SH_AT] = {"shipped_at_us", "bigint"},
 };
 enum { DL_ORDER, DL_SHIPMENT, DL_AT, DL_PROOF };
 static const as_col_t delivered_cols[] = {
-    [DL_ORDER] = {"order_id", "text"},        [DL_SHIPMENT] = {"shipment_id", "text"},
-    [DL_AT] = {"delivered_at_us", "bigint"}, [DL_PROOF] = {"proof", "text"},
+    [DL_ORDER] = {"order_id", "text"},
+    [DL_SHIPMENT] = {"shipment_id", "text"},
+    [DL_AT] = {"delivered_at_us", "bigint"},
+    [DL_PROOF] = {"proof", "text"},
 };
 enum { CN_ORDER, CN_REASON, CN_AT };
 static const as_col_t cancelled_cols[] = {
@@ -74,16 +92,19 @@ static const as_bulk_t sql_of[K_COUNT] = {
         " merchant_id = EXCLUDED.merchant_id, region = EXCLUDED.region,"
         " shipping_fee_minor = EXCLUDED.shipping_fee_minor,"
         " shipping_currency = EXCLUDED.shipping_currency, placed_at_us = EXCLUDED.placed_at_us,"
-        " updated_at = now() WHERE o.placed_at_us IS NULL OR EXCLUDED.placed_at_us > o.placed_at_us",
+        " updated_at = now() WHERE o.placed_at_us IS NULL OR EXCLUDED.placed_at_us > "
+        "o.placed_at_us",
         placed_cols),
     [K_LINES] = AS_BULK(
         "INSERT INTO order_lines AS l (order_id, line_id, sku, category, supplier_id,"
         " unit_minor, currency, quantity, title, placed_at_us, discount_minor)"
         " SELECT DISTINCT ON (u.order_id, u.line_id) u.* FROM {{u}}"
-        " ORDER BY u.order_id, u.line_id, u.placed_at_us DESC ON CONFLICT (order_id, line_id) DO UPDATE SET"
+        " ORDER BY u.order_id, u.line_id, u.placed_at_us DESC ON CONFLICT (order_id, line_id) DO "
+        "UPDATE SET"
         " sku = EXCLUDED.sku, category = EXCLUDED.category, supplier_id = EXCLUDED.supplier_id,"
         " unit_minor = EXCLUDED.unit_minor, currency = EXCLUDED.currency,"
-        " quantity = EXCLUDED.quantity, title = EXCLUDED.title, placed_at_us = EXCLUDED.placed_at_us,"
+        " quantity = EXCLUDED.quantity, title = EXCLUDED.title, placed_at_us = "
+        "EXCLUDED.placed_at_us,"
         " discount_minor = EXCLUDED.discount_minor"
         " WHERE EXCLUDED.placed_at_us > l.placed_at_us",
         line_cols),
@@ -99,7 +120,8 @@ static const as_bulk_t sql_of[K_COUNT] = {
     [K_SHIPPED] = AS_BULK(
         "INSERT INTO shipments AS s (order_id, shipment_id, carrier, tracking_number,"
         " shipped_at_us) SELECT DISTINCT ON (u.order_id, u.shipment_id) u.*"
-        " FROM {{u}} ORDER BY u.order_id, u.shipment_id, u.shipped_at_us DESC ON CONFLICT (order_id, shipment_id)"
+        " FROM {{u}} ORDER BY u.order_id, u.shipment_id, u.shipped_at_us DESC ON CONFLICT "
+        "(order_id, shipment_id)"
         " DO UPDATE SET carrier = EXCLUDED.carrier, tracking_number = EXCLUDED.tracking_number,"
         " shipped_at_us = EXCLUDED.shipped_at_us"
         " WHERE s.shipped_at_us IS NULL OR EXCLUDED.shipped_at_us > s.shipped_at_us",
@@ -108,21 +130,26 @@ static const as_bulk_t sql_of[K_COUNT] = {
         "WITH sh AS (INSERT INTO shipments AS s (order_id, shipment_id, delivered_at_us, proof)"
         " SELECT DISTINCT ON (u.order_id, u.shipment_id) u.* FROM {{u}}"
         " ORDER BY u.order_id, u.shipment_id, u.delivered_at_us DESC"
-        " ON CONFLICT (order_id, shipment_id) DO UPDATE SET delivered_at_us = EXCLUDED.delivered_at_us,"
+        " ON CONFLICT (order_id, shipment_id) DO UPDATE SET delivered_at_us = "
+        "EXCLUDED.delivered_at_us,"
         " proof = EXCLUDED.proof"
         " WHERE s.delivered_at_us IS NULL OR EXCLUDED.delivered_at_us > s.delivered_at_us)"
-        " INSERT INTO orders AS o (order_id, delivered_at_us) SELECT u.order_id, max(u.delivered_at_us)"
+        " INSERT INTO orders AS o (order_id, delivered_at_us) SELECT u.order_id, "
+        "max(u.delivered_at_us)"
         " FROM {{u}} GROUP BY u.order_id ORDER BY u.order_id"
         " ON CONFLICT (order_id) DO UPDATE SET"
-        " delivered_at_us = greatest(o.delivered_at_us, EXCLUDED.delivered_at_us), updated_at = now()"
-        " WHERE o.delivered_at_us IS DISTINCT FROM greatest(o.delivered_at_us, EXCLUDED.delivered_at_us)",
+        " delivered_at_us = greatest(o.delivered_at_us, EXCLUDED.delivered_at_us), updated_at = "
+        "now()"
+        " WHERE o.delivered_at_us IS DISTINCT FROM greatest(o.delivered_at_us, "
+        "EXCLUDED.delivered_at_us)",
         delivered_cols),
     [K_CANCELLED] = AS_BULK(
         "INSERT INTO orders AS o (order_id, cancel_reason, cancelled_at_us)"
         " SELECT DISTINCT ON (u.order_id) u.* FROM {{u}}"
         " ORDER BY u.order_id, u.cancelled_at_us DESC ON CONFLICT (order_id) DO UPDATE SET"
         " cancel_reason = EXCLUDED.cancel_reason, cancelled_at_us = EXCLUDED.cancelled_at_us,"
-        " updated_at = now() WHERE o.cancelled_at_us IS NULL OR EXCLUDED.cancelled_at_us > o.cancelled_at_us",
+        " updated_at = now() WHERE o.cancelled_at_us IS NULL OR EXCLUDED.cancelled_at_us > "
+        "o.cancelled_at_us",
         cancelled_cols),
 };
 
@@ -146,7 +173,8 @@ static const char *line_error(const Aftersales__V1__OrderLine *l) {
   if (!as_envelope_id_ok(l->line_id)) return "line_id missing or unsafe";
   if (l->quantity < 1) return "line quantity below 1";
   if (!l->unit_price || !money_ok(l->unit_price)) return "line unit_price missing or invalid";
-  if (l->discount && (!money_ok(l->discount) || strcmp(l->discount->currency, l->unit_price->currency) != 0))
+  if (l->discount &&
+      (!money_ok(l->discount) || strcmp(l->discount->currency, l->unit_price->currency) != 0))
     return "line discount invalid or not in the unit price's currency";
   if (!text_ok(l->sku) || !text_ok(l->category) || !text_ok(l->supplier_id) || !text_ok(l->title))
     return "line text too long or not UTF-8";
@@ -162,7 +190,8 @@ static const char *amounts_error(const Aftersales__V1__OrderPlaced *p, bool *ove
   for (size_t i = 0; i < p->n_lines; i++) {
     const Aftersales__V1__OrderLine *l = p->lines[i];
     int64_t line;
-    if (!as_money_mul(l->unit_price->amount_minor, l->quantity, &line)) return "line total overflows int64";
+    if (!as_money_mul(l->unit_price->amount_minor, l->quantity, &line))
+      return "line total overflows int64";
     if (!as_money_add(total, line, &total)) return "order total overflows int64";
     if (l->discount && l->discount->amount_minor > line) {
       *overflow = false;
@@ -218,7 +247,8 @@ static void add_placed(as_cols_t *c, const char *oid, const Aftersales__V1__Orde
 }
 
 static const char *add_paid(as_cols_t *c, const char *oid, const Aftersales__V1__OrderPaid *p) {
-  if (!money_ok(p->amount_paid) || !text_ok(p->payment_ref)) return "amount_paid or payment_ref invalid";
+  if (!money_ok(p->amount_paid) || !text_ok(p->payment_ref))
+    return "amount_paid or payment_ref invalid";
   if ((int)p->payment_method < 0 || (int)p->payment_method > 5) return "unknown payment_method";
   as_cols_t *k = &c[K_PAID];
   as_cols_str(k, PD_ORDER, oid);
@@ -235,7 +265,8 @@ static const char *add_paid(as_cols_t *c, const char *oid, const Aftersales__V1_
   return NULL;
 }
 
-static const char *add_shipped(as_cols_t *c, const char *oid, const Aftersales__V1__OrderShipped *p) {
+static const char *add_shipped(as_cols_t *c, const char *oid,
+                               const Aftersales__V1__OrderShipped *p) {
   if (!as_envelope_id_ok(p->shipment_id)) return "shipment_id missing or unsafe";
   if (!text_ok(p->carrier) || !text_ok(p->tracking_number)) return "carrier or tracking invalid";
   as_cols_t *k = &c[K_SHIPPED];
@@ -247,7 +278,8 @@ static const char *add_shipped(as_cols_t *c, const char *oid, const Aftersales__
   return NULL;
 }
 
-static const char *add_delivered(as_cols_t *c, const char *oid, const Aftersales__V1__OrderDelivered *p) {
+static const char *add_delivered(as_cols_t *c, const char *oid,
+                                 const Aftersales__V1__OrderDelivered *p) {
   if (p->shipment_id[0] && !as_envelope_id_ok(p->shipment_id)) return "shipment_id unsafe";
   if (!text_ok(p->proof)) return "proof invalid";
   as_cols_t *k = &c[K_DELIVERED];
@@ -258,7 +290,8 @@ static const char *add_delivered(as_cols_t *c, const char *oid, const Aftersales
   return NULL;
 }
 
-static const char *add_cancelled(as_cols_t *c, const char *oid, const Aftersales__V1__OrderCancelled *p) {
+static const char *add_cancelled(as_cols_t *c, const char *oid,
+                                 const Aftersales__V1__OrderCancelled *p) {
   if (!text_ok(p->reason)) return "reason invalid";
   as_cols_t *k = &c[K_CANCELLED];
   as_cols_str(k, CN_ORDER, oid);
@@ -286,21 +319,25 @@ static const char *add_event(as_cols_t *c, const as_msg_t *m, as_cols_t *ready, 
     }
     case AFTERSALES__V1__ENVELOPE__PAYLOAD_ORDER_PAID: {
       const char *oid = order_id_of(m, e->order_paid->order_id);
-      const char *err = oid ? add_paid(c, oid, e->order_paid) : "order_id missing, unsafe or not the envelope's";
+      const char *err =
+          oid ? add_paid(c, oid, e->order_paid) : "order_id missing, unsafe or not the envelope's";
       if (!err) as_cols_str(ready, INTAKE_READY_ORDER, oid);
       return err;
     }
     case AFTERSALES__V1__ENVELOPE__PAYLOAD_ORDER_SHIPPED: {
       const char *oid = order_id_of(m, e->order_shipped->order_id);
-      return oid ? add_shipped(c, oid, e->order_shipped) : "order_id missing, unsafe or not the envelope's";
+      return oid ? add_shipped(c, oid, e->order_shipped)
+                 : "order_id missing, unsafe or not the envelope's";
     }
     case AFTERSALES__V1__ENVELOPE__PAYLOAD_ORDER_DELIVERED: {
       const char *oid = order_id_of(m, e->order_delivered->order_id);
-      return oid ? add_delivered(c, oid, e->order_delivered) : "order_id missing, unsafe or not the envelope's";
+      return oid ? add_delivered(c, oid, e->order_delivered)
+                 : "order_id missing, unsafe or not the envelope's";
     }
     case AFTERSALES__V1__ENVELOPE__PAYLOAD_ORDER_CANCELLED: {
       const char *oid = order_id_of(m, e->order_cancelled->order_id);
-      return oid ? add_cancelled(c, oid, e->order_cancelled) : "order_id missing, unsafe or not the envelope's";
+      return oid ? add_cancelled(c, oid, e->order_cancelled)
+                 : "order_id missing, unsafe or not the envelope's";
     }
     default:
       return NULL;

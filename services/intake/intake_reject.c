@@ -33,16 +33,22 @@ static const reason_text_t texts[] = {
     {"attachment_not_https", "attachments must be https links", "附件必须是 https 链接"},
     {"attachment_media_type", "the attachment type is not supported (photo or video only)",
      "不支持的附件类型（仅限图片或视频）"},
-    {"attachment_sha256", "the attachment checksum is missing or malformed", "附件校验值缺失或格式错误"},
+    {"attachment_sha256", "the attachment checksum is missing or malformed",
+     "附件校验值缺失或格式错误"},
     {"attachment_size", "the attachment size is empty or too large", "附件大小为空或过大"},
     {"amount_overflow", "the amounts of the order lines are too large", "订单商品行金额过大"},
     {"order_not_paid", "the order has not been paid", "该订单尚未支付"},
-    {"currency_mismatch", "the order was paid in another currency than its lines", "订单支付币种与商品币种不一致"},
-    {"payment_unallocatable", "the payment cannot be attributed to the order's lines", "无法将支付金额分摊到订单商品行"},
-    {"submitted_before_order", "the request is dated before the order was placed", "申请时间早于下单时间"},
+    {"currency_mismatch", "the order was paid in another currency than its lines",
+     "订单支付币种与商品币种不一致"},
+    {"payment_unallocatable", "the payment cannot be attributed to the order's lines",
+     "无法将支付金额分摊到订单商品行"},
+    {"submitted_before_order", "the request is dated before the order was placed",
+     "申请时间早于下单时间"},
     {"submitted_in_future", "the request is dated in the future", "申请时间晚于当前时间"},
-    {"idempotency_key_reused", "this idempotency key was used for a different request", "该幂等键已用于另一个申请"},
-    {"idempotency_key_in_progress", "a request with this idempotency key is still being processed; retry later",
+    {"idempotency_key_reused", "this idempotency key was used for a different request",
+     "该幂等键已用于另一个申请"},
+    {"idempotency_key_in_progress",
+     "a request with this idempotency key is still being processed; retry later",
      "使用该幂等键的申请仍在处理中，请稍后重试"},
 };
 
@@ -76,7 +82,8 @@ int intake_reject_publish(intake_t *x, as_tx_t *tx, const as_msg_t *cause, const
   char labels[80];
   snprintf(labels, sizeof labels, "reason=\"%s\"", code);
   as_counter_add(as_metrics_counter(as_worker_metrics(x->w), "as_intake_rejected_total",
-                                    "Requests rejected, by reason.", labels), 1);
-  return as_tx_publish(tx, cause, AS_TOPIC_NAME_CASES,
-                       rj.order_id[0] ? rj.order_id : request_id, &env);
+                                    "Requests rejected, by reason.", labels),
+                 1);
+  return as_tx_publish(tx, cause, AS_TOPIC_NAME_CASES, rj.order_id[0] ? rj.order_id : request_id,
+                       &env);
 }

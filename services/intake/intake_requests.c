@@ -52,18 +52,21 @@ static const as_bulk_t sql_orders = AS_BULK(
     "SELECT order_id, buyer_id, coalesce(merchant_id, ''), cancelled_at_us IS NOT NULL,"
     " placed_at_us, coalesce(delivered_at_us, 0), amount_paid_minor, paid_currency,"
     " coalesce(payment_method, 0), coalesce(payment_ref, ''), coalesce(region, ''),"
-    " shipping_fee_minor, shipping_currency FROM orders WHERE order_id = ANY({{$order_id}}) AND placed_at_us IS NOT NULL"
+    " shipping_fee_minor, shipping_currency FROM orders WHERE order_id = ANY({{$order_id}}) AND "
+    "placed_at_us IS NOT NULL"
     " ORDER BY order_id COLLATE \"C\" FOR UPDATE",
     order_cols);
 /* Claimed so far as a subquery per line, so that every plan of it, a
  * cached generic one included, looks the line up by index. */
 static const as_bulk_t sql_lines = AS_BULK(
     "SELECT l.order_id, l.line_id, l.sku, l.unit_minor, l.currency, l.quantity,"
-    " coalesce((SELECT sum(cl.quantity) FROM cases.case_lines cl JOIN cases.cases cc ON cc.case_id = cl.case_id"
+    " coalesce((SELECT sum(cl.quantity) FROM cases.case_lines cl JOIN cases.cases cc ON cc.case_id "
+    "= cl.case_id"
     " WHERE cl.order_id = l.order_id AND cl.line_id = l.line_id AND cc.state <> 'REJECTED'"
     " AND cc.case_type <> 'COMPLAINT'), 0),"
     " l.category, l.supplier_id, l.discount_minor FROM order_lines l"
-    " WHERE l.order_id = ANY({{$order_id}}) ORDER BY l.order_id COLLATE \"C\", l.line_id COLLATE \"C\"",
+    " WHERE l.order_id = ANY({{$order_id}}) ORDER BY l.order_id COLLATE \"C\", l.line_id COLLATE "
+    "\"C\"",
     order_cols);
 
 static void reject(intake_req_t *q, const char *code, const char *field) {
@@ -134,8 +137,10 @@ static int find_row(PGresult *r, const char *k1, const char *k2) {
     int mid = lo + (hi - lo) / 2;
     int c = strcmp(PQgetvalue(r, mid, 0), k1);
     if (c == 0 && k2) c = strcmp(PQgetvalue(r, mid, 1), k2);
-    if (c < 0) lo = mid + 1;
-    else hi = mid;
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   if (!r || lo >= PQntuples(r) || strcmp(PQgetvalue(r, lo, 0), k1) != 0) return -1;
   if (k2 && strcmp(PQgetvalue(r, lo, 1), k2) != 0) return -1;
@@ -177,7 +182,10 @@ static bool check_lines(intake_req_t *q, batch_view_t *bv) {
   for (size_t i = 0; i < q->r->n_lines; i++) {
     const Aftersales__V1__LineRef *l = q->r->lines[i];
     int row = find_row(bv->lines, q->r->order_id, l->line_id);
-    if (row < 0) { reject(q, "unknown_line", "lines.line_id"); return false; }
+    if (row < 0) {
+      reject(q, "unknown_line", "lines.line_id");
+      return false;
+    }
     if (l->sku[0] && strcmp(l->sku, PQgetvalue(bv->lines, row, INTAKE_L_SKU)) != 0) {
       reject(q, "unknown_line", "lines.sku");
       return false;
@@ -188,7 +196,10 @@ static bool check_lines(intake_req_t *q, batch_view_t *bv) {
       return false;
     }
     const char *cur = PQgetvalue(bv->lines, row, INTAKE_L_CUR);
-    if (q->currency[0] && strcmp(q->currency, cur) != 0) { reject(q, "mixed_currency", "lines"); return false; }
+    if (q->currency[0] && strcmp(q->currency, cur) != 0) {
+      reject(q, "mixed_currency", "lines");
+      return false;
+    }
     snprintf(q->currency, sizeof q->currency, "%s", cur);
     int64_t unit = strtoll(PQgetvalue(bv->lines, row, INTAKE_L_UNIT), NULL, 10), sub;
     if (!as_money_mul(unit, l->quantity, &sub) || !as_money_add(total, sub, &total)) {
@@ -209,8 +220,10 @@ static int check_paid(intake_req_t *q, batch_view_t *bv, int o, bool complaint) 
   const char *why;
   if (intake_money_allocate(q, bv->orders, o, bv->lines, &why) < 0) return -ENOMEM;
   if (!why || complaint) return 0;
-  if (strcmp(why, "order_not_paid") == 0 && !q->final) q->fate = INTAKE_R_HOLD;
-  else reject(q, why, strcmp(why, "amount_overflow") == 0 ? "lines" : "order_id");
+  if (strcmp(why, "order_not_paid") == 0 && !q->final)
+    q->fate = INTAKE_R_HOLD;
+  else
+    reject(q, why, strcmp(why, "amount_overflow") == 0 ? "lines" : "order_id");
   return 0;
 }
 
@@ -227,8 +240,10 @@ static const char *order_error(const intake_req_t *q, PGresult *orders, int o, b
 static int decide(intake_t *x, intake_req_t *q, batch_view_t *bv, int64_t now) {
   int o = find_row(bv->orders, q->r->order_id, NULL);
   if (o < 0) {
-    if (q->final) reject(q, "unknown_order", "order_id");
-    else q->fate = INTAKE_R_HOLD;
+    if (q->final)
+      reject(q, "unknown_order", "order_id");
+    else
+      q->fate = INTAKE_R_HOLD;
     return 0;
   }
   bool complaint = q->r->case_type == CT(COMPLAINT);
@@ -243,7 +258,8 @@ static int decide(intake_t *x, intake_req_t *q, batch_view_t *bv, int64_t now) {
   int rc = check_paid(q, bv, o, complaint);
   if (rc < 0 || q->fate != INTAKE_R_PENDING) return rc;
   if (!complaint)
-    for (size_t i = 0; i < q->r->n_lines; i++) bv->claimed[q->line_rows[i]] += q->r->lines[i]->quantity;
+    for (size_t i = 0; i < q->r->n_lines; i++)
+      bv->claimed[q->line_rows[i]] += q->r->lines[i]->quantity;
   q->merchant_id = PQgetvalue(bv->orders, o, INTAKE_O_MERCHANT);
   q->order_row = o;
   q->state = needs_evidence(q->r) ? AFTERSALES__V1__CASE_STATE__CASE_STATE_AWAITING_EVIDENCE
@@ -339,8 +355,11 @@ int intake_requests_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_
   if (!reqs) return -ENOMEM;
   int64_t now = as_now_us();
   for (size_t i = 0; i < n; i++)
-    reqs[i] = (intake_req_t){.cause = msgs[i], .live = msgs[i], .r = msgs[i]->env->aftersales_requested,
-                             .bytes = msgs[i]->rkm->payload, .nbytes = msgs[i]->rkm->len,
+    reqs[i] = (intake_req_t){.cause = msgs[i],
+                             .live = msgs[i],
+                             .r = msgs[i]->env->aftersales_requested,
+                             .bytes = msgs[i]->rkm->payload,
+                             .nbytes = msgs[i]->rkm->len,
                              .arrived_us = arrival_of(msgs[i]->rkm, now)};
   int rc = intake_requests_run(state, tx, reqs, n);
   free(reqs);

@@ -16,11 +16,16 @@ static int seq_len(unsigned char c) {
  * where overlongs, surrogates and values above U+10FFFF are refused. */
 static bool second_ok(unsigned char lead, unsigned char c) {
   switch (lead) {
-    case 0xE0: return c >= 0xA0 && c <= 0xBF;
-    case 0xED: return c >= 0x80 && c <= 0x9F;
-    case 0xF0: return c >= 0x90 && c <= 0xBF;
-    case 0xF4: return c >= 0x80 && c <= 0x8F;
-    default: return c >= 0x80 && c <= 0xBF;
+    case 0xE0:
+      return c >= 0xA0 && c <= 0xBF;
+    case 0xED:
+      return c >= 0x80 && c <= 0x9F;
+    case 0xF0:
+      return c >= 0x90 && c <= 0xBF;
+    case 0xF4:
+      return c >= 0x80 && c <= 0x8F;
+    default:
+      return c >= 0x80 && c <= 0xBF;
   }
 }
 

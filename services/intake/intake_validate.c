@@ -53,7 +53,8 @@ static bool enums_ok(const Aftersales__V1__AfterSalesRequested *r, intake_verdic
   bool complaint = r->case_type == AFTERSALES__V1__CASE_TYPE__CASE_TYPE_COMPLAINT;
   return enum_field((int)r->case_type, AFTERSALES__V1__CASE_TYPE__CASE_TYPE_COMPLAINT, true,
                     "case_type", v) &&
-         enum_field((int)r->reason, AFTERSALES__V1__REASON__REASON_OTHER, !complaint, "reason", v) &&
+         enum_field((int)r->reason, AFTERSALES__V1__REASON__REASON_OTHER, !complaint, "reason",
+                    v) &&
          enum_field((int)r->complaint_type, AFTERSALES__V1__COMPLAINT_TYPE__COMPLAINT_TYPE_OTHER,
                     complaint, "complaint_type", v) &&
          enum_field((int)r->preferred_outcome, AFTERSALES__V1__OUTCOME__OUTCOME_NONE, false,
@@ -84,10 +85,13 @@ static bool lines_ok(const intake_t *x, const Aftersales__V1__AfterSalesRequeste
   return true;
 }
 
-void intake_validate_text(const intake_t *x, const char *s, const char *field, intake_verdict_t *v) {
+void intake_validate_text(const intake_t *x, const char *s, const char *field,
+                          intake_verdict_t *v) {
   size_t n = strlen(s);
-  if (!intake_utf8_valid(s, n)) fail(v, "comment_invalid_utf8", field);
-  else if ((long long)n > x->conf->comment_max) fail(v, "comment_too_long", field);
+  if (!intake_utf8_valid(s, n))
+    fail(v, "comment_invalid_utf8", field);
+  else if ((long long)n > x->conf->comment_max)
+    fail(v, "comment_too_long", field);
 }
 
 static bool sha256_ok(const char *s) {
@@ -95,7 +99,7 @@ static bool sha256_ok(const char *s) {
 }
 
 static bool media_ok(const char *s) {
-  static const char *const known[] = {"image/jpeg", "image/png",  "image/webp",
+  static const char *const known[] = {"image/jpeg", "image/png", "image/webp",
                                       "image/heic", "video/mp4", "video/quicktime"};
   for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
     if (strcmp(s, known[i]) == 0) return true;
@@ -142,11 +146,23 @@ void intake_validate_request(const intake_t *x, const Aftersales__V1__AfterSales
     fail(v, "contract_violation", as_envelope_id_ok(r->request_id) ? "buyer_id" : "request_id");
     return;
   }
-  if (!r->idempotency_key[0]) { fail(v, "missing_field", "idempotency_key"); return; }
-  if (!idem_ok(r->idempotency_key)) { fail(v, "invalid_field", "idempotency_key"); return; }
+  if (!r->idempotency_key[0]) {
+    fail(v, "missing_field", "idempotency_key");
+    return;
+  }
+  if (!idem_ok(r->idempotency_key)) {
+    fail(v, "invalid_field", "idempotency_key");
+    return;
+  }
   if (!id_field(r->order_id, "order_id", v) || !enums_ok(r, v)) return;
-  if (r->submitted_at_us <= 0) { fail(v, "missing_field", "submitted_at_us"); return; }
-  if (!locale_ok(r->locale)) { fail(v, "invalid_field", "locale"); return; }
+  if (r->submitted_at_us <= 0) {
+    fail(v, "missing_field", "submitted_at_us");
+    return;
+  }
+  if (!locale_ok(r->locale)) {
+    fail(v, "invalid_field", "locale");
+    return;
+  }
   if (!lines_ok(x, r, v)) return;
   intake_validate_text(x, r->comment, "comment", v);
   if (!v->code) intake_validate_attachments(x, r->evidence, r->n_evidence, v);

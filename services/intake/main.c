@@ -15,13 +15,16 @@
 #define C(f) offsetof(intake_conf_t, f)
 static const as_cfg_param_t config[] = {
     {"AS_INTAKE_HOLD_MS", AS_CFG_INT, "60000", 100, 86400000, C(hold_ms),
-     "How long a request for an order not seen or not paid yet is held before it is rejected (unknown_order, order_not_paid)."},
+     "How long a request for an order not seen or not paid yet is held before it is rejected "
+     "(unknown_order, order_not_paid)."},
     {"AS_INTAKE_COMMENT_MAX_BYTES", AS_CFG_INT, "2000", 1, 65536, C(comment_max),
      "Longest comment or message, in UTF-8 bytes."},
-    {"AS_INTAKE_EVIDENCE_MAX", AS_CFG_INT, "9", 0, 100, C(evidence_max), "Most attachments per request or follow-up."},
+    {"AS_INTAKE_EVIDENCE_MAX", AS_CFG_INT, "9", 0, 100, C(evidence_max),
+     "Most attachments per request or follow-up."},
     {"AS_INTAKE_ATTACHMENT_MAX_BYTES", AS_CFG_INT, "524288000", 1, 10737418240LL, C(attachment_max),
      "Largest declared attachment size."},
-    {"AS_INTAKE_LINES_MAX", AS_CFG_INT, "100", 1, 1000, C(lines_max), "Most order lines per request."},
+    {"AS_INTAKE_LINES_MAX", AS_CFG_INT, "100", 1, 1000, C(lines_max),
+     "Most order lines per request."},
     {"AS_INTAKE_COMPLAINT_ROUTES", AS_CFG_STR,
      "SERVICE_ATTITUDE=customer_care,CASE_HANDLING=quality_assurance,DELIVERY=logistics_ops,"
      "PRODUCT_LISTING=merchant_ops,OTHER=customer_care",
@@ -29,23 +32,31 @@ static const as_cfg_param_t config[] = {
      "Complaint type -> department[:hours], comma separated; every type must be mapped."},
     {"AS_INTAKE_COMPLAINT_HOURS", AS_CFG_INT, "72", 1, 8760, C(complaint_hours),
      "Default complaint resolution deadline, in hours."},
-    {"AS_INTAKE_REVIEW_HOURS", AS_CFG_INT, "24", 1, 8760, C(review_hours), "Review SLA clock, in hours."},
+    {"AS_INTAKE_REVIEW_HOURS", AS_CFG_INT, "24", 1, 8760, C(review_hours),
+     "Review SLA clock, in hours."},
     {"AS_INTAKE_FIRST_RESPONSE_MIN", AS_CFG_INT, "10", 1, 1440, C(first_response_min),
      "First-response SLA clock from submission, in minutes."},
     {"AS_INTAKE_CLOCK_SKEW_S", AS_CFG_INT, "300", 0, 86400, C(clock_skew_s),
-     "A submitted_at_us further ahead of intake's clock than this is rejected as submitted_in_future."},
+     "A submitted_at_us further ahead of intake's clock than this is rejected as "
+     "submitted_in_future."},
     {"AS_INTAKE_STAMP_MAX_LAG_S", AS_CFG_INT, "600", 0, 86400, C(stamp_lag_s),
-     "Windows are judged on submitted_at_us only if it lies within this before the request's arrival; else on the arrival."},
+     "Windows are judged on submitted_at_us only if it lies within this before the request's "
+     "arrival; else on the arrival."},
 };
 
 static const double ack_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                     0.5,   1,      2.5,   5,    10,    30,   60,  600};
-#define ACK_HELP "Seconds from submission (from=submitted) or from the request event (from=occurred) to the buyer's acknowledgement."
+#define ACK_HELP                                                                               \
+  "Seconds from submission (from=submitted) or from the request event (from=occurred) to the " \
+  "buyer's acknowledgement."
 static const as_metric_def_t metrics[] = {
-    AS_HISTOGRAM(intake_t, ack_submitted, "as_intake_ack_seconds", "from=\"submitted\"", ACK_HELP, ack_bounds),
-    AS_HISTOGRAM(intake_t, ack_occurred, "as_intake_ack_seconds", "from=\"occurred\"", ACK_HELP, ack_bounds),
+    AS_HISTOGRAM(intake_t, ack_submitted, "as_intake_ack_seconds", "from=\"submitted\"", ACK_HELP,
+                 ack_bounds),
+    AS_HISTOGRAM(intake_t, ack_occurred, "as_intake_ack_seconds", "from=\"occurred\"", ACK_HELP,
+                 ack_bounds),
     AS_COUNTER(intake_t, opened, "as_intake_cases_opened_total", NULL, "Cases opened."),
-    AS_COUNTER(intake_t, held, "as_intake_requests_held_total", NULL, "Requests held for an order not seen yet."),
+    AS_COUNTER(intake_t, held, "as_intake_requests_held_total", NULL,
+               "Requests held for an order not seen yet."),
     AS_COUNTER(intake_t, duplicates, "as_intake_requests_duplicate_total", NULL,
                "Requests whose (buyer, idempotency key) already has a case."),
     AS_COUNTER(intake_t, repeated, "as_intake_requests_repeated_total", NULL,
@@ -59,10 +70,14 @@ static const as_metric_def_t metrics[] = {
  * other payload on intake's topics is dead-lettered. */
 #define P(x) AFTERSALES__V1__ENVELOPE__PAYLOAD_##x
 static const as_route_t routes[] = {
-    {P(ORDER_PLACED), .batch = intake_orders_apply},     {P(ORDER_PAID), .batch = intake_orders_apply},
-    {P(ORDER_SHIPPED), .batch = intake_orders_apply},    {P(ORDER_DELIVERED), .batch = intake_orders_apply},
-    {P(ORDER_CANCELLED), .batch = intake_orders_apply},  {P(AFTERSALES_REQUESTED), .batch = intake_requests_apply},
-    {P(EVIDENCE_ADDED), .one = intake_followup_apply},   {P(BUYER_MESSAGE), .one = intake_followup_apply},
+    {P(ORDER_PLACED), .batch = intake_orders_apply},
+    {P(ORDER_PAID), .batch = intake_orders_apply},
+    {P(ORDER_SHIPPED), .batch = intake_orders_apply},
+    {P(ORDER_DELIVERED), .batch = intake_orders_apply},
+    {P(ORDER_CANCELLED), .batch = intake_orders_apply},
+    {P(AFTERSALES_REQUESTED), .batch = intake_requests_apply},
+    {P(EVIDENCE_ADDED), .one = intake_followup_apply},
+    {P(BUYER_MESSAGE), .one = intake_followup_apply},
 };
 
 /* hold:<request id> deadlines are keyed by order id; the cases' clocks
@@ -76,7 +91,8 @@ static const as_deadline_kind_t deadlines[] = {
 
 static const as_service_t intake_service = {
     .name = "intake",
-    .summary = "as-intake: validates after-sales requests against the order projection and opens cases",
+    .summary =
+        "as-intake: validates after-sales requests against the order projection and opens cases",
     .config = config,
     .nconfig = AS_LEN(config),
     .conf_size = sizeof(intake_conf_t),

@@ -15,18 +15,21 @@
 #define C(f) offsetof(review_conf_t, f)
 static const as_cfg_param_t config[] = {
     {"AS_REVIEW_POLICY_FILE", AS_CFG_STR, "", 0, 4096, C(policy_file),
-     "Return policy file (format in the README); empty: the built-in default policy. Re-read on SIGHUP; "
+     "Return policy file (format in the README); empty: the built-in default policy. Re-read on "
+     "SIGHUP; "
      "a file that does not parse is refused and the policy in force stays."},
 };
 
 static const double decision_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                          0.5,   1,      2.5,   5,    10,    30,   60,  600};
-#define DECIDED(verdict, label) \
-  AS_COUNTER(review_t, decided[verdict], "as_review_decisions_total", "verdict=\"" label "\"", "Decisions, by verdict.")
-#define REFUSED(why, label)                                                                                   \
-  AS_COUNTER(review_t, integrity_refused[why], "as_review_integrity_refused_total", "why=\"" label "\"",        \
-             "CaseOpened refused by the integrity check (not in the shared case table, or paid figures "      \
-             "disagreeing with intake's record or the ledger).")
+#define DECIDED(verdict, label)                                                                \
+  AS_COUNTER(review_t, decided[verdict], "as_review_decisions_total", "verdict=\"" label "\"", \
+             "Decisions, by verdict.")
+#define REFUSED(why, label)                                                                       \
+  AS_COUNTER(                                                                                     \
+      review_t, integrity_refused[why], "as_review_integrity_refused_total", "why=\"" label "\"", \
+      "CaseOpened refused by the integrity check (not in the shared case table, or paid figures " \
+      "disagreeing with intake's record or the ledger).")
 #define V(x) AFTERSALES__V1__VERDICT__VERDICT_##x
 static const as_metric_def_t metrics[] = {
     AS_HISTOGRAM(review_t, decision_seconds, "as_review_decision_seconds", NULL,
@@ -41,9 +44,12 @@ static const as_metric_def_t metrics[] = {
                "Refunds cut to what was left of the paid amount."),
     AS_COUNTER(review_t, exchanges, "as_review_exchanges_total", NULL, "Exchanges requested."),
     AS_COUNTER(review_t, coupons, "as_review_coupons_total", NULL, "Goodwill coupons issued."),
-    AS_COUNTER(review_t, reloads_ok, "as_review_policy_reloads_total", "result=\"ok\"", "Policy loads."),
-    AS_COUNTER(review_t, reloads_refused, "as_review_policy_reloads_total", "result=\"refused\"", "Policy loads."),
-    AS_COUNTER(review_t, sla_breaches, "as_review_sla_breaches_total", NULL, "Review SLA clocks breached."),
+    AS_COUNTER(review_t, reloads_ok, "as_review_policy_reloads_total", "result=\"ok\"",
+               "Policy loads."),
+    AS_COUNTER(review_t, reloads_refused, "as_review_policy_reloads_total", "result=\"refused\"",
+               "Policy loads."),
+    AS_COUNTER(review_t, sla_breaches, "as_review_sla_breaches_total", NULL,
+               "Review SLA clocks breached."),
     REFUSED(REVIEW_WHY_UNKNOWN_CASE, "unknown_case"),
     REFUSED(REVIEW_WHY_INTAKE, "intake_mismatch"),
     REFUSED(REVIEW_WHY_LEDGER, "ledger_mismatch"),
@@ -67,17 +73,24 @@ static const as_route_t routes[] = {
 /* A follow-up re-arms under its twin kind (the name and '+'): the scanner
  * marks the row it fired after the callback. */
 static const as_deadline_kind_t deadlines[] = {
-    {"evidence", review_timers_evidence},         {"return", review_timers_return_due},
-    {"offer", review_timers_offer},               {"sla:review", review_timers_sla},
-    {"return:transit", review_timers_transit},    {"return:transit+", review_timers_transit},
-    {"inspection", review_timers_inspection},     {"inspection+", review_timers_inspection},
-    {"mediation", review_timers_mediation},       {"mediation+", review_timers_mediation},
-    {"sla:escalated", review_timers_escalated},   {"sla:escalated+", review_timers_escalated},
+    {"evidence", review_timers_evidence},
+    {"return", review_timers_return_due},
+    {"offer", review_timers_offer},
+    {"sla:review", review_timers_sla},
+    {"return:transit", review_timers_transit},
+    {"return:transit+", review_timers_transit},
+    {"inspection", review_timers_inspection},
+    {"inspection+", review_timers_inspection},
+    {"mediation", review_timers_mediation},
+    {"mediation+", review_timers_mediation},
+    {"sla:escalated", review_timers_escalated},
+    {"sla:escalated+", review_timers_escalated},
 };
 
 static const as_service_t review_service = {
     .name = "review",
-    .summary = "as-review: decides cases under the return policy; issues refunds, exchanges and goodwill",
+    .summary =
+        "as-review: decides cases under the return policy; issues refunds, exchanges and goodwill",
     .config = config,
     .nconfig = AS_LEN(config),
     .conf_size = sizeof(review_conf_t),

@@ -30,7 +30,13 @@
 #include "review_policy.h"
 
 /* Why a CaseOpened was refused by the integrity check (metric label). */
-typedef enum { REVIEW_WHY_OK, REVIEW_WHY_UNKNOWN_CASE, REVIEW_WHY_INTAKE, REVIEW_WHY_LEDGER, REVIEW_WHY_N } review_why_t;
+typedef enum {
+  REVIEW_WHY_OK,
+  REVIEW_WHY_UNKNOWN_CASE,
+  REVIEW_WHY_INTAKE,
+  REVIEW_WHY_LEDGER,
+  REVIEW_WHY_N
+} review_why_t;
 
 typedef struct review_conf {
   const char *policy_file;
@@ -41,7 +47,7 @@ typedef struct review {
   const review_conf_t *conf;
   review_policy_t *policy; /* owned; swapped on SIGHUP */
   as_histogram_t *decision_seconds;
-  as_counter_t *decided[6];          /* per Verdict, [0] unused */
+  as_counter_t *decided[6]; /* per Verdict, [0] unused */
   as_counter_t *refunds, *refund_minor_capped, *exchanges, *coupons;
   as_counter_t *reloads_ok, *reloads_refused, *sla_breaches;
   as_counter_t *integrity_refused[REVIEW_WHY_N]; /* per review_why_t */
@@ -55,17 +61,18 @@ typedef struct review_rec {
   /* what intake recorded as paid: OrderPaid.amount_paid, and the share of
    * it allocated to the shipping fee (the lines' shares are in lines) */
   int64_t paid_minor, shipping_paid_minor;
-  const char *undecidable;  /* from CaseOpened: the rule sending it to a person, or NULL */
-  review_case_t c;          /* c.lines points at lines */
-  review_line_t *lines;     /* owned (review_rec_free) */
-  as_case_state_t state;    /* in cases.cases, when read back */
+  const char *undecidable; /* from CaseOpened: the rule sending it to a person, or NULL */
+  review_case_t c;         /* c.lines points at lines */
+  review_line_t *lines;    /* owned (review_rec_free) */
+  as_case_state_t state;   /* in cases.cases, when read back */
   /* the decision in force (read back) */
   int verdict, outcome, shipping_payer, offer_kind;
-  bool return_required, refund_shipping, ruling_final, received, inspection_known, inspection_passed;
-  int shipping_refund;      /* REVIEW_SHIP_* decided with the approval */
+  bool return_required, refund_shipping, ruling_final, received, inspection_known,
+      inspection_passed;
+  int shipping_refund; /* REVIEW_SHIP_* decided with the approval */
   int64_t approved_minor, offer_minor;
   char offer_id[40];
-  PGresult *owner;          /* the rows the strings point into, or NULL */
+  PGresult *owner; /* the rows the strings point into, or NULL */
 } review_rec_t;
 
 void review_rec_free(review_rec_t *r); /* the lines and owner; not r itself */
@@ -88,7 +95,8 @@ AS_MUST_CHECK int review_opened_apply(void *state, as_tx_t *tx, as_msg_t *const 
  * "paid.inconsistent", "lines.invalid", "amount.overflow"); rec is then a
  * safe stub (no lines, nothing claimed) and rec->undecidable says why.
  * *overflow is set when figures overflow 64 bits: a contract violation. */
-const char *review_record_from_event(review_rec_t *rec, const Aftersales__V1__CaseOpened *e, bool *overflow);
+const char *review_record_from_event(review_rec_t *rec, const Aftersales__V1__CaseOpened *e,
+                                     bool *overflow);
 /* Makes rec the safe stub of a case a person must decide, for why
  * (static); returns why. */
 const char *review_record_undecidable(review_rec_t *rec, const char *why);
@@ -97,7 +105,8 @@ const char *review_record_undecidable(review_rec_t *rec, const char *why);
  * ones intake recorded) and against the ledger's paid figures for the
  * order. why[i] is REVIEW_WHY_OK or why the event is refused. Returns 0 or
  * an as_db error. */
-AS_MUST_CHECK int review_record_verify(as_tx_t *tx, const Aftersales__V1__CaseOpened *const *ev, size_t n, review_why_t *why);
+AS_MUST_CHECK int review_record_verify(as_tx_t *tx, const Aftersales__V1__CaseOpened *const *ev,
+                                       size_t n, review_why_t *why);
 /* Writes recs[0..n) into review's tables (cases, lines, ledger rows) with
  * bulk statements; fresh[i] is false for a case already recorded. Returns 0
  * or an as_db error. */
@@ -108,15 +117,15 @@ AS_MUST_CHECK int review_record_load(as_tx_t *tx, const char *case_id, review_re
 
 /* ---- review_apply.c */
 typedef struct review_item {
-  const as_msg_t *cause;   /* the event being handled; NULL from a timer */
+  const as_msg_t *cause; /* the event being handled; NULL from a timer */
   review_rec_t *rec;
   review_decision_t d;
-  uint32_t from_mask;      /* states the case may be in for this decision */
+  uint32_t from_mask; /* states the case may be in for this decision */
   as_case_actor_t actor;
-  const char *why;         /* timeline reason; NULL: d.rule */
-  as_case_state_t to;      /* ReviewDecided.case_state; 0: the decision's own target */
+  const char *why;    /* timeline reason; NULL: d.rule */
+  as_case_state_t to; /* ReviewDecided.case_state; 0: the decision's own target */
   int64_t decided_at_us;
-  bool skip;               /* out: the case was not where the decision expected */
+  bool skip; /* out: the case was not where the decision expected */
 } review_item_t;
 
 /* Applies decisions: state moves, the decision row, deadlines, the review
@@ -131,16 +140,17 @@ AS_MUST_CHECK int review_publish_decided(review_t *x, as_tx_t *tx, const review_
 
 /* Moves one case (a single move, with detail) and reports -EPERM/-ENOENT
  * as rc; returns 0 or an as_db error. */
-AS_MUST_CHECK int review_move(as_tx_t *tx, const char *case_id, as_case_state_t to, uint32_t from_mask,
-                as_case_actor_t actor, const char *why, const as_msg_t *cause, const char *detail,
-                int *rc);
+AS_MUST_CHECK int review_move(as_tx_t *tx, const char *case_id, as_case_state_t to,
+                              uint32_t from_mask, as_case_actor_t actor, const char *why,
+                              const as_msg_t *cause, const char *detail, int *rc);
 
 /* Tells the buyer and the other workers a move that is not a new policy
  * decision (a dispute, a return received, a failed inspection, a ruling, a
  * case closed with nothing left to refund): a ReviewDecided with verdict,
  * rule and the state the case is now in. */
-AS_MUST_CHECK int review_publish_outcome(review_t *x, as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
-                           int verdict, const char *rule, as_case_state_t to, as_case_actor_t actor);
+AS_MUST_CHECK int review_publish_outcome(review_t *x, as_tx_t *tx, const as_msg_t *cause,
+                                         const review_rec_t *rec, int verdict, const char *rule,
+                                         as_case_state_t to, as_case_actor_t actor);
 
 /* Follow-up deadlines while a case waits on someone outside review (a
  * parcel in transit, the inspection, a mediator, a supervisor): each
@@ -159,10 +169,10 @@ typedef struct review_pay {
   const as_msg_t *cause;
   const review_rec_t *rec;
   review_pay_kind_t kind;
-  int64_t amount_minor;     /* goodwill / ruling amount; items: the approved amount */
+  int64_t amount_minor; /* goodwill / ruling amount; items: the approved amount */
   bool with_shipping;
-  const char *reason_code;  /* static */
-  int64_t paid;             /* out: refunded total, 0 if nothing */
+  const char *reason_code; /* static */
+  int64_t paid;            /* out: refunded total, 0 if nothing */
 } review_pay_t;
 /* The bulk form: refunds p[0..n) with a handful of statements; refunds of
  * one batch on the same order line draw on the same ledger figure in
@@ -174,15 +184,16 @@ AS_MUST_CHECK int review_money_refund_many(review_t *x, as_tx_t *tx, review_pay_
  * of each line under the ledger. *paid is the total refunded (0: nothing
  * was left, or the case already had its refund). Publishes RefundIssued.
  * Returns 0 or an as_db error. */
-AS_MUST_CHECK int review_money_refund(review_t *x, as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
-                        review_pay_kind_t kind, int64_t amount_minor, bool with_shipping,
-                        const char *reason_code, int64_t *paid);
+AS_MUST_CHECK int review_money_refund(review_t *x, as_tx_t *tx, const as_msg_t *cause,
+                                      const review_rec_t *rec, review_pay_kind_t kind,
+                                      int64_t amount_minor, bool with_shipping,
+                                      const char *reason_code, int64_t *paid);
 /* Publishes ExchangeRequested (once per case); *done false if it existed. */
-AS_MUST_CHECK int review_money_exchange(review_t *x, as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
-                          bool *done);
+AS_MUST_CHECK int review_money_exchange(review_t *x, as_tx_t *tx, const as_msg_t *cause,
+                                        const review_rec_t *rec, bool *done);
 /* Issues a coupon (once per case) and publishes CouponIssued. */
-AS_MUST_CHECK int review_money_coupon(review_t *x, as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
-                        int64_t value_minor, bool *done);
+AS_MUST_CHECK int review_money_coupon(review_t *x, as_tx_t *tx, const as_msg_t *cause,
+                                      const review_rec_t *rec, int64_t value_minor, bool *done);
 
 /* ---- review_events.c: the routes after CaseOpened, one per payload type
  * (EvidenceAdded, BuyerReplied, AgentDecision, DisputeOpened,
@@ -200,18 +211,27 @@ AS_MUST_CHECK int review_on_inspected(void *state, as_tx_t *tx, as_msg_t *m);
  * (the case closes), "sla:review" (escalation), and the follow-ups
  * "return:transit", "inspection", "mediation", "sla:escalated" with their
  * '+' twins */
-AS_MUST_CHECK int review_timers_evidence(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
-AS_MUST_CHECK int review_timers_return_due(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
-AS_MUST_CHECK int review_timers_offer(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
-AS_MUST_CHECK int review_timers_sla(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
-AS_MUST_CHECK int review_timers_transit(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
-AS_MUST_CHECK int review_timers_inspection(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
-AS_MUST_CHECK int review_timers_mediation(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
-AS_MUST_CHECK int review_timers_escalated(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us);
+AS_MUST_CHECK int review_timers_evidence(void *state, as_tx_t *tx, const char *case_id,
+                                         const char *kind, int64_t due_us);
+AS_MUST_CHECK int review_timers_return_due(void *state, as_tx_t *tx, const char *case_id,
+                                           const char *kind, int64_t due_us);
+AS_MUST_CHECK int review_timers_offer(void *state, as_tx_t *tx, const char *case_id,
+                                      const char *kind, int64_t due_us);
+AS_MUST_CHECK int review_timers_sla(void *state, as_tx_t *tx, const char *case_id, const char *kind,
+                                    int64_t due_us);
+AS_MUST_CHECK int review_timers_transit(void *state, as_tx_t *tx, const char *case_id,
+                                        const char *kind, int64_t due_us);
+AS_MUST_CHECK int review_timers_inspection(void *state, as_tx_t *tx, const char *case_id,
+                                           const char *kind, int64_t due_us);
+AS_MUST_CHECK int review_timers_mediation(void *state, as_tx_t *tx, const char *case_id,
+                                          const char *kind, int64_t due_us);
+AS_MUST_CHECK int review_timers_escalated(void *state, as_tx_t *tx, const char *case_id,
+                                          const char *kind, int64_t due_us);
 /* Arms the follow-up kind ("return:transit", "inspection", "mediation",
  * "sla:escalated") wait_us from now; cancels it and its twin. Return 0 or
  * an as_db error. */
-AS_MUST_CHECK int review_timers_arm(as_tx_t *tx, const char *case_id, const char *kind, int64_t wait_us);
+AS_MUST_CHECK int review_timers_arm(as_tx_t *tx, const char *case_id, const char *kind,
+                                    int64_t wait_us);
 AS_MUST_CHECK int review_timers_cancel(as_tx_t *tx, const char *case_id, const char *kind);
 /* How long review waits on others before the follow-ups start. */
 #define REVIEW_TRANSIT_WAIT_US (14LL * 24 * 3600 * 1000000)
@@ -228,7 +248,8 @@ static inline Aftersales__V1__Money review_money(int64_t minor, const char *cur)
 }
 #define REVIEW_STATE_BIT(s) (1u << AFTERSALES__V1__CASE_STATE__CASE_STATE_##s)
 /* Publishes env (payload already set) on topic keyed by the case id. */
-AS_MUST_CHECK int review_publish(as_tx_t *tx, const as_msg_t *cause, const char *topic, const char *case_id,
-                   const char *order_id, Aftersales__V1__Envelope *env);
+AS_MUST_CHECK int review_publish(as_tx_t *tx, const as_msg_t *cause, const char *topic,
+                                 const char *case_id, const char *order_id,
+                                 Aftersales__V1__Envelope *env);
 
 #endif

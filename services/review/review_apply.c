@@ -27,11 +27,16 @@
 
 static as_case_state_t target_of(int verdict) {
   switch (verdict) {
-  case V(APPROVED): return ST(APPROVED);
-  case V(REJECTED): return ST(REJECTED);
-  case V(AWAITING_EVIDENCE): return ST(AWAITING_EVIDENCE);
-  case V(GOODWILL_OFFER): return ST(GOODWILL_OFFERED);
-  default: return ST(MANUAL_REVIEW);
+    case V(APPROVED):
+      return ST(APPROVED);
+    case V(REJECTED):
+      return ST(REJECTED);
+    case V(AWAITING_EVIDENCE):
+      return ST(AWAITING_EVIDENCE);
+    case V(GOODWILL_OFFER):
+      return ST(GOODWILL_OFFERED);
+    default:
+      return ST(MANUAL_REVIEW);
   }
 }
 
@@ -39,14 +44,20 @@ static void detail_json(char *buf, size_t cap, const review_t *x, const review_i
   char rule[96], ver[160];
   as_log_json_escape(rule, sizeof rule, it->d.rule ? it->d.rule : "");
   as_log_json_escape(ver, sizeof ver, review_policy_version(x->policy));
-  snprintf(buf, cap, "{\"rule\":%s,\"policy_version\":%s,\"verdict\":%d,\"outcome\":%d,\"amount_minor\":%lld}",
-           rule, ver, it->d.verdict, it->d.outcome, (long long)it->d.amount_minor);
+  snprintf(
+      buf, cap,
+      "{\"rule\":%s,\"policy_version\":%s,\"verdict\":%d,\"outcome\":%d,\"amount_minor\":%lld}",
+      rule, ver, it->d.verdict, it->d.outcome, (long long)it->d.amount_minor);
 }
 
 int review_move(as_tx_t *tx, const char *case_id, as_case_state_t to, uint32_t from_mask,
                 as_case_actor_t actor, const char *why, const as_msg_t *cause, const char *detail,
                 int *rc) {
-  as_case_move_t m = {.case_id = case_id, .to = to, .from_mask = from_mask, .actor = actor, .why = why,
+  as_case_move_t m = {.case_id = case_id,
+                      .to = to,
+                      .from_mask = from_mask,
+                      .actor = actor,
+                      .why = why,
                       .event_id = cause && cause->env ? cause->env->event_id : NULL,
                       .detail_json = detail};
   int err = as_case_transition_many(tx, &m, 1);
@@ -76,13 +87,20 @@ static int move_cases(review_t *x, as_tx_t *tx, review_item_t *it, size_t n) {
      * evidence): the decision stands without a move. */
     if (target_of(it[i].d.verdict) == it[i].rec->state) continue;
     first[i] = k;
-    m[k++] = (as_case_move_t){.case_id = it[i].rec->case_id, .to = target_of(it[i].d.verdict),
-                              .from_mask = it[i].from_mask, .actor = it[i].actor, .why = why,
-                              .event_id = ev, .detail_json = details[i]};
+    m[k++] = (as_case_move_t){.case_id = it[i].rec->case_id,
+                              .to = target_of(it[i].d.verdict),
+                              .from_mask = it[i].from_mask,
+                              .actor = it[i].actor,
+                              .why = why,
+                              .event_id = ev,
+                              .detail_json = details[i]};
     if (it[i].d.verdict == V(APPROVED) && it[i].d.return_required)
-      m[k++] = (as_case_move_t){.case_id = it[i].rec->case_id, .to = ST(AWAITING_RETURN),
-                                .from_mask = REVIEW_STATE_BIT(APPROVED), .actor = it[i].actor,
-                                .why = "return.instructions_sent", .event_id = ev};
+      m[k++] = (as_case_move_t){.case_id = it[i].rec->case_id,
+                                .to = ST(AWAITING_RETURN),
+                                .from_mask = REVIEW_STATE_BIT(APPROVED),
+                                .actor = it[i].actor,
+                                .why = "return.instructions_sent",
+                                .event_id = ev};
   }
   int rc = as_case_transition_many(tx, m, k);
   for (size_t i = 0; rc == 0 && i < n; i++)
@@ -91,22 +109,45 @@ static int move_cases(review_t *x, as_tx_t *tx, review_item_t *it, size_t n) {
   return rc;
 }
 
-enum { D_CASE, D_VERDICT, D_OUTCOME, D_RULE, D_POLICY, D_BY, D_PAYER, D_APPROVED, D_RETURN,
-       D_REFUND_SHIP, D_OFFER_ID, D_OFFER_KIND, D_OFFER_MINOR, D_SHIP_REFUND };
+enum {
+  D_CASE,
+  D_VERDICT,
+  D_OUTCOME,
+  D_RULE,
+  D_POLICY,
+  D_BY,
+  D_PAYER,
+  D_APPROVED,
+  D_RETURN,
+  D_REFUND_SHIP,
+  D_OFFER_ID,
+  D_OFFER_KIND,
+  D_OFFER_MINOR,
+  D_SHIP_REFUND
+};
 static const as_col_t decision_cols[] = {
-    [D_CASE] = {"case_id", "text"},             [D_VERDICT] = {"verdict", "int"},
-    [D_OUTCOME] = {"outcome", "int"},           [D_RULE] = {"rule", "text"},
-    [D_POLICY] = {"policy_version", "text"},    [D_BY] = {"decided_by", "text"},
-    [D_PAYER] = {"shipping_payer", "int"},      [D_APPROVED] = {"approved_minor", "bigint"},
-    [D_RETURN] = {"return_required", "bool"},   [D_REFUND_SHIP] = {"refund_shipping", "bool"},
-    [D_OFFER_ID] = {"offer_id", "text"},        [D_OFFER_KIND] = {"offer_kind", "int"},
-    [D_OFFER_MINOR] = {"offer_minor", "bigint"}, [D_SHIP_REFUND] = {"shipping_refund", "int"},
+    [D_CASE] = {"case_id", "text"},
+    [D_VERDICT] = {"verdict", "int"},
+    [D_OUTCOME] = {"outcome", "int"},
+    [D_RULE] = {"rule", "text"},
+    [D_POLICY] = {"policy_version", "text"},
+    [D_BY] = {"decided_by", "text"},
+    [D_PAYER] = {"shipping_payer", "int"},
+    [D_APPROVED] = {"approved_minor", "bigint"},
+    [D_RETURN] = {"return_required", "bool"},
+    [D_REFUND_SHIP] = {"refund_shipping", "bool"},
+    [D_OFFER_ID] = {"offer_id", "text"},
+    [D_OFFER_KIND] = {"offer_kind", "int"},
+    [D_OFFER_MINOR] = {"offer_minor", "bigint"},
+    [D_SHIP_REFUND] = {"shipping_refund", "int"},
 };
 static const as_bulk_t sql_decision = AS_BULK(
     "UPDATE cases r SET verdict = u.verdict, outcome = u.outcome, rule = u.rule,"
-    " policy_version = u.policy_version, decided_by = u.decided_by, shipping_payer = u.shipping_payer,"
+    " policy_version = u.policy_version, decided_by = u.decided_by, shipping_payer = "
+    "u.shipping_payer,"
     " approved_minor = u.approved_minor, return_required = u.return_required,"
-    " refund_shipping = u.refund_shipping, offer_id = nullif(u.offer_id, ''), offer_kind = u.offer_kind,"
+    " refund_shipping = u.refund_shipping, offer_id = nullif(u.offer_id, ''), offer_kind = "
+    "u.offer_kind,"
     " offer_minor = u.offer_minor, shipping_refund = u.shipping_refund, updated_at = now()"
     " FROM {{u}} WHERE r.case_id = u.case_id",
     decision_cols);
@@ -143,7 +184,8 @@ static int record_decisions(review_t *x, as_tx_t *tx, review_item_t *it, size_t 
     as_cols_int(&c, D_OFFER_KIND, offer ? d->outcome : 0);
     as_cols_int(&c, D_OFFER_MINOR, offer ? d->amount_minor : 0);
     as_cols_int(&c, D_SHIP_REFUND, d->shipping_refund);
-    it[i].rec->shipping_refund = d->shipping_refund; /* the decision in force, for a refund paid now */
+    it[i].rec->shipping_refund =
+        d->shipping_refund; /* the decision in force, for a refund paid now */
   }
   int rc = as_cols_run(&c, as_tx_db(tx), NULL);
   as_cols_free(&c);
@@ -167,7 +209,8 @@ static int arm_deadlines(as_tx_t *tx, review_item_t *it, size_t n) {
     const char *kind = NULL;
     int64_t when = 0;
     if (d->verdict == V(AWAITING_EVIDENCE)) kind = "evidence", when = at + d->evidence_wait_us;
-    if (d->verdict == V(APPROVED) && d->return_required) kind = "return", when = at + d->return_wait_us;
+    if (d->verdict == V(APPROVED) && d->return_required)
+      kind = "return", when = at + d->return_wait_us;
     if (d->verdict == V(GOODWILL_OFFER)) kind = "offer", when = at + d->offer_wait_us;
     if (d->verdict == V(MANUAL_REVIEW)) kind = "sla:review", when = it[i].rec->review_due_us;
     if (kind) ids[k] = it[i].rec->case_id, kinds[k] = kind, due[k++] = when;
@@ -186,7 +229,8 @@ int review_publish_decided(review_t *x, as_tx_t *tx, const review_item_t *it) {
   by.kind = strcmp(it->actor.kind, "agent") == 0 ? AFTERSALES__V1__ACTOR_KIND__ACTOR_KIND_AGENT
                                                  : AFTERSALES__V1__ACTOR_KIND__ACTOR_KIND_SYSTEM;
   by.id = (char *)it->actor.id;
-  Aftersales__V1__Money amt = review_money(d->verdict == V(APPROVED) ? d->amount_minor : 0, it->rec->c.currency);
+  Aftersales__V1__Money amt =
+      review_money(d->verdict == V(APPROVED) ? d->amount_minor : 0, it->rec->c.currency);
   Aftersales__V1__ReviewDecided rd = AFTERSALES__V1__REVIEW_DECIDED__INIT;
   rd.case_id = (char *)it->rec->case_id;
   rd.verdict = d->verdict;
@@ -197,8 +241,9 @@ int review_publish_decided(review_t *x, as_tx_t *tx, const review_item_t *it) {
   rd.approved_amount = &amt;
   rd.decided_at_us = it->decided_at_us;
   rd.decided_by = &by;
-  if (d->verdict == V(AWAITING_EVIDENCE)) rd.evidence_due_us = it->decided_at_us + d->evidence_wait_us;
-  rd.case_state = it->to ? it->to
+  if (d->verdict == V(AWAITING_EVIDENCE))
+    rd.evidence_due_us = it->decided_at_us + d->evidence_wait_us;
+  rd.case_state = it->to                                            ? it->to
                   : d->verdict == V(APPROVED) && d->return_required ? ST(AWAITING_RETURN)
                                                                     : target_of(d->verdict);
   Aftersales__V1__Envelope env = AFTERSALES__V1__ENVELOPE__INIT;
@@ -208,8 +253,12 @@ int review_publish_decided(review_t *x, as_tx_t *tx, const review_item_t *it) {
 }
 
 int review_publish_outcome(review_t *x, as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
-                           int verdict, const char *rule, as_case_state_t to, as_case_actor_t actor) {
-  review_item_t it = {.cause = cause, .rec = (review_rec_t *)rec, .actor = actor, .to = to,
+                           int verdict, const char *rule, as_case_state_t to,
+                           as_case_actor_t actor) {
+  review_item_t it = {.cause = cause,
+                      .rec = (review_rec_t *)rec,
+                      .actor = actor,
+                      .to = to,
                       .decided_at_us = as_now_us()};
   it.d.verdict = verdict;
   it.d.rule = rule;
@@ -258,7 +307,8 @@ static int publish_all(review_t *x, as_tx_t *tx, review_item_t *it, size_t n) {
     if (it[i].skip) continue;
     const review_decision_t *d = &it[i].d;
     rc = review_publish_decided(x, tx, &it[i]);
-    if (rc == 0 && d->verdict == V(APPROVED) && d->return_required) rc = publish_instructions(tx, &it[i]);
+    if (rc == 0 && d->verdict == V(APPROVED) && d->return_required)
+      rc = publish_instructions(tx, &it[i]);
     if (rc == 0 && d->verdict == V(GOODWILL_OFFER)) rc = publish_offer(x, tx, &it[i]);
     if (rc == 0 && d->verdict > 0 && d->verdict < 6) as_counter_add(x->decided[d->verdict], 1);
   }
@@ -266,7 +316,8 @@ static int publish_all(review_t *x, as_tx_t *tx, review_item_t *it, size_t n) {
 }
 
 static bool pays_now(const review_item_t *it) {
-  return !it->skip && it->d.verdict == V(APPROVED) && !it->d.return_required && it->d.outcome == O(REFUND);
+  return !it->skip && it->d.verdict == V(APPROVED) && !it->d.return_required &&
+         it->d.outcome == O(REFUND);
 }
 
 /* Refund-only approvals pay now, all together; a case with nothing left
@@ -278,28 +329,34 @@ static int pay_now(review_t *x, as_tx_t *tx, review_item_t *it, size_t n) {
   size_t k = 0;
   for (size_t i = 0; rc == 0 && i < n; i++)
     if (pays_now(&it[i]))
-      p[k++] = (review_pay_t){.cause = it[i].cause, .rec = it[i].rec,
+      p[k++] = (review_pay_t){.cause = it[i].cause,
+                              .rec = it[i].rec,
                               /* an agent may approve less than the claim */
-                              .kind = it[i].d.amount_minor < it[i].rec->c.claimed_minor ? REVIEW_PAY_PARTIAL
-                                                                                      : REVIEW_PAY_ITEMS,
-                              .amount_minor = it[i].d.amount_minor, .with_shipping = it[i].d.refund_shipping,
+                              .kind = it[i].d.amount_minor < it[i].rec->c.claimed_minor
+                                          ? REVIEW_PAY_PARTIAL
+                                          : REVIEW_PAY_ITEMS,
+                              .amount_minor = it[i].d.amount_minor,
+                              .with_shipping = it[i].d.refund_shipping,
                               .reason_code = it[i].d.rule};
   if (rc == 0 && k) rc = review_money_refund_many(x, tx, p, k);
   size_t j = 0;
   for (size_t i = 0; rc == 0 && i < n; i++) {
     if (!pays_now(&it[i])) continue;
     bool paid = p[j++].paid > 0;
-    m[j - 1] = (as_case_move_t){.case_id = it[i].rec->case_id, .to = paid ? ST(REFUNDED) : ST(CLOSED),
-                                .from_mask = REVIEW_STATE_BIT(APPROVED), .actor = it[i].actor,
-                                .why = paid ? "refund.issued" : "refund.nothing_left",
-                                .event_id = it[i].cause && it[i].cause->env ? it[i].cause->env->event_id : NULL};
+    m[j - 1] = (as_case_move_t){
+        .case_id = it[i].rec->case_id,
+        .to = paid ? ST(REFUNDED) : ST(CLOSED),
+        .from_mask = REVIEW_STATE_BIT(APPROVED),
+        .actor = it[i].actor,
+        .why = paid ? "refund.issued" : "refund.nothing_left",
+        .event_id = it[i].cause && it[i].cause->env ? it[i].cause->env->event_id : NULL};
   }
   if (rc == 0 && k) rc = as_case_transition_many(tx, m, k);
   /* the buyer was told "approved": a close with nothing to pay is news */
   for (size_t i = 0; rc == 0 && i < k; i++)
     if (p[i].paid == 0 && m[i].rc == 0)
-      rc = review_publish_outcome(x, tx, p[i].cause, p[i].rec, V(REJECTED), "refund.nothing_left", ST(CLOSED),
-                                  m[i].actor);
+      rc = review_publish_outcome(x, tx, p[i].cause, p[i].rec, V(REJECTED), "refund.nothing_left",
+                                  ST(CLOSED), m[i].actor);
   free(p), free(m);
   return rc;
 }

@@ -54,9 +54,8 @@ static int set_col_us(as_tx_t *tx, const review_rec_t *rec, const char *sql, int
   return set_col(tx, rec, sql, at);
 }
 
-static int settle_move(as_tx_t *tx, const as_msg_t *m, const review_rec_t *rec,
-                       as_case_state_t to, uint32_t from, as_case_actor_t who, const char *why,
-                       const char *detail) {
+static int settle_move(as_tx_t *tx, const as_msg_t *m, const review_rec_t *rec, as_case_state_t to,
+                       uint32_t from, as_case_actor_t who, const char *why, const char *detail) {
   int mrc;
   return review_move(tx, rec->case_id, to, from, who, why, m, detail, &mrc);
 }
@@ -69,8 +68,11 @@ static int on_evidence(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec)
   int rc = set_col(tx, rec, SET_COL("has_media"), "t");
   if (rc == 0) rc = as_deadline_cancel(tx, rec->case_id, "evidence");
   rec->c.has_photo_or_video = true;
-  review_item_t it = {.cause = m, .rec = rec, .from_mask = REVIEW_STATE_BIT(AWAITING_EVIDENCE),
-                      .actor = system_actor, .decided_at_us = as_now_us()};
+  review_item_t it = {.cause = m,
+                      .rec = rec,
+                      .from_mask = REVIEW_STATE_BIT(AWAITING_EVIDENCE),
+                      .actor = system_actor,
+                      .decided_at_us = as_now_us()};
   review_decide(x->policy, &rec->c, &it.d);
   return rc == 0 ? review_apply(x, tx, &it, 1) : rc;
 }
@@ -78,15 +80,18 @@ static int on_evidence(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec)
 /* ---- the buyer's answer to a goodwill offer */
 static int on_reply(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
   const Aftersales__V1__BuyerReplied *r = m->env->buyer_replied;
-  if (strcmp(r->buyer_id, rec->buyer_id) != 0) return as_tx_reject(m, "reply: not the case's buyer"), 0;
-  if (rec->state != ST(GOODWILL_OFFERED)) return as_tx_reject(m, "reply: no open offer on the case"), 0;
-  if (strcmp(r->offer_id, rec->offer_id) != 0) return as_tx_reject(m, "reply: offer id does not match"), 0;
+  if (strcmp(r->buyer_id, rec->buyer_id) != 0)
+    return as_tx_reject(m, "reply: not the case's buyer"), 0;
+  if (rec->state != ST(GOODWILL_OFFERED))
+    return as_tx_reject(m, "reply: no open offer on the case"), 0;
+  if (strcmp(r->offer_id, rec->offer_id) != 0)
+    return as_tx_reject(m, "reply: offer id does not match"), 0;
   as_case_actor_t buyer = {"buyer", rec->buyer_id};
   int rc = as_deadline_cancel(tx, rec->case_id, "offer");
   if (rc < 0) return rc;
   if (!r->accepted)
-    return settle_move(tx, m, rec, ST(CLOSED), REVIEW_STATE_BIT(GOODWILL_OFFERED), buyer, "goodwill.declined",
-                       NULL);
+    return settle_move(tx, m, rec, ST(CLOSED), REVIEW_STATE_BIT(GOODWILL_OFFERED), buyer,
+                       "goodwill.declined", NULL);
   if (rec->offer_kind == O(COUPON)) {
     bool done;
     rc = review_money_coupon(x, tx, m, rec, rec->offer_minor, &done);
@@ -95,10 +100,12 @@ static int on_reply(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
                             "goodwill.coupon_accepted", NULL);
   }
   int64_t paid;
-  rc = review_money_refund(x, tx, m, rec, REVIEW_PAY_GOODWILL, rec->offer_minor, false, "goodwill.accepted", &paid);
+  rc = review_money_refund(x, tx, m, rec, REVIEW_PAY_GOODWILL, rec->offer_minor, false,
+                           "goodwill.accepted", &paid);
   if (rc < 0) return rc;
-  return settle_move(tx, m, rec, paid > 0 ? ST(REFUNDED) : ST(CLOSED), REVIEW_STATE_BIT(GOODWILL_OFFERED),
-                     buyer, paid > 0 ? "goodwill.accepted" : "refund.nothing_left", NULL);
+  return settle_move(tx, m, rec, paid > 0 ? ST(REFUNDED) : ST(CLOSED),
+                     REVIEW_STATE_BIT(GOODWILL_OFFERED), buyer,
+                     paid > 0 ? "goodwill.accepted" : "refund.nothing_left", NULL);
 }
 
 /* ---- a human decision on a case in manual review */
@@ -115,7 +122,8 @@ static const char *agent_check(const Aftersales__V1__AgentDecision *a, const rev
   if (priced && (strcmp(amt->currency, rec->c.currency) != 0 || amt->amount_minor < 0 ||
                  amt->amount_minor > rec->c.claimed_minor))
     return "agent decision: amount above the claim, negative or in another currency";
-  if (v == V(GOODWILL_OFFER) && (!priced || (a->outcome != O(PARTIAL_REFUND) && a->outcome != O(COUPON))))
+  if (v == V(GOODWILL_OFFER) &&
+      (!priced || (a->outcome != O(PARTIAL_REFUND) && a->outcome != O(COUPON))))
     return "agent decision: goodwill needs an outcome and an amount";
   return NULL;
 }
@@ -124,11 +132,15 @@ static int on_agent(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
   const Aftersales__V1__AgentDecision *a = m->env->agent_decision;
   const char *bad = agent_check(a, rec);
   if (bad) return as_tx_reject(m, bad), 0;
-  review_item_t it = {.cause = m, .rec = rec, .from_mask = REVIEW_STATE_BIT(MANUAL_REVIEW) | REVIEW_STATE_BIT(ESCALATED),
-                      .actor = {"agent", a->agent_id}, .decided_at_us = as_now_us()};
+  review_item_t it = {.cause = m,
+                      .rec = rec,
+                      .from_mask = REVIEW_STATE_BIT(MANUAL_REVIEW) | REVIEW_STATE_BIT(ESCALATED),
+                      .actor = {"agent", a->agent_id},
+                      .decided_at_us = as_now_us()};
   review_policy_shape(x->policy, &rec->c, &it.d);
   it.d.verdict = a->verdict;
-  int64_t amount = a->amount && a->amount->amount_minor > 0 ? a->amount->amount_minor : rec->c.claimed_minor;
+  int64_t amount =
+      a->amount && a->amount->amount_minor > 0 ? a->amount->amount_minor : rec->c.claimed_minor;
   it.d.amount_minor = amount;
   if (a->verdict == V(APPROVED)) {
     it.d.outcome = a->outcome == O(EXCHANGE) ? O(EXCHANGE) : O(REFUND);
@@ -136,7 +148,8 @@ static int on_agent(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
     it.d.rule = "agent.approved";
   } else if (a->verdict == V(GOODWILL_OFFER)) {
     it.d.outcome = a->outcome;
-    it.d.percent = (int)((__int128)amount * 100 / (rec->c.claimed_minor ? rec->c.claimed_minor : 1));
+    it.d.percent =
+        (int)((__int128)amount * 100 / (rec->c.claimed_minor ? rec->c.claimed_minor : 1));
     it.d.rule = "agent.goodwill";
   } else {
     it.d.rule = a->verdict == V(REJECTED) ? "agent.rejected" : "agent.evidence_requested";
@@ -150,11 +163,14 @@ static int on_agent(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
 /* ---- disputes and the mediator's final ruling */
 static int on_dispute(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
   const Aftersales__V1__DisputeOpened *d = m->env->dispute_opened;
-  if (strcmp(d->seller_id, rec->c.merchant_id) != 0) return as_tx_reject(m, "dispute: not the case's seller"), 0;
+  if (strcmp(d->seller_id, rec->c.merchant_id) != 0)
+    return as_tx_reject(m, "dispute: not the case's seller"), 0;
   if (rec->ruling_final) return as_tx_reject(m, "dispute: ruling_final"), 0;
-  if (!text_ok(d->statement, 8000)) return as_tx_reject(m, "dispute: statement too long or has control bytes"), 0;
+  if (!text_ok(d->statement, 8000))
+    return as_tx_reject(m, "dispute: statement too long or has control bytes"), 0;
   uint32_t from = REVIEW_STATE_BIT(APPROVED) | REVIEW_STATE_BIT(AWAITING_RETURN) |
-                  REVIEW_STATE_BIT(RETURN_RECEIVED) | REVIEW_STATE_BIT(INSPECTING) | REVIEW_STATE_BIT(REJECTED);
+                  REVIEW_STATE_BIT(RETURN_RECEIVED) | REVIEW_STATE_BIT(INSPECTING) |
+                  REVIEW_STATE_BIT(REJECTED);
   if (!((1u << rec->state) & from)) return as_tx_reject(m, "dispute: case_not_disputable"), 0;
   as_case_actor_t seller = {"seller", d->seller_id};
   int rc = as_deadline_cancel(tx, rec->case_id, "return");
@@ -163,7 +179,9 @@ static int on_dispute(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) 
   if (rc == 0) rc = settle_move(tx, m, rec, ST(DISPUTED), from, seller, "dispute.opened", NULL);
   /* a mediator decides now: the buyer hears of the dispute */
   if (rc == 0) rc = review_timers_arm(tx, rec->case_id, "mediation", REVIEW_MEDIATION_WAIT_US);
-  if (rc == 0) rc = review_publish_outcome(x, tx, m, rec, V(MANUAL_REVIEW), "dispute.opened", ST(DISPUTED), seller);
+  if (rc == 0)
+    rc = review_publish_outcome(x, tx, m, rec, V(MANUAL_REVIEW), "dispute.opened", ST(DISPUTED),
+                                seller);
   return rc;
 }
 
@@ -174,43 +192,56 @@ static int ruling_pay(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec,
   if (r->outcome == O(EXCHANGE)) {
     bool done;
     int rc = review_money_exchange(x, tx, m, rec, &done);
-    if (rc == 0) rc = settle_move(tx, m, rec, ST(EXCHANGED), from, who, "mediation.buyer_upheld", detail);
+    if (rc == 0)
+      rc = settle_move(tx, m, rec, ST(EXCHANGED), from, who, "mediation.buyer_upheld", detail);
     return rc ? rc
-              : review_publish_outcome(x, tx, m, rec, V(APPROVED), "mediation.buyer_upheld", ST(EXCHANGED), who);
+              : review_publish_outcome(x, tx, m, rec, V(APPROVED), "mediation.buyer_upheld",
+                                       ST(EXCHANGED), who);
   }
-  int64_t amount = r->amount && r->amount->amount_minor > 0 ? r->amount->amount_minor : rec->c.claimed_minor;
+  int64_t amount =
+      r->amount && r->amount->amount_minor > 0 ? r->amount->amount_minor : rec->c.claimed_minor;
   int64_t paid;
   int rc = amount < rec->c.claimed_minor
-               ? review_money_refund(x, tx, m, rec, REVIEW_PAY_PARTIAL, amount, false, "mediation.ruling", &paid)
+               ? review_money_refund(x, tx, m, rec, REVIEW_PAY_PARTIAL, amount, false,
+                                     "mediation.ruling", &paid)
                : review_money_refund(x, tx, m, rec, REVIEW_PAY_ITEMS, amount, rec->refund_shipping,
                                      "mediation.ruling", &paid);
   if (rc < 0) return rc;
   as_case_state_t to = paid > 0 ? ST(REFUNDED) : ST(CLOSED);
   const char *why = paid > 0 ? "mediation.buyer_upheld" : "refund.nothing_left";
   rc = settle_move(tx, m, rec, to, from, who, why, detail);
-  return rc ? rc : review_publish_outcome(x, tx, m, rec, paid > 0 ? V(APPROVED) : V(REJECTED), why, to, who);
+  return rc ? rc
+            : review_publish_outcome(x, tx, m, rec, paid > 0 ? V(APPROVED) : V(REJECTED), why, to,
+                                     who);
 }
 
 static int on_ruling(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
   const Aftersales__V1__MediationRuling *r = m->env->mediation_ruling;
-  if (!as_envelope_id_ok(r->mediator_id)) return as_tx_reject(m, "ruling: mediator id missing or unsafe"), 0;
+  if (!as_envelope_id_ok(r->mediator_id))
+    return as_tx_reject(m, "ruling: mediator id missing or unsafe"), 0;
   if (rec->state != ST(DISPUTED)) return as_tx_reject(m, "ruling: case_not_disputed"), 0;
-  if (!text_ok(r->reasoning, 8000)) return as_tx_reject(m, "ruling: reasoning too long or has control bytes"), 0;
+  if (!text_ok(r->reasoning, 8000))
+    return as_tx_reject(m, "ruling: reasoning too long or has control bytes"), 0;
   const Aftersales__V1__Money *a = r->amount;
   if (a && a->amount_minor != 0 &&
-      (a->amount_minor < 0 || a->amount_minor > rec->c.claimed_minor || strcmp(a->currency, rec->c.currency) != 0))
+      (a->amount_minor < 0 || a->amount_minor > rec->c.claimed_minor ||
+       strcmp(a->currency, rec->c.currency) != 0))
     return as_tx_reject(m, "ruling: amount above the claim, negative or in another currency"), 0;
   char detail[9000], reasoning[8600];
   as_log_json_escape(reasoning, sizeof reasoning, r->reasoning);
-  snprintf(detail, sizeof detail, "{\"final\":true,\"in_favour_of_buyer\":%s,\"outcome\":%d,\"reasoning\":%s}",
+  snprintf(detail, sizeof detail,
+           "{\"final\":true,\"in_favour_of_buyer\":%s,\"outcome\":%d,\"reasoning\":%s}",
            r->in_favour_of_buyer ? "true" : "false", r->outcome, reasoning);
   int rc = set_col(tx, rec, SET_COL("ruling_final"), "t");
   if (rc == 0) rc = review_timers_cancel(tx, rec->case_id, "mediation");
   if (rc < 0) return rc;
   if (r->in_favour_of_buyer) return ruling_pay(x, tx, m, rec, r, detail);
   as_case_actor_t who = {"agent", r->mediator_id};
-  rc = settle_move(tx, m, rec, ST(REJECTED), REVIEW_STATE_BIT(DISPUTED), who, "mediation.seller_upheld", detail);
-  return rc ? rc : review_publish_outcome(x, tx, m, rec, V(REJECTED), "mediation.seller_upheld", ST(REJECTED), who);
+  rc = settle_move(tx, m, rec, ST(REJECTED), REVIEW_STATE_BIT(DISPUTED), who,
+                   "mediation.seller_upheld", detail);
+  return rc ? rc
+            : review_publish_outcome(x, tx, m, rec, V(REJECTED), "mediation.seller_upheld",
+                                     ST(REJECTED), who);
 }
 
 /* ---- the goods come back */
@@ -223,31 +254,36 @@ static int settle_return(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *re
   if (!rec->inspection_passed) {
     rc = settle_move(tx, m, rec, ST(REJECTED), from, system_actor, "inspection.failed", NULL);
     return rc ? rc
-              : review_publish_outcome(x, tx, m, rec, V(REJECTED), "inspection.failed", ST(REJECTED), system_actor);
+              : review_publish_outcome(x, tx, m, rec, V(REJECTED), "inspection.failed",
+                                       ST(REJECTED), system_actor);
   }
   if (rec->outcome == O(EXCHANGE)) {
     bool done;
     rc = review_money_exchange(x, tx, m, rec, &done);
-    return rc ? rc : settle_move(tx, m, rec, ST(EXCHANGED), from, system_actor, "exchange.requested", NULL);
+    return rc ? rc
+              : settle_move(tx, m, rec, ST(EXCHANGED), from, system_actor, "exchange.requested",
+                            NULL);
   }
   int64_t paid;
   rc = rec->approved_minor < rec->c.claimed_minor
-               ? review_money_refund(x, tx, m, rec, REVIEW_PAY_PARTIAL, rec->approved_minor, false, "return.inspected",
-                                     &paid)
-               : review_money_refund(x, tx, m, rec, REVIEW_PAY_ITEMS, rec->approved_minor, rec->refund_shipping,
-                                     "return.inspected", &paid);
+           ? review_money_refund(x, tx, m, rec, REVIEW_PAY_PARTIAL, rec->approved_minor, false,
+                                 "return.inspected", &paid)
+           : review_money_refund(x, tx, m, rec, REVIEW_PAY_ITEMS, rec->approved_minor,
+                                 rec->refund_shipping, "return.inspected", &paid);
   if (rc < 0) return rc;
   rc = settle_move(tx, m, rec, paid > 0 ? ST(REFUNDED) : ST(REJECTED), from, system_actor,
                    paid > 0 ? "refund.issued" : "refund.nothing_left", NULL);
   if (rc == 0 && paid == 0)
-    rc = review_publish_outcome(x, tx, m, rec, V(REJECTED), "refund.nothing_left", ST(REJECTED), system_actor);
+    rc = review_publish_outcome(x, tx, m, rec, V(REJECTED), "refund.nothing_left", ST(REJECTED),
+                                system_actor);
   return rc;
 }
 
 static int on_shipped(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
   (void)x;
   if (rec->state != ST(AWAITING_RETURN)) return 0;
-  int rc = set_col_us(tx, rec, SET_COL("return_shipped_at_us"), m->env->return_shipped->shipped_at_us);
+  int rc =
+      set_col_us(tx, rec, SET_COL("return_shipped_at_us"), m->env->return_shipped->shipped_at_us);
   if (rc == 0) rc = as_deadline_cancel(tx, rec->case_id, "return");
   /* the parcel is on its way: not the buyer's lateness any more, but a
    * parcel that never arrives must reach a person */
@@ -256,19 +292,22 @@ static int on_shipped(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) 
 
 static int on_received(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
   if (rec->state != ST(AWAITING_RETURN)) return 0;
-  int rc = set_col_us(tx, rec, SET_COL("return_received_at_us"), m->env->return_received->received_at_us);
+  int rc = set_col_us(tx, rec, SET_COL("return_received_at_us"),
+                      m->env->return_received->received_at_us);
   if (rc == 0) rc = as_deadline_cancel(tx, rec->case_id, "return");
   if (rc == 0) rc = review_timers_cancel(tx, rec->case_id, "return:transit");
   if (rc == 0)
-    rc = settle_move(tx, m, rec, ST(RETURN_RECEIVED), REVIEW_STATE_BIT(AWAITING_RETURN), system_actor,
-                     "return.received", NULL);
+    rc = settle_move(tx, m, rec, ST(RETURN_RECEIVED), REVIEW_STATE_BIT(AWAITING_RETURN),
+                     system_actor, "return.received", NULL);
   if (rc == 0)
-    rc = review_publish_outcome(x, tx, m, rec, V(UNSPECIFIED), "return.received", ST(RETURN_RECEIVED), system_actor);
+    rc = review_publish_outcome(x, tx, m, rec, V(UNSPECIFIED), "return.received",
+                                ST(RETURN_RECEIVED), system_actor);
   if (rc == 0)
     rc = settle_move(tx, m, rec, ST(INSPECTING), REVIEW_STATE_BIT(RETURN_RECEIVED), system_actor,
                      "inspection.awaited", NULL);
   if (rc == 0)
-    rc = review_publish_outcome(x, tx, m, rec, V(UNSPECIFIED), "inspection.awaited", ST(INSPECTING), system_actor);
+    rc = review_publish_outcome(x, tx, m, rec, V(UNSPECIFIED), "inspection.awaited", ST(INSPECTING),
+                                system_actor);
   if (rc == 0) rc = review_timers_arm(tx, rec->case_id, "inspection", REVIEW_INSPECTION_WAIT_US);
   if (rc == 0 && rec->inspection_known) rc = settle_return(x, tx, m, rec);
   return rc;
@@ -307,9 +346,9 @@ static int with_case(void *state, as_tx_t *tx, as_msg_t *m, const char *case_id,
 }
 
 /* The routes' entry points (review.h): the payload's case, then its handler. */
-#define ROUTE(name, fn, payload, must_exist)                                    \
-  int review_on_##name(void *state, as_tx_t *tx, as_msg_t *m) {                 \
-    return with_case(state, tx, m, m->env->payload->case_id, must_exist, fn);   \
+#define ROUTE(name, fn, payload, must_exist)                                  \
+  int review_on_##name(void *state, as_tx_t *tx, as_msg_t *m) {               \
+    return with_case(state, tx, m, m->env->payload->case_id, must_exist, fn); \
   }
 ROUTE(evidence, on_evidence, evidence_added, false)
 ROUTE(reply, on_reply, buyer_replied, true)

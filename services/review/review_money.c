@@ -22,11 +22,11 @@ typedef struct left left_t;
 
 typedef struct pay_line {
   const char *line_id, *sku;
-  int32_t quantity;  /* units claimed */
-  int64_t want;      /* what those units were paid (see unit_share) */
-  int64_t give;      /* what this refund gives back on the line */
-  int32_t units;     /* units this refund gives back (ITEMS only) */
-  left_t *led;       /* the ledger entry this line draws on, or NULL */
+  int32_t quantity; /* units claimed */
+  int64_t want;     /* what those units were paid (see unit_share) */
+  int64_t give;     /* what this refund gives back on the line */
+  int32_t units;    /* units this refund gives back (ITEMS only) */
+  left_t *led;      /* the ledger entry this line draws on, or NULL */
 } pay_line_t;
 
 /* One ledger row, shared by every refund of the batch that draws on it, so
@@ -57,11 +57,14 @@ static const as_bulk_t sql_left = AS_BULK(
     " FROM ledger WHERE order_id = ANY({{$order_id}}) ORDER BY order_id, line_id FOR UPDATE",
     left_cols);
 
-static long long col(PGresult *r, size_t row, int c) { return strtoll(PQgetvalue(r, (int)row, c), NULL, 10); }
+static long long col(PGresult *r, size_t row, int c) {
+  return strtoll(PQgetvalue(r, (int)row, c), NULL, 10);
+}
 
 /* The ledger rows, locked in key order; *res keeps the strings tab points
  * into. */
-static int read_left(as_tx_t *tx, review_pay_t *p, size_t n, PGresult **res, left_t **tab, size_t *ntab) {
+static int read_left(as_tx_t *tx, review_pay_t *p, size_t n, PGresult **res, left_t **tab,
+                     size_t *ntab) {
   as_cols_t k;
   as_cols_init(&k, &sql_left);
   for (size_t i = 0; i < n; i++) as_cols_str(&k, 0, p[i].rec->order_id);
@@ -72,8 +75,9 @@ static int read_left(as_tx_t *tx, review_pay_t *p, size_t n, PGresult **res, lef
   *tab = calloc(rows + 1, sizeof **tab);
   if (!*tab) return -ENOMEM;
   for (size_t r = 0; r < rows; r++)
-    (*tab)[r] = (left_t){PQgetvalue(*res, (int)r, 0), PQgetvalue(*res, (int)r, 1), col(*res, r, 2),
-                         col(*res, r, 3), (int32_t)col(*res, r, 4), (int32_t)col(*res, r, 5)};
+    (*tab)[r] = (left_t){
+        PQgetvalue(*res, (int)r, 0), PQgetvalue(*res, (int)r, 1), col(*res, r, 2), col(*res, r, 3),
+        (int32_t)col(*res, r, 4),    (int32_t)col(*res, r, 5)};
   qsort(*tab, rows, sizeof **tab, left_cmp);
   *ntab = rows;
   return 0;
@@ -102,8 +106,12 @@ static int64_t line_want(const left_t *led, const review_line_t *l, int32_t *k) 
   return as_money_mul(l->unit_minor, l->quantity, &want) ? want : 0;
 }
 
-static int64_t room_of(const pay_line_t *l) { return l->led ? l->led->left : 0; }
-static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t room_of(const pay_line_t *l) {
+  return l->led ? l->led->left : 0;
+}
+static int64_t min64(int64_t a, int64_t b) {
+  return a < b ? a : b;
+}
 
 /* Spreads amount over the lines by as_money_allocate with what each line's
  * claimed units were paid as the weights, amount first cut to their sum;
@@ -139,14 +147,16 @@ static int64_t order_refunded(const left_t *tab, size_t ntab, const char *order_
  * (0) or pro_rata (share(fee allocation, items refunded after, items paid)
  * - share(..., before, ...): the steps add up to the whole allocation once
  * every item is back). */
-static int64_t shipping_part(const review_rec_t *rec, const left_t *ship, int64_t before, int64_t after) {
+static int64_t shipping_part(const review_rec_t *rec, const left_t *ship, int64_t before,
+                             int64_t after) {
   int64_t items_paid, a, b;
   if (!ship || ship->left <= 0) return 0;
-  if (!as_money_sub(rec->paid_minor, rec->shipping_paid_minor, &items_paid) || after >= items_paid ||
-      rec->shipping_refund == REVIEW_SHIP_WHOLE || rec->shipping_refund == 0)
+  if (!as_money_sub(rec->paid_minor, rec->shipping_paid_minor, &items_paid) ||
+      after >= items_paid || rec->shipping_refund == REVIEW_SHIP_WHOLE || rec->shipping_refund == 0)
     return ship->left;
   if (rec->shipping_refund == REVIEW_SHIP_NONE) return 0;
-  if (as_money_share(ship->paid, after, items_paid, &a) < 0 || as_money_share(ship->paid, before, items_paid, &b) < 0)
+  if (as_money_share(ship->paid, after, items_paid, &a) < 0 ||
+      as_money_share(ship->paid, before, items_paid, &b) < 0)
     return 0;
   return min64(a - b, ship->left);
 }
@@ -168,7 +178,8 @@ static void compute_items(pay_line_t *pl, size_t n, refund_sum_t *s) {
 
 /* What one refund is made of, each part cut to what is left, and charged
  * to the shared ledger entries at once. */
-static void compute(const review_pay_t *p, refund_sum_t *s, left_t *tab, size_t ntab, int64_t *scratch) {
+static void compute(const review_pay_t *p, refund_sum_t *s, left_t *tab, size_t ntab,
+                    int64_t *scratch) {
   const review_rec_t *rec = p->rec;
   pay_line_t *pl = s->pl;
   int64_t before = order_refunded(tab, ntab, rec->order_id);
@@ -191,15 +202,20 @@ static void compute(const review_pay_t *p, refund_sum_t *s, left_t *tab, size_t 
   if (p->kind == REVIEW_PAY_ITEMS && p->with_shipping)
     s->shipping = shipping_part(rec, ship, before, order_refunded(tab, ntab, rec->order_id));
   if (ship) ship->left -= s->shipping;
-  s->total = s->items + s->shipping + s->goodwill; /* parts of one order's amount paid: no overflow */
+  s->total =
+      s->items + s->shipping + s->goodwill; /* parts of one order's amount paid: no overflow */
 }
 
 enum { RF_ID, RF_CASE, RF_ORDER, RF_CUR, RF_ITEMS, RF_SHIPPING, RF_GOODWILL, RF_TOTAL, RF_REASON };
 static const as_col_t refund_cols[] = {
-    [RF_ID] = {"refund_id", "uuid"},          [RF_CASE] = {"case_id", "text"},
-    [RF_ORDER] = {"order_id", "text"},        [RF_CUR] = {"currency", "text"},
-    [RF_ITEMS] = {"items_minor", "bigint"},   [RF_SHIPPING] = {"shipping_minor", "bigint"},
-    [RF_GOODWILL] = {"goodwill_minor", "bigint"}, [RF_TOTAL] = {"total_minor", "bigint"},
+    [RF_ID] = {"refund_id", "uuid"},
+    [RF_CASE] = {"case_id", "text"},
+    [RF_ORDER] = {"order_id", "text"},
+    [RF_CUR] = {"currency", "text"},
+    [RF_ITEMS] = {"items_minor", "bigint"},
+    [RF_SHIPPING] = {"shipping_minor", "bigint"},
+    [RF_GOODWILL] = {"goodwill_minor", "bigint"},
+    [RF_TOTAL] = {"total_minor", "bigint"},
     [RF_REASON] = {"reason_code", "text"},
 };
 static const as_bulk_t sql_refunds = AS_BULK(
@@ -210,12 +226,13 @@ static const as_bulk_t sql_refunds = AS_BULK(
 
 enum { RL_ID, RL_ORDER, RL_LINE, RL_AMOUNT, RL_QTY };
 static const as_col_t refund_line_cols[] = {
-    [RL_ID] = {"refund_id", "uuid"},   [RL_ORDER] = {"order_id", "text"},
-    [RL_LINE] = {"line_id", "text"},   [RL_AMOUNT] = {"amount_minor", "bigint"},
+    [RL_ID] = {"refund_id", "uuid"}, [RL_ORDER] = {"order_id", "text"},
+    [RL_LINE] = {"line_id", "text"}, [RL_AMOUNT] = {"amount_minor", "bigint"},
     [RL_QTY] = {"quantity", "int"},
 };
 static const as_bulk_t sql_refund_lines = AS_BULK(
-    "INSERT INTO refund_lines (refund_id, order_id, line_id, amount_minor, quantity) SELECT * FROM {{u}}",
+    "INSERT INTO refund_lines (refund_id, order_id, line_id, amount_minor, quantity) SELECT * FROM "
+    "{{u}}",
     refund_line_cols);
 
 static void refund_row(as_cols_t *c, const review_pay_t *p, const refund_sum_t *s) {
@@ -230,8 +247,8 @@ static void refund_row(as_cols_t *c, const review_pay_t *p, const refund_sum_t *
   as_cols_str(c, RF_REASON, p->reason_code);
 }
 
-static void line_row(as_cols_t *c, const char *id, const char *order_id, const char *line_id, int64_t give,
-                     int32_t units) {
+static void line_row(as_cols_t *c, const char *id, const char *order_id, const char *line_id,
+                     int64_t give, int32_t units) {
   as_cols_str(c, RL_ID, id);
   as_cols_str(c, RL_ORDER, order_id);
   as_cols_str(c, RL_LINE, line_id);
@@ -291,7 +308,8 @@ static int publish_refund(as_tx_t *tx, const review_pay_t *p, const refund_sum_t
   }
   Aftersales__V1__Money items = review_money(s->items, rec->c.currency),
                         ship = review_money(s->shipping, rec->c.currency),
-                        gw = review_money(s->goodwill, rec->c.currency), total = review_money(s->total, rec->c.currency);
+                        gw = review_money(s->goodwill, rec->c.currency),
+                        total = review_money(s->total, rec->c.currency);
   Aftersales__V1__RefundIssued ri = AFTERSALES__V1__REFUND_ISSUED__INIT;
   ri.refund_id = (char *)s->id;
   ri.case_id = (char *)rec->case_id;
@@ -317,8 +335,8 @@ static int publish_refund(as_tx_t *tx, const review_pay_t *p, const refund_sum_t
 
 /* Builds every refund's lines against the shared ledger entries, in order,
  * so a later refund of the batch on the same line sees the earlier one. */
-static void plan(review_pay_t *p, size_t n, refund_sum_t *s, pay_line_t *pl, left_t *tab, size_t ntab,
-                 int64_t *scratch) {
+static void plan(review_pay_t *p, size_t n, refund_sum_t *s, pay_line_t *pl, left_t *tab,
+                 size_t ntab, int64_t *scratch) {
   size_t at = 0;
   for (size_t i = 0; i < n; i++) {
     const review_rec_t *rec = p[i].rec;
@@ -326,7 +344,10 @@ static void plan(review_pay_t *p, size_t n, refund_sum_t *s, pay_line_t *pl, lef
     for (size_t j = 0; j < rec->c.nlines; j++) {
       const review_line_t *l = &rec->c.lines[j];
       pay_line_t *x = &pl[at++];
-      *x = (pay_line_t){.line_id = l->line_id, .sku = l->sku, .quantity = l->quantity, .units = l->quantity,
+      *x = (pay_line_t){.line_id = l->line_id,
+                        .sku = l->sku,
+                        .quantity = l->quantity,
+                        .units = l->quantity,
                         .led = left_find(tab, ntab, rec->order_id, l->line_id)};
       x->want = x->led ? line_want(x->led, l, &x->units) : 0;
     }
@@ -341,7 +362,8 @@ int review_money_refund_many(review_t *x, as_tx_t *tx, review_pay_t *p, size_t n
   refund_sum_t *s = calloc(n + 1, sizeof *s);
   pay_line_t *pl = calloc(nl + 1, sizeof *pl);
   bool *fresh = calloc(n + 1, sizeof *fresh);
-  int64_t *scratch = calloc(2 * nl + 1, sizeof *scratch); /* spread's weights and shares, per refund */
+  int64_t *scratch =
+      calloc(2 * nl + 1, sizeof *scratch); /* spread's weights and shares, per refund */
   left_t *tab = NULL;
   size_t ntab = 0;
   PGresult *res = NULL;
@@ -353,7 +375,8 @@ int review_money_refund_many(review_t *x, as_tx_t *tx, review_pay_t *p, size_t n
     rc = publish_refund(tx, &p[i], &s[i]);
     p[i].paid = s[i].total;
     as_counter_add(x->refunds, 1);
-    if (p[i].kind == REVIEW_PAY_ITEMS && s[i].items < p[i].amount_minor) as_counter_add(x->refund_minor_capped, 1);
+    if (p[i].kind == REVIEW_PAY_ITEMS && s[i].items < p[i].amount_minor)
+      as_counter_add(x->refund_minor_capped, 1);
   }
   PQclear(res);
   free(s), free(pl), free(fresh), free(tab), free(scratch);
@@ -363,8 +386,12 @@ int review_money_refund_many(review_t *x, as_tx_t *tx, review_pay_t *p, size_t n
 int review_money_refund(review_t *x, as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
                         review_pay_kind_t kind, int64_t amount_minor, bool with_shipping,
                         const char *reason_code, int64_t *paid) {
-  review_pay_t p = {.cause = cause, .rec = rec, .kind = kind, .amount_minor = amount_minor,
-                    .with_shipping = with_shipping, .reason_code = reason_code};
+  review_pay_t p = {.cause = cause,
+                    .rec = rec,
+                    .kind = kind,
+                    .amount_minor = amount_minor,
+                    .with_shipping = with_shipping,
+                    .reason_code = reason_code};
   int rc = review_money_refund_many(x, tx, &p, 1);
   *paid = p.paid;
   return rc;

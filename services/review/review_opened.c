@@ -13,7 +13,9 @@
 #include "review.h"
 
 /* Cases intake routed elsewhere (logistics, complaints) are not review's. */
-static bool is_review_case(const as_msg_t *m) { return strcmp(m->env->case_opened->route, "review") == 0; }
+static bool is_review_case(const as_msg_t *m) {
+  return strcmp(m->env->case_opened->route, "review") == 0;
+}
 
 static const char *const refused_detail[REVIEW_WHY_N] = {
     NULL, "unknown case: not in the shared case table for that order and buyer",
@@ -36,7 +38,8 @@ static int take_opened(review_t *x, as_tx_t *tx, as_msg_t *const *msgs, size_t n
   for (size_t i = 0; rc == 0 && i < n; i++) {
     if (!is_review_case(msgs[i])) continue;
     const Aftersales__V1__CaseOpened *e = msgs[i]->env->case_opened;
-    if (!as_envelope_id_ok(e->case_id) || !as_envelope_id_ok(e->order_id) || !as_envelope_id_ok(e->buyer_id)) {
+    if (!as_envelope_id_ok(e->case_id) || !as_envelope_id_ok(e->order_id) ||
+        !as_envelope_id_ok(e->buyer_id)) {
       as_tx_reject(msgs[i], "case, order or buyer id missing or unsafe");
       continue;
     }
@@ -70,23 +73,29 @@ int review_opened_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t 
   as_msg_t **cause = calloc(n + 1, sizeof *cause);
   bool *fresh = calloc(n + 1, sizeof *fresh), *ledger_bad = calloc(n + 1, sizeof *ledger_bad);
   size_t k = 0, m = 0;
-  int rc = recs && items && cause && fresh && ledger_bad ? take_opened(x, tx, msgs, n, cause, ledger_bad, &k)
-                                                         : -ENOMEM;
+  int rc = recs && items && cause && fresh && ledger_bad
+               ? take_opened(x, tx, msgs, n, cause, ledger_bad, &k)
+               : -ENOMEM;
   for (size_t i = 0; rc == 0 && i < k; i++) {
     bool overflow;
     const char *bad = review_record_from_event(&recs[i], cause[i]->env->case_opened, &overflow);
     if (!bad && ledger_bad[i]) bad = review_record_undecidable(&recs[i], "paid.ledger_mismatch");
-    if (overflow && !ledger_bad[i]) as_tx_reject(cause[i], "amount overflows: the case goes to manual review");
-    if (bad) AS_WARN(x->log, "case cannot be decided: manual review", AS_F_STR("case_id", recs[i].case_id),
-                     AS_F_STR("rule", bad));
+    if (overflow && !ledger_bad[i])
+      as_tx_reject(cause[i], "amount overflows: the case goes to manual review");
+    if (bad)
+      AS_WARN(x->log, "case cannot be decided: manual review", AS_F_STR("case_id", recs[i].case_id),
+              AS_F_STR("rule", bad));
   }
   if (rc == 0 && k) rc = review_record_insert(tx, recs, k, fresh);
   int64_t now = as_now_us();
   for (size_t i = 0; rc == 0 && i < k; i++) {
     if (!fresh[i]) continue;
-    items[m] = (review_item_t){.cause = cause[i], .rec = &recs[i],
-                               .from_mask = REVIEW_STATE_BIT(OPEN) | REVIEW_STATE_BIT(AWAITING_EVIDENCE),
-                               .actor = {"system", "review"}, .decided_at_us = now};
+    items[m] =
+        (review_item_t){.cause = cause[i],
+                        .rec = &recs[i],
+                        .from_mask = REVIEW_STATE_BIT(OPEN) | REVIEW_STATE_BIT(AWAITING_EVIDENCE),
+                        .actor = {"system", "review"},
+                        .decided_at_us = now};
     if (recs[i].undecidable)
       items[m].d = (review_decision_t){.verdict = AFTERSALES__V1__VERDICT__VERDICT_MANUAL_REVIEW,
                                        .rule = recs[i].undecidable};
@@ -97,9 +106,9 @@ int review_opened_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t 
   if (rc == 0 && m) rc = review_apply(x, tx, items, m);
   for (size_t i = 0; rc == 0 && i < m; i++)
     if (!items[i].skip)
-      as_histogram_observe(x->decision_seconds, (double)(now - items[i].cause->env->occurred_at_us) / 1e6);
+      as_histogram_observe(x->decision_seconds,
+                           (double)(now - items[i].cause->env->occurred_at_us) / 1e6);
   for (size_t i = 0; recs && i < k; i++) review_rec_free(&recs[i]);
   free(recs), free(items), free(cause), free(fresh), free(ledger_bad);
   return rc;
 }
-

@@ -365,7 +365,8 @@ static int parse_one(parser_t *ps, const key_def_t *k, const char *v, int val, c
 }
 
 static int parse_payer_value(parser_t *ps, const key_def_t *k, char *v, void *field) {
-  return parse_one(ps, k, v, enum_lookup(PAYERS, v, true), "payer (buyer, seller or platform)", field);
+  return parse_one(ps, k, v, enum_lookup(PAYERS, v, true), "payer (buyer, seller or platform)",
+                   field);
 }
 
 static int parse_method_value(parser_t *ps, const key_def_t *k, char *v, void *field) {
@@ -373,7 +374,8 @@ static int parse_method_value(parser_t *ps, const key_def_t *k, char *v, void *f
 }
 
 static int parse_shipref_value(parser_t *ps, const key_def_t *k, char *v, void *field) {
-  return parse_one(ps, k, v, lookup(SHIPREFS, v), "shipping refund (whole, pro_rata or none)", field);
+  return parse_one(ps, k, v, lookup(SHIPREFS, v), "shipping refund (whole, pro_rata or none)",
+                   field);
 }
 
 /* "CNY:200000 USD:30000": ISO 4217 code, colon, non-negative minor units.
@@ -650,12 +652,12 @@ static void rules_contradiction(const review_rules_t *r, char *msg, size_t len) 
     int64_t cheap = r->refund_only_max.v[i].minor, above;
     if (!review_money_find(&r->manual_review_above, cur, &above)) {
       as_err_set(msg, len, "refund_only_max names %s but manual_review_above has no figure for it",
-              cur);
+                 cur);
       return;
     }
     if (cheap >= above) {
       as_err_set(msg, len, "refund_only_max %s:%lld is not below manual_review_above %s:%lld", cur,
-              (long long)cheap, cur, (long long)above);
+                 (long long)cheap, cur, (long long)above);
       return;
     }
   }
@@ -675,7 +677,7 @@ static void rules_contradiction(const review_rules_t *r, char *msg, size_t len) 
     as_err_set(msg, len, "goodwill_days > 0 needs claim_days > 0");
   else if (!(r->return_methods & (1u << r->default_return_method)))
     as_err_set(msg, len, "default_return_method %s is not in return_methods",
-            as_enum_name(METHODS, r->default_return_method));
+               as_enum_name(METHODS, r->default_return_method));
 }
 
 static int check_scopes(const review_policy_t *p, char *err, size_t errlen) {
@@ -688,7 +690,7 @@ static int check_scopes(const review_policy_t *p, char *err, size_t errlen) {
     if (s->kind == SEC_REGION) {
       if (s->r.warehouse == NULL || s->r.address == NULL)
         return as_err_set(err, errlen, "line %d: [region %s] needs warehouse and address", s->line,
-                       s->name),
+                          s->name),
                -1;
       continue;
     }
@@ -697,7 +699,7 @@ static int check_scopes(const review_policy_t *p, char *err, size_t errlen) {
     if (msg[0] == '\0') continue;
     if (s->line > 0)
       as_err_set(err, errlen, "line %d: [%s%s%s]: %s", s->line, name_of(SECTIONS, (int)s->kind),
-              i ? " " : "", s->name, msg);
+                 i ? " " : "", s->name, msg);
     else
       as_err_set(err, errlen, "[default]: %s", msg);
     return -1;
@@ -710,20 +712,22 @@ static int finish(parser_t *ps, bool builtin) {
   review_policy_t *p = ps->p;
 
   if (p->version[0] == '\0')
-    return as_err_set(ps->err, ps->errlen, "missing version (version = ... before the first section)"),
+    return as_err_set(ps->err, ps->errlen,
+                      "missing version (version = ... before the first section)"),
            -1;
   qsort(p->sec + 1, p->n - 1, sizeof *p->sec, section_cmp);
   for (size_t i = 2; i < p->n; i++) {
     const section_t *a = &p->sec[i - 1], *b = &p->sec[i];
     if (section_cmp(a, b) == 0)
-      return as_err_set(ps->err, ps->errlen, "line %d: duplicate section [%s %s] (first at line %d)",
-                     a->line > b->line ? a->line : b->line, name_of(SECTIONS, (int)a->kind),
-                     a->name, a->line < b->line ? a->line : b->line),
+      return as_err_set(ps->err, ps->errlen,
+                        "line %d: duplicate section [%s %s] (first at line %d)",
+                        a->line > b->line ? a->line : b->line, name_of(SECTIONS, (int)a->kind),
+                        a->name, a->line < b->line ? a->line : b->line),
              -1;
   }
   if (section_find(p, SEC_REGION, "*") == NULL)
     return as_err_set(ps->err, ps->errlen,
-                   "missing [region *]: the fallback return address is mandatory"),
+                      "missing [region *]: the fallback return address is mandatory"),
            -1;
   for (size_t i = 0; builtin && i < NKEYS; i++)
     if ((KEYS[i].scopes & SEC_DEFAULT) && !(p->sec[0].r.set & (UINT64_C(1) << i)))

@@ -40,10 +40,10 @@ const char *review_policy_version(const review_policy_t *p);
  * PayerParty, Verdict) as plain ints, so this header needs no protobuf. */
 typedef struct review_line {
   const char *line_id, *sku, *category;
-  int32_t quantity;    /* claimed units */
-  int64_t unit_minor;  /* list price per unit, in the case's currency */
-  int32_t purchased;   /* units bought on the line */
-  int64_t paid_minor;  /* the amount paid allocated to the whole line (all purchased units) */
+  int32_t quantity;   /* claimed units */
+  int64_t unit_minor; /* list price per unit, in the case's currency */
+  int32_t purchased;  /* units bought on the line */
+  int64_t paid_minor; /* the amount paid allocated to the whole line (all purchased units) */
 } review_line_t;
 
 /* shipping_refund: what a seller-fault refund covering part of the order
@@ -56,7 +56,8 @@ typedef struct review_case {
   const char *merchant_id, *currency, *region; /* currency: ISO 4217 */
   const review_line_t *lines;
   size_t nlines;
-  int64_t claimed_minor;   /* what the claimed units were paid: sum of share(paid_minor, quantity, purchased) */
+  int64_t claimed_minor;   /* what the claimed units were paid: sum of share(paid_minor, quantity,
+                              purchased) */
   int64_t delivered_at_us; /* 0: not delivered */
   int64_t submitted_at_us; /* when the buyer asked */
   bool has_photo_or_video, declared_unused;
@@ -66,8 +67,8 @@ typedef struct review_case {
 } review_case_t;
 
 typedef struct review_decision {
-  int verdict;          /* Verdict: APPROVED, REJECTED, AWAITING_EVIDENCE, MANUAL_REVIEW, GOODWILL_OFFER */
-  int outcome;          /* Outcome: REFUND, EXCHANGE (approved); PARTIAL_REFUND, COUPON (goodwill) */
+  int verdict; /* Verdict: APPROVED, REJECTED, AWAITING_EVIDENCE, MANUAL_REVIEW, GOODWILL_OFFER */
+  int outcome; /* Outcome: REFUND, EXCHANGE (approved); PARTIAL_REFUND, COUPON (goodwill) */
   bool return_required; /* approved: the goods come back before money or replacement */
   const char *rule;     /* static: the rule that decided, e.g. "window.no_reason_expired" */
   int shipping_payer;   /* PayerParty for the return */
@@ -78,7 +79,7 @@ typedef struct review_decision {
   /* deadlines, as durations from the decision */
   int64_t evidence_wait_us, return_wait_us, offer_wait_us;
   /* return instructions (approved with return_required) */
-  int return_method;    /* the buyer's choice if the policy allows it, else the default */
+  int return_method; /* the buyer's choice if the policy allows it, else the default */
   char warehouse_id[64];
   char return_address[256];
   char packaging[256];
@@ -114,7 +115,7 @@ typedef struct review_rules {
   bool non_returnable, refund_shipping_on_seller_fault;
   uint32_t evidence_required, seller_fault, severe, return_methods;
   int default_return_method;
-  int shipping_refund; /* REVIEW_SHIP_* */
+  int shipping_refund;           /* REVIEW_SHIP_* */
   int shipping[REVIEW_NREASONS]; /* PayerParty per Reason */
   review_money_list_t manual_review_above, refund_only_max;
   char *packaging, *warehouse, *address;

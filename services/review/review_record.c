@@ -30,7 +30,9 @@ void review_rec_free(review_rec_t *r) {
 
 /* A present amount in the case's currency, >= 0; absent is -1 so that it
  * matches intake's NULL in the integrity check and is refused here. */
-static int64_t amount_of(const Aftersales__V1__Money *m) { return m ? m->amount_minor : -1; }
+static int64_t amount_of(const Aftersales__V1__Money *m) {
+  return m ? m->amount_minor : -1;
+}
 
 static bool same_cur(const Aftersales__V1__Money *m, const char *cur) {
   return m && strcmp(m->currency, cur) == 0;
@@ -51,9 +53,13 @@ static const char *take_line(review_line_t *out, const Aftersales__V1__CaseLine 
     return *overflow = true, "amount.overflow";
   if (amount_of(l->paid_allocated) < 0) return "paid.missing";
   if (!same_cur(l->paid_allocated, cur)) return "currency.mismatch";
-  *out = (review_line_t){.line_id = l->line_id, .sku = l->sku, .category = l->category,
-                         .quantity = l->quantity, .unit_minor = l->unit_price->amount_minor,
-                         .purchased = l->purchased_quantity, .paid_minor = l->paid_allocated->amount_minor};
+  *out = (review_line_t){.line_id = l->line_id,
+                         .sku = l->sku,
+                         .category = l->category,
+                         .quantity = l->quantity,
+                         .unit_minor = l->unit_price->amount_minor,
+                         .purchased = l->purchased_quantity,
+                         .paid_minor = l->paid_allocated->amount_minor};
   return NULL;
 }
 
@@ -61,7 +67,8 @@ static const char *take_line(review_line_t *out, const Aftersales__V1__CaseLine 
  * fit in 64 bits, and allocations that (with the shipping fee's) stay
  * within the amount paid. The claim is what its units were paid:
  * share(line allocation, units claimed, units bought) summed. */
-static const char *take_lines(review_rec_t *rec, const Aftersales__V1__CaseOpened *e, bool *overflow) {
+static const char *take_lines(review_rec_t *rec, const Aftersales__V1__CaseOpened *e,
+                              bool *overflow) {
   size_t n = e->n_case_lines;
   if (n == 0 || n > 1000) return "lines.invalid";
   rec->lines = calloc(n, sizeof *rec->lines);
@@ -72,7 +79,8 @@ static const char *take_lines(review_rec_t *rec, const Aftersales__V1__CaseOpene
     const char *bad = take_line(l, e->case_lines[i], rec->c.currency, &list, overflow);
     int64_t share;
     if (bad) return bad;
-    if (!as_money_add(allocated, l->paid_minor, &allocated)) return *overflow = true, "amount.overflow";
+    if (!as_money_add(allocated, l->paid_minor, &allocated))
+      return *overflow = true, "amount.overflow";
     if (as_money_share(l->paid_minor, l->quantity, l->purchased, &share) < 0 ||
         !as_money_add(claimed, share, &claimed))
       return "paid.inconsistent";
@@ -87,7 +95,8 @@ static const char *take_lines(review_rec_t *rec, const Aftersales__V1__CaseOpene
 /* The order-level figures: a payment in an ISO currency, its shipping
  * allocation in the same currency, a shipping fee >= 0. */
 static const char *take_order(review_rec_t *rec, const Aftersales__V1__OrderFacts *o) {
-  if (!o->paid || !as_money_currency_ok(o->paid->currency) || o->paid->amount_minor < 0) return "order.unpaid";
+  if (!o->paid || !as_money_currency_ok(o->paid->currency) || o->paid->amount_minor < 0)
+    return "order.unpaid";
   if (amount_of(o->shipping_paid) < 0) return "paid.missing";
   if (!same_cur(o->shipping_paid, o->paid->currency)) return "currency.mismatch";
   if (AN(o, shipping_fee)->amount_minor < 0) return "price.invalid";
@@ -115,23 +124,38 @@ const char *review_record_undecidable(review_rec_t *rec, const char *why) {
   return why;
 }
 
-const char *review_record_from_event(review_rec_t *rec, const Aftersales__V1__CaseOpened *e, bool *overflow) {
+const char *review_record_from_event(review_rec_t *rec, const Aftersales__V1__CaseOpened *e,
+                                     bool *overflow) {
   static const Aftersales__V1__OrderFacts no_order = AFTERSALES__V1__ORDER_FACTS__INIT;
   static const Aftersales__V1__BuyerHistory no_history = AFTERSALES__V1__BUYER_HISTORY__INIT;
   const Aftersales__V1__OrderFacts *o = e->order ? e->order : &no_order;
   const Aftersales__V1__BuyerHistory *h = e->buyer_history ? e->buyer_history : &no_history;
   *overflow = false;
-  *rec = (review_rec_t){.case_id = e->case_id, .case_number = e->case_number, .order_id = e->order_id,
-                        .buyer_id = e->buyer_id, .locale = e->locale, .payment_ref = o->payment_ref,
-                        .payment_method = o->payment_method, .review_due_us = e->review_due_us,
+  *rec = (review_rec_t){.case_id = e->case_id,
+                        .case_number = e->case_number,
+                        .order_id = e->order_id,
+                        .buyer_id = e->buyer_id,
+                        .locale = e->locale,
+                        .payment_ref = o->payment_ref,
+                        .payment_method = o->payment_method,
+                        .review_due_us = e->review_due_us,
                         .state = e->state};
-  rec->c = (review_case_t){.case_type = e->case_type, .reason = e->reason,
-                           .preferred_outcome = e->preferred_outcome, .return_method = e->return_method,
-                           .merchant_id = e->merchant_id, .currency = "XXX", .region = o->region,
-                           .delivered_at_us = o->delivered_at_us, .submitted_at_us = e->submitted_at_us,
-                           .has_photo_or_video = as_envelope_has_photo_or_video(e->evidence, e->n_evidence),
-                           .declared_unused = e->declared_unused, .first_order_at_us = h->first_order_at_us,
-                           .orders = h->orders, .cases = h->cases, .claims_on_order = h->claims_on_order};
+  rec->c = (review_case_t){
+      .case_type = e->case_type,
+      .reason = e->reason,
+      .preferred_outcome = e->preferred_outcome,
+      .return_method = e->return_method,
+      .merchant_id = e->merchant_id,
+      .currency = "XXX",
+      .region = o->region,
+      .delivered_at_us = o->delivered_at_us,
+      .submitted_at_us = e->submitted_at_us,
+      .has_photo_or_video = as_envelope_has_photo_or_video(e->evidence, e->n_evidence),
+      .declared_unused = e->declared_unused,
+      .first_order_at_us = h->first_order_at_us,
+      .orders = h->orders,
+      .cases = h->cases,
+      .claims_on_order = h->claims_on_order};
   const char *bad = !e->order || !e->buyer_history ? "order.facts_missing" : take_order(rec, o);
   if (!bad) bad = take_lines(rec, e, overflow);
   return bad ? review_record_undecidable(rec, bad) : NULL;
@@ -178,7 +202,8 @@ static bool ledger_agrees(const Aftersales__V1__CaseOpened *e, const char *rows)
   const char *cur = o && o->paid ? o->paid->currency : "";
   char *copy = strdup(rows), *save = NULL;
   bool ok = copy != NULL;
-  for (char *row = copy ? strtok_r(copy, ",", &save) : NULL; ok && row; row = strtok_r(NULL, ",", &save)) {
+  for (char *row = copy ? strtok_r(copy, ",", &save) : NULL; ok && row;
+       row = strtok_r(NULL, ",", &save)) {
     char *c = strrchr(row, ':'), *pd;
     if (!c) continue;
     *c = '\0';
@@ -189,7 +214,8 @@ static bool ledger_agrees(const Aftersales__V1__CaseOpened *e, const char *rows)
     int64_t want = -2;
     if (strcmp(row, "#shipping") == 0) want = o ? amount_of(o->shipping_paid) : -1;
     for (size_t i = 0; i < e->n_case_lines && want == -2; i++)
-      if (strcmp(e->case_lines[i]->line_id, row) == 0) want = amount_of(e->case_lines[i]->paid_allocated);
+      if (strcmp(e->case_lines[i]->line_id, row) == 0)
+        want = amount_of(e->case_lines[i]->paid_allocated);
     if (want != -2) ok = want == paid && strcmp(c + 1, cur) == 0;
   }
   free(copy);
@@ -198,10 +224,13 @@ static bool ledger_agrees(const Aftersales__V1__CaseOpened *e, const char *rows)
 
 static const as_col_t verify_cols[] = {{"case_id", "text"}};
 static const as_bulk_t sql_verify = AS_BULK(
-    "SELECT c.case_id, c.order_id, c.buyer_id, coalesce(c.paid_minor, -1), coalesce(c.paid_currency, ''),"
+    "SELECT c.case_id, c.order_id, c.buyer_id, coalesce(c.paid_minor, -1), "
+    "coalesce(c.paid_currency, ''),"
     " coalesce(c.shipping_paid_minor, -1),"
-    " coalesce((SELECT string_agg(l.line_id || ':' || coalesce(l.paid_minor, -1) || ':' || coalesce(l.purchased, -1),"
-    " ',' ORDER BY l.line_id COLLATE \"C\") FROM cases.case_lines l WHERE l.case_id = c.case_id), ''),"
+    " coalesce((SELECT string_agg(l.line_id || ':' || coalesce(l.paid_minor, -1) || ':' || "
+    "coalesce(l.purchased, -1),"
+    " ',' ORDER BY l.line_id COLLATE \"C\") FROM cases.case_lines l WHERE l.case_id = c.case_id), "
+    "''),"
     " coalesce((SELECT string_agg(g.line_id || ':' || g.paid_minor || ':' || g.currency, ',')"
     " FROM ledger g WHERE g.order_id = c.order_id), ''), u.i"
     " FROM {{u:i}} JOIN cases.cases c ON c.case_id = u.case_id",
@@ -210,20 +239,23 @@ static const as_bulk_t sql_verify = AS_BULK(
 /* One event against its row of sql_verify. */
 static review_why_t verify_one(const Aftersales__V1__CaseOpened *e, PGresult *r, int row) {
   const Aftersales__V1__OrderFacts *o = e->order;
-  if (strcmp(PQgetvalue(r, row, 1), e->order_id) != 0 || strcmp(PQgetvalue(r, row, 2), e->buyer_id) != 0)
+  if (strcmp(PQgetvalue(r, row, 1), e->order_id) != 0 ||
+      strcmp(PQgetvalue(r, row, 2), e->buyer_id) != 0)
     return REVIEW_WHY_UNKNOWN_CASE;
   long long paid = o ? amount_of(o->paid) : -1, ship = o ? amount_of(o->shipping_paid) : -1;
   const char *cur = o && o->paid ? o->paid->currency : "";
   char *lines = event_lines(e);
   bool same = lines && paid == strtoll(PQgetvalue(r, row, 3), NULL, 10) &&
-              strcmp(cur, PQgetvalue(r, row, 4)) == 0 && ship == strtoll(PQgetvalue(r, row, 5), NULL, 10) &&
+              strcmp(cur, PQgetvalue(r, row, 4)) == 0 &&
+              ship == strtoll(PQgetvalue(r, row, 5), NULL, 10) &&
               strcmp(lines, PQgetvalue(r, row, 6)) == 0;
   free(lines);
   if (!same) return REVIEW_WHY_INTAKE;
   return ledger_agrees(e, PQgetvalue(r, row, 7)) ? REVIEW_WHY_OK : REVIEW_WHY_LEDGER;
 }
 
-int review_record_verify(as_tx_t *tx, const Aftersales__V1__CaseOpened *const *ev, size_t n, review_why_t *why) {
+int review_record_verify(as_tx_t *tx, const Aftersales__V1__CaseOpened *const *ev, size_t n,
+                         review_why_t *why) {
   as_cols_t ids;
   as_cols_init(&ids, &sql_verify);
   for (size_t i = 0; i < n; i++) {
@@ -243,37 +275,88 @@ int review_record_verify(as_tx_t *tx, const Aftersales__V1__CaseOpened *const *e
   return rc;
 }
 
-enum { K_CASE, K_NUM, K_ORDER, K_BUYER, K_MERCHANT, K_TYPE, K_REASON, K_CUR, K_CLAIMED, K_DELIV, K_SUBM,
-       K_REGION, K_PAYREF, K_PAYMETH, K_SHIPFEE, K_POUT, K_RMETH, K_UNUSED, K_MEDIA, K_FIRST, K_ORDERS, K_CASES,
-       K_CLAIMS, K_LOCALE, K_DUE, K_PAID, K_SHIPPAID, K_NCOLS };
+enum {
+  K_CASE,
+  K_NUM,
+  K_ORDER,
+  K_BUYER,
+  K_MERCHANT,
+  K_TYPE,
+  K_REASON,
+  K_CUR,
+  K_CLAIMED,
+  K_DELIV,
+  K_SUBM,
+  K_REGION,
+  K_PAYREF,
+  K_PAYMETH,
+  K_SHIPFEE,
+  K_POUT,
+  K_RMETH,
+  K_UNUSED,
+  K_MEDIA,
+  K_FIRST,
+  K_ORDERS,
+  K_CASES,
+  K_CLAIMS,
+  K_LOCALE,
+  K_DUE,
+  K_PAID,
+  K_SHIPPAID,
+  K_NCOLS
+};
 static const as_col_t case_cols[K_NCOLS] = {
-    [K_CASE] = {"case_id", "text"},            [K_NUM] = {"case_number", "text"},
-    [K_ORDER] = {"order_id", "text"},          [K_BUYER] = {"buyer_id", "text"},
-    [K_MERCHANT] = {"merchant_id", "text"},    [K_TYPE] = {"case_type", "int"},
-    [K_REASON] = {"reason", "int"},            [K_CUR] = {"currency", "text"},
-    [K_CLAIMED] = {"claimed_minor", "bigint"}, [K_DELIV] = {"delivered_at_us", "bigint"},
-    [K_SUBM] = {"submitted_at_us", "bigint"},  [K_REGION] = {"region", "text"},
-    [K_PAYREF] = {"payment_ref", "text"},      [K_PAYMETH] = {"payment_method", "int"},
-    [K_SHIPFEE] = {"shipping_fee_minor", "bigint"}, [K_POUT] = {"preferred_outcome", "int"},
-    [K_RMETH] = {"return_method", "int"},      [K_UNUSED] = {"declared_unused", "bool"},
-    [K_MEDIA] = {"has_media", "bool"},         [K_FIRST] = {"first_order_at_us", "bigint"},
-    [K_ORDERS] = {"orders", "int"},            [K_CASES] = {"prior_cases", "int"},
-    [K_CLAIMS] = {"claims_on_order", "int"},   [K_LOCALE] = {"locale", "text"},
-    [K_DUE] = {"review_due_us", "bigint"},     [K_PAID] = {"paid_minor", "bigint"},
+    [K_CASE] = {"case_id", "text"},
+    [K_NUM] = {"case_number", "text"},
+    [K_ORDER] = {"order_id", "text"},
+    [K_BUYER] = {"buyer_id", "text"},
+    [K_MERCHANT] = {"merchant_id", "text"},
+    [K_TYPE] = {"case_type", "int"},
+    [K_REASON] = {"reason", "int"},
+    [K_CUR] = {"currency", "text"},
+    [K_CLAIMED] = {"claimed_minor", "bigint"},
+    [K_DELIV] = {"delivered_at_us", "bigint"},
+    [K_SUBM] = {"submitted_at_us", "bigint"},
+    [K_REGION] = {"region", "text"},
+    [K_PAYREF] = {"payment_ref", "text"},
+    [K_PAYMETH] = {"payment_method", "int"},
+    [K_SHIPFEE] = {"shipping_fee_minor", "bigint"},
+    [K_POUT] = {"preferred_outcome", "int"},
+    [K_RMETH] = {"return_method", "int"},
+    [K_UNUSED] = {"declared_unused", "bool"},
+    [K_MEDIA] = {"has_media", "bool"},
+    [K_FIRST] = {"first_order_at_us", "bigint"},
+    [K_ORDERS] = {"orders", "int"},
+    [K_CASES] = {"prior_cases", "int"},
+    [K_CLAIMS] = {"claims_on_order", "int"},
+    [K_LOCALE] = {"locale", "text"},
+    [K_DUE] = {"review_due_us", "bigint"},
+    [K_PAID] = {"paid_minor", "bigint"},
     [K_SHIPPAID] = {"shipping_paid_minor", "bigint"},
 };
 
 static void case_row(as_cols_t *c, const review_rec_t *r) {
-  const char *s[] = {[K_CASE] = r->case_id, [K_NUM] = r->case_number, [K_ORDER] = r->order_id,
-                     [K_BUYER] = r->buyer_id, [K_MERCHANT] = r->c.merchant_id, [K_CUR] = r->c.currency,
-                     [K_REGION] = r->c.region, [K_PAYREF] = r->payment_ref, [K_LOCALE] = r->locale};
-  long long v[] = {[K_TYPE] = r->c.case_type, [K_REASON] = r->c.reason, [K_CLAIMED] = r->c.claimed_minor,
-                   [K_DELIV] = r->c.delivered_at_us, [K_SUBM] = r->c.submitted_at_us,
-                   [K_PAYMETH] = r->payment_method, [K_SHIPFEE] = r->shipping_fee_minor,
-                   [K_POUT] = r->c.preferred_outcome, [K_RMETH] = r->c.return_method,
-                   [K_UNUSED] = r->c.declared_unused, [K_MEDIA] = r->c.has_photo_or_video,
-                   [K_FIRST] = r->c.first_order_at_us, [K_ORDERS] = r->c.orders, [K_CASES] = r->c.cases,
-                   [K_CLAIMS] = r->c.claims_on_order, [K_DUE] = r->review_due_us, [K_PAID] = r->paid_minor,
+  const char *s[] = {
+      [K_CASE] = r->case_id,    [K_NUM] = r->case_number,        [K_ORDER] = r->order_id,
+      [K_BUYER] = r->buyer_id,  [K_MERCHANT] = r->c.merchant_id, [K_CUR] = r->c.currency,
+      [K_REGION] = r->c.region, [K_PAYREF] = r->payment_ref,     [K_LOCALE] = r->locale};
+  long long v[] = {[K_TYPE] = r->c.case_type,
+                   [K_REASON] = r->c.reason,
+                   [K_CLAIMED] = r->c.claimed_minor,
+                   [K_DELIV] = r->c.delivered_at_us,
+                   [K_SUBM] = r->c.submitted_at_us,
+                   [K_PAYMETH] = r->payment_method,
+                   [K_SHIPFEE] = r->shipping_fee_minor,
+                   [K_POUT] = r->c.preferred_outcome,
+                   [K_RMETH] = r->c.return_method,
+                   [K_UNUSED] = r->c.declared_unused,
+                   [K_MEDIA] = r->c.has_photo_or_video,
+                   [K_FIRST] = r->c.first_order_at_us,
+                   [K_ORDERS] = r->c.orders,
+                   [K_CASES] = r->c.cases,
+                   [K_CLAIMS] = r->c.claims_on_order,
+                   [K_DUE] = r->review_due_us,
+                   [K_PAID] = r->paid_minor,
                    [K_SHIPPAID] = r->shipping_paid_minor};
   for (int k = 0; k < K_NCOLS; k++) {
     if (k < (int)(sizeof s / sizeof s[0]) && s[k])
@@ -287,21 +370,28 @@ static void case_row(as_cols_t *c, const review_rec_t *r) {
 
 static const as_bulk_t sql_cases = AS_BULK(
     "INSERT INTO cases (case_id, case_number, order_id, buyer_id, merchant_id, case_type, reason,"
-    " currency, claimed_minor, delivered_at_us, submitted_at_us, region, payment_ref, payment_method,"
-    " shipping_fee_minor, preferred_outcome, return_method, declared_unused, has_media, first_order_at_us,"
+    " currency, claimed_minor, delivered_at_us, submitted_at_us, region, payment_ref, "
+    "payment_method,"
+    " shipping_fee_minor, preferred_outcome, return_method, declared_unused, has_media, "
+    "first_order_at_us,"
     " orders, prior_cases, claims_on_order, locale, review_due_us, paid_minor, shipping_paid_minor)"
     " SELECT * FROM {{u}} ON CONFLICT (case_id) DO NOTHING RETURNING case_id",
     case_cols);
 
 enum { CL_CASE, CL_LINE, CL_SKU, CL_CATEGORY, CL_QTY, CL_UNIT, CL_PURCHASED, CL_PAID };
 static const as_col_t line_cols[] = {
-    [CL_CASE] = {"case_id", "text"},      [CL_LINE] = {"line_id", "text"},
-    [CL_SKU] = {"sku", "text"},           [CL_CATEGORY] = {"category", "text"},
-    [CL_QTY] = {"quantity", "int"},       [CL_UNIT] = {"unit_minor", "bigint"},
-    [CL_PURCHASED] = {"purchased", "int"}, [CL_PAID] = {"paid_minor", "bigint"},
+    [CL_CASE] = {"case_id", "text"},
+    [CL_LINE] = {"line_id", "text"},
+    [CL_SKU] = {"sku", "text"},
+    [CL_CATEGORY] = {"category", "text"},
+    [CL_QTY] = {"quantity", "int"},
+    [CL_UNIT] = {"unit_minor", "bigint"},
+    [CL_PURCHASED] = {"purchased", "int"},
+    [CL_PAID] = {"paid_minor", "bigint"},
 };
 static const as_bulk_t sql_lines = AS_BULK(
-    "INSERT INTO case_lines (case_id, line_id, sku, category, quantity, unit_minor, purchased, paid_minor)"
+    "INSERT INTO case_lines (case_id, line_id, sku, category, quantity, unit_minor, purchased, "
+    "paid_minor)"
     " SELECT * FROM {{u}} ON CONFLICT DO NOTHING",
     line_cols);
 
@@ -310,8 +400,8 @@ static const as_bulk_t sql_lines = AS_BULK(
  * existing row holds the same figures, so DO NOTHING loses nothing. */
 enum { LG_ORDER, LG_LINE, LG_CUR, LG_PAID, LG_PURCHASED };
 static const as_col_t ledger_cols[] = {
-    [LG_ORDER] = {"order_id", "text"},  [LG_LINE] = {"line_id", "text"},
-    [LG_CUR] = {"currency", "text"},    [LG_PAID] = {"paid_minor", "bigint"},
+    [LG_ORDER] = {"order_id", "text"},     [LG_LINE] = {"line_id", "text"},
+    [LG_CUR] = {"currency", "text"},       [LG_PAID] = {"paid_minor", "bigint"},
     [LG_PURCHASED] = {"purchased", "int"},
 };
 static const as_bulk_t sql_ledger = AS_BULK(
@@ -381,12 +471,17 @@ int review_record_insert(as_tx_t *tx, review_rec_t *recs, size_t n, bool *fresh)
 static const char sql_load[] =
     "SELECT r.case_id, r.case_number, r.order_id, r.buyer_id, r.merchant_id, r.currency, r.region,"
     " r.payment_ref, r.locale, c.state, r.case_type, r.reason, r.claimed_minor, r.delivered_at_us,"
-    " r.submitted_at_us, r.payment_method, r.shipping_fee_minor, r.preferred_outcome, r.return_method,"
-    " r.declared_unused, r.has_media, r.first_order_at_us, r.orders, r.prior_cases, r.claims_on_order,"
-    " r.review_due_us, coalesce(r.verdict, 0), coalesce(r.outcome, 0), coalesce(r.shipping_payer, 0),"
-    " coalesce(r.offer_kind, 0), coalesce(r.return_required, false), coalesce(r.refund_shipping, false),"
+    " r.submitted_at_us, r.payment_method, r.shipping_fee_minor, r.preferred_outcome, "
+    "r.return_method,"
+    " r.declared_unused, r.has_media, r.first_order_at_us, r.orders, r.prior_cases, "
+    "r.claims_on_order,"
+    " r.review_due_us, coalesce(r.verdict, 0), coalesce(r.outcome, 0), coalesce(r.shipping_payer, "
+    "0),"
+    " coalesce(r.offer_kind, 0), coalesce(r.return_required, false), coalesce(r.refund_shipping, "
+    "false),"
     " r.ruling_final, r.return_received_at_us IS NOT NULL, r.inspection_passed IS NOT NULL,"
-    " coalesce(r.inspection_passed, false), coalesce(r.approved_minor, 0), coalesce(r.offer_minor, 0),"
+    " coalesce(r.inspection_passed, false), coalesce(r.approved_minor, 0), coalesce(r.offer_minor, "
+    "0),"
     " coalesce(r.offer_id, ''), r.paid_minor, r.shipping_paid_minor, r.shipping_refund"
     " FROM cases r JOIN cases.cases c USING (case_id) WHERE r.case_id = $1 FOR UPDATE OF r, c";
 
@@ -395,32 +490,58 @@ static const char sql_load_lines[] =
     " WHERE case_id = $1"
     " ORDER BY line_id";
 
-static long long num(PGresult *r, int row, int col) { return strtoll(PQgetvalue(r, row, col), NULL, 10); }
-static bool yes(PGresult *r, int row, int col) { return PQgetvalue(r, row, col)[0] == 't'; }
+static long long num(PGresult *r, int row, int col) {
+  return strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+static bool yes(PGresult *r, int row, int col) {
+  return PQgetvalue(r, row, col)[0] == 't';
+}
 
 static void fill_rec(review_rec_t *rec, PGresult *r) {
   const char *s[9];
   for (int k = 0; k < 9; k++) s[k] = PQgetvalue(r, 0, k);
-  *rec = (review_rec_t){.case_id = s[0], .case_number = s[1], .order_id = s[2], .buyer_id = s[3],
-                        .payment_ref = s[7], .locale = s[8], .payment_method = (int)num(r, 0, 15),
-                        .shipping_fee_minor = num(r, 0, 16), .review_due_us = num(r, 0, 25),
-                        .verdict = (int)num(r, 0, 26), .outcome = (int)num(r, 0, 27),
-                        .shipping_payer = (int)num(r, 0, 28), .offer_kind = (int)num(r, 0, 29),
-                        .return_required = yes(r, 0, 30), .refund_shipping = yes(r, 0, 31),
-                        .ruling_final = yes(r, 0, 32), .received = yes(r, 0, 33),
-                        .inspection_known = yes(r, 0, 34), .inspection_passed = yes(r, 0, 35),
-                        .approved_minor = num(r, 0, 36), .offer_minor = num(r, 0, 37),
-                        .paid_minor = num(r, 0, 39), .shipping_paid_minor = num(r, 0, 40),
-                        .shipping_refund = (int)num(r, 0, 41), .owner = r};
+  *rec = (review_rec_t){.case_id = s[0],
+                        .case_number = s[1],
+                        .order_id = s[2],
+                        .buyer_id = s[3],
+                        .payment_ref = s[7],
+                        .locale = s[8],
+                        .payment_method = (int)num(r, 0, 15),
+                        .shipping_fee_minor = num(r, 0, 16),
+                        .review_due_us = num(r, 0, 25),
+                        .verdict = (int)num(r, 0, 26),
+                        .outcome = (int)num(r, 0, 27),
+                        .shipping_payer = (int)num(r, 0, 28),
+                        .offer_kind = (int)num(r, 0, 29),
+                        .return_required = yes(r, 0, 30),
+                        .refund_shipping = yes(r, 0, 31),
+                        .ruling_final = yes(r, 0, 32),
+                        .received = yes(r, 0, 33),
+                        .inspection_known = yes(r, 0, 34),
+                        .inspection_passed = yes(r, 0, 35),
+                        .approved_minor = num(r, 0, 36),
+                        .offer_minor = num(r, 0, 37),
+                        .paid_minor = num(r, 0, 39),
+                        .shipping_paid_minor = num(r, 0, 40),
+                        .shipping_refund = (int)num(r, 0, 41),
+                        .owner = r};
   snprintf(rec->offer_id, sizeof rec->offer_id, "%s", PQgetvalue(r, 0, 38));
   if (as_case_state_parse(PQgetvalue(r, 0, 9), &rec->state) < 0) rec->state = 0;
-  rec->c = (review_case_t){.case_type = (int)num(r, 0, 10), .reason = (int)num(r, 0, 11),
-                           .merchant_id = s[4], .currency = s[5], .region = s[6],
-                           .claimed_minor = num(r, 0, 12), .delivered_at_us = num(r, 0, 13),
-                           .submitted_at_us = num(r, 0, 14), .preferred_outcome = (int)num(r, 0, 17),
-                           .return_method = (int)num(r, 0, 18), .declared_unused = yes(r, 0, 19),
-                           .has_photo_or_video = yes(r, 0, 20), .first_order_at_us = num(r, 0, 21),
-                           .orders = (int32_t)num(r, 0, 22), .cases = (int32_t)num(r, 0, 23),
+  rec->c = (review_case_t){.case_type = (int)num(r, 0, 10),
+                           .reason = (int)num(r, 0, 11),
+                           .merchant_id = s[4],
+                           .currency = s[5],
+                           .region = s[6],
+                           .claimed_minor = num(r, 0, 12),
+                           .delivered_at_us = num(r, 0, 13),
+                           .submitted_at_us = num(r, 0, 14),
+                           .preferred_outcome = (int)num(r, 0, 17),
+                           .return_method = (int)num(r, 0, 18),
+                           .declared_unused = yes(r, 0, 19),
+                           .has_photo_or_video = yes(r, 0, 20),
+                           .first_order_at_us = num(r, 0, 21),
+                           .orders = (int32_t)num(r, 0, 22),
+                           .cases = (int32_t)num(r, 0, 23),
                            .claims_on_order = (int32_t)num(r, 0, 24)};
 }
 
@@ -450,9 +571,13 @@ static int load_lines(as_tx_t *tx, review_rec_t *rec) {
       f[k] = p;
       p += len + 1;
     }
-    rec->lines[i] = (review_line_t){.line_id = f[0], .sku = f[1], .category = f[2],
-                                    .quantity = (int32_t)num(r, i, 3), .unit_minor = num(r, i, 4),
-                                    .purchased = (int32_t)num(r, i, 5), .paid_minor = num(r, i, 6)};
+    rec->lines[i] = (review_line_t){.line_id = f[0],
+                                    .sku = f[1],
+                                    .category = f[2],
+                                    .quantity = (int32_t)num(r, i, 3),
+                                    .unit_minor = num(r, i, 4),
+                                    .purchased = (int32_t)num(r, i, 5),
+                                    .paid_minor = num(r, i, 6)};
   }
   PQclear(r);
   rec->c.lines = rec->lines;

@@ -46,7 +46,8 @@ static const closing_t closings[] = {
 static int close_case(review_t *x, as_tx_t *tx, review_rec_t *rec, const closing_t *c) {
   if (rec->state != c->waiting) return 0;
   int mrc;
-  int rc = review_move(tx, rec->case_id, ST(CLOSED), 1u << c->waiting, timer_actor, c->rule, NULL, NULL, &mrc);
+  int rc = review_move(tx, rec->case_id, ST(CLOSED), 1u << c->waiting, timer_actor, c->rule, NULL,
+                       NULL, &mrc);
   if (rc < 0 || mrc != 0) return rc;
   review_item_t it = {.rec = rec, .actor = timer_actor, .decided_at_us = as_now_us()};
   it.d.verdict = V(REJECTED);
@@ -81,20 +82,24 @@ static int review_breach(review_t *x, as_tx_t *tx, review_rec_t *rec, const char
   else
     return 0;
   int mrc;
-  int rc = review_move(tx, rec->case_id, to, 1u << rec->state, timer_actor, "sla.review_breached", NULL, NULL, &mrc);
+  int rc = review_move(tx, rec->case_id, to, 1u << rec->state, timer_actor, "sla.review_breached",
+                       NULL, NULL, &mrc);
   if (rc == 0 && mrc != 0)
-    AS_WARN(x->log, "review SLA breach: escalation refused", AS_F_STR("case_id", rec->case_id), AS_F_INT("rc", mrc));
+    AS_WARN(x->log, "review SLA breach: escalation refused", AS_F_STR("case_id", rec->case_id),
+            AS_F_INT("rc", mrc));
   if (rc < 0 || mrc != 0) return rc;
   const char *vals[1] = {rec->case_id};
-  rc = as_db_query(as_tx_db(tx),
-                   "UPDATE cases.sla_clocks SET breached_at = now() WHERE case_id = $1 AND clock = 'review'"
-                   " AND met_at IS NULL AND breached_at IS NULL",
-                   1, vals, NULL);
+  rc = as_db_query(
+      as_tx_db(tx),
+      "UPDATE cases.sla_clocks SET breached_at = now() WHERE case_id = $1 AND clock = 'review'"
+      " AND met_at IS NULL AND breached_at IS NULL",
+      1, vals, NULL);
   if (rc == 0) rc = publish_breach(tx, rec, "review", rec->review_due_us, queue);
   if (rc == 0) as_counter_add(x->sla_breaches, 1);
   /* MANUAL_REVIEW and ESCALATED wait for a person: the follow-up escalates
    * or reminds the supervisors until one decides */
-  if (rc == 0) rc = as_deadline_set(tx, rec->case_id, follow_kind, as_now_us() + REVIEW_FOLLOW_UP_US);
+  if (rc == 0)
+    rc = as_deadline_set(tx, rec->case_id, follow_kind, as_now_us() + REVIEW_FOLLOW_UP_US);
   return rc;
 }
 
@@ -115,11 +120,12 @@ static const follow_t follows[] = {
 /* The case still waits where the follow-up expects: the desk hears of it
  * again (a manual-review case still undecided is escalated first) and the
  * twin deadline is armed. */
-static int follow_up(review_t *x, as_tx_t *tx, review_rec_t *rec, const follow_t *f, const char *kind,
-                     int64_t due_us) {
+static int follow_up(review_t *x, as_tx_t *tx, review_rec_t *rec, const follow_t *f,
+                     const char *kind, int64_t due_us) {
   char twin[40];
   snprintf(twin, sizeof twin, "%s%s", f->kind, strlen(kind) > strlen(f->kind) ? "" : "+");
-  if (f->waiting == ST(ESCALATED) && rec->state == ST(MANUAL_REVIEW)) return review_breach(x, tx, rec, twin);
+  if (f->waiting == ST(ESCALATED) && rec->state == ST(MANUAL_REVIEW))
+    return review_breach(x, tx, rec, twin);
   if (rec->state != f->waiting) return 0;
   int rc = publish_breach(tx, rec, f->clock, due_us, f->desk);
   if (rc == 0) rc = as_deadline_set(tx, rec->case_id, twin, as_now_us() + REVIEW_FOLLOW_UP_US);
@@ -137,8 +143,8 @@ int review_timers_cancel(as_tx_t *tx, const char *case_id, const char *kind) {
   return rc ? rc : as_deadline_cancel(tx, case_id, twin);
 }
 
-typedef int (*timer_fn)(review_t *x, as_tx_t *tx, review_rec_t *rec, const char *kind, int64_t due_us,
-                        size_t which);
+typedef int (*timer_fn)(review_t *x, as_tx_t *tx, review_rec_t *rec, const char *kind,
+                        int64_t due_us, size_t which);
 
 static int on_close(review_t *x, as_tx_t *tx, review_rec_t *rec, const char *kind, int64_t due_us,
                     size_t which) {
@@ -162,8 +168,8 @@ static int on_follow(review_t *x, as_tx_t *tx, review_rec_t *rec, const char *ki
 
 /* Loads the case a deadline is keyed by and hands it to fn; a case review
  * does not hold has nothing left to time. */
-static int with_case(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us,
-                     timer_fn fn, size_t which) {
+static int with_case(void *state, as_tx_t *tx, const char *case_id, const char *kind,
+                     int64_t due_us, timer_fn fn, size_t which) {
   review_rec_t rec;
   int rc = review_record_load(tx, case_id, &rec);
   if (rc == -ENOENT) return 0;
@@ -173,9 +179,10 @@ static int with_case(void *state, as_tx_t *tx, const char *case_id, const char *
 }
 
 /* The deadline kinds' entry points (review.h, main.c's table). */
-#define TIMER(name, fn, which)                                                                        \
-  int review_timers_##name(void *state, as_tx_t *tx, const char *case_id, const char *kind, int64_t due_us) { \
-    return with_case(state, tx, case_id, kind, due_us, fn, which);                                    \
+#define TIMER(name, fn, which)                                                              \
+  int review_timers_##name(void *state, as_tx_t *tx, const char *case_id, const char *kind, \
+                           int64_t due_us) {                                                \
+    return with_case(state, tx, case_id, kind, due_us, fn, which);                          \
   }
 TIMER(evidence, on_close, CLOSE_EVIDENCE)
 TIMER(return_due, on_close, CLOSE_RETURN)

@@ -77,7 +77,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   if (err[0] != '\0' || review_policy_version(p)[0] == '\0') abort();
   if (review_policy_region(p, NULL) == NULL || review_policy_region(p, "CN-EAST") == NULL ||
-      review_policy_region(p, NULL)->warehouse == NULL || review_policy_region(p, NULL)->address == NULL)
+      review_policy_region(p, NULL)->warehouse == NULL ||
+      review_policy_region(p, NULL)->address == NULL)
     abort();
   decide_spread(p);
   review_policy_free(p);

@@ -78,7 +78,9 @@ static int by_name(const struct dirent **a, const struct dirent **b) {
   return strcmp((*a)->d_name, (*b)->d_name);
 }
 
-static int not_hidden(const struct dirent *d) { return d->d_name[0] != '.'; }
+static int not_hidden(const struct dirent *d) {
+  return d->d_name[0] != '.';
+}
 
 static int corpus_add(corpus_t *c, const char *path) {
   struct stat st;

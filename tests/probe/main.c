@@ -18,7 +18,9 @@ static const as_route_t routes[] = {
 
 static const as_service_t probe_service = {
     .name = "probe",
-    .summary = "as-probe: the runtime's test worker (counts synthetic probes, echoes each through the outbox)",
+    .summary =
+        "as-probe: the runtime's test worker (counts synthetic probes, echoes each through the "
+        "outbox)",
     .routes = routes,
     .nroutes = AS_LEN(routes),
     .refuse_unrouted = true,

@@ -18,13 +18,15 @@ static const as_bulk_t sql_count = AS_BULK(
     "INSERT INTO probe_state AS t (probe_id, count, last_seq, total_minor)"
     " SELECT u.probe_id, count(*), max(u.seq), sum(u.amount_minor) FROM {{u}}"
     " GROUP BY u.probe_id ON CONFLICT (probe_id) DO UPDATE SET count = t.count + EXCLUDED.count,"
-    " last_seq = greatest(t.last_seq, EXCLUDED.last_seq), total_minor = t.total_minor + EXCLUDED.total_minor"
+    " last_seq = greatest(t.last_seq, EXCLUDED.last_seq), total_minor = t.total_minor + "
+    "EXCLUDED.total_minor"
     " RETURNING probe_id, count, total_minor",
     count_cols);
 
 /* The probe's own contract; the envelope was checked by the runtime. */
 static const char *validate(const Aftersales__V1__SyntheticProbe *p) {
-  if (!as_envelope_id_ok(p->probe_id)) return "probe_id must be 1..64 characters of [A-Za-z0-9._:-]";
+  if (!as_envelope_id_ok(p->probe_id))
+    return "probe_id must be 1..64 characters of [A-Za-z0-9._:-]";
   if (p->amount_minor < 0) return "amount_minor must not be negative";
   if (strlen(p->note) > 1000) return "note longer than 1000 bytes";
   return NULL;

@@ -69,8 +69,7 @@ void as_test_fail(const char *file, int line, const char *expr) {
 
 void as_test_check_int(const char *file, int line, const char *ea, const char *eb, long long a,
                        long long b) {
-  if (a == b)
-    return;
+  if (a == b) return;
   fprintf(stderr, "# %s:%d: check failed: %s == %s\n", file, line, ea, eb);
   fprintf(stderr, "#   left:  %lld\n#   right: %lld\n", a, b);
   fail_now();
@@ -78,8 +77,7 @@ void as_test_check_int(const char *file, int line, const char *ea, const char *e
 
 void as_test_check_str(const char *file, int line, const char *ea, const char *eb, const char *a,
                        const char *b) {
-  if (a == b || (a != NULL && b != NULL && strcmp(a, b) == 0))
-    return;
+  if (a == b || (a != NULL && b != NULL && strcmp(a, b) == 0)) return;
   fprintf(stderr, "# %s:%d: check failed: %s == %s\n", file, line, ea, eb);
   if (a != NULL)
     show("left ", a, strlen(a));
@@ -97,12 +95,10 @@ void as_test_check_mem(const char *file, int line, const char *ea, const char *e
   const unsigned char *x = a, *y = b;
   size_t i = 0;
 
-  if (alen == blen && (alen == 0 || memcmp(a, b, alen) == 0))
-    return;
-  while (i < alen && i < blen && x[i] == y[i])
-    i++;
-  fprintf(stderr, "# %s:%d: check failed: %s == %s (first difference at byte %zu)\n", file,
-          line, ea, eb, i);
+  if (alen == blen && (alen == 0 || memcmp(a, b, alen) == 0)) return;
+  while (i < alen && i < blen && x[i] == y[i]) i++;
+  fprintf(stderr, "# %s:%d: check failed: %s == %s (first difference at byte %zu)\n", file, line,
+          ea, eb, i);
   show("left ", a, alen);
   show("right", b, blen);
   fail_now();
@@ -150,8 +146,7 @@ static int run_case(const test_case_t *tc, unsigned timeout, char *why, size_t w
       return -1;
     }
   }
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
-    return 0;
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return 0;
   describe(status, timeout, why, whylen);
   return -1;
 }
@@ -161,8 +156,7 @@ static unsigned timeout_s(void) {
   char *end;
   unsigned long t;
 
-  if (v == NULL || *v == '\0')
-    return DEFAULT_TIMEOUT_S;
+  if (v == NULL || *v == '\0') return DEFAULT_TIMEOUT_S;
   t = strtoul(v, &end, 10);
   return *end == '\0' && t > 0 && t < 86400 ? (unsigned)t : DEFAULT_TIMEOUT_S;
 }
@@ -178,12 +172,10 @@ int main(int argc, char **argv) {
   char why[160];
 
   qsort(cases, ncases, sizeof cases[0], by_place);
-  for (size_t i = 0; i < ncases; i++)
-    n += selected(&cases[i], filter) ? 1 : 0;
+  for (size_t i = 0; i < ncases; i++) n += selected(&cases[i], filter) ? 1 : 0;
   printf("1..%u\n", n);
   for (size_t i = 0; i < ncases; i++) {
-    if (!selected(&cases[i], filter))
-      continue;
+    if (!selected(&cases[i], filter)) continue;
     if (run_case(&cases[i], timeout, why, sizeof why) == 0) {
       printf("ok %u - %s:%s\n", passed + failed + 1, bin, cases[i].name);
       passed++;
@@ -192,8 +184,7 @@ int main(int argc, char **argv) {
       failed++;
     }
   }
-  if (n == 0)
-    fprintf(stderr, "# no case matches \"%s\"\n", filter != NULL ? filter : "");
+  if (n == 0) fprintf(stderr, "# no case matches \"%s\"\n", filter != NULL ? filter : "");
   printf("%u passed, %u failed\n", passed, failed);
   return failed > 0 || n == 0 ? 1 : 0;
 }

@@ -28,18 +28,18 @@ void as_test_check_str(const char *file, int line, const char *ea, const char *e
 void as_test_check_mem(const char *file, int line, const char *ea, const char *eb, const void *a,
                        size_t alen, const void *b, size_t blen);
 
-#define AS_TEST(name)                                                                    \
-  static void as_test_case_##name(void);                                                 \
-  __attribute__((constructor)) static void as_test_reg_##name(void) {                    \
-    as_test_register(#name, as_test_case_##name, __FILE__, __LINE__);                    \
-  }                                                                                      \
+#define AS_TEST(name)                                                 \
+  static void as_test_case_##name(void);                              \
+  __attribute__((constructor)) static void as_test_reg_##name(void) { \
+    as_test_register(#name, as_test_case_##name, __FILE__, __LINE__); \
+  }                                                                   \
   static void as_test_case_##name(void)
 
 #define AS_CHECK(cond) ((cond) ? (void)0 : as_test_fail(__FILE__, __LINE__, #cond))
-#define AS_CHECK_INT_EQ(a, b)                                                            \
+#define AS_CHECK_INT_EQ(a, b) \
   as_test_check_int(__FILE__, __LINE__, #a, #b, (long long)(a), (long long)(b))
 #define AS_CHECK_STR_EQ(a, b) as_test_check_str(__FILE__, __LINE__, #a, #b, (a), (b))
-#define AS_CHECK_MEM_EQ(a, alen, b, blen)                                                \
+#define AS_CHECK_MEM_EQ(a, alen, b, blen) \
   as_test_check_mem(__FILE__, __LINE__, #a, #b, (a), (alen), (b), (blen))
 
 #endif

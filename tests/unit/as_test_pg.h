@@ -26,8 +26,8 @@
 
 #include "as_db.h"
 #include "as_migrate.h"
-#include "as_tx.h"
 #include "as_test.h"
+#include "as_tx.h"
 
 typedef struct as_test_pg {
   const char *dsn; /* from the environment; borrowed */

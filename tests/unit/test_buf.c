@@ -311,7 +311,8 @@ AS_TEST(binary_bytea_array_roundtrips_through_postgres) {
     const char *bytes;
     size_t n;
     const char *hex;
-  } el[] = {{"", 0, ""}, {"a\0b", 3, "610062"}, {"\xff\x00\x01", 3, "ff0001"}, {"xyz", 3, "78797a"}};
+  } el[] = {
+      {"", 0, ""}, {"a\0b", 3, "610062"}, {"\xff\x00\x01", 3, "ff0001"}, {"xyz", 3, "78797a"}};
   as_buf_t b;
   as_buf_init(&b);
   as_buf_bin_open(&b);
@@ -320,10 +321,11 @@ AS_TEST(binary_bytea_array_roundtrips_through_postgres) {
   AS_CHECK(as_buf_ok(&b));
   const char *vals[1] = {b.data};
   const int lens[1] = {(int)b.len}, fmts[1] = {1};
-  PGresult *r = PQexecParams(c,
-                             "SELECT encode(u, 'hex') FROM unnest($1::bytea[]) WITH ORDINALITY AS t(u, o)"
-                             " ORDER BY o",
-                             1, NULL, vals, lens, fmts, 0);
+  PGresult *r =
+      PQexecParams(c,
+                   "SELECT encode(u, 'hex') FROM unnest($1::bytea[]) WITH ORDINALITY AS t(u, o)"
+                   " ORDER BY o",
+                   1, NULL, vals, lens, fmts, 0);
   AS_CHECK_INT_EQ(PQresultStatus(r), PGRES_TUPLES_OK);
   AS_CHECK_INT_EQ(PQntuples(r), sizeof el / sizeof el[0]);
   for (int i = 0; i < PQntuples(r); i++) AS_CHECK_STR_EQ(PQgetvalue(r, i, 0), el[i].hex);

@@ -158,7 +158,9 @@ static void fix_setup(fix_t *f) {
   snprintf(f->case_number, sizeof f->case_number, "N-%s", f->pg.schema);
 }
 
-static void fix_teardown(fix_t *f) { as_test_pg_tx_teardown(&f->pg, &f->db, &f->tx); }
+static void fix_teardown(fix_t *f) {
+  as_test_pg_tx_teardown(&f->pg, &f->db, &f->tx);
+}
 
 static as_case_new_t new_case(const fix_t *f) {
   return (as_case_new_t){.case_id = f->case_id,
@@ -584,8 +586,10 @@ static void row_of(fix_t *f, const char *id, char *out, size_t outlen) {
   const char *v[1] = {id};
   PGresult *r =
       AS_PG_Q(f->pg.conn, "SELECT state, version FROM cases.cases WHERE case_id = $1", 1, v);
-  if (PQntuples(r) == 1) snprintf(out, outlen, "%s|%s", PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1));
-  else snprintf(out, outlen, "<none>");
+  if (PQntuples(r) == 1)
+    snprintf(out, outlen, "%s|%s", PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1));
+  else
+    snprintf(out, outlen, "<none>");
   PQclear(r);
 }
 
@@ -594,11 +598,12 @@ static void row_of(fix_t *f, const char *id, char *out, size_t outlen) {
 static void timeline_of(fix_t *f, const char *id, char *out, size_t outlen) {
   const char *v[1] = {id};
   char buf[1024];
-  AS_PG_STR(f->pg.conn,
-            "SELECT coalesce(string_agg(concat_ws(':', version, coalesce(from_state, '-'), to_state,"
-            " actor_kind || '/' || actor_id, reason), ' ' ORDER BY version), '<none>')"
-            " FROM cases.timeline WHERE case_id = $1",
-            1, v, buf);
+  AS_PG_STR(
+      f->pg.conn,
+      "SELECT coalesce(string_agg(concat_ws(':', version, coalesce(from_state, '-'), to_state,"
+      " actor_kind || '/' || actor_id, reason), ' ' ORDER BY version), '<none>')"
+      " FROM cases.timeline WHERE case_id = $1",
+      1, v, buf);
   size_t len = strlen(buf);
   if (len >= outlen) len = outlen - 1;
   memcpy(out, buf, len);
@@ -618,7 +623,8 @@ AS_TEST(open_many_skips_existing_and_repeated_ids) {
   AS_CHECK_INT_EQ(as_uuid_v4(ev_a), 0);
   AS_CHECK_INT_EQ(as_uuid_v4(ev_b), 0);
   as_case_opening_t o[4];
-  for (int i = 0; i < 4; i++) o[i] = (as_case_opening_t){.c = new_case(&f), .why = "request submitted"};
+  for (int i = 0; i < 4; i++)
+    o[i] = (as_case_opening_t){.c = new_case(&f), .why = "request submitted"};
   o[0].c.case_id = sub_id(&f, "a", id_a, sizeof id_a);
   o[0].c.case_number = NULL;
   o[0].c.buyer_id = "B-a";
@@ -704,9 +710,8 @@ AS_TEST(open_many_invalid_state_writes_nothing) {
   AS_CHECK_INT_EQ(as_case_open_many(&f.tx, o, 2), -EINVAL);
   AS_CHECK_INT_EQ(as_case_open_many(&f.tx, o, 0), 0);
   const char *v[2] = {id_a, id_b};
-  AS_CHECK_INT_EQ(AS_PG_INT(f.pg.conn,
-                            "SELECT count(*) FROM cases.cases WHERE case_id IN ($1, $2)", 2, v),
-                  0);
+  AS_CHECK_INT_EQ(
+      AS_PG_INT(f.pg.conn, "SELECT count(*) FROM cases.cases WHERE case_id IN ($1, $2)", 2, v), 0);
   fix_teardown(&f);
 }
 
@@ -755,16 +760,18 @@ AS_TEST(transition_many_chains_moves_on_one_case) {
   row_of(&f, id[0], got, sizeof got);
   AS_CHECK_STR_EQ(got, "RETURN_RECEIVED|4");
   timeline_of(&f, id[0], got, sizeof got);
-  AS_CHECK_STR_EQ(got, "1:-:OPEN:system/intake:opened 2:OPEN:APPROVED:system/review:auto approve"
-                       " 3:APPROVED:AWAITING_RETURN:agent/a-9:label sent"
-                       " 4:AWAITING_RETURN:RETURN_RECEIVED:carrier/sf:parcel in");
+  AS_CHECK_STR_EQ(got,
+                  "1:-:OPEN:system/intake:opened 2:OPEN:APPROVED:system/review:auto approve"
+                  " 3:APPROVED:AWAITING_RETURN:agent/a-9:label sent"
+                  " 4:AWAITING_RETURN:RETURN_RECEIVED:carrier/sf:parcel in");
   const char *v[3] = {id[0], ev1, ev2};
-  AS_PG_STR(f.pg.conn,
-            "SELECT string_agg(concat_ws('/', version, coalesce((event_id = $2::uuid)::text, 'null'),"
-            " coalesce((event_id = $3::uuid)::text, 'null'),"
-            " coalesce((detail = '{\"score\": 3, \"policy\": \"p-1\"}'::jsonb)::text, 'null')), ' '"
-            " ORDER BY version) FROM cases.timeline WHERE case_id = $1 AND version > 1",
-            3, v, got);
+  AS_PG_STR(
+      f.pg.conn,
+      "SELECT string_agg(concat_ws('/', version, coalesce((event_id = $2::uuid)::text, 'null'),"
+      " coalesce((event_id = $3::uuid)::text, 'null'),"
+      " coalesce((detail = '{\"score\": 3, \"policy\": \"p-1\"}'::jsonb)::text, 'null')), ' '"
+      " ORDER BY version) FROM cases.timeline WHERE case_id = $1 AND version > 1",
+      3, v, got);
   AS_CHECK_STR_EQ(got, "2/true/false/true 3/false/true/null 4/null/null/null");
   fix_teardown(&f);
 }
@@ -781,15 +788,15 @@ AS_TEST(transition_many_mixed_results) {
   open_subs_committed(&f, sfx, 2, ids);
   sub_id(&f, "missing", missing, sizeof missing);
   as_case_move_t m[] = {
-      mv(ids[1], ST(REFUNDED), "too early"),      /* 0: illegal from OPEN */
-      mv(missing, ST(IN_REVIEW), "ghost"),        /* 1: no such case */
-      mv(ids[0], ST(IN_REVIEW), "triage"),        /* 2: legal */
-      mv(ids[1], ST(APPROVED), "masked"),         /* 3: legal, but from_mask wants IN_REVIEW */
-      mv(ids[1], ST(IN_REVIEW), "triage b"),      /* 4: legal */
-      mv(ids[0], ST(OPEN), "back"),               /* 5: illegal from IN_REVIEW (after 2) */
-      mv(ids[1], ST(APPROVED), "ok now"),         /* 6: from_mask satisfied after 4 */
-      mv(ids[0], ST(CLOSED), "closed"),           /* 7: legal */
-      mv(ids[0], ST(APPROVED), "after close"),    /* 8: CLOSED is terminal */
+      mv(ids[1], ST(REFUNDED), "too early"),   /* 0: illegal from OPEN */
+      mv(missing, ST(IN_REVIEW), "ghost"),     /* 1: no such case */
+      mv(ids[0], ST(IN_REVIEW), "triage"),     /* 2: legal */
+      mv(ids[1], ST(APPROVED), "masked"),      /* 3: legal, but from_mask wants IN_REVIEW */
+      mv(ids[1], ST(IN_REVIEW), "triage b"),   /* 4: legal */
+      mv(ids[0], ST(OPEN), "back"),            /* 5: illegal from IN_REVIEW (after 2) */
+      mv(ids[1], ST(APPROVED), "ok now"),      /* 6: from_mask satisfied after 4 */
+      mv(ids[0], ST(CLOSED), "closed"),        /* 7: legal */
+      mv(ids[0], ST(APPROVED), "after close"), /* 8: CLOSED is terminal */
   };
   m[3].from_mask = AS_CASE_BIT(ST(IN_REVIEW)) | AS_CASE_BIT(ST(MANUAL_REVIEW));
   m[6].from_mask = m[3].from_mask;
@@ -798,15 +805,18 @@ AS_TEST(transition_many_mixed_results) {
   AS_CHECK_INT_EQ(as_case_transition_many(&f.tx, m, n), 0);
   AS_CHECK_INT_EQ(as_db_commit(&f.db), 0);
   static const char *const want[] = {
-      "-1 OPEN 1", "-2 - 0", "0 OPEN 2", "-1 OPEN 1", "0 OPEN 2",
+      "-1 OPEN 1",      "-2 - 0",        "0 OPEN 2",      "-1 OPEN 1",   "0 OPEN 2",
       "-1 IN_REVIEW 2", "0 IN_REVIEW 3", "0 IN_REVIEW 3", "-1 CLOSED 3",
   };
   for (size_t i = 0; i < n; i++) {
     char w[64];
     /* -EPERM / -ENOENT spelled as numbers */
-    if (strncmp(want[i], "-1 ", 3) == 0) snprintf(w, sizeof w, "%d%s", -EPERM, want[i] + 2);
-    else if (strncmp(want[i], "-2 ", 3) == 0) snprintf(w, sizeof w, "%d%s", -ENOENT, want[i] + 2);
-    else snprintf(w, sizeof w, "%s", want[i]);
+    if (strncmp(want[i], "-1 ", 3) == 0)
+      snprintf(w, sizeof w, "%d%s", -EPERM, want[i] + 2);
+    else if (strncmp(want[i], "-2 ", 3) == 0)
+      snprintf(w, sizeof w, "%d%s", -ENOENT, want[i] + 2);
+    else
+      snprintf(w, sizeof w, "%s", want[i]);
     move_result(&m[i], got, sizeof got);
     AS_CHECK_STR_EQ(got, w);
   }
@@ -817,11 +827,13 @@ AS_TEST(transition_many_mixed_results) {
   row_of(&f, missing, got, sizeof got);
   AS_CHECK_STR_EQ(got, "<none>");
   timeline_of(&f, ids[0], got, sizeof got);
-  AS_CHECK_STR_EQ(got, "1:-:OPEN:system/intake:opened 2:OPEN:IN_REVIEW:system/intake:triage"
-                       " 3:IN_REVIEW:CLOSED:system/intake:closed");
+  AS_CHECK_STR_EQ(got,
+                  "1:-:OPEN:system/intake:opened 2:OPEN:IN_REVIEW:system/intake:triage"
+                  " 3:IN_REVIEW:CLOSED:system/intake:closed");
   timeline_of(&f, ids[1], got, sizeof got);
-  AS_CHECK_STR_EQ(got, "1:-:OPEN:system/intake:opened 2:OPEN:IN_REVIEW:system/intake:triage b"
-                       " 3:IN_REVIEW:APPROVED:system/intake:ok now");
+  AS_CHECK_STR_EQ(got,
+                  "1:-:OPEN:system/intake:opened 2:OPEN:IN_REVIEW:system/intake:triage b"
+                  " 3:IN_REVIEW:APPROVED:system/intake:ok now");
   timeline_of(&f, missing, got, sizeof got);
   AS_CHECK_STR_EQ(got, "<none>");
   fix_teardown(&f);
@@ -909,7 +921,8 @@ AS_TEST(transition_many_locks_in_case_id_order) {
   as_tx_init(&btx, &bdb, &f.conf);
 
   as_case_move_t ma[2] = {mv(ids[0], ST(APPROVED), "a"), mv(ids[1], ST(APPROVED), "a")};
-  as_case_move_t mb[2] = {mv(ids[1], ST(AWAITING_RETURN), "b"), mv(ids[0], ST(AWAITING_RETURN), "b")};
+  as_case_move_t mb[2] = {mv(ids[1], ST(AWAITING_RETURN), "b"),
+                          mv(ids[0], ST(AWAITING_RETURN), "b")};
   AS_CHECK_INT_EQ(as_db_begin(&f.db), 0);
   AS_CHECK_INT_EQ(as_case_transition_many(&f.tx, ma, 2), 0);
   b_many_t call = {.tx = &btx, .m = mb, .n = 2, .rc = 1};
@@ -941,7 +954,8 @@ static void changes_of(fix_t *f, char *out, size_t outlen) {
   PGresult *r = AS_PG_Q(f->pg.conn,
                         as_test_pg_sql(sql, sizeof sql,
                                        "SELECT event_id::text, topic, msg_key, payload"
-                                       " FROM %s.outbox ORDER BY id", f->pg.schema),
+                                       " FROM %s.outbox ORDER BY id",
+                                       f->pg.schema),
                         0, NULL);
   size_t used = 0;
   out[0] = '\0';
@@ -982,9 +996,8 @@ static void changes_of(fix_t *f, char *out, size_t outlen) {
 static void check_timeline_matches_outbox(fix_t *f) {
   char sql[256];
   const char *v[1] = {f->case_id};
-  long long rows = AS_PG_INT(f->pg.conn,
-                             "SELECT count(*) FROM cases.timeline WHERE starts_with(case_id, $1)",
-                             1, v);
+  long long rows = AS_PG_INT(
+      f->pg.conn, "SELECT count(*) FROM cases.timeline WHERE starts_with(case_id, $1)", 1, v);
   as_test_pg_sql(sql, sizeof sql, "SELECT count(DISTINCT event_id) FROM %s.outbox", f->pg.schema);
   AS_CHECK(rows > 0);
   AS_CHECK_INT_EQ(AS_PG_INT(f->pg.conn, sql, 0, NULL), rows);
@@ -1006,10 +1019,10 @@ AS_TEST(outbox_holds_one_change_per_legal_move) {
   open_subs_committed(&f, sfx, 2, ids);
   sub_id(&f, "missing", missing, sizeof missing);
   as_case_move_t m[] = {
-      mv(ids[1], ST(REFUNDED), "too early"), /* illegal from OPEN */
-      mv(missing, ST(IN_REVIEW), "ghost"),   /* no such case */
-      mv(ids[0], ST(APPROVED), "auto"),      /* legal: a v2 */
-      mv(ids[1], ST(APPROVED), "masked"),    /* from_mask wants IN_REVIEW */
+      mv(ids[1], ST(REFUNDED), "too early"),    /* illegal from OPEN */
+      mv(missing, ST(IN_REVIEW), "ghost"),      /* no such case */
+      mv(ids[0], ST(APPROVED), "auto"),         /* legal: a v2 */
+      mv(ids[1], ST(APPROVED), "masked"),       /* from_mask wants IN_REVIEW */
       mv(ids[0], ST(AWAITING_RETURN), "label"), /* chained: a v3 */
       mv(ids[1], ST(MANUAL_REVIEW), "abuse"),   /* legal: b v2 */
       mv(ids[0], ST(OPEN), "back"),             /* illegal */
@@ -1092,10 +1105,10 @@ AS_TEST(outbox_change_names_its_cause) {
   AS_CHECK_INT_EQ(as_tx_flush(&f.tx, NULL, 0), 0);
   AS_CHECK_INT_EQ(as_db_commit(&f.db), 0);
 
-  PGresult *r = AS_PG_Q(f.pg.conn,
-                        as_test_pg_sql(sql, sizeof sql, "SELECT payload FROM %s.outbox ORDER BY id",
-                                       f.pg.schema),
-                        0, NULL);
+  PGresult *r = AS_PG_Q(
+      f.pg.conn,
+      as_test_pg_sql(sql, sizeof sql, "SELECT payload FROM %s.outbox ORDER BY id", f.pg.schema), 0,
+      NULL);
   AS_CHECK_INT_EQ(PQntuples(r), 3);
   const char *want_cause[3] = {"", ev, cause_id};
   for (int i = 0; i < 3; i++) {
@@ -1106,8 +1119,10 @@ AS_TEST(outbox_change_names_its_cause) {
     AS_CHECK(env != NULL);
     AS_CHECK_STR_EQ(env->causation_id, want_cause[i]);
     AS_CHECK_INT_EQ(strlen(env->trace_id), 32);
-    if (i == 2) AS_CHECK_STR_EQ(env->trace_id, cause_env.trace_id);
-    else AS_CHECK(strcmp(env->trace_id, cause_env.trace_id) != 0);
+    if (i == 2)
+      AS_CHECK_STR_EQ(env->trace_id, cause_env.trace_id);
+    else
+      AS_CHECK(strcmp(env->trace_id, cause_env.trace_id) != 0);
     AS_CHECK_STR_EQ(env->producer->service, "test");
     AS_CHECK(env->occurred_at_us > 0);
     as_envelope_free(env);

@@ -12,8 +12,8 @@
 #include <string.h>
 
 /* Binds c to stmt; returns the count, the text in sql (as_buf_free it). */
-static int bind_stmt(as_cols_t *c, const as_bulk_t *stmt, as_buf_t *sql, const char **vals, char *err,
-                size_t errlen) {
+static int bind_stmt(as_cols_t *c, const as_bulk_t *stmt, as_buf_t *sql, const char **vals,
+                     char *err, size_t errlen) {
   as_buf_init(sql);
   err[0] = '\0';
   return as_cols_bind(c, stmt, sql, vals, err, errlen);
@@ -25,7 +25,8 @@ static const as_col_t a_cols[] = {
     [A_QTY] = {"quantity", "int"},
     [A_OK] = {"ok", "bool"},
 };
-static const as_bulk_t a_sql = AS_BULK("INSERT INTO t SELECT * FROM {{u}} RETURNING u.case_id", a_cols);
+static const as_bulk_t a_sql =
+    AS_BULK("INSERT INTO t SELECT * FROM {{u}} RETURNING u.case_id", a_cols);
 
 AS_TEST(one_set) {
   as_cols_t c;
@@ -44,8 +45,9 @@ AS_TEST(one_set) {
   AS_CHECK_INT_EQ(as_cols_rows(&c), 2);
   AS_CHECK_INT_EQ(bind_stmt(&c, &a_sql, &sql, vals, err, sizeof err), 3);
   AS_CHECK_STR_EQ(err, "");
-  AS_CHECK_STR_EQ(as_buf_str(&sql), "INSERT INTO t SELECT * FROM unnest($1::text[], $2::int[], $3::bool[])"
-                                    " AS u(case_id, quantity, ok) RETURNING u.case_id");
+  AS_CHECK_STR_EQ(as_buf_str(&sql),
+                  "INSERT INTO t SELECT * FROM unnest($1::text[], $2::int[], $3::bool[])"
+                  " AS u(case_id, quantity, ok) RETURNING u.case_id");
   AS_CHECK_STR_EQ(vals[A_ID], "{\"c-1\",\"say \\\"hi\\\" \\\\ ,{}\"}");
   AS_CHECK_STR_EQ(vals[A_QTY], "{2,NULL}");
   AS_CHECK_STR_EQ(vals[A_OK], "{t,f}");
@@ -63,7 +65,8 @@ static const as_col_t multi_cols[] = {
     [R_HEX] = {"r.body", "text"},
 };
 static const as_bulk_t multi_sql = AS_BULK(
-    "WITH x AS (SELECT * FROM {{r}}) SELECT l.o FROM {{l:o}} WHERE l.case_id = ANY({{$r.case_id}})", multi_cols);
+    "WITH x AS (SELECT * FROM {{r}}) SELECT l.o FROM {{l:o}} WHERE l.case_id = ANY({{$r.case_id}})",
+    multi_cols);
 
 AS_TEST(sets_ordinality_and_params) {
   as_cols_t c;
@@ -81,9 +84,10 @@ AS_TEST(sets_ordinality_and_params) {
   as_cols_hex(&c, R_HEX, bytes, sizeof bytes);
   AS_CHECK_INT_EQ(as_cols_rows(&c), 3);
   AS_CHECK_INT_EQ(bind_stmt(&c, &multi_sql, &sql, vals, err, sizeof err), 4);
-  AS_CHECK_STR_EQ(as_buf_str(&sql), "WITH x AS (SELECT * FROM unnest($3::text[], $4::text[]) AS r(case_id, body))"
-                                    " SELECT l.o FROM unnest($1::text[], $2::int[]) WITH ORDINALITY"
-                                    " AS l(case_id, qty, o) WHERE l.case_id = ANY($3::text[])");
+  AS_CHECK_STR_EQ(as_buf_str(&sql),
+                  "WITH x AS (SELECT * FROM unnest($3::text[], $4::text[]) AS r(case_id, body))"
+                  " SELECT l.o FROM unnest($1::text[], $2::int[]) WITH ORDINALITY"
+                  " AS l(case_id, qty, o) WHERE l.case_id = ANY($3::text[])");
   AS_CHECK_STR_EQ(vals[L_QTY], "{0,1,2}");
   AS_CHECK_STR_EQ(vals[R_HEX], "{00ab10}");
   as_buf_free(&sql);
@@ -217,7 +221,8 @@ AS_TEST(two_sets_on_postgres) {
   as_cols_t c;
   PGresult *r = NULL;
   static const as_bulk_t count = AS_BULK(
-      "SELECT (SELECT count(*) FROM {{r}}), (SELECT string_agg(l.case_id || ':' || l.qty || ':' || l.o, ','"
+      "SELECT (SELECT count(*) FROM {{r}}), (SELECT string_agg(l.case_id || ':' || l.qty || ':' || "
+      "l.o, ','"
       " ORDER BY l.o) FROM {{l:o}}), cardinality({{$r.case_id}})",
       multi_cols);
   static const uint8_t bytes[] = {1, 2};

@@ -93,8 +93,7 @@ AS_TEST(int_values) {
     snprintf(want, sizeof want, "%s=%s -> %d %lld", rows[i].var, rows[i].in, rows[i].rc,
              rows[i].want);
     AS_CHECK_STR_EQ(got, want);
-    if (rc != 0)
-      AS_CHECK(strncmp(err, rows[i].var, strlen(rows[i].var)) == 0);
+    if (rc != 0) AS_CHECK(strncmp(err, rows[i].var, strlen(rows[i].var)) == 0);
   }
 }
 
@@ -120,8 +119,9 @@ AS_TEST(bad_value_echo_is_bounded) {
   big[sizeof big - 1] = '\0';
   big[1] = '\n';
   AS_CHECK_INT_EQ(load_with("AS_T_BATCH", big, &c, err, sizeof err), -EINVAL);
-  AS_CHECK_STR_EQ(err, "AS_T_BATCH: must be an integer between 1 and 10000, got "
-                       "\"7?77777777777777777777777777777777777777777777777777777777777777...\"");
+  AS_CHECK_STR_EQ(err,
+                  "AS_T_BATCH: must be an integer between 1 and 10000, got "
+                  "\"7?77777777777777777777777777777777777777777777777777777777777777...\"");
   /* A short error buffer is cut, not overflowed. */
   AS_CHECK_INT_EQ(load_with("AS_T_BATCH", "abc", &c, err, 11), -EINVAL);
   AS_CHECK_STR_EQ(err, "AS_T_BATCH");
@@ -134,10 +134,10 @@ AS_TEST(bool_values) {
     int rc;
     bool want;
   } rows[] = {
-      {"1", 0, true},       {"0", 0, false},     {"true", 0, true},    {"false", 0, false},
-      {"yes", 0, true},     {"no", 0, false},    {"on", 0, true},      {"off", 0, false},
-      {"TRUE", 0, true},    {"Off", 0, false},   {"", 0, false},       {"2", -EINVAL, false},
-      {"tru", -EINVAL, 0},  {"true ", -EINVAL, 0}, {"y", -EINVAL, 0},  {"-1", -EINVAL, 0},
+      {"1", 0, true},      {"0", 0, false},       {"true", 0, true}, {"false", 0, false},
+      {"yes", 0, true},    {"no", 0, false},      {"on", 0, true},   {"off", 0, false},
+      {"TRUE", 0, true},   {"Off", 0, false},     {"", 0, false},    {"2", -EINVAL, false},
+      {"tru", -EINVAL, 0}, {"true ", -EINVAL, 0}, {"y", -EINVAL, 0}, {"-1", -EINVAL, 0},
   };
 
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -145,8 +145,7 @@ AS_TEST(bool_values) {
     char err[256];
 
     AS_CHECK_INT_EQ(load_with("AS_T_FLAG", rows[i].in, &c, err, sizeof err), rows[i].rc);
-    if (rows[i].rc == 0)
-      AS_CHECK_INT_EQ(c.flag, rows[i].want);
+    if (rows[i].rc == 0) AS_CHECK_INT_EQ(c.flag, rows[i].want);
   }
   {
     cfg_t c;
@@ -179,8 +178,7 @@ AS_TEST(string_values) {
 
     AS_CHECK_INT_EQ(load_with("AS_T_NAME", rows[i].in, &c, err, sizeof err), rows[i].rc);
     AS_CHECK_STR_EQ(err, rows[i].err);
-    if (rows[i].rc == 0)
-      AS_CHECK_STR_EQ(c.name, *rows[i].in != '\0' ? rows[i].in : "intake");
+    if (rows[i].rc == 0) AS_CHECK_STR_EQ(c.name, *rows[i].in != '\0' ? rows[i].in : "intake");
   }
 }
 
@@ -283,11 +281,12 @@ AS_TEST(help_multiline_and_string_bounds) {
   AS_CHECK(f != NULL);
   as_config_help(f, "p", NULL, tables, sizes, 1);
   AS_CHECK_INT_EQ(fclose(f), 0);
-  AS_CHECK(strstr(out, "  AS_T_NAME (string, default \"intake\", at most 8 bytes)\n"
-                       "      First line.\n"
-                       "      Second line.\n"
-                       "  AS_T_ANY (int, default -1)\n"
-                       "  AS_RDKAFKA_") != NULL);
+  AS_CHECK(strstr(out,
+                  "  AS_T_NAME (string, default \"intake\", at most 8 bytes)\n"
+                  "      First line.\n"
+                  "      Second line.\n"
+                  "  AS_T_ANY (int, default -1)\n"
+                  "  AS_RDKAFKA_") != NULL);
   free(out);
 }
 
@@ -352,8 +351,14 @@ AS_TEST(rdkafka_names_mapped) {
 
 AS_TEST(rdkafka_bad_names) {
   static const char *const bad[] = {
-      "AS_RDKAFKA_session_timeout_ms", "AS_RDKAFKA_", "AS_RDKAFKA_A-B", "AS_RDKAFKA__X",
-      "AS_RDKAFKA_X_", "AS_RDKAFKA_X__Y", "AS_RDKAFKA_X.Y", "AS_RDKAFKA_\xc3\x89T\xc3\x89",
+      "AS_RDKAFKA_session_timeout_ms",
+      "AS_RDKAFKA_",
+      "AS_RDKAFKA_A-B",
+      "AS_RDKAFKA__X",
+      "AS_RDKAFKA_X_",
+      "AS_RDKAFKA_X__Y",
+      "AS_RDKAFKA_X.Y",
+      "AS_RDKAFKA_\xc3\x89T\xc3\x89",
   };
 
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

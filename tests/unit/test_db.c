@@ -31,13 +31,16 @@ AS_TEST(search_path_is_the_schema) {
   AS_CHECK_INT_EQ(as_db_ensure(&db), 0);
   check_path(&db, pg.schema);
   /* Unqualified names are the schema's tables. */
-  AS_CHECK_INT_EQ(as_db_query(&db, "INSERT INTO deadlines (case_id, kind, due_at) VALUES ('c', 'k', now())", 0,
-                              NULL, NULL),
-                  0);
+  AS_CHECK_INT_EQ(
+      as_db_query(&db, "INSERT INTO deadlines (case_id, kind, due_at) VALUES ('c', 'k', now())", 0,
+                  NULL, NULL),
+      0);
   char sql[160];
-  AS_CHECK_INT_EQ(AS_PG_INT(pg.conn, as_test_pg_sql(sql, sizeof sql, "SELECT count(*) FROM %s.deadlines", pg.schema),
-                            0, NULL),
-                  1);
+  AS_CHECK_INT_EQ(
+      AS_PG_INT(pg.conn,
+                as_test_pg_sql(sql, sizeof sql, "SELECT count(*) FROM %s.deadlines", pg.schema), 0,
+                NULL),
+      1);
   /* A new connection after the old one went away gets it again. */
   as_db_close(&db);
   AS_CHECK_INT_EQ(as_db_ensure(&db), 0);

@@ -25,7 +25,9 @@ static void fix_setup(fix_t *f) {
   as_test_pg_tx_setup(&f->pg, &f->db, &f->conf, &f->tx, "test_deadline");
 }
 
-static void fix_teardown(fix_t *f) { as_test_pg_tx_teardown(&f->pg, &f->db, &f->tx); }
+static void fix_teardown(fix_t *f) {
+  as_test_pg_tx_teardown(&f->pg, &f->db, &f->tx);
+}
 
 /* What the fire callback saw, in call order. */
 typedef struct fired {

@@ -17,9 +17,9 @@
 #include "proto/review.pb-c.h"
 
 static const ProtobufCEnumDescriptor *const named[] = {
-    &aftersales__v1__case_state__descriptor,     &aftersales__v1__case_type__descriptor,
-    &aftersales__v1__reason__descriptor,         &aftersales__v1__complaint_type__descriptor,
-    &aftersales__v1__return_method__descriptor,  &aftersales__v1__payer_party__descriptor,
+    &aftersales__v1__case_state__descriptor,    &aftersales__v1__case_type__descriptor,
+    &aftersales__v1__reason__descriptor,        &aftersales__v1__complaint_type__descriptor,
+    &aftersales__v1__return_method__descriptor, &aftersales__v1__payer_party__descriptor,
     &aftersales__v1__verdict__descriptor,
 };
 
@@ -107,8 +107,9 @@ static const struct {
 AS_TEST(lookups_are_exact) {
   for (size_t i = 0; i < sizeof lookups / sizeof lookups[0]; i++) {
     int out = -7;
-    AS_CHECK_INT_EQ(as_enum_value(lookups[i].d, lookups[i].name, lookups[i].len, lookups[i].lower, &out),
-                    lookups[i].rc);
+    AS_CHECK_INT_EQ(
+        as_enum_value(lookups[i].d, lookups[i].name, lookups[i].len, lookups[i].lower, &out),
+        lookups[i].rc);
     AS_CHECK_INT_EQ(out, lookups[i].rc == 0 ? lookups[i].want : -7); /* untouched when refused */
   }
 }
@@ -117,10 +118,15 @@ AS_TEST(lookups_are_exact) {
  * full names (as protoc-c would generate it: values by number, one range). */
 static const ProtobufCEnumValue colour_values[] = {{"RED", "X_RED", 1}, {"BLUE", "X_BLUE", 2}};
 static const ProtobufCIntRange colour_ranges[] = {{1, 0}, {0, 2}};
-static const ProtobufCEnumDescriptor colour = {
-    .magic = PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC, .name = "x.Colour", .short_name = "Colour",
-    .c_name = "X__Colour", .package_name = "x", .n_values = 2, .values = colour_values,
-    .n_value_ranges = 1, .value_ranges = colour_ranges};
+static const ProtobufCEnumDescriptor colour = {.magic = PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+                                               .name = "x.Colour",
+                                               .short_name = "Colour",
+                                               .c_name = "X__Colour",
+                                               .package_name = "x",
+                                               .n_values = 2,
+                                               .values = colour_values,
+                                               .n_value_ranges = 1,
+                                               .value_ranges = colour_ranges};
 
 AS_TEST(an_enum_without_unspecified_has_full_names) {
   int out = 0;

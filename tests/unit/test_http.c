@@ -32,19 +32,20 @@ typedef struct fixture {
   void (*client)(struct fixture *fx);
 } fixture_t;
 
-static const char OK_200[] = "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                             "Content-Length: 3\r\nConnection: close\r\n\r\nok\n";
-static const char BAD_400[] = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; "
-                              "charset=utf-8\r\nContent-Length: 12\r\nConnection: close\r\n\r\n"
-                              "Bad Request\n";
+static const char OK_200[] =
+    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    "Content-Length: 3\r\nConnection: close\r\n\r\nok\n";
+static const char BAD_400[] =
+    "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; "
+    "charset=utf-8\r\nContent-Length: 12\r\nConnection: close\r\n\r\n"
+    "Bad Request\n";
 
 /* --- server side ----------------------------------------------------------- */
 
 static void count_other(uv_handle_t *hd, void *arg) {
   fixture_t *fx = arg;
 
-  if (hd != (uv_handle_t *)&fx->async)
-    fx->other_handles++;
+  if (hd != (uv_handle_t *)&fx->async) fx->other_handles++;
 }
 
 /* done must come after the last of the listener's handles has closed. */
@@ -80,8 +81,7 @@ static void route(void *arg, const char *method, const char *path, as_http_respo
     r->content_type = "application/octet-stream";
     r->body_len = strcmp(path, "/big") == 0 ? BIG : HUGE;
     r->body = malloc(r->body_len);
-    for (size_t i = 0; r->body != NULL && i < r->body_len; i++)
-      r->body[i] = (char)('a' + i % 26);
+    for (size_t i = 0; r->body != NULL && i < r->body_len; i++) r->body[i] = (char)('a' + i % 26);
   } else if (strcmp(path, "/quit") == 0) {
     as_http_close(fx->h, on_done, fx); /* closing from inside a route */
     fx->h = NULL;
@@ -112,8 +112,7 @@ static void *client_main(void *arg) {
   fixture_t *fx = arg;
 
   fx->client(fx);
-  if (!fx->close_sent)
-    close_now(fx);
+  if (!fx->close_sent) close_now(fx);
   return NULL;
 }
 
@@ -127,8 +126,7 @@ static void run_case(void (*client)(fixture_t *), unsigned timeout_ms) {
   fx.h = as_http_start(&fx.loop, "127.0.0.1", 0, route, &fx, err, sizeof err);
   AS_CHECK_STR_EQ(err, "");
   AS_CHECK(fx.h != NULL);
-  if (timeout_ms > 0)
-    as_http_set_timeout_ms(fx.h, timeout_ms);
+  if (timeout_ms > 0) as_http_set_timeout_ms(fx.h, timeout_ms);
   fx.port = as_http_port(fx.h);
   AS_CHECK(fx.port > 0);
   AS_CHECK_INT_EQ(uv_async_init(&fx.loop, &fx.async, on_async), 0);
@@ -336,9 +334,10 @@ static void client_slow(fixture_t *fx) {
   send_all(fd, "GET /heal", 9);
   resp = read_all(fd, &len);
   dt = now_s() - t0;
-  AS_CHECK_STR_EQ(resp, "HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; "
-                        "charset=utf-8\r\nContent-Length: 16\r\nConnection: close\r\n\r\n"
-                        "Request Timeout\n");
+  AS_CHECK_STR_EQ(resp,
+                  "HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; "
+                  "charset=utf-8\r\nContent-Length: 16\r\nConnection: close\r\n\r\n"
+                  "Request Timeout\n");
   AS_CHECK(dt > 0.15 && dt < 3);
   free(resp);
   close(fd);
@@ -399,15 +398,15 @@ AS_TEST(stalled_reader_cut_off) {
 
 static void client_big(fixture_t *fx) {
   const char req[] = "GET /big HTTP/1.1\r\n\r\n";
-  const char head[] = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
-                      "Content-Length: 1048576\r\nConnection: close\r\n\r\n";
+  const char head[] =
+      "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+      "Content-Length: 1048576\r\nConnection: close\r\n\r\n";
   size_t len;
   char *resp = roundtrip(fx->port, req, sizeof req - 1, &len);
 
   AS_CHECK_INT_EQ(len, sizeof head - 1 + BIG);
   AS_CHECK_MEM_EQ(resp, sizeof head - 1, head, sizeof head - 1);
-  for (size_t i = 0; i < BIG; i++)
-    AS_CHECK(resp[sizeof head - 1 + i] == (char)('a' + i % 26));
+  for (size_t i = 0; i < BIG; i++) AS_CHECK(resp[sizeof head - 1 + i] == (char)('a' + i % 26));
   free(resp);
 }
 
@@ -420,10 +419,8 @@ static void client_concurrent(fixture_t *fx) {
   const char req[] = "GET /healthz HTTP/1.1\r\n\r\n";
   int fds[10];
 
-  for (size_t i = 0; i < 10; i++)
-    fds[i] = client_connect(fx->port);
-  for (size_t i = 0; i < 10; i++)
-    send_all(fds[10 - 1 - i], req, sizeof req - 1);
+  for (size_t i = 0; i < 10; i++) fds[i] = client_connect(fx->port);
+  for (size_t i = 0; i < 10; i++) send_all(fds[10 - 1 - i], req, sizeof req - 1);
   for (size_t i = 0; i < 10; i++) {
     size_t len;
     char *resp = read_all(fds[i], &len);

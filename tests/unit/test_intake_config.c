@@ -7,14 +7,14 @@
  * case, a space, 48 bytes) or bad hours (0, 8761, empty, trailing text, a
  * second colon, out of range), and a complaint type left unmapped. Built
  * the way main.c's init calls it, without a database. */
-#include "as_test.h"
 #include "../../services/intake/intake.h"
+#include "as_test.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
-#define DEFAULT_ROUTES                                                                       \
+#define DEFAULT_ROUTES                                                                     \
   "SERVICE_ATTITUDE=customer_care,CASE_HANDLING=quality_assurance,DELIVERY=logistics_ops," \
   "PRODUCT_LISTING=merchant_ops,OTHER=customer_care"
 /* The four types after SERVICE_ATTITUDE, mapped: a row changes the first. */
@@ -31,17 +31,20 @@ static const struct {
     {DEFAULT_ROUTES,
      {"", "customer_care", "quality_assurance", "logistics_ops", "merchant_ops", "customer_care"},
      {0, 72, 72, 72, 72, 72}},
-    {"SERVICE_ATTITUDE=customer_care:1,CASE_HANDLING=quality_assurance:48,DELIVERY=logistics_ops:8760,"
+    {"SERVICE_ATTITUDE=customer_care:1,CASE_HANDLING=quality_assurance:48,DELIVERY=logistics_ops:"
+     "8760,"
      "PRODUCT_LISTING=merchant_ops,OTHER=customer_care",
      {"", "customer_care", "quality_assurance", "logistics_ops", "merchant_ops", "customer_care"},
      {0, 1, 48, 8760, 72, 72}},
     {",OTHER=o,,DELIVERY=d,PRODUCT_LISTING=p,CASE_HANDLING=c,SERVICE_ATTITUDE=s,",
      {"", "s", "c", "d", "p", "o"},
      {0, 72, 72, 72, 72, 72}},
-    {"SERVICE_ATTITUDE=a_b-c9," REST, {"", "a_b-c9", "qa", "logistics_ops", "merchant_ops", "cc"},
+    {"SERVICE_ATTITUDE=a_b-c9," REST,
+     {"", "a_b-c9", "qa", "logistics_ops", "merchant_ops", "cc"},
      {0, 72, 72, 72, 72, 72}},
     {"SERVICE_ATTITUDE=abcdefghijklmnopqrstuvwxyz0123456789_-abcdefghi:24," REST, /* 47 bytes */
-     {"", "abcdefghijklmnopqrstuvwxyz0123456789_-abcdefghi", "qa", "logistics_ops", "merchant_ops", "cc"},
+     {"", "abcdefghijklmnopqrstuvwxyz0123456789_-abcdefghi", "qa", "logistics_ops", "merchant_ops",
+      "cc"},
      {0, 24, 72, 72, 72, 72}},
 };
 
@@ -52,7 +55,8 @@ static const struct {
 } bad[] = {
     {"", E "no department for SERVICE_ATTITUDE"},
     {",,,", E "no department for SERVICE_ATTITUDE"},
-    {"SERVICE_ATTITUDE=s,CASE_HANDLING=c,DELIVERY=d,PRODUCT_LISTING=p", E "no department for OTHER"},
+    {"SERVICE_ATTITUDE=s,CASE_HANDLING=c,DELIVERY=d,PRODUCT_LISTING=p",
+     E "no department for OTHER"},
     {"OTHER=o,CASE_HANDLING=c", E "no department for SERVICE_ATTITUDE"},
     {"REFUNDS=finance," REST, E "\"REFUNDS=finance\" is not TYPE=department"},
     {"service_attitude=cc," REST, E "\"service_attitude=cc\" is not TYPE=department"},
@@ -75,7 +79,8 @@ static const struct {
     {"SERVICE_ATTITUDE=cc:," REST, E "bad department or hours for SERVICE_ATTITUDE"},
     {"SERVICE_ATTITUDE=cc:24h," REST, E "bad department or hours for SERVICE_ATTITUDE"},
     {"SERVICE_ATTITUDE=cc:1:2," REST, E "bad department or hours for SERVICE_ATTITUDE"},
-    {"SERVICE_ATTITUDE=cc:99999999999999999999," REST, E "bad department or hours for SERVICE_ATTITUDE"},
+    {"SERVICE_ATTITUDE=cc:99999999999999999999," REST,
+     E "bad department or hours for SERVICE_ATTITUDE"},
     {"OTHER=o,DELIVERY=Logistics," REST, E "bad department or hours for DELIVERY"},
 };
 
@@ -91,7 +96,8 @@ AS_TEST(valid_maps) {
     AS_CHECK_STR_EQ(got, want);
     AS_CHECK_STR_EQ(x.dept[0], "");
     for (int t = 1; t < INTAKE_NCOMPLAINT; t++) {
-      snprintf(got, sizeof got, "%s: type %d -> %s:%lld", good[i].spec, t, x.dept[t], x.dept_hours[t]);
+      snprintf(got, sizeof got, "%s: type %d -> %s:%lld", good[i].spec, t, x.dept[t],
+               x.dept_hours[t]);
       snprintf(want, sizeof want, "%s: type %d -> %s:%lld", good[i].spec, t, good[i].dept[t],
                good[i].hours[t]);
       AS_CHECK_STR_EQ(got, want);

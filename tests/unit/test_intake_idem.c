@@ -5,12 +5,13 @@
  * content is refused as reused, requests behind a held one are told to
  * retry, and a key whose earlier requests were all rejected is decided
  * afresh. */
-#include "as_test.h"
 #include "../../services/intake/intake.h"
+#include "as_test.h"
 
 #include <string.h>
 
-static Aftersales__V1__AfterSalesRequested request(const char *rid, int64_t at, const char *comment) {
+static Aftersales__V1__AfterSalesRequested request(const char *rid, int64_t at,
+                                                   const char *comment) {
   Aftersales__V1__AfterSalesRequested r = AFTERSALES__V1__AFTER_SALES_REQUESTED__INIT;
   r.request_id = (char *)rid;
   r.idempotency_key = "key-1";
@@ -24,7 +25,8 @@ static Aftersales__V1__AfterSalesRequested request(const char *rid, int64_t at, 
 }
 
 AS_TEST(hash_ignores_request_id_and_stamp_only) {
-  Aftersales__V1__AfterSalesRequested a = request("r-1", 100, "too small"), b = request("r-2", 999, "too small"),
+  Aftersales__V1__AfterSalesRequested a = request("r-1", 100, "too small"),
+                                      b = request("r-2", 999, "too small"),
                                       c = request("r-1", 100, "too big");
   char ha[37], hb[37], hc[37];
   AS_CHECK_INT_EQ(intake_idem_hash(&a, ha), 0);

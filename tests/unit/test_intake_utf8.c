@@ -6,8 +6,8 @@
  * continuation bytes, truncated sequences (at the end, before ASCII, cut
  * by the length) and NUL bytes fail. Each row is copied to a buffer of
  * exactly its length, so the sanitizer build catches a read past the end. */
-#include "as_test.h"
 #include "../../services/intake/intake.h"
+#include "as_test.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,9 +69,18 @@ static const struct {
     {"three bytes cut after two", B("\xe4\xb8"), false},
     {"four bytes cut after three", B("\xf0\x9f\x98"), false},
     {"U+10FFFF cut after three", B("\xf4\x8f\xbf"), false},
-    {"two-byte lead before ASCII", B("\xc3" "A"), false},
-    {"three bytes cut before ASCII", B("\xe4\xb8" "A"), false},
-    {"four bytes cut before ASCII", B("\xf0\x9f\x98" "A"), false},
+    {"two-byte lead before ASCII",
+     B("\xc3"
+       "A"),
+     false},
+    {"three bytes cut before ASCII",
+     B("\xe4\xb8"
+       "A"),
+     false},
+    {"four bytes cut before ASCII",
+     B("\xf0\x9f\x98"
+       "A"),
+     false},
     {"third byte not a continuation", B("\xe4\xb8\xc0"), false},
     {"fourth byte not a continuation", B("\xf0\x9f\x98\x41"), false},
     {"a new lead inside a sequence", B("\xe4\xc3\xa9"), false},
@@ -105,7 +114,9 @@ static size_t encode(unsigned cp, unsigned char out[4], int len) {
   return (size_t)len;
 }
 
-static int shortest(unsigned cp) { return cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4; }
+static int shortest(unsigned cp) {
+  return cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+}
 
 AS_TEST(every_code_point) {
   unsigned char b[4];

@@ -7,15 +7,18 @@
  * their own fields. The limits are read from the configuration the test
  * builds (main.c's defaults), so a row sits on the boundary whatever the
  * values. */
-#include "as_test.h"
 #include "../../services/intake/intake.h"
+#include "as_test.h"
 
 #include <stdio.h>
 #include <string.h>
 
 /* main.c's defaults (AS_INTAKE_*): the validator reads only these. */
 static const intake_conf_t conf = {
-    .comment_max = 2000, .evidence_max = 9, .attachment_max = 524288000, .lines_max = 100,
+    .comment_max = 2000,
+    .evidence_max = 9,
+    .attachment_max = 524288000,
+    .lines_max = 100,
     .complaint_hours = 72,
 };
 static const intake_t x = {.conf = &conf};
@@ -104,8 +107,10 @@ static void complaint(req_t *q) {
 }
 
 /* One change to the base request per row. */
-#define MUT(name, body) \
-  static void name(req_t *q) { body; }
+#define MUT(name, body)        \
+  static void name(req_t *q) { \
+    body;                      \
+  }
 
 MUT(m_none, (void)q)
 MUT(m_complaint_no_lines, complaint(q))
@@ -153,21 +158,27 @@ MUT(m_order_empty, q->r.order_id = "")
 MUT(m_order_unsafe, q->r.order_id = "o/1")
 MUT(m_order_65, q->r.order_id = fill(q, 'o', 65))
 MUT(m_type_zero, q->r.case_type = AFTERSALES__V1__CASE_TYPE__CASE_TYPE_UNSPECIFIED)
-MUT(m_type_above, q->r.case_type = (Aftersales__V1__CaseType)(AFTERSALES__V1__CASE_TYPE__CASE_TYPE_COMPLAINT + 1))
+MUT(m_type_above,
+    q->r.case_type = (Aftersales__V1__CaseType)(AFTERSALES__V1__CASE_TYPE__CASE_TYPE_COMPLAINT + 1))
 MUT(m_type_negative, q->r.case_type = (Aftersales__V1__CaseType)-1)
 MUT(m_reason_zero, q->r.reason = AFTERSALES__V1__REASON__REASON_UNSPECIFIED)
-MUT(m_reason_above, q->r.reason = (Aftersales__V1__Reason)(AFTERSALES__V1__REASON__REASON_OTHER + 1))
+MUT(m_reason_above,
+    q->r.reason = (Aftersales__V1__Reason)(AFTERSALES__V1__REASON__REASON_OTHER + 1))
 MUT(m_complaint_type_zero, complaint(q);
     q->r.complaint_type = AFTERSALES__V1__COMPLAINT_TYPE__COMPLAINT_TYPE_UNSPECIFIED)
 MUT(m_complaint_type_above, complaint(q);
-    q->r.complaint_type = (Aftersales__V1__ComplaintType)(AFTERSALES__V1__COMPLAINT_TYPE__COMPLAINT_TYPE_OTHER + 1))
+    q->r.complaint_type =
+        (Aftersales__V1__ComplaintType)(AFTERSALES__V1__COMPLAINT_TYPE__COMPLAINT_TYPE_OTHER + 1))
 MUT(m_complaint_type_on_return,
-    q->r.complaint_type = (Aftersales__V1__ComplaintType)(AFTERSALES__V1__COMPLAINT_TYPE__COMPLAINT_TYPE_OTHER + 1))
+    q->r.complaint_type =
+        (Aftersales__V1__ComplaintType)(AFTERSALES__V1__COMPLAINT_TYPE__COMPLAINT_TYPE_OTHER + 1))
 MUT(m_complaint_reason_above, complaint(q);
     q->r.reason = (Aftersales__V1__Reason)(AFTERSALES__V1__REASON__REASON_OTHER + 1))
-MUT(m_outcome_above, q->r.preferred_outcome = (Aftersales__V1__Outcome)(AFTERSALES__V1__OUTCOME__OUTCOME_NONE + 1))
+MUT(m_outcome_above,
+    q->r.preferred_outcome = (Aftersales__V1__Outcome)(AFTERSALES__V1__OUTCOME__OUTCOME_NONE + 1))
 MUT(m_method_above,
-    q->r.return_method = (Aftersales__V1__ReturnMethod)(AFTERSALES__V1__RETURN_METHOD__RETURN_METHOD_EXPRESS + 1))
+    q->r.return_method =
+        (Aftersales__V1__ReturnMethod)(AFTERSALES__V1__RETURN_METHOD__RETURN_METHOD_EXPRESS + 1))
 MUT(m_stamp_zero, q->r.submitted_at_us = 0)
 MUT(m_stamp_negative, q->r.submitted_at_us = -1)
 MUT(m_locale_1, q->r.locale = "z")
@@ -187,8 +198,8 @@ MUT(m_comment_surrogate, q->r.comment = "ok \xed\xa0\x80")
 MUT(m_comment_truncated, q->r.comment = "尺码偏\xe5\xb0")
 MUT(m_comment_too_long, q->r.comment = fill(q, 'x', (size_t)conf.comment_max + 1))
 MUT(m_comment_multibyte_too_long, /* 667 characters, 2,001 bytes */
-    for (size_t i = 0; i < 667; i++) memcpy(q->big + 3 * i, "码", 3); q->big[2001] = '\0';
-    q->r.comment = q->big)
+    for (size_t i = 0; i < 667; i++) memcpy(q->big + 3 * i, "码", 3);
+    q->big[2001] = '\0'; q->r.comment = q->big)
 MUT(m_too_many_atts, set_atts(q, (size_t)conf.evidence_max + 1))
 MUT(m_uri_empty, q->att[0].uri = "")
 MUT(m_uri_http, q->att[0].uri = "http://img.example.com/p/1.jpg")
@@ -202,9 +213,12 @@ MUT(m_media_gif, q->att[0].media_type = "image/gif")
 MUT(m_media_empty, q->att[0].media_type = "")
 MUT(m_media_suffix, q->att[0].media_type = "image/jpeg; q=1")
 MUT(m_sha_63, q->att[0].sha256 = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde")
-MUT(m_sha_65, q->att[0].sha256 = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0")
-MUT(m_sha_upper, q->att[0].sha256 = "0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef")
-MUT(m_sha_not_hex, q->att[0].sha256 = "g123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+MUT(m_sha_65,
+    q->att[0].sha256 = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0")
+MUT(m_sha_upper,
+    q->att[0].sha256 = "0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef")
+MUT(m_sha_not_hex,
+    q->att[0].sha256 = "g123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
 MUT(m_size_zero, q->att[0].size_bytes = 0)
 MUT(m_size_negative, q->att[0].size_bytes = -1)
 MUT(m_size_above, q->att[0].size_bytes = conf.attachment_max + 1)
@@ -215,7 +229,8 @@ MUT(m_idem_and_order, q->r.idempotency_key = ""; q->r.order_id = "")
 MUT(m_enum_order, q->r.reason = (Aftersales__V1__Reason)99;
     q->r.return_method = (Aftersales__V1__ReturnMethod)99)
 MUT(m_lines_before_comment, q->line[0].quantity = 0; q->r.comment = "\xff")
-MUT(m_utf8_before_length, q->r.comment = fill(q, 'x', (size_t)conf.comment_max + 1); q->big[0] = '\xff')
+MUT(m_utf8_before_length, q->r.comment = fill(q, 'x', (size_t)conf.comment_max + 1);
+    q->big[0] = '\xff')
 MUT(m_comment_before_evidence, q->r.comment = "\xff"; q->att[0].uri = "")
 MUT(m_too_many_before_each, set_atts(q, (size_t)conf.evidence_max + 1); q->att[0].uri = "")
 MUT(m_dead_before_all, q->r.buyer_id = ""; q->r.idempotency_key = ""; q->r.order_id = "")
@@ -282,11 +297,14 @@ static const row_t invalid[] = {
     {"reason unspecified", m_reason_zero, "missing_field", "reason", false},
     {"reason above the enum", m_reason_above, "unknown_enum", "reason", false},
     {"complaint type unspecified", m_complaint_type_zero, "missing_field", "complaint_type", false},
-    {"complaint type above the enum", m_complaint_type_above, "unknown_enum", "complaint_type", false},
+    {"complaint type above the enum", m_complaint_type_above, "unknown_enum", "complaint_type",
+     false},
     {"complaint type above the enum, not a complaint", m_complaint_type_on_return, "unknown_enum",
      "complaint_type", false},
-    {"complaint with a reason above the enum", m_complaint_reason_above, "unknown_enum", "reason", false},
-    {"preferred outcome above the enum", m_outcome_above, "unknown_enum", "preferred_outcome", false},
+    {"complaint with a reason above the enum", m_complaint_reason_above, "unknown_enum", "reason",
+     false},
+    {"preferred outcome above the enum", m_outcome_above, "unknown_enum", "preferred_outcome",
+     false},
     {"return method above the enum", m_method_above, "unknown_enum", "return_method", false},
     {"submitted at 0", m_stamp_zero, "missing_field", "submitted_at_us", false},
     {"submitted before 1970", m_stamp_negative, "missing_field", "submitted_at_us", false},
@@ -304,7 +322,8 @@ static const row_t invalid[] = {
     {"a line listed twice", m_duplicate_line, "duplicate_line", "lines.line_id", false},
     {"comment with an overlong", m_comment_overlong, "comment_invalid_utf8", "comment", false},
     {"comment with a surrogate", m_comment_surrogate, "comment_invalid_utf8", "comment", false},
-    {"comment truncated mid-character", m_comment_truncated, "comment_invalid_utf8", "comment", false},
+    {"comment truncated mid-character", m_comment_truncated, "comment_invalid_utf8", "comment",
+     false},
     {"comment of comment_max + 1 bytes", m_comment_too_long, "comment_too_long", "comment", false},
     {"comment too long in bytes, not characters", m_comment_multibyte_too_long, "comment_too_long",
      "comment", false},
@@ -319,14 +338,16 @@ static const row_t invalid[] = {
     {"URI of 2049 bytes", m_uri_too_long, "attachment_not_https", "evidence.uri", false},
     {"media type gif", m_media_gif, "attachment_media_type", "evidence.media_type", false},
     {"media type empty", m_media_empty, "attachment_media_type", "evidence.media_type", false},
-    {"media type with parameters", m_media_suffix, "attachment_media_type", "evidence.media_type", false},
+    {"media type with parameters", m_media_suffix, "attachment_media_type", "evidence.media_type",
+     false},
     {"sha256 of 63", m_sha_63, "attachment_sha256", "evidence.sha256", false},
     {"sha256 of 65", m_sha_65, "attachment_sha256", "evidence.sha256", false},
     {"sha256 in upper case", m_sha_upper, "attachment_sha256", "evidence.sha256", false},
     {"sha256 not hex", m_sha_not_hex, "attachment_sha256", "evidence.sha256", false},
     {"attachment of 0 bytes", m_size_zero, "attachment_size", "evidence.size_bytes", false},
     {"attachment of -1 bytes", m_size_negative, "attachment_size", "evidence.size_bytes", false},
-    {"attachment above attachment_max", m_size_above, "attachment_size", "evidence.size_bytes", false},
+    {"attachment above attachment_max", m_size_above, "attachment_size", "evidence.size_bytes",
+     false},
     {"the third attachment bad", m_third_att_bad, "attachment_size", "evidence.size_bytes", false},
 };
 
@@ -337,8 +358,10 @@ static const row_t first_wins[] = {
     {"reason before return method", m_enum_order, "unknown_enum", "reason", false},
     {"lines before comment", m_lines_before_comment, "invalid_quantity", "lines.quantity", false},
     {"UTF-8 before length", m_utf8_before_length, "comment_invalid_utf8", "comment", false},
-    {"comment before evidence", m_comment_before_evidence, "comment_invalid_utf8", "comment", false},
-    {"count before each attachment", m_too_many_before_each, "too_many_attachments", "evidence", false},
+    {"comment before evidence", m_comment_before_evidence, "comment_invalid_utf8", "comment",
+     false},
+    {"count before each attachment", m_too_many_before_each, "too_many_attachments", "evidence",
+     false},
     {"unanswerable before anything", m_dead_before_all, "contract_violation", "buyer_id", true},
 };
 
@@ -366,11 +389,17 @@ static void run_rows(const row_t *rows, size_t n) {
 
 #define ROWS(t) (t), sizeof(t) / sizeof((t)[0])
 
-AS_TEST(valid_requests_pass) { run_rows(ROWS(valid)); }
+AS_TEST(valid_requests_pass) {
+  run_rows(ROWS(valid));
+}
 
-AS_TEST(each_reason_code_from_one_change) { run_rows(ROWS(invalid)); }
+AS_TEST(each_reason_code_from_one_change) {
+  run_rows(ROWS(invalid));
+}
 
-AS_TEST(the_first_fault_is_the_one_reported) { run_rows(ROWS(first_wins)); }
+AS_TEST(the_first_fault_is_the_one_reported) {
+  run_rows(ROWS(first_wins));
+}
 
 /* The validator judges and never edits: the request is as it was. */
 AS_TEST(the_request_is_left_untouched) {

@@ -20,38 +20,32 @@ static size_t utf8_decode_ok(const unsigned char *p, const unsigned char *end) {
   unsigned cp;
   size_t n;
 
-  if (p[0] < 0x80)
-    return 1;
+  if (p[0] < 0x80) return 1;
   n = p[0] >= 0xF0 ? 4 : p[0] >= 0xE0 ? 3 : p[0] >= 0xC0 ? 2 : 0;
-  if (n == 0 || p[0] >= 0xF8 || (size_t)(end - p) < n)
-    return 0;
+  if (n == 0 || p[0] >= 0xF8 || (size_t)(end - p) < n) return 0;
   cp = p[0] & (0x7F >> n);
   for (size_t i = 1; i < n; i++) {
-    if ((p[i] & 0xC0) != 0x80)
-      return 0;
+    if ((p[i] & 0xC0) != 0x80) return 0;
     cp = cp << 6 | (p[i] & 0x3F);
   }
-  if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000))
-    return 0;
+  if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000)) return 0;
   return (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF ? 0 : n;
 }
 
 static const char *skip_json_string(const char *s, const char *end) {
   const unsigned char *p = (const unsigned char *)s;
 
-  if (p >= (const unsigned char *)end || *p++ != '"')
-    return NULL;
+  if (p >= (const unsigned char *)end || *p++ != '"') return NULL;
   while (p < (const unsigned char *)end && *p != '"') {
     size_t n = 1;
 
-    if (*p < 0x20)
-      return NULL;
+    if (*p < 0x20) return NULL;
     if (*p == '\\') {
-      if (p + 1 >= (const unsigned char *)end || !strchr("\"\\/bfnrtu", p[1]) || !p[1])
-        return NULL;
+      if (p + 1 >= (const unsigned char *)end || !strchr("\"\\/bfnrtu", p[1]) || !p[1]) return NULL;
       n = 2;
       for (size_t i = 0; p[1] == 'u' && i < 4; i++, n++)
-        if (p + 2 + i >= (const unsigned char *)end || !strchr("0123456789abcdefABCDEF", p[2 + i]) || !p[2 + i])
+        if (p + 2 + i >= (const unsigned char *)end ||
+            !strchr("0123456789abcdefABCDEF", p[2 + i]) || !p[2 + i])
           return NULL;
     } else if ((n = utf8_decode_ok(p, (const unsigned char *)end)) == 0) {
       return NULL;
@@ -62,16 +56,11 @@ static const char *skip_json_string(const char *s, const char *end) {
 }
 
 static const char *skip_json_value(const char *s, const char *end) {
-  if (s < end && *s == '"')
-    return skip_json_string(s, end);
-  if (end - s >= 4 && memcmp(s, "null", 4) == 0)
-    return s + 4;
-  if (s < end && *s == '-')
-    s++;
-  if (s >= end || *s < '0' || *s > '9')
-    return NULL;
-  while (s < end && *s >= '0' && *s <= '9')
-    s++;
+  if (s < end && *s == '"') return skip_json_string(s, end);
+  if (end - s >= 4 && memcmp(s, "null", 4) == 0) return s + 4;
+  if (s < end && *s == '-') s++;
+  if (s >= end || *s < '0' || *s > '9') return NULL;
+  while (s < end && *s >= '0' && *s <= '9') s++;
   return s;
 }
 
@@ -79,15 +68,12 @@ static const char *skip_json_value(const char *s, const char *end) {
 static bool json_line_ok(const char *line, size_t n) {
   const char *p = line, *end = line + n - 1;
 
-  if (n < 3 || line[n - 1] != '\n' || *p++ != '{')
-    return false;
+  if (n < 3 || line[n - 1] != '\n' || *p++ != '{') return false;
   while (p != NULL && p < end && *p != '}') {
     p = skip_json_string(p, end);
-    if (p == NULL || p >= end || *p++ != ':')
-      return false;
+    if (p == NULL || p >= end || *p++ != ':') return false;
     p = skip_json_value(p, end);
-    if (p != NULL && p < end && *p == ',')
-      p++;
+    if (p != NULL && p < end && *p == ',') p++;
   }
   return p != NULL && p == end - 1 && *p == '}' && memchr(line, '\n', n - 1) == NULL;
 }
@@ -149,25 +135,32 @@ AS_TEST(escape_table) {
       {"ok 😀 👍🏽", "\"ok 😀 👍🏽\""},
       {"שלום עולם", "\"שלום עולם\""},
       {"مرحبا", "\"مرحبا\""},
-      {"\xe2\x80\xae" "abc", "\"\xe2\x80\xae" "abc\""}, /* U+202E RLO: valid, passes */
-      {"\xe2\x80\xa8", "\"\xe2\x80\xa8\""},            /* U+2028 is legal in JSON */
-      {"\xc2\x80", "\"\xc2\x80\""},                    /* U+0080, smallest 2-byte */
-      {"\xef\xbf\xbf", "\"\xef\xbf\xbf\""},            /* U+FFFF */
-      {"\xf4\x8f\xbf\xbf", "\"\xf4\x8f\xbf\xbf\""},    /* U+10FFFF, the last */
+      {"\xe2\x80\xae"
+       "abc",
+       "\"\xe2\x80\xae"
+       "abc\""},                                    /* U+202E RLO: valid, passes */
+      {"\xe2\x80\xa8", "\"\xe2\x80\xa8\""},         /* U+2028 is legal in JSON */
+      {"\xc2\x80", "\"\xc2\x80\""},                 /* U+0080, smallest 2-byte */
+      {"\xef\xbf\xbf", "\"\xef\xbf\xbf\""},         /* U+FFFF */
+      {"\xf4\x8f\xbf\xbf", "\"\xf4\x8f\xbf\xbf\""}, /* U+10FFFF, the last */
       {"\xff", "\"\\u00ff\""},
-      {"\x80", "\"\\u0080\""},                           /* lone continuation */
-      {"\xc0\xaf", "\"\\u00c0\\u00af\""},                /* overlong '/' */
-      {"\xc1\xbf", "\"\\u00c1\\u00bf\""},                /* overlong */
-      {"\xe0\x80\xaf", "\"\\u00e0\\u0080\\u00af\""},     /* overlong, 3 bytes */
+      {"\x80", "\"\\u0080\""},                       /* lone continuation */
+      {"\xc0\xaf", "\"\\u00c0\\u00af\""},            /* overlong '/' */
+      {"\xc1\xbf", "\"\\u00c1\\u00bf\""},            /* overlong */
+      {"\xe0\x80\xaf", "\"\\u00e0\\u0080\\u00af\""}, /* overlong, 3 bytes */
       {"\xf0\x80\x80\xaf", "\"\\u00f0\\u0080\\u0080\\u00af\""},
-      {"\xed\xa0\x80", "\"\\u00ed\\u00a0\\u0080\""},     /* surrogate U+D800 */
-      {"\xed\xbf\xbf", "\"\\u00ed\\u00bf\\u00bf\""},     /* surrogate U+DFFF */
-      {"\xed\x9f\xbf", "\"\xed\x9f\xbf\""},              /* U+D7FF is fine */
+      {"\xed\xa0\x80", "\"\\u00ed\\u00a0\\u0080\""},            /* surrogate U+D800 */
+      {"\xed\xbf\xbf", "\"\\u00ed\\u00bf\\u00bf\""},            /* surrogate U+DFFF */
+      {"\xed\x9f\xbf", "\"\xed\x9f\xbf\""},                     /* U+D7FF is fine */
       {"\xf4\x90\x80\x80", "\"\\u00f4\\u0090\\u0080\\u0080\""}, /* U+110000 */
       {"\xf5\x80\x80\x80", "\"\\u00f5\\u0080\\u0080\\u0080\""},
-      {"\xe4\xb8", "\"\\u00e4\\u00b8\""},                /* truncated at end */
-      {"\xe4\xb8" "a", "\"\\u00e4\\u00b8a\""},           /* truncated mid-text */
-      {"a\xe4\xb8\xad\xff" "b", "\"a\xe4\xb8\xad\\u00ffb\""},
+      {"\xe4\xb8", "\"\\u00e4\\u00b8\""}, /* truncated at end */
+      {"\xe4\xb8"
+       "a",
+       "\"\\u00e4\\u00b8a\""}, /* truncated mid-text */
+      {"a\xe4\xb8\xad\xff"
+       "b",
+       "\"a\xe4\xb8\xad\\u00ffb\""},
   };
 
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -192,7 +185,10 @@ AS_TEST(escape_null_is_json_null) {
  * NUL-terminates, and from cap 3 on the output is a whole JSON string. */
 AS_TEST(escape_every_capacity) {
   static const char *const inputs[] = {
-      "hello \"world\"\n", "订单已签收 😀", "\xff\xfe\x01\xe4\xb8", "a long value to be cut short",
+      "hello \"world\"\n",
+      "订单已签收 😀",
+      "\xff\xfe\x01\xe4\xb8",
+      "a long value to be cut short",
   };
 
   for (size_t k = 0; k < sizeof inputs / sizeof inputs[0]; k++) {
@@ -209,8 +205,7 @@ AS_TEST(escape_every_capacity) {
       }
       AS_CHECK_INT_EQ(strlen(buf), n);
       AS_CHECK(n < cap);
-      if (cap >= 3)
-        AS_CHECK(skip_json_string(buf, buf + n) == buf + n);
+      if (cap >= 3) AS_CHECK(skip_json_string(buf, buf + n) == buf + n);
     }
   }
 }
@@ -240,8 +235,8 @@ AS_TEST(level_parse) {
     int rc;
     as_log_level_t level;
   } rows[] = {
-      {"debug", 0, AS_LOG_DEBUG}, {"info", 0, AS_LOG_INFO},   {"warn", 0, AS_LOG_WARN},
-      {"error", 0, AS_LOG_ERROR}, {"INFO", -22, AS_LOG_INFO}, {"", -22, AS_LOG_INFO},
+      {"debug", 0, AS_LOG_DEBUG},    {"info", 0, AS_LOG_INFO},    {"warn", 0, AS_LOG_WARN},
+      {"error", 0, AS_LOG_ERROR},    {"INFO", -22, AS_LOG_INFO},  {"", -22, AS_LOG_INFO},
       {"warning", -22, AS_LOG_INFO}, {"info ", -22, AS_LOG_INFO}, {NULL, -22, AS_LOG_INFO},
   };
 
@@ -421,8 +416,7 @@ AS_TEST(concurrent_lines_do_not_interleave) {
       msg[sizeof msg - 1] = '\0';
       as_log_init(&log, "intake", "host-1", AS_LOG_DEBUG);
       log.out = fdopen(fds[1], "w");
-      for (int i = 0; i < LINES; i++)
-        AS_INFO(&log, msg, AS_F_INT("i", i));
+      for (int i = 0; i < LINES; i++) AS_INFO(&log, msg, AS_F_INT("i", i));
       fclose(log.out);
       _exit(0);
     }
@@ -430,8 +424,7 @@ AS_TEST(concurrent_lines_do_not_interleave) {
   close(fds[1]);
   mem = open_memstream(&all, &len); /* after the forks: not the writers' */
   AS_CHECK(mem != NULL);
-  while ((r = read(fds[0], chunk, sizeof chunk)) > 0)
-    fwrite(chunk, 1, (size_t)r, mem);
+  while ((r = read(fds[0], chunk, sizeof chunk)) > 0) fwrite(chunk, 1, (size_t)r, mem);
   close(fds[0]);
   for (int p = 0; p < PROCS; p++) {
     AS_CHECK(wait(&status) > 0);
@@ -447,9 +440,15 @@ AS_TEST(concurrent_lines_do_not_interleave) {
 /* The validator itself must reject what it is there to catch. */
 AS_TEST(validator_rejects_bad_json) {
   static const char *const bad[] = {
-      "{\"a\":\"x\"\n",       "{\"a\":\"\x01\"}\n", "{\"a\":\"\xff\"}\n",
-      "{\"a\":\"\\q\"}\n",    "{\"a\":\"\xed\xa0\x80\"}\n", "{\"a\":\"\xc0\xaf\"}\n",
-      "{\"a\":\"\\u12\"}\n",  "{\"a\"}\n", "{\"a\":1}x\n",
+      "{\"a\":\"x\"\n",
+      "{\"a\":\"\x01\"}\n",
+      "{\"a\":\"\xff\"}\n",
+      "{\"a\":\"\\q\"}\n",
+      "{\"a\":\"\xed\xa0\x80\"}\n",
+      "{\"a\":\"\xc0\xaf\"}\n",
+      "{\"a\":\"\\u12\"}\n",
+      "{\"a\"}\n",
+      "{\"a\":1}x\n",
   };
 
   {

@@ -43,23 +43,24 @@ AS_TEST(render_exact) {
   as_histogram_observe(h, 0.005); /* le is inclusive */
   as_histogram_observe(h, 0.05);
   as_histogram_observe(h, 7);
-  check_render(m, "# HELP as_messages_total Messages consumed.\n"
-                  "# TYPE as_messages_total counter\n"
-                  "as_messages_total{service=\"intake\",instance=\"host-1\",result=\"ok\"} 42\n"
-                  "as_messages_total{service=\"intake\",instance=\"host-1\","
-                  "result=\"decode_failed\"} 3\n"
-                  "# HELP as_lag_seconds Consumer lag.\n"
-                  "# TYPE as_lag_seconds gauge\n"
-                  "as_lag_seconds{service=\"intake\",instance=\"host-1\"} 0.25\n"
-                  "# HELP as_tx_seconds Transaction time.\n"
-                  "# TYPE as_tx_seconds histogram\n"
-                  "as_tx_seconds_bucket{service=\"intake\",instance=\"host-1\",le=\"0.005\"} 2\n"
-                  "as_tx_seconds_bucket{service=\"intake\",instance=\"host-1\",le=\"0.01\"} 2\n"
-                  "as_tx_seconds_bucket{service=\"intake\",instance=\"host-1\",le=\"0.1\"} 3\n"
-                  "as_tx_seconds_bucket{service=\"intake\",instance=\"host-1\",le=\"1\"} 3\n"
-                  "as_tx_seconds_bucket{service=\"intake\",instance=\"host-1\",le=\"+Inf\"} 4\n"
-                  "as_tx_seconds_sum{service=\"intake\",instance=\"host-1\"} 7.056\n"
-                  "as_tx_seconds_count{service=\"intake\",instance=\"host-1\"} 4\n");
+  check_render(m,
+               "# HELP as_messages_total Messages consumed.\n"
+               "# TYPE as_messages_total counter\n"
+               "as_messages_total{service=\"intake\",instance=\"host-1\",result=\"ok\"} 42\n"
+               "as_messages_total{service=\"intake\",instance=\"host-1\","
+               "result=\"decode_failed\"} 3\n"
+               "# HELP as_lag_seconds Consumer lag.\n"
+               "# TYPE as_lag_seconds gauge\n"
+               "as_lag_seconds{service=\"intake\",instance=\"host-1\"} 0.25\n"
+               "# HELP as_tx_seconds Transaction time.\n"
+               "# TYPE as_tx_seconds histogram\n"
+               "as_tx_seconds_bucket{service=\"intake\",instance=\"host-1\",le=\"0.005\"} 2\n"
+               "as_tx_seconds_bucket{service=\"intake\",instance=\"host-1\",le=\"0.01\"} 2\n"
+               "as_tx_seconds_bucket{service=\"intake\",instance=\"host-1\",le=\"0.1\"} 3\n"
+               "as_tx_seconds_bucket{service=\"intake\",instance=\"host-1\",le=\"1\"} 3\n"
+               "as_tx_seconds_bucket{service=\"intake\",instance=\"host-1\",le=\"+Inf\"} 4\n"
+               "as_tx_seconds_sum{service=\"intake\",instance=\"host-1\"} 7.056\n"
+               "as_tx_seconds_count{service=\"intake\",instance=\"host-1\"} 4\n");
   AS_CHECK_INT_EQ(as_counter_value(ok), 42);
   AS_CHECK(as_gauge_value(lag) == 0.25);
   AS_CHECK_INT_EQ(as_histogram_count(h), 4);
@@ -74,14 +75,15 @@ AS_TEST(render_labelled_histogram_and_escaping) {
   h = as_metrics_histogram(m, "h", "a \\ b\nc \"q\"", "topic=\"orders\"", LAT_BOUNDS, 1);
   AS_CHECK(h != NULL);
   as_histogram_observe(h, 0.5);
-  check_render(m, "# HELP h a \\\\ b\\nc \"q\"\n"
-                  "# TYPE h histogram\n"
-                  "h_bucket{service=\"in\\\"ta\\\\ke\",instance=\"host\\n1\",topic=\"orders\","
-                  "le=\"0.005\"} 0\n"
-                  "h_bucket{service=\"in\\\"ta\\\\ke\",instance=\"host\\n1\",topic=\"orders\","
-                  "le=\"+Inf\"} 1\n"
-                  "h_sum{service=\"in\\\"ta\\\\ke\",instance=\"host\\n1\",topic=\"orders\"} 0.5\n"
-                  "h_count{service=\"in\\\"ta\\\\ke\",instance=\"host\\n1\",topic=\"orders\"} 1\n");
+  check_render(m,
+               "# HELP h a \\\\ b\\nc \"q\"\n"
+               "# TYPE h histogram\n"
+               "h_bucket{service=\"in\\\"ta\\\\ke\",instance=\"host\\n1\",topic=\"orders\","
+               "le=\"0.005\"} 0\n"
+               "h_bucket{service=\"in\\\"ta\\\\ke\",instance=\"host\\n1\",topic=\"orders\","
+               "le=\"+Inf\"} 1\n"
+               "h_sum{service=\"in\\\"ta\\\\ke\",instance=\"host\\n1\",topic=\"orders\"} 0.5\n"
+               "h_count{service=\"in\\\"ta\\\\ke\",instance=\"host\\n1\",topic=\"orders\"} 1\n");
   as_metrics_free(m);
 }
 
@@ -129,14 +131,15 @@ AS_TEST(rejects_bad_names_and_bounds) {
   AS_CHECK(as_metrics_histogram(m, "h2", "h", NULL, dup, 2) == NULL);
   AS_CHECK(as_metrics_histogram(m, "h3", "h", NULL, inf, 2) == NULL);
   AS_CHECK(as_metrics_histogram(m, "h4", "h", NULL, NULL, 0) != NULL);
-  check_render(m, "# HELP ns:sub_name_2 \n"
-                  "# TYPE ns:sub_name_2 gauge\n"
-                  "ns:sub_name_2{service=\"s\",instance=\"i\"} 0\n"
-                  "# HELP h4 h\n"
-                  "# TYPE h4 histogram\n"
-                  "h4_bucket{service=\"s\",instance=\"i\",le=\"+Inf\"} 0\n"
-                  "h4_sum{service=\"s\",instance=\"i\"} 0\n"
-                  "h4_count{service=\"s\",instance=\"i\"} 0\n");
+  check_render(m,
+               "# HELP ns:sub_name_2 \n"
+               "# TYPE ns:sub_name_2 gauge\n"
+               "ns:sub_name_2{service=\"s\",instance=\"i\"} 0\n"
+               "# HELP h4 h\n"
+               "# TYPE h4 histogram\n"
+               "h4_bucket{service=\"s\",instance=\"i\",le=\"+Inf\"} 0\n"
+               "h4_sum{service=\"s\",instance=\"i\"} 0\n"
+               "h4_count{service=\"s\",instance=\"i\"} 0\n");
   as_metrics_free(m);
 }
 
@@ -183,8 +186,9 @@ AS_TEST(counter_is_uint64) {
 
   AS_CHECK(c != NULL);
   as_counter_add(c, UINT64_MAX);
-  check_render(m, "# HELP c h\n# TYPE c counter\nc{service=\"s\",instance=\"i\"} "
-                  "18446744073709551615\n");
+  check_render(m,
+               "# HELP c h\n# TYPE c counter\nc{service=\"s\",instance=\"i\"} "
+               "18446744073709551615\n");
   as_metrics_free(m);
 }
 
@@ -194,19 +198,16 @@ AS_TEST(quantile) {
   static const struct {
     double q, want;
   } rows[] = {
-      {0, 0.005}, {0.1, 0.005}, {0.5, 0.01}, {0.6, 0.1}, {0.8, 0.1},
+      {0, 0.005}, {0.1, 0.005},     {0.5, 0.01},   {0.6, 0.1},  {0.8, 0.1},
       {0.9, 1},   {0.95, HUGE_VAL}, {1, HUGE_VAL}, {-1, 0.005}, {2, HUGE_VAL},
   };
 
   AS_CHECK(h != NULL);
   /* 10 observations: 2 in <=0.005, 3 in (0.005,0.01], 3 in (0.01,0.1], 1 in
    * (0.1,1], 1 above. Cumulative: 2, 5, 8, 9, 10. */
-  for (int i = 0; i < 2; i++)
-    as_histogram_observe(h, 0.001);
-  for (int i = 0; i < 3; i++)
-    as_histogram_observe(h, 0.01);
-  for (int i = 0; i < 3; i++)
-    as_histogram_observe(h, 0.02);
+  for (int i = 0; i < 2; i++) as_histogram_observe(h, 0.001);
+  for (int i = 0; i < 3; i++) as_histogram_observe(h, 0.01);
+  for (int i = 0; i < 3; i++) as_histogram_observe(h, 0.02);
   as_histogram_observe(h, 0.5);
   as_histogram_observe(h, 99);
   as_histogram_observe(h, NAN); /* ignored */
@@ -240,14 +241,10 @@ AS_TEST(label_escape) {
     int rc;
     const char *out;
   } rows[] = {
-      {"plain", 16, 0, "plain"},
-      {"a\"b\\c\nd", 16, 0, "a\\\"b\\\\c\\nd"},
-      {"订单", 16, 0, "订单"},
-      {"", 1, 0, ""},
-      {"abc", 4, 0, "abc"},
-      {"abc", 3, -ENOSPC, ""},
-      {"a\"", 4, 0, "a\\\""},
-      {"a\"", 3, -ENOSPC, ""},
+      {"plain", 16, 0, "plain"}, {"a\"b\\c\nd", 16, 0, "a\\\"b\\\\c\\nd"},
+      {"订单", 16, 0, "订单"},   {"", 1, 0, ""},
+      {"abc", 4, 0, "abc"},      {"abc", 3, -ENOSPC, ""},
+      {"a\"", 4, 0, "a\\\""},    {"a\"", 3, -ENOSPC, ""},
       {"", 0, -ENOSPC, NULL},
   };
 
@@ -257,8 +254,7 @@ AS_TEST(label_escape) {
     memset(buf, '#', sizeof buf);
     AS_CHECK_INT_EQ(as_metrics_label_escape(buf, rows[i].cap, rows[i].in), rows[i].rc);
     AS_CHECK(buf[rows[i].cap] == '#');
-    if (rows[i].out != NULL)
-      AS_CHECK_STR_EQ(buf, rows[i].out);
+    if (rows[i].out != NULL) AS_CHECK_STR_EQ(buf, rows[i].out);
   }
 }
 
@@ -286,8 +282,8 @@ AS_TEST(register_table) {
   char err[160] = "";
 
   AS_CHECK(m != NULL);
-  AS_CHECK_INT_EQ(as_metrics_register(m, SVC_METRICS, sizeof SVC_METRICS / sizeof SVC_METRICS[0], &st, err,
-                                      sizeof err),
+  AS_CHECK_INT_EQ(as_metrics_register(m, SVC_METRICS, sizeof SVC_METRICS / sizeof SVC_METRICS[0],
+                                      &st, err, sizeof err),
                   0);
   AS_CHECK_STR_EQ(err, "");
   AS_CHECK(st.opened == as_metrics_counter(m, "as_svc_opened_total", "x", NULL));

@@ -113,7 +113,8 @@ AS_TEST(apply_once) {
   /* Unqualified names ran in the schema (its search_path), and only
    * there: the session's own search_path is what it was. */
   char sql[256], got[128];
-  AS_PG_STR(f.check, as_test_pg_sql(sql, sizeof sql, "SELECT s FROM %s.here", f.schema), 0, NULL, got);
+  AS_PG_STR(f.check, as_test_pg_sql(sql, sizeof sql, "SELECT s FROM %s.here", f.schema), 0, NULL,
+            got);
   AS_CHECK_STR_EQ(got, f.schema);
   AS_PG_STR(f.conn, "SHOW search_path", 0, NULL, path_after);
   AS_CHECK_STR_EQ(path_after, path_before);

@@ -72,8 +72,8 @@ static const struct {
   int64_t want;
 } shares[] = {
     {8000, 1, 1, 0, 8000},
-    {100, 1600, 7400, 0, 21},          /* floor(100 x 1600 / 7400) = 21.6 -> 21 */
-    {MAX, MAX - 1, MAX, 0, MAX - 1},    /* no intermediate overflow */
+    {100, 1600, 7400, 0, 21},        /* floor(100 x 1600 / 7400) = 21.6 -> 21 */
+    {MAX, MAX - 1, MAX, 0, MAX - 1}, /* no intermediate overflow */
     {MAX, 1, MAX, 0, 1},
     {0, 5, 10, 0, 0},
     {-1, 1, 2, -EINVAL, 0},
@@ -85,7 +85,8 @@ static const struct {
 AS_TEST(share_floors_without_overflow) {
   for (size_t i = 0; i < sizeof shares / sizeof shares[0]; i++) {
     int64_t out = -7;
-    AS_CHECK_INT_EQ(as_money_share(shares[i].amount, shares[i].part, shares[i].whole, &out), shares[i].rc);
+    AS_CHECK_INT_EQ(as_money_share(shares[i].amount, shares[i].part, shares[i].whole, &out),
+                    shares[i].rc);
     AS_CHECK_INT_EQ(out, shares[i].rc == 0 ? shares[i].want : -7);
   }
 }
@@ -169,8 +170,9 @@ AS_TEST(currency_codes) {
   static const struct {
     const char *code;
     bool ok;
-  } c[] = {{"CNY", true}, {"USD", true}, {"cny", false}, {"CN", false}, {"CNYY", false}, {"", false},
-           {"C1Y", false}};
-  for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) AS_CHECK_INT_EQ(as_money_currency_ok(c[i].code), c[i].ok);
+  } c[] = {{"CNY", true},   {"USD", true}, {"cny", false}, {"CN", false},
+           {"CNYY", false}, {"", false},   {"C1Y", false}};
+  for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
+    AS_CHECK_INT_EQ(as_money_currency_ok(c[i].code), c[i].ok);
   AS_CHECK(!as_money_currency_ok(NULL));
 }

@@ -430,7 +430,8 @@ AS_TEST(shipping_refund_key) {
   AS_CHECK_INT_EQ(d.shipping_refund, REVIEW_SHIP_PRO_RATA);
   review_policy_free(b);
 
-  review_policy_t *p = parse_ok(MIN "[default]\nshipping_refund = none\n[merchant m-whole]\nshipping_refund = whole\n");
+  review_policy_t *p = parse_ok(
+      MIN "[default]\nshipping_refund = none\n[merchant m-whole]\nshipping_refund = whole\n");
   AS_CHECK_INT_EQ(decide(p, &c).shipping_refund, REVIEW_SHIP_NONE);
   c.merchant_id = "m-whole";
   AS_CHECK_INT_EQ(decide(p, &c).shipping_refund, REVIEW_SHIP_WHOLE);
@@ -566,7 +567,8 @@ AS_TEST(non_returnable_categories) {
   review_policy_t *p = builtin();
 
   for (size_t i = 0; i < 2; i++) {
-    review_line_t lines[] = {{"l1", "s", "apparel", 1, 100, 1, 100}, {"l2", "s", cats[i], 1, 100, 1, 100}};
+    review_line_t lines[] = {{"l1", "s", "apparel", 1, 100, 1, 100},
+                             {"l2", "s", cats[i], 1, 100, 1, 100}};
     review_case_t c = base_case();
     c.lines = lines;
     c.nlines = 2;

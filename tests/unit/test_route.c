@@ -148,14 +148,17 @@ static int fire_b(void *s, as_tx_t *tx, const char *c, const char *k, int64_t d)
 
 AS_TEST(deadline_kinds) {
   static const as_deadline_kind_t kinds[] = {
-      {"hold:*", fire_a}, {"return", fire_a}, {"return:transit", fire_b}, {"*", fire_b},
+      {"hold:*", fire_a},
+      {"return", fire_a},
+      {"return:transit", fire_b},
+      {"*", fire_b},
   };
   static const struct {
     const char *kind;
     int want; /* index into kinds, -1 none */
   } rows[] = {
-      {"hold:r-1", 0}, {"hold:", 0}, {"hold", 3}, {"return", 1}, {"return:transit", 2},
-      {"return:transit+", 3}, {"returns", 3}, {"", 3},
+      {"hold:r-1", 0},       {"hold:", 0},           {"hold", 3},    {"return", 1},
+      {"return:transit", 2}, {"return:transit+", 3}, {"returns", 3}, {"", 3},
   };
 
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {

@@ -88,14 +88,14 @@ AS_TEST(v5_inputs_separate) {
     const char *name2;
     size_t len2;
   } rows[] = {
-      {"ns", "name", 4, "nt", "name", 4},                             /* namespace differs */
-      {"ns", "name", 4, "ns", "namf", 4},                             /* name differs */
-      {"a", "bc", 2, "ab", "c", 1},                                   /* same concatenation */
-      {"", "abc", 3, "abc", "", 0},                                   /* everything on one side */
-      {"ns", "x\0y", 3, "ns", "x", 1},                                /* bytes after a NUL count */
-      {"ns", "x\0y", 3, "ns", "x\0z", 3},                             /* ... and are hashed */
-      {"ns", "", 0, "ns", "\0", 1},                                   /* empty vs one NUL byte */
-      {"aftersales.refund", "c", 1, "aftersales.coupon", "c", 1},     /* one case, two ids */
+      {"ns", "name", 4, "nt", "name", 4},                         /* namespace differs */
+      {"ns", "name", 4, "ns", "namf", 4},                         /* name differs */
+      {"a", "bc", 2, "ab", "c", 1},                               /* same concatenation */
+      {"", "abc", 3, "abc", "", 0},                               /* everything on one side */
+      {"ns", "x\0y", 3, "ns", "x", 1},                            /* bytes after a NUL count */
+      {"ns", "x\0y", 3, "ns", "x\0z", 3},                         /* ... and are hashed */
+      {"ns", "", 0, "ns", "\0", 1},                               /* empty vs one NUL byte */
+      {"aftersales.refund", "c", 1, "aftersales.coupon", "c", 1}, /* one case, two ids */
   };
 
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
