@@ -200,18 +200,22 @@ $(B)/tests/%: $(B)/obj/tests/unit/%.o $(B)/obj/tests/unit/as_test.o $(LINK_COMMO
 # PostgreSQL and broker, once with the optimised build and once under
 # AddressSanitizer + UndefinedBehaviorSanitizer, the fuzz targets' replays,
 # and the relay's thread under ThreadSanitizer (build/tsan: the workers).
+# The three trees build one after the other, each on every core (a plain
+# `make test`, as CI runs it, passes no -j of its own).
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+
 test: deps
-	$(MAKE) --no-print-directory B=build SAN=0 build test-bins
-	$(MAKE) --no-print-directory B=build/asan SAN=1 build test-bins
-	$(MAKE) --no-print-directory B=build/tsan SAN=tsan build
+	$(MAKE) --no-print-directory -j$(JOBS) B=build SAN=0 build test-bins
+	$(MAKE) --no-print-directory -j$(JOBS) B=build/asan SAN=1 build test-bins
+	$(MAKE) --no-print-directory -j$(JOBS) B=build/tsan SAN=tsan build
 	tests/run.sh
 
 run: deps
-	$(MAKE) --no-print-directory B=build SAN=0 build
+	$(MAKE) --no-print-directory -j$(JOBS) B=build SAN=0 build
 	scripts/run.sh
 
 bench: deps
-	$(MAKE) --no-print-directory B=build SAN=0 build
+	$(MAKE) --no-print-directory -j$(JOBS) B=build SAN=0 build
 	tests/bench/bench.sh
 
 # Each libFuzzer target for FUZZ_SECONDS over its seeds; what it finds goes
