@@ -508,6 +508,24 @@ def main():
     for e in orders:
         d.send("orders", e.order_id, e)
     d.p.flush(10)
+    # Orders and requests travel on two topics, read in no fixed order: a
+    # request read before the buyer's older orders would see a shorter
+    # history (the goodwill buyer's tenure). A storefront takes orders
+    # long before their after-sales requests; the demo waits until intake
+    # has applied every order event, then sends the requests.
+    ids = [e.event_id for e in orders]
+    deadline = time.time() + 30
+    while ids and time.time() < deadline:
+        try:
+            if d.sql("SELECT count(*) FROM intake.inbox WHERE event_id = ANY(%s::uuid[])", (ids,))[0][0] == len(ids):
+                break
+        except Exception:  # intake's schema may not be migrated yet
+            d.db = None
+        time.sleep(0.1)
+    else:
+        if ids:
+            print("demo: FAILED: intake did not apply the %d order events within 30 s" % len(ids))
+            return 1
     for s in S:
         d.by_request[s.request.aftersales_requested.request_id] = s
         d.send("requests", s.request.order_id, s.request)
