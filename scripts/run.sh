@@ -10,15 +10,23 @@ cd "$(dirname "$0")/.."
 RUN=${AS_RUN_DIR:-build/run}
 BIN=${AS_BIN_DIR:-build/bin}
 mkdir -p "$RUN/logs"
-pids=()
+wpids=() # the workers' pids
+broker=  # the broker's pid
 demo= # the demo's pid while it runs
 
 stop_all() {
   trap - INT TERM EXIT
   echo
   echo "run: stopping workers, broker and PostgreSQL"
-  for p in $demo "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in $demo "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  # Workers before the broker: a worker stopping drains its relay and
+  # leaves its group, and with the broker gone first it waits out its
+  # timeouts instead (20 s seen).
+  for p in $demo "${wpids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in $demo "${wpids[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [[ -n $broker ]]; then
+    kill -TERM "$broker" 2>/dev/null || true
+    wait "$broker" 2>/dev/null || true
+  fi
   scripts/pg.sh stop "$RUN/pg" >/dev/null 2>&1 || true
   echo "run: stopped"
 }
@@ -31,8 +39,11 @@ eval "$(scripts/pg.sh start "$RUN/pg")"
 export PGHOST PGPORT PGUSER PGDATABASE
 echo "run: PostgreSQL on socket $PGHOST port $PGPORT, database $PGDATABASE"
 
-"$BIN/as-broker" --topics proto/topics.tsv >"$RUN/broker.out" 2>"$RUN/logs/broker.log" &
-pids+=($!)
+# The broker has a session of its own: Ctrl-C (SIGINT to the terminal's
+# process group) must not take it down before the workers, which drain
+# their outboxes into it while they stop; stop_all ends it after them.
+setsid "$BIN/as-broker" --topics proto/topics.tsv >"$RUN/broker.out" 2>"$RUN/logs/broker.log" &
+broker=$!
 for _ in $(seq 100); do grep -q '^bootstrap=' "$RUN/broker.out" 2>/dev/null && break; sleep 0.1; done
 BOOTSTRAP=$(sed -n 's/^bootstrap=//p' "$RUN/broker.out")
 [[ -n $BOOTSTRAP ]] || { echo "run: broker did not start (see $RUN/logs/broker.log)" >&2; exit 1; }
@@ -50,7 +61,7 @@ done
 workers+=(probe)
 for w in "${workers[@]}"; do
   "$BIN/as-$w" 2>"$RUN/logs/$w.log" &
-  pids+=($!)
+  wpids+=($!)
 done
 for w in "${workers[@]}"; do
   port=""
