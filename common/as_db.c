@@ -142,8 +142,12 @@ static int prepared(as_db_t *db, const char *sql, int n, PGresult **err) {
   as_db_stmt_t *s = &db->stmts[slot];
   if (s->sql) return slot;
   char name[16], *copy = strdup(sql);
+  if (!copy) {
+    db->stmt_uncached++; /* out of memory: run it unprepared this time */
+    return -1;
+  }
   snprintf(name, sizeof name, "as_%d", slot);
-  PGresult *p = copy ? PQprepare(db->conn, name, sql, n, NULL) : NULL;
+  PGresult *p = PQprepare(db->conn, name, sql, n, NULL);
   if (PQresultStatus(p) != PGRES_COMMAND_OK) {
     free(copy);
     *err = p;

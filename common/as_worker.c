@@ -103,9 +103,10 @@ struct as_worker {
   bool pending_retry, stopping, broker_up, db_ok;
   unsigned retry_ms;
   uint64_t drain_deadline, batches;
+  unsigned long unprepared_seen; /* of db.stmt_uncached, already counted */
   int open_handles, exit_code;
   struct {
-    as_counter_t *processed, *duplicates, *ignored, *failed, *retries;
+    as_counter_t *processed, *duplicates, *ignored, *failed, *retries, *unprepared;
     as_histogram_t *batch_size, *batch_seconds;
     as_gauge_t *lag, *ready;
   } m;
@@ -435,8 +436,16 @@ static bool db_alive(as_worker_t *w) {
   return ok;
 }
 
+/* Statements as_db ran unprepared (its cache full: statement texts built
+ * afresh per call would do that) cost a plan each; counted, not hidden. */
+static void count_unprepared(as_worker_t *w) {
+  as_counter_add(w->m.unprepared, w->db.stmt_uncached - w->unprepared_seen);
+  w->unprepared_seen = w->db.stmt_uncached;
+}
+
 static void on_scan(uv_timer_t *t) {
   as_worker_t *w = t->data;
+  count_unprepared(w);
   if (w->pending_retry || w->stopping || !db_alive(w) || w->svc->ndeadlines == 0) return;
   if (as_db_begin(&w->db) < 0) return;
   int n = as_deadline_scan(&w->tx, 200, fire_deadline, w);
@@ -691,6 +700,9 @@ static void init_metrics(as_worker_t *w) {
                          NULL);
   w->m.failed = as_metrics_counter(m, "as_messages_failed_total",
                                    "Messages in batches that failed and will be retried.", NULL);
+  w->m.unprepared = as_metrics_counter(
+      m, "as_db_statements_unprepared_total",
+      "Statements run without a prepared plan (the connection's statement cache was full).", NULL);
   w->m.retries = as_metrics_counter(m, "as_batch_retries_total",
                                     "Batches retried after a transient failure.", NULL);
   w->m.batch_size = as_metrics_histogram(m, "as_batch_size", "Messages per batch.", NULL,
