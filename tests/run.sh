@@ -125,7 +125,7 @@ fi
 # The integration tests mostly wait (on brokers, rebalances, deadlines), so
 # they run in parallel processes (pytest-xdist), each with its own
 # PostgreSQL cluster; every test has its own database and broker anyway.
-IT_WORKERS=${AS_IT_WORKERS:-3}
+IT_WORKERS=${AS_IT_WORKERS:-4}
 for build in build build/asan; do
   echo "== integration tests ($build, $IT_WORKERS processes)"
   xml="$TMP/junit-$(echo "$build" | tr / _).xml"
