@@ -11,10 +11,10 @@ import signal
 import subprocess
 from pathlib import Path
 
-from conftest import (CASES_TOPIC, ROOT, SLOW, intake_pb, order_events, produce_orders,
+from conftest import (CASES_TOPIC, DLQ_TOPIC, ROOT, SLOW, dead_letters, intake_pb, order_events, produce_orders,
                       produce_requests, request_envelope, settle, start_intake, wait_until)
-from review_helpers import (DAY_US, REFUNDS_TOPIC, REVIEW_TOPIC, decided, events, new_case, now_us,
-                            of_kind, open_cases, pbm, refunds_db, returned_and_inspected, start_review,
+from review_helpers import (DAY_US, INSPECTION_TOPIC, LOGISTICS_TOPIC, REFUNDS_TOPIC, REVIEW_TOPIC, decided, events, new_case, now_us,
+                            of_kind, open_cases, pbm, produce_on, refunds_db, returned_and_inspected, start_review,
                             state, wait_decided, wait_events, wait_state)
 
 PHOTO = (("https://img.example.com/p/1.jpg", "image/jpeg"),)
@@ -342,3 +342,25 @@ def test_finance_consumer_in_another_process(h, tmp_path):
     text = dec.stdout.decode()
     assert "refund_issued {" in text and f'refund_id: "{rows[-1][0]}"' in text, text
     assert json.dumps(rows[-1][3]) in text
+
+
+def test_events_review_has_no_route_for_are_ignored_not_claimed_nor_dead_lettered(h):
+    """Others' events on review's topics (and its own, read back) change
+    nothing: they are committed past, counted in as_messages_ignored_total,
+    kept out of the inbox (no row per message that changes nothing) and
+    never dead-lettered; review then still decides what it does route."""
+    m = pbm(h)
+    w = start_review(h)
+    dlq = h.reader(DLQ_TOPIC)
+    before = w.metric("as_messages_ignored_total")
+    scan = produce_on(h, LOGISTICS_TOPIC, "tracking_scan", m.logistics.TrackingScan(), "case-x-1")
+    asked = produce_on(h, INSPECTION_TOPIC, "inspection_requested", m.inspection.InspectionRequested(),
+                       "case-x-2")
+    env = new_case(h, lines=[("l1", "S", "apparel", 1, 700, 1)], reason="SIZE_MISMATCH")
+    open_cases(h, [env])
+    wait_state(h, env.case_id, "REFUNDED")
+    settle(h)
+    assert w.metric("as_messages_ignored_total") - before >= 2
+    claimed = {r[0] for r in h.sql("SELECT event_id::text FROM review.inbox")}
+    assert scan.event_id not in claimed and asked.event_id not in claimed, claimed
+    assert dead_letters(h, dlq) == []
