@@ -17,7 +17,7 @@ int as_failpoint_check(const char *value, char *err, size_t errlen) {
   if (value == NULL || value[0] == '\0') return 0;
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     if (strcmp(value, names[i]) == 0) return 0;
-  as_err_set(err, errlen, "AS_FAILPOINT: \"%.40s\" is none of " AS_FAILPOINT_NAMES, value);
+  as_err_set(err, errlen, "AS_FAILPOINT: %.40s is none of " AS_FAILPOINT_NAMES, value);
   return -EINVAL;
 }
 
