@@ -14,8 +14,10 @@
 #include <uv.h>
 
 #include "as_deadline.h"
+#include "as_failpoint.h"
 #include "as_http.h"
 #include "as_kafka.h"
+#include "as_process.h"
 #include "as_relay.h"
 #include "as_topics.h"
 
@@ -25,6 +27,7 @@ typedef struct as_runtime_conf {
   long long batch_max, max_message_bytes, dlq_max_bytes, http_port, relay_batch;
   long long relay_interval_ms, scan_interval_ms, retry_max_ms, shutdown_timeout_ms;
   long long outbox_retention_s, failpoint_after, poll_interval_ms;
+  long long http_max_connections, http_idle_timeout_ms;
 } as_runtime_conf_t;
 
 #define RC(field) offsetof(as_runtime_conf_t, field)
@@ -50,10 +53,18 @@ static const as_cfg_param_t runtime_params[] = {
      "Dead-letter topic."},
     {"AS_DLQ_MAX_BYTES", AS_CFG_INT, "262144", 0, 16777216, RC(dlq_max_bytes),
      "Original bytes kept in a dead letter (the rest is cut, size recorded)."},
-    {"AS_HTTP_ADDR", AS_CFG_STR, "0.0.0.0", 1, 64, RC(http_addr),
-     "Address of the /healthz, /readyz and /metrics listener."},
+    {"AS_HTTP_ADDR", AS_CFG_STR, "127.0.0.1", 1, 64, RC(http_addr),
+     "Address of the /healthz, /readyz and /metrics listener: loopback on a plain host; a "
+     "container sets the address its probes and scraper reach (compose 0.0.0.0, Kubernetes the "
+     "pod IP)."},
     {"AS_HTTP_PORT", AS_CFG_INT, "8080", 0, 65535, RC(http_port),
      "Port of that listener; 0 = any free port (logged)."},
+    {"AS_HTTP_MAX_CONNECTIONS", AS_CFG_INT, "64", 1, 10000, RC(http_max_connections),
+     "Most open connections to that listener; past it a new one closes the oldest idle one, or "
+     "is closed at once (as_http_connections_dropped_total)."},
+    {"AS_HTTP_IDLE_TIMEOUT_MS", AS_CFG_INT, "5000", 100, 600000, RC(http_idle_timeout_ms),
+     "A connection that sends no whole request, or does not read the answer, within this is "
+     "closed."},
     {"AS_RELAY_BATCH", AS_CFG_INT, "2500", 1, 100000, RC(relay_batch),
      "Outbox rows the relay reads at once; up to twice as many may wait for delivery reports."},
     {"AS_RELAY_INTERVAL_MS", AS_CFG_INT, "200", 1, 60000, RC(relay_interval_ms),
@@ -68,10 +79,10 @@ static const as_cfg_param_t runtime_params[] = {
      "How long SIGTERM waits for the relay to drain."},
     {"AS_LOG_LEVEL", AS_CFG_STR, "info", 1, 5, RC(log_level), "debug, info, warn or error."},
     {"AS_FAILPOINT", AS_CFG_STR, "", 0, 40, RC(failpoint),
-     "Tests only: before_db_commit, after_db_commit or relay_after_delivery kill the process with "
-     "SIGKILL there."},
+     "Test builds only (TEST_HOOKS=1; a release build refuses it): " AS_FAILPOINT_NAMES
+     " kill the process with SIGKILL there."},
     {"AS_FAILPOINT_AFTER", AS_CFG_INT, "1", 1, 1000000, RC(failpoint_after),
-     "Tests only: the failpoint fires on this batch (1 = first)."},
+     "Test builds only: the failpoint fires on this batch (1 = first)."},
 };
 #define NRUNTIME (sizeof runtime_params / sizeof runtime_params[0])
 
@@ -94,6 +105,8 @@ struct as_worker {
   int pipefd[2];
   as_relay_t *relay;
   as_http_t *http;
+  uint64_t http_dropped_seen; /* of as_http_dropped, already counted */
+  as_process_t proc;
   uv_poll_t consumer_poll;
   uv_timer_t poll_timer, again_timer, retry_timer, scan_timer, drain_timer;
   uv_signal_t sigterm, sigint, sighup;
@@ -106,7 +119,7 @@ struct as_worker {
   unsigned long unprepared_seen; /* of db.stmt_uncached, already counted */
   int open_handles, exit_code;
   struct {
-    as_counter_t *processed, *duplicates, *ignored, *failed, *retries, *unprepared;
+    as_counter_t *processed, *duplicates, *ignored, *failed, *retries, *unprepared, *http_dropped;
     as_histogram_t *batch_size, *batch_seconds;
     as_gauge_t *lag, *ready;
   } m;
@@ -120,7 +133,8 @@ as_metrics_t *as_worker_metrics(as_worker_t *w) {
 }
 
 static void failpoint(const as_worker_t *w, const char *where) {
-  if (strcmp(w->conf.failpoint, where) == 0 && w->batches == (uint64_t)w->conf.failpoint_after) {
+  if (as_failpoint_armed(w->conf.failpoint, where) &&
+      w->batches == (uint64_t)w->conf.failpoint_after) {
     AS_WARN(&w->log, "failpoint: killing myself", AS_F_STR("failpoint", where));
     raise(SIGKILL);
   }
@@ -493,6 +507,9 @@ static void route(void *arg, const char *method, const char *path, as_http_respo
     respond(resp, r ? 200 : 503, buf);
   } else if (strcmp(path, "/metrics") == 0) {
     as_relay_update_metrics(w->relay);
+    as_process_update(&w->proc);
+    as_counter_add(w->m.http_dropped, as_http_dropped(w->http) - w->http_dropped_seen);
+    w->http_dropped_seen = as_http_dropped(w->http);
     as_gauge_set(w->m.ready, ready(w) ? 1 : 0);
     resp->status = 200;
     resp->content_type = "text/plain; version=0.0.4";
@@ -603,6 +620,7 @@ static int load_config(as_worker_t *w, const as_service_t *svc) {
   w->svc_conf = calloc(1, svc->conf_size ? svc->conf_size : 1);
   if (!w->svc_conf) return -ENOMEM;
   if (as_config_load(runtime_params, NRUNTIME, &w->conf, err, sizeof err) < 0 ||
+      as_failpoint_check(w->conf.failpoint, err, sizeof err) < 0 ||
       (svc->config &&
        as_config_load(svc->config, svc->nconfig, w->svc_conf, err, sizeof err) < 0)) {
     fprintf(stderr,
@@ -713,6 +731,9 @@ static void init_metrics(as_worker_t *w) {
   w->m.lag = as_metrics_gauge(
       m, "as_consumer_lag", "Messages behind the high watermark, over assigned partitions.", NULL);
   w->m.ready = as_metrics_gauge(m, "as_ready", "1 when the worker reports ready.", NULL);
+  w->m.http_dropped = as_metrics_counter(
+      m, "as_http_connections_dropped_total",
+      "Connections to the HTTP listener closed by AS_HTTP_MAX_CONNECTIONS.", NULL);
 }
 
 /* The service's state: zeroed, its metrics in place, then its own init. */
@@ -725,6 +746,7 @@ static int init_service(as_worker_t *w) {
     AS_ERROR(&w->log, "service init failed", AS_F_STR("detail", err));
     return -ENOMEM;
   }
+  if (as_process_init(&w->proc, w->metrics) < 0) return -ENOMEM;
   int rc = svc->init ? svc->init(w, w->svc_conf, w->state) : 0;
   if (rc < 0) AS_ERROR(&w->log, "service init failed", AS_F_INT("rc", rc));
   return rc;
@@ -787,6 +809,8 @@ static int start_http(as_worker_t *w) {
     AS_ERROR(&w->log, "cannot start http listener", AS_F_STR("detail", err));
     return -EADDRINUSE;
   }
+  as_http_set_max_connections(w->http, (unsigned)w->conf.http_max_connections);
+  as_http_set_timeout_ms(w->http, (unsigned)w->conf.http_idle_timeout_ms);
   return 0;
 }
 
@@ -807,8 +831,9 @@ static void usage(const as_service_t *svc, const char *prog) {
   printf(
       "\nCommands:\n  %s            run the worker\n  %s --migrate  apply database migrations and "
       "exit\n"
-      "  %s --help     this text\n",
-      prog, prog, prog);
+      "  %s --help     this text\n"
+      "  %s --version  version and commit\n",
+      prog, prog, prog, prog);
 }
 
 static void teardown(as_worker_t *w) {
@@ -857,6 +882,12 @@ int as_worker_main(const as_service_t *svc, const as_migration_t *migrations, in
   int code = 2;
   if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
     usage(svc, argv[0]);
+    code = 0;
+    goto out;
+  }
+  if (argc > 1 && strcmp(argv[1], "--version") == 0) {
+    printf("%s %s (commit %s%s)\n", argv[0], as_version, as_commit,
+           as_failpoint_enabled() ? ", test build: AS_FAILPOINT enabled" : "");
     code = 0;
     goto out;
   }

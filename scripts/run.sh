@@ -50,7 +50,7 @@ BOOTSTRAP=$(sed -n 's/^bootstrap=//p' "$RUN/broker.out")
 echo "run: Kafka broker (librdkafka mock cluster) at $BOOTSTRAP"
 
 export AS_KAFKA_BOOTSTRAP=$BOOTSTRAP AS_DB_DSN="host=$PGHOST port=$PGPORT user=$PGUSER dbname=$PGDATABASE"
-export AS_HTTP_ADDR=127.0.0.1 AS_HTTP_PORT=0 AS_RDKAFKA_SESSION_TIMEOUT_MS=6000
+export AS_HTTP_ADDR=127.0.0.1 AS_HTTP_PORT=0 AS_RDKAFKA_CONSUMER_SESSION_TIMEOUT_MS=6000
 
 echo "run: workers from $BIN"
 # Every service under services/ plus the runtime's probe worker.

@@ -79,7 +79,7 @@ def start_broker(tmp):
 # intervals and no producer linger, so the paced phase measures the worker,
 # not its timers.
 LOW_LATENCY = dict(AS_POLL_INTERVAL_MS="5", AS_RELAY_INTERVAL_MS="20",
-                   AS_RDKAFKA_FETCH_WAIT_MAX_MS="2", AS_RDKAFKA_LINGER_MS="0")
+                   AS_RDKAFKA_CONSUMER_FETCH_WAIT_MAX_MS="2", AS_RDKAFKA_PRODUCER_LINGER_MS="0")
 
 
 class Stack:

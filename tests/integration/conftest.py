@@ -504,8 +504,8 @@ class Harness:
             "AS_SHUTDOWN_TIMEOUT_MS": "10000",
             "AS_RELAY_INTERVAL_MS": "100",
             "AS_POLL_INTERVAL_MS": "50",
-            "AS_RDKAFKA_SESSION_TIMEOUT_MS": "6000",
-            "AS_RDKAFKA_HEARTBEAT_INTERVAL_MS": "500",
+            "AS_RDKAFKA_CONSUMER_SESSION_TIMEOUT_MS": "6000",
+            "AS_RDKAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS": "500",
             "AS_RDKAFKA_TOPIC_METADATA_REFRESH_INTERVAL_MS": "1000",
         }
         env.update({k: str(v) for k, v in over.items()})

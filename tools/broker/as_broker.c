@@ -25,6 +25,8 @@
 #include <syslog.h>
 #include <time.h>
 
+#include "as_process.h" /* as_version, as_commit */
+
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
@@ -135,7 +137,8 @@ static void usage(FILE *f) {
       "  --topic NAME:PARTS     one more topic; may be repeated\n"
       "  --brokers N            mock brokers, 1..16 (default 1)\n"
       "  --replication N        replication factor, 1..brokers (default 1)\n"
-      "  --help                 this text\n",
+      "  --help                 this text\n"
+      "  --version              version and commit\n",
       f);
 }
 
@@ -297,12 +300,17 @@ static int opts_parse_int(const char *flag, const char *val, int max, int *out) 
   return -1;
 }
 
-/* Returns 0 to run, 1 after --help, -1 on a usage error (already reported). */
+/* Returns 0 to run, 1 after --help, 2 after --version, -1 on a usage error
+ * (already reported). */
 static int opts_parse(broker_opts_t *o, int argc, char **argv) {
   static const struct option longopts[] = {
-      {"topics", required_argument, NULL, 'f'},  {"topic", required_argument, NULL, 't'},
-      {"brokers", required_argument, NULL, 'b'}, {"replication", required_argument, NULL, 'r'},
-      {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+      {"topics", required_argument, NULL, 'f'},
+      {"topic", required_argument, NULL, 't'},
+      {"brokers", required_argument, NULL, 'b'},
+      {"replication", required_argument, NULL, 'r'},
+      {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, 'v'},
+      {NULL, 0, NULL, 0},
   };
   int c, rc = 0;
 
@@ -317,6 +325,8 @@ static int opts_parse(broker_opts_t *o, int argc, char **argv) {
       rc = opts_parse_int("--replication", optarg, BROKER_MAX_BROKERS, &o->replication);
     else if (c == 'h')
       return 1;
+    else if (c == 'v')
+      return 2;
     else
       rc = -1; /* getopt already said what was wrong */
   }
@@ -451,8 +461,11 @@ int main(int argc, char **argv) {
   int rc;
 
   rc = opts_parse(&o, argc, argv);
-  if (rc == 1) {
-    usage(stdout);
+  if (rc == 1 || rc == 2) {
+    if (rc == 1)
+      usage(stdout);
+    else
+      printf("as-broker %s (commit %s)\n", as_version, as_commit);
     topics_free(&o.topics);
     return 0;
   }
