@@ -112,3 +112,28 @@ int as_migrate_apply(PGconn *c, const char *schema, const char *source, const as
              sizeof ignore);
   return rc < 0 ? rc : n;
 }
+
+/* Counts list's versions absent from the books; a schema or books not made
+ * yet count every one. Reads only: any role that may read the books can
+ * ask. */
+int as_migrate_pending(PGconn *c, const char *schema, const char *source,
+                       const as_migration_t *list, char *err, size_t errlen) {
+  if (!as_migrate_ident_ok(schema)) {
+    snprintf(err, errlen, "schema name \"%.64s\" is not a plain lower-case identifier", schema);
+    return -EINVAL;
+  }
+  char books[80];
+  snprintf(books, sizeof books, "%s.schema_migrations", schema);
+  const char *vals[1] = {books};
+  int rc = run_params(c, "SELECT 1 WHERE to_regclass($1) IS NOT NULL", 1, vals, err, errlen);
+  char sql[160];
+  snprintf(sql, sizeof sql, "SELECT 1 FROM %s WHERE source = $1 AND version = $2", books);
+  int n = 0;
+  for (const as_migration_t *m = list; rc >= 0 && m->version; m++) {
+    const char *params[2] = {source, m->version};
+    int have = rc == 0 ? 0 : run_params(c, sql, 2, params, err, errlen);
+    if (have < 0) return have;
+    n += !have;
+  }
+  return rc < 0 ? rc : n;
+}

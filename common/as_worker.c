@@ -22,7 +22,7 @@
 #include "as_topics.h"
 
 typedef struct as_runtime_conf {
-  const char *instance, *bootstrap, *group_id, *dsn, *schema, *http_addr, *log_level;
+  const char *instance, *bootstrap, *group_id, *dsn, *migrate_dsn, *schema, *http_addr, *log_level;
   const char *dlq_topic, *failpoint;
   long long batch_max, max_message_bytes, dlq_max_bytes, http_port, relay_batch;
   long long relay_interval_ms, scan_interval_ms, retry_max_ms, shutdown_timeout_ms;
@@ -37,7 +37,12 @@ static const as_cfg_param_t runtime_params[] = {
     {"AS_GROUP_ID", AS_CFG_STR, "", 0, 200, RC(group_id),
      "Consumer group; default aftersales-<service>."},
     {"AS_DB_DSN", AS_CFG_STR, "", 0, 1024, RC(dsn),
-     "libpq connection string or URI; empty = PG* environment."},
+     "libpq connection string or URI; empty = PG* environment. The worker's own role "
+     "(as_<service>)."},
+    {"AS_DB_MIGRATE_DSN", AS_CFG_STR, "", 0, 1024, RC(migrate_dsn),
+     "The owner role's DSN (aftersales_owner): migrations run over it at start, then it is closed. "
+     "Empty: the worker only checks they were applied (by --migrate, which uses AS_DB_DSN) and "
+     "waits until they are."},
     {"AS_DB_SCHEMA", AS_CFG_STR, "", 0, 48, RC(schema),
      "Schema of this service's tables; default the service name (48 characters at most: it names a "
      "NOTIFY channel)."},
@@ -679,27 +684,66 @@ static int select_topics(as_worker_t *w) {
   return -EINVAL;
 }
 
-/* Migrations wait for the database: a worker started before PostgreSQL
- * keeps trying (not ready) instead of crash-looping. */
-static int migrate(as_worker_t *w) {
-  char err[512];
+/* Applies (apply) or counts the pending migrations of the shared case
+ * tables, the runtime's and the service's own. Returns 0, the number still
+ * pending (> 0, only when counting), or a negative error with err set. */
+static int migrate_lists(as_worker_t *w, PGconn *c, bool apply, char *err, size_t errlen) {
+  const struct {
+    const char *schema, *source;
+    const as_migration_t *list;
+  } l[] = {{"cases", "cases", as_sql_cases},
+           {w->schema, "runtime", as_sql_runtime},
+           {w->schema, w->svc->name, w->migrations}};
+  int pending = 0;
+  for (size_t i = 0; i < AS_LEN(l); i++) {
+    if (!l[i].list) continue;
+    int rc = apply ? as_migrate_apply(c, l[i].schema, l[i].source, l[i].list, err, errlen)
+                   : as_migrate_pending(c, l[i].schema, l[i].source, l[i].list, err, errlen);
+    if (rc < 0) return rc;
+    if (!apply) pending += rc;
+  }
+  return pending;
+}
+
+/* Migrations run as the owner role, never as the worker's: over
+ * AS_DB_MIGRATE_DSN when set (embedded stack, tests), or over AS_DB_DSN
+ * with --migrate (the one-shot job of compose and Kubernetes, whose DSN is
+ * the owner's). A worker with neither only checks they are applied and
+ * waits for the job meanwhile. Either way it waits for the database: a
+ * worker started before PostgreSQL keeps trying instead of crash-looping. */
+static int migrate(as_worker_t *w, bool job) {
+  char err[512] = "";
+  bool own = !job && w->conf.migrate_dsn[0];
+  as_db_t mdb;
+  as_db_t *db = &w->db;
+  if (own) {
+    as_db_init(&mdb, w->conf.migrate_dsn, w->client_id, NULL, &w->log);
+    db = &mdb;
+  }
+  int rc;
   for (unsigned delay = 100;; delay = delay < 5000 ? delay * 2 : 5000) {
-    int rc = as_db_ensure(&w->db);
-    if (rc == 0) rc = as_migrate_apply(w->db.conn, "cases", "cases", as_sql_cases, err, sizeof err);
-    if (rc >= 0)
-      rc = as_migrate_apply(w->db.conn, w->schema, "runtime", as_sql_runtime, err, sizeof err);
-    if (rc >= 0 && w->migrations)
-      rc = as_migrate_apply(w->db.conn, w->schema, w->svc->name, w->migrations, err, sizeof err);
-    if (rc >= 0) return 0;
-    if (rc == -EINVAL || (rc == -EIO && w->db.conn && PQstatus(w->db.conn) == CONNECTION_OK)) {
+    rc = as_db_ensure(db);
+    if (rc == 0) rc = migrate_lists(w, db->conn, job || own, err, sizeof err);
+    if (rc == 0 && own) rc = as_db_ensure(&w->db); /* the worker's own role logs in */
+    if (rc == 0) break;
+    if (rc > 0) {
+      AS_WARN(&w->log, "migrations not applied yet; waiting for the migration job",
+              AS_F_INT("pending", rc), AS_F_STR("schema", w->schema));
+    } else if (rc == -EINVAL || (rc == -EIO && db->conn && PQstatus(db->conn) == CONNECTION_OK)) {
       AS_ERROR(&w->log, "migration failed", AS_F_STR("detail", err));
-      return -EIO;
+      rc = -EIO;
+      break;
+    } else {
+      const as_db_t *failed = w->db.err[0] ? &w->db : db;
+      AS_WARN(&w->log, "database not reachable; retrying",
+              AS_F_STR("detail", failed->err[0] ? failed->err : err));
+      as_db_close(db);
+      as_db_close(&w->db);
     }
-    AS_WARN(&w->log, "database not reachable; retrying",
-            AS_F_STR("detail", w->db.err[0] ? w->db.err : err));
-    as_db_close(&w->db);
     usleep(delay * 1000);
   }
+  if (own) as_db_close(&mdb);
+  return rc;
 }
 
 static void init_metrics(as_worker_t *w) {
@@ -909,7 +953,7 @@ int as_worker_main(const as_service_t *svc, const as_migration_t *migrations, in
   as_db_init(&w->db, w->conf.dsn, w->client_id, w->schema, &w->log);
   w->db.defer = true; /* the batch connection is the loop's alone: its writes need not wait */
   as_tx_init(&w->tx, &w->db, &w->tx_conf);
-  if (migrate(w) < 0) goto out_loop;
+  if (migrate(w, argc > 1) < 0) goto out_loop;
   if (argc > 1) {
     AS_INFO(&w->log, "migrations applied", AS_F_STR("schema", w->schema));
     code = 0;
