@@ -119,10 +119,10 @@ as_wire_verdict_t as_wire_check_strings(const ProtobufCMessageDescriptor *desc, 
   *at = w.at;
   size_t used = 0;
   for (int i = 0; i < w.levels && used < pathlen; i++) {
-    int n = w.idx[i] >= 0 ? snprintf(path + used, pathlen - used, "%s%s[%ld]", i ? "." : "",
-                                     w.field[i]->name, w.idx[i])
-                          : snprintf(path + used, pathlen - used, "%s%s", i ? "." : "",
-                                     w.field[i]->name);
+    int n = w.idx[i] >= 0
+                ? snprintf(path + used, pathlen - used, "%s%s[%ld]", i ? "." : "", w.field[i]->name,
+                           w.idx[i])
+                : snprintf(path + used, pathlen - used, "%s%s", i ? "." : "", w.field[i]->name);
     if (n < 0) break;
     used += (size_t)n;
   }
