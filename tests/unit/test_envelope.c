@@ -1,7 +1,9 @@
 /* Unit tests for as_envelope: real protobuf-c envelopes, packed and decoded.
  * A valid envelope decodes; each breach of the shared contract (README
  * "Message envelope") is refused with its AS_DLQ_* reason and detail; bytes
- * that are no Envelope are decode_failed; ids are canonicalised; stamping
+ * that are no Envelope are decode_failed; a string with a NUL byte or not
+ * strict UTF-8, in any field at any depth, is string_nul / invalid_utf8 with
+ * its field path (protobuf-c alone takes both); ids are canonicalised; stamping
  * fills identity, keeps a caller's event id and carries trace and causation
  * over from the cause. */
 #include "as_envelope.h"

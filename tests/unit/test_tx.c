@@ -1,5 +1,7 @@
 /* Unit tests for as_tx against PostgreSQL: the inbox claim marks repeats
- * (within a batch and across batches) as duplicates; publish + flush write
+ * (within a batch and across batches) as duplicates when their bytes are the
+ * same and dead (event_id_reused) when they differ, and a row from before the
+ * payload hash matches anything; publish + flush write
  * outbox rows in publish order whose payloads decode to the stamped
  * envelopes and notify the relay; a dead message becomes a DeadLetter row
  * with everything needed to replay it and an id derived from its source
