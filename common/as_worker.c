@@ -753,8 +753,9 @@ static void init_metrics(as_worker_t *w) {
   as_metrics_t *m = w->metrics;
   w->m.processed = as_metrics_counter(m, "as_messages_processed_total",
                                       "Messages applied (first delivery).", NULL);
-  w->m.duplicates = as_metrics_counter(m, "as_messages_duplicate_total",
-                                       "Redelivered messages skipped by the inbox.", NULL);
+  w->m.duplicates = as_metrics_counter(
+      m, "as_messages_duplicate_total",
+      "Redelivered messages (a known event id, the same bytes) skipped by the inbox.", NULL);
   w->m.ignored =
       as_metrics_counter(m, "as_messages_ignored_total",
                          "Messages of payload types this service has no route for (someone else's, "
