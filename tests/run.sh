@@ -40,10 +40,15 @@ eval "$(scripts/pg.sh start "$TMP/pg")"
 export AS_TEST_DSN="host=$PGHOST port=$PGPORT user=$PGUSER dbname=$PGDATABASE"
 # Every cluster of the run: this script's and each pytest-xdist process's
 # ($TMP/gw*/pg). A cluster relocated under /var/tmp would outlive rm -rf.
+# Real Kafka brokers too ($TMP/gw*/kafka-*, test_real_kafka.py): a pytest
+# ended by `timeout` skips its fixtures' teardown, and the JVM would stay.
 destroy_clusters() {
   local d
   for d in "$TMP/pg" "$TMP"/*/pg; do
     [[ -e $d ]] && scripts/pg.sh destroy "$d" >/dev/null 2>&1
+  done
+  for d in "$TMP"/*/kafka-*; do
+    [[ -d $d ]] && scripts/kafka.sh stop "$d" >/dev/null 2>&1
   done
   return 0
 }
