@@ -84,7 +84,7 @@ SERVICES    := $(notdir $(patsubst %/main.c,%,$(wildcard services/*/main.c)))
 SERVICE_BIN := $(patsubst %,$(B)/bin/as-%,$(SERVICES))
 UNIT_SRC    := $(wildcard tests/unit/test_*.c)
 UNIT_BIN    := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
-TOOLS_BIN   := $(B)/bin/as-broker $(B)/bin/as-probe
+TOOLS_BIN   := $(B)/bin/as-broker $(B)/bin/as-topics $(B)/bin/as-probe
 PY_GEN      := $(B)/gen/py/envelope_pb2.py
 
 # Fuzz targets: tests/fuzz/fuzz_<name>.c (LLVMFuzzerTestOneInput), seeds in
@@ -200,6 +200,9 @@ $(B)/bin/as-probe: $(patsubst %.c,$(B)/obj/%.o,$(wildcard tests/probe/*.c)) $(B)
 	$(link)
 
 $(B)/bin/as-broker: $(B)/obj/tools/broker/as_broker.o $(LINK_COMMON)
+	$(link)
+
+$(B)/bin/as-topics: $(B)/obj/tools/topics/as_topics.o $(LINK_COMMON)
 	$(link)
 
 define fuzz_rule

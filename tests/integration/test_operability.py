@@ -14,7 +14,7 @@ import time
 
 from conftest import BIN_DIR, ROOT, SLOW, wait_until
 
-BINARIES = ["as-probe", "as-intake", "as-review", "as-broker"]
+BINARIES = ["as-probe", "as-intake", "as-review", "as-broker", "as-topics"]
 
 
 def config_warnings(w):
