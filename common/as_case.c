@@ -309,7 +309,7 @@ static const as_bulk_t sql_lock = AS_BULK(
     " ORDER BY case_id COLLATE \"C\" FOR UPDATE",
     lock_cols);
 /* The timeline rows of the moves made, through cases.move (common/sql/cases/
- * 005_least_privilege.sql): the one writer of a case's state, a SECURITY
+ * 005_least_privilege.sql, 006_move_one_pass.sql): the one writer of a case's state, a SECURITY
  * DEFINER function that checks the rows chain from the stored case and are
  * legal, then sets each case's final state and version and appends them.
  * Worker roles have no UPDATE on state or version. One round trip; the

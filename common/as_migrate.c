@@ -35,6 +35,8 @@ static int run_params(PGconn *c, const char *sql, int n, const char *const *vals
   PGresult *r = PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
   ExecStatusType st = PQresultStatus(r);
   int rc = st == PGRES_TUPLES_OK ? PQntuples(r) > 0 : st == PGRES_COMMAND_OK ? 0 : -EIO;
+  const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  if (rc < 0 && state && strcmp(state, "42501") == 0) rc = -EACCES; /* insufficient_privilege */
   if (rc < 0) snprintf(err, errlen, "%s", PQresultErrorMessage(r));
   PQclear(r);
   return rc;

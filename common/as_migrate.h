@@ -34,15 +34,17 @@ struct pg_conn;
 
 /* Applies every migration of list not yet recorded in schema under source
  * (e.g. "runtime", "probe": several lists may share a schema). Returns the
- * number applied (>= 0), or -EINVAL (bad schema name) / -EIO with the
- * server's message in err. */
+ * number applied (>= 0), or -EINVAL (bad schema name) / -EIO (-EACCES: a
+ * permission refused) with the server's message in err. */
 AS_MUST_CHECK int as_migrate_apply(struct pg_conn *conn, const char *schema, const char *source,
                                    const as_migration_t *list, char *err, size_t errlen);
 
 /* The number of list's migrations not yet recorded in schema under source
  * (0: all applied; a missing schema counts them all), for a worker whose
  * role may not migrate: it waits for the owner's migration job instead.
- * Returns that count, or -EINVAL / -EIO with the server's message in err. */
+ * Returns that count, or -EINVAL / -EIO with the server's message in err;
+ * -EACCES when the role may not read the bookkeeping yet (the job creates
+ * the table, then grants it: a check in between is refused). */
 AS_MUST_CHECK int as_migrate_pending(struct pg_conn *conn, const char *schema, const char *source,
                                      const as_migration_t *list, char *err, size_t errlen);
 

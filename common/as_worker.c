@@ -729,7 +729,13 @@ static int migrate(as_worker_t *w, bool job) {
     if (rc > 0) {
       AS_WARN(&w->log, "migrations not applied yet; waiting for the migration job",
               AS_F_INT("pending", rc), AS_F_STR("schema", w->schema));
-    } else if (rc == -EINVAL || (rc == -EIO && db->conn && PQstatus(db->conn) == CONNECTION_OK)) {
+    } else if (rc == -EACCES && !(job || own)) {
+      /* the job is between creating its bookkeeping and granting it; a
+       * grant that never comes keeps this line coming, and /readyz 503 */
+      AS_WARN(&w->log, "migrations table not readable yet; waiting for the migration job",
+              AS_F_STR("schema", w->schema), AS_F_STR("detail", err));
+    } else if (rc == -EINVAL ||
+               ((rc == -EIO || rc == -EACCES) && db->conn && PQstatus(db->conn) == CONNECTION_OK)) {
       AS_ERROR(&w->log, "migration failed", AS_F_STR("detail", err));
       rc = -EIO;
       break;

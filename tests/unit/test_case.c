@@ -1187,5 +1187,36 @@ AS_TEST(sql_move_refuses_what_does_not_chain) {
   PQclear(r);
   case_row(&f, row, sizeof row);
   AS_CHECK_STR_EQ(row, "IN_REVIEW|2");
+  /* Two moves of one case: each must start where the one before ended,
+   * with the next version. */
+  static const char two[] =
+      "SELECT * FROM cases.move(ARRAY[$1, $1], ARRAY[$2::bigint, $3::bigint], ARRAY[$4, $5],"
+      " ARRAY[$6, $7], ARRAY['system', 'system'], ARRAY['x', 'x'], ARRAY['a', 'b'],"
+      " ARRAY[NULL::uuid, NULL], ARRAY[NULL::jsonb, NULL])";
+  const char *pairs[][6] = {
+      {"3", "4", "IN_REVIEW", "IN_REVIEW", "APPROVED",
+       "REJECTED"}, /* the second from the stale state */
+      {"3", "3", "IN_REVIEW", "APPROVED", "APPROVED", "AWAITING_RETURN"}, /* one version twice */
+      {"3", "5", "IN_REVIEW", "APPROVED", "APPROVED", "AWAITING_RETURN"}, /* version 4 skipped */
+      {"3", "4", "IN_REVIEW", "APPROVED", "APPROVED", "INSPECTING"},      /* the second illegal */
+  };
+  for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+    const char *v[7] = {f.case_id,   pairs[i][0], pairs[i][1], pairs[i][2],
+                        pairs[i][3], pairs[i][4], pairs[i][5]};
+    AS_PG_FAILS(f.pg.conn, two, 7, v, state, msg);
+    AS_CHECK_STR_EQ(state, "23514");
+  }
+  case_row(&f, row, sizeof row);
+  AS_CHECK_STR_EQ(row, "IN_REVIEW|2");
+  AS_CHECK_INT_EQ(timeline_rows(&f), 2);
+  const char *chain[7] = {f.case_id,        "3", "4", "IN_REVIEW", "APPROVED", "APPROVED",
+                          "AWAITING_RETURN"};
+  r = AS_PG_Q(f.pg.conn, two, 7, chain);
+  AS_CHECK_STR_EQ(PQgetvalue(r, 0, 0), "1");
+  AS_CHECK_STR_EQ(PQgetvalue(r, 0, 1), "2");
+  PQclear(r);
+  case_row(&f, row, sizeof row);
+  AS_CHECK_STR_EQ(row, "AWAITING_RETURN|4");
+  AS_CHECK_INT_EQ(timeline_rows(&f), 4);
   fix_teardown(&f);
 }

@@ -351,5 +351,21 @@ AS_TEST(pending_counts_what_is_not_applied) {
   AS_CHECK_INT_EQ(as_migrate_apply(f.conn, f.schema, "test", THREE, err, sizeof err), 1);
   AS_CHECK_INT_EQ(as_migrate_pending(f.conn, f.schema, "test", THREE, err, sizeof err), 0);
   AS_CHECK_INT_EQ(as_migrate_pending(f.conn, "Bad", "test", THREE, err, sizeof err), -EINVAL);
+  /* A role that may not read the bookkeeping (yet): -EACCES, which a
+   * waiting worker tells apart from a broken database. */
+  PGresult *r = PQexec(f.conn,
+                       "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = "
+                       "'as_test_noread') THEN CREATE ROLE as_test_noread; END IF; END $$");
+  AS_CHECK_INT_EQ(PQresultStatus(r), PGRES_COMMAND_OK);
+  PQclear(r);
+  char grant[160];
+  snprintf(grant, sizeof grant, "GRANT USAGE ON SCHEMA %s TO as_test_noread", f.schema);
+  PQclear(PQexec(f.conn, grant));
+  PQclear(PQexec(f.conn, "SET ROLE as_test_noread"));
+  AS_CHECK_INT_EQ(as_migrate_pending(f.conn, f.schema, "test", THREE, err, sizeof err), -EACCES);
+  AS_CHECK(strstr(err, "permission denied") != NULL);
+  PQclear(PQexec(f.conn, "RESET ROLE"));
+  snprintf(grant, sizeof grant, "REVOKE USAGE ON SCHEMA %s FROM as_test_noread", f.schema);
+  PQclear(PQexec(f.conn, grant));
   fix_teardown(&f);
 }
