@@ -182,14 +182,10 @@ static int opts_parse_int(const char *flag, const char *val, int max, int *out) 
  * (already reported). */
 static int opts_parse(broker_opts_t *o, int argc, char **argv) {
   static const struct option longopts[] = {
-      {"topics", required_argument, NULL, 'f'},
-      {"topic", required_argument, NULL, 't'},
-      {"brokers", required_argument, NULL, 'b'},
-      {"replication", required_argument, NULL, 'r'},
-      {"faults", required_argument, NULL, 'x'},
-      {"help", no_argument, NULL, 'h'},
-      {"version", no_argument, NULL, 'v'},
-      {NULL, 0, NULL, 0},
+      {"topics", required_argument, NULL, 'f'},  {"topic", required_argument, NULL, 't'},
+      {"brokers", required_argument, NULL, 'b'}, {"replication", required_argument, NULL, 'r'},
+      {"faults", required_argument, NULL, 'x'},  {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, 'v'},       {NULL, 0, NULL, 0},
   };
   int c, rc = 0;
 
