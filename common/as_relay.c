@@ -70,6 +70,7 @@ struct as_relay {
   bool halted;    /* a delivery failed: no select until every report is in, then a full one */
   bool purge_due; /* halted: purge the producer's queue and in-flight requests at the next pump */
   bool isolate;   /* a permanent failure: the next full select resends the oldest row alone */
+  int64_t alone;  /* the row sent alone (isolate), 0 when none: its verdict is its own */
   bool fatal;     /* the producer raised a fatal error: replace it */
   int sel_limit;
   uint64_t sel_kicks;
@@ -238,6 +239,7 @@ static int produce_row(as_relay_t *r, PGresult *res, int i) {
     return -1;
   }
   r->nflying++;
+  if (r->isolate) r->alone = r->ids[s]; /* the one row of an isolating select */
   if (r->ids[s] > r->hi) r->hi = r->ids[s];
   return 0;
 }
@@ -273,6 +275,7 @@ static void start_select(as_relay_t *r) {
   r->sel_limit = room < (size_t)r->conf.batch ? (int)room : r->conf.batch;
   r->sel_full = r->nused == 0;
   if (r->isolate) r->sel_limit = 1; /* pump selects only when the table is empty */
+  r->alone = 0;
   if (r->sel_full) {
     r->need_full = r->full_due = false;
     r->sel_kicks = atomic_load(&r->a_kicks);
@@ -558,6 +561,7 @@ static void replace_producer(as_relay_t *r) {
   for (size_t s = 0; s < r->cap; s++)
     if (r->st[s] == S_FLYING) slot_free(r, (uint32_t)s);
   r->nflying = 0;
+  r->alone = 0; /* its verdict is lost with the producer: sent alone again */
   r->producer = producer_new(r, err, sizeof err);
   if (!r->producer) {
     AS_ERROR(r->log, "cannot recreate the producer; will retry", AS_F_STR("detail", err));
@@ -662,13 +666,15 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   r->nflying--;
   if (m->err) { /* stays unsent: a full select publishes it again */
     int64_t id = r->ids[s];
+    bool alone = id == r->alone;
     slot_free(r, s);
     want_full(r);
+    if (alone) r->alone = 0;
     if (m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || m->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
-      return; /* we halted: resent with the row that failed */
+      return; /* we halted: resent with the row that failed (alone again if isolating) */
     atomic_fetch_add(&r->a_failed, 1);
-    if (permanent(m->err) && r->isolate) {
-      queue_park(r, id, m->err); /* refused alone too */
+    if (permanent(m->err) && alone) {
+      queue_park(r, id, m->err); /* refused alone too: it is this row */
       r->isolate = false;
     } else if (permanent(m->err)) {
       r->isolate = true; /* is it this row, or the batch it travelled in? */
@@ -677,7 +683,8 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     if (now_ms(r) >= r->retry_at_ms) backoff(r);
     return;
   }
-  if (!r->halted) r->isolate = false; /* the row sent alone went through */
+  if (r->ids[s] == r->alone) /* the row sent alone went through: back to batches */
+    r->alone = 0, r->isolate = false;
   progress(r);
   atomic_fetch_add(&r->a_published, 1);
   r->st[s] = S_DELIVERED;

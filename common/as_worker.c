@@ -515,15 +515,16 @@ static bool alive(as_worker_t *w, char *body, size_t len) {
   uint64_t limit = (uint64_t)w->conf.watchdog_ms;
   uint64_t relay = as_relay_stalled_ms(w->relay);
   uint64_t batch = w->nbatch > 0 && !w->stopping ? uv_now(&w->loop) - w->batch_progress_at : 0;
-  const char *what = relay > limit ? "relay" : batch > limit ? "batch" : NULL;
+  /* A stuck batch first: with the database gone, the relay is stuck too. */
+  const char *what = batch > limit ? "batch" : relay > limit ? "relay" : NULL;
   if (!what) {
     w->wedged = false;
     snprintf(body, len, "{\"status\":\"ok\"}\n");
     return true;
   }
-  uint64_t ms = relay > limit ? relay : batch;
+  uint64_t ms = batch > limit ? batch : relay;
   const char *why =
-      relay > limit ? "outbox rows due, none published" : "a batch in hand, none completed";
+      batch > limit ? "a batch in hand, none completed" : "outbox rows due, none published";
   snprintf(body, len,
            "{\"status\":\"stalled\",\"reason\":\"%s\",\"detail\":\"%s for %llu ms\","
            "\"watchdog_ms\":%llu}\n",

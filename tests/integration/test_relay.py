@@ -3,7 +3,9 @@
 Through the topics, the database and the probes, like a user's client:
   - settings that would make rows the producer refuses are refused at start;
   - a row the producer refuses for good is parked (marked, counted,
-    dead-lettered as outbox_row_refused) and the rows after it go out;
+    dead-lettered as outbox_row_refused) and the rows after it go out; a
+    batch the broker refuses is resent row by row until the row refused
+    alone is found, and only that one is parked;
   - /healthz fails with a JSON reason when the relay has rows due but
     publishes none, or a batch is in hand but none completes, for
     AS_WATCHDOG_MS;
@@ -22,6 +24,7 @@ from conftest import (DLQ_TOPIC, ECHO_TOPIC, SLOW, dead_letters, echo_events, ra
                       wait_until)
 
 POLICY_VIOLATION = 44  # not retriable, not a topic error: librdkafka fails the batch
+MESSAGE_TOO_LARGE = 10  # a permanent refusal: gapless makes it a fatal producer error
 OUT_OF_ORDER_SEQUENCE_NUMBER = 45  # on the first batch in flight: a fatal idempotence error
 
 
@@ -108,9 +111,12 @@ def test_healthz_fails_when_the_relay_publishes_nothing(h):
 
 def test_healthz_fails_when_no_batch_completes(h):
     w = h.start_worker(AS_WATCHDOG_MS=2000)
+    echoes = h.reader(ECHO_TOPIC)
     pid = random_ids(1)[0]
     h.produce_probe(pid, 1)
-    wait_until(lambda: h.counts().get(pid) == 1, 20 * SLOW, what="first probe applied")
+    wait_until(lambda: _echo_seqs(h, echoes, pid) == [1], 20 * SLOW, what="first echo")
+    wait_until(lambda: h.scalar("SELECT count(*) FROM probe.outbox WHERE sent_at IS NULL") == 0,
+               10 * SLOW, what="the relay caught up")
     # The database stops taking this worker's connections: the batch in
     # hand is retried for ever (not ready, and after the watchdog not alive).
     admin = h.pg.connect()
@@ -163,6 +169,25 @@ def test_a_failed_delivery_does_not_let_a_later_event_of_the_key_overtake_it(h):
     seqs = _echo_seqs(h, echoes, pid)
     assert seqs == sorted(seqs), [s for i, s in enumerate(seqs[1:]) if s < seqs[i]][:10]
     assert w.metric("as_outbox_failed_total") >= 1
+
+
+def test_a_batch_the_broker_refuses_for_good_parks_only_the_row_refused_alone(h):
+    # The broker refuses the first batch as too large, then the row resent
+    # alone: that row is parked; the rest of the batch goes out, in order.
+    h.broker.fail_produce(MESSAGE_TOO_LARGE, MESSAGE_TOO_LARGE, rtt_ms=20)
+    w = h.start_worker(AS_RELAY_BATCH=50, AS_RDKAFKA_BATCH_NUM_MESSAGES=10, AS_DLQ_MAX_BYTES=64)
+    echoes, dlq = h.reader(ECHO_TOPIC), h.reader(DLQ_TOPIC)
+    pid = random_ids(1)[0]
+    _outbox_echoes(h, pid, range(1, 101))
+    wait_until(lambda: len(_echo_seqs(h, echoes, pid)) == 99, 60 * SLOW, what="99 echoes")
+    assert _echo_seqs(h, echoes, pid) == list(range(2, 101))
+    parked = h.sql("SELECT park_reason FROM probe.outbox WHERE parked_at IS NOT NULL")
+    assert len(parked) == 1 and parked[0][0].startswith("MSG_SIZE_TOO_LARGE"), parked
+    wait_until(lambda: dead_letters(h, dlq), 20 * SLOW, what="the parked row's dead letter")
+    (env, dl, _), = dead_letters(h, dlq)
+    assert dl.reason_code == "outbox_row_refused" and len(dl.original) == 64
+    assert w.metric("as_outbox_parked_total") == 1
+    assert w.metric("as_relay_producer_restarts_total") >= 1
 
 
 def test_a_fatal_producer_error_gets_a_new_producer_and_loses_nothing(h):
