@@ -35,6 +35,11 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
                       : level <= 4 ? AS_LOG_WARN
                       : level <= 6 ? AS_LOG_INFO
                                    : AS_LOG_DEBUG;
+  /* Gapless is set on purpose (as_kafka_producer_new says why): its
+   * "experimental" notice is not something an operator must act on. */
+  if (lv == AS_LOG_WARN && strcmp(fac, "CONFWARN") == 0 &&
+      strstr(buf, "enable.gapless.guarantee is experimental"))
+    lv = AS_LOG_INFO;
   AS_LOG(l, lv, "librdkafka", AS_F_STR("client", rd_kafka_name(rk)), AS_F_STR("facility", fac),
          AS_F_STR("detail", buf));
 }
