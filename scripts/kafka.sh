@@ -5,12 +5,14 @@
 #
 #   scripts/kafka.sh start   DIR   fresh storage, start, wait, topics, print env
 #   scripts/kafka.sh stop    DIR   SIGTERM, bounded wait, SIGKILL; no-op when stopped
+#   scripts/kafka.sh restart DIR   stop if running, start again on the same data and ports
 #   scripts/kafka.sh status  DIR   exit 0 running, 3 stopped or not created
 #   scripts/kafka.sh env     DIR   print export AS_KAFKA_BOOTSTRAP (running broker)
 #   scripts/kafka.sh fetch   DIR   only fetch the jars (DIR is ignored)
 #
 # Layout: DIR/data (log.dirs: topics and the KRaft metadata log; wiped and
-# formatted with a fixed cluster id on every start), DIR/server.properties,
+# formatted with a fixed cluster id on every start, kept by restart),
+# DIR/server.properties,
 # DIR/log/server.log (the broker's log), DIR/kafka.pid, DIR/bootstrap.
 # Ports: two free loopback ports picked on every start (the client listener
 # and the controller's). Readiness is the broker's own "Kafka Server
@@ -48,7 +50,7 @@ die() {
 log() { printf 'kafka.sh: %s\n' "$*" >&2; }
 
 usage() {
-	sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
@@ -112,7 +114,10 @@ pick_port() {
 # One partition and one replica for every internal topic (one broker), no
 # wait for more members before the first rebalance (tests join groups all
 # the time), and topics only from as-topics: a typo in a topic name must
-# fail, not create a 1-partition topic.
+# fail, not create a 1-partition topic. Records up to 16 MiB, the largest
+# AS_MAX_MESSAGE_BYTES a worker takes (Kafka's default is about 1 MiB): a
+# record above a worker's limit must reach the worker, which dead-letters
+# it as payload_too_large, as on the mock, which takes any size.
 write_conf() {
 	local port=$1 cport=$2
 	cat >"$DIR/server.properties" <<-EOF
@@ -140,6 +145,7 @@ write_conf() {
 		share.coordinator.state.topic.num.partitions=1
 		group.initial.rebalance.delay.ms=0
 		num.recovery.threads.per.data.dir=1
+		message.max.bytes=16777216
 	EOF
 }
 
@@ -273,6 +279,33 @@ cmd_start() {
 	print_env
 }
 
+# The broker as after a crash or a maintenance stop: same storage, same
+# ports (so every client's bootstrap still holds), no format; as-topics
+# then verifies the topics it finds.
+cmd_restart() {
+	local java lib t0 t1
+	[[ -f $DIR/server.properties && -d $DIR/data && -f $DIR/bootstrap ]] ||
+		die "no broker data in $DIR to restart" "run: scripts/kafka.sh start $DIR"
+	is_running && kill_broker "$(read_pid)"
+	java=$(java_bin)
+	cmd_fetch
+	lib=$(lib_dir)
+	trap on_exit EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+	# The log before the stop stays beside the new one (the readiness line
+	# must be the new run's).
+	mv -f -- "$DIR/log/server.log" "$DIR/log/server.log.1" 2>/dev/null || true
+	t0=$(date +%s%N)
+	launch "$java" "$lib"
+	wait_ready
+	t1=$(date +%s%N)
+	create_topics
+	STARTING_PID=
+	log "restarted at $(cat -- "$DIR/bootstrap") on the same data (pid $(read_pid); JVM ready in $(((t1 - t0) / 1000000)) ms)"
+	print_env
+}
+
 cmd_stop() {
 	local pid
 	pid=$(read_pid)
@@ -302,7 +335,7 @@ cmd_env() {
 main() {
 	[[ $# -eq 2 ]] || usage
 	local cmd=$1
-	case $cmd in start | stop | status | env | fetch) ;; *) usage ;; esac
+	case $cmd in start | stop | restart | status | env | fetch) ;; *) usage ;; esac
 	[[ $cmd != fetch ]] || {
 		cmd_fetch
 		return
@@ -312,7 +345,7 @@ main() {
 		start) mkdir -p -- "$2" ;;
 		stop) return 0 ;;
 		status) printf 'stopped: %s\n' "$2" && exit 3 ;;
-		env) die "no broker in $2" "run: scripts/kafka.sh start $2" ;;
+		env | restart) die "no broker in $2" "run: scripts/kafka.sh start $2" ;;
 		esac
 	fi
 	DIR=$(cd -- "$2" && pwd -P)

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# make run: brings up the embedded stack (private PostgreSQL, the mock Kafka
-# broker), starts every worker that exists, shows the fleet at work with
+# make run: brings up the embedded stack (private PostgreSQL and a Kafka
+# broker: AS_BROKER=kafka, the default, a real Apache Kafka by
+# scripts/kafka.sh; AS_BROKER=mock, librdkafka's mock cluster as-broker,
+# which starts in a second and needs no Java), starts every worker that
+# exists, shows the fleet at work with
 # scripts/demo.py, then keeps everything up until Ctrl-C (SIGINT to the
 # process group) or SIGTERM, stops it all and exits 0. When the demo's
 # checks fail it stops everything and exits 1.
@@ -9,9 +12,16 @@ cd "$(dirname "$0")/.."
 
 RUN=${AS_RUN_DIR:-build/run}
 BIN=${AS_BIN_DIR:-build/bin}
+BROKER=${AS_BROKER:-kafka}
+case $BROKER in kafka | mock) ;; *)
+  echo "run: AS_BROKER=$BROKER: want kafka or mock" >&2
+  exit 2
+  ;;
+esac
 mkdir -p "$RUN/logs"
 wpids=() # the workers' pids
-broker=  # the broker's pid
+broker=  # the mock broker's pid
+kafka=   # the real broker's directory once kafka.sh started it
 demo= # the demo's pid while it runs
 
 stop_all() {
@@ -27,6 +37,9 @@ stop_all() {
     kill -TERM "$broker" 2>/dev/null || true
     wait "$broker" 2>/dev/null || true
   fi
+  if [[ -n $kafka ]]; then
+    scripts/kafka.sh stop "$kafka" >/dev/null 2>&1 || true
+  fi
   scripts/pg.sh stop "$RUN/pg" >/dev/null 2>&1 || true
   echo "run: stopped"
 }
@@ -39,15 +52,31 @@ eval "$(scripts/pg.sh start "$RUN/pg")"
 export PGHOST PGPORT PGUSER PGDATABASE PGPASSFILE
 echo "run: PostgreSQL on socket $PGHOST port $PGPORT, database $PGDATABASE"
 
-# The broker has a session of its own: Ctrl-C (SIGINT to the terminal's
-# process group) must not take it down before the workers, which drain
-# their outboxes into it while they stop; stop_all ends it after them.
-setsid "$BIN/as-broker" --topics proto/topics.tsv >"$RUN/broker.out" 2>"$RUN/logs/broker.log" &
-broker=$!
-for _ in $(seq 100); do grep -q '^bootstrap=' "$RUN/broker.out" 2>/dev/null && break; sleep 0.1; done
-BOOTSTRAP=$(sed -n 's/^bootstrap=//p' "$RUN/broker.out")
-[[ -n $BOOTSTRAP ]] || { echo "run: broker did not start (see $RUN/logs/broker.log)" >&2; exit 1; }
-echo "run: Kafka broker (librdkafka mock cluster) at $BOOTSTRAP"
+# The broker has a session of its own (kafka.sh starts the JVM with setsid
+# too): Ctrl-C (SIGINT to the terminal's process group) must not take it
+# down before the workers, which drain their outboxes into it while they
+# stop; stop_all ends it after them.
+if [[ $BROKER == kafka ]]; then
+  # Fresh storage on every run, like the mock's empty memory.
+  kafka=$RUN/kafka
+  scripts/kafka.sh start "$kafka" >"$RUN/kafka.env" 2>"$RUN/logs/kafka.sh.log" || {
+    echo "run: the Kafka broker did not start: $(tail -n 2 "$RUN/logs/kafka.sh.log" | tr '\n' ' ')" >&2
+    exit 1
+  }
+  BOOTSTRAP=$(sed -n "s/^export AS_KAFKA_BOOTSTRAP=//p" "$RUN/kafka.env" | tr -d "'\"")
+  echo "run: Kafka broker (Apache Kafka $(sed -n 's|.*<kafka.version>\(.*\)</kafka.version>.*|\1|p' tools/kafka/pom.xml), AS_BROKER=kafka) at $BOOTSTRAP, pid $(cat "$kafka/kafka.pid"), log $kafka/log/server.log"
+else
+  setsid "$BIN/as-broker" --topics proto/topics.tsv >"$RUN/broker.out" 2>"$RUN/logs/broker.log" &
+  broker=$!
+  for _ in $(seq 100); do grep -q '^bootstrap=' "$RUN/broker.out" 2>/dev/null && break; sleep 0.1; done
+  BOOTSTRAP=$(sed -n 's/^bootstrap=//p' "$RUN/broker.out")
+  [[ -n $BOOTSTRAP ]] || { echo "run: broker did not start (see $RUN/logs/broker.log)" >&2; exit 1; }
+  echo "run: Kafka broker (librdkafka mock cluster, AS_BROKER=mock) at $BOOTSTRAP, pid $broker, log $RUN/logs/broker.log"
+  # An idle fetch on the mock waits out fetch.wait.max.ms (500 ms by
+  # default) even when a message arrives: the demo's requests would be
+  # answered in about a second. Real Kafka answers a waiting fetch at once.
+  export AS_RDKAFKA_CONSUMER_FETCH_WAIT_MAX_MS=${AS_RDKAFKA_CONSUMER_FETCH_WAIT_MAX_MS:-10}
+fi
 
 # Least privilege as in every stack (deploy/sql/roles.sql): each worker
 # connects as its own role (as_<service>) and runs the migrations as the

@@ -10,6 +10,14 @@ It also holds what every benchmark shares (bench_<service>.py import it):
 Stack (PostgreSQL, the broker and the workers, started and stopped in one
 place), the producers, a consumer from the end of a topic, settle and
 report_batches.
+
+The broker: AS_BROKER=kafka (a real Apache Kafka, scripts/kafka.sh) or mock
+(as-broker, librdkafka's mock cluster); every bench line names it
+(broker=...) and the broker's CPU seconds over the stack's life, its
+start included (broker_cpu_s, utime + stime from /proc: on a 2-core
+machine the broker competes with the worker it feeds); bench runtime also
+its CPU during the batched drain, in % of one core (broker_cpu_pct).
+bench.sh runs every benchmark once per broker.
 """
 import os
 import random
@@ -29,6 +37,9 @@ BIN = os.environ.get("AS_BIN_DIR", "build/bin")
 N_BATCH = int(os.environ.get("AS_BENCH_N", "100000"))
 N_SINGLE = int(os.environ.get("AS_BENCH_N1", "3000"))
 BATCH = int(os.environ.get("AS_BENCH_BATCH", "500"))
+BROKER = os.environ.get("AS_BROKER", "mock")
+if BROKER not in ("kafka", "mock"):
+    raise SystemExit("AS_BROKER=%r: want kafka or mock" % BROKER)
 
 
 def log(*a):
@@ -62,7 +73,69 @@ def start_pg(tmp):
     return env
 
 
+def cpu_seconds(pid):
+    """utime + stime of pid so far, in seconds (0 when it is gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class RealKafka:
+    """A real broker by scripts/kafka.sh in tmp/kafka, fresh storage on
+    every start (an empty broker, as the mock's restart gives)."""
+
+    def __init__(self, tmp):
+        self.dir = tmp + "/kafka"
+        self.pid = None
+
+    def start(self):
+        env = dict(os.environ, AS_TOPICS_BIN=BIN + "/as-topics")
+        out = subprocess.run(["scripts/kafka.sh", "start", self.dir], env=env, check=True,
+                             capture_output=True, text=True).stdout
+        self.pid = int(open(self.dir + "/kafka.pid").read())
+        bootstrap = out.strip().split("=", 1)[1].strip("'\"")
+        self.wait_served(bootstrap)
+        return bootstrap
+
+    @staticmethod
+    def wait_served(bootstrap):
+        """A new topic's leader is in the metadata (as-topics waits for
+        that) about a second before it serves ListOffsets."""
+        from confluent_kafka import KafkaException
+        parts = {}
+        for line in open("proto/topics.tsv"):
+            f = line.split("#", 1)[0].split()
+            if len(f) >= 2:
+                parts[f[0]] = int(f[1])
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-wait", "log_level": 2})
+        deadline = time.time() + 60
+        try:
+            while True:
+                try:
+                    c.offsets_for_times([TopicPartition(t, p, -1) for t in parts for p in range(parts[t])],
+                                        timeout=10)
+                    return
+                except KafkaException:
+                    if time.time() > deadline:
+                        raise
+                    time.sleep(0.05)
+        finally:
+            c.close()
+
+    def terminate(self):
+        subprocess.run(["scripts/kafka.sh", "stop", self.dir], capture_output=True, timeout=120)
+
+    def wait(self, timeout):
+        pass
+
+
 def start_broker(tmp):
+    if BROKER == "kafka":
+        k = RealKafka(tmp)
+        return k, k.start()
     out = open(tmp + "/broker.out", "w+")
     p = subprocess.Popen([BIN + "/as-broker", "--topics", "proto/topics.tsv"],
                          stdout=out, stderr=open(tmp + "/broker.log", "w"))
@@ -81,6 +154,16 @@ def start_broker(tmp):
 LOW_LATENCY = dict(AS_POLL_INTERVAL_MS="5", AS_RELAY_INTERVAL_MS="20",
                    AS_RDKAFKA_CONSUMER_FETCH_WAIT_MAX_MS="2", AS_RDKAFKA_PRODUCER_LINGER_MS="0")
 
+# What the low-rate phases run the worker with: the settings make run gives
+# a newcomer (scripts/run.sh), the workers' own defaults otherwise. On the
+# mock an idle fetch waits fetch.wait.max.ms (500 ms by default) before it
+# sees a new message, so run.sh lowers it there; real Kafka answers a
+# waiting fetch as soon as a message arrives.
+RUN_DEFAULTS = {"mock": dict(AS_RDKAFKA_CONSUMER_FETCH_WAIT_MAX_MS="10"), "kafka": {}}[BROKER]
+LOW_RATE = int(os.environ.get("AS_BENCH_LOW_RATE", "10"))
+LOW_N = int(os.environ.get("AS_BENCH_LOW_N", "100"))
+LOW_WARM = 10  # requests at the low rate first, not counted: the restarted worker's first ones
+
 
 class Stack:
     """One benchmark's PostgreSQL, broker and workers in a fresh temporary
@@ -91,6 +174,8 @@ class Stack:
     def __init__(self, name):
         self.tmp = tempfile.mkdtemp(prefix="as-bench-%s." % name)
         self.broker = None
+        self.broker_cpu = 0.0  # of the brokers stopped so far
+        self.t0 = time.time()
         self.workers = []
         self.pg = start_pg(self.tmp)
         self.dsn = self.dsn_for(self.pg["PGDATABASE"])
@@ -106,9 +191,19 @@ class Stack:
         """A fresh, empty broker (for a phase whose topic must hold exactly
         what it produces)."""
         if self.broker:
+            self.broker_cpu += cpu_seconds(self.broker.pid)
             self.broker.terminate()
             self.broker.wait(10)
         self.broker, self.bootstrap = start_broker(self.tmp)
+
+    def broker_cpu_field(self):
+        """broker_cpu_s=N, the broker's CPU seconds so far (its share of
+        the run on stderr): the field every bench line ends with."""
+        cpu = self.broker_cpu + cpu_seconds(self.broker.pid)
+        wall = time.time() - self.t0
+        log("broker %s: %.1f CPU seconds over %.0f s (%.0f%% of one core, %.0f%% of the machine's %d)"
+            % (BROKER, cpu, wall, 100 * cpu / wall, 100 * cpu / wall / os.cpu_count(), os.cpu_count()))
+        return "broker_cpu_s=%.1f" % cpu
 
     def dsn_for(self, db, user=None):
         """The admin's DSN on database db, or role user's (the roles of
@@ -272,7 +367,8 @@ def report_batches(logfile):
 
 
 def run_worker(stack, db, batch, n):
-    """as-probe on a fresh database db (schema probe, role as_probe)."""
+    """as-probe on a fresh database db (schema probe, role as_probe):
+    (msgs/s, peak RSS kB, the broker's CPU over the drain in % of a core)."""
     stack.prepare(db)
     env = stack.env("probe", "bench-" + db, db=db, AS_BATCH_MAX=str(batch))
     stack.migrate("as-probe", env, db)
@@ -286,13 +382,16 @@ def run_worker(stack, db, batch, n):
             now = time.time()
             if t0 is None and applied > 0:
                 t0, base = now, applied
+                cpu0 = cpu_seconds(stack.broker.pid)
             if applied >= n and t_applied is None:
                 t_applied = now
                 log("all applied after %.2fs, %d unsent" % (now - t0, unsent))
             if applied >= n and unsent == 0 and rows >= n:
                 rss = peak_rss_kb(w.pid)
                 report_batches(stack.log(db))
-                return (n - base) / max(now - t0, 1e-6), rss
+                share = 100 * (cpu_seconds(stack.broker.pid) - cpu0) / max(now - t0, 1e-6)
+                log("broker %s during the drain: %.0f%% of one core" % (BROKER, share))
+                return (n - base) / max(now - t0, 1e-6), rss, share
             time.sleep(0.1 if t0 else 0.02)
         raise RuntimeError("worker did not finish: applied=%d unsent=%d" % (applied, unsent))
     finally:
@@ -304,16 +403,17 @@ def main():
         log("prefilling %d probes" % N_BATCH)
         prefill(stack.bootstrap, N_BATCH)
         schema = "bench_%d" % random.randint(0, 1 << 30)
-        rate, rss = run_worker(stack, schema, BATCH, N_BATCH)
+        rate, rss, share = run_worker(stack, schema, BATCH, N_BATCH)
         log("batch=%d: %.0f msgs/s, peak rss %d kB" % (BATCH, rate, rss))
         # Batch size 1 on a fresh broker (the topic must hold exactly N_SINGLE).
         stack.restart_broker()
         prefill(stack.bootstrap, N_SINGLE)
         schema1 = "bench1_%d" % random.randint(0, 1 << 30)
-        rate1, _ = run_worker(stack, schema1, 1, N_SINGLE)
+        rate1, _, _ = run_worker(stack, schema1, 1, N_SINGLE)
         log("batch=1: %.0f msgs/s" % rate1)
-        print("bench runtime msgs_per_s=%d batch1_msgs_per_s=%d batch=%d rss_kb=%d"
-              % (rate, rate1, BATCH, rss), flush=True)
+        print("bench runtime broker=%s msgs_per_s=%d batch1_msgs_per_s=%d batch=%d rss_kb=%d"
+              " broker_cpu_pct=%d %s" % (BROKER, rate, rate1, BATCH, rss, round(share),
+                                         stack.broker_cpu_field()), flush=True)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,12 @@
      off the shared case-number sequence;
   3. latency: 1,000 requests/s paced for ~10 s on other orders; a consumer
      of aftersales.cases.v1 takes the time each BuyerAcknowledged arrives;
-     p99_ack_ms is the 99th percentile of arrival - submitted_at.
-Prints exactly one line: bench intake requests_per_s=N p99_ack_ms=N
+     p99_ack_ms is the 99th percentile of arrival - submitted_at;
+  4. low rate: the worker restarted with the settings make run gives a
+     newcomer (bench.RUN_DEFAULTS, not LOW_LATENCY), LOW_N requests at
+     LOW_RATE/s (10/s, a quiet hour) after LOW_WARM uncounted ones: p99_ack_ms_low.
+Prints exactly one line: bench intake broker=B requests_per_s=N p99_ack_ms=N
+p99_ack_ms_low=N low_rate=N broker_cpu_s=N
 """
 import os
 import sys
@@ -23,7 +27,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import envelope_pb2  # noqa: E402
 import common_pb2  # noqa: E402
 import psycopg2  # noqa: E402
-from bench import (LOW_LATENCY, Stack, bulk_producer, consumer_at_end, log, paced_producer,  # noqa: E402
+from bench import (BROKER, LOW_LATENCY, LOW_N, LOW_RATE, LOW_WARM, RUN_DEFAULTS, Stack,  # noqa: E402
+                   bulk_producer, consumer_at_end, log, paced_producer,
                    produce, report_batches, settle)
 
 N_ORDERS = int(os.environ.get("AS_BENCH_ORDERS", "100000"))
@@ -161,7 +166,9 @@ class AckReader(threading.Thread):
                 self.split.append((m.timestamp()[1] - sub_ms, now * 1e3 - m.timestamp()[1]))
 
 
-def latency(bootstrap, dsn):
+def latency(bootstrap, rate, n, first):
+    """p99 of the acknowledgements of n requests at rate/s, on orders
+    first, first + 1, ..."""
     p = paced_producer(bootstrap)
     reader = AckReader(bootstrap)
     reader.start()
@@ -169,11 +176,10 @@ def latency(bootstrap, dsn):
     # are not intake's latency: let both settle before the clock starts.
     p.list_topics(timeout=10)
     time.sleep(2)
-    n = int(RATE * SECONDS)
     t0 = time.time()
     for k in range(n):
-        i = N_REQ + k
-        due = t0 + k / RATE
+        i = first + k
+        due = t0 + k / rate
         delay = due - time.time()
         if delay > 0:
             time.sleep(delay)
@@ -190,7 +196,7 @@ def latency(bootstrap, dsn):
     if len(lat) < n:
         raise RuntimeError("only %d of %d acknowledgements arrived" % (len(lat), n))
     p50, p99 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-    log("paced %d requests at %d/s: p50=%.1fms p99=%.1fms max=%.1fms" % (n, RATE, p50, p99, lat[-1]))
+    log("paced %d requests at %d/s: p50=%.1fms p99=%.1fms max=%.1fms" % (n, rate, p50, p99, lat[-1]))
     for i, what in ((0, "submitted -> relay produced"), (1, "relay produced -> read back")):
         v = sorted(x[i] for x in reader.split)
         log("  %s: p50=%.1fms p99=%.1fms (ms-resolution timestamps)"
@@ -199,13 +205,13 @@ def latency(bootstrap, dsn):
 
 
 def main():
-    if N_REQ + int(RATE * SECONDS) > N_ORDERS:
+    if N_REQ + int(RATE * SECONDS) + LOW_WARM + LOW_N > N_ORDERS:
         raise SystemExit("bench intake: AS_BENCH_ORDERS must cover the requests of both phases")
     with Stack("intake") as stack:
         dsn = stack.dsn
         env = stack.env("intake", "bench-intake", **LOW_LATENCY)
         stack.migrate("as-intake", env, "intake")
-        stack.start("as-intake", env, "intake")
+        w = stack.start("as-intake", env, "intake")
         p = bulk_producer(stack.bootstrap)
         prefill(p, dsn)
         rate = throughput(p, dsn)
@@ -215,8 +221,15 @@ def main():
         wait_for(dsn, "SELECT (count(*) = 0)::int FROM intake.outbox WHERE sent_at IS NULL", 1, "outbox drained")
         log("outbox drained %.1fs after the last case opened" % (time.time() - t))
         settle(dsn)
-        p99 = latency(stack.bootstrap, dsn)
-        print("bench intake requests_per_s=%d p99_ack_ms=%d" % (rate, round(p99)), flush=True)
+        p99 = latency(stack.bootstrap, RATE, int(RATE * SECONDS), N_REQ)
+        stack.stop(w)
+        stack.start("as-intake", stack.env("intake", "bench-intake", **RUN_DEFAULTS), "intake-defaults")
+        time.sleep(5)  # its group join: the paced requests measure the worker, not the join
+        low = N_REQ + int(RATE * SECONDS)
+        latency(stack.bootstrap, LOW_RATE, LOW_WARM, low)  # warm-up, not counted
+        p99_low = latency(stack.bootstrap, LOW_RATE, LOW_N, low + LOW_WARM)
+        print("bench intake broker=%s requests_per_s=%d p99_ack_ms=%d p99_ack_ms_low=%d low_rate=%d %s"
+              % (BROKER, rate, round(p99), round(p99_low), LOW_RATE, stack.broker_cpu_field()), flush=True)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,12 @@
      (ReviewDecided read back on aftersales.review.v1) / wall time from the
      first produce to the last decision read;
   3. latency: 1,000 cases/s paced for ~10 s; p99 of (ReviewDecided read time
-     - CaseOpened produce time).
-Prints exactly one line: bench review cases_per_s=N p99_decision_ms=N
+     - CaseOpened produce time);
+  4. low rate: the worker restarted with the settings make run gives a
+     newcomer (bench.RUN_DEFAULTS, not LOW_LATENCY), LOW_N cases at
+     LOW_RATE/s (10/s, a quiet hour) after LOW_WARM uncounted ones: p99_decision_ms_low.
+Prints exactly one line: bench review broker=B cases_per_s=N
+p99_decision_ms=N p99_decision_ms_low=N low_rate=N broker_cpu_s=N
 """
 import io
 import os
@@ -24,7 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import envelope_pb2  # noqa: E402
 import common_pb2  # noqa: E402
 import psycopg2  # noqa: E402
-from bench import (LOW_LATENCY, Stack, bulk_producer, consumer_at_end, log, paced_producer,  # noqa: E402
+from bench import (BROKER, LOW_LATENCY, LOW_N, LOW_RATE, LOW_WARM, RUN_DEFAULTS, Stack,  # noqa: E402
+                   bulk_producer, consumer_at_end, log, paced_producer,
                    produce, report_batches, settle)
 
 N_CASES = int(os.environ.get("AS_BENCH_CASES", "20000"))
@@ -156,16 +161,16 @@ def throughput(p, reader):
     return N_CASES / (t_last - t0)
 
 
-def latency(bootstrap, reader):
+def latency(bootstrap, reader, rate, n, first):
+    """p99 of the decisions of n cases at rate/s, cases first, first + 1, ..."""
     p = paced_producer(bootstrap)
     p.list_topics(timeout=10)
     time.sleep(2)
-    n = int(RATE * SECONDS)
     sent = {}
     t0 = time.time()
     for k in range(n):
-        i = N_CASES + k
-        due = t0 + k / RATE
+        i = first + k
+        due = t0 + k / rate
         delay = due - time.time()
         if delay > 0:
             time.sleep(delay)
@@ -181,7 +186,7 @@ def latency(bootstrap, reader):
     if len(lat) < n:
         raise RuntimeError("only %d of %d decisions arrived" % (len(lat), n))
     p50, p99 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-    log("paced %d cases at %d/s: p50=%.1fms p99=%.1fms max=%.1fms" % (n, RATE, p50, p99, lat[-1]))
+    log("paced %d cases at %d/s: p50=%.1fms p99=%.1fms max=%.1fms" % (n, rate, p50, p99, lat[-1]))
     return p99
 
 
@@ -191,8 +196,8 @@ def main():
         try:
             env = stack.env("review", "bench-review", **LOW_LATENCY)
             stack.migrate("as-review", env, "review")
-            prefill(stack.dsn, N_CASES + int(RATE * SECONDS))
-            stack.start("as-review", env, "review")
+            prefill(stack.dsn, N_CASES + int(RATE * SECONDS) + LOW_WARM + LOW_N)
+            w = stack.start("as-review", env, "review")
             reader = DecisionReader(stack.bootstrap)
             reader.start()
             p = bulk_producer(stack.bootstrap)
@@ -201,9 +206,18 @@ def main():
             log("throughput: %.0f cases/s (%d cases)" % (rate, N_CASES))
             report_batches(stack.log("review"))
             settle(stack.dsn)
-            p99 = latency(stack.bootstrap, reader)
+            p99 = latency(stack.bootstrap, reader, RATE, int(RATE * SECONDS), N_CASES)
             report_batches(stack.log("review"))  # cumulative: throughput and paced phases
-            print("bench review cases_per_s=%d p99_decision_ms=%d" % (rate, round(p99)), flush=True)
+            # Low rate, on the settings make run gives a newcomer.
+            stack.stop(w)
+            stack.start("as-review", stack.env("review", "bench-review", **RUN_DEFAULTS), "review-defaults")
+            time.sleep(5)  # its group join
+            low = N_CASES + int(RATE * SECONDS)
+            latency(stack.bootstrap, reader, LOW_RATE, LOW_WARM, low)  # warm-up, not counted
+            p99_low = latency(stack.bootstrap, reader, LOW_RATE, LOW_N, low + LOW_WARM)
+            print("bench review broker=%s cases_per_s=%d p99_decision_ms=%d p99_decision_ms_low=%d"
+                  " low_rate=%d %s" % (BROKER, rate, round(p99), round(p99_low), LOW_RATE,
+                                       stack.broker_cpu_field()), flush=True)
         finally:
             if reader:
                 reader.stop = True

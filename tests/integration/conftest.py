@@ -4,7 +4,10 @@ What the fixtures give a test:
   - one private PostgreSQL for the whole session (scripts/pg.sh, under
     AS_TEST_TMP), and a fresh database per test (CREATE DATABASE t_<hex>);
   - the Python protobuf classes, generated once from proto/*.proto by protoc;
-  - a fresh broker per test (as-broker, librdkafka's mock cluster);
+  - an empty broker per test: AS_BROKER picks which (mock, the default:
+    a fresh as-broker, librdkafka's mock cluster, per test; kafka: one real
+    Apache Kafka broker per pytest process, scripts/kafka.sh, whose topics
+    are deleted and created again from proto/topics.tsv before each test);
   - helpers to start, SIGTERM and SIGKILL as-probe workers (stderr captured to
     a file, http port parsed from the "worker started" line, /readyz polled),
     to produce real SyntheticProbe envelopes, to read whole topics and to
@@ -24,7 +27,12 @@ reason: @pytest.mark.invariants_exempt("why", checks=("deadlines",)).
 Environment: AS_BIN_DIR (default build/bin; build/asan/bin for the sanitizer
 pass), AS_TEST_TMP (scratch directory; default a new temporary directory;
 worker logs land in AS_TEST_TMP/logs/<test>/), AS_IT_LOG_LEVEL (the workers'
-AS_LOG_LEVEL, default info).
+AS_LOG_LEVEL, default info), AS_BROKER (mock or kafka, above).
+
+Markers: @pytest.mark.mock_only("reason") for a test that needs the mock's
+fault injection (skipped on real Kafka, with the reason);
+@pytest.mark.kafka_only("reason") for one only a real broker allows
+(skipped on the mock).
 """
 import json
 import os
@@ -47,6 +55,12 @@ BIN_DIR = (ROOT / os.environ.get("AS_BIN_DIR", "build/bin")).resolve()
 PROBE_BIN = BIN_DIR / "as-probe"
 BROKER_BIN = Path(os.environ.get("AS_BROKER_BIN", str(BIN_DIR / "as-broker")))
 TOPICS_TSV = ROOT / "proto" / "topics.tsv"
+KAFKA_SH = ROOT / "scripts" / "kafka.sh"
+TOPICS_BIN = BIN_DIR / "as-topics"
+# The one switch (scripts/run.sh and tests/bench read it too).
+BROKER_KIND = os.environ.get("AS_BROKER", "mock")
+if BROKER_KIND not in ("mock", "kafka"):
+    raise SystemExit(f"AS_BROKER={BROKER_KIND!r}: want mock or kafka")
 
 PROBE_TOPIC = "aftersales.probe.v1"
 ECHO_TOPIC = "aftersales.probe-echo.v1"
@@ -276,9 +290,135 @@ class BrokerPool:
             self.spare = None
 
 
+class RealKafka:
+    """One real broker (scripts/kafka.sh) in directory d: start, stop, and
+    restart on the same data and ports (clients keep their bootstrap)."""
+
+    def __init__(self, d):
+        self.dir = Path(d)
+        self.bootstrap = None
+        self.logpath = self.dir / "log" / "server.log"
+
+    def _sh(self, cmd, timeout=240):
+        env = dict(os.environ, AS_TOPICS_BIN=str(TOPICS_BIN))
+        r = subprocess.run([str(KAFKA_SH), cmd, str(self.dir)], cwd=ROOT, capture_output=True,
+                           text=True, timeout=timeout, env=env)
+        if r.returncode != 0:
+            raise RuntimeError(f"kafka.sh {cmd} {self.dir} failed ({r.returncode}):\n{r.stderr}")
+        return r
+
+    def start(self):
+        r = self._sh("start")
+        m = re.search(r"^export AS_KAFKA_BOOTSTRAP=(\S+)$", r.stdout, re.M)
+        assert m, r.stdout
+        self.bootstrap = m.group(1).strip("'\"")
+        return self
+
+    def stop(self):
+        self._sh("stop", timeout=90)
+
+    def restart(self):
+        self._sh("restart")
+
+    def running(self):
+        return subprocess.run([str(KAFKA_SH), "status", str(self.dir)], cwd=ROOT,
+                              capture_output=True, timeout=30).returncode == 0
+
+    def pid(self):
+        return int((self.dir / "kafka.pid").read_text())
+
+    def admin(self):
+        from confluent_kafka.admin import AdminClient
+        return AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 2})
+
+    def empty(self, timeout=60):
+        """Deletes every topic but Kafka's own, waits until the metadata no
+        longer lists them (as-topics would otherwise verify a topic being
+        deleted), and creates proto/topics.tsv's again: the empty broker a
+        test may assume, about a second instead of a JVM start."""
+        if not self.running():  # a test stopped it and failed before restarting it
+            self.restart()
+        admin = self.admin()
+        deadline = time.monotonic() + timeout
+        names = [t for t in admin.list_topics(timeout=20).topics if not t.startswith("__")]
+        if names:
+            for f in admin.delete_topics(names, operation_timeout=30).values():
+                f.result(timeout=30)
+        while set(names) & set(admin.list_topics(timeout=20).topics):
+            assert time.monotonic() < deadline, f"topics still listed after delete: {names}"
+            time.sleep(0.05)
+        while True:
+            r = subprocess.run([str(TOPICS_BIN), "--bootstrap", self.bootstrap, "--topics",
+                                str(TOPICS_TSV)], cwd=ROOT, capture_output=True, text=True,
+                               timeout=60)
+            if r.returncode == 0:
+                break
+            assert time.monotonic() < deadline, f"as-topics: {r.stdout} {r.stderr[-2000:]}"
+            time.sleep(0.2)
+        self._wait_leaders(deadline)
+
+    def _wait_leaders(self, deadline):
+        """The metadata names a leader (as-topics waits for that) about a
+        second before the leader serves the partition: until then a
+        ListOffsets says NOT_LEADER_FOR_PARTITION, which the tests' readers
+        and settle() would take for a failure. One ListOffsets for every
+        partition until none fails."""
+        from confluent_kafka import Consumer, KafkaException, TopicPartition
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "kafka-pool",
+                      "log_level": 2})
+        try:
+            tps = [TopicPartition(t, p, -1) for t, n in PARTITIONS.items() for p in range(n)]
+            while True:
+                try:
+                    c.offsets_for_times(tps, timeout=10)
+                    return
+                except KafkaException as e:
+                    assert time.monotonic() < deadline, f"partitions not served: {e}"
+                    time.sleep(0.05)
+        finally:
+            c.close()
+
+
+class SharedKafka:
+    """What the harness expects of a broker (bootstrap, logpath, stop) for
+    the process's one real broker; stop() is the session's job."""
+
+    def __init__(self, k):
+        self.kafka = k
+        self.bootstrap = k.bootstrap
+        self.logpath = k.logpath
+
+    def stop(self):
+        pass
+
+
+class KafkaPool:
+    """The session's real broker, emptied for every test that takes it."""
+
+    def __init__(self, root):
+        if shutil.which(os.environ.get("AS_JAVA", "java")) is None:
+            raise RuntimeError("AS_BROKER=kafka needs Java: scripts/deps.sh")
+        assert TOPICS_BIN.exists(), f"{TOPICS_BIN} missing: make B={BIN_DIR.parent} build"
+        self.kafka = RealKafka(root / f"kafka-{uuid.uuid4().hex[:6]}")
+        self.started = False
+
+    def take(self):
+        if not self.started:
+            self.kafka.start()
+            self.kafka._wait_leaders(time.monotonic() + 60)
+            self.started = True
+        else:
+            self.kafka.empty()
+        return SharedKafka(self.kafka)
+
+    def close(self):
+        if self.started:
+            self.kafka.stop()
+
+
 @pytest.fixture(scope="session")
 def broker_pool(test_tmp):
-    pool = BrokerPool(test_tmp)
+    pool = KafkaPool(test_tmp) if BROKER_KIND == "kafka" else BrokerPool(test_tmp)
     yield pool
     pool.close()
 
@@ -890,9 +1030,27 @@ _MAX_LISTED = 8  # violations listed per check; the rest are counted
 
 def pytest_configure(config):
     config.addinivalue_line(
+        "markers", "mock_only(reason): needs the mock cluster's fault injection; skipped when "
+        "AS_BROKER=kafka")
+    config.addinivalue_line(
+        "markers", "kafka_only(reason): needs what only a real broker does; skipped on the mock")
+    config.addinivalue_line(
         "markers", "invariants_exempt(reason, checks=None): the test builds a state that breaks "
         "the fleet's invariants on purpose; skip the after-test checks named in checks (all "
         "of %s when None)" % (INVARIANTS,))
+
+
+def pytest_report_header(config):
+    return f"broker: {BROKER_KIND} (AS_BROKER)"
+
+
+def pytest_collection_modifyitems(config, items):
+    other = "kafka_only" if BROKER_KIND == "mock" else "mock_only"
+    for item in items:
+        for mark in item.iter_markers(other):
+            reason = mark.args[0] if mark.args else mark.kwargs.get("reason")
+            assert reason, f"{item.nodeid}: {other} needs a reason"
+            item.add_marker(pytest.mark.skip(reason=f"{other} (AS_BROKER={BROKER_KIND}): {reason}"))
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -57,6 +57,18 @@ def test_compose_workers_listen_where_they_can_be_scraped():
             assert svc["environment"].get("AS_HTTP_ADDR") == "0.0.0.0", name
 
 
+def test_compose_runs_the_kafka_version_the_tests_run():
+    """Every Kafka image of compose is apache/kafka at the version the
+    embedded broker's pinned Maven project fetches (tools/kafka/pom.xml):
+    what the suite proves on Kafka is proved on the compose broker too."""
+    pinned = re.search(r"<kafka\.version>([^<]+)</kafka\.version>",
+                       (ROOT / "tools" / "kafka" / "pom.xml").read_text()).group(1)
+    images = {name: svc["image"] for name, svc in compose()["services"].items()
+              if "kafka" in svc.get("image", "")}
+    assert images, "no Kafka image in docker-compose.yml"
+    assert images == {n: f"apache/kafka:{pinned}" for n in images}, (pinned, images)
+
+
 # ---- Kubernetes ----------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ Through the topics, the database and the probes, like a user's client:
     OUT_OF_ORDER_SEQUENCE_NUMBER) makes the relay build a new producer, and
     nothing is lost or reordered.
 """
+import pytest
 import json
 import os
 import uuid
@@ -94,6 +95,7 @@ def test_a_row_the_producer_refuses_is_parked_and_the_rest_go_out(h):
 # fault tests produce their input first, then arm the fault, then start the
 # worker, so that only its relay meets it.
 
+@pytest.mark.mock_only("the broker refuses produce requests on cue: the mock cluster's fault injection")
 def test_healthz_fails_when_the_relay_publishes_nothing(h):
     pid = random_ids(1)[0]
     h.produce_probe(pid, 1)
@@ -157,6 +159,7 @@ def _outbox_echoes(h, pid, seqs):
           [v for r in rows for v in r])
 
 
+@pytest.mark.mock_only("the broker refuses produce requests on cue: the mock cluster's fault injection")
 def test_a_failed_delivery_does_not_let_a_later_event_of_the_key_overtake_it(h):
     # A slow broker and 10 messages a request: when the first request is
     # refused for good, later rows of the key are in flight or queued, and
@@ -174,6 +177,7 @@ def test_a_failed_delivery_does_not_let_a_later_event_of_the_key_overtake_it(h):
     assert w.metric("as_outbox_failed_total") >= 1
 
 
+@pytest.mark.mock_only("the broker refuses produce requests on cue: the mock cluster's fault injection")
 def test_a_batch_the_broker_refuses_for_good_parks_only_the_row_refused_alone(h):
     # The broker refuses the first batch as too large, then the row resent
     # alone: that row is parked; the rest of the batch goes out, in order.
@@ -194,6 +198,7 @@ def test_a_batch_the_broker_refuses_for_good_parks_only_the_row_refused_alone(h)
     assert w.metric("as_relay_producer_restarts_total") >= 1
 
 
+@pytest.mark.mock_only("the broker refuses produce requests on cue: the mock cluster's fault injection")
 def test_a_fatal_producer_error_gets_a_new_producer_and_loses_nothing(h):
     pid = random_ids(1)[0]
     _stream(h, pid, 1, 220)
