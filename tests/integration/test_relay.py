@@ -16,10 +16,11 @@ Through the topics, the database and the probes, like a user's client:
     OUT_OF_ORDER_SEQUENCE_NUMBER) makes the relay build a new producer, and
     nothing is lost or reordered.
 """
-import pytest
 import json
 import os
 import uuid
+
+import pytest
 
 from conftest import (DLQ_TOPIC, ECHO_TOPIC, SLOW, dead_letters, echo_events, random_ids,
                       wait_until)
