@@ -28,8 +28,10 @@
  * commits; only then are the offsets committed. If a handler returns a
  * transient error (-EAGAIN from as_db) the batch is retried later with
  * backoff and the worker reports not ready; any other error rolls the batch
- * back and replays it one message per transaction, so that the message at
- * fault alone is dead-lettered (handler_failed) and the rest are applied.
+ * back and bisects it (each half in its own transaction, left before right,
+ * recursively), so that the messages at fault alone are dead-lettered
+ * (handler_failed) and the rest are applied in order, at a cost of about
+ * log2(batch) transactions per culprit.
  *
  * Ownership: the service struct and its tables are static. The runtime owns
  * the configuration and state blocks: it frees them after fini, which
