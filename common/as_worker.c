@@ -878,16 +878,29 @@ static int init_handles(as_worker_t *w) {
   return 0;
 }
 
+static as_kafka_opts_t consumer_opts(as_worker_t *w) {
+  return (as_kafka_opts_t){.bootstrap = w->conf.bootstrap,
+                           .client_id = w->client_id,
+                           .group_id = w->group_id,
+                           .ctx = &w->kctx,
+                           .rebalance_cb = rebalance_cb,
+                           .stats_cb = stats_cb,
+                           .stats_interval_ms = 1000,
+                           .error_cb = error_cb};
+}
+
+/* The librdkafka properties (AS_RDKAFKA_*), before any connection. */
+static int check_kafka(as_worker_t *w) {
+  char err[512];
+  as_kafka_opts_t o = consumer_opts(w);
+  if (as_kafka_consumer_check(&o, err, sizeof err) == 0) return 0;
+  AS_ERROR(&w->log, "bad configuration", AS_F_STR("detail", err));
+  return -EINVAL;
+}
+
 static int start_kafka(as_worker_t *w) {
   char err[512];
-  as_kafka_opts_t o = {.bootstrap = w->conf.bootstrap,
-                       .client_id = w->client_id,
-                       .group_id = w->group_id,
-                       .ctx = &w->kctx,
-                       .rebalance_cb = rebalance_cb,
-                       .stats_cb = stats_cb,
-                       .stats_interval_ms = 1000,
-                       .error_cb = error_cb};
+  as_kafka_opts_t o = consumer_opts(w);
   w->consumer = as_kafka_consumer_new(&o, w->topics, w->ntopics, w->pipefd[1], err, sizeof err);
   if (!w->consumer) {
     AS_ERROR(&w->log, "cannot create consumer", AS_F_STR("detail", err));
@@ -1059,7 +1072,8 @@ int as_worker_main(const as_service_t *svc, const as_migration_t *migrations, in
    * checked before any connection: a bad file fails at once, also with no
    * database anywhere, instead of after the database came up. */
   init_metrics(w);
-  int rc = init_service(w);
+  int rc = check_kafka(w);
+  if (rc == 0) rc = init_service(w);
   if (rc < 0) {
     code = rc == -EINVAL ? 2 : 1;
     goto out_loop;

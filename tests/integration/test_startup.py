@@ -7,7 +7,8 @@ are checked before any connection, and a stuck lock ends in the retry path.
   once the socket appears (a symlink to the session's server) applies its
   migrations, reports ready and processes probes.
 - as-review with a policy file that does not parse, and no database
-  anywhere, exits 2 at once with "line N: ..." in its log.
+  anywhere, exits 2 at once with "line N: ..." in its log; as-probe with a
+  librdkafka property librdkafka refuses likewise.
 - A lock held by the test on a worker table makes the batch wait at most
   AS_DB_LOCK_TIMEOUT_MS, roll back and retry (counted), /healthz keeps
   answering, and after the release every probe is applied once.
@@ -73,6 +74,15 @@ def test_bad_policy_file_fails_start_with_no_database_at_all(h, tmp_path):
     assert w.wait_exit(10) == 2, w.tail()
     refused = w.logged("policy refused")
     assert refused and refused[0]["detail"].startswith(f"{pol}: line 3: "), w.tail()
+    assert not w.logged("database not reachable; retrying"), w.tail()
+
+
+def test_bad_librdkafka_property_fails_start_with_no_database_at_all(h, tmp_path):
+    w = h.start_worker(ready=False, AS_RDKAFKA_NO_SUCH_PROPERTY="1",
+                       AS_DB_DSN=f"host={tmp_path} port=1 dbname=nowhere")
+    assert w.wait_exit(10) == 2, w.tail()
+    bad = w.logged("bad configuration")
+    assert bad and "no.such.property" in bad[0]["detail"], w.tail()
     assert not w.logged("database not reachable; retrying"), w.tail()
 
 
