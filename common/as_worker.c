@@ -106,8 +106,11 @@ struct as_worker {
   uv_poll_t consumer_poll;
   uv_timer_t poll_timer, again_timer, retry_timer, scan_timer, drain_timer, migrate_timer;
   uv_timer_t lag_timer;
-  uv_work_t lag_req; /* in flight while lag_busy; reads consumer, writes lag_result */
+  uv_work_t lag_req; /* in flight while lag_busy; reads consumer and lag_parts, writes lag_result */
+  rd_kafka_topic_partition_list_t *assigned;  /* owned: copy of the current assignment */
+  rd_kafka_topic_partition_list_t *lag_parts; /* owned: the request's copy of it */
   long long lag_result;
+  char lag_err[160], lag_err_logged[160]; /* why lag_result is -1; what was logged last */
   bool lag_busy;
   bool live; /* migrations applied, service consuming: until then /readyz says why not */
   unsigned migrate_delay;
@@ -377,8 +380,11 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
       &w->log,
       err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? "partitions assigned" : "partitions revoked",
       AS_F_INT("partitions", parts->cnt));
+  if (w->assigned) rd_kafka_topic_partition_list_destroy(w->assigned);
+  w->assigned = NULL;
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
     rd_kafka_assign(rk, parts);
+    w->assigned = rd_kafka_topic_partition_list_copy(parts);
   } else {
     drop_revoked(w, parts);
     rd_kafka_assign(rk, NULL);
@@ -398,54 +404,65 @@ static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
 
 /* ---- consumer lag ----------------------------------------------------- */
 
-/* The high watermark of one partition: the consumer's cached one (updated
- * by every fetch response of an assigned partition), else asked of the
- * broker. lo is asked for only when wanted (nothing committed yet). */
-static int watermarks(rd_kafka_t *rk, const rd_kafka_topic_partition_t *p, int64_t *lo, int64_t *hi,
-                      bool want_lo) {
-  if (!want_lo && rd_kafka_get_watermark_offsets(rk, p->topic, p->partition, lo, hi) == 0 &&
-      *hi >= 0)
-    return 0;
-  return rd_kafka_query_watermark_offsets(rk, p->topic, p->partition, lo, hi, 5000) == 0 ? 0 : -1;
-}
-
-/* On a libuv pool thread (it waits for the broker): the lag of the group
- * over this instance's assigned partitions, from the group's committed
- * offsets (rd_kafka_committed asks the coordinator: the truth, whoever
- * committed) to the high watermarks; a partition the group never committed
- * counts from the start of its log (auto.offset.reset is earliest). A
- * partition that moved away is not in the assignment, so it counts
- * nowhere but at its new owner. lag_result -1: not known this round. */
+/* On a libuv pool thread (rd_kafka_committed waits for the coordinator):
+ * the lag of the group over the partitions this instance holds (a copy of
+ * its assignment, lag_parts), from the group's committed offsets (asked of
+ * the coordinator: the truth, whoever committed) to the high watermarks
+ * (the consumer's own, refreshed by every fetch response; it never blocks).
+ * A partition the group never committed counts from the start of its log
+ * (auto.offset.reset is earliest); one whose watermarks are not known yet
+ * (assigned a moment ago) counts 0 this round. A partition that moved away
+ * is not in the assignment, so it counts only at its new owner.
+ * lag_result -1 and lag_err: not known this round. */
 static void lag_work(uv_work_t *req) {
   as_worker_t *w = req->data;
-  rd_kafka_topic_partition_list_t *parts = NULL;
+  rd_kafka_topic_partition_list_t *parts = w->lag_parts;
   w->lag_result = -1;
-  if (rd_kafka_assignment(w->consumer, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
+  w->lag_err[0] = '\0';
+  rd_kafka_resp_err_t e = rd_kafka_committed(w->consumer, parts, 5000);
+  if (e) {
+    snprintf(w->lag_err, sizeof w->lag_err, "committed offsets: %s", rd_kafka_err2str(e));
+    return;
+  }
   long long lag = 0;
-  bool ok = parts->cnt == 0 || rd_kafka_committed(w->consumer, parts, 5000) == 0;
-  for (int i = 0; ok && i < parts->cnt; i++) {
+  for (int i = 0; i < parts->cnt; i++) {
     const rd_kafka_topic_partition_t *p = &parts->elems[i];
     int64_t lo = -1, hi = -1;
-    ok = p->err == RD_KAFKA_RESP_ERR_NO_ERROR &&
-         watermarks(w->consumer, p, &lo, &hi, p->offset < 0) == 0;
+    if (p->err || rd_kafka_get_watermark_offsets(w->consumer, p->topic, p->partition, &lo, &hi))
+      continue;
     int64_t from = p->offset >= 0 ? p->offset : lo;
-    if (ok && hi > from) lag += hi - from;
+    if (from >= 0 && hi > from) lag += hi - from;
   }
-  rd_kafka_topic_partition_list_destroy(parts);
-  if (ok) w->lag_result = lag;
+  w->lag_result = lag;
 }
 
+/* A round that failed keeps the last value, and says why once. */
 static void lag_done(uv_work_t *req, int status) {
   as_worker_t *w = req->data;
   w->lag_busy = false;
+  rd_kafka_topic_partition_list_destroy(w->lag_parts);
+  w->lag_parts = NULL;
   if (status == 0 && w->lag_result >= 0) as_gauge_set(w->m.lag, (double)w->lag_result);
+  if (strcmp(w->lag_err, w->lag_err_logged) != 0 && w->lag_err[0])
+    AS_WARN(&w->log, "consumer lag not computed", AS_F_STR("detail", w->lag_err));
+  snprintf(w->lag_err_logged, sizeof w->lag_err_logged, "%s", w->lag_err);
 }
 
 static void on_lag_timer(uv_timer_t *t) {
   as_worker_t *w = t->data;
   if (w->lag_busy || w->stopping || !w->consumer) return;
+  if (!w->assigned || w->assigned->cnt == 0) {
+    as_gauge_set(w->m.lag, 0); /* holds nothing, so is behind on nothing */
+    return;
+  }
+  w->lag_parts = rd_kafka_topic_partition_list_copy(w->assigned);
   w->lag_req.data = w;
-  if (uv_queue_work(&w->loop, &w->lag_req, lag_work, lag_done) == 0) w->lag_busy = true;
+  if (uv_queue_work(&w->loop, &w->lag_req, lag_work, lag_done) == 0) {
+    w->lag_busy = true;
+  } else {
+    rd_kafka_topic_partition_list_destroy(w->lag_parts);
+    w->lag_parts = NULL;
+  }
 }
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
@@ -995,6 +1012,7 @@ static void usage(const as_service_t *svc, const char *prog) {
 }
 
 static void teardown(as_worker_t *w) {
+  if (w->assigned) rd_kafka_topic_partition_list_destroy(w->assigned);
   if (w->consumer) rd_kafka_destroy(w->consumer);
   if (w->pipefd[0] >= 0) close(w->pipefd[0]);
   if (w->pipefd[1] >= 0) close(w->pipefd[1]);
