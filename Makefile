@@ -48,9 +48,22 @@ else
 Q       := @
 say     = @printf '  %-6s %s\n' '$(1)' '$(2)'
 endif
+# TEST_HOOKS=1 (the default: build/, build/asan and build/tsan, which the
+# tests run) compiles in the AS_FAILPOINT crash points (common/as_failpoint.h);
+# TEST_HOOKS=0 is the release build the image makes, which refuses
+# AS_FAILPOINT. Build a release tree of its own (B=build/release): objects
+# are not rebuilt when only this flag changes.
+TEST_HOOKS ?= 1
+ifeq ($(TEST_HOOKS),1)
+HOOKS   := -DAS_TEST_HOOKS
+else ifeq ($(TEST_HOOKS),0)
+HOOKS   :=
+else
+$(error TEST_HOOKS is 0 or 1, not "$(TEST_HOOKS)")
+endif
 PQINC   := $(shell pkg-config --cflags libpq 2>/dev/null || echo -I/usr/include/postgresql)
 INCS    := -Icommon -I$(B)/gen $(PQINC)
-CFLAGS  := $(CSTD) $(WARN) $(OPT) $(INCS) -MMD -MP
+CFLAGS  := $(CSTD) $(WARN) $(OPT) $(HOOKS) $(INCS) -MMD -MP
 GENFLAGS:= $(CSTD) -Wall -Werror $(OPT) -I$(B)/gen/proto -MMD -MP
 LIBS    := -lrdkafka -lpq -lprotobuf-c -luv -luuid -lpthread -lm
 
@@ -71,7 +84,7 @@ SERVICES    := $(notdir $(patsubst %/main.c,%,$(wildcard services/*/main.c)))
 SERVICE_BIN := $(patsubst %,$(B)/bin/as-%,$(SERVICES))
 UNIT_SRC    := $(wildcard tests/unit/test_*.c)
 UNIT_BIN    := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
-TOOLS_BIN   := $(B)/bin/as-broker $(B)/bin/as-probe
+TOOLS_BIN   := $(B)/bin/as-broker $(B)/bin/as-topics $(B)/bin/as-probe
 PY_GEN      := $(B)/gen/py/envelope_pb2.py
 
 # Fuzz targets: tests/fuzz/fuzz_<name>.c (LLVMFuzzerTestOneInput), seeds in
@@ -85,7 +98,7 @@ FUZZ_REPLAY := $(patsubst %,$(B)/tests/fuzz_%,$(FUZZ_NAMES))
 FUZZ_BIN    := $(patsubst %,$(B)/bin/fuzz_%,$(FUZZ_NAMES))
 FUZZ_OBJ_policy := $(B)/obj/services/review/review_policy.o $(B)/obj/services/review/review_decide.o
 
-.PHONY: all build test-bins deps test run bench fuzz fuzz-bins format clean
+.PHONY: all build test-bins deps test run bench fuzz fuzz-bins format clean FORCE
 .DEFAULT_GOAL := all
 
 all: deps build test-bins
@@ -147,7 +160,13 @@ $(B)/obj/gen/%.o: $(B)/gen/%.c
 	$(call say,CC,$<)
 	$(Q)$(CC) $(CFLAGS) -c $< -o $@
 
-$(LIBCOMMON): $(COMMON_O) $(PB_O) $(B)/obj/gen/as_sql_runtime.o $(B)/obj/gen/as_sql_cases.o
+# The version and commit (as_process.h): rewritten only when they change.
+$(B)/gen/as_version.c: FORCE
+	@scripts/gen_version.sh $@
+FORCE:
+
+$(LIBCOMMON): $(COMMON_O) $(PB_O) $(B)/obj/gen/as_sql_runtime.o $(B)/obj/gen/as_sql_cases.o \
+    $(B)/obj/gen/as_version.o
 	@mkdir -p $(dir $@)
 	$(call say,AR,$@)
 	$(Q)rm -f $@ && ar rcs $@ $^
@@ -183,6 +202,9 @@ $(B)/bin/as-probe: $(patsubst %.c,$(B)/obj/%.o,$(wildcard tests/probe/*.c)) $(B)
 $(B)/bin/as-broker: $(B)/obj/tools/broker/as_broker.o $(LINK_COMMON)
 	$(link)
 
+$(B)/bin/as-topics: $(B)/obj/tools/topics/as_topics.o $(LINK_COMMON)
+	$(link)
+
 define fuzz_rule
 $(B)/tests/fuzz_$(1): $(B)/obj/tests/fuzz/fuzz_$(1).o $(B)/obj/tests/fuzz/replay.o $(FUZZ_OBJ_$(1)) $(LINK_COMMON)
 	$$(link)
@@ -194,6 +216,19 @@ endef
 $(foreach f,$(FUZZ_NAMES),$(eval $(call fuzz_rule,$(f))))
 
 $(B)/tests/%: $(B)/obj/tests/unit/%.o $(B)/obj/tests/unit/as_test.o $(LINK_COMMON)
+	$(link)
+
+# test_failpoint checks both variants: the library's (this tree's flag) and
+# the release one, compiled here without AS_TEST_HOOKS under other names.
+$(B)/obj/common/as_failpoint_release.o: common/as_failpoint.c
+	@mkdir -p $(dir $@)
+	$(call say,CC,$< (release))
+	$(Q)$(CC) $(filter-out -DAS_TEST_HOOKS,$(CFLAGS)) -UAS_TEST_HOOKS \
+	  -Das_failpoint_enabled=as_failpoint_release_enabled \
+	  -Das_failpoint_check=as_failpoint_release_check \
+	  -Das_failpoint_armed=as_failpoint_release_armed -c $< -o $@
+$(B)/tests/test_failpoint: $(B)/obj/tests/unit/test_failpoint.o $(B)/obj/tests/unit/as_test.o \
+    $(B)/obj/common/as_failpoint_release.o $(LINK_COMMON)
 	$(link)
 
 # The whole suite: unit tests and integration tests against the embedded

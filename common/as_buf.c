@@ -110,7 +110,7 @@ void as_buf_arr_close(as_buf_t *b) {
 /* array_send's layout: ndim, has-null flag, element type, then per
  * dimension its size and lower bound, then per element a length and the
  * bytes; all integers 4 bytes big-endian. */
-enum { BIN_HEADER = 20, BYTEA_OID = 17, BIN_COUNT_AT = 12 };
+enum { BIN_HEADER = 20, BIN_COUNT_AT = 12 };
 
 static void put_be32(char *o, uint32_t v) {
   o[0] = (char)(v >> 24);
@@ -119,26 +119,40 @@ static void put_be32(char *o, uint32_t v) {
   o[3] = (char)v;
 }
 
-void as_buf_bin_open(as_buf_t *b) {
+void as_buf_bin_open(as_buf_t *b, uint32_t elem_oid) {
   char h[BIN_HEADER];
   put_be32(h, 1);
   put_be32(h + 4, 0);
-  put_be32(h + 8, BYTEA_OID);
+  put_be32(h + 8, elem_oid);
   put_be32(h + BIN_COUNT_AT, 0);
   put_be32(h + 16, 1);
   b->arr_n = 0;
   as_buf_append(b, h, sizeof h);
 }
 
-void as_buf_bin_bytes(as_buf_t *b, const void *p, size_t n) {
-  if (n > INT32_MAX) {
+void as_buf_bin_bytes2(as_buf_t *b, const void *head, size_t hn, const void *p, size_t n) {
+  if (hn > INT32_MAX || n > INT32_MAX - hn) {
     b->failed = true;
     return;
   }
   char len[4];
-  put_be32(len, (uint32_t)n);
+  put_be32(len, (uint32_t)(hn + n));
   as_buf_append(b, len, sizeof len);
+  as_buf_append(b, head, hn);
   as_buf_append(b, p, n);
+  b->arr_n++;
+}
+
+void as_buf_bin_bytes(as_buf_t *b, const void *p, size_t n) {
+  as_buf_bin_bytes2(b, "", 0, p, n);
+}
+
+/* The has-null flag in the header is informational: array_recv finds NULLs
+ * by their length, -1. */
+void as_buf_bin_null(as_buf_t *b) {
+  char len[4];
+  put_be32(len, UINT32_MAX);
+  as_buf_append(b, len, sizeof len);
   b->arr_n++;
 }
 

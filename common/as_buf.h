@@ -38,14 +38,27 @@ void as_buf_arr_str(as_buf_t *b, const char *s);
 void as_buf_arr_raw(as_buf_t *b, const char *s, size_t n);
 void as_buf_arr_close(as_buf_t *b);
 
-/* A bytea[] in PostgreSQL's binary array format, for a parameter sent
- * with format 1: element bytes go as they are, where a text literal would
- * double them in hex and make the server parse them back. as_buf_bin_open
- * writes the header, each as_buf_bin_bytes one element, as_buf_bin_close
- * the element count into the header; the result is as_buf's data and len
- * (it may contain NUL bytes). */
-void as_buf_bin_open(as_buf_t *b);
+/* A one-dimensional array in PostgreSQL's binary format (array_send's), for
+ * a parameter sent with format 1: elements go as they are, where a text
+ * literal would quote or hex them and make the server parse them back.
+ * as_buf_bin_open writes the header with the element type's OID (AS_OID_*),
+ * each as_buf_bin_bytes one element in that type's binary form (as_buf_bin_null
+ * a NULL), as_buf_bin_close the element count into the header; the result
+ * is as_buf's data and len (it may contain NUL bytes). */
+enum {
+  AS_OID_BOOL = 16,
+  AS_OID_BYTEA = 17,
+  AS_OID_INT8 = 20,
+  AS_OID_INT4 = 23,
+  AS_OID_TEXT = 25,
+  AS_OID_UUID = 2950,
+  AS_OID_JSONB = 3802
+};
+void as_buf_bin_open(as_buf_t *b, uint32_t elem_oid);
 void as_buf_bin_bytes(as_buf_t *b, const void *p, size_t n);
+void as_buf_bin_null(as_buf_t *b);
+/* One element made of head then p (jsonb's version byte and its text). */
+void as_buf_bin_bytes2(as_buf_t *b, const void *head, size_t hn, const void *p, size_t n);
 void as_buf_bin_close(as_buf_t *b);
 
 #endif

@@ -308,39 +308,24 @@ static const as_bulk_t sql_lock = AS_BULK(
     " WHERE case_id = ANY({{$case_id}})"
     " ORDER BY case_id COLLATE \"C\" FOR UPDATE",
     lock_cols);
-/* Final states and versions (set w), and the timeline rows (set t), in one
- * round trip; the counts let the caller check every locked row was
- * written. */
-enum {
-  W_ID,
-  W_STATE,
-  W_VERSION,
-  T_ID,
-  T_VERSION,
-  T_FROM,
-  T_TO,
-  T_AKIND,
-  T_AID,
-  T_WHY,
-  T_EVENT,
-  T_DETAIL,
-  W_COUNT
-};
+/* The timeline rows of the moves made, through cases.move (common/sql/cases/
+ * 005_least_privilege.sql, 006_move_one_pass.sql): the one writer of a case's state, a SECURITY
+ * DEFINER function that checks the rows chain from the stored case and are
+ * legal, then sets each case's final state and version and appends them.
+ * Worker roles have no UPDATE on state or version. One round trip; the
+ * counts let the caller check every locked row was written. */
+enum { T_ID, T_VERSION, T_FROM, T_TO, T_AKIND, T_AID, T_WHY, T_EVENT, T_DETAIL, T_COUNT };
 static const as_col_t write_cols[] = {
-    [W_ID] = {"w.case_id", "text"},        [W_STATE] = {"w.state", "text"},
-    [W_VERSION] = {"w.version", "bigint"}, [T_ID] = {"t.case_id", "text"},
-    [T_VERSION] = {"t.version", "bigint"}, [T_FROM] = {"t.from_state", "text"},
-    [T_TO] = {"t.to_state", "text"},       [T_AKIND] = {"t.actor_kind", "text"},
-    [T_AID] = {"t.actor_id", "text"},      [T_WHY] = {"t.reason", "text"},
-    [T_EVENT] = {"t.event_id", "uuid"},    [T_DETAIL] = {"t.detail", "jsonb"},
+    [T_ID] = {"case_id", "text"},       [T_VERSION] = {"version", "bigint"},
+    [T_FROM] = {"from_state", "text"},  [T_TO] = {"to_state", "text"},
+    [T_AKIND] = {"actor_kind", "text"}, [T_AID] = {"actor_id", "text"},
+    [T_WHY] = {"reason", "text"},       [T_EVENT] = {"event_id", "uuid"},
+    [T_DETAIL] = {"detail", "jsonb"},
 };
 static const as_bulk_t sql_write = AS_BULK(
-    "WITH moved AS (UPDATE cases.cases AS c SET state = w.state, version = w.version, updated_at = "
-    "now()"
-    " FROM {{w}} WHERE c.case_id = w.case_id RETURNING 1),"
-    " logged AS (INSERT INTO cases.timeline (case_id, version, from_state, to_state, actor_kind,"
-    " actor_id, reason, event_id, detail) SELECT * FROM {{t}} RETURNING 1)"
-    " SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM logged)",
+    "SELECT moved, logged FROM cases.move({{$case_id}}, {{$version}}, {{$from_state}},"
+    " {{$to_state}}, {{$actor_kind}}, {{$actor_id}}, {{$reason}}, {{$event_id}},"
+    " {{$detail}})",
     write_cols);
 
 /* A locked case as the batch's moves leave it. */
@@ -408,13 +393,7 @@ static int write_moves(as_tx_t *tx, const as_case_move_t *m, size_t n, const loc
   as_cols_t c;
   as_cols_init(&c, &sql_write);
   long long want_u = 0, want_t = 0;
-  for (size_t k = 0; k < nrows; k++) {
-    if (!rows[k].dirty) continue;
-    as_cols_str(&c, W_ID, rows[k].id);
-    as_cols_str(&c, W_STATE, as_case_state_name(rows[k].state));
-    as_cols_int(&c, W_VERSION, rows[k].version);
-    want_u++;
-  }
+  for (size_t k = 0; k < nrows; k++) want_u += rows[k].dirty;
   for (size_t i = 0; i < n; i++) {
     if (m[i].rc != 0) continue;
     const char *s[] = {m[i].case_id,
@@ -426,7 +405,7 @@ static int write_moves(as_tx_t *tx, const as_case_move_t *m, size_t n, const loc
                        m[i].why,
                        m[i].event_id,
                        m[i].detail_json};
-    for (int k = T_ID; k < W_COUNT; k++)
+    for (int k = T_ID; k < T_COUNT; k++)
       if (k != T_VERSION) as_cols_str(&c, k, s[k - T_ID]);
     as_cols_int(&c, T_VERSION, m[i].version);
     want_t++;

@@ -4,16 +4,25 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-static bool binary(const as_cols_t *c, int col) {
-  const char *t = c->stmt->cols[col].type;
-  return t && strcmp(t, "bytea") == 0;
+/* The binary element type of a column's SQL type, 0 for a text literal. */
+static uint32_t oid_of(const char *type) {
+  static const struct {
+    const char *type;
+    uint32_t oid;
+  } map[] = {{"text", AS_OID_TEXT},  {"bigint", AS_OID_INT8}, {"int", AS_OID_INT4},
+             {"bool", AS_OID_BOOL},  {"uuid", AS_OID_UUID},   {"bytea", AS_OID_BYTEA},
+             {"jsonb", AS_OID_JSONB}};
+  for (size_t i = 0; type && i < sizeof map / sizeof map[0]; i++)
+    if (strcmp(type, map[i].type) == 0) return map[i].oid;
+  return 0;
 }
 
 static void open_col(as_cols_t *c, int col) {
-  if (binary(c, col))
-    as_buf_bin_open(&c->b[col]);
+  if (c->oid[col])
+    as_buf_bin_open(&c->b[col], c->oid[col]);
   else
     as_buf_arr_open(&c->b[col]);
 }
@@ -23,7 +32,10 @@ void as_cols_init(as_cols_t *c, const as_bulk_t *stmt) {
   c->stmt = stmt;
   c->bad = stmt->ncols < 0 || stmt->ncols > AS_COLS_MAX;
   c->n = c->bad ? 0 : stmt->ncols;
-  for (int i = 0; i < c->n; i++) open_col(c, i);
+  for (int i = 0; i < c->n; i++) {
+    c->oid[i] = oid_of(stmt->cols[i].type);
+    open_col(c, i);
+  }
 }
 
 void as_cols_free(as_cols_t *c) {
@@ -37,37 +49,130 @@ void as_cols_reset(as_cols_t *c) {
   }
   c->closed = false;
   c->bad = c->n != c->stmt->ncols;
+  c->why = NULL;
+}
+
+static void refuse(as_cols_t *c, const char *why) {
+  if (!c->bad) c->why = why;
+  c->bad = true;
 }
 
 /* The column's buffer, or NULL (and the statement refused) for an index
  * outside the table or a value after the arrays were closed. */
 static as_buf_t *col_buf(as_cols_t *c, int col) {
   if (col < 0 || col >= c->n || c->closed) {
-    c->bad = true;
+    refuse(c, "a value outside the column table, or after the statement was bound");
     return NULL;
   }
   return &c->b[col];
 }
 
+static void put_be(uint8_t *o, uint64_t v, int n) {
+  for (int i = 0; i < n; i++) o[i] = (uint8_t)(v >> (8 * (n - 1 - i)));
+}
+
+static void bin_int(as_cols_t *c, as_buf_t *b, uint32_t oid, long long v) {
+  uint8_t o[8];
+  if (oid == AS_OID_INT8) {
+    put_be(o, (uint64_t)v, 8);
+    as_buf_bin_bytes(b, o, 8);
+  } else if (oid == AS_OID_INT4 && v >= INT32_MIN && v <= INT32_MAX) {
+    put_be(o, (uint64_t)(uint32_t)(int32_t)v, 4);
+    as_buf_bin_bytes(b, o, 4);
+  } else {
+    refuse(c, oid == AS_OID_INT4 ? "a number outside int's range"
+                                 : "a number for a column of another type");
+  }
+}
+
+static int hexval(char ch) {
+  if (ch >= '0' && ch <= '9') return ch - '0';
+  if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+  if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+  return -1;
+}
+
+/* A UUID as 8-4-4-4-12 or 32 hex digits (PostgreSQL's common forms). */
+static bool parse_uuid(const char *s, uint8_t out[16]) {
+  size_t len = strlen(s), k = 0;
+  bool dashed = len == 36;
+  if (len != 36 && len != 32) return false;
+  for (size_t i = 0; i < len; i++) {
+    if (dashed && (i == 8 || i == 13 || i == 18 || i == 23)) {
+      if (s[i] != '-') return false;
+      continue;
+    }
+    int v = hexval(s[i]);
+    if (v < 0) return false;
+    if (k % 2 == 0)
+      out[k / 2] = (uint8_t)(v << 4);
+    else
+      out[k / 2] |= (uint8_t)v;
+    k++;
+  }
+  return k == 32;
+}
+
+/* A whole decimal integer, as int8in reads one. */
+static bool parse_int(const char *s, long long *v) {
+  char *end;
+  errno = 0;
+  *v = strtoll(s, &end, 10);
+  return errno == 0 && end != s && *end == '\0';
+}
+
 void as_cols_str(as_cols_t *c, int col, const char *s) {
   as_buf_t *b = col_buf(c, col);
-  if (b && s)
+  if (!b) return;
+  uint32_t oid = c->oid[col];
+  long long v;
+  uint8_t u[16];
+  if (!oid && s)
     as_buf_arr_str(b, s);
-  else if (b)
+  else if (!oid)
     as_buf_arr_raw(b, "NULL", 4);
+  else if (!s)
+    as_buf_bin_null(b);
+  else if (oid == AS_OID_TEXT || oid == AS_OID_BYTEA)
+    as_buf_bin_bytes(b, s, strlen(s));
+  else if (oid == AS_OID_JSONB) /* jsonb_recv: a version byte, then the text */
+    as_buf_bin_bytes2(b, "\1", 1, s, strlen(s));
+  else if (oid == AS_OID_UUID && parse_uuid(s, u))
+    as_buf_bin_bytes(b, u, 16);
+  else if ((oid == AS_OID_INT8 || oid == AS_OID_INT4) && parse_int(s, &v))
+    bin_int(c, b, oid, v);
+  else if (oid == AS_OID_BOOL && (strcmp(s, "t") == 0 || strcmp(s, "f") == 0))
+    as_buf_bin_bytes(b, s[0] == 't' ? "\1" : "\0", 1);
+  else
+    refuse(c, oid == AS_OID_UUID ? "a string that is not a UUID"
+                                 : "a string the column's type cannot hold");
 }
 
 void as_cols_int(as_cols_t *c, int col, long long v) {
   as_buf_t *b = col_buf(c, col);
   if (!b) return;
+  uint32_t oid = c->oid[col];
   char num[24];
   int len = snprintf(num, sizeof num, "%lld", v);
-  as_buf_arr_raw(b, num, (size_t)len);
+  if (!oid)
+    as_buf_arr_raw(b, num, (size_t)len);
+  else if (oid == AS_OID_TEXT)
+    as_buf_bin_bytes(b, num, (size_t)len);
+  else
+    bin_int(c, b, oid, v);
 }
 
 void as_cols_bool(as_cols_t *c, int col, bool v) {
   as_buf_t *b = col_buf(c, col);
-  if (b) as_buf_arr_raw(b, v ? "t" : "f", 1);
+  if (!b) return;
+  if (!c->oid[col])
+    as_buf_arr_raw(b, v ? "t" : "f", 1);
+  else if (c->oid[col] == AS_OID_BOOL)
+    as_buf_bin_bytes(b, v ? "\1" : "\0", 1);
+  else if (c->oid[col] == AS_OID_TEXT)
+    as_buf_bin_bytes(b, v ? "t" : "f", 1);
+  else
+    refuse(c, "a boolean for a column of another type");
 }
 
 void as_cols_null(as_cols_t *c, int col) {
@@ -76,17 +181,29 @@ void as_cols_null(as_cols_t *c, int col) {
 
 void as_cols_bytes(as_cols_t *c, int col, const void *p, size_t n) {
   as_buf_t *b = col_buf(c, col);
-  if (b && binary(c, col))
+  if (b && c->oid[col] == AS_OID_BYTEA)
     as_buf_bin_bytes(b, p, n);
-  else
-    c->bad = true;
+  else if (b)
+    refuse(c, "bytes for a column that is not bytea");
 }
 
 void as_cols_hex(as_cols_t *c, int col, const uint8_t *p, size_t n) {
   as_buf_t *b = col_buf(c, col);
   if (!b) return;
-  as_buf_arr_raw(b, "", 0);
-  as_buf_hex(b, p, n);
+  if (c->oid[col] && c->oid[col] != AS_OID_TEXT) {
+    refuse(c, "hex for a column that is not text");
+    return;
+  }
+  as_buf_t hex;
+  as_buf_init(&hex);
+  as_buf_hex(&hex, p, n);
+  if (!as_buf_ok(&hex))
+    b->failed = true;
+  else if (c->oid[col])
+    as_buf_bin_bytes(b, hex.data ? hex.data : "", hex.len);
+  else
+    as_buf_arr_raw(b, as_buf_str(&hex), hex.len);
+  as_buf_free(&hex);
 }
 
 size_t as_cols_rows(const as_cols_t *c) {
@@ -208,13 +325,14 @@ static int check_sets(const as_cols_t *c, char *err, size_t errlen) {
 int as_cols_bind(as_cols_t *c, const as_bulk_t *stmt, as_buf_t *sql, const char **vals, char *err,
                  size_t errlen) {
   if (c->bad || stmt->cols != c->stmt->cols || stmt->ncols != c->stmt->ncols) {
-    snprintf(err, errlen, "bulk statement: a value outside the column table, or another table");
+    snprintf(err, errlen, "bulk statement: %s",
+             c->bad && c->why ? c->why : "a value outside the column table, or another table");
     return -EINVAL;
   }
   int rc = write_sql(stmt, sql, err, errlen);
   if (rc == 0) rc = check_sets(c, err, errlen);
   for (int i = 0; rc == 0 && i < c->n; i++) {
-    bool bin = binary(c, i);
+    bool bin = c->oid[i] != 0;
     if (!c->closed && bin)
       as_buf_bin_close(&c->b[i]);
     else if (!c->closed)

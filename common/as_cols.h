@@ -56,22 +56,28 @@ typedef struct as_cols {
   const as_bulk_t *stmt; /* borrowed */
   as_buf_t b[AS_COLS_MAX];
   int n;                                    /* columns in use */
-  int lens[AS_COLS_MAX], fmts[AS_COLS_MAX]; /* per parameter, for the binary ("bytea") ones */
+  uint32_t oid[AS_COLS_MAX];                /* element type of a binary column, 0: a text literal */
+  int lens[AS_COLS_MAX], fmts[AS_COLS_MAX]; /* per parameter, for the binary ones */
   bool closed, bad;                         /* arrays closed by a bind; a value went astray */
+  const char *why;                          /* static: what went astray, for the error */
 } as_cols_t;
 
 void as_cols_init(as_cols_t *c, const as_bulk_t *stmt);
 void as_cols_free(as_cols_t *c);
 void as_cols_reset(as_cols_t *c); /* no values again; memory kept */
 
-/* Appends one value to column col (an index of the statement's table). */
+/* Appends one value to column col (an index of the statement's table).
+ * Columns of the types text, bigint, int, bool, uuid, bytea and jsonb are
+ * sent as binary arrays (as_buf_bin_*): no quoting here, no parsing on the
+ * server; any other type as an array literal. A value the column's type
+ * cannot hold (a string that is not a UUID for a uuid column, 2^31 for an
+ * int) fails the statement with -EINVAL before anything is sent. */
 void as_cols_str(as_cols_t *c, int col, const char *s); /* NULL: SQL NULL */
 void as_cols_int(as_cols_t *c, int col, long long v);
 void as_cols_bool(as_cols_t *c, int col, bool v);
 void as_cols_null(as_cols_t *c, int col);
 void as_cols_hex(as_cols_t *c, int col, const uint8_t *p, size_t n); /* for decode(col, 'hex') */
-/* For a "bytea" column: sent as a binary bytea[] (as_buf_bin_*), the bytes
- * as they are. */
+/* For a "bytea" column: the bytes as they are. */
 void as_cols_bytes(as_cols_t *c, int col, const void *p, size_t n);
 
 /* The most values any column holds (0: nothing to write). */

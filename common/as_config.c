@@ -177,9 +177,11 @@ void as_config_help(FILE *f, const char *prog, const char *summary,
     }
   }
   fputs(
-      "  AS_RDKAFKA_<PROP>\n"
-      "      Passed to librdkafka as <prop>, lower case with '_' -> '.',\n"
-      "      e.g. AS_RDKAFKA_SESSION_TIMEOUT_MS=6000 sets session.timeout.ms=6000.\n",
+      "  AS_RDKAFKA_<PROP>, AS_RDKAFKA_CONSUMER_<PROP>, AS_RDKAFKA_PRODUCER_<PROP>\n"
+      "      Passed to librdkafka as <prop>, lower case with '_' -> '.': to every\n"
+      "      client, to the consumer only, or to the producers only (the scoped\n"
+      "      value wins), e.g. AS_RDKAFKA_CONSUMER_SESSION_TIMEOUT_MS=6000 sets\n"
+      "      session.timeout.ms=6000 on the consumer.\n",
       f);
 }
 
@@ -207,25 +209,57 @@ static int map_prop(const char *name, const char *eq, char *prop, size_t cap) {
   return 0;
 }
 
-int as_config_each_rdkafka(int (*set)(void *arg, const char *prop, const char *value, char *err,
-                                      size_t errlen),
-                           void *arg, char *err, size_t errlen) {
+/* The scope a variable's name (after AS_RDKAFKA_) belongs to: "CONSUMER_"
+ * or "PRODUCER_" names a scoped property, anything else a shared one. */
+static const char *scope_of(const char *name) {
+  static const char *const scopes[] = {AS_RDKAFKA_CONSUMER, AS_RDKAFKA_PRODUCER};
+
+  for (size_t i = 0; i < sizeof scopes / sizeof scopes[0]; i++)
+    if (strncmp(name, scopes[i], strlen(scopes[i])) == 0) return scopes[i];
+  return NULL;
+}
+
+/* One pass over the environment: shared variables (scope NULL) or those of
+ * one scope. */
+static int each_in_scope(int (*set)(void *, const char *, const char *, char *, size_t), void *arg,
+                         const char *scope, char *err, size_t errlen) {
   const size_t plen = sizeof RDKAFKA_PREFIX - 1;
   char prop[256], shown[SHOW_MAX + 4];
 
   for (char **e = environ; e != NULL && *e != NULL; e++) {
-    const char *eq = strchr(*e, '=');
+    const char *eq = strchr(*e, '='), *name = *e + plen, *in = NULL;
     int rc;
 
     if (strncmp(*e, RDKAFKA_PREFIX, plen) != 0 || eq == NULL) continue;
-    if (map_prop(*e + plen, eq, prop, sizeof prop) != 0) {
+    in = scope_of(name);
+    if ((in == NULL) != (scope == NULL) || (in != NULL && strcmp(in, scope) != 0)) continue;
+    if (in != NULL) name += strlen(in);
+    if (map_prop(name, eq, prop, sizeof prop) != 0) {
       show_value(shown, *e);
       shown[strcspn(shown, "=")] = '\0';
-      as_err_set(err, errlen, "%s: after %s only A-Z, 0-9 and single '_' between words are allowed",
-                 shown, RDKAFKA_PREFIX);
+      as_err_set(err, errlen,
+                 "%s: after %s%s only A-Z, 0-9 and single '_' between words are allowed", shown,
+                 RDKAFKA_PREFIX, in != NULL ? in : "");
       return -EINVAL;
     }
     if ((rc = set(arg, prop, eq + 1, err, errlen)) != 0) return rc;
   }
   return 0;
+}
+
+int as_config_each_rdkafka(int (*set)(void *arg, const char *prop, const char *value, char *err,
+                                      size_t errlen),
+                           void *arg, const char *scope, char *err, size_t errlen) {
+  int rc = each_in_scope(set, arg, NULL, err, errlen);
+
+  return rc != 0 || scope == NULL ? rc : each_in_scope(set, arg, scope, err, errlen);
+}
+
+bool as_config_rdkafka_given(const char *scope, const char *name) {
+  char var[160];
+
+  snprintf(var, sizeof var, "%s%s", RDKAFKA_PREFIX, name);
+  if (getenv(var) != NULL) return true;
+  snprintf(var, sizeof var, "%s%s%s", RDKAFKA_PREFIX, scope, name);
+  return getenv(var) != NULL;
 }

@@ -5,8 +5,11 @@
  * offsets and refuses (with a message naming the variable) anything out of
  * bounds or malformed, so a worker never starts half-configured.
  * Variables named AS_RDKAFKA_<PROP> are passed through to librdkafka as
- * <prop> lower-cased with '_' -> '.', e.g. AS_RDKAFKA_SESSION_TIMEOUT_MS=6000
- * becomes session.timeout.ms=6000.
+ * <prop> lower-cased with '_' -> '.', e.g. AS_RDKAFKA_SOCKET_TIMEOUT_MS=6000
+ * becomes socket.timeout.ms=6000, for every client; AS_RDKAFKA_CONSUMER_<PROP>
+ * and AS_RDKAFKA_PRODUCER_<PROP> reach only the consumer or only the
+ * producers, so a consumer property (session.timeout.ms) never reaches a
+ * producer, which would warn that it ignores it.
  *
  * Ownership: string values are borrowed from the process environment (or
  * the table's default literal) and stay valid as long as the environment is
@@ -44,12 +47,23 @@ AS_MUST_CHECK int as_config_load(const as_cfg_param_t *table, size_t n, void *ou
 void as_config_help(FILE *f, const char *prog, const char *summary,
                     const as_cfg_param_t *const *tables, const size_t *sizes, size_t ntables);
 
-/* Calls set(arg, "session.timeout.ms", "6000") for every AS_RDKAFKA_* variable
- * in the environment. Stops at the first set() that returns non-zero and
- * returns that value (set writes its own error). Names with characters other
- * than [A-Z0-9_] after the prefix are refused with -EINVAL. */
+#define AS_RDKAFKA_CONSUMER "CONSUMER_"
+#define AS_RDKAFKA_PRODUCER "PRODUCER_"
+
+/* Calls set(arg, "session.timeout.ms", "6000") for every shared AS_RDKAFKA_*
+ * variable in the environment, then for every one of scope
+ * (AS_RDKAFKA_CONSUMER or AS_RDKAFKA_PRODUCER; NULL: shared only), so a
+ * scoped value overrides a shared one. Stops at the first set() that returns
+ * non-zero and returns that value (set writes its own error). Names with
+ * characters other than [A-Z0-9_] after the prefix are refused with
+ * -EINVAL. */
 AS_MUST_CHECK int as_config_each_rdkafka(int (*set)(void *arg, const char *prop, const char *value,
                                                     char *err, size_t errlen),
-                                         void *arg, char *err, size_t errlen);
+                                         void *arg, const char *scope, char *err, size_t errlen);
+
+/* True if the environment sets property name (as in AS_RDKAFKA_<name>, e.g.
+ * "LINGER_MS") shared or for scope, so a default of ours must not replace
+ * it. */
+bool as_config_rdkafka_given(const char *scope, const char *name);
 
 #endif

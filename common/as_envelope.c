@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "as_uuid.h"
+#include "as_wire.h"
 
 /* Year 2000 .. 2200 in microseconds: anything outside is a broken clock or a
  * unit mistake (seconds or milliseconds sent as microseconds). */
@@ -89,12 +90,43 @@ static const char *check_contract(as_envelope_t *env, const char **reason) {
   return NULL;
 }
 
+/* Every string of the message on the wire, before any is read: a NUL would
+ * make the C string another one than was sent (an event id "<uuid>\0a"
+ * passes as "<uuid>"). Returns NULL or what is wrong, in detail. */
+static const char *check_strings(const uint8_t *buf, size_t len, const char **reason, char *detail,
+                                 size_t detail_len) {
+  char path[160];
+  size_t at = 0;
+  switch (as_wire_check_strings(&aftersales__v1__envelope__descriptor, buf, len, path, sizeof path,
+                                &at)) {
+    case AS_WIRE_OK:
+      return NULL;
+    case AS_WIRE_NUL:
+      *reason = AS_DLQ_STRING_NUL;
+      snprintf(detail, detail_len, "%s: NUL byte at offset %zu", path, at);
+      break;
+    case AS_WIRE_UTF8:
+      *reason = AS_DLQ_INVALID_UTF8;
+      snprintf(detail, detail_len, "%s: not UTF-8 from offset %zu", path, at);
+      break;
+    case AS_WIRE_MALFORMED:
+      *reason = AS_DLQ_DECODE_FAILED;
+      snprintf(detail, detail_len, "%s: malformed field", path);
+      break;
+  }
+  return detail;
+}
+
 as_envelope_t *as_envelope_decode(const uint8_t *buf, size_t len, const char **reason, char *detail,
                                   size_t detail_len) {
   as_envelope_t *env = aftersales__v1__envelope__unpack(NULL, len, buf);
   if (!env) {
     *reason = AS_DLQ_DECODE_FAILED;
     snprintf(detail, detail_len, "not a protobuf Envelope (%zu bytes)", len);
+    return NULL;
+  }
+  if (check_strings(buf, len, reason, detail, detail_len)) {
+    aftersales__v1__envelope__free_unpacked(env, NULL);
     return NULL;
   }
   const char *why = check_contract(env, reason);

@@ -5,7 +5,11 @@
  * (docs: README "Message envelope"): a UUID event id, an event type naming
  * the payload actually carried, a schema version we understand, a time, a
  * producer, a case or order id made of safe characters, and a payload.
- * Payload-specific rules belong to each service's own validator.
+ * Every string field of the envelope and of every message in it, at any
+ * depth, is strict UTF-8 without NUL (proto3's rule, which protobuf-c does
+ * not check; as_wire), so a string's C length is its wire length and no
+ * service has to check either. Payload-specific rules belong to each
+ * service's own validator.
  *
  * Ownership: a decoded envelope is owned by the caller; free it with
  * as_envelope_free. Reason codes are static strings. */
@@ -33,6 +37,9 @@ typedef Aftersales__V1__Envelope as_envelope_t;
 #define AS_DLQ_CONTRACT "contract_violation"
 #define AS_DLQ_HANDLER_FAILED "handler_failed"
 #define AS_DLQ_UNSUPPORTED_VERSION "unsupported_schema_version"
+#define AS_DLQ_STRING_NUL "string_nul"           /* a string field holds a NUL byte */
+#define AS_DLQ_INVALID_UTF8 "invalid_utf8"       /* a string field is not UTF-8 */
+#define AS_DLQ_EVENT_ID_REUSED "event_id_reused" /* a known event id, other bytes */
 
 /* Decodes and validates buf. Returns the envelope, or NULL with *reason set
  * to one of the AS_DLQ_* codes and a one-line explanation in detail. */

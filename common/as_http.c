@@ -6,7 +6,15 @@
  * connection before the peer has read the answer. A connection owns two
  * handles (socket and timer) and is freed when both have closed; the
  * listener counts every handle it opened so that as_http_close can report
- * "done" only after the last close callback. */
+ * "done" only after the last close callback.
+ *
+ * At most max_conns connections are open at once: each costs a descriptor,
+ * and a worker under the common limit of 1,024 that lets idle clients take
+ * them all can no longer answer its probes (nor open a database or broker
+ * socket). At the cap, a new connection closes the oldest one still waiting
+ * for its request (a probe sends its request at once, so the idle one is the
+ * one to go); if every slot is busy answering, the new one is closed at
+ * once. Both are counted (as_http_dropped). */
 #include "as_http.h"
 
 #include "as_err.h"
@@ -18,7 +26,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { HEAD_MAX = 8192, BACKLOG = 64, DEFAULT_TIMEOUT_MS = 5000, RESP_HEAD_MAX = 512 };
+enum {
+  HEAD_MAX = 8192,
+  BACKLOG = 64,
+  DEFAULT_TIMEOUT_MS = 5000,
+  DEFAULT_MAX_CONNS = 64,
+  RESP_HEAD_MAX = 512
+};
 
 static const char DEFAULT_TYPE[] = "text/plain; charset=utf-8";
 
@@ -49,7 +63,10 @@ struct as_http {
   void *arg;
   conn_t *conns;
   unsigned handles; /* every handle opened and not yet closed */
+  unsigned live;    /* connections not closing */
+  unsigned max_conns;
   unsigned timeout_ms;
+  uint64_t dropped; /* connections closed by the cap */
   int port;
   bool closing;
   void (*done)(void *arg);
@@ -98,6 +115,7 @@ static void on_conn_handle_closed(uv_handle_t *hd) {
 static void conn_close(conn_t *c) {
   if (c->closing) return;
   c->closing = true;
+  c->h->live--;
   uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
   uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
 }
@@ -312,15 +330,29 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     respond_static(c, 400);
 }
 
+/* Closes the oldest connection still waiting for its request (the list is
+ * newest first), if there is one. */
+static void make_room(as_http_t *h) {
+  conn_t *idle = NULL;
+
+  for (conn_t *c = h->conns; c != NULL; c = c->next)
+    if (!c->closing && !c->responded) idle = c;
+  if (idle == NULL) return;
+  h->dropped++;
+  conn_close(idle);
+}
+
 static void on_connection(uv_stream_t *server, int status) {
   as_http_t *h = server->data;
   conn_t *c;
 
   if (status < 0 || h->closing) return;
+  if (h->live >= h->max_conns) make_room(h);
   /* Without a conn we cannot accept, and libuv then pauses the listener
    * until we do; out of memory, the service has bigger problems. */
   if ((c = calloc(1, sizeof *c)) == NULL) return;
   c->h = h;
+  h->live++;
   c->next = h->conns;
   if (h->conns != NULL) h->conns->prev = c;
   h->conns = c;
@@ -330,6 +362,7 @@ static void on_connection(uv_stream_t *server, int status) {
   h->handles++;
   if (uv_tcp_init(h->loop, &c->tcp) != 0) {
     c->closing = true;
+    h->live--;
     uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
     return;
   }
@@ -338,6 +371,11 @@ static void on_connection(uv_stream_t *server, int status) {
   h->handles++;
   if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 ||
       uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
+    conn_close(c);
+    return;
+  }
+  if (h->live > h->max_conns) { /* no room made: every slot is answering */
+    h->dropped++;
     conn_close(c);
     return;
   }
@@ -397,6 +435,7 @@ as_http_t *as_http_start(uv_loop_t *loop, const char *addr, int port, as_http_ro
   h->cb = cb;
   h->arg = arg;
   h->timeout_ms = DEFAULT_TIMEOUT_MS;
+  h->max_conns = DEFAULT_MAX_CONNS;
   if ((rc = uv_tcp_init(loop, &h->listener)) != 0) {
     as_err_set(err, errlen, "as_http: %s", uv_strerror(rc));
     free(h);
@@ -422,6 +461,14 @@ int as_http_port(const as_http_t *h) {
 
 void as_http_set_timeout_ms(as_http_t *h, unsigned ms) {
   h->timeout_ms = ms > 0 ? ms : 1;
+}
+
+void as_http_set_max_connections(as_http_t *h, unsigned n) {
+  h->max_conns = n > 0 ? n : 1;
+}
+
+uint64_t as_http_dropped(const as_http_t *h) {
+  return h->dropped;
 }
 
 void as_http_close(as_http_t *h, void (*done)(void *arg), void *arg) {

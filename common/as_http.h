@@ -2,7 +2,8 @@
  *
  * It serves GET (and HEAD) with one response per connection ("Connection:
  * close"); anything else gets 405, a request head over 8 KiB or not complete
- * within 5 s gets 400/408 and the connection closed. It is for
+ * within the idle timeout (5 s) gets 400/408 and the connection closed, and
+ * it keeps at most max_connections open (64). It is for
  * /healthz, /readyz and /metrics on a loopback or cluster-internal port, not
  * for the internet.
  *
@@ -14,6 +15,7 @@
 #define AS_HTTP_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 typedef struct as_http as_http_t;
@@ -42,9 +44,17 @@ as_http_t *as_http_start(uv_loop_t *loop, const char *addr, int port, as_http_ro
 /* The bound port (useful with port 0). */
 int as_http_port(const as_http_t *h);
 
-/* The request timeout (default 5000 ms) for connections accepted from now
- * on; for tests. */
+/* The idle timeout (default 5000 ms) for connections accepted from now on:
+ * a request head must arrive, and the answer be read, within it. */
 void as_http_set_timeout_ms(as_http_t *h, unsigned ms);
+
+/* The most connections open at once (default 64; 0 counts as 1). At the
+ * cap a new connection closes the oldest one still waiting for its request,
+ * or, if every connection is being answered, is itself closed at once. */
+void as_http_set_max_connections(as_http_t *h, unsigned n);
+
+/* Connections closed by that cap so far. */
+uint64_t as_http_dropped(const as_http_t *h);
 
 /* The listener's request parser on its own, exposed for the fuzz target
  * (tests/fuzz/fuzz_http.c). buf holds len bytes of a complete request head

@@ -38,7 +38,8 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
          AS_F_STR("detail", buf));
 }
 
-static rd_kafka_conf_t *base_conf(const as_kafka_opts_t *o, char *err, size_t errlen) {
+static rd_kafka_conf_t *base_conf(const as_kafka_opts_t *o, const char *scope, char *err,
+                                  size_t errlen) {
   rd_kafka_conf_t *c = rd_kafka_conf_new();
   char stats[16];
   snprintf(stats, sizeof stats, "%d", o->stats_interval_ms);
@@ -55,7 +56,8 @@ static rd_kafka_conf_t *base_conf(const as_kafka_opts_t *o, char *err, size_t er
                       "socket.nagle.disable",
                       "true",
                       NULL};
-  if (set_all(c, kv, err, errlen) < 0 || as_config_each_rdkafka(conf_set, c, err, errlen) != 0) {
+  if (set_all(c, kv, err, errlen) < 0 ||
+      as_config_each_rdkafka(conf_set, c, scope, err, errlen) != 0) {
     rd_kafka_conf_destroy(c);
     return NULL;
   }
@@ -91,7 +93,7 @@ static int subscribe(rd_kafka_t *rk, const char *const *topics, size_t n, char *
 /* The consumer's configuration: ours, the pass-through, then the forced
  * guarantees. NULL with err set if a property is refused. */
 static rd_kafka_conf_t *consumer_conf(const as_kafka_opts_t *o, char *err, size_t errlen) {
-  rd_kafka_conf_t *c = base_conf(o, err, errlen);
+  rd_kafka_conf_t *c = base_conf(o, AS_RDKAFKA_CONSUMER, err, errlen);
   if (!c) return NULL;
   /* Forced after the pass-through: these are the delivery guarantees. */
   const char *kv[] = {"group.id",
@@ -109,12 +111,12 @@ static rd_kafka_conf_t *consumer_conf(const as_kafka_opts_t *o, char *err, size_
     rd_kafka_conf_destroy(c);
     return NULL;
   }
-  if (!getenv("AS_RDKAFKA_AUTO_OFFSET_RESET"))
+  if (!as_config_rdkafka_given(AS_RDKAFKA_CONSUMER, "AUTO_OFFSET_RESET"))
     conf_set(c, "auto.offset.reset", "earliest", err, errlen);
   /* librdkafka prefetches up to 64 MiB per consumer by default; a few
    * batches' worth keeps the worker small (RSS target 32 MB) and loses no
    * throughput. */
-  if (!getenv("AS_RDKAFKA_QUEUED_MAX_MESSAGES_KBYTES"))
+  if (!as_config_rdkafka_given(AS_RDKAFKA_CONSUMER, "QUEUED_MAX_MESSAGES_KBYTES"))
     conf_set(c, "queued.max.messages.kbytes", "4096", err, errlen);
   rd_kafka_conf_set_rebalance_cb(c, o->rebalance_cb);
   return c;
@@ -151,14 +153,15 @@ rd_kafka_t *as_kafka_consumer_new(const as_kafka_opts_t *o, const char *const *t
 
 rd_kafka_t *as_kafka_producer_new(const as_kafka_opts_t *o, int event_fd, char *err,
                                   size_t errlen) {
-  rd_kafka_conf_t *c = base_conf(o, err, errlen);
+  rd_kafka_conf_t *c = base_conf(o, AS_RDKAFKA_PRODUCER, err, errlen);
   if (!c) return NULL;
   const char *kv[] = {"enable.idempotence", "true", "acks", "all", NULL};
   if (set_all(c, kv, err, errlen) < 0) {
     rd_kafka_conf_destroy(c);
     return NULL;
   }
-  if (!getenv("AS_RDKAFKA_LINGER_MS")) conf_set(c, "linger.ms", "2", err, errlen);
+  if (!as_config_rdkafka_given(AS_RDKAFKA_PRODUCER, "LINGER_MS"))
+    conf_set(c, "linger.ms", "2", err, errlen);
   rd_kafka_conf_set_dr_msg_cb(c, o->dr_msg_cb);
   char e[256];
   rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, e, sizeof e);

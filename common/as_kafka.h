@@ -7,7 +7,8 @@
  * rewind offsets in librdkafka 2.0 and the mock broker crashes on mixed
  * assignor lists), earliest offset for a new group.
  * Producer: idempotent, acks=all.
- * Both: AS_RDKAFKA_* pass-through (as_config), librdkafka logs forwarded to
+ * Both: AS_RDKAFKA_* pass-through (as_config; AS_RDKAFKA_CONSUMER_* and
+ * AS_RDKAFKA_PRODUCER_* to one kind only), librdkafka logs forwarded to
  * a queue and written as JSON lines on the loop thread, and an io-event fd
  * that becomes readable when the handle's queue has something to serve.
  *

@@ -15,7 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { KIND_COUNTER, KIND_GAUGE, KIND_HISTOGRAM } kind_t;
+/* KIND_FCOUNTER: a counter kept as a double (seconds of CPU), stored like a
+ * gauge. */
+typedef enum { KIND_COUNTER, KIND_GAUGE, KIND_HISTOGRAM, KIND_FCOUNTER } kind_t;
 
 typedef struct family family_t;
 
@@ -239,6 +241,13 @@ as_gauge_t *as_metrics_gauge(as_metrics_t *m, const char *name, const char *help
   return s != NULL ? &s->u.g : NULL;
 }
 
+as_gauge_t *as_metrics_float_counter(as_metrics_t *m, const char *name, const char *help,
+                                     const char *labels) {
+  series_t *s = series_get(m, name, help, labels, KIND_FCOUNTER, NULL, 0);
+
+  return s != NULL ? &s->u.g : NULL;
+}
+
 as_histogram_t *as_metrics_histogram(as_metrics_t *m, const char *name, const char *help,
                                      const char *labels, const double *bounds, size_t nbounds) {
   series_t *s = series_get(m, name, help, labels, KIND_HISTOGRAM, bounds, nbounds);
@@ -391,7 +400,7 @@ static void put_histogram(buf_t *b, const as_metrics_t *m, const family_t *f, co
 }
 
 static void put_family(buf_t *b, const as_metrics_t *m, const family_t *f) {
-  static const char *const types[] = {"counter", "gauge", "histogram"};
+  static const char *const types[] = {"counter", "gauge", "histogram", "counter"};
   char val[32];
 
   buf_str(b, "# HELP ");

@@ -32,6 +32,10 @@ as_counter_t *as_metrics_counter(as_metrics_t *m, const char *name, const char *
                                  const char *labels);
 as_gauge_t *as_metrics_gauge(as_metrics_t *m, const char *name, const char *help,
                              const char *labels);
+/* A counter whose value is not a whole number (process_cpu_seconds_total):
+ * set with as_gauge_set to the running total, rendered as a counter. */
+as_gauge_t *as_metrics_float_counter(as_metrics_t *m, const char *name, const char *help,
+                                     const char *labels);
 /* bounds: ascending upper bounds (le) of the buckets, +Inf added implicitly;
  * copied. All series of one name must use the same bounds. */
 as_histogram_t *as_metrics_histogram(as_metrics_t *m, const char *name, const char *help,

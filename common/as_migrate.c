@@ -35,6 +35,8 @@ static int run_params(PGconn *c, const char *sql, int n, const char *const *vals
   PGresult *r = PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
   ExecStatusType st = PQresultStatus(r);
   int rc = st == PGRES_TUPLES_OK ? PQntuples(r) > 0 : st == PGRES_COMMAND_OK ? 0 : -EIO;
+  const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  if (rc < 0 && state && strcmp(state, "42501") == 0) rc = -EACCES; /* insufficient_privilege */
   if (rc < 0) snprintf(err, errlen, "%s", PQresultErrorMessage(r));
   PQclear(r);
   return rc;
@@ -110,5 +112,30 @@ int as_migrate_apply(PGconn *c, const char *schema, const char *source, const as
   char ignore[8];
   run_params(c, "SELECT pg_advisory_unlock(hashtext('as_migrate:' || $1))", 1, lock, ignore,
              sizeof ignore);
+  return rc < 0 ? rc : n;
+}
+
+/* Counts list's versions absent from the books; a schema or books not made
+ * yet count every one. Reads only: any role that may read the books can
+ * ask. */
+int as_migrate_pending(PGconn *c, const char *schema, const char *source,
+                       const as_migration_t *list, char *err, size_t errlen) {
+  if (!as_migrate_ident_ok(schema)) {
+    snprintf(err, errlen, "schema name \"%.64s\" is not a plain lower-case identifier", schema);
+    return -EINVAL;
+  }
+  char books[80];
+  snprintf(books, sizeof books, "%s.schema_migrations", schema);
+  const char *vals[1] = {books};
+  int rc = run_params(c, "SELECT 1 WHERE to_regclass($1) IS NOT NULL", 1, vals, err, errlen);
+  char sql[160];
+  snprintf(sql, sizeof sql, "SELECT 1 FROM %s WHERE source = $1 AND version = $2", books);
+  int n = 0;
+  for (const as_migration_t *m = list; rc >= 0 && m->version; m++) {
+    const char *params[2] = {source, m->version};
+    int have = rc == 0 ? 0 : run_params(c, sql, 2, params, err, errlen);
+    if (have < 0) return have;
+    n += !have;
+  }
   return rc < 0 ? rc : n;
 }

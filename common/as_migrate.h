@@ -9,7 +9,9 @@
  * CURRENT, so that its body resolves names in that schema whoever calls it.
  * Applied versions are recorded in <schema>.schema_migrations; a session
  * advisory lock per schema makes concurrent starts of several instances
- * safe.
+ * safe. Migrations run as the owner role (deploy/sql/roles.sql), never as a
+ * worker's own role: objects they create belong to the owner, and the
+ * default privileges of each schema give the worker roles their share.
  *
  * Ownership: arrays are static; nothing returned needs freeing. */
 #ifndef AS_MIGRATE_H
@@ -32,10 +34,19 @@ struct pg_conn;
 
 /* Applies every migration of list not yet recorded in schema under source
  * (e.g. "runtime", "probe": several lists may share a schema). Returns the
- * number applied (>= 0), or -EINVAL (bad schema name) / -EIO with the
- * server's message in err. */
+ * number applied (>= 0), or -EINVAL (bad schema name) / -EIO (-EACCES: a
+ * permission refused) with the server's message in err. */
 AS_MUST_CHECK int as_migrate_apply(struct pg_conn *conn, const char *schema, const char *source,
                                    const as_migration_t *list, char *err, size_t errlen);
+
+/* The number of list's migrations not yet recorded in schema under source
+ * (0: all applied; a missing schema counts them all), for a worker whose
+ * role may not migrate: it waits for the owner's migration job instead.
+ * Returns that count, or -EINVAL / -EIO with the server's message in err;
+ * -EACCES when the role may not read the bookkeeping yet (the job creates
+ * the table, then grants it: a check in between is refused). */
+AS_MUST_CHECK int as_migrate_pending(struct pg_conn *conn, const char *schema, const char *source,
+                                     const as_migration_t *list, char *err, size_t errlen);
 
 /* True for a safe lower-case SQL identifier ([a-z_][a-z0-9_]{0,61}). */
 bool as_migrate_ident_ok(const char *s);

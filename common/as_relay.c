@@ -25,6 +25,7 @@
 
 #include "as_buf.h"
 #include "as_db.h"
+#include "as_failpoint.h"
 
 typedef enum { Q_NONE, Q_SELECT, Q_MARK } relay_query_t;
 enum { S_FREE, S_FLYING, S_DELIVERED, S_MARKING }; /* a slot's row */
@@ -235,7 +236,7 @@ static void start_select(as_relay_t *r) {
 /* Delivered rows are marked sent in one UPDATE, while the next rows may
  * already be on their way. */
 static void start_mark(as_relay_t *r) {
-  if (r->conf.failpoint && strcmp(r->conf.failpoint, "relay_after_delivery") == 0) raise(SIGKILL);
+  if (as_failpoint_armed(r->conf.failpoint, "relay_after_delivery")) raise(SIGKILL);
   uint32_t *t = r->mrk;
   r->mrk = r->dlv;
   r->dlv = t;

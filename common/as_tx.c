@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "as_sha256.h"
 #include "as_uuid.h"
 
 /* The outbox rows of a batch in decision order, and a wake-up for the
@@ -26,16 +27,25 @@ static const as_bulk_t sql_outbox = AS_BULK(
     " RETURNING 1) SELECT pg_notify('as_outbox_' || current_schema(), count(*)::text) FROM ins",
     out_cols);
 
-enum { IN_EVENT, IN_TOPIC, IN_PARTITION, IN_OFFSET };
+/* The claim: one row per event id of the batch with the SHA-256 of the
+ * record's value. A new id is inserted and returned with our hash; a known
+ * id whose stored hash differs is "updated" to itself, only so that it is
+ * returned with the stored hash (a row lock and a dead tuple, for hostile
+ * input only); a known id with the same hash, or none (rows from before
+ * the hash), is not returned: a redelivery. DO UPDATE, not a second SELECT,
+ * sees a row another instance committed after this statement's snapshot,
+ * and costs nothing for the ids that are new. */
+enum { IN_EVENT, IN_TOPIC, IN_PARTITION, IN_OFFSET, IN_HASH };
 static const as_col_t in_cols[] = {
-    [IN_EVENT] = {"event_id", "uuid"},
-    [IN_TOPIC] = {"topic", "text"},
-    [IN_PARTITION] = {"kpartition", "int"},
-    [IN_OFFSET] = {"koffset", "bigint"},
+    [IN_EVENT] = {"event_id", "uuid"},      [IN_TOPIC] = {"topic", "text"},
+    [IN_PARTITION] = {"kpartition", "int"}, [IN_OFFSET] = {"koffset", "bigint"},
+    [IN_HASH] = {"payload_hash", "bytea"},
 };
 static const as_bulk_t sql_inbox = AS_BULK(
-    "INSERT INTO inbox (event_id, topic, kpartition, koffset) SELECT * FROM {{u}}"
-    " ON CONFLICT DO NOTHING RETURNING event_id::text",
+    "INSERT INTO inbox AS i (event_id, topic, kpartition, koffset, payload_hash)"
+    " SELECT * FROM {{u}} ON CONFLICT (event_id) DO UPDATE SET payload_hash = i.payload_hash"
+    " WHERE i.payload_hash <> EXCLUDED.payload_hash"
+    " RETURNING i.event_id::text, encode(i.payload_hash, 'hex')",
     in_cols);
 
 void as_tx_init(as_tx_t *tx, as_db_t *db, const as_tx_conf_t *conf) {
@@ -146,53 +156,111 @@ int as_tx_flush(as_tx_t *tx, as_msg_t *msgs, size_t n) {
   return rc;
 }
 
-static int cmp_str(const void *a, const void *b) {
-  return strcmp(*(char *const *)a, *(char *const *)b);
+/* A message the inbox judges (it has an envelope and a route), with its
+ * place in the batch and the hash of its bytes. */
+typedef struct claim {
+  as_msg_t *m;
+  size_t pos;
+  uint8_t hash[AS_SHA256_LEN];
+} claim_t;
+
+/* By event id, then batch order: each id's copies in a run, first copy first. */
+static int cmp_claim(const void *a, const void *b) {
+  const claim_t *x = a, *y = b;
+  int c = strcmp(x->m->env->event_id, y->m->env->event_id);
+  return c ? c : (x->pos > y->pos) - (x->pos < y->pos);
 }
 
-/* Marks every message whose id the inbox did not return as a duplicate; of
- * two copies in one batch, the first wins. A dead message already in the
- * inbox was dead-lettered before and is not dead-lettered again. */
-static int mark_duplicates(as_msg_t *msgs, size_t n, PGresult *r) {
-  size_t fresh = (size_t)PQntuples(r);
-  char **ids = malloc(sizeof *ids * (fresh ? fresh : 1));
-  bool *used = calloc(fresh ? fresh : 1, sizeof *used);
-  if (!ids || !used) {
-    free(ids);
-    free(used);
-    return -ENOMEM;
+/* One row the claim returned: an event id and its stored hash in hex. */
+typedef struct claimed {
+  const char *id, *hex;
+} claimed_t;
+
+static int cmp_claimed(const void *a, const void *b) {
+  return strcmp(((const claimed_t *)a)->id, ((const claimed_t *)b)->id);
+}
+
+static void hex_of(const uint8_t h[AS_SHA256_LEN], char out[2 * AS_SHA256_LEN + 1]) {
+  static const char digits[] = "0123456789abcdef";
+  for (int i = 0; i < AS_SHA256_LEN; i++) {
+    out[2 * i] = digits[h[i] >> 4];
+    out[2 * i + 1] = digits[h[i] & 15];
   }
-  for (size_t i = 0; i < fresh; i++) ids[i] = PQgetvalue(r, (int)i, 0);
-  qsort(ids, fresh, sizeof *ids, cmp_str);
-  for (size_t i = 0; i < n; i++) {
-    if (!msgs[i].env || msgs[i].state == AS_MSG_IGNORED) continue;
-    char *key = msgs[i].env->event_id;
-    char **hit = bsearch(&key, ids, fresh, sizeof *ids, cmp_str);
-    size_t at = hit ? (size_t)(hit - ids) : 0;
-    if (hit && !used[at])
-      used[at] = true;
-    else
-      msgs[i].state = AS_MSG_DUPLICATE;
+  out[2 * AS_SHA256_LEN] = '\0';
+}
+
+/* Judges the copies cl[0..k) of one event id. The hash the id stands for is
+ * the stored one the claim returned, else the first copy's (just inserted,
+ * or a redelivery of what is stored). The inserted copy is new; another
+ * copy with that hash is a duplicate; one with other bytes reuses the id.
+ * A dead message keeps its own reason (it is dead-lettered anyway). */
+static void judge_id(claim_t *cl, size_t k, const char *returned_hex) {
+  char first[2 * AS_SHA256_LEN + 1], mine[2 * AS_SHA256_LEN + 1];
+  hex_of(cl[0].hash, first);
+  bool inserted = returned_hex && strcmp(returned_hex, first) == 0;
+  const char *accepted = returned_hex ? returned_hex : first;
+  for (size_t j = 0; j < k; j++) {
+    as_msg_t *m = cl[j].m;
+    hex_of(cl[j].hash, mine);
+    if (j == 0 && inserted) continue; /* stays as it is: new, or dead */
+    if (strcmp(mine, accepted) == 0) {
+      m->state = AS_MSG_DUPLICATE;
+    } else if (m->state != AS_MSG_DEAD) {
+      char d[160];
+      snprintf(d, sizeof d,
+               "event id taken by other content: sha256 %.16s... stored, %.16s... here", accepted,
+               mine);
+      as_tx_mark_dead(m, AS_DLQ_EVENT_ID_REUSED, d);
+    }
   }
-  free(ids);
-  free(used);
+}
+
+/* Marks each message from what the claim returned (see sql_inbox). */
+static int judge(claim_t *cl, size_t k, PGresult *r) {
+  size_t nrows = r ? (size_t)PQntuples(r) : 0;
+  claimed_t *rows = malloc(sizeof *rows * (nrows ? nrows : 1));
+  if (!rows) return -ENOMEM;
+  for (size_t i = 0; i < nrows; i++)
+    rows[i] = (claimed_t){PQgetvalue(r, (int)i, 0), PQgetvalue(r, (int)i, 1)};
+  qsort(rows, nrows, sizeof *rows, cmp_claimed);
+  for (size_t j = 0, end; j < k; j = end) {
+    for (end = j + 1; end < k && strcmp(cl[end].m->env->event_id, cl[j].m->env->event_id) == 0;)
+      end++;
+    claimed_t key = {.id = cl[j].m->env->event_id};
+    const claimed_t *hit = bsearch(&key, rows, nrows, sizeof *rows, cmp_claimed);
+    judge_id(cl + j, end - j, hit ? hit->hex : NULL);
+  }
+  free(rows);
   return 0;
 }
 
 int as_tx_inbox_claim(as_tx_t *tx, as_msg_t *msgs, size_t n) {
-  as_cols_t c;
-  as_cols_init(&c, &sql_inbox);
+  claim_t *cl = malloc(sizeof *cl * (n ? n : 1));
+  if (!cl) return -ENOMEM;
+  size_t k = 0;
   for (size_t i = 0; i < n; i++) {
     if (!msgs[i].env || msgs[i].state == AS_MSG_IGNORED) continue;
-    as_cols_str(&c, IN_EVENT, msgs[i].env->event_id);
-    as_cols_str(&c, IN_TOPIC, rd_kafka_topic_name(msgs[i].rkm->rkt));
-    as_cols_int(&c, IN_PARTITION, msgs[i].rkm->partition);
-    as_cols_int(&c, IN_OFFSET, msgs[i].rkm->offset);
+    cl[k] = (claim_t){.m = &msgs[i], .pos = i};
+    as_sha256(msgs[i].rkm->payload, msgs[i].rkm->len, cl[k].hash);
+    k++;
+  }
+  qsort(cl, k, sizeof *cl, cmp_claim);
+  as_cols_t c;
+  as_cols_init(&c, &sql_inbox);
+  for (size_t j = 0; j < k; j++) {
+    const as_msg_t *m = cl[j].m;
+    if (j > 0 && strcmp(m->env->event_id, cl[j - 1].m->env->event_id) == 0) continue;
+    as_cols_str(&c, IN_EVENT, m->env->event_id);
+    as_cols_str(&c, IN_TOPIC, rd_kafka_topic_name(m->rkm->rkt));
+    as_cols_int(&c, IN_PARTITION, m->rkm->partition);
+    as_cols_int(&c, IN_OFFSET, m->rkm->offset);
+    as_cols_bytes(&c, IN_HASH, cl[j].hash, AS_SHA256_LEN);
   }
   PGresult *r = NULL;
   int rc = as_cols_run(&c, tx->db, &r);
-  if (rc == 0 && r) rc = mark_duplicates(msgs, n, r);
+  if (rc == 0 && k > 0) rc = judge(cl, k, r);
   PQclear(r);
   as_cols_free(&c);
+  free(cl);
   return rc;
 }

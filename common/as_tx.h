@@ -25,7 +25,7 @@
 
 typedef enum {
   AS_MSG_NEW = 0,   /* first delivery: the handler applies it */
-  AS_MSG_DUPLICATE, /* event id already in the inbox: skipped */
+  AS_MSG_DUPLICATE, /* event id already in the inbox with the same bytes: skipped */
   AS_MSG_DEAD,      /* refused: goes to the dead-letter topic */
   AS_MSG_IGNORED,   /* no route in this service: changes nothing, so not claimed either */
 } as_msg_state_t;
@@ -77,8 +77,13 @@ void as_tx_reject(as_msg_t *m, const char *detail);
 /* Marks m dead with any AS_DLQ_* reason. */
 void as_tx_mark_dead(as_msg_t *m, const char *reason, const char *detail);
 
-/* Inserts the event ids of msgs (those with an envelope) into the inbox and
- * marks repeats AS_MSG_DUPLICATE. Returns 0 or an as_db error. */
+/* Inserts the event ids of msgs (those with an envelope and a route) into
+ * the inbox with the SHA-256 of each record's value, in one statement. A
+ * repeat with the same bytes (a redelivery; of copies in one batch the first
+ * wins) is marked AS_MSG_DUPLICATE; a known id with other bytes is marked
+ * dead as event_id_reused (a message already dead keeps its reason). Inbox
+ * rows from before the hash match any bytes. Returns 0, -ENOMEM or an as_db
+ * error. */
 AS_MUST_CHECK int as_tx_inbox_claim(as_tx_t *tx, as_msg_t *msgs, size_t n);
 
 /* Queues a dead letter for every AS_MSG_DEAD message, then writes all queued

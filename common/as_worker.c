@@ -14,18 +14,21 @@
 #include <uv.h>
 
 #include "as_deadline.h"
+#include "as_failpoint.h"
 #include "as_http.h"
 #include "as_kafka.h"
+#include "as_process.h"
 #include "as_relay.h"
 #include "as_topics.h"
 
 typedef struct as_runtime_conf {
-  const char *instance, *bootstrap, *group_id, *dsn, *schema, *http_addr, *log_level;
+  const char *instance, *bootstrap, *group_id, *dsn, *migrate_dsn, *schema, *http_addr, *log_level;
   const char *dlq_topic, *failpoint;
   long long batch_max, max_message_bytes, dlq_max_bytes, http_port, relay_batch;
   long long relay_interval_ms, scan_interval_ms, retry_max_ms, shutdown_timeout_ms;
   long long outbox_retention_s, failpoint_after, poll_interval_ms;
   long long statement_timeout_ms, lock_timeout_ms, lag_interval_ms;
+  long long http_max_connections, http_idle_timeout_ms;
 } as_runtime_conf_t;
 
 #define RC(field) offsetof(as_runtime_conf_t, field)
@@ -35,7 +38,12 @@ static const as_cfg_param_t runtime_params[] = {
     {"AS_GROUP_ID", AS_CFG_STR, "", 0, 200, RC(group_id),
      "Consumer group; default aftersales-<service>."},
     {"AS_DB_DSN", AS_CFG_STR, "", 0, 1024, RC(dsn),
-     "libpq connection string or URI; empty = PG* environment."},
+     "libpq connection string or URI; empty = PG* environment. The worker's own role "
+     "(as_<service>)."},
+    {"AS_DB_MIGRATE_DSN", AS_CFG_STR, "", 0, 1024, RC(migrate_dsn),
+     "The owner role's DSN (aftersales_owner): migrations run over it at start, then it is closed. "
+     "Empty: the worker only checks they were applied (by --migrate, which uses AS_DB_DSN) and "
+     "waits until they are."},
     {"AS_DB_SCHEMA", AS_CFG_STR, "", 0, 48, RC(schema),
      "Schema of this service's tables; default the service name (48 characters at most: it names a "
      "NOTIFY channel)."},
@@ -59,10 +67,18 @@ static const as_cfg_param_t runtime_params[] = {
      "Dead-letter topic."},
     {"AS_DLQ_MAX_BYTES", AS_CFG_INT, "262144", 0, 16777216, RC(dlq_max_bytes),
      "Original bytes kept in a dead letter (the rest is cut, size recorded)."},
-    {"AS_HTTP_ADDR", AS_CFG_STR, "0.0.0.0", 1, 64, RC(http_addr),
-     "Address of the /healthz, /readyz and /metrics listener."},
+    {"AS_HTTP_ADDR", AS_CFG_STR, "127.0.0.1", 1, 64, RC(http_addr),
+     "Address of the /healthz, /readyz and /metrics listener: loopback on a plain host; a "
+     "container sets the address its probes and scraper reach (compose 0.0.0.0, Kubernetes the "
+     "pod IP)."},
     {"AS_HTTP_PORT", AS_CFG_INT, "8080", 0, 65535, RC(http_port),
      "Port of that listener; 0 = any free port (logged)."},
+    {"AS_HTTP_MAX_CONNECTIONS", AS_CFG_INT, "64", 1, 10000, RC(http_max_connections),
+     "Most open connections to that listener; past it a new one closes the oldest idle one, or "
+     "is closed at once (as_http_connections_dropped_total)."},
+    {"AS_HTTP_IDLE_TIMEOUT_MS", AS_CFG_INT, "5000", 100, 600000, RC(http_idle_timeout_ms),
+     "A connection that sends no whole request, or does not read the answer, within this is "
+     "closed."},
     {"AS_RELAY_BATCH", AS_CFG_INT, "2500", 1, 100000, RC(relay_batch),
      "Outbox rows the relay reads at once; up to twice as many may wait for delivery reports."},
     {"AS_RELAY_INTERVAL_MS", AS_CFG_INT, "200", 1, 60000, RC(relay_interval_ms),
@@ -77,10 +93,10 @@ static const as_cfg_param_t runtime_params[] = {
      "How long SIGTERM waits for the relay to drain."},
     {"AS_LOG_LEVEL", AS_CFG_STR, "info", 1, 5, RC(log_level), "debug, info, warn or error."},
     {"AS_FAILPOINT", AS_CFG_STR, "", 0, 40, RC(failpoint),
-     "Tests only: before_db_commit, after_db_commit or relay_after_delivery kill the process with "
-     "SIGKILL there."},
+     "Test builds only (TEST_HOOKS=1; a release build refuses it): " AS_FAILPOINT_NAMES
+     " kill the process with SIGKILL there."},
     {"AS_FAILPOINT_AFTER", AS_CFG_INT, "1", 1, 1000000, RC(failpoint_after),
-     "Tests only: the failpoint fires on this batch (1 = first)."},
+     "Test builds only: the failpoint fires on this batch (1 = first)."},
 };
 #define NRUNTIME (sizeof runtime_params / sizeof runtime_params[0])
 
@@ -103,6 +119,8 @@ struct as_worker {
   int pipefd[2];
   as_relay_t *relay;
   as_http_t *http;
+  uint64_t http_dropped_seen; /* of as_http_dropped, already counted */
+  as_process_t proc;
   uv_poll_t consumer_poll;
   uv_timer_t poll_timer, again_timer, retry_timer, scan_timer, drain_timer, migrate_timer;
   uv_timer_t lag_timer;
@@ -124,7 +142,7 @@ struct as_worker {
   unsigned long unprepared_seen; /* of db.stmt_uncached, already counted */
   int open_handles, exit_code;
   struct {
-    as_counter_t *processed, *duplicates, *ignored, *failed, *retries, *unprepared;
+    as_counter_t *processed, *duplicates, *ignored, *failed, *retries, *unprepared, *http_dropped;
     as_counter_t *handler_failures, *bisect_tx;
     as_histogram_t *batch_size, *batch_seconds;
     as_gauge_t *lag, *ready;
@@ -139,7 +157,8 @@ as_metrics_t *as_worker_metrics(as_worker_t *w) {
 }
 
 static void failpoint(const as_worker_t *w, const char *where) {
-  if (strcmp(w->conf.failpoint, where) == 0 && w->batches == (uint64_t)w->conf.failpoint_after) {
+  if (as_failpoint_armed(w->conf.failpoint, where) &&
+      w->batches == (uint64_t)w->conf.failpoint_after) {
     AS_WARN(&w->log, "failpoint: killing myself", AS_F_STR("failpoint", where));
     raise(SIGKILL);
   }
@@ -616,6 +635,9 @@ static void route(void *arg, const char *method, const char *path, as_http_respo
     respond(resp, why ? 503 : 200, buf);
   } else if (strcmp(path, "/metrics") == 0) {
     if (w->relay) as_relay_update_metrics(w->relay);
+    as_process_update(&w->proc);
+    as_counter_add(w->m.http_dropped, as_http_dropped(w->http) - w->http_dropped_seen);
+    w->http_dropped_seen = as_http_dropped(w->http);
     as_gauge_set(w->m.ready, ready(w) ? 1 : 0);
     resp->status = 200;
     resp->content_type = "text/plain; version=0.0.4";
@@ -728,6 +750,7 @@ static int load_config(as_worker_t *w, const as_service_t *svc) {
   w->svc_conf = calloc(1, svc->conf_size ? svc->conf_size : 1);
   if (!w->svc_conf) return -ENOMEM;
   if (as_config_load(runtime_params, NRUNTIME, &w->conf, err, sizeof err) < 0 ||
+      as_failpoint_check(w->conf.failpoint, err, sizeof err) < 0 ||
       (svc->config &&
        as_config_load(svc->config, svc->nconfig, w->svc_conf, err, sizeof err) < 0)) {
     fprintf(stderr,
@@ -786,25 +809,70 @@ static int select_topics(as_worker_t *w) {
   return -EINVAL;
 }
 
-/* One attempt at the migrations: 0, -EAGAIN (the database is not there
- * yet: try again later) or -EIO (it answered and refused: fatal). */
-static int migrate_once(as_worker_t *w) {
-  char err[512] = "";
-  int rc = as_db_ensure(&w->db);
-  if (rc == 0) rc = as_migrate_apply(w->db.conn, "cases", "cases", as_sql_cases, err, sizeof err);
-  if (rc >= 0)
-    rc = as_migrate_apply(w->db.conn, w->schema, "runtime", as_sql_runtime, err, sizeof err);
-  if (rc >= 0 && w->migrations)
-    rc = as_migrate_apply(w->db.conn, w->schema, w->svc->name, w->migrations, err, sizeof err);
-  if (rc >= 0) return 0;
-  if (rc == -EINVAL || (rc == -EIO && w->db.conn && PQstatus(w->db.conn) == CONNECTION_OK)) {
-    AS_ERROR(&w->log, "migration failed", AS_F_STR("detail", err));
-    return -EIO;
+/* Applies (apply) or counts the pending migrations of the shared case
+ * tables, the runtime's and the service's own. Returns 0, the number still
+ * pending (> 0, only when counting), or a negative error with err set. */
+static int migrate_lists(as_worker_t *w, PGconn *c, bool apply, char *err, size_t errlen) {
+  const struct {
+    const char *schema, *source;
+    const as_migration_t *list;
+  } l[] = {{"cases", "cases", as_sql_cases},
+           {w->schema, "runtime", as_sql_runtime},
+           {w->schema, w->svc->name, w->migrations}};
+  int pending = 0;
+  for (size_t i = 0; i < AS_LEN(l); i++) {
+    if (!l[i].list) continue;
+    int rc = apply ? as_migrate_apply(c, l[i].schema, l[i].source, l[i].list, err, errlen)
+                   : as_migrate_pending(c, l[i].schema, l[i].source, l[i].list, err, errlen);
+    if (rc < 0) return rc;
+    if (!apply) pending += rc;
   }
-  AS_WARN(&w->log, "database not reachable; retrying",
-          AS_F_STR("detail", w->db.err[0] ? w->db.err : err));
-  as_db_close(&w->db);
-  return -EAGAIN;
+  return pending;
+}
+
+/* One attempt at the migrations. They run as the owner role, never as the
+ * worker's: over AS_DB_MIGRATE_DSN when set (embedded stack, tests), or
+ * over AS_DB_DSN with --migrate (job: the one-shot job of compose and
+ * Kubernetes, whose DSN is the owner's). A worker with neither only checks
+ * they are applied and waits for the job meanwhile. Returns 0, -EAGAIN
+ * (the database or the job is not there yet: try again later) or -EIO (the
+ * database answered and refused: fatal). */
+static int migrate_once(as_worker_t *w, bool job) {
+  char err[512] = "";
+  bool own = !job && w->conf.migrate_dsn[0];
+  as_db_t mdb;
+  as_db_t *db = &w->db;
+  if (own) {
+    as_db_init(&mdb, w->conf.migrate_dsn, w->client_id, NULL, &w->log);
+    db = &mdb;
+  }
+  int rc = as_db_ensure(db);
+  if (rc == 0) rc = migrate_lists(w, db->conn, job || own, err, sizeof err);
+  if (rc == 0 && own) rc = as_db_ensure(&w->db); /* the worker's own role logs in */
+  if (rc > 0) {
+    AS_WARN(&w->log, "migrations not applied yet; waiting for the migration job",
+            AS_F_INT("pending", rc), AS_F_STR("schema", w->schema));
+    rc = -EAGAIN;
+  } else if (rc == -EACCES && !(job || own)) {
+    /* the job is between creating its bookkeeping and granting it; a
+     * grant that never comes keeps this line coming, and /readyz 503 */
+    AS_WARN(&w->log, "migrations table not readable yet; waiting for the migration job",
+            AS_F_STR("schema", w->schema), AS_F_STR("detail", err));
+    rc = -EAGAIN;
+  } else if (rc == -EINVAL ||
+             ((rc == -EIO || rc == -EACCES) && db->conn && PQstatus(db->conn) == CONNECTION_OK)) {
+    AS_ERROR(&w->log, "migration failed", AS_F_STR("detail", err));
+    rc = -EIO;
+  } else if (rc < 0) {
+    const as_db_t *failed = w->db.err[0] ? &w->db : db;
+    AS_WARN(&w->log, "database not reachable; retrying",
+            AS_F_STR("detail", failed->err[0] ? failed->err : err));
+    as_db_close(db);
+    as_db_close(&w->db);
+    rc = -EAGAIN;
+  }
+  if (own) as_db_close(&mdb);
+  return rc;
 }
 
 static unsigned next_delay(unsigned delay) {
@@ -815,7 +883,7 @@ static unsigned next_delay(unsigned delay) {
  * trying instead of crash-looping). */
 static int migrate(as_worker_t *w) {
   for (unsigned delay = 100;; delay = next_delay(delay)) {
-    int rc = migrate_once(w);
+    int rc = migrate_once(w, true);
     if (rc != -EAGAIN) return rc;
     usleep(delay * 1000);
   }
@@ -828,8 +896,9 @@ static void init_metrics(as_worker_t *w) {
   as_metrics_t *m = w->metrics;
   w->m.processed = as_metrics_counter(m, "as_messages_processed_total",
                                       "Messages applied (first delivery).", NULL);
-  w->m.duplicates = as_metrics_counter(m, "as_messages_duplicate_total",
-                                       "Redelivered messages skipped by the inbox.", NULL);
+  w->m.duplicates = as_metrics_counter(
+      m, "as_messages_duplicate_total",
+      "Redelivered messages (a known event id, the same bytes) skipped by the inbox.", NULL);
   w->m.ignored =
       as_metrics_counter(m, "as_messages_ignored_total",
                          "Messages of payload types this service has no route for (someone else's, "
@@ -860,6 +929,9 @@ static void init_metrics(as_worker_t *w) {
   w->m.lag = as_metrics_gauge(
       m, "as_consumer_lag", "Messages behind the high watermark, over assigned partitions.", NULL);
   w->m.ready = as_metrics_gauge(m, "as_ready", "1 when the worker reports ready.", NULL);
+  w->m.http_dropped = as_metrics_counter(
+      m, "as_http_connections_dropped_total",
+      "Connections to the HTTP listener closed by AS_HTTP_MAX_CONNECTIONS.", NULL);
 }
 
 /* The service's state: zeroed, its metrics in place, then its own init. */
@@ -872,6 +944,7 @@ static int init_service(as_worker_t *w) {
     AS_ERROR(&w->log, "service init failed", AS_F_STR("detail", err));
     return -ENOMEM;
   }
+  if (as_process_init(&w->proc, w->metrics) < 0) return -ENOMEM;
   int rc = svc->init ? svc->init(w, w->svc_conf, w->state) : 0;
   if (rc < 0) AS_ERROR(&w->log, "service init failed", AS_F_INT("rc", rc));
   return rc;
@@ -947,6 +1020,8 @@ static int start_http(as_worker_t *w) {
     AS_ERROR(&w->log, "cannot start http listener", AS_F_STR("detail", err));
     return -EADDRINUSE;
   }
+  as_http_set_max_connections(w->http, (unsigned)w->conf.http_max_connections);
+  as_http_set_timeout_ms(w->http, (unsigned)w->conf.http_idle_timeout_ms);
   return 0;
 }
 
@@ -986,7 +1061,7 @@ static int go_live(as_worker_t *w) {
 static void on_migrate(uv_timer_t *t) {
   as_worker_t *w = t->data;
   if (w->stopping) return;
-  int rc = migrate_once(w);
+  int rc = migrate_once(w, false);
   if (rc == -EAGAIN) {
     w->migrate_delay = next_delay(w->migrate_delay);
     uv_timer_start(t, on_migrate, w->migrate_delay, 0);
@@ -1007,8 +1082,9 @@ static void usage(const as_service_t *svc, const char *prog) {
   printf(
       "\nCommands:\n  %s            run the worker\n  %s --migrate  apply database migrations and "
       "exit\n"
-      "  %s --help     this text\n",
-      prog, prog, prog);
+      "  %s --help     this text\n"
+      "  %s --version  version and commit\n",
+      prog, prog, prog, prog);
 }
 
 static void teardown(as_worker_t *w) {
@@ -1058,6 +1134,12 @@ int as_worker_main(const as_service_t *svc, const as_migration_t *migrations, in
   int code = 2;
   if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
     usage(svc, argv[0]);
+    code = 0;
+    goto out;
+  }
+  if (argc > 1 && strcmp(argv[1], "--version") == 0) {
+    printf("%s %s (commit %s%s)\n", argv[0], as_version, as_commit,
+           as_failpoint_enabled() ? ", test build: AS_FAILPOINT enabled" : "");
     code = 0;
     goto out;
   }

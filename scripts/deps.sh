@@ -9,6 +9,8 @@ pkgs=(
   librdkafka-dev libpq-dev libprotobuf-c-dev protobuf-c-compiler libuv1-dev uuid-dev
   postgresql protobuf-compiler kcat
   python3 python3-pytest python3-pytest-xdist python3-psycopg2 python3-protobuf python3-confluent-kafka
+  # the embedded real Kafka broker (scripts/kafka.sh): Java 17 runs it, Maven fetches its jars
+  openjdk-17-jre-headless maven
 )
 
 missing=()

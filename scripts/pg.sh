@@ -7,9 +7,11 @@
 #   scripts/pg.sh status  DIR   exit 0 running, 3 stopped or not created
 #   scripts/pg.sh env     DIR   print export PGHOST/PGPORT/PGUSER/PGDATABASE
 #   scripts/pg.sh destroy DIR   stop, then delete the cluster and its files
+#   scripts/pg.sh prepare DIR DB  create database DB (if new) and apply the
+#                                 fleet's roles and grants there
 #
 # Layout: DIR/data (PGDATA), DIR/sock (the only listener: a Unix socket,
-# listen_addresses=''), DIR/log/postgresql.log. Durability is production's:
+# listen_addresses=''), DIR/log/postgresql.log, DIR/secrets. Durability is production's:
 # fsync and synchronous_commit stay on (only initdb runs with --no-sync).
 # The port is picked once, at creation, among free ones, and kept.
 #
@@ -19,11 +21,23 @@
 # the 107-byte sun_path limit, the cluster lives in a postgres-owned
 # /var/tmp/as-pg-<hash of DIR> and DIR/data, DIR/sock, DIR/log are symlinks
 # to it. Run `destroy` before deleting DIR, or that directory is left behind.
+#
+# Least privilege (deploy/sql/roles.sql, the same script compose and
+# Kubernetes run): every role authenticates with scram-sha-256 (pg_hba.conf
+# has no trust line), its password generated at creation into
+# DIR/secrets/<role>.password and the libpq password file DIR/secrets/pgpass,
+# readable by the user who ran `start` only (root as a rule). The socket
+# directory is 0750 and the server user's: nobody else reaches the socket.
+# `start` prints PGUSER=postgres (the admin, a superuser, for tests'
+# assertions and this script) and PGPASSFILE; the workers connect as
+# as_<service>, migrations as aftersales_owner, over the same socket.
 set -euo pipefail
 
-readonly ROLE=aftersales
 readonly DB=aftersales
 readonly ADMIN=postgres      # bootstrap superuser created by initdb
+readonly ROLES_SQL=$(cd "$(dirname "$0")/.." && pwd -P)/deploy/sql/roles.sql
+# Every login role roles.sql makes, with the variable that carries its password.
+readonly LOGIN_ROLES="postgres aftersales_owner as_intake as_review as_inspection as_logistics as_notification as_probe"
 readonly RELOCATE_BASE=/var/tmp
 readonly SUN_PATH_MAX=107    # sizeof(sockaddr_un.sun_path) - 1 on Linux
 
@@ -36,7 +50,7 @@ die() {
 log() { printf 'pg.sh: %s\n' "$*" >&2; }
 
 usage() {
-	sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
@@ -112,7 +126,8 @@ make_relocated_root() {
 		mkdir_pg "$root/$part" 0700
 		ln -sfn -- "$root/$part" "$DIR/$part"
 	done
-	chmod 0755 -- "$root/sock" "$root/log"
+	chmod 0750 -- "$root/sock"
+	chmod 0755 -- "$root/log"
 	log "cluster placed in $root: $DIR is out of $PG_OS_USER's reach or too deep for a socket path"
 }
 
@@ -126,7 +141,8 @@ make_layout() {
 	for part in data sock log; do
 		mkdir_pg "$DIR/$part" 0700
 	done
-	chmod 0755 -- "$DIR/sock" "$DIR/log"
+	chmod 0750 -- "$DIR/sock"
+	chmod 0755 -- "$DIR/log"
 }
 
 # A relocated cluster whose directory vanished (reboot, /var/tmp cleaner)
@@ -184,7 +200,8 @@ write_conf() {
 		port = $port
 		listen_addresses = ''
 		unix_socket_directories = '$sock_q'
-		unix_socket_permissions = 0777
+		unix_socket_permissions = 0770
+		password_encryption = 'scram-sha-256'
 		max_connections = 200
 		shared_buffers = 128MB
 		# Durability stays as in production: speed comes from batching.
@@ -203,14 +220,44 @@ write_conf() {
 	printf "include 'as-pg.conf'\n" | as_pg tee -a "$DATA/postgresql.conf" >/dev/null
 }
 
-# trust on the local socket only: host connections are rejected outright
-# (and there is no TCP listener anyway).
+# ---- secrets ----------------------------------------------------------
+
+# One random password per login role, made once: DIR/secrets is the
+# invoking user's, 0700, its files 0600. pgpass lists them for libpq.
+make_secrets() {
+	local sec=$DIR/secrets r
+	(
+		umask 077
+		mkdir -p -- "$sec"
+		chmod 0700 -- "$sec"
+		for r in $LOGIN_ROLES; do
+			[[ -s $sec/$r.password ]] ||
+				head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >"$sec/$r.password"
+		done
+		for r in $LOGIN_ROLES; do
+			printf '*:*:*:%s:%s\n' "$r" "$(cat -- "$sec/$r.password")"
+		done >"$sec/pgpass.new"
+		mv -f -- "$sec/pgpass.new" "$sec/pgpass"
+	)
+}
+
+password_of() { cat -- "$DIR/secrets/$1.password"; }
+
+# scram on the local socket only: host connections are rejected outright
+# (and there is no TCP listener anyway). initdb reads the admin's password
+# from a file the server user can read: a 0600 copy of its own, removed at
+# once.
 run_initdb() {
+	local pwfile=$LOGDIR/.initdb-pw
 	log "initdb in $DATA"
-	as_pg "$BINDIR/initdb" -D "$DATA" -U "$ADMIN" --auth-local=trust \
-		--auth-host=reject --encoding=UTF8 --locale=C --no-sync \
-		>"$LOGDIR/initdb.log" 2>&1 ||
+	password_of "$ADMIN" | (umask 077 && as_pg tee "$pwfile" >/dev/null)
+	as_pg "$BINDIR/initdb" -D "$DATA" -U "$ADMIN" --auth-local=scram-sha-256 \
+		--auth-host=reject --pwfile="$pwfile" --encoding=UTF8 --locale=C --no-sync \
+		>"$LOGDIR/initdb.log" 2>&1 || {
+		rm -f -- "$pwfile"
 		die "initdb failed" "see $LOGDIR/initdb.log"
+	}
+	rm -f -- "$pwfile"
 	write_conf "$(pick_port)"
 }
 
@@ -236,25 +283,40 @@ wait_ready() {
 	die "server did not become ready" "see $LOGDIR/postgresql.log"
 }
 
-# Idempotent: runs on every start, so an interrupted first start heals.
-bootstrap_sql() {
-	as_pg "$BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PORT" \
-		-U "$ADMIN" -d postgres >/dev/null <<-EOF
-		DO \$\$ BEGIN
-		  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$ROLE') THEN
-		    CREATE ROLE $ROLE LOGIN SUPERUSER;
-		  END IF;
-		END \$\$;
-		SELECT 'CREATE DATABASE $DB OWNER $ROLE'
-		 WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '$DB')\gexec
-	EOF
+# The admin's psql, run by the invoking user (root can reach the 0750
+# socket directory; the server user cannot read our secrets).
+admin_psql() {
+	PGPASSFILE=$DIR/secrets/pgpass "$BINDIR/psql" -X -q -v ON_ERROR_STOP=1 \
+		-h "$SOCK" -p "$PORT" -U "$ADMIN" "$@"
 }
+
+# Database $1 (created if missing) with the fleet's roles, schemas and
+# grants (deploy/sql/roles.sql), the passwords from DIR/secrets.
+prepare_db() {
+	local db=$1 r var envs=()
+	admin_psql -d postgres >/dev/null <<-EOF
+		SELECT format('CREATE DATABASE %I', '$db')
+		 WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '$db')\gexec
+	EOF
+	for r in $LOGIN_ROLES; do
+		[[ $r == "$ADMIN" ]] && continue
+		var=${r#as_}
+		var=${var#aftersales_}
+		envs+=("AS_DB_PASSWORD_${var^^}=$(password_of "$r")")
+	done
+	env "${envs[@]}" PGPASSFILE="$DIR/secrets/pgpass" "$BINDIR/psql" -X -q -v ON_ERROR_STOP=1 \
+		-h "$SOCK" -p "$PORT" -U "$ADMIN" -d "$db" -f "$ROLES_SQL" >/dev/null
+}
+
+# Idempotent: runs on every start, so an interrupted first start heals.
+bootstrap_sql() { prepare_db "$DB"; }
 
 print_env() {
 	printf 'export PGHOST=%q\n' "$SOCK"
 	printf 'export PGPORT=%q\n' "$PORT"
-	printf 'export PGUSER=%q\n' "$ROLE"
+	printf 'export PGUSER=%q\n' "$ADMIN"
 	printf 'export PGDATABASE=%q\n' "$DB"
+	printf 'export PGPASSFILE=%q\n' "$DIR/secrets/pgpass"
 }
 
 start_server() {
@@ -267,9 +329,14 @@ start_server() {
 
 cmd_start() {
 	drop_dangling_links
+	if is_initialized && [[ ! -s $DIR/secrets/pgpass ]]; then
+		die "$DIR holds a cluster made before its roles had passwords (trust on a 0777 socket)" \
+			"scripts/pg.sh destroy $DIR, then start again"
+	fi
 	if ! is_initialized; then
 		[[ ! -e $DIR/data ]] || [[ -z $(ls -A -- "$DIR/data") ]] ||
 			die "$DIR/data exists but holds no cluster" "move it away, then retry"
+		make_secrets
 		make_layout
 		resolve_paths
 		run_initdb
@@ -325,7 +392,7 @@ cmd_destroy() {
 	if [[ -L $DIR/data ]]; then
 		root=$(dirname -- "$(readlink -- "$DIR/data")")
 	fi
-	rm -rf -- "$DIR/data" "$DIR/sock" "$DIR/log"
+	rm -rf -- "$DIR/data" "$DIR/sock" "$DIR/log" "$DIR/secrets"
 	[[ -n $root ]] || return 0
 	if [[ $root == "$RELOCATE_BASE"/as-pg-* &&
 		$(cat -- "$root/source-dir" 2>/dev/null) == "$DIR" ]]; then
@@ -335,10 +402,24 @@ cmd_destroy() {
 	fi
 }
 
+cmd_prepare() {
+	is_initialized || die "no cluster in $DIR" "run: scripts/pg.sh start $DIR"
+	resolve_paths
+	is_running || die "no running cluster in $DIR" "run: scripts/pg.sh start $DIR"
+	PORT=$(conf_port)
+	[[ $DBNAME =~ ^[a-z_][a-z0-9_]{0,62}$ ]] || die "bad database name \"$DBNAME\"" "use [a-z_][a-z0-9_]*"
+	prepare_db "$DBNAME"
+}
+
 main() {
-	[[ $# -eq 2 ]] || usage
-	local cmd=$1
-	case $cmd in start | stop | status | env | destroy) ;; *) usage ;; esac
+	local cmd=${1:-}
+	DBNAME=
+	if [[ $cmd == prepare && $# -eq 3 ]]; then
+		DBNAME=$3
+	else
+		[[ $# -eq 2 ]] || usage
+	fi
+	case $cmd in start | stop | status | env | destroy | prepare) ;; *) usage ;; esac
 
 	RUN_AS_ROOT=0
 	PG_OS_USER=$(id -un)
@@ -356,6 +437,7 @@ main() {
 		case $cmd in
 		start) mkdir -p -- "$2" ;;
 		stop | destroy) return 0 ;;
+		prepare) die "no cluster in $2" "run: scripts/pg.sh start $2" ;;
 		status) log "not created in $2" && exit 3 ;;
 		env) die "no cluster in $2" "run: scripts/pg.sh start $2" ;;
 		esac

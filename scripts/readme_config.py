@@ -41,8 +41,12 @@ def table(binaries):
                 continue
             seen.add(name)
             rows.append(row.replace(" | ", " | %s | " % who, 1))
-    rows.append("| `AS_RDKAFKA_<PROP>` | all | string | | | Any librdkafka property, lower-cased with `_` as `.`:"
-                " `AS_RDKAFKA_SESSION_TIMEOUT_MS=6000` sets `session.timeout.ms`. |")
+    rows.append("| `AS_RDKAFKA_<PROP>` | all | string | | | Any librdkafka property, lower-cased with `_` as `.`,"
+                " for every client: `AS_RDKAFKA_SOCKET_TIMEOUT_MS=6000` sets `socket.timeout.ms`. |")
+    rows.append("| `AS_RDKAFKA_CONSUMER_<PROP>`, `AS_RDKAFKA_PRODUCER_<PROP>` | all | string | | |"
+                " The same for the consumer only or the producers (outbox relay) only, over the shared"
+                " value: `AS_RDKAFKA_CONSUMER_SESSION_TIMEOUT_MS=6000`. A consumer property set for every"
+                " client reaches the producers too, and each logs a warning that it ignores it. |")
     return "\n".join(rows)
 
 

@@ -36,7 +36,7 @@ trap 'stop_all; exit 0' INT TERM
 trap stop_all EXIT
 
 eval "$(scripts/pg.sh start "$RUN/pg")"
-export PGHOST PGPORT PGUSER PGDATABASE
+export PGHOST PGPORT PGUSER PGDATABASE PGPASSFILE
 echo "run: PostgreSQL on socket $PGHOST port $PGPORT, database $PGDATABASE"
 
 # The broker has a session of its own: Ctrl-C (SIGINT to the terminal's
@@ -49,8 +49,13 @@ BOOTSTRAP=$(sed -n 's/^bootstrap=//p' "$RUN/broker.out")
 [[ -n $BOOTSTRAP ]] || { echo "run: broker did not start (see $RUN/logs/broker.log)" >&2; exit 1; }
 echo "run: Kafka broker (librdkafka mock cluster) at $BOOTSTRAP"
 
-export AS_KAFKA_BOOTSTRAP=$BOOTSTRAP AS_DB_DSN="host=$PGHOST port=$PGPORT user=$PGUSER dbname=$PGDATABASE"
-export AS_HTTP_ADDR=127.0.0.1 AS_HTTP_PORT=0 AS_RDKAFKA_SESSION_TIMEOUT_MS=6000
+# Least privilege as in every stack (deploy/sql/roles.sql): each worker
+# connects as its own role (as_<service>) and runs the migrations as the
+# owner role; the demo reads the database as the admin. Passwords come from
+# the cluster's pgpass file (PGPASSFILE), never from the command line.
+dsn() { printf 'host=%s port=%s user=%s dbname=%s' "$PGHOST" "$PGPORT" "$1" "$PGDATABASE"; }
+export AS_KAFKA_BOOTSTRAP=$BOOTSTRAP AS_DB_MIGRATE_DSN=$(dsn aftersales_owner)
+export AS_HTTP_ADDR=127.0.0.1 AS_HTTP_PORT=0 AS_RDKAFKA_CONSUMER_SESSION_TIMEOUT_MS=6000
 
 echo "run: workers from $BIN"
 # Every service under services/ plus the runtime's probe worker.
@@ -60,7 +65,7 @@ for d in services/*/; do
 done
 workers+=(probe)
 for w in "${workers[@]}"; do
-  "$BIN/as-$w" 2>"$RUN/logs/$w.log" &
+  AS_DB_DSN=$(dsn "as_$w") "$BIN/as-$w" 2>"$RUN/logs/$w.log" &
   wpids+=($!)
 done
 for w in "${workers[@]}"; do
@@ -76,7 +81,7 @@ done
 # The demo runs in the background so that a signal stops it at once (bash
 # runs a trap only after a foreground child ends); its failure is make
 # run's: a fleet that does not do what the demo shows fails visibly.
-/usr/bin/python3 scripts/demo.py --bootstrap "$BOOTSTRAP" --dsn "$AS_DB_DSN" &
+/usr/bin/python3 scripts/demo.py --bootstrap "$BOOTSTRAP" --dsn "$(dsn "$PGUSER")" &
 demo=$!
 rc=0
 wait "$demo" || rc=$?

@@ -40,10 +40,15 @@ eval "$(scripts/pg.sh start "$TMP/pg")"
 export AS_TEST_DSN="host=$PGHOST port=$PGPORT user=$PGUSER dbname=$PGDATABASE"
 # Every cluster of the run: this script's and each pytest-xdist process's
 # ($TMP/gw*/pg). A cluster relocated under /var/tmp would outlive rm -rf.
+# Real Kafka brokers too ($TMP/gw*/kafka-*, test_real_kafka.py): a pytest
+# ended by `timeout` skips its fixtures' teardown, and the JVM would stay.
 destroy_clusters() {
   local d
   for d in "$TMP/pg" "$TMP"/*/pg; do
     [[ -e $d ]] && scripts/pg.sh destroy "$d" >/dev/null 2>&1
+  done
+  for d in "$TMP"/*/kafka-*; do
+    [[ -d $d ]] && scripts/kafka.sh stop "$d" >/dev/null 2>&1
   done
   return 0
 }
@@ -124,13 +129,15 @@ fi
 
 # The integration tests mostly wait (on brokers, rebalances, deadlines), so
 # they run in parallel processes (pytest-xdist), each with its own
-# PostgreSQL cluster; every test has its own database and broker anyway.
+# PostgreSQL cluster; every test has its own database and broker anyway,
+# except the tests of one xdist_group, which share one (a real Kafka broker,
+# test_real_kafka.py): loadgroup keeps a group on one process.
 IT_WORKERS=${AS_IT_WORKERS:-4}
 for build in build build/asan; do
   echo "== integration tests ($build, $IT_WORKERS processes)"
   xml="$TMP/junit-$(echo "$build" | tr / _).xml"
   AS_BIN_DIR=$build/bin AS_GEN_PY=build/gen/py timeout 2400 \
-    "$PY" -m pytest -q -p no:cacheprovider -n "$IT_WORKERS" --junitxml="$xml" tests/integration
+    "$PY" -m pytest -q -p no:cacheprovider -n "$IT_WORKERS" --dist loadgroup --junitxml="$xml" tests/integration
   rc=$?
   read -r p f < <("$PY" - "$xml" <<'PYEOF'
 import sys, xml.etree.ElementTree as ET

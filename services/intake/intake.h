@@ -58,11 +58,6 @@ AS_MUST_CHECK int intake_init(as_worker_t *w, const void *conf, void *state);
  * complaint type must be mapped. Returns 0 or -EINVAL with err filled. */
 AS_MUST_CHECK int intake_config_routes(intake_t *x, const char *spec, char *err, size_t errlen);
 
-/* ---- intake_utf8.c */
-/* Strict UTF-8 (RFC 3629): no overlongs, surrogates or code points above
- * U+10FFFF, no truncated sequences. */
-bool intake_utf8_valid(const char *s, size_t len);
-
 /* ---- intake_validate.c: a verdict on one payload, without the database */
 typedef struct intake_verdict {
   const char *code; /* NULL: valid; else a RequestRejected reason code */

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "as_money.h"
+#include "as_utf8.h"
 #include "intake.h"
 
 #define DLQ_AMOUNT_OVERFLOW "amount_overflow"
@@ -155,7 +156,7 @@ static const as_bulk_t sql_of[K_COUNT] = {
 
 static bool text_ok(const char *s) {
   size_t n = strlen(s);
-  return n <= TEXT_MAX && intake_utf8_valid(s, n);
+  return n <= TEXT_MAX && as_utf8_valid(s, n);
 }
 
 static bool money_ok(const Aftersales__V1__Money *m) {

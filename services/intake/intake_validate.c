@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "as_utf8.h"
 #include "intake.h"
 
 #define URI_MAX 2048
@@ -67,7 +68,7 @@ static bool line_ok(const Aftersales__V1__LineRef *l, intake_verdict_t *v) {
   if (!id_field(l->line_id, "lines.line_id", v)) return false;
   if (l->quantity < 1) return fail(v, "invalid_quantity", "lines.quantity");
   size_t n = strlen(l->sku);
-  if (n > SKU_MAX || !intake_utf8_valid(l->sku, n)) return fail(v, "invalid_field", "lines.sku");
+  if (n > SKU_MAX || !as_utf8_valid(l->sku, n)) return fail(v, "invalid_field", "lines.sku");
   return true;
 }
 
@@ -88,7 +89,7 @@ static bool lines_ok(const intake_t *x, const Aftersales__V1__AfterSalesRequeste
 void intake_validate_text(const intake_t *x, const char *s, const char *field,
                           intake_verdict_t *v) {
   size_t n = strlen(s);
-  if (!intake_utf8_valid(s, n))
+  if (!as_utf8_valid(s, n))
     fail(v, "comment_invalid_utf8", field);
   else if ((long long)n > x->conf->comment_max)
     fail(v, "comment_too_long", field);
@@ -113,7 +114,7 @@ static bool uri_ok(const char *s) {
   if (n <= 8 || n > URI_MAX || strncmp(s, "https://", 8) != 0) return false;
   for (size_t i = 0; i < n; i++)
     if ((unsigned char)s[i] <= 0x20 || s[i] == 0x7f) return false;
-  return intake_utf8_valid(s, n);
+  return as_utf8_valid(s, n);
 }
 
 static bool attachment_ok(const intake_t *x, const Aftersales__V1__Attachment *a,

@@ -273,9 +273,16 @@ static int insert_refunds(as_tx_t *tx, review_pay_t *p, refund_sum_t *s, size_t 
     if (s[i].total > 0) refund_row(&head, &p[i], &s[i]);
   PGresult *r = NULL;
   int rc = as_cols_run(&head, as_tx_db(tx), &r);
-  for (int j = 0; rc == 0 && r && j < PQntuples(r); j++)
-    for (size_t i = 0; i < n; i++)
-      if (!fresh[i] && s[i].total > 0 && strcmp(s[i].id, PQgetvalue(r, j, 0)) == 0) fresh[i] = true;
+  size_t at = 0; /* RETURNING keeps the input's order: each search starts after the last match */
+  for (int j = 0; rc == 0 && r && n && j < PQntuples(r); j++)
+    for (size_t k = 0; k < n; k++) {
+      size_t i = (at + k) % n;
+      if (!fresh[i] && s[i].total > 0 && strcmp(s[i].id, PQgetvalue(r, j, 0)) == 0) {
+        fresh[i] = true;
+        at = i + 1;
+        break;
+      }
+    }
   PQclear(r);
   for (size_t i = 0; i < n; i++)
     if (fresh[i]) line_rows(&lines, &p[i], &s[i]);

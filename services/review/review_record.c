@@ -409,14 +409,20 @@ static const as_bulk_t sql_ledger = AS_BULK(
     " ON CONFLICT DO NOTHING",
     ledger_cols);
 
+/* RETURNING rows come back in the order the rows went in, so each search
+ * starts after the last match: linear for a batch, still right otherwise. */
 static void mark_fresh(const review_rec_t *recs, size_t n, PGresult *r, bool *fresh) {
   memset(fresh, 0, n * sizeof *fresh);
-  for (int j = 0; r && j < PQntuples(r); j++)
-    for (size_t i = 0; i < n; i++)
+  size_t at = 0;
+  for (int j = 0; r && n && j < PQntuples(r); j++)
+    for (size_t k = 0; k < n; k++) {
+      size_t i = (at + k) % n;
       if (!fresh[i] && strcmp(recs[i].case_id, PQgetvalue(r, j, 0)) == 0) {
         fresh[i] = true;
+        at = i + 1;
         break;
       }
+    }
 }
 
 static void ledger_row(as_cols_t *ledger, const review_rec_t *r, const char *line_id, int64_t paid,

@@ -79,7 +79,7 @@ def start_broker(tmp):
 # intervals and no producer linger, so the paced phase measures the worker,
 # not its timers.
 LOW_LATENCY = dict(AS_POLL_INTERVAL_MS="5", AS_RELAY_INTERVAL_MS="20",
-                   AS_RDKAFKA_FETCH_WAIT_MAX_MS="2", AS_RDKAFKA_LINGER_MS="0")
+                   AS_RDKAFKA_CONSUMER_FETCH_WAIT_MAX_MS="2", AS_RDKAFKA_PRODUCER_LINGER_MS="0")
 
 
 class Stack:
@@ -92,9 +92,8 @@ class Stack:
         self.tmp = tempfile.mkdtemp(prefix="as-bench-%s." % name)
         self.broker = None
         self.workers = []
-        pg = start_pg(self.tmp)
-        self.dsn = "host=%s port=%s user=%s dbname=%s" % (pg["PGHOST"], pg["PGPORT"], pg["PGUSER"],
-                                                          pg["PGDATABASE"])
+        self.pg = start_pg(self.tmp)
+        self.dsn = self.dsn_for(self.pg["PGDATABASE"])
         self.restart_broker()
 
     def __enter__(self):
@@ -111,9 +110,24 @@ class Stack:
             self.broker.wait(10)
         self.broker, self.bootstrap = start_broker(self.tmp)
 
-    def env(self, schema, group, **extra):
-        """A worker's environment on this stack."""
-        return dict(os.environ, AS_KAFKA_BOOTSTRAP=self.bootstrap, AS_DB_DSN=self.dsn, AS_DB_SCHEMA=schema,
+    def dsn_for(self, db, user=None):
+        """The admin's DSN on database db, or role user's (the roles of
+        deploy/sql/roles.sql, their passwords in the cluster's pgpass)."""
+        pg = self.pg
+        return "host=%s port=%s user=%s dbname=%s passfile=%s" % (
+            pg["PGHOST"], pg["PGPORT"], user or pg["PGUSER"], db, pg["PGPASSFILE"])
+
+    def prepare(self, db):
+        """A fresh database with the fleet's schemas and grants."""
+        subprocess.run(["scripts/pg.sh", "prepare", self.tmp + "/pg", db], check=True,
+                       capture_output=True)
+
+    def env(self, schema, group, db=None, **extra):
+        """A worker's environment on this stack: its own role (as_<schema>),
+        on database db (default the cluster's)."""
+        self.db = db or self.pg["PGDATABASE"]
+        return dict(os.environ, AS_KAFKA_BOOTSTRAP=self.bootstrap, AS_DB_SCHEMA=schema,
+                    AS_DB_DSN=self.dsn_for(self.db, "as_" + schema),
                     AS_GROUP_ID=group, AS_HTTP_PORT="0", AS_HTTP_ADDR="127.0.0.1",
                     AS_LOG_LEVEL=os.environ.get("AS_BENCH_LOG", "info"), AS_INSTANCE="bench", **extra)
 
@@ -122,6 +136,9 @@ class Stack:
         return "%s/worker-%s.log" % (self.tmp, name)
 
     def migrate(self, binary, env, name):
+        """The one-shot migration, as the owner role (as compose's and
+        Kubernetes' migrate jobs)."""
+        env = dict(env, AS_DB_DSN=self.dsn_for(self.db, "aftersales_owner"))
         subprocess.run([BIN + "/" + binary, "--migrate"], env=env, check=True,
                        stderr=open("%s/migrate-%s.log" % (self.tmp, name), "w"))
 
@@ -254,15 +271,18 @@ def report_batches(logfile):
                                                         1000 * vals["as_batch_duration_seconds_sum"] / c))
 
 
-def run_worker(stack, schema, batch, n):
-    env = stack.env(schema, "bench-" + schema, AS_BATCH_MAX=str(batch))
-    stack.migrate("as-probe", env, schema)
-    w = stack.start("as-probe", env, schema)
+def run_worker(stack, db, batch, n):
+    """as-probe on a fresh database db (schema probe, role as_probe)."""
+    stack.prepare(db)
+    env = stack.env("probe", "bench-" + db, db=db, AS_BATCH_MAX=str(batch))
+    stack.migrate("as-probe", env, db)
+    w = stack.start("as-probe", env, db)
+    schema, dsn = "probe", stack.dsn_for(db)
     t0 = t_applied = None
     deadline = time.time() + 600
     try:
         while time.time() < deadline:
-            applied, unsent, rows = counts(stack.dsn, schema)
+            applied, unsent, rows = counts(dsn, schema)
             now = time.time()
             if t0 is None and applied > 0:
                 t0, base = now, applied
@@ -271,7 +291,7 @@ def run_worker(stack, schema, batch, n):
                 log("all applied after %.2fs, %d unsent" % (now - t0, unsent))
             if applied >= n and unsent == 0 and rows >= n:
                 rss = peak_rss_kb(w.pid)
-                report_batches(stack.log(schema))
+                report_batches(stack.log(db))
                 return (n - base) / max(now - t0, 1e-6), rss
             time.sleep(0.1 if t0 else 0.02)
         raise RuntimeError("worker did not finish: applied=%d unsent=%d" % (applied, unsent))

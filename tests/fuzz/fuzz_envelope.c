@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "as_envelope.h"
+#include "as_wire.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -17,9 +18,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (env) {
     /* A trusted envelope must satisfy what callers rely on. */
     if (!as_envelope_type_name(env->payload_case) || strlen(env->event_id) != 36) abort();
+    /* Every string protobuf-c parsed was judged: packed again from the C
+     * strings, they are all still strict UTF-8 without NUL. */
+    size_t len = aftersales__v1__envelope__get_packed_size(env), at;
+    uint8_t *again = malloc(len ? len : 1);
+    char path[160];
+    if (!again) abort();
+    aftersales__v1__envelope__pack(env, again);
+    if (as_wire_check_strings(&aftersales__v1__envelope__descriptor, again, len, path, sizeof path,
+                              &at) != AS_WIRE_OK)
+      abort();
+    free(again);
     as_envelope_free(env);
   } else if (!reason || !detail[0]) {
     abort();
+  } else if (strstr(detail, "malformed field")) {
+    abort(); /* protobuf-c took bytes as a message that as_wire could not walk */
   }
   return 0;
 }

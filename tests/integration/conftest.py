@@ -152,7 +152,7 @@ class Postgres:
             raise RuntimeError(f"pg.sh start failed: {r.stderr}")
         for m in re.finditer(r"^export (PG\w+)=(.*)$", r.stdout, re.M):
             self.env[m.group(1)] = m.group(2).strip("'\"")
-        assert {"PGHOST", "PGPORT", "PGUSER"} <= set(self.env), r.stdout
+        assert {"PGHOST", "PGPORT", "PGUSER", "PGPASSFILE"} <= set(self.env), r.stdout
 
     def stop(self):
         r = self._pg_sh("stop")
@@ -162,9 +162,24 @@ class Postgres:
     def destroy(self):
         self._pg_sh("destroy")
 
-    def dsn(self, dbname):
+    def dsn(self, dbname, user=None):
+        """The admin's DSN (a superuser: tests' assertions and set-up), or
+        the DSN of role `user` (as_<service> for a worker, aftersales_owner
+        for migrations); passwords come from the cluster's pgpass file."""
         e = self.env
-        return f"host={e['PGHOST']} port={e['PGPORT']} user={e['PGUSER']} dbname={dbname}"
+        return (f"host={e['PGHOST']} port={e['PGPORT']} user={user or e['PGUSER']}"
+                f" dbname={dbname} passfile={e['PGPASSFILE']}")
+
+    def prepare(self, dbname):
+        """Creates database dbname with the fleet's roles, schemas and grants
+        (deploy/sql/roles.sql, as every stack applies them)."""
+        r = self._pg_sh_args("prepare", dbname)
+        if r.returncode != 0:
+            raise RuntimeError(f"pg.sh prepare failed: {r.stderr}")
+
+    def _pg_sh_args(self, cmd, *args, timeout=120):
+        return subprocess.run([str(ROOT / "scripts" / "pg.sh"), cmd, str(self.dir), *args],
+                              cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
     def connect(self, dbname="postgres"):
         import psycopg2
@@ -481,20 +496,26 @@ class Harness:
         self._producer = None
         self._conn = None
         self.dbname = f"t_{uuid.uuid4().hex[:12]}"
-        admin = postgres.connect()
-        admin.cursor().execute(f"CREATE DATABASE {self.dbname}")
-        admin.close()
+        postgres.prepare(self.dbname)
+        # The admin's DSN is the tests' own (assertions, invariants); each
+        # worker connects as its service's role and migrates as the owner.
         self.dsn = postgres.dsn(self.dbname)
+        self.owner_dsn = postgres.dsn(self.dbname, "aftersales_owner")
         self.group = f"probe-{uuid.uuid4().hex[:8]}"
         self.broker = broker_pool.take()
         (self.logdir / "broker.log").symlink_to(self.broker.logpath)
         self.bootstrap = self.broker.bootstrap
 
     # -- workers
+    def role_dsn(self, service):
+        """The DSN of service's own role, as_<service>."""
+        return self.pg.dsn(self.dbname, f"as_{service}")
+
     def worker_env(self, **over):
         env = {
             "AS_KAFKA_BOOTSTRAP": self.bootstrap,
-            "AS_DB_DSN": self.dsn,
+            "AS_DB_DSN": self.role_dsn("probe"),
+            "AS_DB_MIGRATE_DSN": self.owner_dsn,
             "AS_DB_SCHEMA": "probe",
             "AS_GROUP_ID": self.group,
             "AS_HTTP_ADDR": "127.0.0.1",
@@ -504,8 +525,8 @@ class Harness:
             "AS_SHUTDOWN_TIMEOUT_MS": "10000",
             "AS_RELAY_INTERVAL_MS": "100",
             "AS_POLL_INTERVAL_MS": "50",
-            "AS_RDKAFKA_SESSION_TIMEOUT_MS": "6000",
-            "AS_RDKAFKA_HEARTBEAT_INTERVAL_MS": "500",
+            "AS_RDKAFKA_CONSUMER_SESSION_TIMEOUT_MS": "6000",
+            "AS_RDKAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS": "500",
             "AS_RDKAFKA_TOPIC_METADATA_REFRESH_INTERVAL_MS": "1000",
         }
         env.update({k: str(v) for k, v in over.items()})
@@ -728,6 +749,7 @@ def start_service(h, service, name=None, ready=True, **over):
     <service>, one consumer group per test); returns the ServiceWorker."""
     name = name or f"{service}{len(h.workers) + 1}"
     over.setdefault("AS_DB_SCHEMA", service)
+    over.setdefault("AS_DB_DSN", h.role_dsn(service))
     over.setdefault("AS_GROUP_ID", f"{service}-{h.group}")
     over.setdefault("AS_SCAN_INTERVAL_MS", "200")
     env = h.worker_env(AS_INSTANCE=name, **over)

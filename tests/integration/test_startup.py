@@ -37,8 +37,12 @@ def test_http_answers_while_the_database_is_away_then_ready(h):
     sockdir = Path(tempfile.mkdtemp(prefix="as-pg-", dir="/tmp"))
     try:
         e = h.pg.env
-        dsn = f"host={sockdir} port={e['PGPORT']} user={e['PGUSER']} dbname={h.dbname}"
-        w = h.start_worker(ready=False, AS_DB_DSN=dsn)
+
+        def dsn(user):
+            return (f"host={sockdir} port={e['PGPORT']} user={user} dbname={h.dbname}"
+                    f" passfile={e['PGPASSFILE']}")
+        w = h.start_worker(ready=False, AS_DB_DSN=dsn("as_probe"),
+                           AS_DB_MIGRATE_DSN=dsn("aftersales_owner"))
         w.port = _listening_port(w)
         assert w.http("/healthz")[0] == 200
         status, body = w.http("/readyz")
@@ -69,8 +73,9 @@ def test_http_answers_while_the_database_is_away_then_ready(h):
 def test_bad_policy_file_fails_start_with_no_database_at_all(h, tmp_path):
     pol = tmp_path / "bad.policy"
     pol.write_text("version = t\n[default]\nno_reason_days = many\n")
-    w = start_service(h, "review", ready=False, AS_REVIEW_POLICY_FILE=str(pol),
-                      AS_DB_DSN=f"host={tmp_path} port=1 dbname=nowhere")
+    nowhere = f"host={tmp_path} port=1 dbname=nowhere"
+    w = start_service(h, "review", ready=False, AS_REVIEW_POLICY_FILE=str(pol), AS_DB_DSN=nowhere,
+                      AS_DB_MIGRATE_DSN=nowhere)
     assert w.wait_exit(10) == 2, w.tail()
     refused = w.logged("policy refused")
     assert refused and refused[0]["detail"].startswith(f"{pol}: line 3: "), w.tail()
@@ -78,8 +83,9 @@ def test_bad_policy_file_fails_start_with_no_database_at_all(h, tmp_path):
 
 
 def test_bad_librdkafka_property_fails_start_with_no_database_at_all(h, tmp_path):
-    w = h.start_worker(ready=False, AS_RDKAFKA_NO_SUCH_PROPERTY="1",
-                       AS_DB_DSN=f"host={tmp_path} port=1 dbname=nowhere")
+    nowhere = f"host={tmp_path} port=1 dbname=nowhere"
+    w = h.start_worker(ready=False, AS_RDKAFKA_NO_SUCH_PROPERTY="1", AS_DB_DSN=nowhere,
+                       AS_DB_MIGRATE_DSN=nowhere)
     assert w.wait_exit(10) == 2, w.tail()
     bad = w.logged("bad configuration")
     assert bad and "no.such.property" in bad[0]["detail"], w.tail()

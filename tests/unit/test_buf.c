@@ -315,7 +315,7 @@ AS_TEST(binary_bytea_array_roundtrips_through_postgres) {
       {"", 0, ""}, {"a\0b", 3, "610062"}, {"\xff\x00\x01", 3, "ff0001"}, {"xyz", 3, "78797a"}};
   as_buf_t b;
   as_buf_init(&b);
-  as_buf_bin_open(&b);
+  as_buf_bin_open(&b, AS_OID_BYTEA);
   for (size_t i = 0; i < sizeof el / sizeof el[0]; i++) as_buf_bin_bytes(&b, el[i].bytes, el[i].n);
   as_buf_bin_close(&b);
   AS_CHECK(as_buf_ok(&b));

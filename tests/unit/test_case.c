@@ -10,7 +10,9 @@
  * opposite orders. The outbox: one CaseStateChanged per timeline row (a
  * birth from UNSPECIFIED, each legal move), none for a refused move or a
  * failed call, with the row's from/to/version/actor/reason, its name-based
- * event id and the causing event or message. */
+ * event id and the causing event or message. In SQL: cases.legal_moves is
+ * the C table pair by pair, and cases.move refuses moves that skip a
+ * version, start from another state or are illegal. */
 #include "as_case.h"
 #include "as_test.h"
 #include "as_test_pg.h"
@@ -1128,5 +1130,93 @@ AS_TEST(outbox_change_names_its_cause) {
     as_envelope_free(env);
   }
   PQclear(r);
+  fix_teardown(&f);
+}
+
+/* cases.legal_moves (the table cases.move checks, run as the owner) holds
+ * exactly the pairs as_case_move_legal allows: the two cannot drift. */
+AS_TEST(sql_legal_moves_match_the_c_table) {
+  fix_t f;
+  fix_setup(&f);
+  for (int a = 1; a < NSTATES; a++)
+    for (int b = 1; b < NSTATES; b++) {
+      const char *v[2] = {as_case_state_name((as_case_state_t)a),
+                          as_case_state_name((as_case_state_t)b)};
+      char got[96], want[96];
+      long long n = AS_PG_INT(
+          f.pg.conn,
+          "SELECT count(*) FROM cases.legal_moves WHERE from_state = $1 AND to_state = $2", 2, v);
+      snprintf(got, sizeof got, "%s -> %s: %lld", v[0], v[1], n);
+      snprintf(want, sizeof want, "%s -> %s: %d", v[0], v[1],
+               as_case_move_legal((as_case_state_t)a, (as_case_state_t)b));
+      AS_CHECK_STR_EQ(got, want);
+    }
+  fix_teardown(&f);
+}
+
+/* cases.move, called directly as a worker could, refuses rows that do not
+ * chain from the stored case (a version skipped, a from_state that is not
+ * the case's) or make an illegal move, and writes nothing then. */
+AS_TEST(sql_move_refuses_what_does_not_chain) {
+  fix_t f;
+  char state[6], msg[256], row[64];
+  fix_setup(&f);
+  open_committed(&f);
+  static const char call[] =
+      "SELECT * FROM cases.move(ARRAY[$1], ARRAY[$2::bigint], ARRAY[$3], ARRAY[$4], "
+      "ARRAY['system'], ARRAY['x'], ARRAY['why'], ARRAY[NULL::uuid], ARRAY[NULL::jsonb])";
+  const char *cases[][3] = {
+      {"3", "OPEN", "IN_REVIEW"},  /* version 2 skipped */
+      {"2", "REFUNDED", "CLOSED"}, /* not the stored state */
+      {"2", "OPEN", "REFUNDED"},   /* illegal from OPEN */
+      {"1", "OPEN", "IN_REVIEW"},  /* an old version rewritten */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const char *v[4] = {f.case_id, cases[i][0], cases[i][1], cases[i][2]};
+    AS_PG_FAILS(f.pg.conn, call, 4, v, state, msg);
+    AS_CHECK_STR_EQ(state, "23514");
+    AS_CHECK_STR_EQ(msg, "illegal case move");
+  }
+  case_row(&f, row, sizeof row);
+  AS_CHECK_STR_EQ(row, "OPEN|1");
+  AS_CHECK_INT_EQ(timeline_rows(&f), 1);
+  const char *ok[4] = {f.case_id, "2", "OPEN", "IN_REVIEW"};
+  PGresult *r = AS_PG_Q(f.pg.conn, call, 4, ok);
+  AS_CHECK_STR_EQ(PQgetvalue(r, 0, 0), "1");
+  AS_CHECK_STR_EQ(PQgetvalue(r, 0, 1), "1");
+  PQclear(r);
+  case_row(&f, row, sizeof row);
+  AS_CHECK_STR_EQ(row, "IN_REVIEW|2");
+  /* Two moves of one case: each must start where the one before ended,
+   * with the next version. */
+  static const char two[] =
+      "SELECT * FROM cases.move(ARRAY[$1, $1], ARRAY[$2::bigint, $3::bigint], ARRAY[$4, $5],"
+      " ARRAY[$6, $7], ARRAY['system', 'system'], ARRAY['x', 'x'], ARRAY['a', 'b'],"
+      " ARRAY[NULL::uuid, NULL], ARRAY[NULL::jsonb, NULL])";
+  const char *pairs[][6] = {
+      {"3", "4", "IN_REVIEW", "IN_REVIEW", "APPROVED",
+       "REJECTED"}, /* the second from the stale state */
+      {"3", "3", "IN_REVIEW", "APPROVED", "APPROVED", "AWAITING_RETURN"}, /* one version twice */
+      {"3", "5", "IN_REVIEW", "APPROVED", "APPROVED", "AWAITING_RETURN"}, /* version 4 skipped */
+      {"3", "4", "IN_REVIEW", "APPROVED", "APPROVED", "INSPECTING"},      /* the second illegal */
+  };
+  for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+    const char *v[7] = {f.case_id,   pairs[i][0], pairs[i][1], pairs[i][2],
+                        pairs[i][3], pairs[i][4], pairs[i][5]};
+    AS_PG_FAILS(f.pg.conn, two, 7, v, state, msg);
+    AS_CHECK_STR_EQ(state, "23514");
+  }
+  case_row(&f, row, sizeof row);
+  AS_CHECK_STR_EQ(row, "IN_REVIEW|2");
+  AS_CHECK_INT_EQ(timeline_rows(&f), 2);
+  const char *chain[7] = {f.case_id,        "3", "4", "IN_REVIEW", "APPROVED", "APPROVED",
+                          "AWAITING_RETURN"};
+  r = AS_PG_Q(f.pg.conn, two, 7, chain);
+  AS_CHECK_STR_EQ(PQgetvalue(r, 0, 0), "1");
+  AS_CHECK_STR_EQ(PQgetvalue(r, 0, 1), "2");
+  PQclear(r);
+  case_row(&f, row, sizeof row);
+  AS_CHECK_STR_EQ(row, "AWAITING_RETURN|4");
+  AS_CHECK_INT_EQ(timeline_rows(&f), 4);
   fix_teardown(&f);
 }

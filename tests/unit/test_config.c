@@ -261,9 +261,11 @@ AS_TEST(help_text) {
                   "      PostgreSQL connection string.\n"
                   "  AS_T_FLAG (bool, default false)\n"
                   "      Enable the thing.\n"
-                  "  AS_RDKAFKA_<PROP>\n"
-                  "      Passed to librdkafka as <prop>, lower case with '_' -> '.',\n"
-                  "      e.g. AS_RDKAFKA_SESSION_TIMEOUT_MS=6000 sets session.timeout.ms=6000.\n");
+                  "  AS_RDKAFKA_<PROP>, AS_RDKAFKA_CONSUMER_<PROP>, AS_RDKAFKA_PRODUCER_<PROP>\n"
+                  "      Passed to librdkafka as <prop>, lower case with '_' -> '.': to every\n"
+                  "      client, to the consumer only, or to the producers only (the scoped\n"
+                  "      value wins), e.g. AS_RDKAFKA_CONSUMER_SESSION_TIMEOUT_MS=6000 sets\n"
+                  "      session.timeout.ms=6000 on the consumer.\n");
   free(out);
 }
 
@@ -332,20 +334,20 @@ AS_TEST(rdkafka_names_mapped) {
 
   clear_rdkafka_env();
   AS_CHECK_INT_EQ(setenv("AS_RDKAFKA_SESSION_TIMEOUT_MS", "6000", 1), 0);
-  AS_CHECK_INT_EQ(as_config_each_rdkafka(sink_set, &s, err, sizeof err), 0);
+  AS_CHECK_INT_EQ(as_config_each_rdkafka(sink_set, &s, NULL, err, sizeof err), 0);
   AS_CHECK_STR_EQ(s.seen, "session.timeout.ms=6000");
   AS_CHECK_INT_EQ(setenv("AS_RDKAFKA_X509", "a=b", 1), 0); /* '=' in a value is fine */
   AS_CHECK_INT_EQ(setenv("AS_RDKAFKAX", "not ours", 1), 0);
   AS_CHECK_INT_EQ(setenv("AS_T_OTHER", "not ours", 1), 0);
   s.seen[0] = '\0';
   s.calls = 0;
-  AS_CHECK_INT_EQ(as_config_each_rdkafka(sink_set, &s, err, sizeof err), 0);
+  AS_CHECK_INT_EQ(as_config_each_rdkafka(sink_set, &s, NULL, err, sizeof err), 0);
   AS_CHECK_INT_EQ(s.calls, 2);
   AS_CHECK(strstr(s.seen, "session.timeout.ms=6000") != NULL);
   AS_CHECK(strstr(s.seen, "x509=a=b") != NULL);
   clear_rdkafka_env();
   s.calls = 0;
-  AS_CHECK_INT_EQ(as_config_each_rdkafka(sink_set, &s, err, sizeof err), 0);
+  AS_CHECK_INT_EQ(as_config_each_rdkafka(sink_set, &s, NULL, err, sizeof err), 0);
   AS_CHECK_INT_EQ(s.calls, 0);
 }
 
@@ -367,7 +369,7 @@ AS_TEST(rdkafka_bad_names) {
 
     clear_rdkafka_env();
     AS_CHECK_INT_EQ(setenv(bad[i], "secret-value", 1), 0);
-    AS_CHECK_INT_EQ(as_config_each_rdkafka(sink_set, &s, err, sizeof err), -EINVAL);
+    AS_CHECK_INT_EQ(as_config_each_rdkafka(sink_set, &s, NULL, err, sizeof err), -EINVAL);
     AS_CHECK_INT_EQ(s.calls, 0);
     AS_CHECK(strstr(err, "secret-value") == NULL);
     snprintf(want, sizeof want, "%s: after AS_RDKAFKA_ only", bad[i]);
@@ -389,7 +391,7 @@ AS_TEST(rdkafka_long_name) {
   name[sizeof name - 1] = '\0';
   memcpy(name, "AS_RDKAFKA_", 11);
   AS_CHECK_INT_EQ(setenv(name, "secret-value", 1), 0);
-  AS_CHECK_INT_EQ(as_config_each_rdkafka(sink_set, &s, err, sizeof err), -EINVAL);
+  AS_CHECK_INT_EQ(as_config_each_rdkafka(sink_set, &s, NULL, err, sizeof err), -EINVAL);
   AS_CHECK(strstr(err, "secret") == NULL);
   AS_CHECK(strstr(err, "AAA...: after") != NULL);
 }
@@ -401,7 +403,38 @@ AS_TEST(rdkafka_set_error_stops) {
   clear_rdkafka_env();
   AS_CHECK_INT_EQ(setenv("AS_RDKAFKA_A", "1", 1), 0);
   AS_CHECK_INT_EQ(setenv("AS_RDKAFKA_B", "2", 1), 0);
-  AS_CHECK_INT_EQ(as_config_each_rdkafka(sink_set, &s, err, sizeof err), -EIO);
+  AS_CHECK_INT_EQ(as_config_each_rdkafka(sink_set, &s, NULL, err, sizeof err), -EIO);
   AS_CHECK_INT_EQ(s.calls, 1);
   AS_CHECK(strcmp(err, "a: refused") == 0 || strcmp(err, "b: refused") == 0);
+}
+
+/* A consumer property never reaches a producer and the other way round;
+ * a scoped value comes after (so overrides) a shared one. */
+AS_TEST(rdkafka_scoped) {
+  sink_t s = {.seen = "", .calls = 0, .fail_at = 0};
+  char err[256] = "";
+
+  clear_rdkafka_env();
+  AS_CHECK_INT_EQ(setenv("AS_RDKAFKA_SOCKET_TIMEOUT_MS", "1000", 1), 0);
+  AS_CHECK_INT_EQ(setenv("AS_RDKAFKA_CONSUMER_SESSION_TIMEOUT_MS", "6000", 1), 0);
+  AS_CHECK_INT_EQ(setenv("AS_RDKAFKA_PRODUCER_LINGER_MS", "0", 1), 0);
+  AS_CHECK_INT_EQ(setenv("AS_RDKAFKA_PRODUCER_SOCKET_TIMEOUT_MS", "2000", 1), 0);
+  AS_CHECK_INT_EQ(as_config_each_rdkafka(sink_set, &s, AS_RDKAFKA_CONSUMER, err, sizeof err), 0);
+  AS_CHECK_STR_EQ(s.seen, "socket.timeout.ms=1000;session.timeout.ms=6000");
+  s.seen[0] = '\0';
+  AS_CHECK_INT_EQ(as_config_each_rdkafka(sink_set, &s, AS_RDKAFKA_PRODUCER, err, sizeof err), 0);
+  AS_CHECK(strncmp(s.seen, "socket.timeout.ms=1000;", 23) == 0);
+  AS_CHECK(strstr(s.seen, "linger.ms=0") != NULL);
+  AS_CHECK(strstr(s.seen, "socket.timeout.ms=2000") != NULL);
+  AS_CHECK(strstr(s.seen, "session") == NULL);
+  s.seen[0] = '\0';
+  AS_CHECK_INT_EQ(as_config_each_rdkafka(sink_set, &s, NULL, err, sizeof err), 0);
+  AS_CHECK_STR_EQ(s.seen, "socket.timeout.ms=1000");
+  AS_CHECK(as_config_rdkafka_given(AS_RDKAFKA_PRODUCER, "LINGER_MS"));
+  AS_CHECK(!as_config_rdkafka_given(AS_RDKAFKA_CONSUMER, "LINGER_MS"));
+  AS_CHECK_INT_EQ(setenv("AS_RDKAFKA_CONSUMER_x", "1", 1), 0);
+  AS_CHECK_INT_EQ(as_config_each_rdkafka(sink_set, &s, AS_RDKAFKA_CONSUMER, err, sizeof err),
+                  -EINVAL);
+  AS_CHECK(strstr(err, "after AS_RDKAFKA_CONSUMER_ only") != NULL);
+  clear_rdkafka_env();
 }

@@ -1,7 +1,9 @@
 /* Unit tests for as_envelope: real protobuf-c envelopes, packed and decoded.
  * A valid envelope decodes; each breach of the shared contract (README
  * "Message envelope") is refused with its AS_DLQ_* reason and detail; bytes
- * that are no Envelope are decode_failed; ids are canonicalised; stamping
+ * that are no Envelope are decode_failed; a string with a NUL byte or not
+ * strict UTF-8, in any field at any depth, is string_nul / invalid_utf8 with
+ * its field path (protobuf-c alone takes both); ids are canonicalised; stamping
  * fills identity, keeps a caller's event id and carries trace and causation
  * over from the cause. */
 #include "as_envelope.h"
@@ -610,4 +612,147 @@ AS_TEST(now_us_is_microseconds) {
   int64_t a = as_now_us(), b = as_now_us();
   AS_CHECK(a > TIME_MIN_US && a < TIME_MAX_US);
   AS_CHECK(b >= a);
+}
+
+/* Packs env, replaces the one occurrence of marker in the bytes with
+ * hostile bytes of the same length (the field's length prefix stays right),
+ * and decodes. Returns the decoded envelope or NULL with reason and detail. */
+static as_envelope_t *decode_patched(const as_envelope_t *env, const char *marker,
+                                     const char *hostile, const char **reason, char *detail,
+                                     size_t detail_len) {
+  size_t len, mlen = strlen(marker);
+  uint8_t *buf = pack(env, &len);
+  uint8_t *at = memmem(buf, len, marker, mlen);
+  AS_CHECK(at != NULL);
+  memcpy(at, hostile, mlen);
+  *reason = "(unset)";
+  detail[0] = '\0';
+  as_envelope_t *out = as_envelope_decode(buf, len, reason, detail, detail_len);
+  free(buf);
+  return out;
+}
+
+/* Every string field, at any depth, singular or repeated, is strict UTF-8
+ * without NUL: a C string shorter than its wire bytes would be another
+ * string (an event id "<uuid>\0a" read as "<uuid>"). The reason names the
+ * field path and where the bad byte sits. */
+AS_TEST(strings_with_nul_or_bad_utf8_are_refused) {
+  static const struct {
+    const char *field, *marker, *hostile, *reason, *detail;
+  } rows[] = {
+      {"event_id", "#a", "\0a", AS_DLQ_STRING_NUL, "event_id: NUL byte at offset 36"},
+      {"order_id", "o-x#evil", "o-x\0evil", AS_DLQ_STRING_NUL, "order_id: NUL byte at offset 3"},
+      {"comment", "ok#", "ok\0", AS_DLQ_STRING_NUL, "case_opened.comment: NUL byte at offset 2"},
+      {"lines[1].sku", "S2#", "S2\0", AS_DLQ_STRING_NUL,
+       "case_opened.case_lines[1].sku: NUL byte at offset 2"},
+      {"order.region", "CN-##", "CN-\xc0\xaf", AS_DLQ_INVALID_UTF8,
+       "case_opened.order.region: not UTF-8 from offset 3"},
+      {"producer.instance", "i-#", "i-\xff", AS_DLQ_INVALID_UTF8,
+       "producer.instance: not UTF-8 from offset 2"},
+      {"comment surrogate", "ok###", "ok\xed\xa0\x80", AS_DLQ_INVALID_UTF8,
+       "case_opened.comment: not UTF-8 from offset 2"},
+      {"comment cut", "ok#", "ok\xe4", AS_DLQ_INVALID_UTF8,
+       "case_opened.comment: not UTF-8 from offset 2"},
+  };
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+    fixture_t f;
+    Aftersales__V1__CaseLine l0 = AFTERSALES__V1__CASE_LINE__INIT, l1 = l0;
+    Aftersales__V1__CaseLine *lines[] = {&l0, &l1};
+    Aftersales__V1__OrderFacts order = AFTERSALES__V1__ORDER_FACTS__INIT;
+    char event_id[48];
+    fixture_init(&f);
+    snprintf(event_id, sizeof event_id, "%s#a", f.event_id);
+    if (strcmp(rows[i].field, "event_id") == 0) f.env.event_id = event_id;
+    f.env.order_id = strcmp(rows[i].field, "order_id") == 0 ? "o-x#evil" : "o-x";
+    f.producer.instance = strcmp(rows[i].field, "producer.instance") == 0 ? "i-#" : "i-1";
+    f.opened.comment = strncmp(rows[i].field, "comment", 7) == 0 ? (char *)rows[i].marker : "ok";
+    l0.sku = "S1";
+    l1.sku = strcmp(rows[i].field, "lines[1].sku") == 0 ? "S2#" : "S2";
+    f.opened.case_lines = lines;
+    f.opened.n_case_lines = 2;
+    order.region = strcmp(rows[i].field, "order.region") == 0 ? "CN-##" : "CN-EAST";
+    f.opened.order = &order;
+    const char *reason;
+    char detail[256], what[320], want[320];
+    as_envelope_t *env =
+        decode_patched(&f.env, rows[i].marker, rows[i].hostile, &reason, detail, sizeof detail);
+    snprintf(what, sizeof what, "%s: %s %s: %s", rows[i].field, env ? "decoded" : "refused",
+             env ? "" : reason, detail);
+    snprintf(want, sizeof want, "%s: refused %s: %s", rows[i].field, rows[i].reason,
+             rows[i].detail);
+    AS_CHECK_STR_EQ(what, want);
+    as_envelope_free(env);
+  }
+}
+
+/* A repeated string field names its element. */
+AS_TEST(repeated_string_names_its_element) {
+  fixture_t f;
+  Aftersales__V1__SupplierQualityAlert alert = AFTERSALES__V1__SUPPLIER_QUALITY_ALERT__INIT;
+  char *ids[] = {"c-1", "c-2", "c-3#"};
+  const char *reason;
+  char detail[256];
+
+  fixture_init(&f);
+  alert.case_ids = ids;
+  alert.n_case_ids = 3;
+  f.env.event_type = "SupplierQualityAlert";
+  f.env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_SUPPLIER_QUALITY_ALERT;
+  f.env.supplier_quality_alert = &alert;
+  as_envelope_t *env = decode_patched(&f.env, "c-3#", "c-3\0", &reason, detail, sizeof detail);
+  AS_CHECK(env == NULL);
+  AS_CHECK_STR_EQ(reason, AS_DLQ_STRING_NUL);
+  AS_CHECK_STR_EQ(detail, "supplier_quality_alert.case_ids[2]: NUL byte at offset 3");
+}
+
+/* What the check is for: protobuf-c alone takes both NUL and invalid UTF-8
+ * in a string (the C string then ends early). Bytes fields may hold any
+ * byte, unknown fields are not judged, and good UTF-8 in every script
+ * passes. */
+AS_TEST(protobuf_c_alone_accepts_what_proto3_forbids) {
+  fixture_t f;
+  char event_id[48];
+  fixture_init(&f);
+  snprintf(event_id, sizeof event_id, "%s#a", f.event_id);
+  f.env.event_id = event_id;
+  f.opened.comment = "x##";
+  size_t len;
+  uint8_t *buf = pack(&f.env, &len);
+  memcpy(memmem(buf, len, "#a", 2), "\0a", 2);
+  memcpy(memmem(buf, len, "x##", 3), "x\xc3\x28", 3);
+  as_envelope_t *raw = aftersales__v1__envelope__unpack(NULL, len, buf);
+  AS_CHECK(raw != NULL);
+  AS_CHECK_INT_EQ(strlen(raw->event_id), 36);
+  AS_CHECK_STR_EQ(raw->case_opened->comment, "x\xc3\x28");
+  aftersales__v1__envelope__free_unpacked(raw, NULL);
+  free(buf);
+
+  const char *reason;
+  char detail[256];
+  uint8_t blob[] = {0, 0xff, 0xc0, 0};
+  fixture_init(&f);
+  f.env.case_id = "";
+  f.env.event_type = "DeadLetter";
+  f.env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_DEAD_LETTER;
+  f.env.dead_letter = &f.dead;
+  f.dead.reason_code = AS_DLQ_DECODE_FAILED;
+  f.dead.original = (ProtobufCBinaryData){.len = sizeof blob, .data = blob};
+  f.dead.detail = "尺码偏小 👍🏽 العربية";
+  as_envelope_t *env = roundtrip(&f.env, &reason, detail, sizeof detail);
+  AS_CHECK_STR_EQ(detail, "");
+  AS_CHECK(env != NULL);
+  AS_CHECK_INT_EQ(env->dead_letter->original.len, sizeof blob);
+  as_envelope_free(env);
+
+  /* An unknown field 999 (length-delimited) holding a NUL and a bad byte. */
+  fixture_init(&f);
+  buf = pack(&f.env, &len);
+  uint8_t *more = realloc(buf, len + 6);
+  AS_CHECK(more != NULL);
+  memcpy(more + len, "\xba\x3e\x03\x00\xff\x01", 6); /* tag (999 << 3 | 2), length 3 */
+  env = as_envelope_decode(more, len + 6, &reason, detail, sizeof detail);
+  AS_CHECK_STR_EQ(detail, "");
+  AS_CHECK(env != NULL);
+  as_envelope_free(env);
+  free(more);
 }

@@ -317,3 +317,22 @@ AS_TEST(register_refuses_a_type_clash) {
   AS_CHECK(st.opened == NULL);
   as_metrics_free(m);
 }
+
+/* A counter of seconds (process_cpu_seconds_total) renders as a counter
+ * with a fractional value, and its name stays a counter's. */
+AS_TEST(float_counter) {
+  as_metrics_t *m = as_metrics_new("probe", "h");
+  as_gauge_t *cpu;
+
+  AS_CHECK(m != NULL);
+  cpu = as_metrics_float_counter(m, "process_cpu_seconds_total", "CPU.", NULL);
+  AS_CHECK(cpu != NULL);
+  AS_CHECK(as_metrics_gauge(m, "process_cpu_seconds_total", "CPU.", NULL) == NULL);
+  AS_CHECK(as_metrics_float_counter(m, "process_cpu_seconds_total", "CPU.", NULL) == cpu);
+  as_gauge_set(cpu, 1.5);
+  check_render(m,
+               "# HELP process_cpu_seconds_total CPU.\n"
+               "# TYPE process_cpu_seconds_total counter\n"
+               "process_cpu_seconds_total{service=\"probe\",instance=\"h\"} 1.5\n");
+  as_metrics_free(m);
+}

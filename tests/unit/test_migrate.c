@@ -3,7 +3,8 @@
  * landing in the target schema (its search_path, local to the migration),
  * sources sharing a schema, a failing migration that leaves
  * nothing half-applied, a refused schema name, the per-schema advisory lock
- * that makes concurrent starts safe, and the real runtime list. */
+ * that makes concurrent starts safe, the real runtime list, and counting
+ * what is pending without applying it. */
 #include "as_migrate.h"
 #include "as_test.h"
 #include "as_test_pg.h"
@@ -329,9 +330,42 @@ AS_TEST(runtime_and_cases_lists) {
   AS_CHECK_INT_EQ(has_table(&f, "outbox"), 1);
   AS_CHECK_INT_EQ(has_table(&f, "deadlines"), 1);
   recorded(&f, rec, sizeof rec);
-  AS_CHECK_STR_EQ(rec, "runtime:001_inbox_outbox");
+  AS_CHECK_STR_EQ(rec, "runtime:001_inbox_outbox runtime:002_inbox_payload_hash");
   AS_CHECK(as_migrate_apply(f.conn, "cases", "cases", as_sql_cases, err, sizeof err) >= 0);
   AS_CHECK_INT_EQ(
       AS_PG_INT(f.check, "SELECT (to_regclass('cases.timeline') IS NOT NULL)::int", 0, NULL), 1);
+  fix_teardown(&f);
+}
+
+/* as_migrate_pending, what a worker whose role may not migrate asks: every
+ * version while the schema does not exist, then what is not yet applied,
+ * then nothing. */
+AS_TEST(pending_counts_what_is_not_applied) {
+  fix_t f;
+  char err[256] = "";
+  fix_setup(&f);
+  AS_CHECK_INT_EQ(as_migrate_pending(f.conn, f.schema, "test", THREE, err, sizeof err), 3);
+  AS_CHECK_INT_EQ(as_migrate_apply(f.conn, f.schema, "test", TWO, err, sizeof err), 2);
+  AS_CHECK_INT_EQ(as_migrate_pending(f.conn, f.schema, "test", THREE, err, sizeof err), 1);
+  AS_CHECK_INT_EQ(as_migrate_pending(f.conn, f.schema, "other", TWO, err, sizeof err), 2);
+  AS_CHECK_INT_EQ(as_migrate_apply(f.conn, f.schema, "test", THREE, err, sizeof err), 1);
+  AS_CHECK_INT_EQ(as_migrate_pending(f.conn, f.schema, "test", THREE, err, sizeof err), 0);
+  AS_CHECK_INT_EQ(as_migrate_pending(f.conn, "Bad", "test", THREE, err, sizeof err), -EINVAL);
+  /* A role that may not read the bookkeeping (yet): -EACCES, which a
+   * waiting worker tells apart from a broken database. */
+  PGresult *r = PQexec(f.conn,
+                       "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = "
+                       "'as_test_noread') THEN CREATE ROLE as_test_noread; END IF; END $$");
+  AS_CHECK_INT_EQ(PQresultStatus(r), PGRES_COMMAND_OK);
+  PQclear(r);
+  char grant[160];
+  snprintf(grant, sizeof grant, "GRANT USAGE ON SCHEMA %s TO as_test_noread", f.schema);
+  PQclear(PQexec(f.conn, grant));
+  PQclear(PQexec(f.conn, "SET ROLE as_test_noread"));
+  AS_CHECK_INT_EQ(as_migrate_pending(f.conn, f.schema, "test", THREE, err, sizeof err), -EACCES);
+  AS_CHECK(strstr(err, "permission denied") != NULL);
+  PQclear(PQexec(f.conn, "RESET ROLE"));
+  snprintf(grant, sizeof grant, "REVOKE USAGE ON SCHEMA %s FROM as_test_noread", f.schema);
+  PQclear(PQexec(f.conn, grant));
   fix_teardown(&f);
 }

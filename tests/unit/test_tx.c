@@ -1,5 +1,7 @@
 /* Unit tests for as_tx against PostgreSQL: the inbox claim marks repeats
- * (within a batch and across batches) as duplicates; publish + flush write
+ * (within a batch and across batches) as duplicates when their bytes are the
+ * same and dead (event_id_reused) when they differ, and a row from before the
+ * payload hash matches anything; publish + flush write
  * outbox rows in publish order whose payloads decode to the stamped
  * envelopes and notify the relay; a dead message becomes a DeadLetter row
  * with everything needed to replay it and an id derived from its source
@@ -71,10 +73,11 @@ typedef struct in_msg {
   char key[64];
 } in_msg_t;
 
-/* Packs a valid SyntheticProbe envelope with event_id into m->bytes and
- * decodes it into msg->env (as the worker would). */
-static void make_msg(fix_t *f, in_msg_t *m, as_msg_t *msg, const char *event_id, int partition,
-                     int64_t offset) {
+/* Packs a valid SyntheticProbe envelope with event_id and probe_id into
+ * m->bytes and decodes it into msg->env (as the worker would). The same id
+ * and probe id give the same bytes (a redelivery). */
+static void make_probe(fix_t *f, in_msg_t *m, as_msg_t *msg, const char *event_id,
+                       const char *probe_id, int partition, int64_t offset) {
   as_envelope_t env = AFTERSALES__V1__ENVELOPE__INIT;
   Aftersales__V1__SyntheticProbe probe = AFTERSALES__V1__SYNTHETIC_PROBE__INIT;
   Aftersales__V1__Producer prod = AFTERSALES__V1__PRODUCER__INIT;
@@ -82,13 +85,13 @@ static void make_msg(fix_t *f, in_msg_t *m, as_msg_t *msg, const char *event_id,
   char detail[256] = "";
 
   prod.service = "probe-driver";
-  probe.probe_id = "p-1";
+  probe.probe_id = (char *)probe_id;
   env.event_id = (char *)event_id;
   env.event_type = "SyntheticProbe";
   env.schema_version = 1;
   env.case_id = "CASE-1";
   env.order_id = "ORD-1";
-  env.occurred_at_us = as_now_us();
+  env.occurred_at_us = 1763900000000000LL; /* 2025-11-23 */
   env.producer = &prod;
   env.trace_id = "00112233445566778899aabbccddeeff";
   env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_SYNTHETIC_PROBE;
@@ -111,6 +114,11 @@ static void make_msg(fix_t *f, in_msg_t *m, as_msg_t *msg, const char *event_id,
   msg->env = as_envelope_decode(m->bytes, len, &reason, detail, sizeof detail);
   if (msg->env == NULL) fprintf(stderr, "# fixture does not decode: %s: %s\n", reason, detail);
   AS_CHECK(msg->env != NULL);
+}
+
+static void make_msg(fix_t *f, in_msg_t *m, as_msg_t *msg, const char *event_id, int partition,
+                     int64_t offset) {
+  make_probe(f, m, msg, event_id, "p-1", partition, offset);
 }
 
 /* A message whose bytes are not an envelope (env NULL), as the worker keeps
@@ -211,6 +219,71 @@ AS_TEST(inbox_claim_marks_duplicates) {
   AS_CHECK_INT_EQ(msg[0].state, AS_MSG_NEW);
   AS_CHECK_INT_EQ(count(&f, "SELECT count(*) FROM %s.inbox"), 4);
   free_msg(&m[0], &msg[0]);
+  fix_teardown(&f);
+}
+
+/* A known event id with other bytes is no redelivery: across batches and
+ * within one, it is dead-lettered as event_id_reused while the same bytes
+ * stay a duplicate; a message already dead keeps its reason; the inbox keeps
+ * the first copy's hash, and a row without a hash (from before it) matches
+ * anything. */
+AS_TEST(inbox_claim_refuses_reused_ids) {
+  fix_t f;
+  in_msg_t m[5];
+  as_msg_t msg[5];
+  char x[37], y[37], old[37];
+
+  fix_setup(&f);
+  AS_CHECK_INT_EQ(as_uuid_v4(x), 0);
+  AS_CHECK_INT_EQ(as_uuid_v4(y), 0);
+  AS_CHECK_INT_EQ(as_uuid_v4(old), 0);
+  make_probe(&f, &m[0], &msg[0], x, "p-1", 0, 10);
+  make_probe(&f, &m[1], &msg[1], x, "p-2", 0, 11); /* x, other bytes, same batch */
+  make_probe(&f, &m[2], &msg[2], x, "p-1", 0, 12); /* x, the first bytes again */
+  make_probe(&f, &m[3], &msg[3], y, "p-1", 0, 13);
+  make_probe(&f, &m[4], &msg[4], y, "p-3", 0, 14);
+  as_tx_mark_dead(&msg[4], AS_DLQ_UNEXPECTED_PAYLOAD, "not mine");
+  AS_CHECK_INT_EQ(as_db_begin(&f.db), 0);
+  AS_CHECK_INT_EQ(as_tx_inbox_claim(&f.tx, msg, 5), 0);
+  AS_CHECK_INT_EQ(as_db_commit(&f.db), 0);
+  AS_CHECK_INT_EQ(msg[0].state, AS_MSG_NEW);
+  AS_CHECK_INT_EQ(msg[1].state, AS_MSG_DEAD);
+  AS_CHECK_STR_EQ(msg[1].dead_reason, AS_DLQ_EVENT_ID_REUSED);
+  AS_CHECK(strstr(msg[1].dead_detail, "event id taken by other content") != NULL);
+  AS_CHECK_INT_EQ(msg[2].state, AS_MSG_DUPLICATE);
+  AS_CHECK_INT_EQ(msg[3].state, AS_MSG_NEW);
+  AS_CHECK_STR_EQ(msg[4].dead_reason, AS_DLQ_UNEXPECTED_PAYLOAD);
+  AS_CHECK_INT_EQ(count(&f,
+                        "SELECT count(*) FROM %s.inbox WHERE koffset IN (10, 13)"
+                        " AND length(payload_hash) = 32"),
+                  2);
+  AS_CHECK_INT_EQ(count(&f, "SELECT count(*) FROM %s.inbox"), 2);
+
+  /* Next batch: x with other bytes, first; x and y redelivered; a row from
+   * before the hash. */
+  for (int i = 0; i < 5; i++) free_msg(&m[i], &msg[i]);
+  char ins[256];
+  snprintf(ins, sizeof ins,
+           "INSERT INTO %s.inbox (event_id, topic, kpartition, koffset)"
+           " VALUES ('%s', 't', 0, 1)",
+           f.pg.schema, old);
+  AS_PG_EXEC(f.pg.conn, ins);
+  make_probe(&f, &m[0], &msg[0], x, "p-9", 1, 20);
+  make_probe(&f, &m[1], &msg[1], x, "p-1", 1, 21);
+  make_probe(&f, &m[2], &msg[2], y, "p-1", 1, 22);
+  make_probe(&f, &m[3], &msg[3], old, "p-4", 1, 23);
+  AS_CHECK_INT_EQ(as_db_begin(&f.db), 0);
+  AS_CHECK_INT_EQ(as_tx_inbox_claim(&f.tx, msg, 4), 0);
+  AS_CHECK_INT_EQ(as_db_commit(&f.db), 0);
+  AS_CHECK_INT_EQ(msg[0].state, AS_MSG_DEAD);
+  AS_CHECK_STR_EQ(msg[0].dead_reason, AS_DLQ_EVENT_ID_REUSED);
+  AS_CHECK_INT_EQ(msg[1].state, AS_MSG_DUPLICATE);
+  AS_CHECK_INT_EQ(msg[2].state, AS_MSG_DUPLICATE);
+  AS_CHECK_INT_EQ(msg[3].state, AS_MSG_DUPLICATE);
+  /* The stored rows are untouched: first copy's place and hash. */
+  AS_CHECK_INT_EQ(count(&f, "SELECT count(*) FROM %s.inbox WHERE kpartition = 0"), 3);
+  AS_CHECK_INT_EQ(count(&f, "SELECT count(*) FROM %s.inbox WHERE payload_hash IS NULL"), 1);
+  for (int i = 0; i < 4; i++) free_msg(&m[i], &msg[i]);
   fix_teardown(&f);
 }
 

@@ -25,30 +25,21 @@
 #include <syslog.h>
 #include <time.h>
 
+#include "as_process.h" /* as_version, as_commit */
+
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
+#include "as_topicfile.h"
+
 #define BROKER_EXIT_USAGE 2
-#define BROKER_MAX_PARTITIONS 1000
 #define BROKER_MAX_BROKERS 16
-#define BROKER_MAX_TOPIC_LEN 249 /* Kafka's own limit on topic names */
-
-typedef struct {
-  char *name; /* owned */
-  int partitions;
-} broker_topic_t;
-
-typedef struct {
-  broker_topic_t *v; /* owned array of n entries */
-  size_t n;
-  size_t cap;
-} broker_topics_t;
 
 typedef struct {
   const char *topics_file; /* borrowed from argv */
   int brokers;
   int replication;
-  broker_topics_t topics;
+  as_topicfile_t topics;
 } broker_opts_t;
 
 /* ---- JSON logging on stderr ------------------------------------------- */
@@ -135,20 +126,9 @@ static void usage(FILE *f) {
       "  --topic NAME:PARTS     one more topic; may be repeated\n"
       "  --brokers N            mock brokers, 1..16 (default 1)\n"
       "  --replication N        replication factor, 1..brokers (default 1)\n"
-      "  --help                 this text\n",
+      "  --help                 this text\n"
+      "  --version              version and commit\n",
       f);
-}
-
-/* Kafka accepts [A-Za-z0-9._-], at most 249 chars, and not "." or "..". */
-static bool topic_name_valid(const char *name) {
-  size_t len = strlen(name);
-
-  if (len == 0 || len > BROKER_MAX_TOPIC_LEN) return false;
-  if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0) return false;
-  return strspn(name,
-                "abcdefghijklmnopqrstuvwxyz"
-                "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                "0123456789._-") == len;
 }
 
 /* Parses a whole decimal string into [min, max]; -1 on anything else. */
@@ -165,130 +145,21 @@ static int parse_int(const char *s, int min, int max, int *out) {
   return 0;
 }
 
-static broker_topic_t *topics_find(broker_topics_t *t, const char *name) {
-  for (size_t i = 0; i < t->n; i++)
-    if (strcmp(t->v[i].name, name) == 0) return &t->v[i];
-  return NULL;
-}
+/* `--topic NAME:PARTITIONS` (as_topicfile's reading of it). */
+static int topics_add_arg(as_topicfile_t *t, const char *arg) {
+  char err[512];
 
-static int topics_grow(broker_topics_t *t) {
-  size_t cap = t->cap ? t->cap * 2 : 16;
-  broker_topic_t *v = realloc(t->v, cap * sizeof(*v));
-
-  if (v == NULL) return -1;
-  t->v = v;
-  t->cap = cap;
-  return 0;
-}
-
-/* Adds one validated topic. The same topic twice with the same count is
- * harmless (a test adding a file topic again); with another count it is a
- * contradiction we refuse. `where` names the source for the error text. */
-static int topics_add(broker_topics_t *t, const char *name, const char *parts, const char *where) {
-  broker_topic_t *dup;
-  int n;
-
-  if (!topic_name_valid(name)) {
-    fprintf(stderr,
-            "as-broker: %s: invalid topic name \"%s\"\n"
-            "hint: use 1..249 of [A-Za-z0-9._-], not \".\" or \"..\"\n",
-            where, name);
-    return -1;
-  }
-  if (parse_int(parts, 1, BROKER_MAX_PARTITIONS, &n) != 0) {
-    fprintf(stderr,
-            "as-broker: %s: invalid partition count \"%s\" for topic %s\n"
-            "hint: use an integer in 1..%d\n",
-            where, parts, name, BROKER_MAX_PARTITIONS);
-    return -1;
-  }
-  dup = topics_find(t, name);
-  if (dup != NULL) {
-    if (dup->partitions == n) return 0;
-    fprintf(stderr, "as-broker: %s: topic %s given with %d partitions, earlier with %d\n", where,
-            name, n, dup->partitions);
-    return -1;
-  }
-  if (t->n == t->cap && topics_grow(t) != 0) goto oom;
-  t->v[t->n].name = strdup(name);
-  if (t->v[t->n].name == NULL) goto oom;
-  t->v[t->n++].partitions = n;
-  return 0;
-oom:
-  fprintf(stderr, "as-broker: out of memory\n");
+  if (as_topicfile_add_arg(t, arg, err, sizeof(err)) == 0) return 0;
+  fprintf(stderr, "as-broker: %s\n", err);
   return -1;
 }
 
-static void topics_free(broker_topics_t *t) {
-  for (size_t i = 0; i < t->n; i++) free(t->v[i].name);
-  free(t->v);
-  *t = (broker_topics_t){0};
-}
+static int topics_load_file(as_topicfile_t *t, const char *path) {
+  char err[PATH_MAX + 512];
 
-/* One topics-file line: blank and `#` lines are skipped; otherwise at least
- * `name partitions key` must be there (the key column is what the rest of
- * the fleet documents, so a line without it is a broken line). */
-static int topics_parse_line(broker_topics_t *t, char *line, const char *where) {
-  char *save = NULL;
-  const char *sep = " \t\r\n";
-  char *name = strtok_r(line, sep, &save);
-  char *parts, *key;
-
-  if (name == NULL || name[0] == '#') return 0;
-  parts = strtok_r(NULL, sep, &save);
-  key = parts ? strtok_r(NULL, sep, &save) : NULL;
-  if (key == NULL) {
-    fprintf(stderr,
-            "as-broker: %s: malformed line\n"
-            "detail: expected `name partitions key [description]`\n",
-            where);
-    return -1;
-  }
-  return topics_add(t, name, parts, where);
-}
-
-static int topics_load_file(broker_topics_t *t, const char *path) {
-  FILE *f = fopen(path, "r");
-  char *line = NULL, where[PATH_MAX + 32];
-  size_t cap = 0;
-  long lineno = 0;
-  int rc = 0;
-
-  if (f == NULL) {
-    fprintf(stderr, "as-broker: cannot open topics file %s: %s\n", path, strerror(errno));
-    return -1;
-  }
-  while (rc == 0 && getline(&line, &cap, f) != -1) {
-    snprintf(where, sizeof(where), "%s:%ld", path, ++lineno);
-    rc = topics_parse_line(t, line, where);
-  }
-  if (rc == 0 && ferror(f)) {
-    fprintf(stderr, "as-broker: error reading %s\n", path);
-    rc = -1;
-  }
-  free(line);
-  fclose(f);
-  return rc;
-}
-
-/* `--topic NAME:PARTITIONS`; names cannot hold ':', so split at the last. */
-static int topics_add_arg(broker_topics_t *t, const char *arg) {
-  char *copy = strdup(arg), *colon;
-  int rc = -1;
-
-  if (copy == NULL) {
-    fprintf(stderr, "as-broker: out of memory\n");
-    return -1;
-  }
-  colon = strrchr(copy, ':');
-  if (colon == NULL)
-    fprintf(stderr, "as-broker: --topic %s: expected NAME:PARTITIONS\n", arg);
-  else {
-    *colon = '\0';
-    rc = topics_add(t, copy, colon + 1, "--topic");
-  }
-  free(copy);
-  return rc;
+  if (as_topicfile_load(t, path, err, sizeof(err)) == 0) return 0;
+  fprintf(stderr, "as-broker: %s\n", err);
+  return -1;
 }
 
 static int opts_parse_int(const char *flag, const char *val, int max, int *out) {
@@ -297,12 +168,17 @@ static int opts_parse_int(const char *flag, const char *val, int max, int *out) 
   return -1;
 }
 
-/* Returns 0 to run, 1 after --help, -1 on a usage error (already reported). */
+/* Returns 0 to run, 1 after --help, 2 after --version, -1 on a usage error
+ * (already reported). */
 static int opts_parse(broker_opts_t *o, int argc, char **argv) {
   static const struct option longopts[] = {
-      {"topics", required_argument, NULL, 'f'},  {"topic", required_argument, NULL, 't'},
-      {"brokers", required_argument, NULL, 'b'}, {"replication", required_argument, NULL, 'r'},
-      {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+      {"topics", required_argument, NULL, 'f'},
+      {"topic", required_argument, NULL, 't'},
+      {"brokers", required_argument, NULL, 'b'},
+      {"replication", required_argument, NULL, 'r'},
+      {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, 'v'},
+      {NULL, 0, NULL, 0},
   };
   int c, rc = 0;
 
@@ -317,6 +193,8 @@ static int opts_parse(broker_opts_t *o, int argc, char **argv) {
       rc = opts_parse_int("--replication", optarg, BROKER_MAX_BROKERS, &o->replication);
     else if (c == 'h')
       return 1;
+    else if (c == 'v')
+      return 2;
     else
       rc = -1; /* getopt already said what was wrong */
   }
@@ -379,7 +257,7 @@ static rd_kafka_t *broker_handle_new(void) {
 
 static int broker_create_topics(rd_kafka_mock_cluster_t *mc, const broker_opts_t *o) {
   for (size_t i = 0; i < o->topics.n; i++) {
-    const broker_topic_t *t = &o->topics.v[i];
+    const as_topicfile_entry_t *t = &o->topics.v[i];
     rd_kafka_resp_err_t err =
         rd_kafka_mock_topic_create(mc, t->name, t->partitions, o->replication);
 
@@ -451,14 +329,17 @@ int main(int argc, char **argv) {
   int rc;
 
   rc = opts_parse(&o, argc, argv);
-  if (rc == 1) {
-    usage(stdout);
-    topics_free(&o.topics);
+  if (rc == 1 || rc == 2) {
+    if (rc == 1)
+      usage(stdout);
+    else
+      printf("as-broker %s (commit %s)\n", as_version, as_commit);
+    as_topicfile_free(&o.topics);
     return 0;
   }
   if (rc != 0 || opts_finish(&o) != 0) {
     fputs("try: as-broker --help\n", stderr);
-    topics_free(&o.topics);
+    as_topicfile_free(&o.topics);
     return BROKER_EXIT_USAGE;
   }
   /* A reader that closes our stdout/stderr pipe must not kill us. */
@@ -468,6 +349,6 @@ int main(int argc, char **argv) {
   sigaddset(&sigs, SIGINT);
   pthread_sigmask(SIG_BLOCK, &sigs, NULL);
   rc = broker_run(&o, &sigs);
-  topics_free(&o.topics);
+  as_topicfile_free(&o.topics);
   return rc;
 }

@@ -1,13 +1,14 @@
-/* Unit tests for intake_utf8_valid, table-driven: the boundary code points
+/* Unit tests for as_utf8_valid, table-driven: the boundary code points
  * of every sequence length (U+0000..U+007F, U+0080, U+07FF, U+0800, U+D7FF,
  * U+E000, U+FFFF, U+10000, U+10FFFF) pass; overlongs (including the
  * two-byte NUL), surrogates (alone and as a CESU-8 pair), code points above
  * U+10FFFF, the leads that cannot start a sequence, lone and stray
  * continuation bytes, truncated sequences (at the end, before ASCII, cut
  * by the length) and NUL bytes fail. Each row is copied to a buffer of
- * exactly its length, so the sanitizer build catches a read past the end. */
-#include "../../services/intake/intake.h"
+ * exactly its length, so the sanitizer build catches a read past the end.
+ * as_utf8_prefix names the first bad byte (the detail of a dead letter). */
 #include "as_test.h"
+#include "as_utf8.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,7 +94,7 @@ AS_TEST(strict_utf8_rows) {
     char *buf = malloc(rows[i].n ? rows[i].n : 1);
     AS_CHECK(buf != NULL);
     memcpy(buf, rows[i].s, rows[i].n);
-    bool ok = intake_utf8_valid(buf, rows[i].n);
+    bool ok = as_utf8_valid(buf, rows[i].n);
     free(buf);
     char got[120], want[120];
     snprintf(got, sizeof got, "%s: %s", rows[i].name, ok ? "valid" : "invalid");
@@ -123,15 +124,31 @@ AS_TEST(every_code_point) {
   for (unsigned cp = 1; cp <= 0x10ffff; cp++) {
     bool scalar = cp < 0xd800 || cp > 0xdfff;
     int len = shortest(cp);
-    if (intake_utf8_valid((const char *)b, encode(cp, b, len)) != scalar) {
+    if (as_utf8_valid((const char *)b, encode(cp, b, len)) != scalar) {
       char what[64];
       snprintf(what, sizeof what, "U+%04X in %d bytes: %s", cp, len, scalar ? "valid" : "invalid");
       AS_CHECK_STR_EQ(what, "as expected");
     }
-    if (len < 4 && intake_utf8_valid((const char *)b, encode(cp, b, len + 1))) {
+    if (len < 4 && as_utf8_valid((const char *)b, encode(cp, b, len + 1))) {
       char what[64];
       snprintf(what, sizeof what, "U+%04X overlong in %d bytes: valid", cp, len + 1);
       AS_CHECK_STR_EQ(what, "invalid");
     }
   }
+}
+
+AS_TEST(prefix_stops_at_the_first_bad_byte) {
+  static const struct {
+    const char *s;
+    size_t n, want;
+  } p[] = {
+      {B(""), 0},
+      {B("abc"), 3},
+      {B("ab\0c"), 2},
+      {B("\xc3\xa9x\xff"), 3},
+      {B("\xe4\xb8\xad\xe4\xb8"), 3}, /* a cut character counts from its lead */
+      {B("ok \xc0\xaf"), 3},
+  };
+  for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
+    AS_CHECK_INT_EQ(as_utf8_prefix(p[i].s, p[i].n), p[i].want);
 }

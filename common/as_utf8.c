@@ -1,7 +1,8 @@
-/* intake_utf8: a strict UTF-8 validator for buyer text. protobuf-c does not
+/* as_utf8: the strict UTF-8 validator of the fleet. protobuf-c does not
  * check proto3 strings, and PostgreSQL would refuse invalid bytes with an
- * error that fails the whole batch: intake answers the buyer instead. */
-#include "intake.h"
+ * error that fails the whole batch: the envelope decoder refuses them first
+ * (as_wire), and intake checks its text with the same function. */
+#include "as_utf8.h"
 
 /* Length of the sequence a lead byte starts, 0 if it cannot start one. */
 static int seq_len(unsigned char c) {
@@ -29,17 +30,30 @@ static bool second_ok(unsigned char lead, unsigned char c) {
   }
 }
 
-bool intake_utf8_valid(const char *s, size_t len) {
+/* True if the sequence at p[0..avail) is one whole, valid character. */
+static bool char_ok(const unsigned char *p, size_t avail, int n) {
+  if (n == 0 || (size_t)n > avail) return false;
+  if (n > 1 && !second_ok(p[0], p[1])) return false;
+  for (int k = 2; k < n; k++)
+    if ((p[k] & 0xC0) != 0x80) return false;
+  return true;
+}
+
+size_t as_utf8_prefix(const char *s, size_t len) {
   const unsigned char *p = (const unsigned char *)s;
   size_t i = 0;
   while (i < len) {
+    if (p[i] > 0 && p[i] < 0x80) { /* ASCII, the common case, one compare */
+      i++;
+      continue;
+    }
     int n = seq_len(p[i]);
-    if (n == 0 || (size_t)n > len - i) return false;
-    if (p[i] == 0) return false;
-    if (n > 1 && !second_ok(p[i], p[i + 1])) return false;
-    for (int k = 2; k < n; k++)
-      if ((p[i + k] & 0xC0) != 0x80) return false;
+    if (p[i] == 0 || !char_ok(p + i, len - i, n)) return i;
     i += (size_t)n;
   }
-  return true;
+  return len;
+}
+
+bool as_utf8_valid(const char *s, size_t len) {
+  return as_utf8_prefix(s, len) == len;
 }

@@ -1,0 +1,223 @@
+"""The deployment files work, checked the way the stacks read them: the
+review worker gets the repository's policy file in compose (bind mount +
+AS_REVIEW_POLICY_FILE) and in Kubernetes (a ConfigMap mounted into the pod,
+as `kubectl kustomize deploy/k8s` renders it), and a real as-review starts
+on what each stack would hand it; every worker Deployment has a
+PodDisruptionBudget; the listener address is set in both stacks; the Docker
+build context (.dockerignore) keeps out host build trees and secrets but
+holds every source `make build` needs; the Grafana dashboard's queries name
+only metrics the binaries expose, and the outbox backlog is a max.
+"""
+import fnmatch
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, SLOW, start_service, wait_until
+
+POLICY = ROOT / "deploy" / "config" / "review.policy"
+
+
+def policy_version(text):
+    return re.search(r"(?m)^version = (\S+)$", text).group(1)
+
+
+def start_review_on(h, policy_path):
+    w = start_service(h, "review", AS_REVIEW_POLICY_FILE=str(policy_path))
+    loaded = wait_until(lambda: w.logged("policy loaded"), 10 * SLOW, what="policy loaded")
+    return w, loaded[0]["version"]
+
+
+# ---- compose -------------------------------------------------------------
+
+def compose():
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_hands_the_review_worker_the_repository_policy(h):
+    review = compose()["services"]["review"]
+    path = review["environment"]["AS_REVIEW_POLICY_FILE"]
+    mounts = {m.split(":")[1]: m.split(":")[0] for m in review.get("volumes", [])}
+    assert path in mounts, (path, mounts)
+    host = (ROOT / mounts[path]).resolve()
+    assert host == POLICY.resolve()
+    _, version = start_review_on(h, host)
+    assert version == policy_version(POLICY.read_text())
+
+
+def test_compose_workers_listen_where_they_can_be_scraped():
+    for name, svc in compose()["services"].items():
+        if "command" in svc and str(svc["command"][0]).startswith("as-"):
+            assert svc["environment"].get("AS_HTTP_ADDR") == "0.0.0.0", name
+
+
+# ---- Kubernetes ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def k8s():
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not installed")
+    out = subprocess.run([kubectl, "kustomize", str(ROOT / "deploy" / "k8s")], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def of_kind(docs, kind):
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def test_k8s_review_pod_mounts_the_policy_configmap(h, k8s, tmp_path):
+    dep = of_kind(k8s, "Deployment")["aftersales-review"]
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    path = next(e["value"] for e in c["env"] if e["name"] == "AS_REVIEW_POLICY_FILE")
+    mount = next(m for m in c["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    vol = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    cm = of_kind(k8s, "ConfigMap")[vol["configMap"]["name"]]
+    text = cm["data"][path[len(mount["mountPath"]) + 1:]]
+    assert text == POLICY.read_text()  # what the pod reads is the repository's file
+    (tmp_path / "review.policy").write_text(text)
+    _, version = start_review_on(h, tmp_path / "review.policy")
+    assert version == policy_version(text)
+
+
+def test_k8s_every_worker_has_a_disruption_budget_and_binds_its_pod_address(k8s):
+    pdbs = of_kind(k8s, "PodDisruptionBudget")
+    deps = of_kind(k8s, "Deployment")
+    assert deps
+    for name, dep in deps.items():
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        mine = [p for p in pdbs.values()
+                if p["spec"]["selector"]["matchLabels"].items() <= labels.items()]
+        assert len(mine) == 1, name
+        assert mine[0]["spec"].get("maxUnavailable") == 1, name
+        env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["AS_HTTP_ADDR"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP", name
+
+
+# ---- image -----------------------------------------------------------------
+
+def dockerignore_rules():
+    rules = []
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            rules.append((line.startswith("!"), line.lstrip("!").rstrip("/")))
+    return rules
+
+
+def ignored(rel, rules):
+    """Docker's rule: the last pattern that matches the path or one of its
+    parents decides; '!' re-includes."""
+    parts = rel.split("/")
+    out = False
+    for negate, pat in rules:
+        for i in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:i])
+            if fnmatch.fnmatchcase(prefix, pat) or (
+                    pat.startswith("**/") and fnmatch.fnmatchcase(parts[i - 1], pat[3:])):
+                out = not negate
+                break
+    return out
+
+
+def test_docker_context_has_the_sources_and_nothing_of_the_host(tmp_path):
+    rules = dockerignore_rules()
+    for rel in ("build/bin/as-intake", ".git/HEAD", ".env", "tests/integration/conftest.py",
+                "scripts/__pycache__/x.pyc"):
+        assert ignored(rel, rules), rel
+    ctx = tmp_path / "ctx"
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    for rel in tracked + ["VERSION"]:
+        if ignored(rel, rules) or not (ROOT / rel).is_file():
+            continue
+        (ctx / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, ctx / rel)
+    # What the Dockerfile runs, as a dry run: every prerequisite must exist.
+    out = subprocess.run(["make", "-n", "B=build", "TEST_HOOKS=0", "AS_COMMIT=test", "build"],
+                         cwd=ctx, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "as-intake" in out.stdout and "as-review" in out.stdout
+
+
+def test_image_is_a_release_build():
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"(?m)^RUN make build TEST_HOOKS=0\b", text), text
+
+
+# ---- Grafana -----------------------------------------------------------------
+
+def dashboard_exprs():
+    d = json.loads((ROOT / "deploy" / "grafana" / "aftersales.json").read_text())
+    panels = []
+    for p in d["panels"]:
+        panels.append(p)
+        panels.extend(p.get("panels", []))
+    return [(p["title"], t["expr"]) for p in panels for t in p.get("targets", [])]
+
+
+PROMQL_WORDS = {"sum", "max", "min", "avg", "count", "by", "without", "rate", "increase",
+                "histogram_quantile", "on", "or", "and", "unless", "vector", "le", "ignoring",
+                "group_left", "group_right", "bool", "offset"}
+
+
+def metric_names(expr):
+    expr = re.sub(r'\{[^}]*\}', "", expr)        # label matchers
+    expr = re.sub(r'\[[^\]]*\]', "", expr)       # ranges
+    expr = re.sub(r'"[^"]*"', "", expr)
+    names = set()
+    for m in re.finditer(r'(?<![\w$.])([a-zA-Z_:][a-zA-Z0-9_:]*)\b(?!\s*\()', expr):
+        word = m.group(1)
+        if word in PROMQL_WORDS:
+            continue
+        names.add(word)
+    return names
+
+
+def grouping_labels(expr):
+    return {l.strip() for g in re.findall(r'\b(?:by|without|on)\s*\(([^)]*)\)', expr)
+            for l in g.split(",") if l.strip()}
+
+
+def exposed_metric_names(h):
+    """Every series name a probe, an intake and a review worker expose, plus
+    the README's metric list."""
+    names = set()
+    workers = [h.start_worker(name="dash-probe"), start_service(h, "intake"),
+               start_service(h, "review")]
+    for w in workers:
+        for n, _, _ in w.metrics():
+            names.add(n)
+    readme = (ROOT / "README.md").read_text()
+    names |= set(re.findall(r'`((?:as|process)_[a-z0-9_]+)', readme))
+    for n in list(names):  # a histogram's series
+        names |= {n + "_bucket", n + "_sum", n + "_count"}
+    return names
+
+
+def test_dashboard_queries_only_metrics_that_exist(h):
+    exposed = exposed_metric_names(h)
+    missing = []
+    for title, expr in dashboard_exprs():
+        labels = grouping_labels(expr)
+        for name in metric_names(expr) - labels:
+            if name not in exposed:
+                missing.append((title, name))
+    assert missing == []
+
+
+def test_dashboard_outbox_backlog_is_a_max():
+    # Every instance of a service reports the same outbox table: a sum
+    # multiplies the backlog by the replica count.
+    exprs = [e for _, e in dashboard_exprs() if "as_outbox_backlog" in e]
+    assert exprs
+    for e in exprs:
+        assert re.match(r"\s*max\b", e) and "sum" not in e, e
