@@ -36,6 +36,7 @@ typedef Aftersales__V1__Envelope as_envelope_t;
 #define AS_DLQ_TOO_LARGE "payload_too_large"
 #define AS_DLQ_CONTRACT "contract_violation"
 #define AS_DLQ_HANDLER_FAILED "handler_failed"
+#define AS_DLQ_OUTBOX_REFUSED "outbox_row_refused" /* the producer refuses the row for good */
 #define AS_DLQ_UNSUPPORTED_VERSION "unsupported_schema_version"
 #define AS_DLQ_STRING_NUL "string_nul"           /* a string field holds a NUL byte */
 #define AS_DLQ_INVALID_UTF8 "invalid_utf8"       /* a string field is not UTF-8 */

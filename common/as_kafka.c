@@ -2,6 +2,7 @@
  * settings, environment pass-through and loop integration. */
 #include "as_kafka.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,11 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
                       : level <= 4 ? AS_LOG_WARN
                       : level <= 6 ? AS_LOG_INFO
                                    : AS_LOG_DEBUG;
+  /* Gapless is set on purpose (as_kafka_producer_new says why): its
+   * "experimental" notice is not something an operator must act on. */
+  if (lv == AS_LOG_WARN && strcmp(fac, "CONFWARN") == 0 &&
+      strstr(buf, "enable.gapless.guarantee is experimental"))
+    lv = AS_LOG_INFO;
   AS_LOG(l, lv, "librdkafka", AS_F_STR("client", rd_kafka_name(rk)), AS_F_STR("facility", fac),
          AS_F_STR("detail", buf));
 }
@@ -155,7 +161,12 @@ rd_kafka_t *as_kafka_producer_new(const as_kafka_opts_t *o, int event_fd, char *
                                   size_t errlen) {
   rd_kafka_conf_t *c = base_conf(o, AS_RDKAFKA_PRODUCER, err, errlen);
   if (!c) return NULL;
-  const char *kv[] = {"enable.idempotence", "true", "acks", "all", NULL};
+  /* Gapless: a batch refused for good raises a fatal error instead of
+   * bumping the epoch and sending the batches behind it, which would put a
+   * later event of the same key on the topic ahead of the refused one's
+   * resend (the relay replaces a producer that went fatal, as_relay.c). */
+  const char *kv[] = {"enable.idempotence",       "true", "acks", "all",
+                      "enable.gapless.guarantee", "true", NULL};
   if (set_all(c, kv, err, errlen) < 0) {
     rd_kafka_conf_destroy(c);
     return NULL;
@@ -173,4 +184,18 @@ rd_kafka_t *as_kafka_producer_new(const as_kafka_opts_t *o, int event_fd, char *
   rd_kafka_set_log_queue(rk, NULL);
   enable_events(rd_kafka_queue_get_main(rk), event_fd);
   return rk;
+}
+
+int as_kafka_producer_max_bytes(long long *out, char *err, size_t errlen) {
+  rd_kafka_conf_t *c = rd_kafka_conf_new();
+  char v[32];
+  size_t vlen = sizeof v;
+  int rc = as_config_each_rdkafka(conf_set, c, AS_RDKAFKA_PRODUCER, err, errlen) != 0 ? -EINVAL : 0;
+  if (rc == 0 && rd_kafka_conf_get(c, "message.max.bytes", v, &vlen) != RD_KAFKA_CONF_OK) {
+    snprintf(err, errlen, "librdkafka has no message.max.bytes");
+    rc = -EINVAL;
+  }
+  if (rc == 0) *out = strtoll(v, NULL, 10);
+  rd_kafka_conf_destroy(c);
+  return rc;
 }

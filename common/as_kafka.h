@@ -6,7 +6,8 @@
  * environment says), the eager "range" assignor (cooperative-sticky can
  * rewind offsets in librdkafka 2.0 and the mock broker crashes on mixed
  * assignor lists), earliest offset for a new group.
- * Producer: idempotent, acks=all.
+ * Producer: idempotent, acks=all, gapless (a permanent produce error is
+ * fatal rather than skipped over: see as_relay.h).
  * Both: AS_RDKAFKA_* pass-through (as_config; AS_RDKAFKA_CONSUMER_* and
  * AS_RDKAFKA_PRODUCER_* to one kind only), librdkafka logs forwarded to
  * a queue and written as JSON lines on the loop thread, and an io-event fd
@@ -58,5 +59,15 @@ int as_kafka_consumer_check(const as_kafka_opts_t *o, char *err, size_t errlen);
 
 /* Creates the idempotent producer; event_fd as above for its main queue. */
 rd_kafka_t *as_kafka_producer_new(const as_kafka_opts_t *o, int event_fd, char *err, size_t errlen);
+
+/* What a record costs beyond its value in the producer's size check: the
+ * key (a case or order id), the event_id header and the record framing. */
+#define AS_KAFKA_RECORD_OVERHEAD 1024
+
+/* The producer's message.max.bytes as the environment sets it
+ * (AS_RDKAFKA_MESSAGE_MAX_BYTES or AS_RDKAFKA_PRODUCER_MESSAGE_MAX_BYTES;
+ * librdkafka's default otherwise): the largest record the producer hands to a broker.
+ * Returns 0, or -EINVAL with err set (a pass-through property refused). */
+int as_kafka_producer_max_bytes(long long *out, char *err, size_t errlen);
 
 #endif

@@ -26,9 +26,17 @@
 #include "as_buf.h"
 #include "as_db.h"
 #include "as_failpoint.h"
+#include "as_tx.h"
+#include "as_uuid.h"
 
 typedef enum { Q_NONE, Q_SELECT, Q_MARK } relay_query_t;
 enum { S_FREE, S_FLYING, S_DELIVERED, S_MARKING }; /* a slot's row */
+
+/* A row to park: the outbox id and why the producer refused it. */
+typedef struct park {
+  int64_t id;
+  rd_kafka_resp_err_t err;
+} park_t;
 
 struct as_relay {
   uv_loop_t *loop; /* = &own_loop, run by thread */
@@ -38,10 +46,11 @@ struct as_relay {
   int close_timeout_ms;
   /* Shared with the worker's thread. */
   atomic_bool a_db_ok, a_caught_up, a_active;
-  atomic_uint_least64_t a_published, a_failed, a_kicks, a_kicks_seen;
+  atomic_uint_least64_t a_published, a_failed, a_kicks, a_kicks_seen, a_parked, a_restarts;
+  atomic_uint_least64_t a_progress_ns; /* uv_hrtime of the last progress (as_relay_stalled_ms) */
   atomic_int_least64_t a_backlog;
   atomic_int a_local_pid;
-  uint64_t seen_published, seen_failed; /* worker thread only */
+  uint64_t seen_published, seen_failed, seen_parked, seen_restarts; /* worker thread only */
   as_relay_conf_t conf;
   const as_log_t *log;
   as_kafka_ctx_t kctx;
@@ -58,6 +67,11 @@ struct as_relay {
   bool need_full; /* a select since the last full one skipped the ids below the rows in the table */
   bool full_due;  /* no more pipelined selects: a full one once the table is empty */
   bool sel_full;
+  bool halted;    /* a delivery failed: no select until every report is in, then a full one */
+  bool purge_due; /* halted: purge the producer's queue and in-flight requests at the next pump */
+  bool isolate;   /* a permanent failure: the next full select resends the oldest row alone */
+  int64_t alone;  /* the row sent alone (isolate), 0 when none: its verdict is its own */
+  bool fatal;     /* the producer raised a fatal error: replace it */
   int sel_limit;
   uint64_t sel_kicks;
   /* The table of rows produced and not yet marked sent: slot i holds row
@@ -68,10 +82,15 @@ struct as_relay {
   uint8_t *st;
   uint32_t *freel, *dlv, *mrk;
   as_buf_t mark; /* the ids array literal of the MARK query */
+  park_t *parks; /* rows to park at the next pump, nparks of cap */
+  size_t nparks;
+  as_tx_conf_t ptx_conf; /* the dead letters of parked rows */
+  as_tx_t ptx;
+  as_kafka_opts_t kopts;
   uint64_t retry_at_ms, backlog_at_ms, janitor_at_ms;
   uint64_t t_sel, t_mark; /* query start times (ns), for the debug log */
   unsigned backoff_ms;
-  as_counter_t *published, *failed;
+  as_counter_t *published, *failed, *parked, *restarts;
   as_gauge_t *backlog, *active_g;
   char listen[80], lock_key[80]; /* LISTEN as_outbox_<schema>; as_relay:<schema> */
 };
@@ -84,19 +103,25 @@ static const char sql_select[] =
     " WHERE sent_at IS NULL AND id > $2::bigint ORDER BY id LIMIT $1::int";
 static const char sql_mark[] = "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])";
 /* Oldest ids first through the primary key: sent rows older than the
- * retention sit at the low end. */
+ * retention sit at the low end. Parked rows stay for inspection. */
 static const char sql_janitor[] =
     "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE sent_at < now() - "
-    "make_interval(secs => $1::int) ORDER BY id LIMIT 50000)";
+    "make_interval(secs => $1::int) AND parked_at IS NULL ORDER BY id LIMIT 50000)";
 
 static uint64_t now_ms(const as_relay_t *r) {
   return uv_now(r->loop);
 }
 
+static void progress(as_relay_t *r) {
+  atomic_store(&r->a_progress_ns, uv_hrtime());
+}
+
 /* What the worker's thread may read about us. */
 static void publish_state(as_relay_t *r) {
+  bool idle = r->query == Q_NONE && r->nused == 0 && r->caught_up;
   atomic_store(&r->a_db_ok, r->db.conn != NULL);
-  atomic_store(&r->a_caught_up, r->query == Q_NONE && r->nused == 0 && r->caught_up);
+  atomic_store(&r->a_caught_up, idle);
+  if (idle) progress(r);
 }
 
 static void backoff(as_relay_t *r) {
@@ -164,6 +189,28 @@ static PGresult *take_result(as_relay_t *r, int *rc) {
   return res;
 }
 
+/* Errors that say this message will never be accepted, however often it is
+ * sent: its row is parked rather than retried for ever. */
+static bool permanent(rd_kafka_resp_err_t e) {
+  switch (e) {
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+    case RD_KAFKA_RESP_ERR__BAD_MSG:
+      return true;
+    default:
+      return false;
+  }
+}
+
+static void queue_park(as_relay_t *r, int64_t id, rd_kafka_resp_err_t e) {
+  for (size_t i = 0; i < r->nparks; i++)
+    if (r->parks[i].id == id) return;
+  if (r->nparks < r->cap) r->parks[r->nparks++] = (park_t){id, e};
+  want_full(r); /* the rows after it were skipped by nothing: a full select finds them */
+}
+
 static int produce_row(as_relay_t *r, PGresult *res, int i) {
   uint64_t be;
   memcpy(&be, PQgetvalue(res, i, 0), sizeof be);
@@ -180,6 +227,11 @@ static int produce_row(as_relay_t *r, PGresult *res, int i) {
       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
       RD_KAFKA_V_HEADER("event_id", PQgetvalue(res, i, 1), (ssize_t)PQgetlength(res, i, 1)),
       RD_KAFKA_V_OPAQUE((void *)(uintptr_t)s), RD_KAFKA_V_END);
+  if (e && permanent(e)) { /* this row alone: the ones after it still go */
+    queue_park(r, r->ids[s], e);
+    slot_free(r, s);
+    return 0;
+  }
   if (e) {
     slot_free(r, s);
     AS_WARN(r->log, "outbox produce refused", AS_F_STR("topic", topic),
@@ -187,14 +239,21 @@ static int produce_row(as_relay_t *r, PGresult *res, int i) {
     return -1;
   }
   r->nflying++;
+  if (r->isolate) r->alone = r->ids[s]; /* the one row of an isolating select */
   if (r->ids[s] > r->hi) r->hi = r->ids[s];
   return 0;
 }
 
-/* SELECT done: hand the rows to the producer; they join the table. */
+/* SELECT done: hand the rows to the producer; they join the table. A
+ * select that was on its way when a delivery failed is dropped: its rows
+ * would overtake the failed one; the full select after the halt has them. */
 static void selected(as_relay_t *r, PGresult *res) {
   int n = PQntuples(res);
   r->query = Q_NONE;
+  if (r->halted || r->fatal) {
+    want_full(r);
+    return;
+  }
   if (n == 0 && r->sel_full) {
     r->caught_up = true;
     atomic_store(&r->a_kicks_seen, r->sel_kicks);
@@ -215,6 +274,8 @@ static void start_select(as_relay_t *r) {
   size_t room = r->cap - r->nused;
   r->sel_limit = room < (size_t)r->conf.batch ? (int)room : r->conf.batch;
   r->sel_full = r->nused == 0;
+  if (r->isolate) r->sel_limit = 1; /* pump selects only when the table is empty */
+  r->alone = 0;
   if (r->sel_full) {
     r->need_full = r->full_due = false;
     r->sel_kicks = atomic_load(&r->a_kicks);
@@ -376,12 +437,163 @@ static void housekeeping(as_relay_t *r) {
   }
 }
 
+/* ---- parking rows the producer refuses for good ------------------------ */
+
+static const char sql_park_row[] =
+    "SELECT event_id::text, topic, msg_key, length(payload), substring(payload FROM 1 FOR $2::int)"
+    " FROM outbox WHERE id = $1::bigint AND sent_at IS NULL FOR UPDATE";
+static const char sql_park_mark[] =
+    "UPDATE outbox SET sent_at = now(), parked_at = now(), park_reason = $2 WHERE id = $1::bigint";
+
+/* The parked row's dead letter, queued on ptx. Its id is derived from the
+ * row's event id, so parking the same row again (a crash before COMMIT)
+ * yields the same dead letter. res: sql_park_row's one row (binary). */
+static int park_dead_letter(as_relay_t *r, PGresult *res, const char *detail) {
+  const char *event_id = PQgetvalue(res, 0, 0), *topic = PQgetvalue(res, 0, 1);
+  uint32_t be;
+  memcpy(&be, PQgetvalue(res, 0, 3), sizeof be);
+  char name[128], id[AS_UUID_STRLEN + 1];
+  int nlen = snprintf(name, sizeof name, "outbox|%s|%s", r->conf.schema, event_id);
+  as_uuid_v5(id, "aftersales.deadletter", name, (size_t)nlen);
+  Aftersales__V1__DeadLetter dl = AFTERSALES__V1__DEAD_LETTER__INIT;
+  dl.reason_code = (char *)AS_DLQ_OUTBOX_REFUSED;
+  dl.detail = (char *)detail;
+  dl.source_topic = (char *)topic;
+  dl.source_partition = -1; /* it never reached Kafka */
+  dl.source_offset = -1;
+  dl.source_key = (ProtobufCBinaryData){.len = (size_t)PQgetlength(res, 0, 2),
+                                        .data = (uint8_t *)PQgetvalue(res, 0, 2)};
+  dl.original = (ProtobufCBinaryData){.len = (size_t)PQgetlength(res, 0, 4),
+                                      .data = (uint8_t *)PQgetvalue(res, 0, 4)};
+  dl.original_size = (int64_t)be32toh(be);
+  dl.consumer_group = (char *)r->conf.group_id;
+  dl.failed_at_us = as_now_us();
+  dl.original_event_id = (char *)event_id;
+  as_envelope_t env = AFTERSALES__V1__ENVELOPE__INIT;
+  env.event_id = id;
+  env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_DEAD_LETTER;
+  env.dead_letter = &dl;
+  return as_tx_publish(&r->ptx, NULL, r->conf.dlq_topic, topic, &env);
+}
+
+/* One transaction: the row marked parked and its dead letter queued in the
+ * outbox. A row already sent or parked (another instance) is left alone. */
+static int park_one(as_relay_t *r, const park_t *p) {
+  char id[24], keep[24], detail[200];
+  snprintf(id, sizeof id, "%lld", (long long)p->id);
+  snprintf(keep, sizeof keep, "%zu", r->conf.dlq_max_bytes);
+  snprintf(detail, sizeof detail, "%s: %s", rd_kafka_err2name(p->err), rd_kafka_err2str(p->err));
+  const char *vals[2] = {id, keep};
+  PGresult *res = NULL;
+  int rc = as_db_begin(&r->db);
+  if (rc == 0) rc = as_db_query_ex(&r->db, sql_park_row, 2, vals, NULL, NULL, 1, &res);
+  bool found = rc == 0 && PQntuples(res) == 1;
+  if (found) {
+    AS_ERROR(r->log, "outbox row parked: the producer refuses it", AS_F_INT("outbox_id", p->id),
+             AS_F_STR("event_id", PQgetvalue(res, 0, 0)), AS_F_STR("topic", PQgetvalue(res, 0, 1)),
+             AS_F_STR("reason", detail));
+    rc = park_dead_letter(r, res, detail);
+    if (rc == 0) rc = as_tx_flush(&r->ptx, NULL, 0);
+    const char *mv[2] = {id, detail};
+    if (rc == 0) rc = as_db_query(&r->db, sql_park_mark, 2, mv, NULL);
+  }
+  PQclear(res);
+  if (rc == 0) rc = as_db_commit(&r->db);
+  if (rc < 0) {
+    as_db_rollback(&r->db);
+    as_tx_reset(&r->ptx);
+    AS_WARN(r->log, "parking an outbox row failed; will retry", AS_F_STR("detail", r->db.err));
+    return rc;
+  }
+  if (found) atomic_fetch_add(&r->a_parked, 1);
+  progress(r);
+  return 0;
+}
+
+/* Synchronous, on the free connection: parking is rare and must happen
+ * before the next select finds the same row again. */
+static void park_all(as_relay_t *r) {
+  size_t done = 0;
+  while (done < r->nparks && r->db.conn && park_one(r, &r->parks[done]) == 0) done++;
+  memmove(r->parks, r->parks + done, (r->nparks - done) * sizeof *r->parks);
+  r->nparks -= done;
+  if (r->nparks > 0) backoff(r);
+  r->want = true;
+}
+
+/* ---- failed deliveries and fatal producer errors ------------------------- */
+
+/* A delivery failed: stop selecting, and have everything queued or in
+ * flight behind it come back (purged) rather than land ahead of its resend. */
+static void halt(as_relay_t *r, rd_kafka_resp_err_t e) {
+  if (!r->halted)
+    AS_WARN(r->log, "outbox delivery failed; resending from the oldest unacknowledged row",
+            AS_F_STR("error", rd_kafka_err2name(e)), AS_F_INT("in_flight", r->nflying));
+  r->halted = r->purge_due = true;
+  want_full(r);
+}
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque);
+
+static rd_kafka_t *producer_new(as_relay_t *r, char *err, size_t errlen) {
+  r->kopts = (as_kafka_opts_t){.bootstrap = r->conf.bootstrap,
+                               .client_id = r->conf.client_id,
+                               .ctx = &r->kctx,
+                               .dr_msg_cb = dr_cb,
+                               .error_cb = error_cb};
+  return as_kafka_producer_new(&r->kopts, r->pipefd[1], err, errlen);
+}
+
+/* The idempotent producer is unusable after a fatal error: destroy it
+ * (what it had in flight is unacknowledged: those rows leave the table and
+ * a full select resends them in id order) and build a new one. */
+static void replace_producer(as_relay_t *r) {
+  char fatal[256] = "", err[512];
+  rd_kafka_resp_err_t fe = RD_KAFKA_RESP_ERR__FATAL;
+  if (r->producer) {
+    fe = rd_kafka_fatal_error(r->producer, fatal, sizeof fatal);
+    rd_kafka_purge(r->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_poll(r->producer, 0);
+    rd_kafka_destroy(r->producer);
+    r->producer = NULL;
+  }
+  for (size_t s = 0; s < r->cap; s++)
+    if (r->st[s] == S_FLYING) slot_free(r, (uint32_t)s);
+  r->nflying = 0;
+  r->alone = 0; /* its verdict is lost with the producer: sent alone again */
+  r->producer = producer_new(r, err, sizeof err);
+  if (!r->producer) {
+    AS_ERROR(r->log, "cannot recreate the producer; will retry", AS_F_STR("detail", err));
+    backoff(r);
+    return;
+  }
+  r->fatal = r->halted = r->purge_due = false;
+  want_full(r);
+  r->want = true;
+  atomic_fetch_add(&r->a_restarts, 1);
+  AS_WARN(r->log, "producer recreated after a fatal error",
+          AS_F_STR("error", rd_kafka_err2name(fe)), AS_F_STR("detail", fatal));
+}
+
 /* Puts the connection to work when it is free. Marking delivered rows and
  * selecting new ones alternate, so neither waits behind a stream of the
  * other, and a select never waits for the previous rows' delivery reports:
  * it asks only for ids above the table's (see want_full for the rest). */
 static void pump(as_relay_t *r) {
-  if (r->closing || r->query != Q_NONE) return;
+  if (r->closing) return;
+  if (r->fatal && (r->producer || now_ms(r) >= r->retry_at_ms)) replace_producer(r);
+  if (!r->producer) return;
+  if (r->purge_due) {
+    r->purge_due = false;
+    rd_kafka_purge(r->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT |
+                                    RD_KAFKA_PURGE_F_NON_BLOCKING);
+  }
+  if (r->halted && r->nflying == 0) { /* every report is in: resend from the oldest */
+    r->halted = false;
+    r->want = true;
+  }
+  if (r->query != Q_NONE) return;
   uint64_t now = now_ms(r);
   if (!r->db.conn) {
     if (now < r->retry_at_ms) return;
@@ -401,9 +613,11 @@ static void pump(as_relay_t *r) {
     }
   }
   if (!r->db.conn) return;
+  if (r->active && r->nparks > 0 && now >= r->retry_at_ms) park_all(r);
+  if (!r->db.conn) return;
   take_notifies(r);
-  bool sel = r->active && r->want && now >= r->retry_at_ms && r->nused < r->cap &&
-             !(r->full_due && r->nused > 0);
+  bool sel = r->active && r->want && now >= r->retry_at_ms && r->nused < r->cap && !r->halted &&
+             !((r->full_due || r->isolate) && r->nused > 0);
   /* Marks wait for the last delivery report of the rows in flight (each
    * report would otherwise cost a commit of its own), unless the table is
    * filling up. */
@@ -420,7 +634,7 @@ static void on_tick(uv_timer_t *t) {
   as_relay_t *r = t->data;
   r->want = true;
   if (r->need_full) r->full_due = true;
-  rd_kafka_poll(r->producer, 0); /* delivery reports, should a wake-up have been missed */
+  if (r->producer) rd_kafka_poll(r->producer, 0); /* reports, should a wake-up be missed */
   pump(r);
   publish_state(r);
 }
@@ -439,7 +653,7 @@ static void on_pipe(uv_poll_t *h, int status, int events) {
   char buf[64];
   while (read(r->pipefd[0], buf, sizeof buf) > 0) {
   }
-  rd_kafka_poll(r->producer, 0); /* delivery reports: dr_cb */
+  if (r->producer) rd_kafka_poll(r->producer, 0); /* delivery reports: dr_cb */
   pump(r);
   publish_state(r);
 }
@@ -451,12 +665,27 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   if (s >= r->cap || r->st[s] != S_FLYING) return;
   r->nflying--;
   if (m->err) { /* stays unsent: a full select publishes it again */
-    atomic_fetch_add(&r->a_failed, 1);
+    int64_t id = r->ids[s];
+    bool alone = id == r->alone;
     slot_free(r, s);
     want_full(r);
+    if (alone) r->alone = 0;
+    if (m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || m->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
+      return; /* we halted: resent with the row that failed (alone again if isolating) */
+    atomic_fetch_add(&r->a_failed, 1);
+    if (permanent(m->err) && alone) {
+      queue_park(r, id, m->err); /* refused alone too: it is this row */
+      r->isolate = false;
+    } else if (permanent(m->err)) {
+      r->isolate = true; /* is it this row, or the batch it travelled in? */
+    }
+    halt(r, m->err);
     if (now_ms(r) >= r->retry_at_ms) backoff(r);
     return;
   }
+  if (r->ids[s] == r->alone) /* the row sent alone went through: back to batches */
+    r->alone = 0, r->isolate = false;
+  progress(r);
   atomic_fetch_add(&r->a_published, 1);
   r->st[s] = S_DELIVERED;
   r->dlv[r->ndlv++] = s;
@@ -465,7 +694,8 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
   as_relay_t *r = ((as_kafka_ctx_t *)opaque)->owner;
   (void)rk;
-  if (err == RD_KAFKA_RESP_ERR__TRANSPORT) return; /* librdkafka's own log line said it */
+  if (err == RD_KAFKA_RESP_ERR__TRANSPORT) return;      /* librdkafka's own log line said it */
+  if (err == RD_KAFKA_RESP_ERR__FATAL) r->fatal = true; /* pump replaces the producer */
   AS_LOG(r->log, err == RD_KAFKA_RESP_ERR__FATAL ? AS_LOG_ERROR : AS_LOG_WARN, "producer error",
          AS_F_STR("error", rd_kafka_err2str(err)), AS_F_STR("detail", reason));
 }
@@ -494,12 +724,24 @@ bool as_relay_caught_up(const as_relay_t *r) {
   return atomic_load(&m->a_caught_up) && atomic_load(&m->a_kicks_seen) == atomic_load(&m->a_kicks);
 }
 
+uint64_t as_relay_stalled_ms(const as_relay_t *r) {
+  as_relay_t *m = (as_relay_t *)r;
+  if (!m || as_relay_caught_up(r)) return 0;
+  uint64_t now = uv_hrtime(), at = atomic_load(&m->a_progress_ns);
+  return now > at ? (now - at) / 1000000 : 0;
+}
+
 void as_relay_update_metrics(as_relay_t *r) {
   uint64_t p = atomic_load(&r->a_published), f = atomic_load(&r->a_failed);
+  uint64_t k = atomic_load(&r->a_parked), x = atomic_load(&r->a_restarts);
   as_counter_add(r->published, p - r->seen_published);
   as_counter_add(r->failed, f - r->seen_failed);
+  as_counter_add(r->parked, k - r->seen_parked);
+  as_counter_add(r->restarts, x - r->seen_restarts);
   r->seen_published = p;
   r->seen_failed = f;
+  r->seen_parked = k;
+  r->seen_restarts = x;
   as_gauge_set(r->backlog, (double)atomic_load(&r->a_backlog));
   as_gauge_set(r->active_g, atomic_load(&r->a_active) ? 1 : 0);
 }
@@ -519,6 +761,13 @@ static void init_metrics(as_relay_t *r, as_metrics_t *m) {
       as_metrics_counter(m, "as_outbox_published_total", "Outbox rows delivered to Kafka.", NULL);
   r->failed = as_metrics_counter(m, "as_outbox_failed_total",
                                  "Outbox deliveries that failed and will be retried.", NULL);
+  r->parked = as_metrics_counter(m, "as_outbox_parked_total",
+                                 "Outbox rows the producer refuses for good (too large, invalid): "
+                                 "parked and dead-lettered as outbox_row_refused.",
+                                 NULL);
+  r->restarts =
+      as_metrics_counter(m, "as_relay_producer_restarts_total",
+                         "Relay producers replaced after a fatal librdkafka error.", NULL);
   r->backlog = as_metrics_gauge(m, "as_outbox_backlog", "Outbox rows not yet published.", NULL);
   r->active_g = as_metrics_gauge(m, "as_relay_active",
                                  "1 if this instance is the active outbox relay.", NULL);
@@ -530,7 +779,8 @@ static int alloc_table(as_relay_t *r, size_t cap) {
   r->freel = calloc(cap, sizeof *r->freel);
   r->dlv = calloc(cap, sizeof *r->dlv);
   r->mrk = calloc(cap, sizeof *r->mrk);
-  if (!r->ids || !r->st || !r->freel || !r->dlv || !r->mrk) return -ENOMEM;
+  r->parks = calloc(cap, sizeof *r->parks);
+  if (!r->ids || !r->st || !r->freel || !r->dlv || !r->mrk || !r->parks) return -ENOMEM;
   r->cap = cap;
   for (size_t i = 0; i < cap; i++) r->freel[i] = (uint32_t)(cap - 1 - i);
   r->nfree = cap;
@@ -543,6 +793,7 @@ static void free_table(as_relay_t *r) {
   free(r->freel);
   free(r->dlv);
   free(r->mrk);
+  free(r->parks);
 }
 
 static void relay_thread(void *arg) {
@@ -565,6 +816,13 @@ as_relay_t *as_relay_new(const as_relay_conf_t *conf, const as_log_t *log, as_me
   as_db_init(&r->db, conf->dsn, conf->client_id, conf->schema, log);
   r->db.on_close = on_db_close;
   r->db.on_close_arg = r;
+  r->ptx_conf = (as_tx_conf_t){.service = conf->service,
+                               .instance = conf->instance,
+                               .group_id = conf->group_id,
+                               .dlq_topic = conf->dlq_topic,
+                               .dlq_max_bytes = conf->dlq_max_bytes};
+  as_tx_init(&r->ptx, &r->db, &r->ptx_conf);
+  atomic_store(&r->a_progress_ns, uv_hrtime());
   init_metrics(r, metrics);
   if (name_schema(r) < 0) {
     snprintf(err, errlen, "schema name too long");
@@ -578,12 +836,7 @@ as_relay_t *as_relay_new(const as_relay_conf_t *conf, const as_log_t *log, as_me
     snprintf(err, errlen, "pipe: %s", strerror(errno));
     goto fail;
   }
-  as_kafka_opts_t o = {.bootstrap = conf->bootstrap,
-                       .client_id = conf->client_id,
-                       .ctx = &r->kctx,
-                       .dr_msg_cb = dr_cb,
-                       .error_cb = error_cb};
-  r->producer = as_kafka_producer_new(&o, r->pipefd[1], err, errlen);
+  r->producer = producer_new(r, err, errlen);
   if (!r->producer || uv_loop_init(r->loop) < 0) goto fail;
   uv_timer_init(r->loop, &r->tick);
   uv_poll_init(r->loop, &r->pipe_poll, r->pipefd[0]);
@@ -601,6 +854,7 @@ fail:
   if (r->producer) rd_kafka_destroy(r->producer);
   if (r->pipefd[0] >= 0) close(r->pipefd[0]);
   if (r->pipefd[1] >= 0) close(r->pipefd[1]);
+  as_tx_free(&r->ptx);
   free_table(r);
   free(r);
   return NULL;
@@ -623,7 +877,7 @@ static void finish(as_relay_t *r, int timeout_ms) {
       PQclear(res);
     }
     r->query = Q_NONE;
-    if (pass == 0 && r->nflying > 0) {
+    if (pass == 0 && r->nflying > 0 && r->producer) {
       rd_kafka_flush(r->producer, timeout_ms);
       rd_kafka_poll(r->producer, 0);
     }
@@ -650,7 +904,8 @@ void as_relay_close(as_relay_t *r, int timeout_ms, void (*done)(void *arg), void
   uv_thread_join(&r->thread);
   as_relay_update_metrics(r);
   uv_loop_close(r->loop);
-  rd_kafka_destroy(r->producer);
+  if (r->producer) rd_kafka_destroy(r->producer);
+  as_tx_free(&r->ptx);
   close(r->pipefd[0]);
   close(r->pipefd[1]);
   as_buf_free(&r->mark);

@@ -14,6 +14,22 @@
  * read once nothing is in flight, at the latest one timer period later.
  * A crash between delivery and marking republishes those rows with the same
  * event ids: consumers dedupe by event id.
+ * Per-key order survives a failed delivery: the first failure halts the
+ * relay (no more selects), purges what is queued or in flight, waits for
+ * every outstanding report and resends from the oldest unacknowledged row,
+ * so a later row of the same key never overtakes the one that failed (the
+ * idempotent producer refuses a later batch behind a failed one; purging
+ * keeps librdkafka from retrying it ahead of the resend).
+ * A row the producer refuses for good (too large, invalid) is parked: a
+ * permanent delivery error makes the relay resend the oldest unsent row
+ * alone, and if that row alone is refused again (or producev refused it
+ * outright) it is marked parked (parked_at, park_reason; sent_at set so the
+ * queue moves on), a small dead letter (reason outbox_row_refused, the
+ * row's first dlq_max_bytes bytes) is written to the outbox for the
+ * dead-letter topic, as_outbox_parked_total counts it, and the rows after
+ * it go out. A fatal producer error (rd_kafka_fatal_error) makes the relay
+ * drop that producer and build a new one; the rows it had not acknowledged
+ * are resent from the outbox in id order.
  * The relay is woken by as_relay_committed / as_relay_kick (after a local
  * commit), by LISTEN as_outbox_<schema> (another instance's commit) and by a
  * timer.
@@ -44,6 +60,9 @@ typedef struct as_relay_conf {
   int interval_ms;       /* timer: a read when no commit or NOTIFY woke us */
   int retention_s;       /* sent rows kept this long, then deleted */
   const char *failpoint; /* "relay_after_delivery": SIGKILL before marking sent (tests) */
+  /* For the dead letters of parked rows. */
+  const char *service, *instance, *group_id, *dlq_topic;
+  size_t dlq_max_bytes; /* original bytes kept in such a dead letter */
 } as_relay_conf_t;
 
 /* Starts the relay's thread. */
@@ -67,6 +86,12 @@ bool as_relay_db_ok(const as_relay_t *r);
 /* True when nothing is in flight and a read started after the last kick
  * found no unsent row (or this instance is not the active relay). */
 bool as_relay_caught_up(const as_relay_t *r);
+
+/* Milliseconds (uv_hrtime clock) since the relay last made progress: a row
+ * delivered or parked, or nothing left to publish. 0 while it is caught up
+ * or standing by; the worker's watchdog fails /healthz when it grows past
+ * AS_WATCHDOG_MS. */
+uint64_t as_relay_stalled_ms(const as_relay_t *r);
 
 /* Copies the relay's counters and gauges into the metrics registry. */
 void as_relay_update_metrics(as_relay_t *r);

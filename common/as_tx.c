@@ -123,7 +123,9 @@ static int queue_dead_letter(as_tx_t *tx, const as_msg_t *m) {
   dl.source_topic = (char *)topic;
   dl.source_partition = k->partition;
   dl.source_offset = k->offset;
-  dl.source_key = (ProtobufCBinaryData){.len = k->key_len, .data = k->key};
+  /* Cut so that the dead letter fits the producer (AS_TX_DEAD_LETTER_OVERHEAD). */
+  dl.source_key = (ProtobufCBinaryData){
+      .len = k->key_len < AS_TX_DLQ_KEY_MAX ? k->key_len : AS_TX_DLQ_KEY_MAX, .data = k->key};
   dl.original = (ProtobufCBinaryData){.len = keep, .data = k->payload};
   dl.original_size = (int64_t)k->len;
   dl.consumer_group = (char *)tx->conf->group_id;

@@ -39,6 +39,13 @@ typedef struct as_msg {
 } as_msg_t;
 
 /* Settings the transaction needs from the worker; borrowed. */
+/* A dead letter's bytes beyond the original it carries: reason, detail,
+ * topic, group, ids, times and the source key (cut at AS_TX_DLQ_KEY_MAX). The
+ * worker refuses to start unless AS_DLQ_MAX_BYTES plus this fits the
+ * producer's message.max.bytes, so every dead letter can be published. */
+#define AS_TX_DEAD_LETTER_OVERHEAD 4096
+#define AS_TX_DLQ_KEY_MAX 1024
+
 typedef struct as_tx_conf {
   const char *service;
   const char *instance;

@@ -26,7 +26,7 @@ typedef struct as_runtime_conf {
   const char *dlq_topic, *failpoint;
   long long batch_max, max_message_bytes, dlq_max_bytes, http_port, relay_batch;
   long long relay_interval_ms, scan_interval_ms, retry_max_ms, shutdown_timeout_ms;
-  long long outbox_retention_s, failpoint_after, poll_interval_ms;
+  long long outbox_retention_s, failpoint_after, poll_interval_ms, watchdog_ms;
   long long statement_timeout_ms, lock_timeout_ms, lag_interval_ms;
   long long http_max_connections, http_idle_timeout_ms;
 } as_runtime_conf_t;
@@ -91,6 +91,9 @@ static const as_cfg_param_t runtime_params[] = {
      "Longest backoff between retries of a batch after a transient failure."},
     {"AS_SHUTDOWN_TIMEOUT_MS", AS_CFG_INT, "10000", 0, 600000, RC(shutdown_timeout_ms),
      "How long SIGTERM waits for the relay to drain."},
+    {"AS_WATCHDOG_MS", AS_CFG_INT, "120000", 1000, 3600000, RC(watchdog_ms),
+     "/healthz fails (503) when the relay has rows due but published none, or a batch is in hand "
+     "but none completed, for this long."},
     {"AS_LOG_LEVEL", AS_CFG_STR, "info", 1, 5, RC(log_level), "debug, info, warn or error."},
     {"AS_FAILPOINT", AS_CFG_STR, "", 0, 40, RC(failpoint),
      "Test builds only (TEST_HOOKS=1; a release build refuses it): " AS_FAILPOINT_NAMES
@@ -139,6 +142,9 @@ struct as_worker {
   bool pending_retry, stopping, broker_up, db_ok;
   unsigned retry_ms;
   uint64_t drain_deadline, batches;
+  uint64_t batch_progress_at;    /* uv_now when no batch was in hand or one completed */
+  long long max_event_bytes;     /* the largest event the producer accepts */
+  bool wedged;                   /* the watchdog tripped (logged once per episode) */
   unsigned long unprepared_seen; /* of db.stmt_uncached, already counted */
   int open_handles, exit_code;
   struct {
@@ -347,6 +353,7 @@ static void process(as_worker_t *w) {
   w->pending_retry = false;
   w->retry_ms = 0;
   w->db_ok = true;
+  w->batch_progress_at = uv_now(&w->loop);
   as_relay_committed(w->relay, w->db.conn ? PQbackendPID(w->db.conn) : 0);
 }
 
@@ -518,7 +525,10 @@ static void on_again(uv_timer_t *t) {
 static void pump(as_worker_t *w) {
   if (w->stopping || w->pending_retry) return;
   collect(w);
-  if (w->nbatch == 0) return;
+  if (w->nbatch == 0) {
+    w->batch_progress_at = uv_now(&w->loop); /* nothing pending: nothing can be stuck */
+    return;
+  }
   bool full = w->nbatch == (size_t)w->conf.batch_max;
   process(w);
   if (full && !w->pending_retry) uv_timer_start(&w->again_timer, on_again, 0, 0);
@@ -615,14 +625,45 @@ static void respond(as_http_response_t *resp, int status, const char *body) {
   if (!resp->body) resp->status = 500;
 }
 
+/* The liveness watchdog. A handler that hangs blocks the loop and the
+ * probe times out; this catches the stalls that leave the loop free: a
+ * batch in hand that never completes (retried for ever) and a relay with
+ * rows due that publishes none (polling librdkafka resets
+ * max.poll.interval.ms, so the group would never evict such an instance).
+ * Writes the probe's body; returns false when wedged. */
+static bool alive(as_worker_t *w, char *body, size_t len) {
+  uint64_t limit = (uint64_t)w->conf.watchdog_ms;
+  uint64_t relay = w->relay ? as_relay_stalled_ms(w->relay) : 0; /* none before migrations */
+  uint64_t batch = w->nbatch > 0 && !w->stopping ? uv_now(&w->loop) - w->batch_progress_at : 0;
+  /* A stuck batch first: with the database gone, the relay is stuck too. */
+  const char *what = batch > limit ? "batch" : relay > limit ? "relay" : NULL;
+  if (!what) {
+    w->wedged = false;
+    snprintf(body, len, "{\"status\":\"ok\"}\n");
+    return true;
+  }
+  uint64_t ms = batch > limit ? batch : relay;
+  const char *why =
+      batch > limit ? "a batch in hand, none completed" : "outbox rows due, none published";
+  snprintf(body, len,
+           "{\"status\":\"stalled\",\"reason\":\"%s\",\"detail\":\"%s for %llu ms\","
+           "\"watchdog_ms\":%llu}\n",
+           what, why, (unsigned long long)ms, (unsigned long long)limit);
+  if (!w->wedged)
+    AS_ERROR(&w->log, "watchdog: worker stalled", AS_F_STR("reason", what), AS_F_STR("detail", why),
+             AS_F_INT("stalled_ms", ms));
+  w->wedged = true;
+  return false;
+}
+
 static void route(void *arg, const char *method, const char *path, as_http_response_t *resp) {
   as_worker_t *w = arg;
   (void)method;
   resp->content_type = "application/json";
   if (strcmp(path, "/healthz") == 0) {
-    /* The loop answered, so it is not stuck: a handler that hangs blocks
-     * the loop and this probe times out, which is the liveness signal. */
-    respond(resp, 200, "{\"status\":\"ok\"}\n");
+    char body[256];
+    bool ok = alive(w, body, sizeof body);
+    respond(resp, ok ? 200 : 503, body);
   } else if (strcmp(path, "/readyz") == 0) {
     const char *why = not_ready(w);
     bool db = w->live && w->db_ok && w->relay && as_relay_db_ok(w->relay);
@@ -745,6 +786,34 @@ static void on_reload(uv_signal_t *s, int signum) {
 
 /* ---- start ------------------------------------------------------------ */
 
+/* Sizes that must agree, checked before anything connects: every event and
+ * every dead letter must fit the producer's message.max.bytes, or its
+ * outbox row could never be published. */
+static int check_sizes(as_worker_t *w) {
+  char err[256];
+  long long mmb = 0;
+  if (as_kafka_producer_max_bytes(&mmb, err, sizeof err) < 0) {
+    AS_ERROR(&w->log, "bad configuration", AS_F_STR("detail", err));
+    return -EINVAL;
+  }
+  w->max_event_bytes = mmb - AS_KAFKA_RECORD_OVERHEAD;
+  if (w->conf.dlq_max_bytes + AS_TX_DEAD_LETTER_OVERHEAD > w->max_event_bytes) {
+    snprintf(err, sizeof err,
+             "AS_DLQ_MAX_BYTES: %lld bytes of original plus %d of dead letter do not fit the "
+             "producer's message.max.bytes (%lld); lower AS_DLQ_MAX_BYTES to at most %lld or raise "
+             "AS_RDKAFKA_MESSAGE_MAX_BYTES",
+             w->conf.dlq_max_bytes, AS_TX_DEAD_LETTER_OVERHEAD, mmb,
+             w->max_event_bytes - AS_TX_DEAD_LETTER_OVERHEAD);
+    AS_ERROR(&w->log, "bad configuration", AS_F_STR("detail", err));
+    return -EINVAL;
+  }
+  return 0;
+}
+
+long long as_worker_max_event_bytes(const as_worker_t *w) {
+  return w->max_event_bytes;
+}
+
 static int load_config(as_worker_t *w, const as_service_t *svc) {
   char err[256];
   w->svc_conf = calloc(1, svc->conf_size ? svc->conf_size : 1);
@@ -782,7 +851,7 @@ static int load_config(as_worker_t *w, const as_service_t *svc) {
              AS_F_STR("detail", "AS_DB_SCHEMA: not a plain lower-case identifier"));
     return -EINVAL;
   }
-  return 0;
+  return check_sizes(w);
 }
 
 /* True if name is one of the comma-separated names in list. */
@@ -1003,7 +1072,12 @@ static int start_kafka(as_worker_t *w) {
                         .batch = (int)w->conf.relay_batch,
                         .interval_ms = (int)w->conf.relay_interval_ms,
                         .retention_s = (int)w->conf.outbox_retention_s,
-                        .failpoint = w->conf.failpoint};
+                        .failpoint = w->conf.failpoint,
+                        .service = w->svc->name,
+                        .instance = w->instance,
+                        .group_id = w->group_id,
+                        .dlq_topic = w->conf.dlq_topic,
+                        .dlq_max_bytes = (size_t)w->conf.dlq_max_bytes};
   w->relay = as_relay_new(&rc, &w->log, w->metrics, err, sizeof err);
   if (!w->relay) {
     AS_ERROR(&w->log, "cannot create outbox relay", AS_F_STR("detail", err));
@@ -1026,6 +1100,7 @@ static int start_http(as_worker_t *w) {
 }
 
 static void start_consuming(as_worker_t *w) {
+  w->batch_progress_at = uv_now(&w->loop);
   uv_poll_start(&w->consumer_poll, UV_READABLE, on_consumer_event);
   uv_timer_start(&w->poll_timer, on_poll_timer, 0, (uint64_t)w->conf.poll_interval_ms);
   uv_timer_start(&w->scan_timer, on_scan, (uint64_t)w->conf.scan_interval_ms,

@@ -115,4 +115,9 @@ AS_MUST_CHECK int as_worker_main(const as_service_t *svc, const as_migration_t *
 const as_log_t *as_worker_log(const as_worker_t *w);
 as_metrics_t *as_worker_metrics(as_worker_t *w);
 
+/* The largest envelope (packed bytes) the relay's producer accepts
+ * (message.max.bytes less the record's own overhead): an event must be
+ * bounded below this where it is made, or its outbox row is parked. */
+long long as_worker_max_event_bytes(const as_worker_t *w);
+
 #endif

@@ -222,8 +222,13 @@ $(render_files_env "$w")
               port: http
             periodSeconds: 5
             failureThreshold: 3
-          # /healthz has its own watchdog on batch progress, because polling
-          # librdkafka resets max.poll.interval.ms even when a handler is stuck.
+          # /healthz has its own watchdog (as_worker.c): it answers 503 with a
+          # JSON reason when a batch is in hand but none completed, or the
+          # outbox relay has rows due but delivered none, for AS_WATCHDOG_MS
+          # (aftersales-config), because polling librdkafka resets
+          # max.poll.interval.ms even when a handler is stuck; a loop that
+          # hangs outright makes the probe time out. Restarted after
+          # AS_WATCHDOG_MS plus 3 failed probes 10 s apart.
           livenessProbe:
             httpGet:
               path: /healthz

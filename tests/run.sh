@@ -108,7 +108,9 @@ done
 # ends the worker (exit 66) and is in its log, AS_TEST_TMP/<pytest
 # process>/logs/<test>/<worker>.log. The broker is the optimised one: it is
 # librdkafka's mock cluster, not our threads.
-TSAN_TESTS=(tests/integration/test_exactly_once.py tests/integration/test_shutdown.py)
+# test_relay.py: the relay thread's fault paths (halt, purge, parking, a new producer).
+TSAN_TESTS=(tests/integration/test_exactly_once.py tests/integration/test_shutdown.py
+  tests/integration/test_relay.py)
 echo "== ThreadSanitizer (build/tsan: ${TSAN_TESTS[*]##*/})"
 mkdir -p "$TMP/tsan"
 TSAN_OPTIONS="halt_on_error=1 exitcode=66 suppressions=$PWD/tests/tsan/suppressions.txt" \

@@ -22,6 +22,8 @@ static const reason_text_t texts[] = {
     {"unknown_line", "an order line was not found in the order", "订单中没有该商品行"},
     {"duplicate_line", "an order line is listed twice", "同一商品行重复出现"},
     {"too_many_lines", "too many order lines in one request", "一次申请的商品行过多"},
+    {"request_too_large", "the request and the order lines it claims are too large for one case",
+     "申请及其商品行的数据量过大，无法生成一个售后单"},
     {"invalid_quantity", "the quantity must be at least 1", "数量必须至少为 1"},
     {"quantity_exceeded", "the quantity exceeds what was bought and not yet claimed",
      "申请数量超过购买数量减去已申请数量"},

@@ -227,6 +227,26 @@ static int check_paid(intake_req_t *q, batch_view_t *bv, int o, bool complaint) 
   return 0;
 }
 
+/* An upper bound of the CaseOpened envelope a request would make: the
+ * request's own bytes (lines, comment, evidence are copied), what each
+ * claimed line adds from the order (twice its ids: LineRef and CaseLine),
+ * the order facts, and a margin for the fixed fields and the envelope.
+ * Bounding it here, before anything is written, answers the buyer with a
+ * reason instead of making an outbox row the producer can never publish. */
+static size_t opened_bound(const intake_req_t *q, PGresult *orders, int o, PGresult *lines) {
+  size_t n = aftersales__v1__after_sales_requested__get_packed_size(q->r) + 4096;
+  for (size_t i = 0; i < q->r->n_lines; i++) {
+    int row = q->line_rows[i];
+    n += 2 * strlen(q->r->lines[i]->line_id) + 2 * (size_t)PQgetlength(lines, row, INTAKE_L_SKU) +
+         (size_t)PQgetlength(lines, row, INTAKE_L_CATEGORY) +
+         (size_t)PQgetlength(lines, row, INTAKE_L_SUPPLIER) +
+         2 * (size_t)PQgetlength(lines, row, INTAKE_L_CUR) + 96;
+  }
+  return n + (size_t)PQgetlength(orders, o, INTAKE_O_PAY_REF) +
+         (size_t)PQgetlength(orders, o, INTAKE_O_REGION) +
+         (size_t)PQgetlength(orders, o, INTAKE_O_MERCHANT);
+}
+
 /* The order facts a request is judged against before its lines. */
 static const char *order_error(const intake_req_t *q, PGresult *orders, int o, bool complaint) {
   if (strcmp(PQgetvalue(orders, o, INTAKE_O_BUYER), q->r->buyer_id) != 0) return "not_buyers_order";
@@ -255,6 +275,10 @@ static int decide(intake_t *x, intake_req_t *q, batch_view_t *bv, int64_t now) {
   q->line_rows = calloc(q->r->n_lines ? q->r->n_lines : 1, sizeof *q->line_rows);
   if (!q->line_rows) return -ENOMEM;
   if (!check_lines(q, bv)) return 0;
+  if ((long long)opened_bound(q, bv->orders, o, bv->lines) > as_worker_max_event_bytes(x->w)) {
+    reject(q, "request_too_large", "lines");
+    return 0;
+  }
   int rc = check_paid(q, bv, o, complaint);
   if (rc < 0 || q->fate != INTAKE_R_PENDING) return rc;
   if (!complaint)

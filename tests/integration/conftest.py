@@ -207,8 +207,10 @@ class Broker:
 
     def __init__(self, logpath):
         self.logpath = logpath
+        self.faults = logpath.with_suffix(".faults")
         self.log = open(logpath, "wb")
-        self.proc = subprocess.Popen([str(BROKER_BIN), "--topics", str(TOPICS_TSV)], cwd=ROOT,
+        self.proc = subprocess.Popen([str(BROKER_BIN), "--topics", str(TOPICS_TSV),
+                                      "--faults", str(self.faults)], cwd=ROOT,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=self.log, env=_child_env({}))
         self.bootstrap = None
@@ -223,6 +225,18 @@ class Broker:
                                    f"{self.logpath.read_text(errors='replace')[-2000:]}")
             self.bootstrap = m.group(1).decode()
         return self.bootstrap
+
+    def fail_produce(self, *codes, rtt_ms=None, timeout=10):
+        """The next Produce requests the mock cluster receives, from any
+        client, fail with these Kafka error codes, one request each; with
+        rtt_ms every broker answers that much later from now on (as-broker
+        --faults)."""
+        done = len(re.findall(rb'"msg":"faults injected"', self.logpath.read_bytes()))
+        self.faults.write_text("produce_errors " + " ".join(str(int(c)) for c in codes) + "\n"
+                               + (f"rtt {int(rtt_ms)}\n" if rtt_ms is not None else ""))
+        self.proc.send_signal(signal.SIGUSR1)
+        wait_until(lambda: len(re.findall(rb'"msg":"faults injected"', self.logpath.read_bytes()))
+                   > done, timeout, what="as-broker to inject the faults")
 
     def stop(self):
         if self.proc.poll() is None:

@@ -330,7 +330,8 @@ AS_TEST(runtime_and_cases_lists) {
   AS_CHECK_INT_EQ(has_table(&f, "outbox"), 1);
   AS_CHECK_INT_EQ(has_table(&f, "deadlines"), 1);
   recorded(&f, rec, sizeof rec);
-  AS_CHECK_STR_EQ(rec, "runtime:001_inbox_outbox runtime:002_inbox_payload_hash");
+  AS_CHECK_STR_EQ(
+      rec, "runtime:001_inbox_outbox runtime:002_inbox_payload_hash runtime:003_outbox_parked");
   AS_CHECK(as_migrate_apply(f.conn, "cases", "cases", as_sql_cases, err, sizeof err) >= 0);
   AS_CHECK_INT_EQ(
       AS_PG_INT(f.check, "SELECT (to_regclass('cases.timeline') IS NOT NULL)::int", 0, NULL), 1);

@@ -704,3 +704,42 @@ AS_TEST(flush_with_longest_channel_name) {
   AS_PG_EXEC(f.pg.conn, as_test_pg_sql(sql, sizeof sql, "DROP SCHEMA %s CASCADE", schema));
   fix_teardown(&f);
 }
+
+/* A dead letter always fits the producer: the worker checks at start that
+ * dlq_max_bytes plus AS_TX_DEAD_LETTER_OVERHEAD fits message.max.bytes, so
+ * nothing else in it may grow with the input. A hostile 100 KiB key is cut
+ * at AS_TX_DLQ_KEY_MAX, the original at dlq_max_bytes. */
+AS_TEST(dead_letter_is_bounded_whatever_the_key) {
+  fix_t f;
+  in_msg_t m;
+  as_msg_t msg;
+  dead_row_t row;
+  enum { KEY = 100 * 1024, BODY = 64 * 1024 };
+  char *key = malloc(KEY);
+  uint8_t *body = malloc(BODY);
+  AS_CHECK(key != NULL && body != NULL);
+  memset(key, 'k', KEY);
+  memset(body, 0x0f, BODY);
+
+  fix_setup(&f);
+  make_raw_msg(&f, &m, &msg, body, BODY, "x", 1, 7);
+  m.rkm.key = key;
+  m.rkm.key_len = KEY;
+  as_tx_mark_dead(&msg, AS_DLQ_DECODE_FAILED, "junk");
+  AS_CHECK_INT_EQ(as_db_begin(&f.db), 0);
+  AS_CHECK_INT_EQ(as_tx_flush(&f.tx, &msg, 1), 0);
+  AS_CHECK_INT_EQ(as_db_commit(&f.db), 0);
+
+  as_envelope_t *env = dead_letter_at(&f, 0, &row);
+  const Aftersales__V1__DeadLetter *dl = env->dead_letter;
+  AS_CHECK_INT_EQ(dl->source_key.len, AS_TX_DLQ_KEY_MAX);
+  AS_CHECK_INT_EQ(dl->original.len, f.conf.dlq_max_bytes);
+  AS_CHECK_INT_EQ(dl->original_size, BODY);
+  size_t packed = aftersales__v1__envelope__get_packed_size(env);
+  AS_CHECK(packed <= f.conf.dlq_max_bytes + AS_TX_DEAD_LETTER_OVERHEAD);
+  as_envelope_free(env);
+  free_msg(&m, &msg);
+  fix_teardown(&f);
+  free(key);
+  free(body);
+}

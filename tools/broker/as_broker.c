@@ -13,6 +13,12 @@
  * idempotent-producer retries nor honours transactions, a rebalance waits for
  * session.timeout.ms, group members listing assignors in different orders
  * crash it, and static membership misbehaves. Real Kafka has none of these.
+ * Fault injection for tests: with --faults FILE, SIGUSR1 makes it read FILE
+ * and apply each line: `produce_errors CODE...` (the next Produce requests
+ * fail with those Kafka error codes, one per request, in order: see
+ * rd_kafka_mock_push_request_errors) or `rtt MS` (every broker answers that
+ * much later, so that requests pile up in flight), then log "faults
+ * injected".
  */
 #include <errno.h>
 #include <getopt.h>
@@ -37,6 +43,7 @@
 
 typedef struct {
   const char *topics_file; /* borrowed from argv */
+  const char *faults_file; /* borrowed from argv; NULL = no fault injection */
   int brokers;
   int replication;
   as_topicfile_t topics;
@@ -115,7 +122,7 @@ static void broker_rdkafka_log_cb(const rd_kafka_t *rk, int level, const char *f
 static void usage(FILE *f) {
   fputs(
       "usage: as-broker [--topics FILE] [--topic NAME:PARTITIONS]...\n"
-      "                 [--brokers N] [--replication N]\n"
+      "                 [--brokers N] [--replication N] [--faults FILE]\n"
       "\n"
       "Hosts librdkafka's in-memory mock Kafka cluster, creates the topics,\n"
       "prints `bootstrap=<host:port,...>` on stdout and runs until SIGTERM\n"
@@ -126,6 +133,9 @@ static void usage(FILE *f) {
       "  --topic NAME:PARTS     one more topic; may be repeated\n"
       "  --brokers N            mock brokers, 1..16 (default 1)\n"
       "  --replication N        replication factor, 1..brokers (default 1)\n"
+      "  --faults FILE          on SIGUSR1, apply FILE's lines `produce_errors CODE...`\n"
+      "                         (the next Produce requests fail with those codes)\n"
+      "                         and `rtt MS` (every broker answers MS later)\n"
       "  --help                 this text\n"
       "  --version              version and commit\n",
       f);
@@ -172,13 +182,10 @@ static int opts_parse_int(const char *flag, const char *val, int max, int *out) 
  * (already reported). */
 static int opts_parse(broker_opts_t *o, int argc, char **argv) {
   static const struct option longopts[] = {
-      {"topics", required_argument, NULL, 'f'},
-      {"topic", required_argument, NULL, 't'},
-      {"brokers", required_argument, NULL, 'b'},
-      {"replication", required_argument, NULL, 'r'},
-      {"help", no_argument, NULL, 'h'},
-      {"version", no_argument, NULL, 'v'},
-      {NULL, 0, NULL, 0},
+      {"topics", required_argument, NULL, 'f'},  {"topic", required_argument, NULL, 't'},
+      {"brokers", required_argument, NULL, 'b'}, {"replication", required_argument, NULL, 'r'},
+      {"faults", required_argument, NULL, 'x'},  {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, 'v'},       {NULL, 0, NULL, 0},
   };
   int c, rc = 0;
 
@@ -191,6 +198,8 @@ static int opts_parse(broker_opts_t *o, int argc, char **argv) {
       rc = opts_parse_int("--brokers", optarg, BROKER_MAX_BROKERS, &o->brokers);
     else if (c == 'r')
       rc = opts_parse_int("--replication", optarg, BROKER_MAX_BROKERS, &o->replication);
+    else if (c == 'x')
+      o->faults_file = optarg;
     else if (c == 'h')
       return 1;
     else if (c == 'v')
@@ -283,6 +292,58 @@ static int broker_wait_signal(const sigset_t *set) {
   return sig;
 }
 
+/* One `produce_errors CODE...` line: the next Produce requests fail with
+ * those codes, one request each; or `rtt MS`. Returns the number of codes,
+ * -1 if the line is neither. */
+static int faults_apply_line(rd_kafka_mock_cluster_t *mc, int brokers, char *line) {
+  char *save = NULL, *tok = strtok_r(line, " \t\r\n", &save);
+  rd_kafka_resp_err_t errs[64];
+  size_t n = 0;
+  int code;
+
+  if (tok == NULL || tok[0] == '#') return 0;
+  if (strcmp(tok, "rtt") == 0) {
+    tok = strtok_r(NULL, " \t\r\n", &save);
+    if (tok == NULL || parse_int(tok, 0, 60000, &code) != 0) return -1;
+    for (int b = 1; b <= brokers; b++) rd_kafka_mock_broker_set_rtt(mc, b, code);
+    return 0;
+  }
+  if (strcmp(tok, "produce_errors") != 0) return -1;
+  while ((tok = strtok_r(NULL, " \t\r\n", &save)) != NULL && n < 64) {
+    if (parse_int(tok, 1, 32767, &code) != 0) return -1;
+    errs[n++] = (rd_kafka_resp_err_t)code;
+  }
+  rd_kafka_mock_push_request_errors_array(mc, 0 /* Produce */, n, errs);
+  return (int)n;
+}
+
+/* SIGUSR1: the faults file, read and applied now. */
+static void faults_apply(rd_kafka_mock_cluster_t *mc, int brokers, const char *path) {
+  char line[1024];
+  long errors = 0;
+  FILE *f = path ? fopen(path, "r") : NULL;
+
+  if (f == NULL) {
+    log_open("error", "faults file not readable");
+    log_str("path", path ? path : "(no --faults)");
+    log_close();
+    return;
+  }
+  while (fgets(line, sizeof line, f) != NULL) {
+    int n = faults_apply_line(mc, brokers, line);
+    if (n < 0) {
+      log_open("error", "faults file: bad line, ignored");
+      log_close();
+    } else {
+      errors += n;
+    }
+  }
+  fclose(f);
+  log_open("info", "faults injected");
+  log_int("produce_errors", errors);
+  log_close();
+}
+
 static int broker_announce(const rd_kafka_mock_cluster_t *mc, size_t ntopics) {
   const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
 
@@ -311,7 +372,7 @@ static int broker_run(const broker_opts_t *o, const sigset_t *sigs) {
     goto out;
   }
   if (broker_create_topics(mc, o) != 0 || broker_announce(mc, o->topics.n) != 0) goto out;
-  sig = broker_wait_signal(sigs);
+  while ((sig = broker_wait_signal(sigs)) == SIGUSR1) faults_apply(mc, o->brokers, o->faults_file);
   log_open("info", "broker stopping");
   log_str("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   log_close();
@@ -347,6 +408,7 @@ int main(int argc, char **argv) {
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGTERM);
   sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &sigs, NULL);
   rc = broker_run(&o, &sigs);
   as_topicfile_free(&o.topics);
