@@ -50,10 +50,20 @@ static void notice(void *arg, const char *message) {
   if (db->log) AS_DEBUG(db->log, "postgres notice", AS_F_STR("detail", line));
 }
 
-static int set_schema(as_db_t *db) {
-  const char *vals[1] = {db->schema};
-  PGresult *r = PQexecParams(db->conn, "SELECT set_config('search_path', $1, false)", 1, NULL, vals,
-                             NULL, NULL, 0);
+/* The search_path and the timeouts, in one round trip; a NULL schema or a
+ * 0 timeout keeps the session's value (set_config with its current one). */
+static int set_session(as_db_t *db) {
+  char st[16], lk[16];
+  snprintf(st, sizeof st, "%d", db->statement_timeout_ms);
+  snprintf(lk, sizeof lk, "%d", db->lock_timeout_ms);
+  const char *vals[3] = {db->schema, db->statement_timeout_ms > 0 ? st : NULL,
+                         db->lock_timeout_ms > 0 ? lk : NULL};
+  PGresult *r = PQexecParams(
+      db->conn,
+      "SELECT set_config('search_path', coalesce($1, current_setting('search_path')), false),"
+      " set_config('statement_timeout', coalesce($2, current_setting('statement_timeout')), false),"
+      " set_config('lock_timeout', coalesce($3, current_setting('lock_timeout')), false)",
+      3, NULL, vals, NULL, NULL, 0);
   bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
   if (!ok) set_err(db, PQresultErrorField(r, PG_DIAG_SQLSTATE), PQresultErrorMessage(r));
   PQclear(r);
@@ -81,7 +91,7 @@ int as_db_ensure(as_db_t *db) {
   PQsetNoticeProcessor(db->conn, notice, db);
   /* After connecting, not in the options: a DSN's own options win over
    * ours, and the schema must not depend on what a DSN says. */
-  if (db->schema && set_schema(db) < 0) {
+  if (set_session(db) < 0) {
     as_db_close(db);
     return -ECONNREFUSED;
   }
@@ -96,7 +106,8 @@ bool as_db_sqlstate_transient(const char *s) {
          strcmp(s, "40P01") == 0 ||   /* deadlock detected */
          strncmp(s, "53", 2) == 0 ||  /* insufficient resources */
          strncmp(s, "57P", 3) == 0 || /* admin/crash shutdown, cannot connect now */
-         strcmp(s, "55P03") == 0;     /* lock not available */
+         strcmp(s, "55P03") == 0 ||   /* lock not available (lock_timeout) */
+         strcmp(s, "57014") == 0;     /* query canceled (statement_timeout) */
 }
 
 int as_db_check(as_db_t *db, PGresult *r) {

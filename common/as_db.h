@@ -54,6 +54,11 @@ typedef struct as_db {
   unsigned long reconnects;
   as_db_stmt_t stmts[AS_DB_STMT_MAX]; /* prepared on this connection as "as_<slot>" */
   unsigned long stmt_uncached;        /* statements run unprepared: the cache was full */
+  /* Session limits set on every new connection (0 leaves the server's):
+   * a statement that runs or waits for a lock longer fails with 57014 or
+   * 55P03, both transient, so a stuck statement ends in the caller's retry
+   * path instead of blocking the loop for ever. */
+  int statement_timeout_ms, lock_timeout_ms;
   /* Inside a transaction, statements whose result the caller does not take
    * (out NULL) are sent without waiting: the next call collects the result
    * first and returns its error, if any. The batch transaction's writes
@@ -72,7 +77,8 @@ void as_db_init(as_db_t *db, const char *dsn, const char *app_name, const char *
                 const as_log_t *log);
 
 /* Connects if not connected (or the connection went bad) and sets the
- * schema as search_path. Returns 0 or -ECONNREFUSED with db->err set. */
+ * schema as search_path and the session limits above. Returns 0 or -ECONNREFUSED with db->err set.
+ */
 AS_MUST_CHECK int as_db_ensure(as_db_t *db);
 
 void as_db_close(as_db_t *db); /* idempotent */

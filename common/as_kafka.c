@@ -96,8 +96,9 @@ static int subscribe(rd_kafka_t *rk, const char *const *topics, size_t n, char *
   return e ? -1 : 0;
 }
 
-rd_kafka_t *as_kafka_consumer_new(const as_kafka_opts_t *o, const char *const *topics,
-                                  size_t ntopics, int event_fd, char *err, size_t errlen) {
+/* The consumer's configuration: ours, the pass-through, then the forced
+ * guarantees. NULL with err set if a property is refused. */
+static rd_kafka_conf_t *consumer_conf(const as_kafka_opts_t *o, char *err, size_t errlen) {
   rd_kafka_conf_t *c = base_conf(o, AS_RDKAFKA_CONSUMER, err, errlen);
   if (!c) return NULL;
   /* Forced after the pass-through: these are the delivery guarantees. */
@@ -124,6 +125,20 @@ rd_kafka_t *as_kafka_consumer_new(const as_kafka_opts_t *o, const char *const *t
   if (!as_config_rdkafka_given(AS_RDKAFKA_CONSUMER, "QUEUED_MAX_MESSAGES_KBYTES"))
     conf_set(c, "queued.max.messages.kbytes", "4096", err, errlen);
   rd_kafka_conf_set_rebalance_cb(c, o->rebalance_cb);
+  return c;
+}
+
+int as_kafka_consumer_check(const as_kafka_opts_t *o, char *err, size_t errlen) {
+  rd_kafka_conf_t *c = consumer_conf(o, err, errlen);
+  if (!c) return -1;
+  rd_kafka_conf_destroy(c);
+  return 0;
+}
+
+rd_kafka_t *as_kafka_consumer_new(const as_kafka_opts_t *o, const char *const *topics,
+                                  size_t ntopics, int event_fd, char *err, size_t errlen) {
+  rd_kafka_conf_t *c = consumer_conf(o, err, errlen);
+  if (!c) return NULL;
   char e[256];
   rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, e, sizeof e);
   if (!rk) {

@@ -52,6 +52,11 @@ typedef struct as_kafka_opts {
 rd_kafka_t *as_kafka_consumer_new(const as_kafka_opts_t *o, const char *const *topics,
                                   size_t ntopics, int event_fd, char *err, size_t errlen);
 
+/* Builds (and drops) the consumer's configuration, so that a property
+ * librdkafka refuses (AS_RDKAFKA_*) stops a worker at start, before it
+ * connects to anything. Returns 0, or -1 with err set. */
+int as_kafka_consumer_check(const as_kafka_opts_t *o, char *err, size_t errlen);
+
 /* Creates the idempotent producer; event_fd as above for its main queue. */
 rd_kafka_t *as_kafka_producer_new(const as_kafka_opts_t *o, int event_fd, char *err, size_t errlen);
 

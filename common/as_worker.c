@@ -27,6 +27,7 @@ typedef struct as_runtime_conf {
   long long batch_max, max_message_bytes, dlq_max_bytes, http_port, relay_batch;
   long long relay_interval_ms, scan_interval_ms, retry_max_ms, shutdown_timeout_ms;
   long long outbox_retention_s, failpoint_after, poll_interval_ms, watchdog_ms;
+  long long statement_timeout_ms, lock_timeout_ms, lag_interval_ms;
   long long http_max_connections, http_idle_timeout_ms;
 } as_runtime_conf_t;
 
@@ -46,10 +47,18 @@ static const as_cfg_param_t runtime_params[] = {
     {"AS_DB_SCHEMA", AS_CFG_STR, "", 0, 48, RC(schema),
      "Schema of this service's tables; default the service name (48 characters at most: it names a "
      "NOTIFY channel)."},
+    {"AS_DB_STATEMENT_TIMEOUT_MS", AS_CFG_INT, "30000", 0, 3600000, RC(statement_timeout_ms),
+     "statement_timeout of the batch and scanner session (migrations excepted); a statement "
+     "cancelled by it is retried like a lost connection. 0 = the server's."},
+    {"AS_DB_LOCK_TIMEOUT_MS", AS_CFG_INT, "5000", 0, 3600000, RC(lock_timeout_ms),
+     "lock_timeout of that session: a batch waiting longer for a row or table lock is rolled "
+     "back and retried. 0 = the server's."},
     {"AS_INSTANCE", AS_CFG_STR, "", 0, 90, RC(instance),
      "Instance name in logs, metrics and events; default host-pid."},
     {"AS_BATCH_MAX", AS_CFG_INT, "500", 1, 10000, RC(batch_max),
      "Most messages handled in one database transaction."},
+    {"AS_LAG_INTERVAL_MS", AS_CFG_INT, "1000", 100, 60000, RC(lag_interval_ms),
+     "How often as_consumer_lag is recomputed from the group's committed offsets."},
     {"AS_POLL_INTERVAL_MS", AS_CFG_INT, "100", 1, 10000, RC(poll_interval_ms),
      "Fallback consumer poll period (the queue also wakes the loop)."},
     {"AS_MAX_MESSAGE_BYTES", AS_CFG_INT, "1048576", 1024, 16777216, RC(max_message_bytes),
@@ -116,7 +125,16 @@ struct as_worker {
   uint64_t http_dropped_seen; /* of as_http_dropped, already counted */
   as_process_t proc;
   uv_poll_t consumer_poll;
-  uv_timer_t poll_timer, again_timer, retry_timer, scan_timer, drain_timer;
+  uv_timer_t poll_timer, again_timer, retry_timer, scan_timer, drain_timer, migrate_timer;
+  uv_timer_t lag_timer;
+  uv_work_t lag_req; /* in flight while lag_busy; reads consumer and lag_parts, writes lag_result */
+  rd_kafka_topic_partition_list_t *assigned;  /* owned: copy of the current assignment */
+  rd_kafka_topic_partition_list_t *lag_parts; /* owned: the request's copy of it */
+  long long lag_result;
+  char lag_err[160], lag_err_logged[160]; /* why lag_result is -1; what was logged last */
+  bool lag_busy;
+  bool live; /* migrations applied, service consuming: until then /readyz says why not */
+  unsigned migrate_delay;
   uv_signal_t sigterm, sigint, sighup;
   as_msg_t *batch;
   as_msg_state_t *saved;
@@ -131,6 +149,7 @@ struct as_worker {
   int open_handles, exit_code;
   struct {
     as_counter_t *processed, *duplicates, *ignored, *failed, *retries, *unprepared, *http_dropped;
+    as_counter_t *handler_failures, *bisect_tx;
     as_histogram_t *batch_size, *batch_seconds;
     as_gauge_t *lag, *ready;
   } m;
@@ -212,26 +231,55 @@ static int run_tx(as_worker_t *w, as_msg_t *msgs, size_t n) {
   return rc == -EAGAIN || rc == -ENOMEM || rc == -ECONNREFUSED ? -EAGAIN : rc < 0 ? -EIO : 0;
 }
 
-/* The batch failed for a reason in its data: replay it message by message
- * so that only the culprit is dead-lettered. */
-static int run_singly(as_worker_t *w) {
-  for (size_t i = 0; i < w->nbatch; i++) {
-    as_msg_t *m = &w->batch[i];
-    as_msg_state_t before = m->state;
-    int rc = run_tx(w, m, 1);
-    if (rc == -EIO) {
-      m->state = before;
-      char detail[240];
-      snprintf(detail, sizeof detail, "%s: %.200s", w->db.sqlstate, w->db.err);
-      as_tx_mark_dead(m, AS_DLQ_HANDLER_FAILED, detail);
-      AS_ERROR(&w->log, "message dead-lettered after handler failure",
-               AS_F_STR("case_id", m->env ? m->env->case_id : ""),
-               AS_F_STR("event_id", m->env ? m->env->event_id : ""), AS_F_STR("detail", detail));
-      rc = run_tx(w, m, 1);
-    }
-    if (rc < 0) return -EAGAIN;
+/* The states msgs[0..n) had before the transaction that just rolled back
+ * (the inbox claim and the handler change them). */
+static void restore(as_worker_t *w, as_msg_t *msgs, size_t n) {
+  size_t at = (size_t)(msgs - w->batch);
+  for (size_t i = 0; i < n; i++) msgs[i].state = w->saved[at + i];
+}
+
+/* m failed alone: it is dead-lettered in a transaction of its own. */
+static int dead_letter_culprit(as_worker_t *w, as_msg_t *m) {
+  char detail[240];
+  snprintf(detail, sizeof detail, "%s: %.200s", w->db.sqlstate, w->db.err);
+  as_tx_mark_dead(m, AS_DLQ_HANDLER_FAILED, detail);
+  AS_ERROR(&w->log, "message dead-lettered after handler failure",
+           AS_F_STR("case_id", m->env ? m->env->case_id : ""),
+           AS_F_STR("event_id", m->env ? m->env->event_id : ""), AS_F_STR("detail", detail));
+  as_counter_add(w->m.bisect_tx, 1);
+  return run_tx(w, m, 1) < 0 ? -EAGAIN : 0;
+}
+
+/* Finds the culprits of a failed range by bisection: each half runs in its
+ * own transaction, left first, and a half that fails is split again, down
+ * to the single message that fails alone, which is dead-lettered. k bad
+ * messages among n cost about k log2 n transactions instead of n.
+ *
+ * Order: the halves are contiguous and the recursion is depth-first, left
+ * before right, so the batch's good messages commit in batch order (within
+ * a partition, in offset order): nothing right of a failed half is applied
+ * before everything left of it is settled. Per-key order holds; a culprit
+ * is skipped at its place, as a dead letter.
+ *
+ * known_bad: the range is the right half of a failed range whose left half
+ * just committed, so (deterministic data) it fails too: split it without
+ * running it whole. A single message always runs alone before it is
+ * dead-lettered. Returns 0 (committed at the first try), 1 (committed after
+ * bisecting) or -EAGAIN. */
+static int bisect(as_worker_t *w, as_msg_t *msgs, size_t n, bool known_bad) {
+  if (!known_bad || n == 1) {
+    as_counter_add(w->m.bisect_tx, 1);
+    int rc = run_tx(w, msgs, n);
+    if (rc != -EIO) return rc;
+    restore(w, msgs, n);
+    as_counter_add(w->m.handler_failures, 1);
+    if (n == 1) return dead_letter_culprit(w, msgs) < 0 ? -EAGAIN : 1;
   }
-  return 0;
+  size_t half = n / 2;
+  int left = bisect(w, msgs, half, false);
+  if (left < 0) return left;
+  int right = bisect(w, msgs + half, n - half, left == 0);
+  return right < 0 ? right : 1;
 }
 
 static void commit_offsets(as_worker_t *w) {
@@ -284,11 +332,13 @@ static void process(as_worker_t *w) {
   w->batches++;
   int rc = run_tx(w, w->batch, w->nbatch);
   if (rc == -EIO) {
-    AS_WARN(&w->log, "batch failed; replaying it message by message",
-            AS_F_STR("sqlstate", w->db.sqlstate), AS_F_STR("detail", w->db.err),
-            AS_F_INT("messages", w->nbatch));
-    for (size_t i = 0; i < w->nbatch; i++) w->batch[i].state = w->saved[i];
-    rc = run_singly(w);
+    AS_WARN(&w->log, "batch failed; bisecting it", AS_F_STR("sqlstate", w->db.sqlstate),
+            AS_F_STR("detail", w->db.err), AS_F_INT("messages", w->nbatch));
+    restore(w, w->batch, w->nbatch);
+    as_counter_add(w->m.handler_failures, 1);
+    /* The whole batch failed alone: bisect it without running it again. */
+    rc = w->nbatch == 1 ? dead_letter_culprit(w, w->batch) : bisect(w, w->batch, w->nbatch, true);
+    if (rc > 0) rc = 0;
   }
   if (rc < 0) {
     for (size_t i = 0; i < w->nbatch; i++) w->batch[i].state = w->saved[i];
@@ -356,31 +406,89 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
       &w->log,
       err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? "partitions assigned" : "partitions revoked",
       AS_F_INT("partitions", parts->cnt));
+  if (w->assigned) rd_kafka_topic_partition_list_destroy(w->assigned);
+  w->assigned = NULL;
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
     rd_kafka_assign(rk, parts);
+    w->assigned = rd_kafka_topic_partition_list_copy(parts);
   } else {
     drop_revoked(w, parts);
     rd_kafka_assign(rk, NULL);
   }
 }
 
-/* librdkafka's statistics say whether a broker connection is up and, per
- * assigned partition, the lag from the committed offset to the high
- * watermark (-1 where unknown or not assigned): that is the lag an SRE
- * scales on, and it is right even before the first message is consumed. */
+/* librdkafka's statistics say whether a broker connection is up. (Their
+ * per-partition consumer_lag is not used: it is this client's view, stale
+ * for partitions that moved to another instance; see lag_work.) */
 static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
   (void)rk;
   (void)len;
   as_worker_t *w = ((as_kafka_ctx_t *)opaque)->owner;
   w->broker_up = strstr(json, "\"state\":\"UP\"") != NULL;
-  static const char key[] = "\"consumer_lag\":";
-  long long lag = 0;
-  for (const char *p = json; (p = strstr(p, key)); p += sizeof key - 1) {
-    long long v = strtoll(p + sizeof key - 1, NULL, 10);
-    if (v > 0) lag += v;
-  }
-  as_gauge_set(w->m.lag, (double)lag);
   return 0; /* librdkafka frees json */
+}
+
+/* ---- consumer lag ----------------------------------------------------- */
+
+/* On a libuv pool thread (rd_kafka_committed waits for the coordinator):
+ * the lag of the group over the partitions this instance holds (a copy of
+ * its assignment, lag_parts), from the group's committed offsets (asked of
+ * the coordinator: the truth, whoever committed) to the high watermarks
+ * (the consumer's own, refreshed by every fetch response; it never blocks).
+ * A partition the group never committed counts from the start of its log
+ * (auto.offset.reset is earliest); one whose watermarks are not known yet
+ * (assigned a moment ago) counts 0 this round. A partition that moved away
+ * is not in the assignment, so it counts only at its new owner.
+ * lag_result -1 and lag_err: not known this round. */
+static void lag_work(uv_work_t *req) {
+  as_worker_t *w = req->data;
+  rd_kafka_topic_partition_list_t *parts = w->lag_parts;
+  w->lag_result = -1;
+  w->lag_err[0] = '\0';
+  rd_kafka_resp_err_t e = rd_kafka_committed(w->consumer, parts, 5000);
+  if (e) {
+    snprintf(w->lag_err, sizeof w->lag_err, "committed offsets: %s", rd_kafka_err2str(e));
+    return;
+  }
+  long long lag = 0;
+  for (int i = 0; i < parts->cnt; i++) {
+    const rd_kafka_topic_partition_t *p = &parts->elems[i];
+    int64_t lo = -1, hi = -1;
+    if (p->err || rd_kafka_get_watermark_offsets(w->consumer, p->topic, p->partition, &lo, &hi))
+      continue;
+    int64_t from = p->offset >= 0 ? p->offset : lo;
+    if (from >= 0 && hi > from) lag += hi - from;
+  }
+  w->lag_result = lag;
+}
+
+/* A round that failed keeps the last value, and says why once. */
+static void lag_done(uv_work_t *req, int status) {
+  as_worker_t *w = req->data;
+  w->lag_busy = false;
+  rd_kafka_topic_partition_list_destroy(w->lag_parts);
+  w->lag_parts = NULL;
+  if (status == 0 && w->lag_result >= 0) as_gauge_set(w->m.lag, (double)w->lag_result);
+  if (strcmp(w->lag_err, w->lag_err_logged) != 0 && w->lag_err[0])
+    AS_WARN(&w->log, "consumer lag not computed", AS_F_STR("detail", w->lag_err));
+  snprintf(w->lag_err_logged, sizeof w->lag_err_logged, "%s", w->lag_err);
+}
+
+static void on_lag_timer(uv_timer_t *t) {
+  as_worker_t *w = t->data;
+  if (w->lag_busy || w->stopping || !w->consumer) return;
+  if (!w->assigned || w->assigned->cnt == 0) {
+    as_gauge_set(w->m.lag, 0); /* holds nothing, so is behind on nothing */
+    return;
+  }
+  w->lag_parts = rd_kafka_topic_partition_list_copy(w->assigned);
+  w->lag_req.data = w;
+  if (uv_queue_work(&w->loop, &w->lag_req, lag_work, lag_done) == 0) {
+    w->lag_busy = true;
+  } else {
+    rd_kafka_topic_partition_list_destroy(w->lag_parts);
+    w->lag_parts = NULL;
+  }
 }
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
@@ -494,8 +602,20 @@ static void on_scan(uv_timer_t *t) {
 
 /* ---- probes and metrics ----------------------------------------------- */
 
+/* Why the worker is not ready, as a machine-readable code; NULL if ready.
+ * Before the migrations are applied (the database not reached yet) the
+ * listener already answers: /healthz 200, /readyz 503 "migrations_pending". */
+static const char *not_ready(const as_worker_t *w) {
+  if (w->stopping) return "stopping";
+  if (!w->live) return "migrations_pending";
+  if (!w->db_ok) return "database_unreachable";
+  if (!w->relay || !as_relay_db_ok(w->relay)) return "relay_database_unreachable";
+  if (!w->broker_up) return "broker_unreachable";
+  return NULL;
+}
+
 static bool ready(const as_worker_t *w) {
-  return !w->stopping && w->db_ok && w->broker_up && as_relay_db_ok(w->relay);
+  return not_ready(w) == NULL;
 }
 
 static void respond(as_http_response_t *resp, int status, const char *body) {
@@ -513,7 +633,7 @@ static void respond(as_http_response_t *resp, int status, const char *body) {
  * Writes the probe's body; returns false when wedged. */
 static bool alive(as_worker_t *w, char *body, size_t len) {
   uint64_t limit = (uint64_t)w->conf.watchdog_ms;
-  uint64_t relay = as_relay_stalled_ms(w->relay);
+  uint64_t relay = w->relay ? as_relay_stalled_ms(w->relay) : 0; /* none before migrations */
   uint64_t batch = w->nbatch > 0 && !w->stopping ? uv_now(&w->loop) - w->batch_progress_at : 0;
   /* A stuck batch first: with the database gone, the relay is stuck too. */
   const char *what = batch > limit ? "batch" : relay > limit ? "relay" : NULL;
@@ -545,14 +665,17 @@ static void route(void *arg, const char *method, const char *path, as_http_respo
     bool ok = alive(w, body, sizeof body);
     respond(resp, ok ? 200 : 503, body);
   } else if (strcmp(path, "/readyz") == 0) {
-    bool r = ready(w);
-    char buf[160];
-    snprintf(buf, sizeof buf, "{\"ready\":%s,\"database\":%s,\"broker\":%s,\"stopping\":%s}\n",
-             r ? "true" : "false", w->db_ok && as_relay_db_ok(w->relay) ? "true" : "false",
-             w->broker_up ? "true" : "false", w->stopping ? "true" : "false");
-    respond(resp, r ? 200 : 503, buf);
+    const char *why = not_ready(w);
+    bool db = w->live && w->db_ok && w->relay && as_relay_db_ok(w->relay);
+    char buf[200];
+    snprintf(buf, sizeof buf,
+             "{\"ready\":%s,\"reason\":%s%s%s,\"database\":%s,\"broker\":%s,\"stopping\":%s}\n",
+             why ? "false" : "true", why ? "\"" : "", why ? why : "null", why ? "\"" : "",
+             db ? "true" : "false", w->broker_up ? "true" : "false",
+             w->stopping ? "true" : "false");
+    respond(resp, why ? 503 : 200, buf);
   } else if (strcmp(path, "/metrics") == 0) {
-    as_relay_update_metrics(w->relay);
+    if (w->relay) as_relay_update_metrics(w->relay);
     as_process_update(&w->proc);
     as_counter_add(w->m.http_dropped, as_http_dropped(w->http) - w->http_dropped_seen);
     w->http_dropped_seen = as_http_dropped(w->http);
@@ -600,15 +723,15 @@ static void finish_shutdown(as_worker_t *w) {
   }
   as_relay_close(w->relay, (int)w->conf.shutdown_timeout_ms, on_relay_closed, w);
   as_http_close(w->http, on_http_closed, w);
-  void *handles[] = {&w->consumer_poll, &w->poll_timer, &w->again_timer,
-                     &w->retry_timer,   &w->scan_timer, &w->drain_timer,
-                     &w->sigterm,       &w->sigint,     &w->sighup};
+  void *handles[] = {&w->consumer_poll, &w->poll_timer,  &w->again_timer,   &w->retry_timer,
+                     &w->scan_timer,    &w->drain_timer, &w->migrate_timer, &w->lag_timer,
+                     &w->sigterm,       &w->sigint,      &w->sighup};
   for (size_t i = 0; i < sizeof handles / sizeof handles[0]; i++) close_handle(w, handles[i]);
 }
 
 static void on_drain(uv_timer_t *t) {
   as_worker_t *w = t->data;
-  bool done = as_relay_caught_up(w->relay);
+  bool done = !w->relay || as_relay_caught_up(w->relay);
   if (done || uv_now(&w->loop) >= w->drain_deadline) {
     if (!done)
       AS_WARN(&w->log, "shutdown: outbox not drained in time; the next relay publishes it");
@@ -626,6 +749,8 @@ static void begin_shutdown(as_worker_t *w, int signum) {
   uv_timer_stop(&w->again_timer);
   uv_timer_stop(&w->scan_timer);
   uv_timer_stop(&w->retry_timer);
+  uv_timer_stop(&w->migrate_timer);
+  uv_timer_stop(&w->lag_timer);
   /* Stopping first: a last retry that fails must not re-arm the retry
    * timer. Finish the batch in hand once more; if the database is still
    * away it stays uncommitted and is redelivered to whoever owns the
@@ -774,13 +899,14 @@ static int migrate_lists(as_worker_t *w, PGconn *c, bool apply, char *err, size_
   return pending;
 }
 
-/* Migrations run as the owner role, never as the worker's: over
- * AS_DB_MIGRATE_DSN when set (embedded stack, tests), or over AS_DB_DSN
- * with --migrate (the one-shot job of compose and Kubernetes, whose DSN is
- * the owner's). A worker with neither only checks they are applied and
- * waits for the job meanwhile. Either way it waits for the database: a
- * worker started before PostgreSQL keeps trying instead of crash-looping. */
-static int migrate(as_worker_t *w, bool job) {
+/* One attempt at the migrations. They run as the owner role, never as the
+ * worker's: over AS_DB_MIGRATE_DSN when set (embedded stack, tests), or
+ * over AS_DB_DSN with --migrate (job: the one-shot job of compose and
+ * Kubernetes, whose DSN is the owner's). A worker with neither only checks
+ * they are applied and waits for the job meanwhile. Returns 0, -EAGAIN
+ * (the database or the job is not there yet: try again later) or -EIO (the
+ * database answered and refused: fatal). */
+static int migrate_once(as_worker_t *w, bool job) {
   char err[512] = "";
   bool own = !job && w->conf.migrate_dsn[0];
   as_db_t mdb;
@@ -789,36 +915,47 @@ static int migrate(as_worker_t *w, bool job) {
     as_db_init(&mdb, w->conf.migrate_dsn, w->client_id, NULL, &w->log);
     db = &mdb;
   }
-  int rc;
-  for (unsigned delay = 100;; delay = delay < 5000 ? delay * 2 : 5000) {
-    rc = as_db_ensure(db);
-    if (rc == 0) rc = migrate_lists(w, db->conn, job || own, err, sizeof err);
-    if (rc == 0 && own) rc = as_db_ensure(&w->db); /* the worker's own role logs in */
-    if (rc == 0) break;
-    if (rc > 0) {
-      AS_WARN(&w->log, "migrations not applied yet; waiting for the migration job",
-              AS_F_INT("pending", rc), AS_F_STR("schema", w->schema));
-    } else if (rc == -EACCES && !(job || own)) {
-      /* the job is between creating its bookkeeping and granting it; a
-       * grant that never comes keeps this line coming, and /readyz 503 */
-      AS_WARN(&w->log, "migrations table not readable yet; waiting for the migration job",
-              AS_F_STR("schema", w->schema), AS_F_STR("detail", err));
-    } else if (rc == -EINVAL ||
-               ((rc == -EIO || rc == -EACCES) && db->conn && PQstatus(db->conn) == CONNECTION_OK)) {
-      AS_ERROR(&w->log, "migration failed", AS_F_STR("detail", err));
-      rc = -EIO;
-      break;
-    } else {
-      const as_db_t *failed = w->db.err[0] ? &w->db : db;
-      AS_WARN(&w->log, "database not reachable; retrying",
-              AS_F_STR("detail", failed->err[0] ? failed->err : err));
-      as_db_close(db);
-      as_db_close(&w->db);
-    }
-    usleep(delay * 1000);
+  int rc = as_db_ensure(db);
+  if (rc == 0) rc = migrate_lists(w, db->conn, job || own, err, sizeof err);
+  if (rc == 0 && own) rc = as_db_ensure(&w->db); /* the worker's own role logs in */
+  if (rc > 0) {
+    AS_WARN(&w->log, "migrations not applied yet; waiting for the migration job",
+            AS_F_INT("pending", rc), AS_F_STR("schema", w->schema));
+    rc = -EAGAIN;
+  } else if (rc == -EACCES && !(job || own)) {
+    /* the job is between creating its bookkeeping and granting it; a
+     * grant that never comes keeps this line coming, and /readyz 503 */
+    AS_WARN(&w->log, "migrations table not readable yet; waiting for the migration job",
+            AS_F_STR("schema", w->schema), AS_F_STR("detail", err));
+    rc = -EAGAIN;
+  } else if (rc == -EINVAL ||
+             ((rc == -EIO || rc == -EACCES) && db->conn && PQstatus(db->conn) == CONNECTION_OK)) {
+    AS_ERROR(&w->log, "migration failed", AS_F_STR("detail", err));
+    rc = -EIO;
+  } else if (rc < 0) {
+    const as_db_t *failed = w->db.err[0] ? &w->db : db;
+    AS_WARN(&w->log, "database not reachable; retrying",
+            AS_F_STR("detail", failed->err[0] ? failed->err : err));
+    as_db_close(db);
+    as_db_close(&w->db);
+    rc = -EAGAIN;
   }
   if (own) as_db_close(&mdb);
   return rc;
+}
+
+static unsigned next_delay(unsigned delay) {
+  return delay == 0 ? 100 : delay < 5000 ? delay * 2 : 5000;
+}
+
+/* --migrate: waits for the database (a job started before PostgreSQL keeps
+ * trying instead of crash-looping). */
+static int migrate(as_worker_t *w) {
+  for (unsigned delay = 100;; delay = next_delay(delay)) {
+    int rc = migrate_once(w, true);
+    if (rc != -EAGAIN) return rc;
+    usleep(delay * 1000);
+  }
 }
 
 static void init_metrics(as_worker_t *w) {
@@ -841,6 +978,16 @@ static void init_metrics(as_worker_t *w) {
   w->m.unprepared = as_metrics_counter(
       m, "as_db_statements_unprepared_total",
       "Statements run without a prepared plan (the connection's statement cache was full).", NULL);
+  w->m.handler_failures = as_metrics_counter(
+      m, "as_batch_handler_failures_total",
+      "Transactions rolled back by a non-transient database error (a message's data broke a "
+      "constraint); each is bisected until its culprit is dead-lettered as handler_failed.",
+      NULL);
+  w->m.bisect_tx = as_metrics_counter(
+      m, "as_batch_bisect_transactions_total",
+      "Transactions run to isolate failing messages (about log2 of the batch per culprit, its dead "
+      "letter included).",
+      NULL);
   w->m.retries = as_metrics_counter(m, "as_batch_retries_total",
                                     "Batches retried after a transient failure.", NULL);
   w->m.batch_size = as_metrics_histogram(m, "as_batch_size", "Messages per batch.", NULL,
@@ -876,8 +1023,8 @@ static int init_service(as_worker_t *w) {
  * shutdown path closes them all whatever happened. */
 static int init_handles(as_worker_t *w) {
   if (pipe2(w->pipefd, O_NONBLOCK | O_CLOEXEC) < 0) return -errno;
-  uv_timer_t *timers[] = {&w->poll_timer, &w->again_timer, &w->retry_timer, &w->scan_timer,
-                          &w->drain_timer};
+  uv_timer_t *timers[] = {&w->poll_timer,  &w->again_timer,   &w->retry_timer, &w->scan_timer,
+                          &w->drain_timer, &w->migrate_timer, &w->lag_timer};
   for (size_t i = 0; i < sizeof timers / sizeof timers[0]; i++) {
     uv_timer_init(&w->loop, timers[i]);
     timers[i]->data = w;
@@ -890,16 +1037,29 @@ static int init_handles(as_worker_t *w) {
   return 0;
 }
 
+static as_kafka_opts_t consumer_opts(as_worker_t *w) {
+  return (as_kafka_opts_t){.bootstrap = w->conf.bootstrap,
+                           .client_id = w->client_id,
+                           .group_id = w->group_id,
+                           .ctx = &w->kctx,
+                           .rebalance_cb = rebalance_cb,
+                           .stats_cb = stats_cb,
+                           .stats_interval_ms = 1000,
+                           .error_cb = error_cb};
+}
+
+/* The librdkafka properties (AS_RDKAFKA_*), before any connection. */
+static int check_kafka(as_worker_t *w) {
+  char err[512];
+  as_kafka_opts_t o = consumer_opts(w);
+  if (as_kafka_consumer_check(&o, err, sizeof err) == 0) return 0;
+  AS_ERROR(&w->log, "bad configuration", AS_F_STR("detail", err));
+  return -EINVAL;
+}
+
 static int start_kafka(as_worker_t *w) {
   char err[512];
-  as_kafka_opts_t o = {.bootstrap = w->conf.bootstrap,
-                       .client_id = w->client_id,
-                       .group_id = w->group_id,
-                       .ctx = &w->kctx,
-                       .rebalance_cb = rebalance_cb,
-                       .stats_cb = stats_cb,
-                       .stats_interval_ms = 1000,
-                       .error_cb = error_cb};
+  as_kafka_opts_t o = consumer_opts(w);
   w->consumer = as_kafka_consumer_new(&o, w->topics, w->ntopics, w->pipefd[1], err, sizeof err);
   if (!w->consumer) {
     AS_ERROR(&w->log, "cannot create consumer", AS_F_STR("detail", err));
@@ -939,15 +1099,55 @@ static int start_http(as_worker_t *w) {
   return 0;
 }
 
-static void start_handles(as_worker_t *w) {
+static void start_consuming(as_worker_t *w) {
   w->batch_progress_at = uv_now(&w->loop);
   uv_poll_start(&w->consumer_poll, UV_READABLE, on_consumer_event);
   uv_timer_start(&w->poll_timer, on_poll_timer, 0, (uint64_t)w->conf.poll_interval_ms);
   uv_timer_start(&w->scan_timer, on_scan, (uint64_t)w->conf.scan_interval_ms,
                  (uint64_t)w->conf.scan_interval_ms);
+  uv_timer_start(&w->lag_timer, on_lag_timer, 0, (uint64_t)w->conf.lag_interval_ms);
+}
+
+static void start_signals(as_worker_t *w) {
   uv_signal_start(&w->sigterm, on_signal, SIGTERM);
   uv_signal_start(&w->sigint, on_signal, SIGINT);
   uv_signal_start(&w->sighup, on_reload, SIGHUP);
+}
+
+/* Migrations applied: the batch session gets its timeouts (not during the
+ * migrations, which may wait for other instances' locks), then the
+ * consumer, the relay and the timers start. */
+static int go_live(as_worker_t *w) {
+  as_db_close(&w->db); /* the next as_db_ensure sets the timeouts */
+  w->db.statement_timeout_ms = (int)w->conf.statement_timeout_ms;
+  w->db.lock_timeout_ms = (int)w->conf.lock_timeout_ms;
+  int rc = start_kafka(w);
+  if (rc < 0) return rc;
+  w->live = true;
+  w->db_ok = true;
+  start_consuming(w);
+  AS_INFO(&w->log, "worker started", AS_F_STR("group", w->group_id), AS_F_STR("schema", w->schema),
+          AS_F_INT("http_port", as_http_port(w->http)), AS_F_INT("batch_max", w->conf.batch_max));
+  return 0;
+}
+
+/* The migrations on the loop, retried with backoff while the database is
+ * not there; the HTTP listener answers meanwhile. */
+static void on_migrate(uv_timer_t *t) {
+  as_worker_t *w = t->data;
+  if (w->stopping) return;
+  int rc = migrate_once(w, false);
+  if (rc == -EAGAIN) {
+    w->migrate_delay = next_delay(w->migrate_delay);
+    uv_timer_start(t, on_migrate, w->migrate_delay, 0);
+    return;
+  }
+  if (rc == 0) rc = go_live(w);
+  if (rc < 0) {
+    w->exit_code = 1;
+    w->stopping = true;
+    finish_shutdown(w);
+  }
 }
 
 static void usage(const as_service_t *svc, const char *prog) {
@@ -963,6 +1163,7 @@ static void usage(const as_service_t *svc, const char *prog) {
 }
 
 static void teardown(as_worker_t *w) {
+  if (w->assigned) rd_kafka_topic_partition_list_destroy(w->assigned);
   if (w->consumer) rd_kafka_destroy(w->consumer);
   if (w->pipefd[0] >= 0) close(w->pipefd[0]);
   if (w->pipefd[1] >= 0) close(w->pipefd[1]);
@@ -976,17 +1177,17 @@ static void teardown(as_worker_t *w) {
   free(w->saved);
 }
 
+/* The listener first, so that probes answer while the database is still
+ * away (a pod waiting for PostgreSQL is alive, only not ready); then the
+ * migrations on the loop, then the consumer. */
 static int run(as_worker_t *w) {
-  int rc = init_handles(w);
-  if (rc < 0) return 1;
-  rc = start_kafka(w);
-  if (rc == 0) rc = start_http(w);
-  if (rc == 0) {
-    start_handles(w);
-    AS_INFO(&w->log, "worker started", AS_F_STR("group", w->group_id),
-            AS_F_STR("schema", w->schema), AS_F_INT("http_port", as_http_port(w->http)),
-            AS_F_INT("batch_max", w->conf.batch_max));
+  if (init_handles(w) < 0) return 1;
+  if (start_http(w) == 0) {
+    start_signals(w);
+    AS_INFO(&w->log, "http listening", AS_F_INT("http_port", as_http_port(w->http)));
+    uv_timer_start(&w->migrate_timer, on_migrate, 0, 0);
   } else {
+    w->exit_code = 1;
     w->stopping = true;
     finish_shutdown(w);
   }
@@ -994,7 +1195,7 @@ static int run(as_worker_t *w) {
   int closed = uv_loop_close(&w->loop);
   if (closed != 0)
     AS_ERROR(&w->log, "loop closed with handles open", AS_F_STR("detail", uv_strerror(closed)));
-  return rc < 0 || closed != 0 ? 1 : 0;
+  return w->exit_code != 0 || closed != 0 ? 1 : 0;
 }
 
 int as_worker_main(const as_service_t *svc, const as_migration_t *migrations, int argc,
@@ -1035,15 +1236,23 @@ int as_worker_main(const as_service_t *svc, const as_migration_t *migrations, in
   as_db_init(&w->db, w->conf.dsn, w->client_id, w->schema, &w->log);
   w->db.defer = true; /* the batch connection is the loop's alone: its writes need not wait */
   as_tx_init(&w->tx, &w->db, &w->tx_conf);
-  if (migrate(w, argc > 1) < 0) goto out_loop;
   if (argc > 1) {
-    AS_INFO(&w->log, "migrations applied", AS_F_STR("schema", w->schema));
-    code = 0;
+    if (migrate(w) == 0) {
+      AS_INFO(&w->log, "migrations applied", AS_F_STR("schema", w->schema));
+      code = 0;
+    }
     goto out_loop;
   }
+  /* Everything the service reads (its settings, policy and route files) is
+   * checked before any connection: a bad file fails at once, also with no
+   * database anywhere, instead of after the database came up. */
   init_metrics(w);
-  if (init_service(w) < 0) goto out_loop;
-  w->db_ok = true;
+  int rc = check_kafka(w);
+  if (rc == 0) rc = init_service(w);
+  if (rc < 0) {
+    code = rc == -EINVAL ? 2 : 1;
+    goto out_loop;
+  }
   code = run(w);
   AS_INFO(&w->log, "worker stopped", AS_F_INT("exit_code", code));
   goto out;

@@ -4,13 +4,16 @@
  * static as_service_t (name, configuration table, state size, metrics,
  * payload routes, deadline kinds, lifecycle hooks) and its main.c ends with
  * AS_SERVICE_MAIN(service). The runtime then owns the process: it reads
- * the AS_* environment into a configuration block it allocates, applies
- * the migrations (the build embeds services/<name>/sql/NNN_*.sql as
- * as_service_migrations), allocates the service's zeroed state, registers
- * its metrics into it, calls init, and runs one libuv loop that drives the
- * consumer (batches), the outbox relay, the deadline scanner, signals
- * (SIGHUP calls reload) and the HTTP probe/metrics listener, until SIGTERM
- * or SIGINT, and returns the process exit code.
+ * the AS_* environment into a configuration block it allocates, allocates
+ * the service's zeroed state, registers its metrics into it and calls init
+ * (which checks the service's files: all of this before any connection, so
+ * a bad setting fails at once), starts the HTTP probe/metrics listener
+ * (/readyz 503 "migrations_pending" meanwhile), applies the migrations
+ * (the build embeds services/<name>/sql/NNN_*.sql as as_service_migrations;
+ * retried with backoff while the database is away), and then runs the
+ * consumer (batches), the outbox relay, the deadline scanner and signals
+ * (SIGHUP calls reload) on one libuv loop until SIGTERM or SIGINT, and
+ * returns the process exit code.
  *
  * Topics are declared once, in proto/topics.tsv: the worker subscribes to
  * every topic whose consumers column names the service (the Kubernetes
@@ -28,8 +31,10 @@
  * commits; only then are the offsets committed. If a handler returns a
  * transient error (-EAGAIN from as_db) the batch is retried later with
  * backoff and the worker reports not ready; any other error rolls the batch
- * back and replays it one message per transaction, so that the message at
- * fault alone is dead-lettered (handler_failed) and the rest are applied.
+ * back and bisects it (each half in its own transaction, left before right,
+ * recursively), so that the messages at fault alone are dead-lettered
+ * (handler_failed) and the rest are applied in order, at a cost of about
+ * log2(batch) transactions per culprit.
  *
  * Ownership: the service struct and its tables are static. The runtime owns
  * the configuration and state blocks: it frees them after fini, which
@@ -75,8 +80,11 @@ typedef struct as_service {
   const as_deadline_kind_t *deadlines;
   size_t ndeadlines;
 
-  /* Called once after migrations, before consuming, with the loaded
-   * configuration and the state; returns 0 or -errno. May be NULL. */
+  /* Called once before any connection (the migrations come after), with
+   * the loaded configuration and the state: it reads and checks the
+   * service's files and settings and must not touch the database. Returns
+   * 0, -EINVAL for a bad setting or file (exit code 2) or another -errno.
+   * May be NULL. */
   int (*init)(as_worker_t *w, const void *conf, void *state);
   /* Releases what init acquired, also after init failed (the state was
    * zeroed: what init did not get is NULL); the runtime then frees the

@@ -22,8 +22,27 @@ static const char *const refused_detail[REVIEW_WHY_N] = {
     "paid figures disagree with intake's record of the case",
     "paid figures disagree with the ledger's for the order"};
 
-/* The batch's CaseOpened routed to review, with safe ids, and the ones the
- * integrity check lets through: a forged event (a case intake never
+/* The latest instant a PostgreSQL timestamptz holds is in the year 294276;
+ * the earliest is 4713 BC. review_due_us becomes the sla:review deadline's
+ * due_at (to_timestamp): a value outside 1970..9999 is no due time intake
+ * sets, and one outside PostgreSQL's range would fail the whole batch in
+ * the database (handler_failed after bisection) instead of being refused
+ * here with a reason. */
+#define REVIEW_TIME_MAX_US 253402300799999999LL /* 9999-12-31T23:59:59.999999Z */
+
+/* What the event carries that PostgreSQL would refuse and the integrity
+ * check does not compare with intake's record; NULL if nothing. */
+static const char *unstorable(const Aftersales__V1__CaseOpened *e) {
+  if (!as_envelope_id_ok(e->case_id) || !as_envelope_id_ok(e->order_id) ||
+      !as_envelope_id_ok(e->buyer_id))
+    return "case, order or buyer id missing or unsafe";
+  if (e->review_due_us < 0 || e->review_due_us > REVIEW_TIME_MAX_US)
+    return "review_due_us outside 1970..9999";
+  return NULL;
+}
+
+/* The batch's CaseOpened routed to review, with safe ids and storable
+ * values, and the ones the integrity check lets through: a forged event (a case intake never
  * opened, paid figures that are not intake's) is refused and counted. An
  * event that is intake's record but disagrees with the ledger's figures
  * for the order is refused and counted too, but its case is real: it is
@@ -38,9 +57,9 @@ static int take_opened(review_t *x, as_tx_t *tx, as_msg_t *const *msgs, size_t n
   for (size_t i = 0; rc == 0 && i < n; i++) {
     if (!is_review_case(msgs[i])) continue;
     const Aftersales__V1__CaseOpened *e = msgs[i]->env->case_opened;
-    if (!as_envelope_id_ok(e->case_id) || !as_envelope_id_ok(e->order_id) ||
-        !as_envelope_id_ok(e->buyer_id)) {
-      as_tx_reject(msgs[i], "case, order or buyer id missing or unsafe");
+    const char *bad = unstorable(e);
+    if (bad) {
+      as_tx_reject(msgs[i], bad);
       continue;
     }
     cause[m] = msgs[i], ev[m++] = e;

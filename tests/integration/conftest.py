@@ -1198,8 +1198,9 @@ def settle(h, timeout=SETTLE_SECONDS):
             "SELECT to_regclass(%s) IS NOT NULL", (f"{_q(s)}.outbox",))[0][0]])
         unsent = sum(part[2] for part in fp if len(part) == 3)
         lag = _group_lag(h, subscribed)
-        # The consumers' own view (librdkafka's statistics, each second): a
-        # cross-check of the committed offsets read above.
+        # The workers' own view (as_consumer_lag, recomputed each second from
+        # the committed offsets of the partitions each holds): a cross-check
+        # of the offsets read above.
         reported = sum(w.metric("as_consumer_lag") for w in live if w.port and w.ready())
         state = (fp, lag, reported)
         calm = unsent == 0 and lag == 0 and reported == 0 and state == last[0]

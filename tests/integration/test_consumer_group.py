@@ -65,3 +65,57 @@ def test_two_workers_split_partitions_and_survive_a_kill(h):
         by_key[e.probe_id].append(e.count)
     assert {k: max(v) for k, v in by_key.items()} == dict(want)
     assert survivor.proc.poll() is None, survivor.tail()
+
+
+def test_lag_follows_the_groups_committed_offsets_after_partitions_move(h):
+    """as_consumer_lag is the group's committed offsets against the high
+    watermarks over the partitions an instance holds now: w1 builds up lag
+    on every partition (a lock held by the test keeps its batches failing),
+    w2 joins and takes half of them, the lock goes and the two drain
+    everything; once the group's committed offsets reach the high watermarks
+    both instances report 0 within a few seconds (librdkafka's statistics
+    kept w1's lag of the partitions it lost: 1,366 for 8 s and more)."""
+    from conftest import PROBE_TOPIC, _group_lag
+    over = {"AS_BATCH_MAX": 50, "AS_DB_LOCK_TIMEOUT_MS": 200}
+    w1 = h.start_worker(name="lag1", **over)
+    w1.wait_assigned(timeout=30, partitions=12)
+    ids = random_ids(12, prefix="lag")
+    h.produce_many([(ids[p], h.probe_envelope(ids[p], 0).SerializeToString(), p)
+                    for p in range(12)])
+    wait_until(lambda: h.scalar("SELECT count(*) FROM probe.inbox") == 12, 30 * SLOW,
+               what="a first probe on every partition")
+    wait_until(lambda: _group_lag(h, {h.group: [PROBE_TOPIC]}) == 0, 20 * SLOW,
+               what="first offsets committed")
+
+    locker = h.pg.connect(h.dbname)
+    locker.autocommit = False
+    try:
+        locker.cursor().execute("LOCK TABLE probe.probe_state IN ACCESS EXCLUSIVE MODE")
+        more = [h.probe_envelope(ids[i % 12], 1 + i // 12) for i in range(600)]
+        h.produce_many([(e.synthetic_probe.probe_id, e.SerializeToString(), i % 12)
+                        for i, e in enumerate(more)])
+        # Pacing, not a wait for work: w1 fetches the lot and its batch
+        # waits on the lock; /metrics cannot say so while its loop is held.
+        time.sleep(1.5)
+        w2 = h.start_worker(name="lag2", ready=False, **over)
+        w2.wait_started()
+        time.sleep(1)  # w2 asks to join; the lock goes while w1 holds all 12
+    finally:
+        locker.rollback()
+        locker.close()
+    wait_until(lambda: w1.assigned() > 0 and w2.assigned() > 0
+               and w1.assigned() + w2.assigned() == 12, 40 * SLOW,
+               what="the two workers to share the 12 partitions")
+    wait_until(lambda: h.scalar("SELECT count(*) FROM probe.inbox") == 612, 60 * SLOW,
+               what="every probe applied")
+    wait_until(lambda: _group_lag(h, {h.group: [PROBE_TOPIC]}) == 0, 30 * SLOW,
+               what="the group's committed offsets at the high watermarks")
+    seen = []
+
+    def both_zero():
+        seen.append((w1.metric("as_consumer_lag"), w2.metric("as_consumer_lag")))
+        return seen[-1] == (0, 0)
+    try:
+        wait_until(both_zero, 3 * SLOW, what="both instances to report lag 0")
+    except AssertionError:
+        raise AssertionError(f"reported lag (w1, w2) still {seen[-1]} with the group at 0")

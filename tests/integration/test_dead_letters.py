@@ -6,7 +6,7 @@ probes: random bytes (decode_failed), an Envelope carrying OrderPlaced
 (payload_too_large, original cut at AS_DLQ_MAX_BYTES with original_size
 recorded), an envelope with a bad event id (invalid_envelope), a negative
 amount (contract_violation) and an amount that breaks the table's CHECK
-(handler_failed: the batch is rolled back and replayed message by message).
+(handler_failed: the batch is rolled back and bisected down to the culprit).
 Each lands on aftersales.deadletter.v1 once, as a decodable Envelope whose
 DeadLetter names the right reason, source topic/partition/offset, key and
 original bytes; the good probes produced after them on the same partition
@@ -61,7 +61,7 @@ def test_poison_messages_dead_lettered_and_partition_moves_on(h):
                30 * SLOW, what="dead letters and echoes published")
     assert h.scalar("SELECT total_minor FROM probe.probe_state WHERE probe_id = %s", (key,)) == \
         sum(e.synthetic_probe.amount_minor for e in applied)
-    assert w.logged("batch failed; replaying it message by message")
+    assert w.logged("batch failed; bisecting it")
 
     dl = dead_letters(h, h.reader(DLQ_TOPIC))
     by_reason = {}

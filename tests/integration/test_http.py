@@ -78,10 +78,10 @@ def test_consumer_lag_is_zero_after_restart_with_nothing_to_read(h):
 
     w2 = h.start_worker(name="lag-w2")
     w2.wait_assigned(timeout=30, partitions=12)
-    # Pacing, not a wait for work: the gauge comes from librdkafka's
-    # statistics, emitted each second (as_worker.c stats_interval_ms), with no
-    # event to wait for; two intervals after the assignment it has been
-    # computed over the assigned partitions. (That w2 re-reads nothing is
+    # Pacing, not a wait for work: the gauge is recomputed from the group's
+    # committed offsets every AS_LAG_INTERVAL_MS (1 s), with no event to wait
+    # for; two intervals after the assignment it has been computed over the
+    # assigned partitions. (That w2 re-reads nothing is
     # proven with markers in test_shutdown.py.)
     time.sleep(2)
     assert w2.metric("as_messages_processed_total") == 0

@@ -3,9 +3,11 @@ exchanges, failed inspections, a return shipped in time, and the deadlines
 that close a case (evidence, return, offer). Deadlines are days long, so the
 tests move a deadline row's due time into the past and let the worker's
 scanner find it, which is the path a real expiry takes."""
+import pytest
+
 from conftest import DLQ_TOPIC, SLOW, dead_letters, wait_until
 from review_helpers import (DAY_US, DECISIONS_TOPIC, LOGISTICS_TOPIC, REFUNDS_TOPIC, REVIEW_TOPIC, decided,
-                            new_case, now_us, of_kind, open_cases, pbm, produce_on, refunds_db,
+                            insert_case_rows, new_case, now_us, of_kind, open_cases, pbm, produce_on, refunds_db,
                             returned_and_inspected, start_review, state, wait_decided, wait_events, wait_state)
 
 PHOTO = ("https://img.example.com/p/1.jpg", "image/jpeg")
@@ -128,3 +130,33 @@ def test_agent_partial_approval_pays_only_the_approved_amount(h):
     assert sorted((l.line_id, l.amount.amount_minor) for l in r.lines) == [("l1", 200), ("l2", 250)]
     assert h.scalar("SELECT actor_id FROM cases.timeline WHERE case_id = %s AND to_state = 'APPROVED'",
                     (e.case_id,)) == "agent-7"
+
+
+@pytest.mark.invariants_exempt("the refused crafted case stays OPEN with no deadline: intake,"
+                               " which would have armed one, never saw it", checks=("deadlines",))
+def test_case_opened_with_an_unstorable_due_time_is_refused_before_sql(h):
+    """A CaseOpened that passes the integrity check but whose review_due_us
+    PostgreSQL cannot store as a timestamp (it becomes the sla:review
+    deadline of a case left to a person) is refused by review's validator
+    as contract_violation, with a reason, before any SQL: the batch does not
+    fail in the database (no handler_failed, nothing bisected), and the
+    good case beside it is decided."""
+    start_review(h)
+    dlq_r = h.reader(DLQ_TOPIC)
+    review_r = h.reader(REVIEW_TOPIC)
+    manual = [("l1", "S", "apparel", 1, 200001, 1)]  # above the manual threshold
+    bad = new_case(h, lines=manual, review_due_us=-(2**63) + 1)
+    good = new_case(h, lines=manual)
+    insert_case_rows(h, [bad], review_clock=False)
+    insert_case_rows(h, [good])
+    open_cases(h, [bad, good], insert=False)
+    wait_decided(h, review_r, [good.case_id])
+    wait_state(h, good.case_id, "MANUAL_REVIEW")
+    dead = wait_until(lambda: dead_letters(h, dlq_r), 20 * SLOW, what="dead letter")
+    assert [(d.reason_code, d.original_event_id) for _, d, _ in dead] == \
+        [("contract_violation", bad.event_id)]
+    assert "review_due_us" in dead[0][1].detail
+    w = h.workers[0]
+    assert w.metric("as_batch_handler_failures_total") == 0
+    assert w.metric("as_messages_deadlettered_total", reason="handler_failed") == 0
+    assert state(h, bad.case_id) == "OPEN"

@@ -5,7 +5,8 @@
  * name, survives a rollback, is forgotten with its session); deferred
  * writes (sent without waiting inside a transaction; their failure is the
  * next call's, with the failing statement's SQLSTATE; a rollback leaves the
- * connection clean). */
+ * connection clean); the session timeouts (set on every connection; what
+ * they cancel is transient). */
 #include "as_db.h"
 #include "as_test.h"
 #include "as_test_pg.h"
@@ -160,5 +161,37 @@ AS_TEST(deferred_writes_fail_on_the_next_call_with_their_own_sqlstate) {
   /* Outside a transaction nothing is deferred. */
   AS_CHECK_INT_EQ(as_db_query(&db, "INSERT INTO t VALUES ($1::int)", 1, one, NULL), -EIO);
   AS_CHECK_STR_EQ(db.sqlstate, "23505");
+  as_db_close(&db);
+}
+
+static void check_setting(as_db_t *db, const char *sql, const char *want) {
+  PGresult *r = NULL;
+  AS_CHECK_INT_EQ(as_db_query(db, sql, 0, NULL, &r), 0);
+  AS_CHECK_STR_EQ(r ? PQgetvalue(r, 0, 0) : "", want);
+  PQclear(r);
+}
+
+/* The session limits are set on every connection, and a statement they
+ * cancel is a transient failure: the batch is retried, not dead-lettered. */
+AS_TEST(timeouts_are_set_per_session_and_transient) {
+  as_db_t db;
+
+  as_db_init(&db, as_test_pg_dsn(), "test_db", NULL, NULL);
+  db.statement_timeout_ms = 200;
+  db.lock_timeout_ms = 150;
+  AS_CHECK_INT_EQ(as_db_ensure(&db), 0);
+  check_setting(&db, "SHOW statement_timeout", "200ms");
+  check_setting(&db, "SHOW lock_timeout", "150ms");
+  AS_CHECK_INT_EQ(as_db_query(&db, "SELECT pg_sleep(2)", 0, NULL, NULL), -EAGAIN);
+  AS_CHECK_STR_EQ(db.sqlstate, "57014");
+  AS_CHECK(as_db_sqlstate_transient("55P03"));
+  as_db_close(&db);
+  AS_CHECK_INT_EQ(as_db_ensure(&db), 0); /* a reconnect sets them again */
+  check_setting(&db, "SHOW statement_timeout", "200ms");
+  as_db_close(&db);
+  /* 0 keeps the server's. */
+  as_db_init(&db, as_test_pg_dsn(), "test_db", NULL, NULL);
+  AS_CHECK_INT_EQ(as_db_ensure(&db), 0);
+  check_setting(&db, "SHOW statement_timeout", "0");
   as_db_close(&db);
 }
