@@ -822,10 +822,14 @@ static int load_config(as_worker_t *w, const as_service_t *svc) {
       as_failpoint_check(w->conf.failpoint, err, sizeof err) < 0 ||
       (svc->config &&
        as_config_load(svc->config, svc->nconfig, w->svc_conf, err, sizeof err) < 0)) {
+    /* no logger yet (its level is among what failed); the detail quotes
+     * the operator's value, so it is escaped like any log field */
+    char detail[6 * sizeof err + 3];
+    as_log_json_escape(detail, sizeof detail, err);
     fprintf(stderr,
             "{\"level\":\"error\",\"service\":\"%s\",\"msg\":\"bad "
-            "configuration\",\"detail\":\"%s\"}\n",
-            svc->name, err);
+            "configuration\",\"detail\":%s}\n",
+            svc->name, detail);
     return -EINVAL;
   }
   as_log_level_t lvl;

@@ -5,6 +5,8 @@ and keeps answering /healthz under a flood of idle connections at the
 common 1,024-descriptor limit, and every binary tells its version, on
 --version and as as_build_info, beside the standard process metrics.
 """
+import json
+import os
 import re
 import shutil
 import socket
@@ -151,3 +153,19 @@ def test_build_info_and_process_metrics(h):
         out = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
                              text=True, timeout=30)
         assert out.returncode == 0 and out.stdout + out.stderr == "", out.stdout + out.stderr
+
+
+def test_a_refused_setting_is_reported_as_one_json_line_whatever_its_value():
+    """The start-up refusal quotes the operator's value: a quote, a
+    backslash or a control character in it must not break the JSON line."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AS_")}
+    env.update(AS_BATCH_MAX='1"2\\3\x01', AS_DB_DSN="host=/nonexistent", AS_KAFKA_BOOTSTRAP="127.0.0.1:1")
+    out = subprocess.run([str(BIN_DIR / "as-probe")], env=env, capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    lines = [l for l in out.stderr.splitlines() if l.strip()]
+    assert lines, out.stderr
+    for line in lines:
+        rec = json.loads(line)
+        assert rec["msg"] == "bad configuration", rec
+        assert '1"2\\3' in rec["detail"], rec  # control characters are shown as ?
