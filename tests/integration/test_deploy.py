@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, SLOW, start_service, wait_until
+from conftest import BIN_DIR, ROOT, SLOW, start_service, wait_until
 
 POLICY = ROOT / "deploy" / "config" / "review.policy"
 
@@ -67,6 +67,23 @@ def test_compose_runs_the_kafka_version_the_tests_run():
               if "kafka" in svc.get("image", "")}
     assert images, "no Kafka image in docker-compose.yml"
     assert images == {n: f"apache/kafka:{pinned}" for n in images}, (pinned, images)
+
+
+def test_compose_creates_the_topics_with_as_topics():
+    """compose's topic initialiser is our as-topics (tested on a real broker
+    in test_real_kafka.py) over the repository's topics.tsv: its arguments
+    parse, and with no broker it says so (exit 3) instead of passing."""
+    svc = compose()["services"]["kafka-topics"]
+    cmd = svc["command"]
+    assert cmd[0] == "as-topics", cmd
+    mounts = dict(v.rsplit(":", 2)[:2][::-1] for v in svc["volumes"])
+    tsv = cmd[cmd.index("--topics") + 1]
+    assert mounts.get(tsv) == "./proto/topics.tsv", (tsv, mounts)
+    args = [str(ROOT / "proto" / "topics.tsv") if a == tsv else "127.0.0.1:1" if a == "kafka:9092" else a
+            for a in cmd[1:]]
+    out = subprocess.run([str(BIN_DIR / "as-topics"), *args, "--timeout-ms", "1500"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 3, (out.returncode, out.stdout, out.stderr)
 
 
 # ---- Kubernetes ----------------------------------------------------------
