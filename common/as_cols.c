@@ -1,5 +1,6 @@
-/* as_cols: named columns of bulk statements as array literals, and the
- * statement text written from the column table (see as_cols.h). */
+/* as_cols: named columns of bulk statements as array parameters (binary
+ * where the type allows, else literals), and the statement text written
+ * from the column table (see as_cols.h). */
 #include "as_cols.h"
 
 #include <errno.h>

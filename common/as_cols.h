@@ -1,10 +1,11 @@
 /* as_cols: bulk statements whose columns are named, and their values.
  *
  * A worker writes a batch's rows of one kind with a single statement over
- * unnest($1::text[], $2::bigint[], ...), one PostgreSQL array literal per
- * column, so that a batch of 500 messages costs a handful of round trips,
- * not 500. Each statement has one static column table (as_col_t: a name and
- * the SQL element type), written with designated initializers from an enum
+ * unnest($1::text[], $2::bigint[], ...), one array parameter per column
+ * (binary for the common types, see as_cols_str), so that a batch of 500
+ * messages costs a handful of round trips, not 500. Each statement has one
+ * static column table (as_col_t: a name and the SQL element type), written
+ * with designated initializers from an enum
  * ([P_ID] = {"probe_id", "text"}); the code appends by that enum and the
  * statement's text names columns only, never a position:
  *
