@@ -53,7 +53,8 @@ def test_compose_hands_the_review_worker_the_repository_policy(h):
 
 def test_compose_workers_listen_where_they_can_be_scraped():
     for name, svc in compose()["services"].items():
-        if "command" in svc and str(svc["command"][0]).startswith("as-"):
+        cmd = str(svc.get("command", [""])[0])
+        if cmd.startswith("as-") and cmd != "as-topics":  # as-topics: the topic initialiser
             assert svc["environment"].get("AS_HTTP_ADDR") == "0.0.0.0", name
 
 

@@ -30,6 +30,13 @@ COMPOSE = ROOT / "docker-compose.yml"
 K8S = ROOT / "deploy/k8s"
 
 
+def _is_worker(svc):
+    """A compose service that runs a worker (as-<service>); as-topics, the
+    topic initialiser, is a tool run from the same image."""
+    cmd = svc.get("command") or [""]
+    return str(cmd[0]).startswith("as-") and cmd[0] != "as-topics"
+
+
 def fleet_in_roles_sql():
     """The services roles.sql makes an as_<service> role for."""
     text = ROLES_SQL.read_text()
@@ -233,8 +240,7 @@ def test_compose_fleet_runs_on_the_embedded_cluster_with_its_grants(h):
         renv.pop("PGPASSWORD")  # the embedded admin's password is in the passfile
         r = subprocess.run([_psql()] + cmd[1:], env=renv, capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
-        binaries = [s for s, v in c.items() if v.get("command", [""])[0].startswith("as-")
-                    and (BIN_DIR / v["command"][0]).exists()]
+        binaries = [s for s, v in c.items() if _is_worker(v) and (BIN_DIR / v["command"][0]).exists()]
         assert sorted(binaries) == ["intake", "review"], binaries
 
         def worker_env(svc):
@@ -298,7 +304,7 @@ def test_compose_and_k8s_name_the_roles_roles_sql_creates():
     fleet = fleet_in_roles_sql()
     assert {"intake", "review", "inspection", "logistics", "notification", "probe"} == fleet
     c = compose()["services"]
-    workers = {s for s, v in c.items() if str(v.get("command", [""])[0]).startswith("as-")}
+    workers = {s for s, v in c.items() if _is_worker(v)}
     assert workers and workers <= fleet
     for s in workers:
         env = compose_env(c[s])
