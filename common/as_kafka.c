@@ -124,6 +124,14 @@ static rd_kafka_conf_t *consumer_conf(const as_kafka_opts_t *o, char *err, size_
    * throughput. */
   if (!as_config_rdkafka_given(AS_RDKAFKA_CONSUMER, "QUEUED_MAX_MESSAGES_KBYTES"))
     conf_set(c, "queued.max.messages.kbytes", "4096", err, errlen);
+  /* Real Kafka answers a fetch with up to fetch.max.bytes (50 MB by
+   * default), and the whole response stays allocated while any message of
+   * it is in the queue: as-probe peaked at 43.7 MB on Kafka 4.1, 34.4 MB
+   * with 1 MiB, at the same throughput. Smaller queues cost throughput
+   * instead: librdkafka 2.0.2 backs a full queue off for a fixed second, so
+   * the queue must hold about a second of messages. */
+  if (!as_config_rdkafka_given(AS_RDKAFKA_CONSUMER, "FETCH_MAX_BYTES"))
+    conf_set(c, "fetch.max.bytes", "1048576", err, errlen);
   rd_kafka_conf_set_rebalance_cb(c, o->rebalance_cb);
   return c;
 }
