@@ -4,9 +4,12 @@
 #include "as_cols.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "as_int.h"
 
 /* The binary element type of a column's SQL type, 0 for a text literal. */
 static uint32_t oid_of(const char *type) {
@@ -114,12 +117,9 @@ static bool parse_uuid(const char *s, uint8_t out[16]) {
   return k == 32;
 }
 
-/* A whole decimal integer, as int8in reads one. */
+/* A whole decimal integer, signed as int8in reads one. */
 static bool parse_int(const char *s, long long *v) {
-  char *end;
-  errno = 0;
-  *v = strtoll(s, &end, 10);
-  return errno == 0 && end != s && *end == '\0';
+  return as_int_parse(s, AS_INT_SIGNED, LLONG_MIN, LLONG_MAX, v) == 0;
 }
 
 void as_cols_str(as_cols_t *c, int col, const char *s) {

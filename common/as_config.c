@@ -10,8 +10,10 @@
 #include "as_config.h"
 
 #include "as_err.h"
+#include "as_int.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -36,18 +38,10 @@ static bool int_bounded(const as_cfg_param_t *p) {
 
 static int parse_int(const as_cfg_param_t *p, const char *v, long long *out, char *err,
                      size_t errlen) {
-  char shown[SHOW_MAX + 4], *end;
-  long long n;
-
-  errno = 0;
-  n = strtoll(v, &end, 10);
-  /* strtoll skips leading blanks; a value with any is as malformed as one
-   * with trailing garbage. */
-  if ((v[0] == '-' || v[0] == '+' || (v[0] >= '0' && v[0] <= '9')) && *end == '\0' && errno == 0 &&
-      (!int_bounded(p) || (n >= p->min && n <= p->max))) {
-    *out = n;
+  char shown[SHOW_MAX + 4];
+  if (as_int_parse(v, AS_INT_SIGNED, int_bounded(p) ? p->min : LLONG_MIN,
+                   int_bounded(p) ? p->max : LLONG_MAX, out) == 0)
     return 0;
-  }
   show_value(shown, v);
   if (int_bounded(p))
     as_err_set(err, errlen, "%s: must be an integer between %lld and %lld, got \"%s\"", p->name,

@@ -3,6 +3,8 @@
  * as-topics cannot disagree about a line. */
 #include "as_topicfile.h"
 
+#include "as_int.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -20,20 +22,6 @@ static bool topicfile_name_valid(const char *name) {
                 "abcdefghijklmnopqrstuvwxyz"
                 "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
                 "0123456789._-") == len;
-}
-
-/* Parses a whole decimal string into [min, max]; -1 on anything else. */
-static int topicfile_parse_int(const char *s, int min, int max, int *out) {
-  char *end;
-  long v;
-
-  if (*s < '0' || *s > '9') /* strtol would take " 3", "+3" and "-0" */
-    return -1;
-  errno = 0;
-  v = strtol(s, &end, 10);
-  if (errno != 0 || end == s || *end != '\0' || v < min || v > max) return -1;
-  *out = (int)v;
-  return 0;
 }
 
 const as_topicfile_entry_t *as_topicfile_find(const as_topicfile_t *t, const char *name) {
@@ -58,7 +46,7 @@ static int topicfile_grow(as_topicfile_t *t) {
 static int topicfile_add(as_topicfile_t *t, const char *name, const char *parts, const char *where,
                          char *err, size_t errlen) {
   const as_topicfile_entry_t *dup;
-  int n;
+  long long v;
 
   if (!topicfile_name_valid(name)) {
     as_err_set(err, errlen,
@@ -67,13 +55,14 @@ static int topicfile_add(as_topicfile_t *t, const char *name, const char *parts,
                where, name);
     return -EINVAL;
   }
-  if (topicfile_parse_int(parts, 1, AS_TOPICFILE_MAX_PARTITIONS, &n) != 0) {
+  if (as_int_parse(parts, 0, 1, AS_TOPICFILE_MAX_PARTITIONS, &v) != 0) {
     as_err_set(err, errlen,
                "%s: invalid partition count \"%s\" for topic %s\n"
                "hint: use an integer in 1..%d",
                where, parts, name, AS_TOPICFILE_MAX_PARTITIONS);
     return -EINVAL;
   }
+  int n = (int)v;
   dup = as_topicfile_find(t, name);
   if (dup != NULL) {
     if (dup->partitions == n) return 0;

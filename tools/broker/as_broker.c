@@ -31,6 +31,7 @@
 #include <syslog.h>
 #include <time.h>
 
+#include "as_int.h"
 #include "as_process.h" /* as_version, as_commit */
 
 #include <librdkafka/rdkafka.h>
@@ -141,16 +142,10 @@ static void usage(FILE *f) {
       f);
 }
 
-/* Parses a whole decimal string into [min, max]; -1 on anything else. */
+/* A whole decimal string of digits into [min, max]; -1 on anything else. */
 static int parse_int(const char *s, int min, int max, int *out) {
-  char *end;
-  long v;
-
-  if (*s < '0' || *s > '9') /* strtol would take " 3", "+3" and "-0" */
-    return -1;
-  errno = 0;
-  v = strtol(s, &end, 10);
-  if (errno != 0 || end == s || *end != '\0' || v < min || v > max) return -1;
+  long long v;
+  if (as_int_parse(s, 0, min, max, &v) != 0) return -1;
   *out = (int)v;
   return 0;
 }

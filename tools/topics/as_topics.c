@@ -32,6 +32,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "as_int.h"
 #include "as_log.h"
 #include "as_process.h" /* as_version, as_commit */
 #include "as_topicfile.h"
@@ -115,21 +116,12 @@ static void usage(FILE *f) {
       f);
 }
 
-/* Parses a whole decimal string, a leading '-' allowed, into [min, max]. */
-static int parse_int(const char *s, long min, long max, int *out) {
-  char *end;
-  long v;
-
-  if (!((*s >= '0' && *s <= '9') || (*s == '-' && s[1] >= '0' && s[1] <= '9'))) return -1;
-  errno = 0;
-  v = strtol(s, &end, 10);
-  if (errno != 0 || *end != '\0' || v < min || v > max) return -1;
-  *out = (int)v;
-  return 0;
-}
-
 static int opts_int(const char *flag, const char *val, long min, long max, int *out) {
-  if (parse_int(val, min, max, out) == 0) return 0;
+  long long v;
+  if (as_int_parse(val, AS_INT_MINUS, min, max, &v) == 0) {
+    *out = (int)v;
+    return 0;
+  }
   fprintf(stderr, "as-topics: %s \"%s\": expected an integer in %ld..%ld\n", flag, val, min, max);
   return -1;
 }
