@@ -128,3 +128,15 @@ as_wire_verdict_t as_wire_check_strings(const ProtobufCMessageDescriptor *desc, 
   }
   return v;
 }
+
+bool as_wire_field_clean(const uint8_t *buf, size_t len, uint32_t sub, uint32_t field) {
+  const uint8_t *p = buf, *end = buf + len, *val;
+  uint64_t num;
+  size_t vlen = 0;
+  while (p < end) {
+    if (!next_field(&p, end, &num, &val, &vlen)) return false;
+    if (sub != 0 && num == sub && val && !as_wire_field_clean(val, vlen, 0, field)) return false;
+    if (sub == 0 && num == field && (!val || !as_utf8_valid((const char *)val, vlen))) return false;
+  }
+  return true;
+}

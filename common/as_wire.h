@@ -19,6 +19,7 @@
 #define AS_WIRE_H
 
 #include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,5 +37,14 @@ typedef enum {
  * offset of the first bad byte within that string. */
 as_wire_verdict_t as_wire_check_strings(const ProtobufCMessageDescriptor *desc, const uint8_t *buf,
                                         size_t len, char *path, size_t pathlen, size_t *at);
+
+/* True if every occurrence of string field `field` in the message at
+ * buf[0..len) (or, when `sub` is non-zero, in every occurrence of its
+ * length-delimited field `sub`) is strict UTF-8 without NUL, and the bytes
+ * up to them are well-formed. For deciding whether a few fields of a
+ * message refused as a whole can still be trusted (a reply to the sender
+ * must not name a request id that was cut at a NUL): protobuf parsers take
+ * fields in any order and repeated, so every occurrence is checked. */
+bool as_wire_field_clean(const uint8_t *buf, size_t len, uint32_t sub, uint32_t field);
 
 #endif

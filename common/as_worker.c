@@ -223,6 +223,8 @@ static int run_tx(as_worker_t *w, as_msg_t *msgs, size_t n) {
   if (rc == 0 && !fresh) rc = -EAGAIN;
   for (size_t i = 0; rc == 0 && i < n; i++)
     if (msgs[i].state == AS_MSG_NEW) fresh[nfresh++] = &msgs[i];
+  for (size_t i = 0; rc == 0 && w->svc->refused && i < n; i++)
+    if (msgs[i].state == AS_MSG_DEAD) rc = w->svc->refused(w->state, &w->tx, &msgs[i]);
   if (rc == 0 && nfresh > 0)
     rc = as_route_batch(w->svc->routes, w->svc->nroutes, w->state, &w->tx, fresh, nfresh);
   free(fresh);

@@ -79,6 +79,17 @@ typedef struct as_service {
   bool refuse_unrouted; /* dead-letter payloads without a route instead of ignoring them */
   const as_deadline_kind_t *deadlines;
   size_t ndeadlines;
+  /* Called in the batch's transaction for each message the runtime
+   * refused before any route saw it (undecodable, a bad string, the
+   * envelope's contract, too large, an event id reused with other bytes,
+   * an unexpected payload) or that its route failed on alone
+   * (handler_failed, after bisection), with m->dead_reason and
+   * m->dead_detail set and
+   * m->env NULL unless it decoded: a service whose senders are owed an
+   * answer for every message (intake's requests) answers it here from the
+   * raw bytes (m->rkm). The message is dead-lettered either way. Returns 0
+   * or a negative error, as a route does. May be NULL. */
+  int (*refused)(void *state, as_tx_t *tx, const as_msg_t *m);
 
   /* Called once before any connection (the migrations come after), with
    * the loaded configuration and the state: it reads and checks the

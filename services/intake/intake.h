@@ -8,7 +8,8 @@
  * intake_cases (opening cases and the first response), intake_history (the
  * buyer's history a CaseOpened carries), intake_hold (held
  * requests), intake_followup (evidence and buyer messages on a case),
- * intake_reject (RequestRejected), intake_config (the state's set-up and
+ * intake_reject (RequestRejected), intake_refused (the answer to a request
+ * the runtime refused before any route saw it), intake_config (the state's set-up and
  * the complaint routing map), intake_money (the allocation of
  * the amount paid), intake_idem (content hashes, one answer per request id,
  * repeats of a key) and intake_clock (the deadlines of the cases intake
@@ -78,6 +79,11 @@ AS_MUST_CHECK int intake_reject_publish(intake_t *x, as_tx_t *tx, const as_msg_t
                                         const char *request_id, const char *order_id,
                                         const char *buyer_id, const char *idem_key,
                                         const char *code, const char *field);
+
+/* ---- intake_refused.c */
+/* The runtime's refused hook: a RequestRejected for a request dead-lettered
+ * before intake's routes saw it, when its identifying fields are clean. */
+AS_MUST_CHECK int intake_on_refused(void *state, as_tx_t *tx, const as_msg_t *m);
 
 /* ---- intake_projection.c */
 /* The route of the order events: applies msgs (OrderPlaced, OrderPaid,

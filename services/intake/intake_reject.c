@@ -49,6 +49,17 @@ static const reason_text_t texts[] = {
     {"submitted_in_future", "the request is dated in the future", "申请时间晚于当前时间"},
     {"idempotency_key_reused", "this idempotency key was used for a different request",
      "该幂等键已用于另一个申请"},
+    /* The runtime's reasons, for requests refused before intake read them
+     * (intake_refused.c): the field named is the first one at fault. */
+    {"string_nul", "a text field contains a NUL byte", "文本字段包含空字符"},
+    {"invalid_utf8", "a text field is not valid UTF-8", "文本字段不是有效的 UTF-8 编码"},
+    {"payload_too_large", "the request is too large", "申请数据过大"},
+    {"contract_violation", "the request's envelope is malformed", "申请的消息封装格式错误"},
+    {"unsupported_schema_version", "the request's schema version is not supported",
+     "不支持该申请的数据格式版本"},
+    {"event_id_reused", "the request's event id was already used for another message",
+     "该申请的事件 ID 已被另一条消息使用"},
+    {"handler_failed", "the request could not be processed", "无法处理该申请"},
     {"idempotency_key_in_progress",
      "a request with this idempotency key is still being processed; retry later",
      "使用该幂等键的申请仍在处理中，请稍后重试"},

@@ -102,6 +102,7 @@ static const as_service_t intake_service = {
     .routes = routes,
     .nroutes = AS_LEN(routes),
     .refuse_unrouted = true,
+    .refused = intake_on_refused,
     .deadlines = deadlines,
     .ndeadlines = AS_LEN(deadlines),
     .init = intake_init,

@@ -1365,10 +1365,13 @@ def _check_state_changes(h, timeline, versions, wire):
 
 
 def _check_answers(h, claimed, held, wire_requests, wire_cases, wire_dlq):
-    """Every AfterSalesRequested with a valid request id that a worker took in
-    (its event id in an inbox) and did not dead-letter, and that is not held
-    waiting for its order, has exactly one answer naming its request id (per
-    buyer): a BuyerAcknowledged or a RequestRejected."""
+    """Every AfterSalesRequested whose request and buyer ids are valid and
+    whose identifying fields hold no NUL, that is not held waiting for its
+    order, has exactly one answer naming its request id (per buyer): a
+    BuyerAcknowledged or a RequestRejected, also when it was dead-lettered
+    (intake answers the requests the runtime refuses, intake_refused.c).
+    One whose event id no inbox holds counts only if it was dead-lettered
+    (a worker took it in)."""
     dead = set()
     for env, _ in wire_dlq.values():
         if env.WhichOneof("payload") == "dead_letter":
@@ -1380,9 +1383,10 @@ def _check_answers(h, claimed, held, wire_requests, wire_cases, wire_dlq):
         if env.WhichOneof("payload") != "aftersales_requested":
             continue
         r = env.aftersales_requested
-        if not _SAFE_ID.fullmatch(r.request_id) or eid not in claimed or r.request_id in held:
+        if not (_SAFE_ID.fullmatch(r.request_id) and _SAFE_ID.fullmatch(r.buyer_id)) or \
+                "\0" in r.order_id + r.idempotency_key or r.request_id in held:
             continue
-        if eid in dead or (at and (REQUESTS_TOPIC, at[0], at[1]) in dead):
+        if eid not in claimed and not (eid in dead or (at and (REQUESTS_TOPIC, at[0], at[1]) in dead)):
             continue
         asked.setdefault((r.buyer_id, r.request_id), []).append(eid)
     answers = {}

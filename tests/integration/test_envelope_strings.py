@@ -12,12 +12,13 @@ prefix stays right); each must be dead-lettered as string_nul or
 invalid_utf8 naming the field path, counted on /metrics, and the good
 records after it on the same partition processed.
 """
+import time
 import uuid
 
 import pytest
 
-from conftest import (CASES_TOPIC, DLQ_TOPIC, ORDERS_TOPIC, REQUESTS_TOPIC, SLOW, order_events,
-                      request_envelope, start_intake, wait_until)
+from conftest import (CASES_TOPIC, DLQ_TOPIC, ORDERS_TOPIC, REQUESTS_TOPIC, SLOW, case_events,
+                      order_events, request_envelope, start_intake, wait_until)
 from review_helpers import insert_case_rows, new_case, start_review, wait_dead
 
 
@@ -104,3 +105,44 @@ def test_review_refuses_bad_utf8_region_before_the_database(h):
     assert w.metric("as_messages_deadlettered_total", reason="invalid_utf8") == 1
     assert w.metric("as_messages_deadlettered_total", reason="string_nul") == 1
     assert w.metric("as_messages_deadlettered_total", reason="handler_failed") == 0
+
+
+def test_intake_answers_a_request_it_refused_for_its_bytes(h):
+    """Every request is owed one answer: one refused for a NUL or invalid
+    UTF-8 in any string used to be dead-lettered only, and the buyer's
+    storefront waited for an answer that never came. Now it gets a
+    RequestRejected with the dead letter's reason and the field at fault,
+    once however often it is sent, unless the fields that say whom it
+    answers are the ones at fault (an id cut at a NUL would answer another
+    request)."""
+    w = start_intake(h)
+    tag = uuid.uuid4().hex[:8]
+    cases = h.reader(CASES_TOPIC)
+    nul = request_envelope(h, f"o-{tag}", "b-1", comment="fine#hidden")
+    utf = request_envelope(h, f"o-{tag}", "b-1", comment="bad##")
+    cut_id = request_envelope(h, f"o-{tag}", "b-1", comment="ok")
+    cut_id.aftersales_requested.request_id = f"r-{tag}#x"
+    cut_buyer = request_envelope(h, f"o-{tag}", "b-1#x", comment="ok")
+    records = [(nul.order_id, patched(nul, b"fine#hidden", b"fine\0hidden"), 0),
+               (utf.order_id, patched(utf, b"bad##", b"bad\xc0\xaf"), 0),
+               (cut_id.order_id, patched(cut_id, f"r-{tag}#x".encode(), f"r-{tag}\0x".encode()), 0),
+               (cut_buyer.order_id, patched(cut_buyer, b"b-1#x", b"b-1\0x"), 0)]
+    # The same refused bytes again (a resend: the runtime cannot dedupe what
+    # it cannot read, the answers table does).
+    records.append(records[0])
+    h.produce_many(records, topic=REQUESTS_TOPIC)
+    letters(h, h.reader(DLQ_TOPIC), 5)
+
+    def rejected():
+        evs = [p for k, p, _, _ in case_events(h, cases) if k == "request_rejected"]
+        return evs if len(evs) >= 2 else None
+    got = wait_until(rejected, 20 * SLOW, what="answers to the refused requests")
+    time.sleep(1 * SLOW)  # a second answer, or one for the cut ids, would be here by now
+    got = [p for k, p, _, _ in case_events(h, cases) if k == "request_rejected"]
+    assert sorted((p.request_id, p.reason_code, p.message_en) for p in got) == sorted([
+        (nul.aftersales_requested.request_id, "string_nul", "a text field contains a NUL byte: comment"),
+        (utf.aftersales_requested.request_id, "invalid_utf8", "a text field is not valid UTF-8: comment"),
+    ])
+    assert all(p.buyer_id == "b-1" and p.order_id == f"o-{tag}" for p in got)
+    assert w.metric("as_intake_rejected_total", reason="string_nul") == 1
+    assert w.metric("as_intake_requests_repeated_total") == 1

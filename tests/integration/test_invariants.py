@@ -173,7 +173,8 @@ def answer(h, kind, request_id, buyer_id="b-1"):
 def test_every_request_has_one_answer(fleet):
     h = fleet
     reqs = [request_envelope(h, "o-1", "b-1") for _ in range(6)]
-    produce(h, REQUESTS_TOPIC, *reqs)
+    cut = request_envelope(h, "o-1", "b-1\0x")
+    produce(h, REQUESTS_TOPIC, *reqs, cut)
     rid = [r.aftersales_requested.request_id for r in reqs]
     # Taken in and never answered.
     claim(h, reqs[0])
@@ -190,17 +191,20 @@ def test_every_request_has_one_answer(fleet):
     produce(h, CASES_TOPIC, answer(h, "ack", rid[1], buyer_id="b-2"))
     got = only(check_invariants(h, ("answers",)), "answers")
     assert any(f"request {rid[1]} (buyer b-1) has 0 answers" in g for g in got), got
-    # Dead-lettered, held for its order, or not taken in yet: no answer owed.
-    claim(h, reqs[2])
-    dl = h.pb.DeadLetter(reason_code="contract_violation", source_topic=REQUESTS_TOPIC,
+    # Dead-lettered is no excuse (intake answers what the runtime refuses),
+    # not even when no inbox took it in; a buyer id with a NUL (nobody to
+    # answer), held for its order, or not taken in yet: no answer owed.
+    dl = h.pb.DeadLetter(reason_code="string_nul", source_topic=REQUESTS_TOPIC,
                          original_event_id=reqs[2].event_id)
     produce(h, DLQ_TOPIC, h.envelope("dead_letter", dl, case_id="", order_id="o-1"))
     claim(h, reqs[3])
     h.sql("INSERT INTO intake.held_requests (request_id, order_id, buyer_id, idempotency_key, envelope)"
           " VALUES (%s, 'o-1', 'b-1', %s, '\\x00')", (rid[3], reqs[3].aftersales_requested.idempotency_key))
+    claim(h, cut)
     got = only(check_invariants(h, ("answers",)), "answers")
-    assert not any(r in g for g in got for r in rid[2:]), got
-    assert len(got) == 2, got
+    assert any(f"request {rid[2]} (buyer b-1) has 0 answers" in g for g in got), got
+    assert not any(r in g for g in got for r in rid[3:] + [cut.aftersales_requested.request_id]), got
+    assert len(got) == 3, got
 
 
 def test_settle_waits_for_live_workers(h):

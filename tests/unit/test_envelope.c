@@ -9,6 +9,7 @@
 #include "as_envelope.h"
 #include "as_test.h"
 #include "as_uuid.h"
+#include "as_wire.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -755,4 +756,32 @@ AS_TEST(protobuf_c_alone_accepts_what_proto3_forbids) {
   AS_CHECK(env != NULL);
   as_envelope_free(env);
   free(more);
+}
+
+/* as_wire_field_clean trusts a field only when every occurrence of it is
+ * clean, wherever it sits: a hostile producer may repeat a field (the last
+ * one wins in protobuf-c) or put a bad string first, so the first bad path
+ * alone says nothing about the fields after it. Fields 5 (order_id) and 120
+ * (case_opened) of the envelope, 19 (comment) inside case_opened. */
+AS_TEST(field_clean_checks_every_occurrence) {
+  fixture_t f;
+  fixture_init(&f);
+  f.env.order_id = "o-1";
+  f.opened.comment = "ok#";
+  size_t len;
+  uint8_t *buf = pack(&f.env, &len);
+  AS_CHECK(as_wire_field_clean(buf, len, 0, 5));
+  AS_CHECK(as_wire_field_clean(buf, len, 120, 19));
+  memcpy(memmem(buf, len, "ok#", 3), "ok\0", 3);
+  AS_CHECK(as_wire_field_clean(buf, len, 0, 5));     /* the order id is still clean */
+  AS_CHECK(!as_wire_field_clean(buf, len, 120, 19)); /* the comment is not */
+  /* A second order id appended after everything: NUL inside, read last. */
+  uint8_t *two = malloc(len + 6);
+  AS_CHECK(two != NULL);
+  memcpy(two, buf, len);
+  memcpy(two + len, "\x2a\x04o-1\0", 6); /* field 5, length 4 */
+  AS_CHECK(!as_wire_field_clean(two, len + 6, 0, 5));
+  AS_CHECK(!as_wire_field_clean(two, len - 1, 0, 5)); /* cut inside a field: not trusted */
+  free(two);
+  free(buf);
 }
