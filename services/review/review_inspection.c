@@ -17,6 +17,7 @@
  *
  * Ownership: everything allocated is freed before a function returns. */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,8 +94,8 @@ int review_inspection_request(review_t *x, as_tx_t *tx, const review_item_t *it)
   Aftersales__V1__Envelope env = AFTERSALES__V1__ENVELOPE__INIT;
   env.payload_case = P(INSPECTION_REQUESTED);
   env.inspection_requested = &ir;
-  int rc = review_publish(tx, it->cause, AS_TOPIC_NAME_INSPECTION, rec->case_id, rec->order_id,
-                          &env);
+  int rc =
+      review_publish(tx, it->cause, AS_TOPIC_NAME_INSPECTION, rec->case_id, rec->order_id, &env);
   if (rc == 0) as_counter_add(x->inspections_requested, 1);
   free(refs), free(rp);
   return rc;
@@ -151,17 +152,15 @@ static int rec_for_refs(const review_rec_t *rec, Aftersales__V1__LineRef *const 
 
 /* ---- the finding */
 
+/* A code of the standard (item, defect, standard id and version): empty
+ * or an id (letters, digits, . _ : -) of at most MAX_CODE bytes, so the
+ * timeline detail needs no escaping and has a known size. */
 static bool code_ok(const char *s) {
-  size_t n = strlen(s);
-  if (n > MAX_CODE) return false;
-  for (size_t i = 0; i < n; i++)
-    if ((unsigned char)s[i] < 0x20) return false;
-  return true;
+  return s[0] == '\0' || (strlen(s) <= MAX_CODE && as_envelope_id_ok(s));
 }
 
-/* NULL if the finding fits the case, else why not (static, or in why). */
 static const char *inspection_check(const Aftersales__V1__InspectionCompleted *ic,
-                                     const review_rec_t *rec, bool passed, char *why, size_t cap) {
+                                    const review_rec_t *rec, bool passed, char *why, size_t cap) {
   if (!ic->auto_passed && !as_envelope_id_ok(ic->inspector_id))
     return "inspection: inspector id missing or unsafe";
   if (ic->task_id[0] != '\0') {
@@ -174,7 +173,8 @@ static const char *inspection_check(const Aftersales__V1__InspectionCompleted *i
   if (ic->severity < 0 || ic->severity > 5) return "inspection: severity outside 0..5";
   if (ic->n_failed_items > MAX_FAILED_ITEMS) return "inspection: more than 64 failed items";
   for (size_t i = 0; i < ic->n_failed_items; i++)
-    if (!code_ok(ic->failed_items[i])) return "inspection: failed item code too long or unsafe";
+    if (!ic->failed_items[i][0] || !code_ok(ic->failed_items[i]))
+      return "inspection: failed item code empty, too long or unsafe";
   if (!code_ok(ic->standard) || !code_ok(ic->standard_version) || !code_ok(ic->defect_code))
     return "inspection: standard or defect code too long or unsafe";
   const char *bad = check_refs(rec, ic->lines, ic->n_lines, 1, true);
@@ -183,31 +183,43 @@ static const char *inspection_check(const Aftersales__V1__InspectionCompleted *i
   return NULL;
 }
 
+/* Appends the formatted text to buf[*at..cap) only if it fits with room
+ * left for the closing bytes (keep), so the JSON stays whole. */
+static bool append(char *buf, size_t cap, size_t *at, size_t keep, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static bool append(char *buf, size_t cap, size_t *at, size_t keep, const char *fmt, ...) {
+  char tmp[512];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+  va_end(ap);
+  if (n < 0 || (size_t)n >= sizeof tmp || *at + (size_t)n + keep >= cap) return false;
+  memcpy(buf + *at, tmp, (size_t)n + 1);
+  *at += (size_t)n;
+  return true;
+}
+
 /* The timeline detail of the finding: the task, the standard, the failed
- * items and the units counted. Every string is bounded by inspection_check
- * (and line ids by the case), so the buffer holds it. */
+ * items and the units counted. The task id is the case's or empty, the
+ * codes are ids (inspection_check) and the line ids the case's, so
+ * nothing needs escaping; counted lines that
+ * do not fit are left out (counted_complete false), the JSON stays whole. */
 static void finding_detail(char *buf, size_t cap, const Aftersales__V1__InspectionCompleted *ic) {
-  char a[80], b[140], c[140], d[140];
-  as_log_json_escape(a, sizeof a, ic->task_id);
-  as_log_json_escape(b, sizeof b, ic->standard);
-  as_log_json_escape(c, sizeof c, ic->standard_version);
-  as_log_json_escape(d, sizeof d, ic->defect_code);
-  size_t at = (size_t)snprintf(
-      buf, cap,
-      "{\"task_id\":%s,\"standard\":%s,\"standard_version\":%s,\"defect_code\":%s,"
-      "\"severity\":%d,\"grade\":%d,\"evidence_only\":%s,\"auto_passed\":%s,\"failed_items\":[",
-      a, b, c, d, ic->severity, ic->grade, ic->evidence_only ? "true" : "false",
-      ic->auto_passed ? "true" : "false");
-  for (size_t i = 0; i < ic->n_failed_items && at < cap; i++) {
-    as_log_json_escape(b, sizeof b, ic->failed_items[i]);
-    at += (size_t)snprintf(buf + at, cap - at, "%s%s", i ? "," : "", b);
-  }
-  if (at < cap) at += (size_t)snprintf(buf + at, cap - at, "],\"counted\":{");
-  for (size_t i = 0; i < ic->n_lines && at < cap; i++) {
-    as_log_json_escape(b, sizeof b, ic->lines[i]->line_id);
-    at += (size_t)snprintf(buf + at, cap - at, "%s%s:%d", i ? "," : "", b, ic->lines[i]->quantity);
-  }
-  if (at < cap) snprintf(buf + at, cap - at, "}}");
+  size_t at = 0;
+  (void)append(buf, cap, &at, 0,
+               "{\"task_id\":\"%s\",\"standard\":\"%s\",\"standard_version\":\"%s\","
+               "\"defect_code\":\"%s\",\"severity\":%d,\"grade\":%d,\"evidence_only\":%s,"
+               "\"auto_passed\":%s,\"failed_items\":[",
+               ic->task_id, ic->standard, ic->standard_version, ic->defect_code, ic->severity,
+               ic->grade, ic->evidence_only ? "true" : "false", ic->auto_passed ? "true" : "false");
+  for (size_t i = 0; i < ic->n_failed_items; i++) /* 64 ids of 64 bytes fit */
+    (void)append(buf, cap, &at, 64, "%s\"%s\"", i ? "," : "", ic->failed_items[i]);
+  (void)append(buf, cap, &at, 0, "],\"counted\":{");
+  bool all = true;
+  for (size_t i = 0; i < ic->n_lines && all; i++)
+    all = append(buf, cap, &at, 40, "%s\"%s\":%d", i ? "," : "", ic->lines[i]->line_id,
+                 ic->lines[i]->quantity);
+  (void)append(buf, cap, &at, 0, "},\"counted_complete\":%s}", all ? "true" : "false");
 }
 
 /* The counted units, the inspector and the detail, kept until the case
@@ -277,8 +289,7 @@ static int finding_load(as_tx_t *tx, const review_rec_t *rec, finding_t *f) {
 static int settle_move(as_tx_t *tx, const as_msg_t *m, const review_rec_t *rec, as_case_state_t to,
                        as_case_actor_t who, const char *why, const char *detail) {
   int mrc;
-  return review_move(tx, rec->case_id, to, REVIEW_STATE_BIT(INSPECTING), who, why, m, detail,
-                     &mrc);
+  return review_move(tx, rec->case_id, to, REVIEW_STATE_BIT(INSPECTING), who, why, m, detail, &mrc);
 }
 
 /* Pays or refuses what inspection counted. */
@@ -353,8 +364,8 @@ static int on_inspected(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec
 /* ---- compensation of a supplier alert's reporter */
 
 static bool money_ok(const Aftersales__V1__Money *a, const char *currency) {
-  return !a || (a->amount_minor >= 0 &&
-                (a->amount_minor == 0 || strcmp(a->currency, currency) == 0));
+  return !a ||
+         (a->amount_minor >= 0 && (a->amount_minor == 0 || strcmp(a->currency, currency) == 0));
 }
 
 /* NULL if the grant fits the case, else why not (static, or in why). */
@@ -407,8 +418,7 @@ static int on_compensation(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *
   if (rc == 0) rc = review_money_refund_many(x, tx, &p, 1);
   int64_t coupon = g->coupon ? g->coupon->amount_minor : 0;
   bool done = false;
-  if (rc == 0)
-    rc = review_money_coupon_for(x, tx, m, rec, coupon, g->compensation_id, &done);
+  if (rc == 0) rc = review_money_coupon_for(x, tx, m, rec, coupon, g->compensation_id, &done);
   char detail[512], alert[160];
   as_log_json_escape(alert, sizeof alert, g->alert_id);
   snprintf(detail, sizeof detail,
@@ -417,7 +427,8 @@ static int on_compensation(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *
            g->compensation_id, alert, (long long)p.paid, (long long)(done ? coupon : 0),
            rec->c.currency);
   /* the case stays where it is: a closed case is compensated, not reopened */
-  if (rc == 0) rc = as_case_note(tx, rec->case_id, review_actor, "compensation.granted", m, detail, NULL);
+  if (rc == 0)
+    rc = as_case_note(tx, rec->case_id, review_actor, "compensation.granted", m, detail, NULL);
   if (rc == 0) as_counter_add(x->compensations, 1);
   free(lines);
   return rc;
