@@ -114,6 +114,30 @@ def test_route_to_qc_publishes_inspection_requested_and_a_confirmed_defect_refun
     assert detail["counted"] == {"l1": 1} and detail["task_id"] == ic.task_id
 
 
+def test_evidence_added_later_routes_the_claim_to_qc_with_that_evidence(h):
+    m = pbm(h)
+    start_review(h)
+    insp_r = h.reader(INSPECTION_TOPIC)
+    e = new_case(h, case_type="REFUND_ONLY", reason="NOT_AS_DESCRIBED", lines=[("l1", "LAMP", "homeware", 1, 900, 1)])
+    open_cases(h, [e])
+    cid = e.case_id
+    wait_state(h, cid, "AWAITING_EVIDENCE")
+    photo = m.requests.EvidenceAdded(case_id=cid, buyer_id=e.case_opened.buyer_id, added_at_us=now_us())
+    photo.evidence.add(uri="https://img.example.com/p/2.jpg", media_type="image/jpeg", size_bytes=10, sha256="b" * 64)
+    produce_on(h, CASES_TOPIC, "evidence_added", photo, cid)
+    wait_state(h, cid, "INSPECTING")
+    evs = wait_events(h, insp_r, lambda ev: of_kind(ev, "inspection_requested"), what="InspectionRequested")
+    ((_, ir, _, _),) = of_kind(uniq(evs), "inspection_requested")
+    assert (ir.task_id, [a.uri for a in ir.evidence]) == (task_id(cid, "evidence"), ["https://img.example.com/p/2.jpg"])
+    # QC does not confirm the defect: rejected, no money.
+    ic = inspection_completed(h, cid, defect=False, resellable=False, kind="evidence", inspector_id="qc-3",
+                              failed_items=["matches_listing"])
+    produce_on(h, INSPECTION_TOPIC, "inspection_completed", ic, cid)
+    wait_state(h, cid, "REJECTED")
+    assert last_row(h, cid)[2:5] == ("agent", "qc-3", "inspection.failed")
+    assert h.scalar("SELECT count(*) FROM review.refunds WHERE case_id = %s", (cid,)) == 0
+
+
 def test_return_received_two_of_three_and_passed_refunds_two_units_only(h):
     start_review(h)
     refunds_r = h.reader(REFUNDS_TOPIC)
