@@ -259,8 +259,8 @@ static void finding_free(finding_t *f) {
   free(f->refs), free(f->rp);
 }
 
+/* f starts zeroed; finding_free releases it whatever happened. */
 static int finding_load(as_tx_t *tx, const review_rec_t *rec, finding_t *f) {
-  memset(f, 0, sizeof *f);
   const char *v[1] = {rec->case_id};
   int rc = as_db_query(as_tx_db(tx),
                        "SELECT coalesce(inspector_id, ''), inspection_detail::text FROM cases"
@@ -325,8 +325,9 @@ static int settle_counted(review_t *x, as_tx_t *tx, const as_msg_t *m, review_re
 
 int review_inspection_settle(review_t *x, as_tx_t *tx, const as_msg_t *m, review_rec_t *rec) {
   /* review's own inspection follow-up is retired: rows armed before stop */
-  int rc = review_timers_cancel(tx, rec->case_id, "inspection");
   finding_t f;
+  memset(&f, 0, sizeof f);
+  int rc = review_timers_cancel(tx, rec->case_id, "inspection");
   if (rc == 0) rc = finding_load(tx, rec, &f);
   review_rec_t counted;
   review_line_t *lines = NULL;
