@@ -1,6 +1,6 @@
-/* as_case: case creation, the legal-move table of the case life cycle, the
- * transition function (and as_case_note, a timeline row that keeps the
- * state), the first three in bulk: a worker opens or moves a whole
+/* as_case: the legal-move table of the case life cycle, case creation and
+ * the transition function, the last two in bulk (as_case_note, a timeline
+ * row that keeps the state, is one case at a time): a worker opens or moves a whole
  * batch's cases with a fixed number of statements (array parameters through
  * unnest), and the one-case forms are wrappers of the bulk ones. Both queue
  * the CaseStateChanged of every timeline row they write in the caller's
