@@ -1,5 +1,6 @@
-/* as_case: case creation, the legal-move table of the case life cycle, and
- * the transition function, all in bulk: a worker opens or moves a whole
+/* as_case: the legal-move table of the case life cycle, case creation and
+ * the transition function, the last two in bulk (as_case_note, a timeline
+ * row that keeps the state, is one case at a time): a worker opens or moves a whole
  * batch's cases with a fixed number of statements (array parameters through
  * unnest), and the one-case forms are wrappers of the bulk ones. Both queue
  * the CaseStateChanged of every timeline row they write in the caller's
@@ -23,14 +24,17 @@
 #define NSTATES (S(CLOSED) + 1)
 
 /* From each state, the states it may move to. A closed case never moves;
- * a mediator's ruling (from DISPUTED) is final. */
+ * a mediator's ruling (from DISPUTED) is final. A claim QC judges from its
+ * evidence alone goes to INSPECTING from where it is decided (issue 12;
+ * common/sql/cases/007_inspection.sql). */
 static const uint32_t legal[NSTATES] = {
     [S(OPEN)] = B(AWAITING_EVIDENCE) | B(IN_REVIEW) | B(MANUAL_REVIEW) | B(APPROVED) | B(REJECTED) |
-                B(GOODWILL_OFFERED) | B(CARRIER_VERIFYING) | B(ESCALATED) | B(RESOLVED) | B(CLOSED),
+                B(GOODWILL_OFFERED) | B(CARRIER_VERIFYING) | B(ESCALATED) | B(RESOLVED) |
+                B(CLOSED) | B(INSPECTING),
     [S(AWAITING_EVIDENCE)] = B(IN_REVIEW) | B(MANUAL_REVIEW) | B(APPROVED) | B(REJECTED) |
-                             B(GOODWILL_OFFERED) | B(CLOSED),
+                             B(GOODWILL_OFFERED) | B(CLOSED) | B(INSPECTING),
     [S(IN_REVIEW)] = B(APPROVED) | B(REJECTED) | B(MANUAL_REVIEW) | B(GOODWILL_OFFERED) |
-                     B(AWAITING_EVIDENCE) | B(CLOSED),
+                     B(AWAITING_EVIDENCE) | B(CLOSED) | B(INSPECTING),
     [S(MANUAL_REVIEW)] = B(APPROVED) | B(REJECTED) | B(GOODWILL_OFFERED) | B(AWAITING_EVIDENCE) |
                          B(ESCALATED) | B(CLOSED),
     [S(GOODWILL_OFFERED)] = B(APPROVED) | B(REFUNDED) | B(MANUAL_REVIEW) | B(CLOSED),
@@ -473,5 +477,47 @@ int as_case_transition(as_tx_t *tx, const char *case_id, as_case_state_t to, as_
   if (rc == 0) rc = mv.rc;
   if (from && (rc == 0 || rc == -EPERM)) *from = mv.from;
   if (version && rc == 0) *version = mv.version;
+  return rc;
+}
+
+/* ---- a timeline row without a move --------------------------------------- */
+
+static const char sql_note[] = "SELECT cases.note($1, $2::bigint, $3, $4, $5, $6::uuid, $7::jsonb)";
+
+int as_case_note(as_tx_t *tx, const char *case_id, as_case_actor_t actor, const char *why,
+                 const as_msg_t *cause, const char *detail_json, int64_t *version) {
+  if (!case_id) return -EINVAL;
+  as_case_move_t key = {.case_id = case_id};
+  PGresult *r = NULL, *w = NULL;
+  locked_t *rows = NULL;
+  size_t nrows = 0;
+  int rc = lock_rows(tx, &key, 1, &r, &rows, &nrows);
+  if (rc == 0 && nrows == 0) rc = -ENOENT;
+  char ver[24];
+  const char *event_id = cause && cause->env ? cause->env->event_id : NULL;
+  if (rc == 0) {
+    snprintf(ver, sizeof ver, "%lld", (long long)(rows[0].version + 1));
+    const char *vals[7] = {case_id, ver, actor.kind, actor.id, why, event_id, detail_json};
+    rc = as_db_query(tx->db, sql_note, 7, vals, &w);
+  }
+  /* NULL: the row moved under the lock, which cannot happen while it holds */
+  if (rc == 0 && (PQntuples(w) != 1 || PQgetisnull(w, 0, 0))) rc = -EIO;
+  if (rc == 0) {
+    change_t c = {.case_id = case_id,
+                  .order_id = rows[0].order_id,
+                  .case_number = rows[0].case_number,
+                  .from = rows[0].state,
+                  .to = rows[0].state,
+                  .version = rows[0].version + 1,
+                  .actor = actor,
+                  .why = why,
+                  .event_id = event_id,
+                  .cause = cause};
+    rc = publish_change(tx, &c);
+    if (rc == 0 && version) *version = c.version;
+  }
+  PQclear(w);
+  PQclear(r);
+  free(rows);
   return rc;
 }

@@ -141,4 +141,15 @@ AS_MUST_CHECK int as_case_transition(as_tx_t *tx, const char *case_id, as_case_s
                                      const char *detail_json, as_case_state_t *from,
                                      int64_t *version);
 
+/* Appends a timeline row that changes no state (from and to are the case's
+ * state) under the case's row lock, bumping its version, and queues its
+ * CaseStateChanged (from == to): an event on a case its state does not
+ * show, e.g. a closed case compensated (a new refund, the case not
+ * reopened). cause may be NULL; detail_json NULL or a JSON object. Returns
+ * 0 (*version, if not NULL, the case's new version), -ENOENT (no such
+ * case; nothing written), -EINVAL, or an as_db error. */
+AS_MUST_CHECK int as_case_note(as_tx_t *tx, const char *case_id, as_case_actor_t actor,
+                               const char *why, const as_msg_t *cause, const char *detail_json,
+                               int64_t *version);
+
 #endif

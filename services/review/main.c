@@ -2,7 +2,7 @@
  *
  * Consumes case events (CaseOpened, evidence), human decisions (agents,
  * disputes, mediators, buyers' replies to offers), returns (logistics) and
- * inspections; decides each case routed to review under the return policy
+ * inspections and compensations; decides each case routed to review under the return policy
  * (a readable file, reloaded on SIGHUP), publishes the decision, the
  * return instructions or the goodwill offer, and the refunds and exchanges
  * finance and the warehouses act on. One batch is one transaction: the
@@ -53,6 +53,15 @@ static const as_metric_def_t metrics[] = {
     REFUSED(REVIEW_WHY_UNKNOWN_CASE, "unknown_case"),
     REFUSED(REVIEW_WHY_INTAKE, "intake_mismatch"),
     REFUSED(REVIEW_WHY_LEDGER, "ledger_mismatch"),
+    AS_COUNTER(review_t, inspections_requested, "as_review_inspections_requested_total", NULL,
+               "Claims sent to QC for a look at their evidence (InspectionRequested)."),
+    AS_COUNTER(review_t, compensations, "as_review_compensations_total", "result=\"granted\"",
+               "CompensationGranted events: granted (refund of what was left and coupon), or "
+               "repeated (the compensation id was granted before: nothing paid)."),
+    AS_COUNTER(review_t, compensations_repeated, "as_review_compensations_total",
+               "result=\"repeated\"",
+               "CompensationGranted events: granted (refund of what was left and coupon), or "
+               "repeated (the compensation id was granted before: nothing paid)."),
 };
 
 /* The batch's new cases first, decided together; then every other event in
@@ -68,6 +77,7 @@ static const as_route_t routes[] = {
     {P(RETURN_SHIPPED), .one = review_on_shipped},
     {P(RETURN_RECEIVED), .one = review_on_received},
     {P(INSPECTION_COMPLETED), .one = review_on_inspected},
+    {P(COMPENSATION_GRANTED), .one = review_on_compensation},
 };
 
 /* A follow-up re-arms under its twin kind (the name and '+'): the scanner

@@ -51,6 +51,7 @@ typedef struct review {
   as_counter_t *refunds, *refund_minor_capped, *exchanges, *coupons;
   as_counter_t *reloads_ok, *reloads_refused, *sla_breaches;
   as_counter_t *integrity_refused[REVIEW_WHY_N]; /* per review_why_t */
+  as_counter_t *inspections_requested, *compensations, *compensations_repeated;
 } review_t;
 
 /* A case as review knows it: the decision inputs plus what events need. */
@@ -163,8 +164,16 @@ void review_offer_id(char out[40], const char *case_id);
 /* ---- review_money.c */
 /* ITEMS: each claimed line in full; GOODWILL: an amount booked as goodwill;
  * PARTIAL: an amount below the claim (an agent's or a mediator's), booked
- * as items. The last two are spread over the lines in proportion. */
-typedef enum { REVIEW_PAY_ITEMS, REVIEW_PAY_GOODWILL, REVIEW_PAY_PARTIAL } review_pay_kind_t;
+ * as items. The last two are spread over the lines in proportion.
+ * REMAINDER: everything left of each line under the ledger, all its
+ * unrefunded units (a compensation: the line's full allocation minus what
+ * it had back). */
+typedef enum {
+  REVIEW_PAY_ITEMS,
+  REVIEW_PAY_GOODWILL,
+  REVIEW_PAY_PARTIAL,
+  REVIEW_PAY_REMAINDER
+} review_pay_kind_t;
 typedef struct review_pay {
   const as_msg_t *cause;
   const review_rec_t *rec;
@@ -172,7 +181,11 @@ typedef struct review_pay {
   int64_t amount_minor; /* goodwill / ruling amount; items: the approved amount */
   bool with_shipping;
   const char *reason_code; /* static */
-  int64_t paid;            /* out: refunded total, 0 if nothing */
+  /* NULL: the case's own refund (id from the case, one per case); else
+   * the compensation it pays (id from "<case_id>|<compensation_id>", one
+   * per compensation) */
+  const char *compensation_id;
+  int64_t paid; /* out: refunded total, 0 if nothing */
 } review_pay_t;
 /* The bulk form: refunds p[0..n) with a handful of statements; refunds of
  * one batch on the same order line draw on the same ledger figure in
@@ -194,10 +207,20 @@ AS_MUST_CHECK int review_money_exchange(review_t *x, as_tx_t *tx, const as_msg_t
 /* Issues a coupon (once per case) and publishes CouponIssued. */
 AS_MUST_CHECK int review_money_coupon(review_t *x, as_tx_t *tx, const as_msg_t *cause,
                                       const review_rec_t *rec, int64_t value_minor, bool *done);
+/* The same for a compensation's coupon: once per compensation_id (its id
+ * from "<case_id>|<compensation_id>"); compensation_id NULL is the case's. */
+AS_MUST_CHECK int review_money_coupon_for(review_t *x, as_tx_t *tx, const as_msg_t *cause,
+                                          const review_rec_t *rec, int64_t value_minor,
+                                          const char *compensation_id, bool *done);
+/* The name a refund's or coupon's id is derived from: the case id, or
+ * "<case_id>|<compensation_id>". Returns its length, or 0 if it does not
+ * fit in cap bytes. */
+size_t review_money_id_name(char *out, size_t cap, const char *case_id,
+                            const char *compensation_id);
 
 /* ---- review_events.c: the routes after CaseOpened, one per payload type
  * (EvidenceAdded, BuyerReplied, AgentDecision, DisputeOpened,
- * MediationRuling, ReturnShipped, ReturnReceived, InspectionCompleted) */
+ * MediationRuling, ReturnShipped, ReturnReceived) */
 AS_MUST_CHECK int review_on_evidence(void *state, as_tx_t *tx, as_msg_t *m);
 AS_MUST_CHECK int review_on_reply(void *state, as_tx_t *tx, as_msg_t *m);
 AS_MUST_CHECK int review_on_agent(void *state, as_tx_t *tx, as_msg_t *m);
@@ -205,12 +228,28 @@ AS_MUST_CHECK int review_on_dispute(void *state, as_tx_t *tx, as_msg_t *m);
 AS_MUST_CHECK int review_on_ruling(void *state, as_tx_t *tx, as_msg_t *m);
 AS_MUST_CHECK int review_on_shipped(void *state, as_tx_t *tx, as_msg_t *m);
 AS_MUST_CHECK int review_on_received(void *state, as_tx_t *tx, as_msg_t *m);
+
+/* ---- review_inspection.c: QC of the evidence, the inspection's finding
+ * (InspectionCompleted) and a supplier alert's compensation
+ * (CompensationGranted) */
 AS_MUST_CHECK int review_on_inspected(void *state, as_tx_t *tx, as_msg_t *m);
+AS_MUST_CHECK int review_on_compensation(void *state, as_tx_t *tx, as_msg_t *m);
+/* Publishes the evidence-only InspectionRequested of a decision sent to QC
+ * (it->d.inspect). */
+AS_MUST_CHECK int review_inspection_request(review_t *x, as_tx_t *tx, const review_item_t *it);
+/* Settles a case in INSPECTING whose finding is recorded: refunds (or
+ * exchanges) the units inspection counted, or rejects, the move naming the
+ * inspector. */
+AS_MUST_CHECK int review_inspection_settle(review_t *x, as_tx_t *tx, const as_msg_t *m,
+                                           review_rec_t *rec);
+/* An inspection task's id: as_uuid_v5("aftersales.inspection_task",
+ * "<case_id>|<kind>"), kind "return" or "evidence" (README, Identifiers). */
+void review_inspection_task_id(char out[37], const char *case_id, const char *kind);
 
 /* ---- review_timers.c: the deadline kinds "evidence", "return", "offer"
  * (the case closes), "sla:review" (escalation), and the follow-ups
- * "return:transit", "inspection", "mediation", "sla:escalated" with their
- * '+' twins */
+ * "return:transit", "mediation", "sla:escalated" with their '+' twins;
+ * "inspection" and "inspection+" (retired) do nothing */
 AS_MUST_CHECK int review_timers_evidence(void *state, as_tx_t *tx, const char *case_id,
                                          const char *kind, int64_t due_us);
 AS_MUST_CHECK int review_timers_return_due(void *state, as_tx_t *tx, const char *case_id,
@@ -227,15 +266,16 @@ AS_MUST_CHECK int review_timers_mediation(void *state, as_tx_t *tx, const char *
                                           const char *kind, int64_t due_us);
 AS_MUST_CHECK int review_timers_escalated(void *state, as_tx_t *tx, const char *case_id,
                                           const char *kind, int64_t due_us);
-/* Arms the follow-up kind ("return:transit", "inspection", "mediation",
+/* Arms the follow-up kind ("return:transit", "mediation",
  * "sla:escalated") wait_us from now; cancels it and its twin. Return 0 or
  * an as_db error. */
 AS_MUST_CHECK int review_timers_arm(as_tx_t *tx, const char *case_id, const char *kind,
                                     int64_t wait_us);
 AS_MUST_CHECK int review_timers_cancel(as_tx_t *tx, const char *case_id, const char *kind);
-/* How long review waits on others before the follow-ups start. */
+/* How long review waits on others before the follow-ups start. (The
+ * inspection's clock is the inspection worker's: "inspection" rows armed
+ * before issue 12 fire and do nothing.) */
 #define REVIEW_TRANSIT_WAIT_US (14LL * 24 * 3600 * 1000000)
-#define REVIEW_INSPECTION_WAIT_US (7LL * 24 * 3600 * 1000000)
 #define REVIEW_MEDIATION_WAIT_US (7LL * 24 * 3600 * 1000000)
 
 /* ---- helpers */

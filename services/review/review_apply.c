@@ -40,6 +40,11 @@ static as_case_state_t target_of(int verdict) {
   }
 }
 
+/* A claim QC judges from its evidence waits in INSPECTING. */
+static as_case_state_t target(const review_decision_t *d) {
+  return d->inspect ? ST(INSPECTING) : target_of(d->verdict);
+}
+
 static void detail_json(char *buf, size_t cap, const review_t *x, const review_item_t *it) {
   char rule[96], ver[160];
   as_log_json_escape(rule, sizeof rule, it->d.rule ? it->d.rule : "");
@@ -85,10 +90,10 @@ static int move_cases(review_t *x, as_tx_t *tx, review_item_t *it, size_t n) {
     first[i] = SIZE_MAX;
     /* Intake may already have put the case where review would (awaiting
      * evidence): the decision stands without a move. */
-    if (target_of(it[i].d.verdict) == it[i].rec->state) continue;
+    if (target(&it[i].d) == it[i].rec->state) continue;
     first[i] = k;
     m[k++] = (as_case_move_t){.case_id = it[i].rec->case_id,
-                              .to = target_of(it[i].d.verdict),
+                              .to = target(&it[i].d),
                               .from_mask = it[i].from_mask,
                               .actor = it[i].actor,
                               .why = why,
@@ -177,7 +182,8 @@ static int record_decisions(review_t *x, as_tx_t *tx, review_item_t *it, size_t 
     as_cols_str(&c, D_POLICY, review_policy_version(x->policy));
     as_cols_str(&c, D_BY, it[i].actor.id);
     as_cols_int(&c, D_PAYER, d->shipping_payer);
-    as_cols_int(&c, D_APPROVED, d->verdict == V(APPROVED) ? d->amount_minor : 0);
+    /* a QC-judged claim keeps what a confirmed defect pays */
+    as_cols_int(&c, D_APPROVED, d->verdict == V(APPROVED) || d->inspect ? d->amount_minor : 0);
     as_cols_bool(&c, D_RETURN, d->return_required);
     as_cols_bool(&c, D_REFUND_SHIP, d->refund_shipping);
     as_cols_str(&c, D_OFFER_ID, oid);
@@ -212,9 +218,11 @@ static int arm_deadlines(as_tx_t *tx, review_item_t *it, size_t n) {
     if (d->verdict == V(APPROVED) && d->return_required)
       kind = "return", when = at + d->return_wait_us;
     if (d->verdict == V(GOODWILL_OFFER)) kind = "offer", when = at + d->offer_wait_us;
-    if (d->verdict == V(MANUAL_REVIEW)) kind = "sla:review", when = it[i].rec->review_due_us;
+    /* QC's clock is the inspection worker's (AS_INSPECTION_SLA_HOURS) */
+    bool person = d->verdict == V(MANUAL_REVIEW) && !d->inspect;
+    if (person) kind = "sla:review", when = it[i].rec->review_due_us;
     if (kind) ids[k] = it[i].rec->case_id, kinds[k] = kind, due[k++] = when;
-    if (d->verdict != V(MANUAL_REVIEW)) as_cols_str(&met, 0, it[i].rec->case_id);
+    if (!person) as_cols_str(&met, 0, it[i].rec->case_id);
   }
   if (rc == 0 && k) rc = as_deadline_set_many(tx, ids, kinds, due, k);
   if (rc == 0) rc = as_cols_run(&met, as_tx_db(tx), NULL);
@@ -245,7 +253,7 @@ int review_publish_decided(review_t *x, as_tx_t *tx, const review_item_t *it) {
     rd.evidence_due_us = it->decided_at_us + d->evidence_wait_us;
   rd.case_state = it->to                                            ? it->to
                   : d->verdict == V(APPROVED) && d->return_required ? ST(AWAITING_RETURN)
-                                                                    : target_of(d->verdict);
+                                                                    : target(d);
   Aftersales__V1__Envelope env = AFTERSALES__V1__ENVELOPE__INIT;
   env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_REVIEW_DECIDED;
   env.review_decided = &rd;
@@ -310,6 +318,7 @@ static int publish_all(review_t *x, as_tx_t *tx, review_item_t *it, size_t n) {
     if (rc == 0 && d->verdict == V(APPROVED) && d->return_required)
       rc = publish_instructions(tx, &it[i]);
     if (rc == 0 && d->verdict == V(GOODWILL_OFFER)) rc = publish_offer(x, tx, &it[i]);
+    if (rc == 0 && d->inspect) rc = review_inspection_request(x, tx, &it[i]);
     if (rc == 0 && d->verdict > 0 && d->verdict < 6) as_counter_add(x->decided[d->verdict], 1);
   }
   return rc;

@@ -118,6 +118,28 @@ static void goodwill(const review_rules_t *r, const review_case_t *c, review_dec
   }
 }
 
+/* Rule qc.evidence: a no-return claim of a listed type and (seller-fault)
+ * reason, inside the claim window with a photo or video, is judged by a QC
+ * agent from its evidence; a confirmed defect then pays what an approval
+ * would. A buyer's own reason has no defect to confirm. */
+static bool qc_applies(const review_rules_t *r, const review_case_t *c) {
+  return r->qc_evidence && has(r->qc_case_types, c->case_type) && has(r->qc_reasons, c->reason) &&
+         has(r->seller_fault, c->reason) && c->has_photo_or_video && c->delivered_at_us != 0 &&
+         within_days(c->delivered_at_us, c->submitted_at_us, r->claim_days);
+}
+
+static void qc(const review_policy_t *p, const review_rules_t *r, const review_case_t *c,
+               review_decision_t *d) {
+  approve(p, r, c, true, d);
+  /* no goods come back: nothing of the return instructions stays */
+  d->return_required = false;
+  d->return_wait_us = 0;
+  d->return_method = 0;
+  d->warehouse_id[0] = d->return_address[0] = d->packaging[0] = '\0';
+  d->inspect = true;
+  manual(d, "qc.evidence");
+}
+
 static void decide_seller_fault(const review_policy_t *p, const review_rules_t *r,
                                 const review_case_t *c, review_decision_t *d) {
   if (within_days(c->delivered_at_us, c->submitted_at_us, r->claim_days))
@@ -171,6 +193,8 @@ void review_decide(const review_policy_t *p, const review_case_t *c, review_deci
     manual(d, "abuse.repeated_claims");
   else if (rate_over(&r, c))
     manual(d, "abuse.return_rate");
+  else if (qc_applies(&r, c))
+    qc(p, &r, c, d);
   else if (c->claimed_minor > above)
     manual(d, "amount.manual_threshold");
   else if (c->delivered_at_us == 0)

@@ -5,14 +5,15 @@
  * goodwill offer; an agent decides a case in manual review; a seller's
  * dispute goes to a mediator whose ruling is final; a return shipped stops
  * the return clock, a return received plus a passed inspection (in either
- * order) pays the refund or asks for the exchange. Events about cases
+ * order; review_inspection has the finding) pays the refund or asks for
+ * the exchange. Events about cases
  * review does not hold, or that arrive after the case moved on, change
  * nothing; events that contradict the case (a reply to another offer, an
  * agent deciding a case nobody asked about, an amount above the claim) are
  * dead-lettered with the reason. Every move the buyer can see is told with
  * a ReviewDecided naming the rule and the case's new state, and every wait
- * on someone outside review (a parcel in transit, the inspection, the
- * mediator) arms its follow-up deadline. */
+ * on someone outside review (a parcel in transit, the mediator) arms its
+ * follow-up deadline (the inspection's is the inspection worker's). */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -246,39 +247,6 @@ static int on_ruling(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
 
 /* ---- the goods come back */
 
-/* Received and inspected: pay, exchange, or refuse. */
-static int settle_return(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
-  uint32_t from = REVIEW_STATE_BIT(INSPECTING);
-  int rc = review_timers_cancel(tx, rec->case_id, "inspection");
-  if (rc < 0) return rc;
-  if (!rec->inspection_passed) {
-    rc = settle_move(tx, m, rec, ST(REJECTED), from, system_actor, "inspection.failed", NULL);
-    return rc ? rc
-              : review_publish_outcome(x, tx, m, rec, V(REJECTED), "inspection.failed",
-                                       ST(REJECTED), system_actor);
-  }
-  if (rec->outcome == O(EXCHANGE)) {
-    bool done;
-    rc = review_money_exchange(x, tx, m, rec, &done);
-    return rc ? rc
-              : settle_move(tx, m, rec, ST(EXCHANGED), from, system_actor, "exchange.requested",
-                            NULL);
-  }
-  int64_t paid;
-  rc = rec->approved_minor < rec->c.claimed_minor
-           ? review_money_refund(x, tx, m, rec, REVIEW_PAY_PARTIAL, rec->approved_minor, false,
-                                 "return.inspected", &paid)
-           : review_money_refund(x, tx, m, rec, REVIEW_PAY_ITEMS, rec->approved_minor,
-                                 rec->refund_shipping, "return.inspected", &paid);
-  if (rc < 0) return rc;
-  rc = settle_move(tx, m, rec, paid > 0 ? ST(REFUNDED) : ST(REJECTED), from, system_actor,
-                   paid > 0 ? "refund.issued" : "refund.nothing_left", NULL);
-  if (rc == 0 && paid == 0)
-    rc = review_publish_outcome(x, tx, m, rec, V(REJECTED), "refund.nothing_left", ST(REJECTED),
-                                system_actor);
-  return rc;
-}
-
 static int on_shipped(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
   (void)x;
   if (rec->state != ST(AWAITING_RETURN)) return 0;
@@ -308,19 +276,8 @@ static int on_received(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec)
   if (rc == 0)
     rc = review_publish_outcome(x, tx, m, rec, V(UNSPECIFIED), "inspection.awaited", ST(INSPECTING),
                                 system_actor);
-  if (rc == 0) rc = review_timers_arm(tx, rec->case_id, "inspection", REVIEW_INSPECTION_WAIT_US);
-  if (rc == 0 && rec->inspection_known) rc = settle_return(x, tx, m, rec);
-  return rc;
-}
-
-static int on_inspected(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
-  const Aftersales__V1__InspectionCompleted *ic = m->env->inspection_completed;
-  if (rec->state != ST(AWAITING_RETURN) && rec->state != ST(INSPECTING)) return 0;
-  bool fault = review_policy_seller_fault(x->policy, rec->c.reason);
-  rec->inspection_known = true;
-  rec->inspection_passed = fault ? ic->defect_confirmed : ic->resellable;
-  int rc = set_col(tx, rec, SET_COL("inspection_passed"), rec->inspection_passed ? "t" : "f");
-  if (rc == 0 && rec->state == ST(INSPECTING)) rc = settle_return(x, tx, m, rec);
+  /* the inspection worker opens the task and owns its clock */
+  if (rc == 0 && rec->inspection_known) rc = review_inspection_settle(x, tx, m, rec);
   return rc;
 }
 
@@ -357,4 +314,3 @@ ROUTE(dispute, on_dispute, dispute_opened, true)
 ROUTE(ruling, on_ruling, mediation_ruling, true)
 ROUTE(shipped, on_shipped, return_shipped, false)
 ROUTE(received, on_received, return_received, false)
-ROUTE(inspected, on_inspected, inspection_completed, false)

@@ -2,7 +2,9 @@
  *
  * Finance books every RefundIssued it reads, so a refund must be right the
  * first time and never repeated: its id is derived from the case (one
- * refund per case, enforced by a unique constraint), and its amount is cut
+ * refund per case, enforced by a unique constraint), or for a supplier
+ * alert's compensation from the case and the compensation (one per
+ * compensation id: a case's second refund), and its amount is cut
  * per order line to what the ledger says is left of what was paid. The
  * ledger rows are locked for the computation, and the refund lines charge
  * the ledger through a trigger whose CHECK refuses any overdraft, so even a
@@ -176,6 +178,18 @@ static void compute_items(pay_line_t *pl, size_t n, refund_sum_t *s) {
   }
 }
 
+/* REMAINDER: each line gives everything left of it, all its units not yet
+ * refunded. */
+static void compute_remainder(pay_line_t *pl, size_t n, refund_sum_t *s) {
+  for (size_t i = 0; i < n; i++) {
+    pl[i].give = room_of(&pl[i]);
+    pl[i].units = pl[i].led ? pl[i].led->purchased - pl[i].led->units : 0;
+    if (pl[i].units < 0) pl[i].units = 0;
+    pl[i].quantity = pl[i].units;
+    s->items += pl[i].give; /* each <= its line's paid amount */
+  }
+}
+
 /* What one refund is made of, each part cut to what is left, and charged
  * to the shared ledger entries at once. */
 static void compute(const review_pay_t *p, refund_sum_t *s, left_t *tab, size_t ntab,
@@ -183,8 +197,11 @@ static void compute(const review_pay_t *p, refund_sum_t *s, left_t *tab, size_t 
   const review_rec_t *rec = p->rec;
   pay_line_t *pl = s->pl;
   int64_t before = order_refunded(tab, ntab, rec->order_id);
+  bool units = p->kind == REVIEW_PAY_ITEMS || p->kind == REVIEW_PAY_REMAINDER;
   if (p->kind == REVIEW_PAY_ITEMS) {
     compute_items(pl, rec->c.nlines, s);
+  } else if (p->kind == REVIEW_PAY_REMAINDER) {
+    compute_remainder(pl, rec->c.nlines, s);
   } else {
     int64_t placed = spread(pl, rec->c.nlines, p->amount_minor < 0 ? 0 : p->amount_minor, scratch);
     if (p->kind == REVIEW_PAY_GOODWILL)
@@ -195,8 +212,8 @@ static void compute(const review_pay_t *p, refund_sum_t *s, left_t *tab, size_t 
   for (size_t i = 0; i < rec->c.nlines; i++)
     if (pl[i].led) {
       pl[i].led->left -= pl[i].give;
-      pl[i].led->units += p->kind == REVIEW_PAY_ITEMS ? pl[i].units : 0;
-      if (p->kind != REVIEW_PAY_ITEMS) pl[i].units = 0;
+      pl[i].led->units += units ? pl[i].units : 0;
+      if (!units) pl[i].units = 0;
     }
   left_t *ship = left_find(tab, ntab, rec->order_id, "#shipping");
   if (p->kind == REVIEW_PAY_ITEMS && p->with_shipping)
@@ -206,7 +223,18 @@ static void compute(const review_pay_t *p, refund_sum_t *s, left_t *tab, size_t 
       s->items + s->shipping + s->goodwill; /* parts of one order's amount paid: no overflow */
 }
 
-enum { RF_ID, RF_CASE, RF_ORDER, RF_CUR, RF_ITEMS, RF_SHIPPING, RF_GOODWILL, RF_TOTAL, RF_REASON };
+enum {
+  RF_ID,
+  RF_CASE,
+  RF_ORDER,
+  RF_CUR,
+  RF_ITEMS,
+  RF_SHIPPING,
+  RF_GOODWILL,
+  RF_TOTAL,
+  RF_REASON,
+  RF_COMPENSATION
+};
 static const as_col_t refund_cols[] = {
     [RF_ID] = {"refund_id", "uuid"},
     [RF_CASE] = {"case_id", "text"},
@@ -217,10 +245,11 @@ static const as_col_t refund_cols[] = {
     [RF_GOODWILL] = {"goodwill_minor", "bigint"},
     [RF_TOTAL] = {"total_minor", "bigint"},
     [RF_REASON] = {"reason_code", "text"},
+    [RF_COMPENSATION] = {"compensation_id", "uuid"},
 };
 static const as_bulk_t sql_refunds = AS_BULK(
     "INSERT INTO refunds (refund_id, case_id, order_id, currency, items_minor, shipping_minor,"
-    " goodwill_minor, total_minor, reason_code)"
+    " goodwill_minor, total_minor, reason_code, compensation_id)"
     " SELECT * FROM {{u}} ON CONFLICT DO NOTHING RETURNING refund_id::text",
     refund_cols);
 
@@ -245,6 +274,7 @@ static void refund_row(as_cols_t *c, const review_pay_t *p, const refund_sum_t *
   as_cols_int(c, RF_GOODWILL, s->goodwill);
   as_cols_int(c, RF_TOTAL, s->total);
   as_cols_str(c, RF_REASON, p->reason_code);
+  as_cols_str(c, RF_COMPENSATION, p->compensation_id); /* NULL: the case's own */
 }
 
 static void line_row(as_cols_t *c, const char *id, const char *order_id, const char *line_id,
@@ -359,8 +389,22 @@ static void plan(review_pay_t *p, size_t n, refund_sum_t *s, pay_line_t *pl, lef
       x->want = x->led ? line_want(x->led, l, &x->units) : 0;
     }
     compute(&p[i], &s[i], tab, ntab, scratch);
-    as_uuid_v5(s[i].id, "aftersales.refund", rec->case_id, strlen(rec->case_id));
+    char name[512];
+    size_t len = p[i].compensation_id
+                     ? review_money_id_name(name, sizeof name, rec->case_id, p[i].compensation_id)
+                     : 0;
+    if (len)
+      as_uuid_v5(s[i].id, "aftersales.refund", name, len);
+    else /* the case's own refund (a compensation's name always fits: checked before) */
+      as_uuid_v5(s[i].id, "aftersales.refund", rec->case_id, strlen(rec->case_id));
   }
+}
+
+size_t review_money_id_name(char *out, size_t cap, const char *case_id,
+                            const char *compensation_id) {
+  int len = compensation_id ? snprintf(out, cap, "%s|%s", case_id, compensation_id)
+                            : snprintf(out, cap, "%s", case_id);
+  return len < 0 || (size_t)len >= cap ? 0 : (size_t)len;
 }
 
 int review_money_refund_many(review_t *x, as_tx_t *tx, review_pay_t *p, size_t n) {
@@ -463,12 +507,23 @@ int review_money_exchange(review_t *x, as_tx_t *tx, const as_msg_t *cause, const
 
 int review_money_coupon(review_t *x, as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
                         int64_t value_minor, bool *done) {
+  return review_money_coupon_for(x, tx, cause, rec, value_minor, NULL, done);
+}
+
+int review_money_coupon_for(review_t *x, as_tx_t *tx, const as_msg_t *cause,
+                            const review_rec_t *rec, int64_t value_minor,
+                            const char *compensation_id, bool *done) {
   *done = false;
   if (value_minor <= 0) return 0;
-  char id[AS_UUID_STRLEN + 1], val[24];
-  as_uuid_v5(id, "aftersales.coupon", rec->case_id, strlen(rec->case_id));
+  char id[AS_UUID_STRLEN + 1], val[24], name[512];
+  size_t len =
+      compensation_id ? review_money_id_name(name, sizeof name, rec->case_id, compensation_id) : 0;
+  if (len)
+    as_uuid_v5(id, "aftersales.coupon", name, len);
+  else
+    as_uuid_v5(id, "aftersales.coupon", rec->case_id, strlen(rec->case_id));
   snprintf(val, sizeof val, "%lld", (long long)value_minor);
-  const char *vals[4] = {id, rec->case_id, rec->c.currency, val};
+  const char *vals[5] = {id, rec->case_id, rec->c.currency, val, compensation_id};
   Aftersales__V1__Money v = review_money(value_minor, rec->c.currency);
   Aftersales__V1__CouponIssued ci = AFTERSALES__V1__COUPON_ISSUED__INIT;
   ci.coupon_id = id;
@@ -480,7 +535,8 @@ int review_money_coupon(review_t *x, as_tx_t *tx, const as_msg_t *cause, const r
   env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_COUPON_ISSUED;
   env.coupon_issued = &ci;
   return publish_once(tx, cause, rec,
-                      "INSERT INTO coupons (coupon_id, case_id, currency, value_minor)"
-                      " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING coupon_id",
-                      4, vals, &env, x->coupons, done);
+                      "INSERT INTO coupons (coupon_id, case_id, currency, value_minor,"
+                      " compensation_id) VALUES ($1, $2, $3, $4, $5::uuid)"
+                      " ON CONFLICT DO NOTHING RETURNING coupon_id",
+                      5, vals, &env, x->coupons, done);
 }

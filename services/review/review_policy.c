@@ -83,6 +83,16 @@ const char review_policy_default[] =
     "return_methods = PICKUP DROP_OFF EXPRESS\n"
     "default_return_method = DROP_OFF\n"
     "packaging = original packaging, tags attached\n"
+    "# Quality inspection of the evidence: a claim of one of qc_case_types\n"
+    "# for one of qc_reasons that is also a seller_fault reason (QC confirms\n"
+    "# or refutes a defect), delivered, inside claim_days and with a photo or\n"
+    "# video, goes to a QC agent (InspectionRequested; the case waits in\n"
+    "# INSPECTING) instead of being decided by rule; a confirmed defect\n"
+    "# refunds the units QC judged. A [category] or [merchant] with\n"
+    "# qc_evidence = no keeps its claims out.\n"
+    "qc_case_types = REFUND_ONLY\n"
+    "qc_reasons = QUALITY_DEFECT DAMAGED_IN_TRANSIT NOT_AS_DESCRIBED\n"
+    "qc_evidence = yes\n"
     "\n"
     "# No no-reason returns; quality claims still apply.\n"
     "[category fresh_produce]\n"
@@ -120,7 +130,8 @@ typedef enum {
   K_METHOD,
   K_TEXT,
   K_ID,
-  K_SHIPREF
+  K_SHIPREF,
+  K_CASETYPES
 } key_type_t;
 
 typedef struct {
@@ -178,6 +189,10 @@ static const key_def_t KEYS[] = {
     SHIP(DELIVERED_NOT_RECEIVED),
     SHIP(TRACKING_STALLED),
     SHIP(OTHER),
+    /* quality inspection of the evidence (issue 12) */
+    {"qc_case_types", K_CASETYPES, R(qc_case_types), 0, 0, SEC_DEFAULT},
+    {"qc_reasons", K_REASONS, R(qc_reasons), 0, 0, SEC_DEFAULT},
+    {"qc_evidence", K_BOOL, R(qc_evidence), 0, 0, DCM},
 };
 #define NKEYS (sizeof KEYS / sizeof KEYS[0])
 _Static_assert(NKEYS <= 64, "review_rules_t.set is a 64-bit mask");
@@ -193,6 +208,7 @@ typedef struct {
 #define REASONS (&aftersales__v1__reason__descriptor)
 #define METHODS (&aftersales__v1__return_method__descriptor)
 #define PAYERS (&aftersales__v1__payer_party__descriptor)
+#define CASETYPES (&aftersales__v1__case_type__descriptor)
 static const name_value_t SHIPREFS[] = {
     {"whole", REVIEW_SHIP_WHOLE},
     {"pro_rata", REVIEW_SHIP_PRO_RATA},
@@ -350,6 +366,10 @@ static int parse_reasons_value(parser_t *ps, const key_def_t *k, char *v, void *
   return parse_set(ps, k, v, REASONS, "reason", field);
 }
 
+static int parse_casetypes_value(parser_t *ps, const key_def_t *k, char *v, void *field) {
+  return parse_set(ps, k, v, CASETYPES, "case type", field);
+}
+
 static int parse_methods_value(parser_t *ps, const key_def_t *k, char *v, void *field) {
   if (parse_set(ps, k, v, METHODS, "return method", field) < 0) return -1;
   if (*(uint32_t *)field == 0) return fail(ps, "%s needs at least one method", k->name);
@@ -428,11 +448,17 @@ static int parse_id_value(parser_t *ps, const key_def_t *k, char *v, void *field
 
 typedef int (*value_parser_t)(parser_t *ps, const key_def_t *k, char *v, void *field);
 static const value_parser_t PARSERS[] = {
-    [K_INT] = parse_int_value,         [K_BOOL] = parse_bool_value,
-    [K_REASONS] = parse_reasons_value, [K_PAYER] = parse_payer_value,
-    [K_MONEY] = parse_money_value,     [K_METHODS] = parse_methods_value,
-    [K_METHOD] = parse_method_value,   [K_TEXT] = parse_text_value,
-    [K_ID] = parse_id_value,           [K_SHIPREF] = parse_shipref_value,
+    [K_INT] = parse_int_value,
+    [K_BOOL] = parse_bool_value,
+    [K_REASONS] = parse_reasons_value,
+    [K_PAYER] = parse_payer_value,
+    [K_MONEY] = parse_money_value,
+    [K_METHODS] = parse_methods_value,
+    [K_METHOD] = parse_method_value,
+    [K_TEXT] = parse_text_value,
+    [K_ID] = parse_id_value,
+    [K_SHIPREF] = parse_shipref_value,
+    [K_CASETYPES] = parse_casetypes_value,
 };
 
 /* Bytes of a field of the type, for the table-driven merge. */
@@ -444,6 +470,7 @@ static size_t field_size(key_type_t t) {
       return sizeof(bool);
     case K_REASONS:
     case K_METHODS:
+    case K_CASETYPES:
       return sizeof(uint32_t);
     case K_PAYER:
     case K_METHOD:
@@ -866,6 +893,7 @@ static void rules_stricter(review_rules_t *acc, const review_rules_t *r) {
         (void)money_put(accs[j], lists[j]->v[i].currency, lists[j]->v[i].minor);
     }
   acc->non_returnable = acc->non_returnable || r->non_returnable;
+  acc->qc_evidence = acc->qc_evidence && r->qc_evidence; /* one line opted out: no QC */
   uint64_t pack = UINT64_C(1) << (find_key("packaging") - KEYS);
   if (!(acc->set & pack) && (r->set & pack)) {
     acc->packaging = r->packaging;

@@ -44,6 +44,7 @@ typedef struct review_line {
   int64_t unit_minor; /* list price per unit, in the case's currency */
   int32_t purchased;  /* units bought on the line */
   int64_t paid_minor; /* the amount paid allocated to the whole line (all purchased units) */
+  const char *supplier_id, *lot_id; /* "" when unknown (QC's InspectionRequested names them) */
 } review_line_t;
 
 /* shipping_refund: what a seller-fault refund covering part of the order
@@ -76,6 +77,10 @@ typedef struct review_decision {
   int percent;          /* goodwill partial refund: percent of the claimed amount */
   bool refund_shipping; /* approved refund also returns the order's shipping fee */
   int shipping_refund;  /* REVIEW_SHIP_*: how much of it when the refund covers part of the order */
+  /* verdict MANUAL_REVIEW, rule "qc.evidence": a QC agent judges the claim's
+   * evidence (InspectionRequested, case INSPECTING); amount_minor and the
+   * refund fields are what a confirmed defect pays */
+  bool inspect;
   /* deadlines, as durations from the decision */
   int64_t evidence_wait_us, return_wait_us, offer_wait_us;
   /* return instructions (approved with return_required) */
@@ -119,6 +124,11 @@ typedef struct review_rules {
   int shipping[REVIEW_NREASONS]; /* PayerParty per Reason */
   review_money_list_t manual_review_above, refund_only_max;
   char *packaging, *warehouse, *address;
+  /* QC of the evidence (issue 12): claims of these case types and reasons,
+   * in the claim window with a photo or video, go to a QC agent instead of
+   * being decided by rule; a [category] or [merchant] may opt out */
+  uint32_t qc_case_types, qc_reasons;
+  bool qc_evidence;
 } review_rules_t;
 
 /* Fills *out with the rules in force for case c: [default], then the

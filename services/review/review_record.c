@@ -56,6 +56,8 @@ static const char *take_line(review_line_t *out, const Aftersales__V1__CaseLine 
   *out = (review_line_t){.line_id = l->line_id,
                          .sku = l->sku,
                          .category = l->category,
+                         .supplier_id = l->supplier_id,
+                         .lot_id = l->lot_id,
                          .quantity = l->quantity,
                          .unit_minor = l->unit_price->amount_minor,
                          .purchased = l->purchased_quantity,
@@ -378,7 +380,18 @@ static const as_bulk_t sql_cases = AS_BULK(
     " SELECT * FROM {{u}} ON CONFLICT (case_id) DO NOTHING RETURNING case_id",
     case_cols);
 
-enum { CL_CASE, CL_LINE, CL_SKU, CL_CATEGORY, CL_QTY, CL_UNIT, CL_PURCHASED, CL_PAID };
+enum {
+  CL_CASE,
+  CL_LINE,
+  CL_SKU,
+  CL_CATEGORY,
+  CL_QTY,
+  CL_UNIT,
+  CL_PURCHASED,
+  CL_PAID,
+  CL_SUPPLIER,
+  CL_LOT
+};
 static const as_col_t line_cols[] = {
     [CL_CASE] = {"case_id", "text"},
     [CL_LINE] = {"line_id", "text"},
@@ -388,10 +401,12 @@ static const as_col_t line_cols[] = {
     [CL_UNIT] = {"unit_minor", "bigint"},
     [CL_PURCHASED] = {"purchased", "int"},
     [CL_PAID] = {"paid_minor", "bigint"},
+    [CL_SUPPLIER] = {"supplier_id", "text"},
+    [CL_LOT] = {"lot_id", "text"},
 };
 static const as_bulk_t sql_lines = AS_BULK(
     "INSERT INTO case_lines (case_id, line_id, sku, category, quantity, unit_minor, purchased, "
-    "paid_minor)"
+    "paid_minor, supplier_id, lot_id)"
     " SELECT * FROM {{u}} ON CONFLICT DO NOTHING",
     line_cols);
 
@@ -445,6 +460,8 @@ static void line_rows(as_cols_t *lines, as_cols_t *ledger, const review_rec_t *r
     as_cols_int(lines, CL_UNIT, l->unit_minor);
     as_cols_int(lines, CL_PURCHASED, l->purchased);
     as_cols_int(lines, CL_PAID, l->paid_minor);
+    as_cols_str(lines, CL_SUPPLIER, l->supplier_id ? l->supplier_id : "");
+    as_cols_str(lines, CL_LOT, l->lot_id ? l->lot_id : "");
     ledger_row(ledger, r, l->line_id, l->paid_minor, l->purchased);
   }
   if (r->undecidable) return; /* nothing can be refunded before a person decides */
@@ -492,7 +509,9 @@ static const char sql_load[] =
     " FROM cases r JOIN cases.cases c USING (case_id) WHERE r.case_id = $1 FOR UPDATE OF r, c";
 
 static const char sql_load_lines[] =
-    "SELECT line_id, sku, category, quantity, unit_minor, purchased, paid_minor FROM case_lines"
+    "SELECT line_id, sku, category, supplier_id, lot_id, quantity, unit_minor, purchased, "
+    "paid_minor"
+    " FROM case_lines"
     " WHERE case_id = $1"
     " ORDER BY line_id";
 
@@ -561,7 +580,7 @@ static int load_lines(as_tx_t *tx, review_rec_t *rec) {
   int n = PQntuples(r);
   size_t slots = n > 0 ? (size_t)n : 1, strbytes = 0;
   for (int i = 0; i < n; i++)
-    for (int k = 0; k < 3; k++) strbytes += (size_t)PQgetlength(r, i, k) + 1;
+    for (int k = 0; k < 5; k++) strbytes += (size_t)PQgetlength(r, i, k) + 1;
   char *mem = malloc(slots * sizeof(review_line_t) + strbytes);
   if (!mem) {
     PQclear(r);
@@ -570,8 +589,8 @@ static int load_lines(as_tx_t *tx, review_rec_t *rec) {
   rec->lines = (review_line_t *)(void *)mem;
   char *p = mem + slots * sizeof(review_line_t);
   for (int i = 0; i < n; i++) {
-    const char *f[3];
-    for (int k = 0; k < 3; k++) {
+    const char *f[5];
+    for (int k = 0; k < 5; k++) {
       size_t len = (size_t)PQgetlength(r, i, k);
       memcpy(p, PQgetvalue(r, i, k), len + 1);
       f[k] = p;
@@ -580,10 +599,12 @@ static int load_lines(as_tx_t *tx, review_rec_t *rec) {
     rec->lines[i] = (review_line_t){.line_id = f[0],
                                     .sku = f[1],
                                     .category = f[2],
-                                    .quantity = (int32_t)num(r, i, 3),
-                                    .unit_minor = num(r, i, 4),
-                                    .purchased = (int32_t)num(r, i, 5),
-                                    .paid_minor = num(r, i, 6)};
+                                    .supplier_id = f[3],
+                                    .lot_id = f[4],
+                                    .quantity = (int32_t)num(r, i, 5),
+                                    .unit_minor = num(r, i, 6),
+                                    .purchased = (int32_t)num(r, i, 7),
+                                    .paid_minor = num(r, i, 8)};
   }
   PQclear(r);
   rec->c.lines = rec->lines;

@@ -19,9 +19,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define T0 INT64_C(1700000000123456)
 
 static const review_line_t LINES[] = {
-    {"l1", "sku-1", "electronics", 1, 5000, 1, 5000},
-    {"l2", "sku-2", "fresh_produce", 2, 150000, 3, 420000},
-    {"l3", "sku-3", "unlisted", 1, INT64_MAX / 4, 1, INT64_MAX / 4},
+    {"l1", "sku-1", "electronics", 1, 5000, 1, 5000, "", ""},
+    {"l2", "sku-2", "fresh_produce", 2, 150000, 3, 420000, "", ""},
+    {"l3", "sku-3", "unlisted", 1, INT64_MAX / 4, 1, INT64_MAX / 4, "", ""},
 };
 
 static void check(const review_decision_t *d) {

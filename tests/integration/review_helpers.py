@@ -252,13 +252,38 @@ def produce_on(h, topic, field, payload, case_id, event_id=None, order_id=""):
     return env
 
 
+def task_id(case_id, kind):
+    """The inspection task's id (README, Identifiers): kind "return" or "evidence"."""
+    root = uuid.uuid5(uuid.NAMESPACE_URL, "urn:aftersales")
+    return str(uuid.uuid5(uuid.uuid5(root, "aftersales.inspection_task"), f"{case_id}|{kind}"))
+
+
+def claimed_lines(h, case_id):
+    """[(line_id, sku, quantity)] the case claims, as review recorded them."""
+    return h.sql("SELECT line_id, sku, quantity FROM review.case_lines WHERE case_id = %s ORDER BY line_id",
+                 (case_id,))
+
+
+def inspection_completed(h, case_id, resellable=True, defect=False, lines=None, kind="return", **kw):
+    """An InspectionCompleted as the inspection worker publishes it: the
+    units it counted (default: every claimed unit), its task id, the
+    inspector."""
+    m = pbm(h)
+    ic = m.inspection.InspectionCompleted(case_id=case_id, defect_confirmed=defect, resellable=resellable,
+                                          standard="apparel-v1", standard_version="1", completed_at_us=now_us(),
+                                          task_id=task_id(case_id, kind), inspector_id=kw.pop("inspector_id", "qc-1"),
+                                          evidence_only=kind == "evidence", **kw)
+    for line_id, sku, qty in (claimed_lines(h, case_id) if lines is None else lines):
+        ic.lines.add(line_id=line_id, sku=sku, quantity=qty)
+    return ic
+
+
 def returned_and_inspected(h, case_id, resellable=True, defect=False, event_ids=(None, None)):
     m = pbm(h)
     rr = m.logistics.ReturnReceived(case_id=case_id, warehouse_id="WH-CN-SH-01", tracking_number="SF1",
                                     received_at_us=now_us())
     produce_on(h, LOGISTICS_TOPIC, "return_received", rr, case_id, event_id=event_ids[0])
-    ic = m.inspection.InspectionCompleted(case_id=case_id, defect_confirmed=defect, resellable=resellable,
-                                          standard="apparel-v1", completed_at_us=now_us())
+    ic = inspection_completed(h, case_id, resellable=resellable, defect=defect)
     produce_on(h, INSPECTION_TOPIC, "inspection_completed", ic, case_id, event_id=event_ids[1])
 
 

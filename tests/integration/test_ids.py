@@ -13,7 +13,8 @@ import uuid
 from conftest import (CASES_TOPIC, DLQ_TOPIC, REQUESTS_TOPIC, SLOW, case_events, dead_letters, intake_pb,
                       order_events, produce_orders, produce_requests, request_envelope, start_intake,
                       wait_case_events, wait_until)
-from review_helpers import (DAY_US, DECISIONS_TOPIC, REFUNDS_TOPIC, REVIEW_TOPIC, events, new_case, now_us,
+from review_helpers import (DAY_US, DECISIONS_TOPIC, INSPECTION_TOPIC, REFUNDS_TOPIC, REVIEW_TOPIC, events,
+                            inspection_completed, new_case, now_us,
                             of_kind, open_cases, pbm, produce_on, refunds_db, returned_and_inspected,
                             start_review, wait_events, wait_state)
 
@@ -127,6 +128,35 @@ def test_offer_coupon_and_exchange_ids_recompute_from_the_case_id(h):
     assert x.case_id == exchange.case_id and x.exchange_id == aftersales_id("aftersales.exchange", x.case_id)
     assert len({offer.offer_id, c.coupon_id, x.exchange_id, coupon.case_id, exchange.case_id}) == 5
     assert all(is_v5(i) for i in (offer.offer_id, c.coupon_id, x.exchange_id))
+
+
+def test_inspection_task_and_compensation_refund_and_coupon_ids_recompute(h):
+    """Issue 12: the evidence-only task id from the case id; a compensation's
+    refund and coupon ids from the case id and the compensation id, which is
+    itself a name of the alert and the case."""
+    from test_review_inspection import grant, produce_grant, uniq
+    start_review(h)
+    insp_r, refunds_r = h.reader(INSPECTION_TOPIC), h.reader(REFUNDS_TOPIC)
+    qc = new_case(h, case_type="REFUND_ONLY", reason="QUALITY_DEFECT",
+                  evidence=(("https://img.example.com/p/1.jpg", "image/jpeg"),))
+    open_cases(h, [qc])
+    evs = wait_events(h, insp_r, lambda e: of_kind(e, "inspection_requested"), what="InspectionRequested")
+    ((_, ir, _, _),) = of_kind(uniq(evs), "inspection_requested")
+    assert ir.task_id == aftersales_id("aftersales.inspection_task", f"{ir.case_id}|evidence") and is_v5(ir.task_id)
+    g = grant(h, qc, [(l.line_id, l.sku, l.purchased_quantity) for l in qc.case_opened.case_lines], alert="a-9")
+    assert g.compensation_id == aftersales_id("aftersales.compensation", f"a-9|{qc.case_id}")
+    produce_grant(h, g)
+    evs = wait_events(h, refunds_r, lambda e: of_kind(e, "refund_issued") and of_kind(e, "coupon_issued"),
+                      what="compensation refund and coupon")
+    ((_, r, _, _),) = of_kind(uniq(evs), "refund_issued")
+    ((_, c, _, _),) = of_kind(uniq(evs), "coupon_issued")
+    assert r.refund_id == aftersales_id("aftersales.refund", f"{r.case_id}|{g.compensation_id}")
+    assert c.coupon_id == aftersales_id("aftersales.coupon", f"{c.case_id}|{g.compensation_id}")
+    assert r.refund_id != aftersales_id("aftersales.refund", r.case_id) and is_v5(r.refund_id) and is_v5(c.coupon_id)
+    # the case waits on QC: its finding closes it (no deadline of review's would)
+    produce_on(h, INSPECTION_TOPIC, "inspection_completed",
+               inspection_completed(h, qc.case_id, defect=False, resellable=False, kind="evidence"), qc.case_id)
+    wait_state(h, qc.case_id, "REJECTED")
 
 
 def test_dead_letter_id_recomputes_from_the_dead_letter(h):

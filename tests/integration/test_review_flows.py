@@ -15,7 +15,7 @@ import pytest
 from conftest import CASES_TOPIC, DLQ_TOPIC, SLOW, settle, wait_until
 from review_helpers import (refund_events, wait_dead, DAY_US, DECISIONS_TOPIC, INSPECTION_TOPIC, LOGISTICS_TOPIC, REFUNDS_TOPIC,
                             REVIEW_TOPIC, decided, events, new_case, now_us, of_kind, open_cases, pbm,
-                            produce_on, refunds_db, start_review, state,
+                            inspection_completed, produce_on, refunds_db, start_review, state,
                             wait_decided, wait_events, wait_state)
 
 PHOTO = (("https://img.example.com/p/1.jpg", "image/jpeg"),)
@@ -227,12 +227,13 @@ def test_redelivered_events_pay_once(h):
     h.produce_many(recs, topic=CT)
     # The return: ReturnReceived + InspectionCompleted, 100 times each.
     rr = m.logistics.ReturnReceived(case_id=ret_same.case_id, warehouse_id="WH", received_at_us=now_us())
-    ic = m.inspection.InspectionCompleted(case_id=ret_same.case_id, resellable=True, completed_at_us=now_us())
+    ic = inspection_completed(h, ret_same.case_id)
     rr_env = h.envelope("return_received", rr, case_id=ret_same.case_id)
     ic_env = h.envelope("inspection_completed", ic, case_id=ret_same.case_id)
     h.produce_many([(ret_same.case_id, rr_env.SerializeToString(), None)] * 100, topic=LOGISTICS_TOPIC)
     h.produce_many([(ret_same.case_id, ic_env.SerializeToString(), None)] * 100, topic=INSPECTION_TOPIC)
-    rr.case_id = ic.case_id = ret_new.case_id
+    rr.case_id = ret_new.case_id
+    ic = inspection_completed(h, ret_new.case_id)
     h.produce_many([(ret_new.case_id, h.envelope("return_received", rr, case_id=ret_new.case_id)
                      .SerializeToString(), None) for _ in range(100)], topic=LOGISTICS_TOPIC)
     h.produce_many([(ret_new.case_id, h.envelope("inspection_completed", ic, case_id=ret_new.case_id)

@@ -12,7 +12,7 @@ import uuid
 from conftest import CASES_TOPIC, DLQ_TOPIC, SLOW, dead_letters, settle, wait_until
 from review_helpers import (refund_events, wait_dead, DECISIONS_TOPIC, INSPECTION_TOPIC, LOGISTICS_TOPIC, REFUNDS_TOPIC, REVIEW_TOPIC,
                             cases_without_deadline, decided, events, insert_case_rows, new_case, now_us, of_kind,
-                            open_cases, paid_split, pbm, pending_deadlines, produce_on, refunds_db,
+                            inspection_completed, open_cases, paid_split, pbm, pending_deadlines, produce_on, refunds_db,
                             returned_and_inspected, share, start_review, state, wait_decided, wait_events,
                             wait_state)
 from test_review import default_policy_text
@@ -282,8 +282,8 @@ def test_outcomes_and_moves_are_published(h):
     rr = m.logistics.ReturnReceived(case_id=worn.case_id, warehouse_id="WH", received_at_us=now_us())
     produce_on(h, LOGISTICS_TOPIC, "return_received", rr, worn.case_id)
     wait_state(h, worn.case_id, "INSPECTING")
-    assert pending_deadlines(h, worn.case_id) == ["inspection"]
-    ic = m.inspection.InspectionCompleted(case_id=worn.case_id, resellable=False, completed_at_us=now_us())
+    assert pending_deadlines(h, worn.case_id) == []  # the inspection's clock is the inspection worker's
+    ic = inspection_completed(h, worn.case_id, resellable=False)
     produce_on(h, INSPECTION_TOPIC, "inspection_completed", ic, worn.case_id)
     wait_state(h, worn.case_id, "REJECTED")
     # A dispute, then the mediator rules for the seller.

@@ -1220,3 +1220,51 @@ AS_TEST(sql_move_refuses_what_does_not_chain) {
   AS_CHECK_INT_EQ(timeline_rows(&f), 4);
   fix_teardown(&f);
 }
+
+/* Issue 12: QC of a claim's evidence moves a case straight to INSPECTING
+ * from where it is decided, and as_case_note appends a timeline row that
+ * keeps the state (a closed case compensated), bumping the version, in any
+ * state, CLOSED included; an unknown case is -ENOENT. */
+AS_TEST(inspecting_from_decision_and_note_keeps_the_state) {
+  fix_t f;
+  char row[64], got[256];
+  int64_t version = 0;
+
+  AS_CHECK(as_case_move_legal(ST(OPEN), ST(INSPECTING)));
+  AS_CHECK(as_case_move_legal(ST(AWAITING_EVIDENCE), ST(INSPECTING)));
+  AS_CHECK(as_case_move_legal(ST(IN_REVIEW), ST(INSPECTING)));
+  AS_CHECK(!as_case_move_legal(ST(MANUAL_REVIEW), ST(INSPECTING)));
+  fix_setup(&f);
+  open_committed(&f);
+  AS_CHECK_INT_EQ(as_db_begin(&f.db), 0);
+  AS_CHECK_INT_EQ(as_case_transition(&f.tx, f.case_id, ST(INSPECTING), SYSTEM, "qc.evidence", NULL,
+                                     NULL, NULL, NULL),
+                  0);
+  AS_CHECK_INT_EQ(as_case_transition(&f.tx, f.case_id, ST(REJECTED), SYSTEM, "inspection.failed",
+                                     NULL, NULL, NULL, NULL),
+                  0);
+  AS_CHECK_INT_EQ(
+      as_case_transition(&f.tx, f.case_id, ST(CLOSED), SYSTEM, "closed", NULL, NULL, NULL, NULL),
+      0);
+  AS_CHECK_INT_EQ(as_db_commit(&f.db), 0);
+  as_case_actor_t review = {"system", "review"};
+  AS_CHECK_INT_EQ(as_db_begin(&f.db), 0);
+  AS_CHECK_INT_EQ(as_case_note(&f.tx, f.case_id, review, "compensation.granted", NULL,
+                               "{\"refunded_minor\": 1999}", &version),
+                  0);
+  AS_CHECK_INT_EQ(version, 5);
+  AS_CHECK_INT_EQ(as_case_note(&f.tx, "no-such-case", review, "x", NULL, NULL, NULL), -ENOENT);
+  AS_CHECK_INT_EQ(as_tx_flush(&f.tx, NULL, 0), 0);
+  AS_CHECK_INT_EQ(as_db_commit(&f.db), 0);
+  case_row(&f, row, sizeof row);
+  AS_CHECK_STR_EQ(row, "CLOSED|5");
+  const char *v[1] = {f.case_id};
+  AS_PG_STR(
+      f.pg.conn,
+      "SELECT concat_ws('|', from_state, to_state, actor_id, reason, detail->>'refunded_minor')"
+      " FROM cases.timeline WHERE case_id = $1 AND version = 5",
+      1, v, got);
+  AS_CHECK_STR_EQ(got, "CLOSED|CLOSED|review|compensation.granted|1999");
+  AS_CHECK_INT_EQ(timeline_rows(&f), 5);
+  fix_teardown(&f);
+}

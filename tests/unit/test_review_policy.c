@@ -60,7 +60,7 @@ static void check_refused(const char *text, size_t len, const char *want) {
   }
 }
 
-static const review_line_t APPAREL[] = {{"l1", "sku-1", "apparel", 1, 5000, 1, 5000}};
+static const review_line_t APPAREL[] = {{"l1", "sku-1", "apparel", 1, 5000, 1, 5000, "", ""}};
 
 /* An eligible changed-mind return one day after delivery, CNY 50.00. */
 static review_case_t base_case(void) {
@@ -337,7 +337,7 @@ AS_TEST(small_file_inherits_builtin_default) {
   c.submitted_at_us = T0 + 30 * DAY;
   AS_CHECK_INT_EQ(decide(p, &c).verdict, V(APPROVED));
   /* the file's sections are its own: fresh_produce is returnable here */
-  static const review_line_t fresh[] = {{"l1", "s", "fresh_produce", 1, 100, 1, 100}};
+  static const review_line_t fresh[] = {{"l1", "s", "fresh_produce", 1, 100, 1, 100, "", ""}};
   c = base_case();
   c.lines = fresh;
   AS_CHECK_INT_EQ(decide(p, &c).verdict, V(APPROVED));
@@ -372,8 +372,8 @@ static const char PRECEDENCE[] = MIN
     "[category fresh]\nnon_returnable = yes\n";
 
 AS_TEST(precedence_merchant_category_default) {
-  static const review_line_t elec[] = {{"l1", "s", "electronics", 1, 100, 1, 100}};
-  static const review_line_t fresh[] = {{"l1", "s", "fresh", 1, 100, 1, 100}};
+  static const review_line_t elec[] = {{"l1", "s", "electronics", 1, 100, 1, 100, "", ""}};
+  static const review_line_t fresh[] = {{"l1", "s", "fresh", 1, 100, 1, 100, "", ""}};
   static const struct {
     const char *merchant;
     const review_line_t *lines;
@@ -567,8 +567,8 @@ AS_TEST(non_returnable_categories) {
   review_policy_t *p = builtin();
 
   for (size_t i = 0; i < 2; i++) {
-    review_line_t lines[] = {{"l1", "s", "apparel", 1, 100, 1, 100},
-                             {"l2", "s", cats[i], 1, 100, 1, 100}};
+    review_line_t lines[] = {{"l1", "s", "apparel", 1, 100, 1, 100, "", ""},
+                             {"l2", "s", cats[i], 1, 100, 1, 100, "", ""}};
     review_case_t c = base_case();
     c.lines = lines;
     c.nlines = 2;
@@ -748,8 +748,8 @@ AS_TEST(region_fallback_and_return_method) {
 }
 
 AS_TEST(packaging_first_category_with_one) {
-  static const review_line_t mixed[] = {{"l1", "s", "apparel", 1, 100, 1, 100},
-                                        {"l2", "s", "electronics", 1, 100, 1, 100}};
+  static const review_line_t mixed[] = {{"l1", "s", "apparel", 1, 100, 1, 100, "", ""},
+                                        {"l2", "s", "electronics", 1, 100, 1, 100, "", ""}};
   review_policy_t *p = builtin();
   review_case_t c = base_case();
 
@@ -766,12 +766,12 @@ AS_TEST(multi_category_strictest) {
       "[category electronics]\nno_reason_days = 15\nclaim_days = 40\n"
       "refund_only_max = CNY:500\n"
       "[category books]\nno_reason_days = 10\nclaim_days = 60\n";
-  static const review_line_t e[] = {{"l1", "s", "electronics", 1, 100, 1, 100}};
-  static const review_line_t eb[] = {{"l1", "s", "electronics", 1, 100, 1, 100},
-                                     {"l2", "s", "books", 1, 100, 1, 100}};
-  static const review_line_t ex[] = {{"l1", "s", "electronics", 1, 100, 1, 100},
-                                     {"l2", "s", "toys", 1, 100, 1, 100}};
-  static const review_line_t b[] = {{"l1", "s", "books", 1, 100, 1, 100}};
+  static const review_line_t e[] = {{"l1", "s", "electronics", 1, 100, 1, 100, "", ""}};
+  static const review_line_t eb[] = {{"l1", "s", "electronics", 1, 100, 1, 100, "", ""},
+                                     {"l2", "s", "books", 1, 100, 1, 100, "", ""}};
+  static const review_line_t ex[] = {{"l1", "s", "electronics", 1, 100, 1, 100, "", ""},
+                                     {"l2", "s", "toys", 1, 100, 1, 100, "", ""}};
+  static const review_line_t b[] = {{"l1", "s", "books", 1, 100, 1, 100, "", ""}};
   static const struct {
     const review_line_t *lines;
     size_t n;
@@ -965,4 +965,80 @@ AS_TEST(seller_fault_set) {
     AS_CHECK_INT_EQ(review_policy_seller_fault(p, reason), want);
   }
   review_policy_free(p);
+}
+
+/* Rule qc.evidence (issue 12): a refund-only claim of a QC reason with a
+ * photo, in the claim window, goes to QC (manual review verdict, inspect
+ * set, what a confirmed defect pays, no return); other types, a buyer's
+ * reason, no photo, out of the window, or a category that opts out are
+ * decided as before. */
+AS_TEST(qc_evidence_routes_refund_only_quality_claims) {
+  static const review_line_t fresh[] = {{"l1", "s", "fresh_produce", 1, 100, 1, 100, "", ""}};
+  review_policy_t *p = builtin();
+  review_case_t c = base_case();
+  c.case_type = CT(REFUND_ONLY);
+  c.reason = RS(QUALITY_DEFECT);
+  c.has_photo_or_video = true;
+  review_decision_t d = decide(p, &c);
+  AS_CHECK_INT_EQ(d.verdict, V(MANUAL_REVIEW));
+  AS_CHECK_STR_EQ(d.rule, "qc.evidence");
+  AS_CHECK(d.inspect);
+  AS_CHECK_INT_EQ(d.amount_minor, 5000);
+  AS_CHECK_INT_EQ(d.outcome, O(REFUND));
+  AS_CHECK(!d.return_required);
+  AS_CHECK(d.refund_shipping);
+  AS_CHECK_STR_EQ(d.warehouse_id, "");
+  c.lines = fresh; /* evidence only: QC still looks */
+  AS_CHECK(decide(p, &c).inspect);
+  c = base_case();
+  c.case_type = CT(REFUND_ONLY);
+  c.reason = RS(QUALITY_DEFECT);
+  c.has_photo_or_video = true;
+  const struct {
+    const char *why;
+    int case_type, reason;
+    bool photo;
+    int64_t submitted;
+  } off[] = {
+      {"return_refund", CT(RETURN_REFUND), RS(QUALITY_DEFECT), true, T0 + DAY},
+      {"changed_mind", CT(REFUND_ONLY), RS(CHANGED_MIND), true, T0 + DAY},
+      {"missing_parts", CT(REFUND_ONLY), RS(MISSING_PARTS), true, T0 + DAY},
+      {"no_photo", CT(REFUND_ONLY), RS(QUALITY_DEFECT), false, T0 + DAY},
+      {"window", CT(REFUND_ONLY), RS(QUALITY_DEFECT), true, T0 + 31 * DAY},
+  };
+  for (size_t i = 0; i < sizeof off / sizeof off[0]; i++) {
+    review_case_t k = c;
+    k.case_type = off[i].case_type;
+    k.reason = off[i].reason;
+    k.has_photo_or_video = off[i].photo;
+    k.submitted_at_us = off[i].submitted;
+    review_decision_t e = decide(p, &k);
+    char got[96], want[96];
+    snprintf(got, sizeof got, "%s: inspect %d, rule qc %d", off[i].why, e.inspect,
+             strcmp(e.rule, "qc.evidence") == 0);
+    snprintf(want, sizeof want, "%s: inspect 0, rule qc 0", off[i].why);
+    AS_CHECK_STR_EQ(got, want);
+  }
+  review_policy_free(p);
+  p = parse_ok(
+      "version = t\n[category apparel]\nqc_evidence = no\n[region *]\n"
+      "warehouse = W\naddress = A\n");
+  AS_CHECK(!decide(p, &c).inspect);
+  review_policy_free(p);
+  p = parse_ok(
+      "version = t\n[default]\nqc_case_types = REFUND_ONLY QUALITY_CLAIM\n"
+      "[region *]\nwarehouse = W\naddress = A\n");
+  c.case_type = CT(QUALITY_CLAIM);
+  AS_CHECK(decide(p, &c).inspect);
+  review_policy_free(p);
+  static const char bad_type[] =
+      "version = t\n[default]\nqc_case_types = REFUND_ONLY REFUNDONLY\n[region *]\n"
+      "warehouse = W\naddress = A\n";
+  static const char bad_scope[] =
+      "version = t\n[category x]\nqc_reasons = QUALITY_DEFECT\n"
+      "[region *]\nwarehouse = W\naddress = A\n";
+  check_refused(bad_type, strlen(bad_type),
+                "line 3: qc_case_types: unknown case type \"REFUNDONLY\"");
+  check_refused(bad_scope, strlen(bad_scope),
+                "line 3: key \"qc_reasons\" is not allowed in [category]");
 }
