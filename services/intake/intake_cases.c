@@ -323,6 +323,7 @@ static void case_line(Aftersales__V1__CaseLine *cl, Aftersales__V1__Money money[
   cl->quantity = ref->quantity;
   cl->unit_price = money_of(&money[0], l, row, INTAKE_L_UNIT, INTAKE_L_CUR);
   cl->purchased_quantity = atoi(PQgetvalue(l, row, INTAKE_L_QUANTITY));
+  cl->lot_id = PQgetvalue(l, row, INTAKE_L_LOT);
   if (!paid) return;
   aftersales__v1__money__init(&money[1]);
   money[1].amount_minor = *paid;
