@@ -83,6 +83,13 @@ const char review_policy_default[] =
     "return_methods = PICKUP DROP_OFF EXPRESS\n"
     "default_return_method = DROP_OFF\n"
     "packaging = original packaging, tags attached\n"
+    "# Proactive outreach: the buyers of a lot named by a supplier quality\n"
+    "# alert who have not complained are offered, unasked, an exchange or\n"
+    "# proactive_percent of what the line was paid (partial_refund); they have\n"
+    "# proactive_offer_hours to answer.\n"
+    "proactive_offer = partial_refund\n"
+    "proactive_percent = 20\n"
+    "proactive_offer_hours = 168\n"
     "\n"
     "# No no-reason returns; quality claims still apply.\n"
     "[category fresh_produce]\n"
@@ -120,7 +127,8 @@ typedef enum {
   K_METHOD,
   K_TEXT,
   K_ID,
-  K_SHIPREF
+  K_SHIPREF,
+  K_OFFER
 } key_type_t;
 
 typedef struct {
@@ -178,6 +186,10 @@ static const key_def_t KEYS[] = {
     SHIP(DELIVERED_NOT_RECEIVED),
     SHIP(TRACKING_STALLED),
     SHIP(OTHER),
+    /* proactive outreach (review_proactive.c) */
+    {"proactive_offer", K_OFFER, R(proactive_offer), 0, 0, DM},
+    {"proactive_percent", K_INT, R(proactive_percent), 1, 100, DM},
+    {"proactive_offer_hours", K_INT, R(proactive_offer_hours), 1, 8760, DM},
 };
 #define NKEYS (sizeof KEYS / sizeof KEYS[0])
 _Static_assert(NKEYS <= 64, "review_rules_t.set is a 64-bit mask");
@@ -197,6 +209,12 @@ static const name_value_t SHIPREFS[] = {
     {"whole", REVIEW_SHIP_WHOLE},
     {"pro_rata", REVIEW_SHIP_PRO_RATA},
     {"none", REVIEW_SHIP_NONE},
+    {NULL, 0},
+};
+/* What a proactive offer is: the Outcome values. */
+static const name_value_t OFFERS[] = {
+    {"partial_refund", AFTERSALES__V1__OUTCOME__OUTCOME_PARTIAL_REFUND},
+    {"exchange", AFTERSALES__V1__OUTCOME__OUTCOME_EXCHANGE},
     {NULL, 0},
 };
 static const name_value_t SECTIONS[] = {
@@ -426,6 +444,10 @@ static int parse_id_value(parser_t *ps, const key_def_t *k, char *v, void *field
   return store_text(ps, k, v, field);
 }
 
+static int parse_offer_value(parser_t *ps, const key_def_t *k, char *v, void *field) {
+  return parse_one(ps, k, v, lookup(OFFERS, v), "offer (partial_refund or exchange)", field);
+}
+
 typedef int (*value_parser_t)(parser_t *ps, const key_def_t *k, char *v, void *field);
 static const value_parser_t PARSERS[] = {
     [K_INT] = parse_int_value,         [K_BOOL] = parse_bool_value,
@@ -433,6 +455,7 @@ static const value_parser_t PARSERS[] = {
     [K_MONEY] = parse_money_value,     [K_METHODS] = parse_methods_value,
     [K_METHOD] = parse_method_value,   [K_TEXT] = parse_text_value,
     [K_ID] = parse_id_value,           [K_SHIPREF] = parse_shipref_value,
+    [K_OFFER] = parse_offer_value,
 };
 
 /* Bytes of a field of the type, for the table-driven merge. */
@@ -448,6 +471,7 @@ static size_t field_size(key_type_t t) {
     case K_PAYER:
     case K_METHOD:
     case K_SHIPREF:
+    case K_OFFER:
       return sizeof(int);
     case K_TEXT:
     case K_ID:
