@@ -243,24 +243,33 @@ def test_alert_opens_one_proactive_case_and_one_offer_per_silent_buyer(h):
 
 
 def test_alert_beyond_the_bound_counts_the_lines_left(h):
+    common, _, _, _ = intake_pb(h)
     intake = start_intake(h, AS_INTAKE_OUTREACH_MAX=3)
     lot = Lot(h)
-    orders = [lot.order(i) for i in range(5)]
+    orders = [lot.order(i) for i in range(6)]
     projected(h, [o for o, _ in orders])
     cases_r = h.reader(CASES_TOPIC)
-    env = lot.alert()
+    # Buyer 0 reported on the order's other line: the alert names that case,
+    # so the order is the buyer's complaint already, whatever line it is on.
+    req = request_envelope(h, orders[0][0], orders[0][1], lines=(("l2", 1),),
+                           case_type=common.CASE_TYPE_QUALITY_CLAIM, reason=common.REASON_QUALITY_DEFECT,
+                           evidence=[PHOTO])
+    produce_requests(h, [req])
+    evs = wait_case_events(h, cases_r, lambda e: any(k == "case_opened" for k, *_ in e), timeout=30)
+    (own,) = [p for k, p, _, _ in evs if k == "case_opened"]
+    env = lot.alert(case_ids=[own.case_id])
     lot.publish(env)
     alert_id = env.supplier_quality_alert.alert_id
     wait_until(lambda: h.sql("SELECT opened, over_bound FROM intake.outreach_alerts WHERE alert_id = %s",
                              (alert_id,)) == [(3, 2)], 20 * SLOW, what="alert handled")
     settle(h)
     pro = proactive(case_events(h, cases_r))
-    assert sorted(pro) == sorted(o for o, _ in orders)[:3]
+    assert sorted(pro) == sorted(o for o, _ in orders[1:])[:3]
     assert intake.metric("as_intake_outreach_over_bound_total") == 2
     assert intake.metric("as_intake_outreach_cases_total") == 3
     assert intake.logged("outreach: lines beyond AS_INTAKE_OUTREACH_MAX not contacted")
     # Once per alert: the same alert again does not reach the two left out.
-    lot.publish(lot.alert())
+    lot.publish(lot.alert(case_ids=[own.case_id]))
     wait_until(lambda: intake.metric("as_intake_outreach_alerts_ignored_total", why="replayed") == 1,
                20 * SLOW)
     settle(h)
