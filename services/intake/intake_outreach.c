@@ -92,17 +92,18 @@ static const char sql_lines[] =
 #define L_HAS_CASE (INTAKE_L_LOT + 1)
 
 /* The opened cases' lines and review clocks, one statement. */
-enum { W_CASE, W_ORDER, W_LINE, W_SKU, W_QTY, W_UNIT, W_CUR, W_PAID, K_CASE, K_DUE };
+enum { W_CASE, W_ORDER, W_LINE, W_SKU, W_QTY, W_UNIT, W_CUR, W_PAID, W_LOT, K_CASE, K_DUE };
 static const as_col_t rows_cols[] = {
     [W_CASE] = {"l.case_id", "text"}, [W_ORDER] = {"l.order_id", "text"},
     [W_LINE] = {"l.line_id", "text"}, [W_SKU] = {"l.sku", "text"},
     [W_QTY] = {"l.quantity", "int"},  [W_UNIT] = {"l.unit_minor", "bigint"},
     [W_CUR] = {"l.currency", "text"}, [W_PAID] = {"l.paid_minor", "bigint"},
-    [K_CASE] = {"k.case_id", "text"}, [K_DUE] = {"k.due_us", "bigint"},
+    [W_LOT] = {"l.lot_id", "text"},   [K_CASE] = {"k.case_id", "text"},
+    [K_DUE] = {"k.due_us", "bigint"},
 };
 static const as_bulk_t sql_rows = AS_BULK(
     "WITH ins_lines AS (INSERT INTO cases.case_lines (case_id, order_id, line_id, sku, quantity,"
-    " unit_minor, currency, paid_minor, purchased) SELECT l.*, l.quantity FROM {{l}})"
+    " unit_minor, currency, paid_minor, lot_id, purchased) SELECT l.*, l.quantity FROM {{l}})"
     " INSERT INTO cases.sla_clocks (case_id, clock, due_at)"
     " SELECT k.case_id, 'review', to_timestamp(k.due_us / 1e6) FROM {{k}}",
     rows_cols);
@@ -330,6 +331,7 @@ static int write_rows(outreach_t *w) {
     as_cols_int(&c, W_UNIT, atoll(PQgetvalue(l, t->l, INTAKE_L_UNIT)));
     as_cols_str(&c, W_CUR, PQgetvalue(l, t->l, INTAKE_L_CUR));
     as_cols_int(&c, W_PAID, t->paid);
+    as_cols_str(&c, W_LOT, w->a->lot_id);
     as_cols_str(&c, K_CASE, t->case_id);
     as_cols_int(&c, K_DUE, w->review_due_us);
     ids[k] = t->case_id, kinds[k] = "pickup", due[k++] = w->review_due_us;

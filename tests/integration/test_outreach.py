@@ -150,6 +150,8 @@ def test_alert_opens_one_proactive_case_and_one_offer_per_silent_buyer(h):
     for p in own:
         assert p.origin in (0, 1) and not p.alert_id
         assert [(cl.line_id, cl.lot_id) for cl in p.case_lines] == [("l1", lot.lot)]
+        assert h.sql("SELECT line_id, lot_id FROM cases.case_lines WHERE case_id = %s",
+                     (p.case_id,)) == [("l1", lot.lot)]
 
     lot.publish(lot.alert(case_ids=[p.case_id for p in own]))
     expected = {o for o, _ in buyers[3:]}
@@ -181,7 +183,8 @@ def test_alert_opens_one_proactive_case_and_one_offer_per_silent_buyer(h):
     # No request behind them: no acknowledgement; the shared tables know them.
     assert not [p for k, p, _, _ in evs if k == "buyer_acknowledged" and p.case_id in by_case]
     assert h.scalar("SELECT count(*) FROM cases.case_lines WHERE case_id = ANY(%s) AND quantity = %s"
-                    " AND purchased = %s AND paid_minor = %s", (list(by_case), QTY, QTY, l1_paid())) == 17
+                    " AND purchased = %s AND paid_minor = %s AND lot_id = %s",
+                    (list(by_case), QTY, QTY, l1_paid(), lot.lot)) == 17
     assert h.scalar("SELECT count(*) FROM cases.timeline WHERE case_id = ANY(%s) AND version = 1"
                     " AND actor_kind = 'system' AND actor_id = 'intake' AND reason = 'proactive outreach'",
                     (list(by_case),)) == 17
