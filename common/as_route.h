@@ -13,7 +13,7 @@
  * (someone else's event on a shared topic, or the service's own read back):
  * not claimed in the inbox, since it changes nothing, and counted in
  * as_messages_ignored_total; unless the service refuses unrouted payloads
- * (as_service_t), which dead-letters them.
+ * (as_service_t), which dead-letters them (except on its shared topics).
  *
  * Deadline kinds: one row per kind; "hold:*" matches every kind that
  * starts with "hold:", other rows match exactly; the first row that

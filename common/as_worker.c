@@ -177,11 +177,19 @@ static void failpoint(const as_worker_t *w, const char *where) {
 
 /* ---- batch ------------------------------------------------------------ */
 
+/* A topic whose unrouted payloads are others' events (as_service_t). */
+static bool shared_topic(const as_service_t *svc, const rd_kafka_message_t *k) {
+  const char *topic = k->rkt ? rd_kafka_topic_name(k->rkt) : NULL;
+  for (const char *const *t = svc->shared_topics; t && *t && topic; t++)
+    if (strcmp(*t, topic) == 0) return true;
+  return false;
+}
+
 /* Turns raw bytes into a trusted envelope, or marks the message dead; a
  * payload the service has no route for is ignored (or dead if the service
- * refuses those). Ignored messages skip the inbox: a worker's own events
- * come back on the topics it reads (review's CaseStateChanged on cases.v1),
- * and claiming each would cost a row for a message that changes nothing. */
+ * refuses those and the topic is not shared). Ignored messages skip the inbox: a worker's own
+ * events come back on the topics it reads (review's CaseStateChanged on cases.v1), and claiming
+ * each would cost a row for a message that changes nothing. */
 static void admit(as_worker_t *w, as_msg_t *m) {
   const rd_kafka_message_t *k = m->rkm;
   if (k->len > (size_t)w->conf.max_message_bytes) {
@@ -196,7 +204,7 @@ static void admit(as_worker_t *w, as_msg_t *m) {
   if (!m->env) {
     as_tx_mark_dead(m, reason, detail);
   } else if (!as_route_find(w->svc->routes, w->svc->nroutes, m->env->payload_case)) {
-    if (w->svc->refuse_unrouted) {
+    if (w->svc->refuse_unrouted && !shared_topic(w->svc, k)) {
       snprintf(detail, sizeof detail, "%s is not handled by %s", m->env->event_type, w->svc->name);
       as_tx_mark_dead(m, AS_DLQ_UNEXPECTED_PAYLOAD, detail);
     } else {

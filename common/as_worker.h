@@ -19,7 +19,8 @@
  * every topic whose consumers column names the service (the Kubernetes
  * autoscaling triggers come from the same column). Every payload on them
  * is accepted; a payload without a route is ignored, or dead-lettered
- * (unexpected_payload) if the service sets refuse_unrouted.
+ * (unexpected_payload) if the service sets refuse_unrouted and the topic
+ * is not one of its shared_topics.
  *
  * The database: every connection's search_path is the service's schema
  * (AS_DB_SCHEMA, default the service name), so statements name the
@@ -77,6 +78,11 @@ typedef struct as_service {
   const as_route_t *routes;
   size_t nroutes;
   bool refuse_unrouted; /* dead-letter payloads without a route instead of ignoring them */
+  /* NULL, or a NULL-terminated list of topics the service shares with
+   * others (intake reads aftersales.inspection.v1 for supplier alerts
+   * only): a payload without a route on them is someone else's event and
+   * ignored, even when refuse_unrouted is set. */
+  const char *const *shared_topics;
   const as_deadline_kind_t *deadlines;
   size_t ndeadlines;
   /* Called in the batch's transaction for each message the runtime

@@ -12,8 +12,9 @@
  * the runtime refused before any route saw it), intake_config (the state's set-up and
  * the complaint routing map), intake_money (the allocation of
  * the amount paid), intake_idem (content hashes, one answer per request id,
- * repeats of a key) and intake_clock (the deadlines of the cases intake
- * opens: complaint resolution, pickup, escalation follow-up).
+ * repeats of a key), intake_clock (the deadlines of the cases intake
+ * opens: complaint resolution, pickup, escalation follow-up) and
+ * intake_outreach (proactive cases for the buyers of a flawed lot).
  *
  * Ownership: intake_t is the runtime's state block (allocated, its metrics
  * set and freed by the runtime; intake_init fills the rest and holds
@@ -38,6 +39,7 @@
 typedef struct intake_conf {
   long long hold_ms, comment_max, evidence_max, attachment_max, complaint_hours;
   long long review_hours, first_response_min, lines_max, clock_skew_s, stamp_lag_s;
+  long long outreach_max; /* proactive cases per SupplierQualityAlert */
   const char *complaint_routes;
 } intake_conf_t;
 
@@ -49,7 +51,10 @@ typedef struct intake {
   long long dept_hours[INTAKE_NCOMPLAINT];
   as_histogram_t *ack_submitted, *ack_occurred;
   as_counter_t *opened, *held, *duplicates, *repeated, *breaches;
+  /* intake_outreach: cases opened, lines over the bound, alerts ignored */
+  as_counter_t *outreach_opened, *outreach_over, *outreach_ignored[2];
 } intake_t;
+enum { INTAKE_OUTREACH_NO_LOT, INTAKE_OUTREACH_REPLAYED }; /* outreach_ignored[] */
 
 /* ---- intake_config.c */
 /* The runtime's init: the log, the configuration and the complaint routes.
@@ -124,6 +129,7 @@ enum {
   INTAKE_L_CATEGORY,
   INTAKE_L_SUPPLIER,
   INTAKE_L_DISCOUNT,
+  INTAKE_L_LOT, /* '' when upstream did not say */
 };
 typedef struct intake_view {
   PGresult *orders; /* INTAKE_O_* columns, sorted by order id */
@@ -227,6 +233,12 @@ AS_MUST_CHECK int intake_hold_replay(intake_t *x, as_tx_t *tx, PGresult *r, bool
  * Returns 0 or -ENOMEM. */
 AS_MUST_CHECK int intake_money_allocate(intake_req_t *q, PGresult *orders, int o, PGresult *lines,
                                         const char **why);
+/* The same rule for any n lines of the order in row o: the shares of the
+ * lines at rows[0..n) of lines into line_paid[0..n), the fee's into
+ * *shipping_paid, or *why (as above). Returns 0 or -ENOMEM. */
+AS_MUST_CHECK int intake_money_shares(PGresult *orders, int o, PGresult *lines, const int *rows,
+                                      size_t n, int64_t *line_paid, int64_t *shipping_paid,
+                                      const char **why);
 
 /* ---- intake_idem.c: one answer per request id, one case per key */
 /* The content hash of r: a UUIDv5 of the packed request without request_id
@@ -276,5 +288,11 @@ AS_MUST_CHECK int intake_clock_followup(void *state, as_tx_t *tx, const char *ca
 /* ---- intake_followup.c */
 /* The route of EvidenceAdded and BuyerMessage, one message at a time. */
 AS_MUST_CHECK int intake_followup_apply(void *state, as_tx_t *tx, as_msg_t *m);
+
+/* ---- intake_outreach.c */
+/* The route of SupplierQualityAlert: one proactive case per order line of
+ * the alert's (supplier, sku, lot) whose buyer has not complained, at most
+ * AS_INTAKE_OUTREACH_MAX, once per alert. Returns 0 or an as_db error. */
+AS_MUST_CHECK int intake_outreach_apply(void *state, as_tx_t *tx, as_msg_t *m);
 
 #endif

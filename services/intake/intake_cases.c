@@ -44,6 +44,7 @@ enum {
   L_CUR,
   L_PAID,
   L_PURCHASED,
+  L_LOT,
   K_CASE,
   K_CLOCK,
   K_DUE,
@@ -84,6 +85,7 @@ static const as_col_t rows_cols[] = {
     [L_CUR] = {"l.currency", "text"},
     [L_PAID] = {"l.paid_minor", "bigint"},
     [L_PURCHASED] = {"l.purchased", "int"},
+    [L_LOT] = {"l.lot_id", "text"},
     [K_CASE] = {"k.case_id", "text"},
     [K_CLOCK] = {"k.clock", "text"},
     [K_DUE] = {"k.due_us", "bigint"},
@@ -120,7 +122,7 @@ static const as_col_t rows_cols[] = {
  * written with the case row itself (as_case_open_many). */
 static const as_bulk_t sql_rows = AS_BULK(
     "WITH ins_lines AS (INSERT INTO cases.case_lines (case_id, order_id, line_id, sku, quantity,"
-    " unit_minor, currency, paid_minor, purchased) SELECT * FROM {{l}}),"
+    " unit_minor, currency, paid_minor, purchased, lot_id) SELECT * FROM {{l}}),"
     " ins_clocks AS (INSERT INTO cases.sla_clocks (case_id, clock, due_at, met_at)"
     " SELECT k.case_id, k.clock, to_timestamp(k.due_us / 1e6), CASE WHEN k.met THEN now() END"
     " FROM {{k}}),"
@@ -224,6 +226,7 @@ static void add_rows(as_cols_t *t, const intake_req_t *q, const intake_view_t *v
     else
       as_cols_null(t, L_PAID);
     as_cols_str(t, L_PURCHASED, PQgetvalue(v->lines, row, INTAKE_L_QUANTITY));
+    as_cols_str(t, L_LOT, PQgetvalue(v->lines, row, INTAKE_L_LOT));
   }
   add_clock(t, q->case_id, "first_response", q->first_due_us, true);
   if (q->review_due_us) add_clock(t, q->case_id, "review", q->review_due_us, false);
@@ -323,6 +326,7 @@ static void case_line(Aftersales__V1__CaseLine *cl, Aftersales__V1__Money money[
   cl->quantity = ref->quantity;
   cl->unit_price = money_of(&money[0], l, row, INTAKE_L_UNIT, INTAKE_L_CUR);
   cl->purchased_quantity = atoi(PQgetvalue(l, row, INTAKE_L_QUANTITY));
+  cl->lot_id = PQgetvalue(l, row, INTAKE_L_LOT);
   if (!paid) return;
   aftersales__v1__money__init(&money[1]);
   money[1].amount_minor = *paid;

@@ -74,8 +74,8 @@ static const char *split(PGresult *orders, int o, PGresult *lines, int first, in
   return rc < 0 ? "payment_unallocatable" : NULL;
 }
 
-int intake_money_allocate(intake_req_t *q, PGresult *orders, int o, PGresult *lines,
-                          const char **why) {
+int intake_money_shares(PGresult *orders, int o, PGresult *lines, const int *rows, size_t n,
+                        int64_t *line_paid, int64_t *shipping_paid, const char **why) {
   *why = NULL;
   if (PQgetisnull(orders, o, INTAKE_O_PAID)) {
     *why = "order_not_paid";
@@ -85,18 +85,27 @@ int intake_money_allocate(intake_req_t *q, PGresult *orders, int o, PGresult *li
   int first = first_line(lines, oid);
   int nl = first < 0 ? 0 : lines_of(lines, first, oid);
   int64_t *w = malloc(2 * ((size_t)nl + 1) * sizeof *w);
-  q->line_paid = calloc(q->r->n_lines ? q->r->n_lines : 1, sizeof *q->line_paid);
-  int rc = w && q->line_paid ? 0 : -ENOMEM;
-  if (rc == 0)
-    *why = first < 0 ? "payment_unallocatable" : split(orders, o, lines, first, nl, w, w + nl + 1);
-  if (rc == 0 && !*why) {
+  if (!w) return -ENOMEM;
+  *why = first < 0 ? "payment_unallocatable" : split(orders, o, lines, first, nl, w, w + nl + 1);
+  if (!*why) {
     const int64_t *share = w + nl + 1;
-    for (size_t i = 0; i < q->r->n_lines; i++) q->line_paid[i] = share[q->line_rows[i] - first];
-    q->shipping_paid = share[nl];
+    for (size_t i = 0; i < n; i++) line_paid[i] = share[rows[i] - first];
+    *shipping_paid = share[nl];
+  }
+  free(w);
+  return 0;
+}
+
+int intake_money_allocate(intake_req_t *q, PGresult *orders, int o, PGresult *lines,
+                          const char **why) {
+  q->line_paid = calloc(q->r->n_lines ? q->r->n_lines : 1, sizeof *q->line_paid);
+  if (!q->line_paid) return -ENOMEM;
+  int rc = intake_money_shares(orders, o, lines, q->line_rows, q->r->n_lines, q->line_paid,
+                               &q->shipping_paid, why);
+  if (rc == 0 && !*why) {
     q->paid_minor = num(orders, o, INTAKE_O_PAID);
     q->paid_currency = PQgetvalue(orders, o, INTAKE_O_PAID_CUR);
     q->paid = true;
   }
-  free(w);
   return rc;
 }

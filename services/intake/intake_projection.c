@@ -43,7 +43,8 @@ enum {
   LN_QTY,
   LN_TITLE,
   LN_AT,
-  LN_DISCOUNT
+  LN_DISCOUNT,
+  LN_LOT
 };
 static const as_col_t line_cols[] = {
     [LN_ORDER] = {"order_id", "text"},
@@ -57,6 +58,7 @@ static const as_col_t line_cols[] = {
     [LN_TITLE] = {"title", "text"},
     [LN_AT] = {"placed_at_us", "bigint"},
     [LN_DISCOUNT] = {"discount_minor", "bigint"},
+    [LN_LOT] = {"lot_id", "text"},
 };
 enum { PD_ORDER, PD_AMOUNT, PD_CUR, PD_METHOD, PD_REF, PD_AT };
 static const as_col_t paid_cols[] = {
@@ -98,7 +100,7 @@ static const as_bulk_t sql_of[K_COUNT] = {
         placed_cols),
     [K_LINES] = AS_BULK(
         "INSERT INTO order_lines AS l (order_id, line_id, sku, category, supplier_id,"
-        " unit_minor, currency, quantity, title, placed_at_us, discount_minor)"
+        " unit_minor, currency, quantity, title, placed_at_us, discount_minor, lot_id)"
         " SELECT DISTINCT ON (u.order_id, u.line_id) u.* FROM {{u}}"
         " ORDER BY u.order_id, u.line_id, u.placed_at_us DESC ON CONFLICT (order_id, line_id) DO "
         "UPDATE SET"
@@ -106,7 +108,7 @@ static const as_bulk_t sql_of[K_COUNT] = {
         " unit_minor = EXCLUDED.unit_minor, currency = EXCLUDED.currency,"
         " quantity = EXCLUDED.quantity, title = EXCLUDED.title, placed_at_us = "
         "EXCLUDED.placed_at_us,"
-        " discount_minor = EXCLUDED.discount_minor"
+        " discount_minor = EXCLUDED.discount_minor, lot_id = EXCLUDED.lot_id"
         " WHERE EXCLUDED.placed_at_us > l.placed_at_us",
         line_cols),
     [K_PAID] = AS_BULK(
@@ -179,6 +181,7 @@ static const char *line_error(const Aftersales__V1__OrderLine *l) {
     return "line discount invalid or not in the unit price's currency";
   if (!text_ok(l->sku) || !text_ok(l->category) || !text_ok(l->supplier_id) || !text_ok(l->title))
     return "line text too long or not UTF-8";
+  if (l->lot_id[0] && !as_envelope_id_ok(l->lot_id)) return "line lot_id unsafe";
   return NULL;
 }
 
@@ -244,6 +247,7 @@ static void add_placed(as_cols_t *c, const char *oid, const Aftersales__V1__Orde
     as_cols_str(lc, LN_TITLE, l->title);
     as_cols_int(lc, LN_AT, p->placed_at_us);
     as_cols_int(lc, LN_DISCOUNT, l->discount ? l->discount->amount_minor : 0);
+    as_cols_str(lc, LN_LOT, l->lot_id);
   }
 }
 

@@ -20,7 +20,7 @@
 #include "as_wire.h"
 #include "intake.h"
 
-enum { ENVELOPE_AFTERSALES_REQUESTED = 110 }; /* envelope.proto */
+enum { ENVELOPE_AFTERSALES_REQUESTED = 110 };                              /* envelope.proto */
 enum { REQ_ID = 1, REQ_IDEM_KEY = 2, REQ_ORDER_ID = 3, REQ_BUYER_ID = 4 }; /* requests.proto */
 
 static bool clean(const rd_kafka_message_t *k, uint32_t field) {
@@ -54,9 +54,8 @@ int intake_on_refused(void *state, as_tx_t *tx, const as_msg_t *m) {
           ? env->aftersales_requested
           : NULL;
   int rc = 0;
-  if (r && as_envelope_id_ok(r->request_id) && as_envelope_id_ok(r->buyer_id) &&
-      clean(k, REQ_ID) && clean(k, REQ_BUYER_ID) && clean(k, REQ_ORDER_ID) &&
-      clean(k, REQ_IDEM_KEY)) {
+  if (r && as_envelope_id_ok(r->request_id) && as_envelope_id_ok(r->buyer_id) && clean(k, REQ_ID) &&
+      clean(k, REQ_BUYER_ID) && clean(k, REQ_ORDER_ID) && clean(k, REQ_IDEM_KEY)) {
     const char *vals[3] = {r->buyer_id, r->request_id, m->dead_reason};
     PGresult *res = NULL;
     rc = as_db_query(as_tx_db(tx), sql_answer, 3, vals, &res);

@@ -64,7 +64,7 @@ static const as_bulk_t sql_lines = AS_BULK(
     "= cl.case_id"
     " WHERE cl.order_id = l.order_id AND cl.line_id = l.line_id AND cc.state <> 'REJECTED'"
     " AND cc.case_type <> 'COMPLAINT'), 0),"
-    " l.category, l.supplier_id, l.discount_minor FROM order_lines l"
+    " l.category, l.supplier_id, l.discount_minor, l.lot_id FROM order_lines l"
     " WHERE l.order_id = ANY({{$order_id}}) ORDER BY l.order_id COLLATE \"C\", l.line_id COLLATE "
     "\"C\"",
     order_cols);

@@ -10,6 +10,7 @@
  * release, then the batch's requests, then follow-ups. */
 #include <stddef.h>
 
+#include "as_topics.h"
 #include "intake.h"
 
 #define C(f) offsetof(intake_conf_t, f)
@@ -42,6 +43,10 @@ static const as_cfg_param_t config[] = {
     {"AS_INTAKE_STAMP_MAX_LAG_S", AS_CFG_INT, "600", 0, 86400, C(stamp_lag_s),
      "Windows are judged on submitted_at_us only if it lies within this before the request's "
      "arrival; else on the arrival."},
+    {"AS_INTAKE_OUTREACH_MAX", AS_CFG_INT, "1000", 1, 100000, C(outreach_max),
+     "Most proactive cases one SupplierQualityAlert opens (buyers of the flawed lot who have not "
+     "complained); eligible lines beyond it are counted (as_intake_outreach_over_bound_total) "
+     "and logged."},
 };
 
 static const double ack_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -63,11 +68,24 @@ static const as_metric_def_t metrics[] = {
                "Requests whose request id was already answered (no second answer)."),
     AS_COUNTER(intake_t, breaches, "as_intake_sla_breaches_total", NULL,
                "Cases intake escalated (resolution, pickup) or reminded (escalation follow-up)."),
+    AS_COUNTER(intake_t, outreach_opened, "as_intake_outreach_cases_total", NULL,
+               "Proactive cases opened for buyers of a lot named by a SupplierQualityAlert."),
+    AS_COUNTER(intake_t, outreach_over, "as_intake_outreach_over_bound_total", NULL,
+               "Order lines of an alert's lot beyond AS_INTAKE_OUTREACH_MAX, not contacted."),
+    AS_COUNTER(intake_t, outreach_ignored[INTAKE_OUTREACH_NO_LOT],
+               "as_intake_outreach_alerts_ignored_total", "why=\"no_lot\"",
+               "SupplierQualityAlerts that opened nothing: no lot named, or the alert was handled "
+               "before."),
+    AS_COUNTER(intake_t, outreach_ignored[INTAKE_OUTREACH_REPLAYED],
+               "as_intake_outreach_alerts_ignored_total", "why=\"replayed\"",
+               "SupplierQualityAlerts that opened nothing: no lot named, or the alert was handled "
+               "before."),
 };
 
 /* Order events first (the projection, then the held requests they
- * release), then the batch's requests, then follow-ups one by one. Any
- * other payload on intake's topics is dead-lettered. */
+ * release), then the batch's requests, then follow-ups and supplier alerts
+ * one by one. Any other payload on the orders and requests topics is
+ * dead-lettered. */
 #define P(x) AFTERSALES__V1__ENVELOPE__PAYLOAD_##x
 static const as_route_t routes[] = {
     {P(ORDER_PLACED), .batch = intake_orders_apply},
@@ -78,7 +96,12 @@ static const as_route_t routes[] = {
     {P(AFTERSALES_REQUESTED), .batch = intake_requests_apply},
     {P(EVIDENCE_ADDED), .one = intake_followup_apply},
     {P(BUYER_MESSAGE), .one = intake_followup_apply},
+    {P(SUPPLIER_QUALITY_ALERT), .one = intake_outreach_apply},
 };
+
+/* Intake reads the inspection topic for supplier alerts only: the rest of
+ * it (verdicts, inspections, compensation) is other workers' business. */
+static const char *const shared_topics[] = {AS_TOPIC_NAME_INSPECTION, NULL};
 
 /* hold:<request id> deadlines are keyed by order id; the cases' clocks
  * (intake_clock) by case id. */
@@ -103,6 +126,7 @@ static const as_service_t intake_service = {
     .nroutes = AS_LEN(routes),
     .refuse_unrouted = true,
     .refused = intake_on_refused,
+    .shared_topics = shared_topics,
     .deadlines = deadlines,
     .ndeadlines = AS_LEN(deadlines),
     .init = intake_init,

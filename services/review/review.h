@@ -8,8 +8,9 @@
  * becomes state moves, deadlines and events), review_money (refunds,
  * exchanges and coupons under the ledger's cap), review_events (evidence,
  * buyer replies, agent decisions, disputes, rulings, returns and
- * inspections) and review_timers (evidence, return, offer and SLA
- * deadlines); review_out is what they all share (SQL in the worker's
+ * inspections), review_timers (evidence, return, offer and SLA
+ * deadlines) and review_proactive (the offer made to a flawed lot's
+ * buyers); review_out is what they all share (SQL in the worker's
  * schema, envelopes on a topic).
  *
  * Ownership: review_t is the runtime's state block (allocated, its metrics
@@ -277,6 +278,16 @@ AS_MUST_CHECK int review_timers_cancel(as_tx_t *tx, const char *case_id, const c
  * before issue 12 fire and do nothing.) */
 #define REVIEW_TRANSIT_WAIT_US (14LL * 24 * 3600 * 1000000)
 #define REVIEW_MEDIATION_WAIT_US (7LL * 24 * 3600 * 1000000)
+
+/* ---- review_proactive.c: proactive cases (a flawed lot's buyers) */
+/* True for a CaseOpened intake opened unasked (origin PROACTIVE): decided
+ * by review_proactive_decide (review_policy.h), not as a claim. */
+bool review_proactive_is(const Aftersales__V1__CaseOpened *e);
+/* The buyer accepted an exchange offer (m, a BuyerReplied, checked by the
+ * caller): ExchangeRequested once, GOODWILL_OFFERED -> APPROVED ->
+ * EXCHANGED, and a ReviewDecided. Returns 0 or an as_db error. */
+AS_MUST_CHECK int review_proactive_exchange(review_t *x, as_tx_t *tx, const as_msg_t *m,
+                                            review_rec_t *rec);
 
 /* ---- helpers */
 /* A Money value; cur is borrowed. */

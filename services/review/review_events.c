@@ -93,6 +93,7 @@ static int on_reply(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
   if (!r->accepted)
     return settle_move(tx, m, rec, ST(CLOSED), REVIEW_STATE_BIT(GOODWILL_OFFERED), buyer,
                        "goodwill.declined", NULL);
+  if (rec->offer_kind == O(EXCHANGE)) return review_proactive_exchange(x, tx, m, rec);
   if (rec->offer_kind == O(COUPON)) {
     bool done;
     rc = review_money_coupon(x, tx, m, rec, rec->offer_minor, &done);

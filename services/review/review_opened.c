@@ -118,6 +118,8 @@ int review_opened_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t 
     if (recs[i].undecidable)
       items[m].d = (review_decision_t){.verdict = AFTERSALES__V1__VERDICT__VERDICT_MANUAL_REVIEW,
                                        .rule = recs[i].undecidable};
+    else if (review_proactive_is(cause[i]->env->case_opened))
+      review_proactive_decide(x->policy, &recs[i].c, &items[m].d);
     else
       review_decide(x->policy, &recs[i].c, &items[m].d);
     m++;

@@ -93,6 +93,13 @@ const char review_policy_default[] =
     "qc_case_types = REFUND_ONLY\n"
     "qc_reasons = QUALITY_DEFECT DAMAGED_IN_TRANSIT NOT_AS_DESCRIBED\n"
     "qc_evidence = yes\n"
+    "# Proactive outreach: the buyers of a lot named by a supplier quality\n"
+    "# alert who have not complained are offered, unasked, an exchange or\n"
+    "# proactive_percent of what the line was paid (partial_refund); they have\n"
+    "# proactive_offer_hours to answer.\n"
+    "proactive_offer = partial_refund\n"
+    "proactive_percent = 20\n"
+    "proactive_offer_hours = 168\n"
     "\n"
     "# No no-reason returns; quality claims still apply.\n"
     "[category fresh_produce]\n"
@@ -131,7 +138,8 @@ typedef enum {
   K_TEXT,
   K_ID,
   K_SHIPREF,
-  K_CASETYPES
+  K_CASETYPES,
+  K_OFFER
 } key_type_t;
 
 typedef struct {
@@ -193,6 +201,10 @@ static const key_def_t KEYS[] = {
     {"qc_case_types", K_CASETYPES, R(qc_case_types), 0, 0, SEC_DEFAULT},
     {"qc_reasons", K_REASONS, R(qc_reasons), 0, 0, SEC_DEFAULT},
     {"qc_evidence", K_BOOL, R(qc_evidence), 0, 0, DCM},
+    /* proactive outreach (review_proactive.c) */
+    {"proactive_offer", K_OFFER, R(proactive_offer), 0, 0, DM},
+    {"proactive_percent", K_INT, R(proactive_percent), 1, 100, DM},
+    {"proactive_offer_hours", K_INT, R(proactive_offer_hours), 1, 8760, DM},
 };
 #define NKEYS (sizeof KEYS / sizeof KEYS[0])
 _Static_assert(NKEYS <= 64, "review_rules_t.set is a 64-bit mask");
@@ -213,6 +225,12 @@ static const name_value_t SHIPREFS[] = {
     {"whole", REVIEW_SHIP_WHOLE},
     {"pro_rata", REVIEW_SHIP_PRO_RATA},
     {"none", REVIEW_SHIP_NONE},
+    {NULL, 0},
+};
+/* What a proactive offer is: the Outcome values. */
+static const name_value_t OFFERS[] = {
+    {"partial_refund", AFTERSALES__V1__OUTCOME__OUTCOME_PARTIAL_REFUND},
+    {"exchange", AFTERSALES__V1__OUTCOME__OUTCOME_EXCHANGE},
     {NULL, 0},
 };
 static const name_value_t SECTIONS[] = {
@@ -446,6 +464,10 @@ static int parse_id_value(parser_t *ps, const key_def_t *k, char *v, void *field
   return store_text(ps, k, v, field);
 }
 
+static int parse_offer_value(parser_t *ps, const key_def_t *k, char *v, void *field) {
+  return parse_one(ps, k, v, lookup(OFFERS, v), "offer (partial_refund or exchange)", field);
+}
+
 typedef int (*value_parser_t)(parser_t *ps, const key_def_t *k, char *v, void *field);
 static const value_parser_t PARSERS[] = {
     [K_INT] = parse_int_value,
@@ -459,6 +481,7 @@ static const value_parser_t PARSERS[] = {
     [K_ID] = parse_id_value,
     [K_SHIPREF] = parse_shipref_value,
     [K_CASETYPES] = parse_casetypes_value,
+    [K_OFFER] = parse_offer_value,
 };
 
 /* Bytes of a field of the type, for the table-driven merge. */
@@ -475,6 +498,7 @@ static size_t field_size(key_type_t t) {
     case K_PAYER:
     case K_METHOD:
     case K_SHIPREF:
+    case K_OFFER:
       return sizeof(int);
     case K_TEXT:
     case K_ID:

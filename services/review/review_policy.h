@@ -122,6 +122,10 @@ typedef struct review_rules {
   int default_return_method;
   int shipping_refund;           /* REVIEW_SHIP_* */
   int shipping[REVIEW_NREASONS]; /* PayerParty per Reason */
+  /* proactive outreach: Outcome PARTIAL_REFUND or EXCHANGE, the refund's
+   * percent of what the lines were paid, hours the buyer has to answer */
+  int proactive_offer;
+  int64_t proactive_percent, proactive_offer_hours;
   review_money_list_t manual_review_above, refund_only_max;
   char *packaging, *warehouse, *address;
   /* QC of the evidence (issue 12): claims of these case types and reasons,
@@ -146,6 +150,14 @@ bool review_money_find(const review_money_list_t *l, const char *currency, int64
  * return instructions) and every deadline duration, whatever the verdict
  * review_decide would reach: for decisions made by people. */
 void review_policy_shape(const review_policy_t *p, const review_case_t *c, review_decision_t *d);
+
+/* The offer made unasked to a buyer of a flawed lot (a proactive case):
+ * GOODWILL_OFFER, rule "proactive.offer", outcome and percent from the
+ * proactive_* keys in force for c, amount that percent of c's claimed
+ * amount (what its lines were paid), floored; an exchange carries no
+ * amount. Pure, as review_decide (review_proactive.c). */
+void review_proactive_decide(const review_policy_t *p, const review_case_t *c,
+                             review_decision_t *d);
 
 /* True if the policy counts reason (a Reason value) as the seller's fault. */
 bool review_policy_seller_fault(const review_policy_t *p, int reason);

@@ -4,10 +4,13 @@ duplicate-request flood over three instances, and follow-ups on a case."""
 import random
 import uuid
 
-from conftest import (CASES_TOPIC, DLQ_TOPIC, SLOW, case_events, dead_letters, intake_pb,
+from conftest import (CASES_TOPIC, DLQ_TOPIC, PARTITIONS, SLOW, case_events, dead_letters, intake_pb,
                       order_events, produce_orders, produce_requests, request_envelope,
                       start_intake, wait_case_events, wait_until)
 from test_intake import PHOTO, SHA, new_ids, opened, rejections, setup_order
+
+INTAKE_PARTITIONS = sum(PARTITIONS[t] for t in ("aftersales.orders.v1", "aftersales.requests.v1",
+                                                "aftersales.inspection.v1"))
 
 PROJECTION = ("SELECT o.buyer_id, o.merchant_id, o.region, o.shipping_fee_minor, o.placed_at_us,"
               " o.amount_paid_minor, o.paid_currency, o.payment_method, replace(o.payment_ref, o.order_id, ''), o.paid_at_us,"
@@ -98,8 +101,9 @@ def test_duplicate_flood_over_three_instances_opens_one_case(h):
     for w in ws:
         w.wait_started()
     order_id, buyer_id = setup_order(h)
+    # Every partition of intake's topics (orders, requests, inspection) is taken.
     wait_until(lambda: all(w.assigned() for w in ws) and
-               sum(w.assigned() for w in ws) == 24, 40 * SLOW, what="three-way split")
+               sum(w.assigned() for w in ws) == INTAKE_PARTITIONS, 40 * SLOW, what="three-way split")
     reader = h.reader(CASES_TOPIC)
     key = "flood-" + uuid.uuid4().hex
     base = request_envelope(h, order_id, buyer_id, key=key, lines=(("l1", 2),))

@@ -1042,3 +1042,52 @@ AS_TEST(qc_evidence_routes_refund_only_quality_claims) {
   check_refused(bad_scope, strlen(bad_scope),
                 "line 3: key \"qc_reasons\" is not allowed in [category]");
 }
+
+/* Proactive outreach (a flawed lot's buyers): the built-in offer is a
+ * partial refund of 20 % (floored) with 168 hours to answer; a file or a
+ * merchant may offer an exchange instead; the keys are refused with their
+ * line like any other. */
+AS_TEST(proactive_offer_keys) {
+  review_policy_t *b = builtin();
+  review_case_t c = base_case();
+  c.case_type = CT(QUALITY_CLAIM);
+  c.reason = RS(QUALITY_DEFECT);
+  c.claimed_minor = 5999;
+  c.delivered_at_us = 0; /* not judged as a claim: no window, no evidence rule applies */
+  review_decision_t d;
+  memset(&d, 0xA5, sizeof d);
+  review_proactive_decide(b, &c, &d);
+  AS_CHECK_INT_EQ(d.verdict, V(GOODWILL_OFFER));
+  AS_CHECK_STR_EQ(d.rule, "proactive.offer");
+  AS_CHECK_INT_EQ(d.outcome, O(PARTIAL_REFUND));
+  AS_CHECK_INT_EQ(d.percent, 20);
+  AS_CHECK_INT_EQ(d.amount_minor, 1199); /* floor(5999 x 20 %) */
+  AS_CHECK_INT_EQ(d.offer_wait_us, 168 * HOUR);
+  AS_CHECK(!d.return_required && !d.refund_shipping);
+  review_policy_free(b);
+
+  review_policy_t *p =
+      parse_ok(MIN
+               "[default]\nproactive_percent = 35\nproactive_offer_hours = 1\n"
+               "[merchant m-swap]\nproactive_offer = exchange\nproactive_offer_hours = 48\n");
+  review_proactive_decide(p, &c, &d);
+  AS_CHECK_INT_EQ(d.outcome, O(PARTIAL_REFUND));
+  AS_CHECK_INT_EQ(d.amount_minor, 2099);
+  AS_CHECK_INT_EQ(d.offer_wait_us, HOUR);
+  c.merchant_id = "m-swap";
+  review_proactive_decide(p, &c, &d);
+  AS_CHECK_INT_EQ(d.outcome, O(EXCHANGE));
+  AS_CHECK_INT_EQ(d.amount_minor, 0);
+  AS_CHECK_INT_EQ(d.percent, 0);
+  AS_CHECK_INT_EQ(d.offer_wait_us, 48 * HOUR);
+  review_policy_free(p);
+
+  static const char coupon[] = MIN "[default]\nproactive_offer = coupon\n";
+  check_refused(coupon, strlen(coupon),
+                "line 6: proactive_offer: unknown offer (partial_refund or exchange) \"coupon\"");
+  static const char zero[] = MIN "[default]\nproactive_percent = 0\n";
+  check_refused(zero, strlen(zero),
+                "line 6: proactive_percent must be an integer from 1 to 100, not \"0\"");
+  static const char cat[] = MIN "[category x]\nproactive_offer = exchange\n";
+  check_refused(cat, strlen(cat), "line 6: key \"proactive_offer\" is not allowed in [category]");
+}
