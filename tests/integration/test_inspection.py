@@ -6,8 +6,8 @@ the real deadline scanner, and every verdict the contract refuses."""
 from conftest import CASES_TOPIC, DLQ_TOPIC, SLOW, settle, start_inspection, wait_until
 from inspection_helpers import (ELECTRONICS, case_opened, completed, dead_reasons, insp_events,
                                 open_cases, receive, request_evidence, task_id, verdict,
-                                wait_dead, wait_kind)
-from review_helpers import INSPECTION_TOPIC, of_kind, pbm, wait_events
+                                verdict_env, wait_dead, wait_kind)
+from review_helpers import INSPECTION_TOPIC, LOGISTICS_TOPIC, of_kind, pbm, produce_on
 
 
 def test_goods_received_then_verdict_pass_fail_partial(h):
@@ -168,3 +168,57 @@ def test_refused_verdicts_and_receipts_are_dead_lettered_and_the_partition_moves
                  "item_not_in_standard: \"colourfast\"", "items_incomplete: \"accessories\"",
                  "unknown_task: task id not a UUID"):
         assert want in details, (want, reasons)
+
+
+def test_hostile_input_on_every_consumed_topic(h):
+    start_inspection(h)
+    r, dlq = h.reader(INSPECTION_TOPIC), h.reader(DLQ_TOPIC)
+    m = pbm(h)
+    # undecodable bytes on each topic the worker consumes
+    for topic in (CASES_TOPIC, LOGISTICS_TOPIC, INSPECTION_TOPIC):
+        h.produce_many([("k", b"\xff\x00garbage", None)], topic=topic)
+    # CaseOpened: unsafe ids, negative paid amount, more claimed than bought, bad currency
+    bad_id = case_opened(h)
+    bad_id.case_opened.buyer_id = "b 1; DROP"
+    neg = case_opened(h, lines=[("l1", "S", "apparel", "sup-1", "", 1, 1, -5)])
+    over = case_opened(h, lines=[("l1", "S", "apparel", "sup-1", "", 1, 2, 100)])
+    cur = case_opened(h, currency="cny")
+    h.produce_many([(e.case_id, e.SerializeToString(), None) for e in (bad_id, neg, over, cur)],
+                   topic=CASES_TOPIC)
+    good = case_opened(h)
+    open_cases(h, [good])
+    # ReturnReceived: control bytes in the condition, no lines
+    rr = m.logistics.ReturnReceived(case_id=good.case_id, condition="sealed\x01", received_at_us=1)
+    rr.lines.add(line_id="l1", quantity=1)
+    produce_on(h, LOGISTICS_TOPIC, "return_received", rr, good.case_id)
+    produce_on(h, LOGISTICS_TOPIC, "return_received",
+               m.logistics.ReturnReceived(case_id=good.case_id), good.case_id)
+    # InspectionRequested for an unknown case; QcVerdict with an unsafe inspector, huge notes
+    request_evidence(h, "case-unknown")
+    receive(h, good.case_id)
+    wait_kind(h, r, "inspection_task_opened")
+    verdict(h, good.case_id, inspector="qc 7")
+    v = verdict_env(h, good.case_id)
+    v.qc_verdict.notes = "x" * 5000
+    h.produce_many([(good.case_id, v.SerializeToString(), None)], topic=INSPECTION_TOPIC)
+    # RectificationConfirmed: not a UUID, unsafe agent
+    rc = m.inspection.RectificationConfirmed(alert_id="nope", agent_id="a-1")
+    produce_on(h, INSPECTION_TOPIC, "rectification_confirmed", rc, "nope")
+    rc = m.inspection.RectificationConfirmed(alert_id=task_id("x"), agent_id="")
+    produce_on(h, INSPECTION_TOPIC, "rectification_confirmed", rc, "x")
+    # and the partition keeps moving: a good verdict is judged
+    verdict(h, good.case_id)
+    assert not completed(h, r, good.case_id).defect_confirmed
+    wait_dead(h, dlq, 14)
+    settle(h)
+    reasons = dead_reasons(h, dlq)
+    assert sorted(c for c, _ in reasons).count("decode_failed") == 3, reasons
+    details = " | ".join(d for _, d in reasons)
+    for want in ("case, order or buyer id missing or unsafe", "paid_allocated missing, negative",
+                 "claimed units outside 1..purchased", "currency not ISO 4217",
+                 "condition or warehouse id too long or has control bytes",
+                 "units_not_claimed: no lines", "unknown_case", "inspector id missing or unsafe",
+                 "notes too long", "unknown_alert: not a UUID", "agent id missing or unsafe"):
+        assert want in details, (want, reasons)
+    assert len(reasons) == 14, reasons
+    assert h.scalar("SELECT count(*) FROM inspection.cases") == 1
