@@ -21,8 +21,8 @@
 
 /* The smallest valid file (5 lines before the tail a test appends). */
 #define HEAD "version = t\nsevere_from = 4\ncoupon = CNY:100\ndemand = fix it\n"
-#define DEF                                                                                  \
-  "[category default]\ngrade.A = restock resellable\ngrade.B = refurbish\ngrade.C = "        \
+#define DEF                                                                           \
+  "[category default]\ngrade.A = restock resellable\ngrade.B = refurbish\ngrade.C = " \
   "return_to_supplier\ngrade.D = destroy\nitem.ok = defect 3 | 好 | ok\n"
 
 static insp_standards_t *parse_ok(const char *text) {
@@ -84,14 +84,14 @@ AS_TEST(auto_pass_rule_inherited_and_not_for_evidence_only) {
   AS_CHECK(!insp_category_auto_pass(a, RS(CHANGED_MIND), "opened"));
   AS_CHECK(!insp_category_auto_pass(a, RS(CHANGED_MIND), ""));
   AS_CHECK(!insp_category_auto_pass(a, RS(QUALITY_DEFECT), "sealed"));
-  AS_CHECK(!insp_category_auto_pass(insp_standards_category(s, "fresh_produce"),
-                                    RS(CHANGED_MIND), "sealed"));
+  AS_CHECK(!insp_category_auto_pass(insp_standards_category(s, "fresh_produce"), RS(CHANGED_MIND),
+                                    "sealed"));
   insp_standards_free(s);
 }
 
 AS_TEST(category_inherits_grades_overrides_some) {
-  insp_standards_t *s = parse_ok(HEAD DEF
-                                 "[category glass]\ngrade.B = destroy\nitem.x = minor 1 | 甲 | x\n");
+  insp_standards_t *s =
+      parse_ok(HEAD DEF "[category glass]\ngrade.B = destroy\nitem.x = minor 1 | 甲 | x\n");
   const insp_category_t *g = insp_standards_category(s, "glass");
   AS_CHECK_INT_EQ(g->grade[G(A)].disposition, D(RESTOCK));
   AS_CHECK(g->grade[G(A)].resellable);
@@ -123,8 +123,9 @@ static const struct {
     {HEAD DEF "[region x]\n", "line 11: unknown section [region]"},
     {HEAD DEF "[category]\n", "line 11: [category] needs one name"},
     {HEAD DEF "[category Bad-Name]\n", "line 11: [category] needs one name"},
-    {HEAD DEF "[category default]\n", "line 11: duplicate section [category default] (first at "
-                                      "line 5)"},
+    {HEAD DEF "[category default]\n",
+     "line 11: duplicate section [category default] (first at "
+     "line 5)"},
     {HEAD DEF "[category x\n", "line 11: section header must end with ]"},
     {HEAD DEF "just words\n", "line 11: expected \"key = value\""},
     {HEAD DEF "= 3\n", "line 11: missing key before ="},
@@ -151,13 +152,15 @@ static const struct {
     {HEAD DEF "item.x = defect 3 | 好\n", "line 11: item.x must be \"defect|minor SEVERITY"},
     {HEAD DEF "item.x = defect 3 | 好 | ok | more\n", "line 11: item.x must be"},
     {HEAD DEF "item.x = fatal 3 | 好 | ok\n", "line 11: item.x: kind must be defect or minor"},
-    {HEAD DEF "item.x = defect 6 | 好 | ok\n", "line 11: item.x: severity must be an integer "
-                                               "from 1 to 5"},
+    {HEAD DEF "item.x = defect 6 | 好 | ok\n",
+     "line 11: item.x: severity must be an integer "
+     "from 1 to 5"},
     {HEAD DEF "item.x = defect 0 | 好 | ok\n", "line 11: item.x: severity must be"},
     {HEAD DEF "item.x = defect | 好 | ok\n", "line 11: item.x: severity must be"},
     {HEAD DEF "item.x = defect 2 |  | ok\n", "line 11: item.x: the zh-CN and en descriptions"},
-    {HEAD DEF "[category empty]\ninspectable = no\n", "line 11: [category empty] has no item.* "
-                                                     "checklist"},
+    {HEAD DEF "[category empty]\ninspectable = no\n",
+     "line 11: [category empty] has no item.* "
+     "checklist"},
     {HEAD DEF "item.x = defect 2 | \x01 | ok\n", "line 11: control character 0x01"},
     {HEAD DEF "item.x = defect 2 | \xc3\x28 | ok\n", "line 11: invalid UTF-8"},
 };
@@ -252,9 +255,8 @@ AS_TEST(grades_at_every_edge) {
 }
 
 AS_TEST(severe_from_moves_the_c_d_edge) {
-  insp_standards_t *s = parse_ok(
-      "version = t\nsevere_from = 3\ncoupon = CNY:1\ndemand = d\n" DEF
-      "item.a = defect 2 | 甲 | a\nitem.b = defect 3 | 乙 | b\n");
+  insp_standards_t *s = parse_ok("version = t\nsevere_from = 3\ncoupon = CNY:1\ndemand = d\n" DEF
+                                 "item.a = defect 2 | 甲 | a\nitem.b = defect 3 | 乙 | b\n");
   const insp_category_t *c = insp_standards_category(s, "default");
   insp_result_t r[3] = {{"ok", true}, {"a", false}, {"b", true}};
   insp_judgment_t j;
@@ -303,4 +305,22 @@ AS_TEST(fresh_produce_judged_on_evidence) {
   AS_CHECK_INT_EQ(j.disposition, D(DESTROY));
   AS_CHECK(!j.resellable);
   insp_standards_free(s);
+}
+
+/* The README reproduces the built-in standards (between its standards
+ * markers): the tests run from the repository root. */
+AS_TEST(readme_reproduces_the_builtin_standards) {
+  FILE *f = fopen("README.md", "rb");
+  AS_CHECK(f != NULL);
+  static char buf[1 << 20];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  const char *begin = strstr(buf, "<!-- standards:begin -->\n```\n");
+  AS_CHECK(begin != NULL);
+  begin += strlen("<!-- standards:begin -->\n```\n");
+  const char *end = strstr(begin, "```\n<!-- standards:end -->");
+  AS_CHECK(end != NULL);
+  AS_CHECK_MEM_EQ(begin, (size_t)(end - begin), insp_standards_default,
+                  strlen(insp_standards_default));
 }
