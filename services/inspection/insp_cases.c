@@ -14,9 +14,9 @@
 
 enum { K_CASE, K_ORDER, K_BUYER, K_TYPE, K_REASON, K_CUR, K_EVID, K_AT, K_NCOLS };
 static const as_col_t case_cols[K_NCOLS] = {
-    [K_CASE] = {"case_id", "text"},   [K_ORDER] = {"order_id", "text"},
-    [K_BUYER] = {"buyer_id", "text"}, [K_TYPE] = {"case_type", "int"},
-    [K_REASON] = {"reason", "int"},   [K_CUR] = {"currency", "text"},
+    [K_CASE] = {"case_id", "text"},      [K_ORDER] = {"order_id", "text"},
+    [K_BUYER] = {"buyer_id", "text"},    [K_TYPE] = {"case_type", "int"},
+    [K_REASON] = {"reason", "int"},      [K_CUR] = {"currency", "text"},
     [K_EVID] = {"has_evidence", "bool"}, [K_AT] = {"opened_at_us", "bigint"},
 };
 static const as_bulk_t sql_cases = AS_BULK(
@@ -26,10 +26,10 @@ static const as_bulk_t sql_cases = AS_BULK(
 
 enum { L_CASE, L_LINE, L_SKU, L_CAT, L_SUP, L_LOT, L_PURCH, L_CLAIM, L_PAID, L_NCOLS };
 static const as_col_t line_cols[L_NCOLS] = {
-    [L_CASE] = {"case_id", "text"},     [L_LINE] = {"line_id", "text"},
-    [L_SKU] = {"sku", "text"},          [L_CAT] = {"category", "text"},
-    [L_SUP] = {"supplier_id", "text"},  [L_LOT] = {"lot_id", "text"},
-    [L_PURCH] = {"purchased", "int"},   [L_CLAIM] = {"claimed", "int"},
+    [L_CASE] = {"case_id", "text"},      [L_LINE] = {"line_id", "text"},
+    [L_SKU] = {"sku", "text"},           [L_CAT] = {"category", "text"},
+    [L_SUP] = {"supplier_id", "text"},   [L_LOT] = {"lot_id", "text"},
+    [L_PURCH] = {"purchased", "int"},    [L_CLAIM] = {"claimed", "int"},
     [L_PAID] = {"paid_minor", "bigint"},
 };
 static const as_bulk_t sql_lines = AS_BULK(
@@ -57,8 +57,8 @@ static const char *bad_case(const Aftersales__V1__CaseOpened *e) {
       !as_envelope_id_ok(e->buyer_id))
     return "case, order or buyer id missing or unsafe";
   if (e->n_case_lines > INSP_MAX_LINES) return "more than 100 case lines";
-  const char *cur = e->case_lines[0]->paid_allocated ? e->case_lines[0]->paid_allocated->currency
-                                                     : "";
+  const char *cur =
+      e->case_lines[0]->paid_allocated ? e->case_lines[0]->paid_allocated->currency : "";
   if (!as_money_currency_ok(cur)) return "case line: currency not ISO 4217";
   for (size_t i = 0; i < e->n_case_lines; i++) {
     const char *bad = bad_line(e->case_lines[i], cur);
@@ -70,8 +70,7 @@ static const char *bad_case(const Aftersales__V1__CaseOpened *e) {
   return NULL;
 }
 
-static void case_rows(as_cols_t *c, as_cols_t *l, const Aftersales__V1__CaseOpened *e,
-                      int64_t at) {
+static void case_rows(as_cols_t *c, as_cols_t *l, const Aftersales__V1__CaseOpened *e, int64_t at) {
   as_cols_str(c, K_CASE, e->case_id);
   as_cols_str(c, K_ORDER, e->order_id);
   as_cols_str(c, K_BUYER, e->buyer_id);

@@ -40,11 +40,12 @@ static void num(char *buf, size_t n, long long v) {
 static int lock_key(as_tx_t *tx, const key_t_ *k, bool *watched) {
   const char *vals[4] = {k->supplier, k->sku, k->lot, k->code};
   PGresult *r = NULL;
-  int rc = as_db_query(as_tx_db(tx),
-                       "INSERT INTO cluster_keys (supplier_id, sku, lot_id, defect_code)"
-                       " VALUES ($1, $2, $3, $4) ON CONFLICT (supplier_id, sku, lot_id, defect_code)"
-                       " DO UPDATE SET supplier_id = EXCLUDED.supplier_id RETURNING watched_at_us",
-                       4, vals, &r);
+  int rc =
+      as_db_query(as_tx_db(tx),
+                  "INSERT INTO cluster_keys (supplier_id, sku, lot_id, defect_code)"
+                  " VALUES ($1, $2, $3, $4) ON CONFLICT (supplier_id, sku, lot_id, defect_code)"
+                  " DO UPDATE SET supplier_id = EXCLUDED.supplier_id RETURNING watched_at_us",
+                  4, vals, &r);
   if (rc == 0 && watched) *watched = !PQgetisnull(r, 0, 0);
   PQclear(r);
   return rc;
@@ -177,8 +178,8 @@ static int publish_alert(insp_t *x, as_tx_t *tx, const as_msg_t *cause, const ke
   return rc;
 }
 
-static int raise_alert(insp_t *x, as_tx_t *tx, const as_msg_t *cause, const key_t_ *k,
-                       PGresult *r, int buyers, int64_t now) {
+static int raise_alert(insp_t *x, as_tx_t *tx, const as_msg_t *cause, const key_t_ *k, PGresult *r,
+                       int buyers, int64_t now) {
   int64_t start = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
   char name[4 * AS_ID_MAX + 80], alert_id[AS_UUID_STRLEN + 1], start_s[24], now_s[24];
   int len = snprintf(name, sizeof name, "%s|%s|%s|%s|%lld", k->supplier, k->sku, k->lot, k->code,
@@ -242,8 +243,8 @@ static int under_alert(insp_t *x, as_tx_t *tx, const as_msg_t *cause, const insp
   char now_s[24];
   num(now_s, sizeof now_s, now);
   const char *vals[2] = {alert_id, now_s};
-  int rc = as_db_query(as_tx_db(tx), "UPDATE alerts SET last_defect_us = $2 WHERE alert_id = $1",
-                       2, vals, NULL);
+  int rc = as_db_query(as_tx_db(tx), "UPDATE alerts SET last_defect_us = $2 WHERE alert_id = $1", 2,
+                       vals, NULL);
   if (rc == 0) rc = as_deadline_set(tx, alert_id, "cluster:window", now + window_us(x));
   return rc ? rc : grant(x, tx, cause, c, k, alert_id);
 }
@@ -274,8 +275,8 @@ int insp_cluster_defect(insp_t *x, as_tx_t *tx, const as_msg_t *cause, const ins
   int64_t now = as_now_us();
   char now_s[24];
   num(now_s, sizeof now_s, now);
-  const char *vals[8] = {k.supplier, k.sku, k.lot, k.code, c->case_id, c->buyer_id, category,
-                         now_s};
+  const char *vals[8] = {k.supplier, k.sku,       k.lot,    k.code,
+                         c->case_id, c->buyer_id, category, now_s};
   rc = as_db_query(as_tx_db(tx),
                    "INSERT INTO defects (supplier_id, sku, lot_id, defect_code, case_id, buyer_id,"
                    " category, confirmed_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
@@ -324,7 +325,8 @@ static int close_alert(insp_t *x, as_tx_t *tx, const as_msg_t *cause, const char
                        4, vals, NULL);
   if (rc == 0 && agent) rc = as_deadline_cancel(tx, alert_id, "cluster:window");
   if (rc) return rc;
-  Aftersales__V1__SupplierQualityAlertClosed e = AFTERSALES__V1__SUPPLIER_QUALITY_ALERT_CLOSED__INIT;
+  Aftersales__V1__SupplierQualityAlertClosed e =
+      AFTERSALES__V1__SUPPLIER_QUALITY_ALERT_CLOSED__INIT;
   e.alert_id = (char *)alert_id;
   e.reason = (char *)reason;
   e.closed_at_us = now;
@@ -342,8 +344,7 @@ int insp_on_rectified(void *state, as_tx_t *tx, as_msg_t *m) {
   const Aftersales__V1__RectificationConfirmed *e = m->env->rectification_confirmed;
   if (!as_uuid_valid(e->alert_id)) return as_tx_reject(m, "unknown_alert: not a UUID"), 0;
   if (!as_envelope_id_ok(e->agent_id)) return as_tx_reject(m, "agent id missing or unsafe"), 0;
-  if (!insp_text_ok(e->note, 4000))
-    return as_tx_reject(m, "note too long or has control bytes"), 0;
+  if (!insp_text_ok(e->note, 4000)) return as_tx_reject(m, "note too long or has control bytes"), 0;
   char id[AS_UUID_STRLEN + 1];
   memcpy(id, e->alert_id, sizeof id);
   as_uuid_canonicalise(id);
@@ -366,7 +367,8 @@ int insp_timers_window(void *state, as_tx_t *tx, const char *alert_id, const cha
   insp_t *x = state;
   PGresult *r = NULL;
   int rc = as_uuid_valid(alert_id) ? lock_alert(tx, alert_id, &r) : -ENOENT;
-  if (rc == -ENOENT) rc = 0; /* nothing to close */
+  if (rc == -ENOENT)
+    rc = 0;                                          /* nothing to close */
   else if (rc == 0 && PQgetvalue(r, 0, 4)[0] != 't') /* each new defect moved the deadline on */
     rc = close_alert(x, tx, NULL, alert_id, "window_passed", NULL);
   PQclear(r);

@@ -502,8 +502,8 @@ bool insp_category_auto_pass(const insp_category_t *c, int reason, const char *c
 /* ---- judging */
 
 /* Every checklist item once: idx[i] is r's index for item i. */
-static const char *match_items(const insp_category_t *c, const insp_result_t *r, size_t n,
-                               int *idx, char *why, size_t whylen) {
+static const char *match_items(const insp_category_t *c, const insp_result_t *r, size_t n, int *idx,
+                               char *why, size_t whylen) {
   for (size_t i = 0; i < c->nitems; i++) idx[i] = -1;
   for (size_t k = 0; k < n; k++) {
     const insp_item_t *it = insp_category_item(c, r[k].code);

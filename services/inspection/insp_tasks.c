@@ -34,9 +34,8 @@ static const as_col_t task_line_cols[] = {
     [TL_SKU] = {"sku", "text"},
     [TL_QTY] = {"quantity", "int"},
 };
-static const as_bulk_t sql_task_lines =
-    AS_BULK("INSERT INTO task_lines (task_id, line_id, sku, quantity) SELECT * FROM {{u}}",
-            task_line_cols);
+static const as_bulk_t sql_task_lines = AS_BULK(
+    "INSERT INTO task_lines (task_id, line_id, sku, quantity) SELECT * FROM {{u}}", task_line_cols);
 
 static const char sql_task[] =
     "INSERT INTO tasks (task_id, case_id, evidence_only, category, standard_version,"
@@ -50,8 +49,8 @@ static int insert_task(as_tx_t *tx, const char *task_id, const opening_t *o,
   char at_s[24], due_s[24];
   snprintf(at_s, sizeof at_s, "%lld", (long long)at);
   snprintf(due_s, sizeof due_s, "%lld", (long long)due);
-  const char *vals[7] = {task_id,   o->c->case_id, o->evidence ? "t" : "f", cat->name,
-                         version, at_s,          due_s};
+  const char *vals[7] = {task_id, o->c->case_id, o->evidence ? "t" : "f", cat->name, version,
+                         at_s,    due_s};
   PGresult *r = NULL;
   int rc = as_db_query(as_tx_db(tx), sql_task, 7, vals, &r);
   *fresh = rc == 0 && PQntuples(r) == 1;
@@ -144,8 +143,7 @@ static const char *take_units(opening_t *o, Aftersales__V1__LineRef *const *l, s
                               bool all_if_none, const char *what, char *why, size_t whylen) {
   insp_units_t claimed[INSP_MAX_LINES];
   for (size_t i = 0; i < o->c->n; i++)
-    claimed[i] = (insp_units_t){o->c->lines[i].line_id, o->c->lines[i].sku,
-                                o->c->lines[i].claimed};
+    claimed[i] = (insp_units_t){o->c->lines[i].line_id, o->c->lines[i].sku, o->c->lines[i].claimed};
   if (n == 0 && !all_if_none) return as_err_set(why, whylen, "%s: no lines", what), why;
   const char *bad = insp_units_check(l, n, claimed, o->c->n, what, why, whylen);
   if (bad) return bad;
@@ -179,8 +177,9 @@ static int received(insp_t *x, as_tx_t *tx, as_msg_t *m, const insp_case_t *c) {
   opening_t o = {.m = m, .c = c, .condition = e->condition};
   char why[200];
   if (!insp_text_ok(e->condition, 64) || !insp_text_ok(e->warehouse_id, 64))
-    return as_tx_reject(m, "return received: condition or warehouse id too long or has control "
-                           "bytes"),
+    return as_tx_reject(m,
+                        "return received: condition or warehouse id too long or has control "
+                        "bytes"),
            0;
   const char *bad =
       take_units(&o, e->lines, e->n_lines, false, "units_not_claimed", why, sizeof why);
@@ -193,11 +192,13 @@ static int requested(insp_t *x, as_tx_t *tx, as_msg_t *m, const insp_case_t *c) 
   char want[AS_UUID_STRLEN + 1], why[200];
   insp_task_id(want, c->case_id, "evidence");
   if (strcmp(e->task_id, want) != 0)
-    return as_tx_reject(m, "task_id_mismatch: not uuid5(aftersales.inspection_task, "
-                           "\"<case_id>|evidence\")"),
+    return as_tx_reject(m,
+                        "task_id_mismatch: not uuid5(aftersales.inspection_task, "
+                        "\"<case_id>|evidence\")"),
            0;
   opening_t o = {.m = m, .c = c, .evidence = true};
-  const char *bad = take_units(&o, e->lines, e->n_lines, true, "units_not_claimed", why, sizeof why);
+  const char *bad =
+      take_units(&o, e->lines, e->n_lines, true, "units_not_claimed", why, sizeof why);
   if (bad) return as_tx_reject(m, bad), 0;
   return open_task(x, tx, &o);
 }

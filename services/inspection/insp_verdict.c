@@ -149,8 +149,7 @@ static const char *check(const Aftersales__V1__QcVerdict *v, const task_t *t, ch
 }
 
 /* The units judged: the verdict's lines, or every unit of the task. */
-static size_t judged_units(const Aftersales__V1__QcVerdict *v, const task_t *t,
-                           insp_units_t *out) {
+static size_t judged_units(const Aftersales__V1__QcVerdict *v, const task_t *t, insp_units_t *out) {
   if (v->n_lines == 0) return memcpy(out, t->units, t->n * sizeof *out), t->n;
   for (size_t i = 0; i < v->n_lines; i++) {
     size_t k = 0;
@@ -168,8 +167,8 @@ static void note_contradiction(insp_t *x, const Aftersales__V1__QcVerdict *v,
   as_counter_add(x->contradictions, 1);
   AS_WARN(x->log, "verdict contradicts its items: judged by the items",
           AS_F_STR("case_id", v->case_id), AS_F_STR("task_id", v->task_id),
-          AS_F_INT("flag_defect", v->defect_confirmed), AS_F_INT("items_defect",
-                                                                  j->defect_confirmed));
+          AS_F_INT("flag_defect", v->defect_confirmed),
+          AS_F_INT("items_defect", j->defect_confirmed));
 }
 
 static int judge(insp_t *x, as_tx_t *tx, as_msg_t *m, const task_t *t) {
@@ -216,8 +215,10 @@ int insp_on_verdict(void *state, as_tx_t *tx, as_msg_t *m) {
   as_uuid_canonicalise(id);
   task_t t;
   int rc = task_load(tx, id, &t);
-  if (rc == -ENOENT) rc = 0, as_tx_reject(m, "unknown_task: no task with this id");
-  else if (rc == 0) rc = judge(state, tx, m, &t);
+  if (rc == -ENOENT)
+    rc = 0, as_tx_reject(m, "unknown_task: no task with this id");
+  else if (rc == 0)
+    rc = judge(state, tx, m, &t);
   PQclear(t.owner);
   return rc;
 }

@@ -103,16 +103,16 @@ typedef struct insp_done {
 } insp_done_t;
 /* Records the judgment on the task row and publishes InspectionCompleted
  * for case c. Returns 0 or an as_db error. */
-AS_MUST_CHECK int insp_complete(insp_t *x, as_tx_t *tx, const as_msg_t *cause,
-                                const insp_case_t *c, const insp_done_t *d);
+AS_MUST_CHECK int insp_complete(insp_t *x, as_tx_t *tx, const as_msg_t *cause, const insp_case_t *c,
+                                const insp_done_t *d);
 
 /* ---- insp_cluster.c */
 /* A confirmed defect of case c on its line l with code, judged now:
  * counted toward the cluster of (supplier, sku, lot, code), which may raise
  * the alert or compensate the case under the open one. */
 AS_MUST_CHECK int insp_cluster_defect(insp_t *x, as_tx_t *tx, const as_msg_t *cause,
-                                      const insp_case_t *c, const insp_line_t *l,
-                                      const char *code, const char *category);
+                                      const insp_case_t *c, const insp_line_t *l, const char *code,
+                                      const char *category);
 AS_MUST_CHECK int insp_on_rectified(void *state, as_tx_t *tx, as_msg_t *m);
 /* Deadline kind "cluster:window" (keyed by the alert id). */
 AS_MUST_CHECK int insp_timers_window(void *state, as_tx_t *tx, const char *alert_id,

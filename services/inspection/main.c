@@ -81,8 +81,9 @@ static const as_deadline_kind_t deadlines[] = {
 
 static const as_service_t inspection_service = {
     .name = "inspection",
-    .summary = "as-inspection: judges returned goods and evidence against the quality standards; "
-               "supplier defect clusters and compensation",
+    .summary =
+        "as-inspection: judges returned goods and evidence against the quality standards; "
+        "supplier defect clusters and compensation",
     .config = config,
     .nconfig = AS_LEN(config),
     .conf_size = sizeof(insp_conf_t),
