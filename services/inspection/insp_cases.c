@@ -116,43 +116,71 @@ int insp_cases_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t n) 
   return rc;
 }
 
-static const char sql_load[] =
+static const as_col_t load_cols[] = {{"case_id", "text"}};
+static const as_bulk_t sql_load = AS_BULK(
     "SELECT c.case_id, c.order_id, c.buyer_id, c.currency, c.case_type, c.reason, c.has_evidence,"
     " l.line_id, l.sku, l.category, l.supplier_id, l.lot_id, l.purchased, l.claimed, l.paid_minor"
-    " FROM cases c JOIN case_lines l USING (case_id) WHERE c.case_id = $1 ORDER BY l.line_id";
+    " FROM cases c JOIN case_lines l USING (case_id) WHERE c.case_id = ANY({{$case_id}})"
+    " ORDER BY c.case_id, l.line_id",
+    load_cols);
 
-int insp_case_load(as_tx_t *tx, const char *case_id, insp_case_t *c) {
-  memset(c, 0, sizeof *c);
-  const char *vals[1] = {case_id};
-  int rc = as_db_query(as_tx_db(tx), sql_load, 1, vals, &c->owner);
-  if (rc < 0) return rc;
-  PGresult *r = c->owner;
+static void line_at(PGresult *r, int i, insp_line_t *l) {
+  l->line_id = PQgetvalue(r, i, 7);
+  l->sku = PQgetvalue(r, i, 8);
+  l->category = PQgetvalue(r, i, 9);
+  l->supplier_id = PQgetvalue(r, i, 10);
+  l->lot_id = PQgetvalue(r, i, 11);
+  l->purchased = atoi(PQgetvalue(r, i, 12));
+  l->claimed = atoi(PQgetvalue(r, i, 13));
+  l->paid_minor = strtoll(PQgetvalue(r, i, 14), NULL, 10);
+}
+
+/* Rows come ordered by case: a case is a run of rows. */
+static int cases_of(PGresult *r, insp_cases_t *out) {
   int rows = PQntuples(r);
-  if (rows == 0) return insp_case_free(c), -ENOENT;
-  c->case_id = PQgetvalue(r, 0, 0);
-  c->order_id = PQgetvalue(r, 0, 1);
-  c->buyer_id = PQgetvalue(r, 0, 2);
-  c->currency = PQgetvalue(r, 0, 3);
-  c->case_type = atoi(PQgetvalue(r, 0, 4));
-  c->reason = atoi(PQgetvalue(r, 0, 5));
-  c->has_evidence = PQgetvalue(r, 0, 6)[0] == 't';
-  for (int i = 0; i < rows && i < INSP_MAX_LINES; i++) {
-    insp_line_t *l = &c->lines[c->n++];
-    l->line_id = PQgetvalue(r, i, 7);
-    l->sku = PQgetvalue(r, i, 8);
-    l->category = PQgetvalue(r, i, 9);
-    l->supplier_id = PQgetvalue(r, i, 10);
-    l->lot_id = PQgetvalue(r, i, 11);
-    l->purchased = atoi(PQgetvalue(r, i, 12));
-    l->claimed = atoi(PQgetvalue(r, i, 13));
-    l->paid_minor = strtoll(PQgetvalue(r, i, 14), NULL, 10);
+  out->v = calloc((size_t)rows + 1, sizeof *out->v);
+  out->lines = calloc((size_t)rows + 1, sizeof *out->lines);
+  if (!out->v || !out->lines) return -ENOMEM;
+  for (int i = 0; i < rows; i++) {
+    line_at(r, i, &out->lines[i]);
+    insp_case_t *c = out->n ? &out->v[out->n - 1] : NULL;
+    if (!c || strcmp(c->case_id, PQgetvalue(r, i, 0)) != 0) {
+      c = &out->v[out->n++];
+      c->case_id = PQgetvalue(r, i, 0);
+      c->order_id = PQgetvalue(r, i, 1);
+      c->buyer_id = PQgetvalue(r, i, 2);
+      c->currency = PQgetvalue(r, i, 3);
+      c->case_type = atoi(PQgetvalue(r, i, 4));
+      c->reason = atoi(PQgetvalue(r, i, 5));
+      c->has_evidence = PQgetvalue(r, i, 6)[0] == 't';
+      c->lines = &out->lines[i];
+    }
+    c->n++;
   }
   return 0;
 }
 
-void insp_case_free(insp_case_t *c) {
-  PQclear(c->owner);
-  c->owner = NULL;
+int insp_cases_load(as_tx_t *tx, const char *const *ids, size_t n, insp_cases_t *out) {
+  memset(out, 0, sizeof *out);
+  as_cols_t q;
+  as_cols_init(&q, &sql_load);
+  for (size_t i = 0; i < n; i++) as_cols_str(&q, 0, ids[i]);
+  int rc = n ? as_cols_run(&q, as_tx_db(tx), &out->owner) : 0;
+  as_cols_free(&q);
+  return rc == 0 && out->owner ? cases_of(out->owner, out) : rc;
+}
+
+const insp_case_t *insp_cases_find(const insp_cases_t *out, const char *case_id) {
+  for (size_t i = 0; i < out->n; i++)
+    if (strcmp(out->v[i].case_id, case_id) == 0) return &out->v[i];
+  return NULL;
+}
+
+void insp_cases_free(insp_cases_t *out) {
+  free(out->v);
+  free(out->lines);
+  PQclear(out->owner);
+  memset(out, 0, sizeof *out);
 }
 
 const insp_line_t *insp_case_line(const insp_case_t *c, const char *line_id) {

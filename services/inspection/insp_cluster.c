@@ -121,11 +121,12 @@ static int grant(insp_t *x, as_tx_t *tx, const as_msg_t *cause, const insp_case_
 
 static int grant_case_id(insp_t *x, as_tx_t *tx, const as_msg_t *cause, const char *case_id,
                          const key_t_ *k, const char *alert_id) {
-  insp_case_t c;
-  int rc = insp_case_load(tx, case_id, &c);
-  if (rc == 0) rc = grant(x, tx, cause, &c, k, alert_id);
-  insp_case_free(&c);
-  return rc == -ENOENT ? -EIO : rc;
+  insp_cases_t cs;
+  int rc = insp_cases_load(tx, &case_id, 1, &cs);
+  const insp_case_t *c = rc == 0 ? insp_cases_find(&cs, case_id) : NULL;
+  if (rc == 0) rc = c ? grant(x, tx, cause, c, k, alert_id) : -EIO; /* a defect's case exists */
+  insp_cases_free(&cs);
+  return rc;
 }
 
 /* ---- raising */

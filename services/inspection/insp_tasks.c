@@ -163,12 +163,12 @@ static const char *take_units(opening_t *o, Aftersales__V1__LineRef *const *l, s
 static int with_case(insp_t *x, as_tx_t *tx, as_msg_t *m, const char *case_id,
                      int (*fn)(insp_t *, as_tx_t *, as_msg_t *, const insp_case_t *)) {
   if (!as_envelope_id_ok(case_id)) return as_tx_reject(m, "case id missing or unsafe"), 0;
-  insp_case_t c;
-  int rc = insp_case_load(tx, case_id, &c);
-  if (rc == -ENOENT)
-    return as_tx_reject(m, "unknown_case: no CaseOpened with lines for this case"), 0;
-  if (rc == 0) rc = fn(x, tx, m, &c);
-  insp_case_free(&c);
+  insp_cases_t cs;
+  int rc = insp_cases_load(tx, &case_id, 1, &cs);
+  const insp_case_t *c = rc == 0 ? insp_cases_find(&cs, case_id) : NULL;
+  if (rc == 0 && !c) as_tx_reject(m, "unknown_case: no CaseOpened with lines for this case");
+  if (c) rc = fn(x, tx, m, c);
+  insp_cases_free(&cs);
   return rc;
 }
 
@@ -203,12 +203,18 @@ static int requested(insp_t *x, as_tx_t *tx, as_msg_t *m, const insp_case_t *c) 
   return open_task(x, tx, &o);
 }
 
-int insp_on_received(void *state, as_tx_t *tx, as_msg_t *m) {
-  return with_case(state, tx, m, m->env->return_received->case_id, received);
+int insp_received_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t n) {
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < n; i++)
+    rc = with_case(state, tx, msgs[i], msgs[i]->env->return_received->case_id, received);
+  return rc;
 }
 
-int insp_on_requested(void *state, as_tx_t *tx, as_msg_t *m) {
-  return with_case(state, tx, m, m->env->inspection_requested->case_id, requested);
+int insp_requested_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t n) {
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < n; i++)
+    rc = with_case(state, tx, msgs[i], msgs[i]->env->inspection_requested->case_id, requested);
+  return rc;
 }
 
 static const char sql_escalate[] =

@@ -57,10 +57,17 @@ typedef struct insp_case {
   const char *case_id, *order_id, *buyer_id, *currency;
   int case_type, reason;
   bool has_evidence;
-  insp_line_t lines[INSP_MAX_LINES];
+  const insp_line_t *lines; /* into the insp_cases_t that loaded it */
   size_t n;
-  PGresult *owner;
 } insp_case_t;
+
+/* Cases read back together; owns the rows and arrays (insp_cases_free). */
+typedef struct insp_cases {
+  insp_case_t *v;
+  size_t n;
+  insp_line_t *lines;
+  PGresult *owner;
+} insp_cases_t;
 
 /* A line and units of a task or a verdict (strings borrowed). */
 typedef struct insp_units {
@@ -77,21 +84,30 @@ AS_MUST_CHECK int insp_reload(void *state);
 /* The route of CaseOpened: the batch's cases projected with two bulk
  * statements; a hostile one is dead-lettered. */
 AS_MUST_CHECK int insp_cases_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t n);
-/* Reads a case back. Returns 0, -ENOENT or an as_db error; free with
- * insp_case_free. */
-AS_MUST_CHECK int insp_case_load(as_tx_t *tx, const char *case_id, insp_case_t *c);
-void insp_case_free(insp_case_t *c);
+/* Reads the cases ids[0..n) back with one statement (the ones not
+ * projected are missing from out). Returns 0 or an as_db error; out is
+ * to be freed with insp_cases_free either way. */
+AS_MUST_CHECK int insp_cases_load(as_tx_t *tx, const char *const *ids, size_t n, insp_cases_t *out);
+/* The case of out with case_id, or NULL. */
+const insp_case_t *insp_cases_find(const insp_cases_t *out, const char *case_id);
+void insp_cases_free(insp_cases_t *out);
 const insp_line_t *insp_case_line(const insp_case_t *c, const char *line_id);
 
 /* ---- insp_tasks.c */
-AS_MUST_CHECK int insp_on_received(void *state, as_tx_t *tx, as_msg_t *m);
-AS_MUST_CHECK int insp_on_requested(void *state, as_tx_t *tx, as_msg_t *m);
+/* The routes of ReturnReceived and InspectionRequested: batch routes
+ * (each message in turn), so that a batch's tasks are open before its
+ * verdicts are judged. */
+AS_MUST_CHECK int insp_received_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t n);
+AS_MUST_CHECK int insp_requested_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t n);
 /* Deadline kinds "sla:return" and "sla:evidence": the task is escalated. */
 AS_MUST_CHECK int insp_timers_sla(void *state, as_tx_t *tx, const char *case_id, const char *kind,
                                   int64_t due_us);
 
 /* ---- insp_verdict.c */
-AS_MUST_CHECK int insp_on_verdict(void *state, as_tx_t *tx, as_msg_t *m);
+/* The route of QcVerdict: the batch's verdicts judged together (their
+ * tasks and cases read with two statements, the judgments written with
+ * two), in batch order. */
+AS_MUST_CHECK int insp_verdicts_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t n);
 /* What one judged task publishes (InspectionCompleted). */
 typedef struct insp_done {
   const char *task_id, *inspector_id; /* inspector NULL: auto-passed */
@@ -101,8 +117,8 @@ typedef struct insp_done {
   const insp_units_t *units; /* the units judged */
   size_t n;
 } insp_done_t;
-/* Records the judgment on the task row and publishes InspectionCompleted
- * for case c. Returns 0 or an as_db error. */
+/* Records an auto-pass on its task row at once and publishes
+ * InspectionCompleted for case c. Returns 0 or an as_db error. */
 AS_MUST_CHECK int insp_complete(insp_t *x, as_tx_t *tx, const as_msg_t *cause, const insp_case_t *c,
                                 const insp_done_t *d);
 

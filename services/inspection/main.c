@@ -62,14 +62,15 @@ static const as_metric_def_t metrics[] = {
                  verdict_bounds),
 };
 
-/* The batch's new cases first (later events of the batch may need them),
- * then every other event in batch order. */
+/* Batch routes run in this order, each over its messages in batch order:
+ * the batch's new cases first, then the tasks they open, then the
+ * verdicts on those tasks; rectifications last. */
 #define P(x) AFTERSALES__V1__ENVELOPE__PAYLOAD_##x
 static const as_route_t routes[] = {
     {P(CASE_OPENED), .batch = insp_cases_apply},
-    {P(RETURN_RECEIVED), .one = insp_on_received},
-    {P(INSPECTION_REQUESTED), .one = insp_on_requested},
-    {P(QC_VERDICT), .one = insp_on_verdict},
+    {P(RETURN_RECEIVED), .batch = insp_received_apply},
+    {P(INSPECTION_REQUESTED), .batch = insp_requested_apply},
+    {P(QC_VERDICT), .batch = insp_verdicts_apply},
     {P(RECTIFICATION_CONFIRMED), .one = insp_on_rectified},
 };
 
