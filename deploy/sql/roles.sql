@@ -111,7 +111,8 @@ BEGIN
     -- A capability taken out of the list above is taken from the role too
     -- (a cluster set up by an older roles.sql converges).
     FOREACH cap IN ARRAY '{reader,opener,mover,clock}'::text[] LOOP
-      IF NOT cap = ANY (r.caps) THEN
+      IF NOT cap = ANY (r.caps) AND EXISTS (SELECT 1 FROM pg_auth_members m
+           WHERE m.roleid = ('as_cases_' || cap)::regrole AND m.member = ('as_' || r.svc)::regrole) THEN
         EXECUTE format('REVOKE %I FROM %I', 'as_cases_' || cap, 'as_' || r.svc);
       END IF;
     END LOOP;
