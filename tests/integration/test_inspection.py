@@ -3,7 +3,7 @@ received then judged (pass, fail, a partial receipt judged on the received
 units only), an evidence-only task, the auto-pass rule, a verdict that
 contradicts its items, late and duplicate verdicts, the SLA breach fired by
 the real deadline scanner, and every verdict the contract refuses."""
-from conftest import CASES_TOPIC, DLQ_TOPIC, SLOW, settle, start_inspection, wait_until
+from conftest import CASES_TOPIC, DLQ_TOPIC, ROOT, SLOW, settle, start_inspection, wait_until
 from inspection_helpers import (ELECTRONICS, case_opened, completed, dead_reasons, insp_events,
                                 open_cases, receive, request_evidence, task_id, verdict,
                                 verdict_env, wait_dead, wait_kind)
@@ -222,3 +222,49 @@ def test_hostile_input_on_every_consumed_topic(h):
         assert want in details, (want, reasons)
     assert len(reasons) == 14, reasons
     assert h.scalar("SELECT count(*) FROM inspection.cases") == 1
+
+
+def test_standards_file_reloaded_on_sighup_and_a_bad_one_refused(h):
+    import signal
+    from inspection_helpers import receive as rcv
+    f = h.logdir / "standards.txt"
+    base = (ROOT / "README.md").read_text().split("<!-- standards:begin -->\n```\n", 1)[1]
+    base = base.split("```\n<!-- standards:end -->", 1)[0]
+    f.write_text(base.replace("version = builtin-1", "version = qa-2026-11"))
+    w = start_inspection(h, AS_INSPECTION_STANDARDS_FILE=str(f))
+    r = h.reader(INSPECTION_TOPIC)
+    a, b, c = case_opened(h), case_opened(h), case_opened(h)
+    open_cases(h, [a, b, c])
+    rcv(h, a.case_id)
+    assert wait_kind(h, r, "inspection_task_opened")[0][1].standard_version == "qa-2026-11"
+    # a refused file: logged, counted, the standards in force stay
+    f.write_text(base.replace("version = builtin-1", "version = broken").replace("severe_from = 4",
+                                                                               "severe_from = 9"))
+    w.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: w.metric("as_inspection_standards_reloads_total", result="refused") == 1,
+               10 * SLOW, what="refused reload")
+    assert any("line 7: severe_from must be an integer from 1 to 5" in (l.get("detail") or "")
+               for l in w.logged("standards refused, the previous ones stay in force"))
+    rcv(h, b.case_id)
+    wait_kind(h, r, "inspection_task_opened", 2)
+    assert {p.case_id: p.standard_version for _, p, _, _ in insp_events(h, r, "inspection_task_opened")}[
+        b.case_id] == "qa-2026-11"
+    # a good one replaces them
+    f.write_text(base.replace("version = builtin-1", "version = qa-2026-12"))
+    w.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: w.metric("as_inspection_standards_reloads_total", result="ok") == 1,
+               10 * SLOW, what="reload")
+    rcv(h, c.case_id)
+    wait_kind(h, r, "inspection_task_opened", 3)
+    assert {p.case_id: p.standard_version for _, p, _, _ in insp_events(h, r, "inspection_task_opened")}[
+        c.case_id] == "qa-2026-12"
+    verdict(h, c.case_id)
+    assert completed(h, r, c.case_id).standard_version == "qa-2026-12"
+
+
+def test_a_bad_standards_file_stops_the_worker_at_start(h):
+    f = h.logdir / "bad.txt"
+    f.write_text("version = x\nbogus = 1\n")
+    w = start_inspection(h, ready=False, AS_INSPECTION_STANDARDS_FILE=str(f))
+    assert w.wait_exit(20) == 2
+    assert 'bad.txt: line 2: key \\"bogus\\" outside a section' in w.text(), w.tail()
