@@ -158,8 +158,9 @@ static int set_coupon(parser_t *ps, char *v) {
   for (char *tok = strtok_r(v, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save)) {
     char code[4] = "";
     int64_t minor = 0;
-    const char *d = tok + 4;
-    if (strlen(tok) > 4 && tok[3] == ':') memcpy(code, tok, 3);
+    bool shaped = strlen(tok) > 4 && tok[3] == ':';
+    const char *d = shaped ? tok + 4 : ""; /* a shorter token has no amount to read */
+    if (shaped) memcpy(code, tok, 3);
     bool digits = *d != '\0' && strlen(d) <= 15;
     for (const char *c = d; digits && *c; c++) digits = *c >= '0' && *c <= '9';
     if (digits) minor = strtoll(d, NULL, 10);
