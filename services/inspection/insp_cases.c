@@ -5,6 +5,7 @@
  * cannot be) is dead-lettered with the reason and the rest go on. A case
  * without lines (a logistics or complaint case) has nothing to inspect. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,6 +50,8 @@ static const char *bad_line(const Aftersales__V1__CaseLine *l, const char *cur) 
   const Aftersales__V1__Money *p = l->paid_allocated;
   if (!p || p->amount_minor < 0 || strcmp(p->currency, cur) != 0)
     return "case line: paid_allocated missing, negative or in another currency";
+  /* a grant adds up to INSP_MAX_LINES of these: the sum must not overflow */
+  if (p->amount_minor > INT64_MAX / INSP_MAX_LINES) return "case line: paid_allocated too large";
   return NULL;
 }
 

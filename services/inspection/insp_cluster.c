@@ -99,7 +99,7 @@ static int grant(insp_t *x, as_tx_t *tx, const as_msg_t *cause, const insp_case_
     lr[n].sku = (char *)l->sku;
     lr[n].quantity = l->purchased;
     lp[n] = &lr[n];
-    amount += l->paid_minor; /* each at most 2^63 / 100 lines: checked at projection */
+    amount += l->paid_minor; /* each below 2^63 / INSP_MAX_LINES (insp_cases): no overflow */
     n++;
   }
   (void)insp_standards_coupon(x->standards, c->currency, &coupon);
@@ -138,15 +138,21 @@ static const char sql_window[] =
     " FROM alerts WHERE supplier_id = $1 AND sku = $2 AND lot_id = $3 AND defect_code = $4), 0)"
     " ORDER BY confirmed_at_us, case_id";
 
-static int distinct_buyers(PGresult *r) {
-  int n = 0;
-  for (int i = 0; i < PQntuples(r); i++) {
-    bool seen = false;
-    for (int j = 0; j < i && !seen; j++)
-      seen = strcmp(PQgetvalue(r, i, 1), PQgetvalue(r, j, 1)) == 0;
-    n += !seen;
-  }
-  return n;
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Distinct buyers of the window's defects (column 1), sorted: O(n log n). */
+static int distinct_buyers(PGresult *r, int *out) {
+  int n = PQntuples(r);
+  const char **v = calloc((size_t)n + 1, sizeof *v);
+  if (!v) return -ENOMEM;
+  for (int i = 0; i < n; i++) v[i] = PQgetvalue(r, i, 1);
+  qsort(v, (size_t)n, sizeof *v, cmp_str);
+  *out = 0;
+  for (int i = 0; i < n; i++) *out += i == 0 || strcmp(v[i], v[i - 1]) != 0;
+  free(v);
+  return 0;
 }
 
 static int publish_alert(insp_t *x, as_tx_t *tx, const as_msg_t *cause, const key_t_ *k,
@@ -258,8 +264,10 @@ static int count_window(insp_t *x, as_tx_t *tx, const as_msg_t *cause, const key
   PGresult *r = NULL;
   int rc = as_db_query(as_tx_db(tx), sql_window, 5, vals, &r);
   if (rc) return PQclear(r), rc;
-  int buyers = distinct_buyers(r);
-  if (buyers >= x->conf->cluster_min)
+  int buyers;
+  if ((rc = distinct_buyers(r, &buyers)) != 0)
+    ;
+  else if (buyers >= x->conf->cluster_min)
     rc = raise_alert(x, tx, cause, k, r, buyers, now);
   else if (!watched)
     rc = watch(x, tx, k, buyers, since);

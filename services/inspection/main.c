@@ -23,8 +23,9 @@ static const as_cfg_param_t config[] = {
     {"AS_INSPECTION_CLUSTER_WINDOW_DAYS", AS_CFG_INT, "30", 1, 3650, C(window_days),
      "Sliding window, in days, over which confirmed defects of one supplier, SKU, lot and defect "
      "code are counted; an open alert closes when a window passes with no new one."},
-    {"AS_INSPECTION_CLUSTER_MIN", AS_CFG_INT, "5", 2, 100000, C(cluster_min),
-     "Distinct buyers with a confirmed defect in the window that raise a SupplierQualityAlert."},
+    {"AS_INSPECTION_CLUSTER_MIN", AS_CFG_INT, "5", 2, 1000, C(cluster_min),
+     "Distinct buyers with a confirmed defect in the window that raise a SupplierQualityAlert "
+     "(which names their cases: bounded, so the alert stays a small message)."},
 };
 
 static const double verdict_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,

@@ -183,7 +183,8 @@ def test_hostile_input_on_every_consumed_topic(h):
     neg = case_opened(h, lines=[("l1", "S", "apparel", "sup-1", "", 1, 1, -5)])
     over = case_opened(h, lines=[("l1", "S", "apparel", "sup-1", "", 1, 2, 100)])
     cur = case_opened(h, currency="cny")
-    h.produce_many([(e.case_id, e.SerializeToString(), None) for e in (bad_id, neg, over, cur)],
+    huge = case_opened(h, lines=[("l1", "S", "apparel", "sup-1", "", 1, 1, 2**62)])
+    h.produce_many([(e.case_id, e.SerializeToString(), None) for e in (bad_id, neg, over, cur, huge)],
                    topic=CASES_TOPIC)
     good = case_opened(h)
     open_cases(h, [good])
@@ -209,18 +210,19 @@ def test_hostile_input_on_every_consumed_topic(h):
     # and the partition keeps moving: a good verdict is judged
     verdict(h, good.case_id)
     assert not completed(h, r, good.case_id).defect_confirmed
-    wait_dead(h, dlq, 14)
+    wait_dead(h, dlq, 15)
     settle(h)
     reasons = dead_reasons(h, dlq)
     assert sorted(c for c, _ in reasons).count("decode_failed") == 3, reasons
     details = " | ".join(d for _, d in reasons)
     for want in ("case, order or buyer id missing or unsafe", "paid_allocated missing, negative",
                  "claimed units outside 1..purchased", "currency not ISO 4217",
+                 "paid_allocated too large",
                  "condition or warehouse id too long or has control bytes",
                  "units_not_claimed: no lines", "unknown_case", "inspector id missing or unsafe",
                  "notes too long", "unknown_alert: not a UUID", "agent id missing or unsafe"):
         assert want in details, (want, reasons)
-    assert len(reasons) == 14, reasons
+    assert len(reasons) == 15, reasons
     assert h.scalar("SELECT count(*) FROM inspection.cases") == 1
 
 
