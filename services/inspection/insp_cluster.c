@@ -231,6 +231,9 @@ static int watch(insp_t *x, as_tx_t *tx, const key_t_ *k, int buyers, const char
   long long pending = rc == 0 ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : 0;
   PQclear(r);
   if (rc || buyers + pending < x->conf->cluster_min) return rc;
+  char now_s[24];
+  num(now_s, sizeof now_s, as_now_us());
+  vals[4] = now_s;
   rc = as_db_query(as_tx_db(tx),
                    "UPDATE cluster_keys SET watched_at_us = $5 WHERE supplier_id = $1 AND sku = $2"
                    " AND lot_id = $3 AND defect_code = $4",
