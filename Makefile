@@ -97,6 +97,7 @@ FUZZ_NAMES  := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_REPLAY := $(patsubst %,$(B)/tests/fuzz_%,$(FUZZ_NAMES))
 FUZZ_BIN    := $(patsubst %,$(B)/bin/fuzz_%,$(FUZZ_NAMES))
 FUZZ_OBJ_policy := $(B)/obj/services/review/review_policy.o $(B)/obj/services/review/review_decide.o
+FUZZ_OBJ_standards := $(B)/obj/services/inspection/insp_standards.o
 
 .PHONY: all build test-bins deps test run bench fuzz fuzz-bins format clean FORCE
 .DEFAULT_GOAL := all

@@ -53,6 +53,29 @@ int as_deadline_cancel(as_tx_t *tx, const char *case_id, const char *kind) {
                      2, vals, NULL);
 }
 
+enum { C_CASE, C_KIND };
+static const as_col_t cancel_cols[] = {
+    [C_CASE] = {"case_id", "text"},
+    [C_KIND] = {"kind", "text"},
+};
+static const as_bulk_t sql_cancel_many = AS_BULK(
+    "UPDATE deadlines d SET cancelled_at = now() FROM {{u}} WHERE d.case_id = u.case_id"
+    " AND d.kind = u.kind AND d.fired_at IS NULL AND d.cancelled_at IS NULL",
+    cancel_cols);
+
+int as_deadline_cancel_many(as_tx_t *tx, const char *const *case_ids, const char *const *kinds,
+                            size_t n) {
+  as_cols_t c;
+  as_cols_init(&c, &sql_cancel_many);
+  for (size_t i = 0; i < n; i++) {
+    as_cols_str(&c, C_CASE, case_ids[i]);
+    as_cols_str(&c, C_KIND, kinds[i]);
+  }
+  int rc = as_cols_run(&c, tx->db, NULL);
+  as_cols_free(&c);
+  return rc;
+}
+
 int as_deadline_scan(as_tx_t *tx, int limit, as_deadline_fire_cb fire, void *arg) {
   char lim[16];
   snprintf(lim, sizeof lim, "%d", limit);

@@ -31,6 +31,11 @@ AS_MUST_CHECK int as_deadline_set_many(as_tx_t *tx, const char *const *case_ids,
 /* Cancels it; returns 0 or an as_db error (a missing deadline is no error). */
 AS_MUST_CHECK int as_deadline_cancel(as_tx_t *tx, const char *case_id, const char *kind);
 
+/* The bulk form: cancels n deadlines with one statement (missing ones are
+ * no error; a pair may repeat). Returns 0 or an as_db error. */
+AS_MUST_CHECK int as_deadline_cancel_many(as_tx_t *tx, const char *const *case_ids,
+                                          const char *const *kinds, size_t n);
+
 typedef int (*as_deadline_fire_cb)(void *arg, as_tx_t *tx, const char *case_id, const char *kind,
                                    int64_t due_us);
 

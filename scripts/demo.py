@@ -21,8 +21,20 @@ Scenarios (one case each):
              offered, the buyer accepts, it is paid
   dispute    a dress not as described, approved; the seller disputes; the
              mediator rules for the buyer; refunded with the shipping fee
+  fade1..5   five buyers of the same dress report it fading after one wash
+             (photos): each is approved, the warehouse receives the dress,
+             the inspector fails it on "colourfast"; the fifth distinct
+             buyer's confirmed defect raises one SupplierQualityAlert for the
+             supplier and SKU, and every one of the five cases gets its
+             CompensationGranted (the full refund of the dress and a coupon;
+             review's own refund of each follows its inspection)
 and the runtime through the probe worker: probes (one twice: the inbox
 dedupe), a malformed message and a probe breaking the contract (dead letters).
+
+With as-inspection built, the warehouse's ReturnReceived opens an
+inspection task and the demo's inspector answers it with a QcVerdict (the
+checklist of the apparel standard); without it the demo plays the
+inspection's InspectionCompleted itself.
 
 The review SLA cannot expire within a demo: intake sets it
 AS_INTAKE_REVIEW_HOURS (at least 1) after opening. The demo moves that case's
@@ -54,7 +66,9 @@ TOPICS = {"orders": "aftersales.orders.v1", "requests": "aftersales.requests.v1"
           "dlq": "aftersales.deadletter.v1"}
 # Who the demo plays, by the payload it sends (its timeline lines say so).
 ROLES = {"agent_decision": "agent*", "dispute_opened": "seller*", "mediation_ruling": "mediator*",
-         "buyer_replied": "buyer*", "return_received": "warehouse*", "inspection_completed": "inspector*"}
+         "buyer_replied": "buyer*", "return_received": "warehouse*", "qc_verdict": "inspector*"}
+# The apparel checklist of the inspection standards' built-in default.
+APPAREL = ("colourfast", "seams_intact", "size_label", "tags_attached")
 PHOTO = C.Attachment(uri="https://img.example.com/demo/claim-1.jpg", media_type="image/jpeg",
                      size_bytes=245760, sha256=hashlib.sha256(b"demo photo").hexdigest())
 
@@ -209,6 +223,8 @@ class Demo:
         self.started_us = now_us()
         self.by_request, self.by_case, self.pending = {}, {}, {}
         self.probes, self.strays = [], []
+        self.alerts = {}  # alert id -> SupplierQualityAlert
+        self.inspection = False  # as-inspection runs: the demo is the inspector, not the inspection
 
     def send(self, topic, key, env):
         self.p.produce(TOPICS[topic], key=key, value=env.SerializeToString())
@@ -239,6 +255,12 @@ class Demo:
             inner = orig.WhichOneof("payload")
             return self.route(orig.case_id or (getattr(getattr(orig, inner), "case_id", "") if inner else ""),
                               env, kind, body)
+        if kind == "supplier_quality_alert":  # keyed by the alert: told to every case it names
+            self.alerts[body.alert_id] = body
+            named = [self.by_case[c] for c in body.case_ids if c in self.by_case]
+            for s in named:
+                self.attach(s, env, kind, body)
+            return None if named else self.stray(env, kind, body)
         if kind == "request_rejected":
             s = self.by_request.get(body.request_id)
             return self.attach(s, env, kind, body) if s else self.stray(env, kind, body)
@@ -286,13 +308,35 @@ class Demo:
 
 
 # ---- what the demo does in each scenario when the fleet tells it something
-def returned(d, s, kind, body):
+def inspector(d, s, kind, body, failed=()):
+    """The warehouse receives the return; the inspector judges the task
+    as-inspection opens (every item of the apparel checklist, failed ones
+    as given)."""
+    E, t = envelope_pb2.Envelope(), now_us()
     if kind == "return_instructions":
-        E, t = envelope_pb2.Envelope(), now_us()
-        d.act(s, "received", "logistics", "return_received", type(E.return_received)(
-            case_id=s.case_id, warehouse_id=body.warehouse_id, tracking_number="SFDEMO1", received_at_us=t))
-        d.act(s, "inspected", "inspection", "inspection_completed", type(E.inspection_completed)(
-            case_id=s.case_id, defect_confirmed=False, resellable=True, standard="apparel-v1", completed_at_us=t))
+        rr = type(E.return_received)(case_id=s.case_id, warehouse_id=body.warehouse_id,
+                                     tracking_number="SF" + s.case_id[-8:], received_at_us=t, condition="opened")
+        rr.lines.add(line_id="l1", quantity=1)
+        d.act(s, "received", "logistics", "return_received", rr)
+        if not d.inspection:  # no inspection worker: the demo plays its result
+            d.act(s, "inspected", "inspection", "inspection_completed", type(E.inspection_completed)(
+                case_id=s.case_id, defect_confirmed=False, resellable=True, standard="apparel-v1",
+                completed_at_us=t))
+    if kind == "inspection_task_opened":
+        v = type(E.qc_verdict)(case_id=s.case_id, task_id=body.task_id, inspector_id="qc-chen",
+                               defect_confirmed=bool(failed), defect_code=failed[0] if failed else "",
+                               inspected_at_us=t, notes="洗后对比色卡" if failed else "")
+        for code in APPAREL:
+            v.items.add(item_code=code, passed=code not in failed)
+        d.act(s, "verdict", "inspection", "qc_verdict", v)
+
+
+def returned(d, s, kind, body):
+    inspector(d, s, kind, body)
+
+
+def faded(d, s, kind, body):
+    inspector(d, s, kind, body, failed=("colourfast",))
 
 
 def adds_photo(d, s, kind, body):
@@ -359,8 +403,23 @@ def goodwill_ok(s):
     return None
 
 
-def scenarios():
-    """The orders to send first, and the scenarios (each with its request)."""
+def cluster_ok(s):
+    alerts = {b.alert_id for b in s.of("supplier_quality_alert")}
+    if len(alerts) != 1:
+        return "%d supplier quality alerts name the case, expected 1" % len(alerts)
+    a, g = s.of("supplier_quality_alert")[0], s.of("compensation_granted")[0]
+    if (a.sku, a.defect_code, a.distinct_buyers) != ("DRESS-FADE-M", "colourfast", 5):
+        return "alert on %s/%s by %d buyers, expected DRESS-FADE-M/colourfast by 5" % (
+            a.sku, a.defect_code, a.distinct_buyers)
+    if (g.amount.amount_minor, g.coupon.amount_minor, g.alert_id) != (12900, 2000, a.alert_id):
+        return "compensation %s + coupon %s, expected 129.00 CNY + 20.00 CNY under the alert" % (
+            money(g.amount), money(g.coupon))
+    return None
+
+
+def scenarios(inspection=False):
+    """The orders to send first, and the scenarios (each with its request);
+    with inspection, the fading dress's five buyers too."""
     a, b, c, g, e = ("demo-buyer-%s-%s" % (x, uuid.uuid4().hex[:6]) for x in "abcge")
     oid = {k: "demo-o-%s-%s" % (k, uuid.uuid4().hex[:6]) for k in ("tshirt", "socks", "jacket", "tv", "scarf",
                                                                       "sweater", "dress")}
@@ -414,6 +473,16 @@ def scenarios():
             "sla": (oid["tv"], c, 1, RR, C.REASON_CHANGED_MIND, "changed my mind"),
             "goodwill": (oid["sweater"], g, 1, QC, C.REASON_QUALITY_DEFECT, "起球严重", [PHOTO]),
             "dispute": (oid["dress"], e, 1, RR, C.REASON_NOT_AS_DESCRIBED, "颜色与图片不符", [PHOTO])}
+    if inspection:
+        for i in range(1, 6):
+            buyer, o = "demo-buyer-f%d-%s" % (i, uuid.uuid4().hex[:6]), "demo-o-fade%d-%s" % (i, uuid.uuid4().hex[:6])
+            orders += order_events(o, buyer, [("DRESS-FADE-M", "apparel", 1, 12900)], 6, 3, region="CN-EAST")
+            S.append(Scenario("fade%d" % i, "a dress fading after one wash, buyer %d of 5" % i,
+                              [OPEN, AP, AR, "RETURN_RECEIVED", "INSPECTING", "REFUNDED"],
+                              dict(one, return_instructions=1, inspection_task_opened=1, qc_verdict=1,
+                                   inspection_completed=1, supplier_quality_alert=1, compensation_granted=1),
+                              [("APPROVED", "approve.return_refund")], [13700], faded, cluster_ok))
+            reqs["fade%d" % i] = (o, buyer, 1, QC, C.REASON_QUALITY_DEFECT, "洗一次就严重褪色", [PHOTO])
     for s in S:
         s.request = request(*reqs[s.key])
     return orders, S
@@ -470,8 +539,26 @@ def describe(kind, b):
     if kind == "return_received":
         return "parcel %s received at %s" % (b.tracking_number, b.warehouse_id)
     if kind == "inspection_completed":
-        return "inspection (%s): %s, %s" % (b.standard, "defect confirmed" if b.defect_confirmed else "no defect",
-                                            "resellable" if b.resellable else "not resellable")
+        return "inspection (%s%s): %s, %s%s" % (
+            b.standard, " " + b.standard_version if b.standard_version else "",
+            "defect confirmed: %s (severity %d)" % (b.defect_code, b.severity) if b.defect_confirmed
+            else "no defect", "resellable" if b.resellable else "not resellable",
+            ", grade %s" % "-ABCD"[b.grade] if 0 < b.grade < 5 else "")
+    if kind == "inspection_task_opened":
+        return "inspection task opened (%s %s, %s), due %s" % (
+            b.standard_id, b.standard_version, "evidence only" if b.evidence_only else
+            "%d unit(s) received" % sum(x.quantity for x in b.lines),
+            time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(b.due_at_us / 1e6)))
+    if kind == "qc_verdict":
+        failed = [x.item_code for x in b.items if not x.passed]
+        return "%s judges the task: %s" % (b.inspector_id, "failed " + ", ".join(failed) if failed
+                                           else "every item passed")
+    if kind == "supplier_quality_alert":
+        return "SUPPLIER QUALITY ALERT %s: %s %s %s, %d cases from %d buyers; demand: %s" % (
+            b.alert_id[:8], b.supplier_id, b.sku, b.defect_code, b.confirmed_cases, b.distinct_buyers, b.demand)
+    if kind == "compensation_granted":
+        return "compensation granted: refund %s + coupon %s (alert %s)" % (
+            money(b.amount), money(b.coupon), b.alert_id[:8])
     if kind == "dead_letter":
         return "dead letter: %s %r from %s[%d]@%d" % (b.reason_code, b.detail, b.source_topic, b.source_partition,
                                                      b.source_offset)
@@ -500,8 +587,9 @@ def main():
     c.subscribe([TOPICS[t] for t in ("cases", "review", "refunds", "decisions", "logistics", "inspection",
                                      "echo", "dlq")])
     bins = os.environ.get("AS_BIN_DIR", "build/bin")
-    have = {w: os.path.exists(os.path.join(bins, "as-" + w)) for w in ("intake", "review")}
-    orders, S = scenarios() if have["intake"] else ([], [])
+    have = {w: os.path.exists(os.path.join(bins, "as-" + w)) for w in ("intake", "review", "inspection")}
+    d.inspection = have["inspection"]
+    orders, S = scenarios(have["inspection"] and have["review"]) if have["intake"] else ([], [])
     if not have["review"]:  # intake alone: what it decides by itself
         S = [s for s in S if s.key == "too_many"]
     started = time.time()

@@ -74,10 +74,12 @@ CREATE TEMP TABLE as_fleet (svc text PRIMARY KEY, caps text[] NOT NULL, pw text 
   ON COMMIT DROP;
 -- The workers and the capabilities each needs on the shared case tables.
 -- probe is the runtime's test worker (tests/probe): its own schema only.
+-- inspection keeps its own projection of the cases (from CaseOpened) and
+-- moves none (review owns every move): nothing on the shared tables.
 INSERT INTO as_fleet VALUES
   ('intake', '{reader,opener,mover,clock}', :'pw_intake'),
   ('review', '{reader,mover,clock}', :'pw_review'),
-  ('inspection', '{reader,mover}', :'pw_inspection'),
+  ('inspection', '{}', :'pw_inspection'),
   ('logistics', '{reader,mover}', :'pw_logistics'),
   ('notification', '{reader}', :'pw_notification'),
   ('probe', '{}', :'pw_probe');
@@ -105,6 +107,14 @@ BEGIN
     END IF;
     FOREACH cap IN ARRAY r.caps LOOP
       EXECUTE format('GRANT %I TO %I', 'as_cases_' || cap, 'as_' || r.svc);
+    END LOOP;
+    -- A capability taken out of the list above is taken from the role too
+    -- (a cluster set up by an older roles.sql converges).
+    FOREACH cap IN ARRAY '{reader,opener,mover,clock}'::text[] LOOP
+      IF NOT cap = ANY (r.caps) AND EXISTS (SELECT 1 FROM pg_auth_members m
+           WHERE m.roleid = ('as_cases_' || cap)::regrole AND m.member = ('as_' || r.svc)::regrole) THEN
+        EXECUTE format('REVOKE %I FROM %I', 'as_cases_' || cap, 'as_' || r.svc);
+      END IF;
     END LOOP;
   END LOOP;
 END $roles$;

@@ -919,6 +919,12 @@ def start_intake(h, name=None, ready=True, **over):
     return start_service(h, "intake", name, ready, **over)
 
 
+def start_inspection(h, name=None, ready=True, **over):
+    """as-inspection on the test's database and broker, as its own role
+    (as_inspection), schema inspection."""
+    return start_service(h, "inspection", name, ready, **over)
+
+
 def intake_pb(h):
     """The generated modules intake tests build messages with."""
     import cases_pb2

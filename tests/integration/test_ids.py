@@ -175,3 +175,35 @@ def test_dead_letter_id_recomputes_from_the_dead_letter(h):
             "aftersales.deadletter", f"{d.consumer_group}|{d.source_topic}|{d.source_partition}|{d.source_offset}")
         assert is_v5(env.event_id)
     assert len({env.event_id for env, _, _ in letters}) == 3
+
+
+def test_inspection_task_alert_and_compensation_ids_recompute_from_the_wire(h):
+    """as-inspection's ids (README, Identifiers): the task ids from the case
+    id, the alert id from its key and window start, the compensation id
+    from the alert and case ids, with the finance recipe above."""
+    from conftest import start_inspection
+    from inspection_helpers import case_opened, insp_events, open_cases, receive, request_evidence, verdict
+    from review_helpers import INSPECTION_TOPIC
+    start_inspection(h, AS_INSPECTION_CLUSTER_MIN="2")
+    r = h.reader(INSPECTION_TOPIC)
+    cases = [case_opened(h) for _ in range(2)]
+    open_cases(h, cases)
+    for c in cases:
+        receive(h, c.case_id)
+    request_evidence(h, cases[0].case_id)
+    tasks = wait_events(h, r, lambda e: len(of_kind(e, "inspection_task_opened")) == 3, what="3 tasks")
+    got = {(p.case_id, p.evidence_only): p.task_id for _, p, _, _ in of_kind(tasks, "inspection_task_opened")}
+    for (case_id, evidence), tid in got.items():
+        assert tid == aftersales_id("aftersales.inspection_task",
+                                    f"{case_id}|{'evidence' if evidence else 'return'}") and is_v5(tid)
+    for c in cases:
+        verdict(h, c.case_id, failed=("colourfast",))
+    evs = wait_events(h, r, lambda e: len(of_kind(e, "compensation_granted")) == 2, what="2 grants")
+    ((_, a, key, _),) = of_kind(evs, "supplier_quality_alert")
+    assert key == a.alert_id
+    assert a.alert_id == aftersales_id("aftersales.supplier_alert", "|".join(
+        (a.supplier_id, a.sku, a.lot_id, a.defect_code, str(a.window_start_us))))
+    for _, g, key, _ in of_kind(evs, "compensation_granted"):
+        assert key == g.case_id
+        assert g.compensation_id == aftersales_id("aftersales.compensation", f"{a.alert_id}|{g.case_id}")
+    assert insp_events(h, r, "inspection_completed")

@@ -123,6 +123,27 @@ AS_TEST(set_move_cancel) {
   fix_teardown(&f);
 }
 
+/* The bulk cancel: the named pairs only, a pair twice and a missing one
+ * are no error, a fired deadline stays fired, nothing at all is a no-op. */
+AS_TEST(cancel_many) {
+  fix_t f;
+  int64_t t = 1900000000123457LL;
+
+  fix_setup(&f);
+  set_committed(&f, "C1", "sla", t);
+  set_committed(&f, "C1", "evidence", t);
+  set_committed(&f, "C2", "sla", t);
+  const char *cases[] = {"C1", "C2", "C2", "C-none"};
+  const char *kinds[] = {"sla", "sla", "sla", "sla"};
+  AS_CHECK_INT_EQ(as_deadline_cancel_many(&f.tx, cases, kinds, 4), 0);
+  want_row(&f, "C1", "sla", t, false, true);
+  want_row(&f, "C2", "sla", t, false, true);
+  want_row(&f, "C1", "evidence", t, false, false);
+  AS_CHECK_INT_EQ(as_deadline_cancel_many(&f.tx, cases, kinds, 0), 0);
+  AS_CHECK_INT_EQ(count_rows(&f), 3);
+  fix_teardown(&f);
+}
+
 /* Set and cancel follow the caller's transaction: a rollback undoes them. */
 AS_TEST(set_is_transactional) {
   fix_t f;
