@@ -411,8 +411,8 @@ def cluster_ok(s):
     if (a.sku, a.defect_code, a.distinct_buyers) != ("DRESS-FADE-M", "colourfast", 5):
         return "alert on %s/%s by %d buyers, expected DRESS-FADE-M/colourfast by 5" % (
             a.sku, a.defect_code, a.distinct_buyers)
-    if (g.amount.amount_minor, g.coupon.amount_minor, g.alert_id) != (12900, 2000, a.alert_id):
-        return "compensation %s + coupon %s, expected 129.00 CNY + 20.00 CNY under the alert" % (
+    if (g.amount.amount_minor, g.coupon.amount_minor, g.alert_id) != (25800, 2000, a.alert_id):
+        return "compensation %s + coupon %s, expected 258.00 CNY + 20.00 CNY under the alert" % (
             money(g.amount), money(g.coupon))
     return None
 
@@ -476,12 +476,16 @@ def scenarios(inspection=False):
     if inspection:
         for i in range(1, 6):
             buyer, o = "demo-buyer-f%d-%s" % (i, uuid.uuid4().hex[:6]), "demo-o-fade%d-%s" % (i, uuid.uuid4().hex[:6])
-            orders += order_events(o, buyer, [("DRESS-FADE-M", "apparel", 1, 12900)], 6, 3, region="CN-EAST")
+            # Two dresses bought, one sent back: the compensation refunds the
+            # other in full (the seed: every reporter refunded in full and
+            # given a coupon); the case stays REFUNDED, with a timeline row.
+            orders += order_events(o, buyer, [("DRESS-FADE-M", "apparel", 2, 12900)], 6, 3, region="CN-EAST")
             S.append(Scenario("fade%d" % i, "a dress fading after one wash, buyer %d of 5" % i,
-                              [OPEN, AP, AR, "RETURN_RECEIVED", "INSPECTING", "REFUNDED"],
+                              [OPEN, AP, AR, "RETURN_RECEIVED", "INSPECTING", "REFUNDED", "REFUNDED"],
                               dict(one, return_instructions=1, inspection_task_opened=1, qc_verdict=1,
-                                   inspection_completed=1, supplier_quality_alert=1, compensation_granted=1),
-                              [("APPROVED", "approve.return_refund")], [13700], faded, cluster_ok))
+                                   inspection_completed=1, supplier_quality_alert=1, compensation_granted=1,
+                                   coupon_issued=1),
+                              [("APPROVED", "approve.return_refund")], [13300, 12900], faded, cluster_ok))
             reqs["fade%d" % i] = (o, buyer, 1, QC, C.REASON_QUALITY_DEFECT, "洗一次就严重褪色", [PHOTO])
     for s in S:
         s.request = request(*reqs[s.key])
@@ -518,6 +522,9 @@ def describe(kind, b):
         return "refund %s (items %s, shipping %s, goodwill %s) to %s %s [%s]" % (
             money(b.total), money(b.items_amount), money(b.shipping_amount), money(b.goodwill_amount),
             name(C.PaymentMethod, b.method, "PAYMENT_METHOD_"), b.payment_ref, b.reason_code)
+    if kind == "coupon_issued":
+        return "coupon %s for the buyer, valid until %s" % (
+            money(b.value), time.strftime("%Y-%m-%d", time.gmtime(b.expires_at_us / 1e6)))
     if kind == "goodwill_offered":
         return "goodwill offered: %s %d%% = %s, answer within %.0f h" % (
             name(C.Outcome, b.kind, "OUTCOME_"), b.percent, money(b.amount), (b.expires_at_us - now_us()) / 3.6e9)
