@@ -26,6 +26,7 @@ check=0
 # mounted at /etc/aftersales/<worker>/, the variable set to the file there.
 FILES=(
   "review AS_REVIEW_POLICY_FILE deploy/config/review.policy policy"
+  "inspection AS_INSPECTION_STANDARDS_FILE deploy/config/inspection.standards standards"
 )
 
 rows() { awk '!/^[[:space:]]*(#|$)/ { print $1, $2, $4 }' "$tsv"; }

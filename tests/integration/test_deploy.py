@@ -1,8 +1,9 @@
 """The deployment files work, checked the way the stacks read them: the
-review worker gets the repository's policy file in compose (bind mount +
-AS_REVIEW_POLICY_FILE) and in Kubernetes (a ConfigMap mounted into the pod,
-as `kubectl kustomize deploy/k8s` renders it), and a real as-review starts
-on what each stack would hand it; every worker Deployment has a
+review worker gets the repository's policy file and the inspection worker
+its standards file in compose (bind mount + AS_REVIEW_POLICY_FILE,
+AS_INSPECTION_STANDARDS_FILE) and in Kubernetes (a ConfigMap mounted into
+the pod, as `kubectl kustomize deploy/k8s` renders it), and a real worker
+starts on what each stack would hand it; every worker Deployment has a
 PodDisruptionBudget; the listener address is set in both stacks; the Docker
 build context (.dockerignore) keeps out host build trees and secrets but
 holds every source `make build` needs; the Grafana dashboard's queries name
@@ -22,15 +23,19 @@ import yaml
 from conftest import BIN_DIR, ROOT, SLOW, start_service, wait_until
 
 POLICY = ROOT / "deploy" / "config" / "review.policy"
+STANDARDS = ROOT / "deploy" / "config" / "inspection.standards"
+# worker, the variable naming its file, the repository's file, what it logs on a load
+FILES = [("review", "AS_REVIEW_POLICY_FILE", POLICY, "policy loaded"),
+         ("inspection", "AS_INSPECTION_STANDARDS_FILE", STANDARDS, "standards loaded")]
 
 
 def policy_version(text):
     return re.search(r"(?m)^version = (\S+)$", text).group(1)
 
 
-def start_review_on(h, policy_path):
-    w = start_service(h, "review", AS_REVIEW_POLICY_FILE=str(policy_path))
-    loaded = wait_until(lambda: w.logged("policy loaded"), 10 * SLOW, what="policy loaded")
+def start_on(h, worker, var, path, loaded_line):
+    w = start_service(h, worker, **{var: str(path)})
+    loaded = wait_until(lambda: w.logged(loaded_line), 10 * SLOW, what=loaded_line)
     return w, loaded[0]["version"]
 
 
@@ -40,15 +45,16 @@ def compose():
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
-def test_compose_hands_the_review_worker_the_repository_policy(h):
-    review = compose()["services"]["review"]
-    path = review["environment"]["AS_REVIEW_POLICY_FILE"]
-    mounts = {m.split(":")[1]: m.split(":")[0] for m in review.get("volumes", [])}
+@pytest.mark.parametrize("worker,var,repo_file,loaded_line", FILES, ids=[f[0] for f in FILES])
+def test_compose_hands_the_worker_the_repository_file(h, worker, var, repo_file, loaded_line):
+    svc = compose()["services"][worker]
+    path = svc["environment"][var]
+    mounts = {m.split(":")[1]: m.split(":")[0] for m in svc.get("volumes", [])}
     assert path in mounts, (path, mounts)
     host = (ROOT / mounts[path]).resolve()
-    assert host == POLICY.resolve()
-    _, version = start_review_on(h, host)
-    assert version == policy_version(POLICY.read_text())
+    assert host == repo_file.resolve()
+    _, version = start_on(h, worker, var, host, loaded_line)
+    assert version == policy_version(repo_file.read_text())
 
 
 def test_compose_workers_listen_where_they_can_be_scraped():
@@ -103,18 +109,19 @@ def of_kind(docs, kind):
     return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
 
 
-def test_k8s_review_pod_mounts_the_policy_configmap(h, k8s, tmp_path):
-    dep = of_kind(k8s, "Deployment")["aftersales-review"]
+@pytest.mark.parametrize("worker,var,repo_file,loaded_line", FILES, ids=[f[0] for f in FILES])
+def test_k8s_pod_mounts_the_file_configmap(h, k8s, tmp_path, worker, var, repo_file, loaded_line):
+    dep = of_kind(k8s, "Deployment")[f"aftersales-{worker}"]
     pod = dep["spec"]["template"]["spec"]
     c = pod["containers"][0]
-    path = next(e["value"] for e in c["env"] if e["name"] == "AS_REVIEW_POLICY_FILE")
+    path = next(e["value"] for e in c["env"] if e["name"] == var)
     mount = next(m for m in c["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
     vol = next(v for v in pod["volumes"] if v["name"] == mount["name"])
     cm = of_kind(k8s, "ConfigMap")[vol["configMap"]["name"]]
     text = cm["data"][path[len(mount["mountPath"]) + 1:]]
-    assert text == POLICY.read_text()  # what the pod reads is the repository's file
-    (tmp_path / "review.policy").write_text(text)
-    _, version = start_review_on(h, tmp_path / "review.policy")
+    assert text == repo_file.read_text()  # what the pod reads is the repository's file
+    (tmp_path / repo_file.name).write_text(text)
+    _, version = start_on(h, worker, var, tmp_path / repo_file.name, loaded_line)
     assert version == policy_version(text)
 
 
