@@ -8,10 +8,12 @@ the six cases a compensation; review refunds the inspected unit and then
 the rest of the dress line, with one coupon each. Per case: exactly two
 refunds (distinct ids), the dress line refunded to exactly what was paid
 for it and never above, nothing of the other line, no shipping in the
-compensation, one coupon; per order never more than OrderPaid."""
+compensation, one coupon; per order never more than OrderPaid. protoc, with only the .proto
+files, decodes the new events as they are on the wire."""
+import subprocess
 import uuid
 
-from conftest import SLOW, settle, start_inspection, wait_until
+from conftest import ROOT, SLOW, settle, start_inspection, wait_until
 from inspection_helpers import receive, verdict_env
 from review_helpers import (INSPECTION_TOPIC, REFUNDS_TOPIC, events, new_case, of_kind, open_cases,
                             start_review, wait_state)
@@ -37,6 +39,7 @@ def test_a_fading_dress_six_buyers_two_refunds_and_a_coupon_each_never_above_wha
     for w in insp:
         w.wait_assigned()
     refunds_r, insp_r = h.reader(REFUNDS_TOPIC), h.reader(INSPECTION_TOPIC)
+    raw_r = h.reader(INSPECTION_TOPIC)
     tag = uuid.uuid4().hex[:6]
     cases = [dress_case(h, f"b-{tag}-{i}") for i in range(6)]
     open_cases(h, cases)
@@ -91,3 +94,18 @@ def test_a_fading_dress_six_buyers_two_refunds_and_a_coupon_each_never_above_wha
     assert set(refunds) == {c.case_id for c in cases}
     assert review.metric("as_messages_deadlettered_total") == 0
     assert sum(w.metric("as_messages_deadlettered_total") for w in insp) == 0
+
+    # Google's protoc, with nothing but the .proto files, reads every new
+    # event the inspection worker wrote, byte for byte as it is on the wire.
+    seen = {}
+    for m in raw_r.drain():
+        kind = h.decode(m.value()).WhichOneof("payload")
+        seen.setdefault(kind, m.value())
+    want = {"inspection_task_opened": "standard_version", "inspection_completed": "grade: QC_GRADE_",
+            "supplier_quality_alert": 'lot_id: "LOT-2026-11"', "compensation_granted": "coupon {"}
+    assert set(want) <= set(seen), sorted(seen)
+    for kind, field in want.items():
+        dec = subprocess.run(["protoc", "--decode=aftersales.v1.Envelope", "-Iproto", "proto/envelope.proto"],
+                             cwd=ROOT, input=seen[kind], capture_output=True, timeout=30)
+        assert dec.returncode == 0, dec.stderr.decode()
+        assert f"{kind} {{" in dec.stdout.decode() and field in dec.stdout.decode(), dec.stdout.decode()
