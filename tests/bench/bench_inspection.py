@@ -26,7 +26,7 @@ sys.path.insert(0, os.environ.get("AS_GEN_PY", "build/gen/py"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import envelope_pb2  # noqa: E402
 import psycopg2  # noqa: E402
-from bench import (BROKER, LOW_LATENCY, Stack, bulk_producer, consumer_at_end, log,  # noqa: E402
+from bench import (BROKER, LOW_LATENCY, PACED_WARM, Stack, bulk_producer, consumer_at_end, log,  # noqa: E402
                    paced_producer, peak_rss_kb, produce, report_batches, settle)
 
 N = int(os.environ.get("AS_BENCH_VERDICTS", "20000"))
@@ -160,7 +160,7 @@ def main():
         try:
             env = stack.env("inspection", "bench-inspection", **LOW_LATENCY)
             stack.migrate("as-inspection", env, "inspection")
-            prefill(stack.dsn, N + paced)
+            prefill(stack.dsn, N + PACED_WARM + paced)
             w = stack.start("as-inspection", env, "inspection")
             reader = CompletedReader(stack.bootstrap)
             reader.start()
@@ -170,7 +170,8 @@ def main():
             log("throughput: %.0f verdicts/s (%d verdicts)" % (rate, N))
             report_batches(stack.log("inspection"))
             settle(stack.dsn)
-            p99 = latency(stack.bootstrap, reader, RATE, paced, N)
+            latency(stack.bootstrap, reader, RATE, PACED_WARM, N)  # warm-up, not counted
+            p99 = latency(stack.bootstrap, reader, RATE, paced, N + PACED_WARM)
             report_batches(stack.log("inspection"))
             with psycopg2.connect(stack.dsn) as c, c.cursor() as cur:
                 cur.execute("SELECT (SELECT count(*) FROM inspection.alerts),"

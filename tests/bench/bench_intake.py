@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import envelope_pb2  # noqa: E402
 import common_pb2  # noqa: E402
 import psycopg2  # noqa: E402
-from bench import (BROKER, LOW_LATENCY, LOW_N, LOW_RATE, LOW_WARM, RUN_DEFAULTS, Stack,  # noqa: E402
+from bench import (BROKER, LOW_LATENCY, LOW_N, LOW_RATE, LOW_WARM, PACED_WARM, RUN_DEFAULTS, Stack,  # noqa: E402
                    bulk_producer, consumer_at_end, log, paced_producer,
                    produce, report_batches, settle)
 
@@ -205,7 +205,7 @@ def latency(bootstrap, rate, n, first):
 
 
 def main():
-    if N_REQ + int(RATE * SECONDS) + LOW_WARM + LOW_N > N_ORDERS:
+    if N_REQ + PACED_WARM + int(RATE * SECONDS) + LOW_WARM + LOW_N > N_ORDERS:
         raise SystemExit("bench intake: AS_BENCH_ORDERS must cover the requests of both phases")
     with Stack("intake") as stack:
         dsn = stack.dsn
@@ -221,11 +221,12 @@ def main():
         wait_for(dsn, "SELECT (count(*) = 0)::int FROM intake.outbox WHERE sent_at IS NULL", 1, "outbox drained")
         log("outbox drained %.1fs after the last case opened" % (time.time() - t))
         settle(dsn)
-        p99 = latency(stack.bootstrap, RATE, int(RATE * SECONDS), N_REQ)
+        latency(stack.bootstrap, RATE, PACED_WARM, N_REQ)  # warm-up, not counted
+        p99 = latency(stack.bootstrap, RATE, int(RATE * SECONDS), N_REQ + PACED_WARM)
         stack.stop(w)
         stack.start("as-intake", stack.env("intake", "bench-intake", **RUN_DEFAULTS), "intake-defaults")
         time.sleep(5)  # its group join: the paced requests measure the worker, not the join
-        low = N_REQ + int(RATE * SECONDS)
+        low = N_REQ + PACED_WARM + int(RATE * SECONDS)
         latency(stack.bootstrap, LOW_RATE, LOW_WARM, low)  # warm-up, not counted
         p99_low = latency(stack.bootstrap, LOW_RATE, LOW_N, low + LOW_WARM)
         print("bench intake broker=%s requests_per_s=%d p99_ack_ms=%d p99_ack_ms_low=%d low_rate=%d %s"

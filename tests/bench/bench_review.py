@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import envelope_pb2  # noqa: E402
 import common_pb2  # noqa: E402
 import psycopg2  # noqa: E402
-from bench import (BROKER, LOW_LATENCY, LOW_N, LOW_RATE, LOW_WARM, RUN_DEFAULTS, Stack,  # noqa: E402
+from bench import (BROKER, LOW_LATENCY, LOW_N, LOW_RATE, LOW_WARM, PACED_WARM, RUN_DEFAULTS, Stack,  # noqa: E402
                    bulk_producer, consumer_at_end, log, paced_producer,
                    produce, report_batches, settle)
 
@@ -196,7 +196,7 @@ def main():
         try:
             env = stack.env("review", "bench-review", **LOW_LATENCY)
             stack.migrate("as-review", env, "review")
-            prefill(stack.dsn, N_CASES + int(RATE * SECONDS) + LOW_WARM + LOW_N)
+            prefill(stack.dsn, N_CASES + PACED_WARM + int(RATE * SECONDS) + LOW_WARM + LOW_N)
             w = stack.start("as-review", env, "review")
             reader = DecisionReader(stack.bootstrap)
             reader.start()
@@ -206,13 +206,14 @@ def main():
             log("throughput: %.0f cases/s (%d cases)" % (rate, N_CASES))
             report_batches(stack.log("review"))
             settle(stack.dsn)
-            p99 = latency(stack.bootstrap, reader, RATE, int(RATE * SECONDS), N_CASES)
+            latency(stack.bootstrap, reader, RATE, PACED_WARM, N_CASES)  # warm-up, not counted
+            p99 = latency(stack.bootstrap, reader, RATE, int(RATE * SECONDS), N_CASES + PACED_WARM)
             report_batches(stack.log("review"))  # cumulative: throughput and paced phases
             # Low rate, on the settings make run gives a newcomer.
             stack.stop(w)
             stack.start("as-review", stack.env("review", "bench-review", **RUN_DEFAULTS), "review-defaults")
             time.sleep(5)  # its group join
-            low = N_CASES + int(RATE * SECONDS)
+            low = N_CASES + PACED_WARM + int(RATE * SECONDS)
             latency(stack.bootstrap, reader, LOW_RATE, LOW_WARM, low)  # warm-up, not counted
             p99_low = latency(stack.bootstrap, reader, LOW_RATE, LOW_N, low + LOW_WARM)
             print("bench review broker=%s cases_per_s=%d p99_decision_ms=%d p99_decision_ms_low=%d"
