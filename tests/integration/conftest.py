@@ -67,16 +67,18 @@ ECHO_TOPIC = "aftersales.probe-echo.v1"
 DLQ_TOPIC = "aftersales.deadletter.v1"
 
 
-def _sanitized(binary):
+def _built_with(binary, symbol):
     try:
-        return b"__asan_init" in Path(binary).read_bytes()
+        return symbol in Path(binary).read_bytes()
     except OSError:
         return False
 
 
-SANITIZED = _sanitized(PROBE_BIN)
-# Timeouts scale with the build: ASan+UBSan workers on a small machine are slow.
-SLOW = 2.5 if SANITIZED else 1.0
+SANITIZED = _built_with(PROBE_BIN, b"__asan_init")  # ASan+UBSan: leak checks apply
+# Timeouts scale with the build: ASan+UBSan and ThreadSanitizer workers on a
+# small machine are slow (a TSan relay reconnecting after a database outage
+# once took longer than an unscaled 10 s).
+SLOW = 2.5 if SANITIZED or _built_with(PROBE_BIN, b"__tsan_init") else 1.0
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                      "SUMMARY: AddressSanitizer", "SUMMARY: UndefinedBehaviorSanitizer")
 
