@@ -74,6 +74,14 @@ void as_uuid_v5(char out[AS_UUID_STRLEN + 1], const char *ns, const void *name, 
   format(out, b);
 }
 
+void as_uuid_inspection_task(char out[AS_UUID_STRLEN + 1], const char *case_id, const char *kind) {
+  char name[512];
+  int n = snprintf(name, sizeof name, "%s|%s", case_id, kind);
+  as_uuid_v5(out, "aftersales.inspection_task", name,
+             n < 0                     ? 0
+             : (size_t)n < sizeof name ? (size_t)n
+                                       : sizeof name - 1);
+}
 bool as_uuid_valid(const char *s) {
   if (!s || strlen(s) != AS_UUID_STRLEN) return false;
   for (int i = 0; i < AS_UUID_STRLEN; i++) {

@@ -36,6 +36,12 @@ AS_MUST_CHECK int as_uuid_v4(char out[AS_UUID_STRLEN + 1]);
  * uuid5(ROOT, ns); ns is a NUL-terminated string. */
 void as_uuid_v5(char out[AS_UUID_STRLEN + 1], const char *ns, const void *name, size_t len);
 
+/* An inspection task's id, shared by review (which asks for evidence-only
+ * tasks) and inspection (which opens them): as_uuid_v5 in namespace
+ * "aftersales.inspection_task" of "<case_id>|<kind>", kind "return" or
+ * "evidence" (README, Identifiers). */
+void as_uuid_inspection_task(char out[AS_UUID_STRLEN + 1], const char *case_id, const char *kind);
+
 /* True if s is a UUID in 8-4-4-4-12 hex form (either case). */
 bool as_uuid_valid(const char *s);
 

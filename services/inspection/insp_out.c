@@ -13,12 +13,6 @@ int insp_publish(as_tx_t *tx, const as_msg_t *cause, const char *topic, const ch
   return as_tx_publish(tx, cause, topic, key, env);
 }
 
-void insp_task_id(char out[AS_UUID_STRLEN + 1], const char *case_id, const char *kind) {
-  char name[AS_ID_MAX + 16];
-  int n = snprintf(name, sizeof name, "%s|%s", case_id, kind);
-  as_uuid_v5(out, "aftersales.inspection_task", name, (size_t)n);
-}
-
 const char *insp_units_check(Aftersales__V1__LineRef *const *l, size_t n, const insp_units_t *a,
                              size_t na, const char *what, char *why, size_t whylen) {
   if (n > INSP_MAX_LINES) return as_err_set(why, whylen, "%s: more than 100 lines", what), why;

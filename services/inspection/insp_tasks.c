@@ -119,7 +119,7 @@ static int open_task(insp_t *x, as_tx_t *tx, const opening_t *o) {
     return 0;
   }
   char task_id[AS_UUID_STRLEN + 1];
-  insp_task_id(task_id, o->c->case_id, o->evidence ? "evidence" : "return");
+  as_uuid_inspection_task(task_id, o->c->case_id, o->evidence ? "evidence" : "return");
   const char *version = insp_standards_version(x->standards);
   int64_t at = as_now_us(), due = at + x->conf->sla_hours * INSP_HOUR_US;
   bool fresh;
@@ -190,7 +190,7 @@ static int received(insp_t *x, as_tx_t *tx, as_msg_t *m, const insp_case_t *c) {
 static int requested(insp_t *x, as_tx_t *tx, as_msg_t *m, const insp_case_t *c) {
   const Aftersales__V1__InspectionRequested *e = m->env->inspection_requested;
   char want[AS_UUID_STRLEN + 1], why[200];
-  insp_task_id(want, c->case_id, "evidence");
+  as_uuid_inspection_task(want, c->case_id, "evidence");
   if (strcmp(e->task_id, want) != 0)
     return as_tx_reject(m,
                         "task_id_mismatch: not uuid5(aftersales.inspection_task, "

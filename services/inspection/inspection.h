@@ -140,7 +140,6 @@ AS_MUST_CHECK int insp_publish(as_tx_t *tx, const as_msg_t *cause, const char *t
                                const char *key, const char *case_id, const char *order_id,
                                Aftersales__V1__Envelope *env);
 /* The task id of case_id for kind "return" or "evidence" (i12_ids). */
-void insp_task_id(char out[AS_UUID_STRLEN + 1], const char *case_id, const char *kind);
 /* Checks lines l[0..n) against the allowed units a[0..na): every line once,
  * 1..allowed units. Returns NULL or the reason (in why). */
 const char *insp_units_check(Aftersales__V1__LineRef *const *l, size_t n, const insp_units_t *a,

@@ -243,9 +243,13 @@ AS_MUST_CHECK int review_inspection_request(review_t *x, as_tx_t *tx, const revi
  * inspector. */
 AS_MUST_CHECK int review_inspection_settle(review_t *x, as_tx_t *tx, const as_msg_t *m,
                                            review_rec_t *rec);
-/* An inspection task's id: as_uuid_v5("aftersales.inspection_task",
- * "<case_id>|<kind>"), kind "return" or "evidence" (README, Identifiers). */
-void review_inspection_task_id(char out[37], const char *case_id, const char *kind);
+/* ---- review_events.c: loading the case an event names */
+typedef int (*review_handler_fn)(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec);
+/* Loads the case an event names and hands it to fn. Events about cases
+ * review does not hold are someone else's, unless must_exist: then the
+ * event contradicts the case and is refused (contract_violation). */
+AS_MUST_CHECK int review_with_case(void *state, as_tx_t *tx, as_msg_t *m, const char *case_id,
+                                   bool must_exist, review_handler_fn fn);
 
 /* ---- review_timers.c: the deadline kinds "evidence", "return", "offer"
  * (the case closes), "sla:review" (escalation), and the follow-ups

@@ -29,8 +29,6 @@
 
 static const as_case_actor_t system_actor = {"system", "review"};
 
-typedef int (*handler_fn)(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec);
-
 /* Free text from agents and sellers: bounded, no control bytes; invalid
  * UTF-8 is escaped when the timeline stores it. */
 static bool text_ok(const char *s, size_t max) {
@@ -282,11 +280,8 @@ static int on_received(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec)
   return rc;
 }
 
-/* Loads the case an event names and hands it to fn. Events about cases
- * review does not hold are someone else's, unless must_exist: then the
- * event contradicts the case and is refused. */
-static int with_case(void *state, as_tx_t *tx, as_msg_t *m, const char *case_id, bool must_exist,
-                     handler_fn fn) {
+int review_with_case(void *state, as_tx_t *tx, as_msg_t *m, const char *case_id, bool must_exist,
+                     review_handler_fn fn) {
   review_t *x = state;
   if (!as_envelope_id_ok(case_id)) {
     if (must_exist) as_tx_reject(m, "case id missing or unsafe");
@@ -304,9 +299,9 @@ static int with_case(void *state, as_tx_t *tx, as_msg_t *m, const char *case_id,
 }
 
 /* The routes' entry points (review.h): the payload's case, then its handler. */
-#define ROUTE(name, fn, payload, must_exist)                                  \
-  int review_on_##name(void *state, as_tx_t *tx, as_msg_t *m) {               \
-    return with_case(state, tx, m, m->env->payload->case_id, must_exist, fn); \
+#define ROUTE(name, fn, payload, must_exist)                                         \
+  int review_on_##name(void *state, as_tx_t *tx, as_msg_t *m) {                      \
+    return review_with_case(state, tx, m, m->env->payload->case_id, must_exist, fn); \
   }
 ROUTE(evidence, on_evidence, evidence_added, false)
 ROUTE(reply, on_reply, buyer_replied, true)

@@ -37,13 +37,6 @@ static const as_case_actor_t review_actor = {"system", "review"};
 
 enum { MAX_FAILED_ITEMS = 64, MAX_CODE = 64 };
 
-void review_inspection_task_id(char out[AS_UUID_STRLEN + 1], const char *case_id,
-                               const char *kind) {
-  char name[512];
-  int len = snprintf(name, sizeof name, "%s|%s", case_id, kind);
-  as_uuid_v5(out, "aftersales.inspection_task", name, len > 0 ? (size_t)len : 0);
-}
-
 /* ---- the request: a QC look at the evidence */
 
 /* The attachments of the event that sent the case to QC: the opening
@@ -60,7 +53,8 @@ static void cause_evidence(const as_msg_t *m, Aftersales__V1__Attachment ***ev, 
 int review_inspection_request(review_t *x, as_tx_t *tx, const review_item_t *it) {
   const review_rec_t *rec = it->rec;
   size_t n = rec->c.nlines;
-  if (n == 0) return 0; /* a stub a person decides never reaches QC */
+  if (n == 0)
+    return 0; /* a record without lines (an agent decides it) has nothing for QC to judge */
   Aftersales__V1__LineRef *refs = calloc(n, sizeof *refs);
   Aftersales__V1__LineRef **rp = calloc(n, sizeof *rp);
   if (!refs || !rp) {
@@ -76,7 +70,7 @@ int review_inspection_request(review_t *x, as_tx_t *tx, const review_item_t *it)
   }
   const review_line_t *first = &rec->c.lines[0];
   char task[AS_UUID_STRLEN + 1];
-  review_inspection_task_id(task, rec->case_id, "evidence");
+  as_uuid_inspection_task(task, rec->case_id, "evidence");
   Aftersales__V1__InspectionRequested ir = AFTERSALES__V1__INSPECTION_REQUESTED__INIT;
   ir.case_id = (char *)rec->case_id;
   ir.task_id = task;
@@ -165,8 +159,8 @@ static const char *inspection_check(const Aftersales__V1__InspectionCompleted *i
     return "inspection: inspector id missing or unsafe";
   if (ic->task_id[0] != '\0') {
     char ret[AS_UUID_STRLEN + 1], ev[AS_UUID_STRLEN + 1];
-    review_inspection_task_id(ret, rec->case_id, "return");
-    review_inspection_task_id(ev, rec->case_id, "evidence");
+    as_uuid_inspection_task(ret, rec->case_id, "return");
+    as_uuid_inspection_task(ev, rec->case_id, "evidence");
     if (strcmp(ic->task_id, ret) != 0 && strcmp(ic->task_id, ev) != 0)
       return "inspection: task id is not this case's";
   }
@@ -437,31 +431,11 @@ static int on_compensation(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *
 
 /* ---- the routes */
 
-typedef int (*handler_fn)(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec);
-
-/* A case review does not hold: an inspection of it is someone else's; a
- * compensation names money review would pay, so it is refused. */
-static int with_case(review_t *x, as_tx_t *tx, as_msg_t *m, const char *case_id, bool must_exist,
-                     handler_fn fn) {
-  if (!as_envelope_id_ok(case_id)) {
-    if (must_exist) as_tx_reject(m, "case id missing or unsafe");
-    return 0;
-  }
-  review_rec_t rec;
-  int rc = review_record_load(tx, case_id, &rec);
-  if (rc == -ENOENT) {
-    if (must_exist) as_tx_reject(m, "unknown_case: review holds no such case");
-    return 0;
-  }
-  if (rc == 0) rc = fn(x, tx, m, &rec);
-  review_rec_free(&rec);
-  return rc;
-}
-
 int review_on_inspected(void *state, as_tx_t *tx, as_msg_t *m) {
-  return with_case(state, tx, m, m->env->inspection_completed->case_id, false, on_inspected);
+  return review_with_case(state, tx, m, m->env->inspection_completed->case_id, false, on_inspected);
 }
 
 int review_on_compensation(void *state, as_tx_t *tx, as_msg_t *m) {
-  return with_case(state, tx, m, m->env->compensation_granted->case_id, true, on_compensation);
+  return review_with_case(state, tx, m, m->env->compensation_granted->case_id, true,
+                          on_compensation);
 }
