@@ -26,7 +26,10 @@
 /* From each state, the states it may move to. A closed case never moves;
  * a mediator's ruling (from DISPUTED) is final. A claim QC judges from its
  * evidence alone goes to INSPECTING from where it is decided (issue 12;
- * common/sql/cases/007_inspection.sql). */
+ * common/sql/cases/007_inspection.sql). A parcel the carrier lost is
+ * reshipped (EXCHANGED) from carrier verification, and a return parcel the
+ * buyer shipped and the carrier lost is refunded while the case still
+ * awaits it (issue 13; common/sql/cases/009_logistics.sql). */
 static const uint32_t legal[NSTATES] = {
     [S(OPEN)] = B(AWAITING_EVIDENCE) | B(IN_REVIEW) | B(MANUAL_REVIEW) | B(APPROVED) | B(REJECTED) |
                 B(GOODWILL_OFFERED) | B(CARRIER_VERIFYING) | B(ESCALATED) | B(RESOLVED) |
@@ -39,14 +42,14 @@ static const uint32_t legal[NSTATES] = {
                          B(ESCALATED) | B(CLOSED),
     [S(GOODWILL_OFFERED)] = B(APPROVED) | B(REFUNDED) | B(MANUAL_REVIEW) | B(CLOSED),
     [S(APPROVED)] = B(AWAITING_RETURN) | B(REFUNDED) | B(EXCHANGED) | B(DISPUTED) | B(CLOSED),
-    [S(AWAITING_RETURN)] = B(RETURN_RECEIVED) | B(DISPUTED) | B(CLOSED),
+    [S(AWAITING_RETURN)] = B(RETURN_RECEIVED) | B(DISPUTED) | B(CLOSED) | B(REFUNDED),
     [S(RETURN_RECEIVED)] = B(INSPECTING) | B(REFUNDED) | B(EXCHANGED) | B(DISPUTED),
     [S(INSPECTING)] = B(REFUNDED) | B(EXCHANGED) | B(REJECTED) | B(DISPUTED),
     [S(REFUNDED)] = B(CLOSED),
     [S(EXCHANGED)] = B(CLOSED),
     [S(REJECTED)] = B(DISPUTED) | B(CLOSED),
     [S(DISPUTED)] = B(APPROVED) | B(REJECTED) | B(REFUNDED) | B(EXCHANGED) | B(CLOSED),
-    [S(CARRIER_VERIFYING)] = B(RESOLVED) | B(REFUNDED) | B(ESCALATED) | B(CLOSED),
+    [S(CARRIER_VERIFYING)] = B(RESOLVED) | B(REFUNDED) | B(ESCALATED) | B(CLOSED) | B(EXCHANGED),
     /* complaints past their deadline, and review cases past their SLA
      * (a supervisor decides those like an agent would) */
     [S(ESCALATED)] = B(RESOLVED) | B(REFUNDED) | B(APPROVED) | B(REJECTED) | B(GOODWILL_OFFERED) |

@@ -53,6 +53,9 @@ AS_TEST(move_legal_table) {
       {ST(DISPUTED), ST(APPROVED), true},
       {ST(DISPUTED), ST(IN_REVIEW), false},
       {ST(CARRIER_VERIFYING), ST(ESCALATED), true},
+      {ST(CARRIER_VERIFYING), ST(EXCHANGED), true}, /* a lost parcel reshipped */
+      {ST(AWAITING_RETURN), ST(REFUNDED), true},    /* a shipped return the carrier lost */
+      {ST(CARRIER_VERIFYING), ST(APPROVED), false},
       {ST(ESCALATED), ST(CARRIER_VERIFYING), false},
       {ST(RESOLVED), ST(CLOSED), true},
       {ST(CLOSED), ST(OPEN), false},
