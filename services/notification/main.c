@@ -35,8 +35,7 @@ static const as_cfg_param_t config[] = {
   CNT(answers[i - 1], "as_notification_survey_answers_total", "score=\"" #i "\"", "Survey answers.")
 static const as_metric_def_t metrics[] = {
     CNT(contacts_stored, "as_notification_contacts_total", "result=\"stored\"", "Contact events."),
-    CNT(contacts_stale, "as_notification_contacts_total", "result=\"stale\"",
-        "Contact events."),
+    CNT(contacts_stale, "as_notification_contacts_total", "result=\"stale\"", "Contact events."),
     CNT(contacts_refused, "as_notification_contacts_total", "result=\"refused\"",
         "Contact events."),
     CNT(erasures, "as_notification_erasures_total", NULL, "Buyers erased."),
@@ -54,15 +53,16 @@ static const as_metric_def_t metrics[] = {
         "Deliveries due later than written."),
     CNT(deferred_cap, "as_notification_deferred_total", "reason=\"cap\"",
         "Deliveries due later than written."),
-    CNT(reminders_set, "as_notification_reminders_total", "result=\"armed\"",
-        "Ship-by reminders."),
+    CNT(reminders_set, "as_notification_reminders_total", "result=\"armed\"", "Ship-by reminders."),
     CNT(reminders_skipped, "as_notification_reminders_total", "result=\"skipped\"",
         "Ship-by reminders."),
-    CNT(surveys_set, "as_notification_surveys_armed_total", NULL,
-        "Surveys armed (a case closed)."),
-    ANSWER(1), ANSWER(2), ANSWER(3), ANSWER(4), ANSWER(5),
-    CNT(reloads_ok, "as_notification_templates_reloads_total", "result=\"ok\"",
-        "Templates loads."),
+    CNT(surveys_set, "as_notification_surveys_armed_total", NULL, "Surveys armed (a case closed)."),
+    ANSWER(1),
+    ANSWER(2),
+    ANSWER(3),
+    ANSWER(4),
+    ANSWER(5),
+    CNT(reloads_ok, "as_notification_templates_reloads_total", "result=\"ok\"", "Templates loads."),
     CNT(reloads_refused, "as_notification_templates_reloads_total", "result=\"refused\"",
         "Templates loads."),
 };
@@ -99,8 +99,9 @@ static const as_deadline_kind_t deadlines[] = {
 
 static const as_service_t notification_service = {
     .name = "notification",
-    .summary = "as-notification: tells the buyer each step of a case on the right channel, in the "
-               "buyer's language, once",
+    .summary =
+        "as-notification: tells the buyer each step of a case on the right channel, in the "
+        "buyer's language, once",
     .config = config,
     .nconfig = AS_LEN(config),
     .conf_size = sizeof(notif_conf_t),

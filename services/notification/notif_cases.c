@@ -10,8 +10,10 @@
 
 enum { K_CASE, K_NUMBER, K_BUYER, K_LOCALE, K_SUBMITTED, K_NCOLS };
 static const as_col_t case_cols[K_NCOLS] = {
-    [K_CASE] = {"case_id", "text"},     [K_NUMBER] = {"case_number", "text"},
-    [K_BUYER] = {"buyer_id", "text"},   [K_LOCALE] = {"locale", "text"},
+    [K_CASE] = {"case_id", "text"},
+    [K_NUMBER] = {"case_number", "text"},
+    [K_BUYER] = {"buyer_id", "text"},
+    [K_LOCALE] = {"locale", "text"},
     [K_SUBMITTED] = {"submitted_at_us", "bigint"},
 };
 static const as_bulk_t sql_cases = AS_BULK(
@@ -57,8 +59,8 @@ int notif_on_shipped(void *state, as_tx_t *tx, as_msg_t *m) {
     return as_tx_reject(m, "case_id missing, unsafe or not the envelope's"), 0;
   const char *v[] = {e->case_id};
   PGresult *r = NULL;
-  int rc = as_db_query(as_tx_db(tx), "UPDATE cases SET return_shipped = true WHERE case_id = $1",
-                       1, v, &r);
+  int rc = as_db_query(as_tx_db(tx), "UPDATE cases SET return_shipped = true WHERE case_id = $1", 1,
+                       v, &r);
   PQclear(r);
   return rc < 0 ? rc : as_deadline_cancel(tx, e->case_id, "reminder");
 }

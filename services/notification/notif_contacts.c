@@ -80,8 +80,8 @@ static const char *contact_bad(const as_msg_t *m, const Aftersales__V1__BuyerCon
   if (strlen(c->time_zone) > 64 || !all_of(c->time_zone, ALNUM "/_+-"))
     return "time_zone is not an IANA name";
   const Aftersales__V1__QuietHours *q = c->quiet_hours;
-  if (q && (q->start_minute < 0 || q->start_minute > 1439 || q->end_minute < 0 ||
-            q->end_minute > 1439))
+  if (q &&
+      (q->start_minute < 0 || q->start_minute > 1439 || q->end_minute < 0 || q->end_minute > 1439))
     return "quiet hours outside 0..1439 minutes";
   if (c->updated_at_us <= 0) return "updated_at_us missing";
   return channels_bad(c);
@@ -94,8 +94,7 @@ static int zone_known(as_tx_t *tx, const char *tz, bool *known) {
   const char *v[] = {tz};
   PGresult *r = NULL;
   int rc = as_db_query(as_tx_db(tx),
-                       "SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1)", 1, v,
-                       &r);
+                       "SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1)", 1, v, &r);
   if (rc == 0) *known = PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
   PQclear(r);
   return rc;
@@ -169,8 +168,17 @@ static int upsert(notif_t *x, as_tx_t *tx, const Aftersales__V1__BuyerContactUpd
   snprintf(qs, sizeof qs, "%d", c->quiet_hours ? c->quiet_hours->start_minute : 0);
   snprintf(qe, sizeof qe, "%d", c->quiet_hours ? c->quiet_hours->end_minute : 0);
   snprintf(at, sizeof at, "%lld", (long long)c->updated_at_us);
-  const char *v[] = {c->buyer_id, c->locale, c->time_zone, c->phone, c->email, c->push_token,
-                     chans, qs, qe, c->marketing_opt_in ? "true" : "false", at};
+  const char *v[] = {c->buyer_id,
+                     c->locale,
+                     c->time_zone,
+                     c->phone,
+                     c->email,
+                     c->push_token,
+                     chans,
+                     qs,
+                     qe,
+                     c->marketing_opt_in ? "true" : "false",
+                     at};
   PGresult *r = NULL;
   int rc = as_db_query(
       as_tx_db(tx),

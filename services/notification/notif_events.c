@@ -38,8 +38,7 @@ static bool money_ok(as_msg_t *m, const Aftersales__V1__Money *v, bool required)
 static bool text_ok(as_msg_t *m, const char *s, const char *what) {
   if (notif_text_ok(s, NOTIF_ADDR_MAX)) return true;
   char d[120];
-  snprintf(d, sizeof d, "%s longer than %d bytes or with control characters", what,
-           NOTIF_ADDR_MAX);
+  snprintf(d, sizeof d, "%s longer than %d bytes or with control characters", what, NOTIF_ADDR_MAX);
   as_tx_reject(m, d);
   return false;
 }
@@ -210,15 +209,15 @@ int notif_on_compensation(void *state, as_tx_t *tx, as_msg_t *m) {
 
 static const words_t finding_words[] = {
     [AFTERSALES__V1__DELIVERY_FINDING__DELIVERY_FINDING_UNSPECIFIED] = {"the carrier answered",
-                                                                         "承运商已答复"},
+                                                                        "承运商已答复"},
     [AFTERSALES__V1__DELIVERY_FINDING__DELIVERY_FINDING_DELIVERED_CONFIRMED] =
         {"the carrier confirms it was delivered", "承运商确认已妥投"},
-    [AFTERSALES__V1__DELIVERY_FINDING__DELIVERY_FINDING_REDELIVERY] = {
-        "it will be delivered again", "将重新派送"},
+    [AFTERSALES__V1__DELIVERY_FINDING__DELIVERY_FINDING_REDELIVERY] = {"it will be delivered again",
+                                                                       "将重新派送"},
     [AFTERSALES__V1__DELIVERY_FINDING__DELIVERY_FINDING_LOST] = {"the carrier lost it",
-                                                                  "包裹已丢失"},
+                                                                 "包裹已丢失"},
     [AFTERSALES__V1__DELIVERY_FINDING__DELIVERY_FINDING_IN_TRANSIT] = {"it is still on its way",
-                                                                        "包裹仍在运输途中"},
+                                                                       "包裹仍在运输途中"},
 };
 
 int notif_on_outcome(void *state, as_tx_t *tx, as_msg_t *m) {
@@ -235,11 +234,11 @@ int notif_on_outcome(void *state, as_tx_t *tx, as_msg_t *m) {
 
 static const words_t notice_words[] = {
     [AFTERSALES__V1__TRACKING_NOTICE_KIND__TRACKING_NOTICE_KIND_UNSPECIFIED] = {"an update",
-                                                                               "有新动态"},
+                                                                                "有新动态"},
     [AFTERSALES__V1__TRACKING_NOTICE_KIND__TRACKING_NOTICE_KIND_STALLED] =
         {"no scan for a while, we asked the carrier", "长时间未更新，我们已联系承运商"},
-    [AFTERSALES__V1__TRACKING_NOTICE_KIND__TRACKING_NOTICE_KIND_MOVING_AGAIN] = {
-        "moving again", "已恢复运输"},
+    [AFTERSALES__V1__TRACKING_NOTICE_KIND__TRACKING_NOTICE_KIND_MOVING_AGAIN] = {"moving again",
+                                                                                 "已恢复运输"},
     [AFTERSALES__V1__TRACKING_NOTICE_KIND__TRACKING_NOTICE_KIND_LATE] =
         {"later than expected, we asked the carrier", "晚于预计送达时间，我们已联系承运商"},
     [AFTERSALES__V1__TRACKING_NOTICE_KIND__TRACKING_NOTICE_KIND_CARRIER_VERIFYING] =

@@ -11,10 +11,10 @@
 
 static notif_templates_t *load(const notif_t *x, char *err, size_t errlen) {
   const char *f = x->conf->templates_file;
-  notif_templates_t *t =
-      f && f[0] ? notif_templates_load(f, err, errlen)
-                : notif_templates_parse(notif_templates_default, strlen(notif_templates_default),
-                                        err, errlen);
+  notif_templates_t *t = f && f[0]
+                             ? notif_templates_load(f, err, errlen)
+                             : notif_templates_parse(notif_templates_default,
+                                                     strlen(notif_templates_default), err, errlen);
   if (t && !notif_templates_has_locale(t, x->conf->default_locale)) {
     as_err_set(err, errlen, "no template in AS_NOTIFICATION_DEFAULT_LOCALE %s",
                x->conf->default_locale);
@@ -30,8 +30,8 @@ int notif_reload(void *state) {
   notif_templates_t *t = load(x, err, sizeof err);
   if (!t) {
     as_counter_add(x->reloads_refused, 1);
-    AS_ERROR(x->log, "templates refused, the previous ones stay in force",
-             AS_F_STR("detail", err), AS_F_STR("in_force", notif_templates_version(x->templates)));
+    AS_ERROR(x->log, "templates refused, the previous ones stay in force", AS_F_STR("detail", err),
+             AS_F_STR("in_force", notif_templates_version(x->templates)));
     return -EINVAL;
   }
   notif_templates_free(x->templates);

@@ -51,8 +51,26 @@ const char *notif_money(char *out, size_t len, const Aftersales__V1__Money *m) {
 
 /* ---- the buyer */
 
-enum { B_BUYER, B_NUMBER, B_SEQ, B_CLOCALE, B_SUBMITTED, B_KLOCALE, B_CHANNELS, B_PHONE, B_EMAIL,
-       B_PUSH, B_QS, B_QE, B_TZ, B_D1EN, B_D1ZH, B_D2EN, B_D2ZH, B_NCOLS };
+enum {
+  B_BUYER,
+  B_NUMBER,
+  B_SEQ,
+  B_CLOCALE,
+  B_SUBMITTED,
+  B_KLOCALE,
+  B_CHANNELS,
+  B_PHONE,
+  B_EMAIL,
+  B_PUSH,
+  B_QS,
+  B_QE,
+  B_TZ,
+  B_D1EN,
+  B_D1ZH,
+  B_D2EN,
+  B_D2ZH,
+  B_NCOLS
+};
 
 /* The contact's zone was checked when stored; the default at start. */
 static const char sql_buyer[] =
@@ -67,13 +85,15 @@ static const char sql_buyer[] =
     "  coalesce(k.email <> '', false), coalesce(k.push_token <> '', false),"
     "  coalesce(k.quiet_start_min, 0), coalesce(k.quiet_end_min, 0), z.tz,"
     "  to_char(to_timestamp($4::bigint / 1e6) AT TIME ZONE z.tz, 'YYYY-MM-DD HH24:MI'),"
-    "  to_char(to_timestamp($4::bigint / 1e6) AT TIME ZONE z.tz, 'YYYY\"年\"MM\"月\"DD\"日\" HH24:MI'),"
+    "  to_char(to_timestamp($4::bigint / 1e6) AT TIME ZONE z.tz, 'YYYY\"年\"MM\"月\"DD\"日\" "
+    "HH24:MI'),"
     "  to_char(to_timestamp($5::bigint / 1e6) AT TIME ZONE z.tz, 'YYYY-MM-DD HH24:MI'),"
-    "  to_char(to_timestamp($5::bigint / 1e6) AT TIME ZONE z.tz, 'YYYY\"年\"MM\"月\"DD\"日\" HH24:MI')"
+    "  to_char(to_timestamp($5::bigint / 1e6) AT TIME ZONE z.tz, 'YYYY\"年\"MM\"月\"DD\"日\" "
+    "HH24:MI')"
     " FROM b CROSS JOIN z LEFT JOIN c ON true LEFT JOIN k ON true";
 
 typedef struct buyer {
-  PGresult *r; /* owns every string below */
+  PGresult *r;                                        /* owns every string below */
   const char *id, *number, *locale, *tz, *date[2][2]; /* [which][zh] */
   long long seq, submitted;
   int qs, qe;
@@ -107,8 +127,10 @@ static int buyer_load(notif_t *x, as_tx_t *tx, const notif_tell_t *t, buyer_t *b
 /* The channels to write, in order: the allowed ones (or those asked) that
  * have an address, then in_app. */
 static bool addressed(PGresult *r, const char *ch) {
-  int col = strcmp(ch, "sms") == 0 ? B_PHONE : strcmp(ch, "email") == 0 ? B_EMAIL
-          : strcmp(ch, "push") == 0 ? B_PUSH : -1;
+  int col = strcmp(ch, "sms") == 0     ? B_PHONE
+            : strcmp(ch, "email") == 0 ? B_EMAIL
+            : strcmp(ch, "push") == 0  ? B_PUSH
+                                       : -1;
   return col >= 0 && PQgetvalue(r, 0, col)[0] == 't';
 }
 
@@ -188,20 +210,51 @@ static void render(const notif_tell_t *t, const buyer_t *b, const notif_text_t *
 
 /* ---- the deliveries */
 
-enum { D_ID, D_NOTIF, D_RANK, D_CASE, D_BUYER, D_CHANNEL, D_TEMPLATE, D_VERSION, D_LOCALE,
-       D_SUBJECT, D_BODY, D_URGENT, D_SEQ, D_STATUS, D_SOURCE, D_SOURCE_AT, D_SUBMITTED, D_TZ,
-       D_QS, D_QE, D_CAP, D_NCOLS };
+enum {
+  D_ID,
+  D_NOTIF,
+  D_RANK,
+  D_CASE,
+  D_BUYER,
+  D_CHANNEL,
+  D_TEMPLATE,
+  D_VERSION,
+  D_LOCALE,
+  D_SUBJECT,
+  D_BODY,
+  D_URGENT,
+  D_SEQ,
+  D_STATUS,
+  D_SOURCE,
+  D_SOURCE_AT,
+  D_SUBMITTED,
+  D_TZ,
+  D_QS,
+  D_QE,
+  D_CAP,
+  D_NCOLS
+};
 static const as_col_t del_cols[D_NCOLS] = {
-    [D_ID] = {"delivery_id", "uuid"},       [D_NOTIF] = {"notification_id", "uuid"},
-    [D_RANK] = {"rank", "int"},             [D_CASE] = {"case_id", "text"},
-    [D_BUYER] = {"buyer_id", "text"},       [D_CHANNEL] = {"channel", "text"},
-    [D_TEMPLATE] = {"template_id", "text"}, [D_VERSION] = {"template_version", "text"},
-    [D_LOCALE] = {"locale", "text"},        [D_SUBJECT] = {"subject", "text"},
-    [D_BODY] = {"body", "text"},            [D_URGENT] = {"urgent", "bool"},
-    [D_SEQ] = {"case_seq", "bigint"},       [D_STATUS] = {"status", "text"},
-    [D_SOURCE] = {"source_event_id", "text"}, [D_SOURCE_AT] = {"source_at_us", "bigint"},
-    [D_SUBMITTED] = {"submitted_at_us", "bigint"}, [D_TZ] = {"tz", "text"},
-    [D_QS] = {"qs", "int"},                 [D_QE] = {"qe", "int"},
+    [D_ID] = {"delivery_id", "uuid"},
+    [D_NOTIF] = {"notification_id", "uuid"},
+    [D_RANK] = {"rank", "int"},
+    [D_CASE] = {"case_id", "text"},
+    [D_BUYER] = {"buyer_id", "text"},
+    [D_CHANNEL] = {"channel", "text"},
+    [D_TEMPLATE] = {"template_id", "text"},
+    [D_VERSION] = {"template_version", "text"},
+    [D_LOCALE] = {"locale", "text"},
+    [D_SUBJECT] = {"subject", "text"},
+    [D_BODY] = {"body", "text"},
+    [D_URGENT] = {"urgent", "bool"},
+    [D_SEQ] = {"case_seq", "bigint"},
+    [D_STATUS] = {"status", "text"},
+    [D_SOURCE] = {"source_event_id", "text"},
+    [D_SOURCE_AT] = {"source_at_us", "bigint"},
+    [D_SUBMITTED] = {"submitted_at_us", "bigint"},
+    [D_TZ] = {"tz", "text"},
+    [D_QS] = {"qs", "int"},
+    [D_QE] = {"qe", "int"},
     [D_CAP] = {"cap", "int"},
 };
 /* Quiet hours and the cap hold back what is not urgent and not in-app; the
@@ -330,12 +383,16 @@ static int written(notif_t *x, as_tx_t *tx, const as_msg_t *cause, const told_t 
                    rendered_t *rd) {
   int n = PQntuples(r);
   as_counter_add(x->deliveries, (uint64_t)n);
-  if (n == 0) as_counter_add(x->duplicates, 1);
-  else as_counter_add(x->told, 1);
+  if (n == 0)
+    as_counter_add(x->duplicates, 1);
+  else
+    as_counter_add(x->told, 1);
   for (int i = 0; i < n; i++) {
     const char *ch = PQgetvalue(r, i, 0);
-    if (PQgetvalue(r, i, 2)[0] == 't') as_counter_add(x->deferred_cap, 1);
-    else if (PQgetvalue(r, i, 1)[0] == 't') as_counter_add(x->deferred_quiet, 1);
+    if (PQgetvalue(r, i, 2)[0] == 't')
+      as_counter_add(x->deferred_cap, 1);
+    else if (PQgetvalue(r, i, 1)[0] == 't')
+      as_counter_add(x->deferred_quiet, 1);
     if (strcmp(ch, "in_app") != 0) continue;
     as_counter_add(x->in_app, 1);
     int rc = publish_in_app(tx, cause, k, as_buf_str(&rd->subject),

@@ -335,9 +335,9 @@ typedef struct currency {
 /* ISO 4217 minor units of the currencies the fleet sells in; the others
  * print their code and two decimals. */
 static const currency_t currencies[] = {
-    {"CNY", "¥", 2},    {"USD", "$", 2},    {"EUR", "€", 2},    {"GBP", "£", 2},
-    {"HKD", "HK$", 2},  {"JPY", "¥", 0},    {"KRW", "₩", 0},    {"KWD", "KWD ", 3},
-    {"BHD", "BHD ", 3}, {"SGD", "S$", 2},   {"TWD", "NT$", 2},
+    {"CNY", "¥", 2},    {"USD", "$", 2},  {"EUR", "€", 2},   {"GBP", "£", 2},
+    {"HKD", "HK$", 2},  {"JPY", "¥", 0},  {"KRW", "₩", 0},   {"KWD", "KWD ", 3},
+    {"BHD", "BHD ", 3}, {"SGD", "S$", 2}, {"TWD", "NT$", 2},
 };
 
 size_t notif_amount(char *out, size_t len, int64_t minor, const char *currency) {
@@ -350,11 +350,10 @@ size_t notif_amount(char *out, size_t len, int64_t minor, const char *currency) 
   char sym[16];
   snprintf(sym, sizeof sym, "%s", c ? c->symbol : currency);
   if (!c) snprintf(sym, sizeof sym, "%.3s ", currency);
-  int n = digits ? snprintf(out, len, "%s%s%llu.%0*llu", minor < 0 ? "-" : "", sym,
-                            (unsigned long long)(mag / unit), digits,
-                            (unsigned long long)(mag % unit))
-                 : snprintf(out, len, "%s%s%llu", minor < 0 ? "-" : "", sym,
-                            (unsigned long long)mag);
+  int n = digits
+              ? snprintf(out, len, "%s%s%llu.%0*llu", minor < 0 ? "-" : "", sym,
+                         (unsigned long long)(mag / unit), digits, (unsigned long long)(mag % unit))
+              : snprintf(out, len, "%s%s%llu", minor < 0 ? "-" : "", sym, (unsigned long long)mag);
   if (n < 0) return 0;
   return (size_t)n < len ? (size_t)n : (len ? len - 1 : 0);
 }

@@ -30,7 +30,13 @@
 #define NOTIF_PUSH_MAX 1000  /* bytes of a rendered push / in-app body */
 #define NOTIF_PARAM_MAX 1000 /* bytes of one parameter's value */
 
-typedef enum { NOTIF_PART_SUBJECT, NOTIF_PART_SMS, NOTIF_PART_EMAIL, NOTIF_PART_PUSH, NOTIF_NPARTS } notif_part_t;
+typedef enum {
+  NOTIF_PART_SUBJECT,
+  NOTIF_PART_SMS,
+  NOTIF_PART_EMAIL,
+  NOTIF_PART_PUSH,
+  NOTIF_NPARTS
+} notif_part_t;
 
 typedef struct notif_text {
   const char *id, *locale;

@@ -62,7 +62,7 @@ typedef struct notif_tell {
   int64_t source_at_us, submitted_at_us;
   int64_t date_us, due_us; /* {date} and {due}/{ship_by}, in the buyer's zone (0: none) */
   bool urgent;
-  const char *only; /* NULL, or the one channel to use ("sms": the packaging SMS) */
+  const char *only;            /* NULL, or the one channel to use ("sms": the packaging SMS) */
   const char *const *channels; /* NULL: the buyer's; else these (NotificationRequested) */
   size_t nchannels;
   notif_param_t p[NOTIF_PARAMS_MAX]; /* locale-independent parameters */

@@ -167,3 +167,180 @@ def test_each_event_told_in_both_languages_byte_exact(h):
     assert len(sent) == 2 * (len(TOLD) - 1)
     assert all(s[1].idempotency_key == delivery_id(s[1].notification_id, "in_app") for s in sent)
     assert w.metric("as_notification_in_app_total") == 2 * (len(TOLD) - 1)
+
+
+def ack(h, case_id, buyer_id, event_id=None):
+    m = npb(h).m
+    return send(h, CASES_TOPIC, "buyer_acknowledged",
+                m.cases.BuyerAcknowledged(case_id=case_id, buyer_id=buyer_id,
+                                          submitted_at_us=now_us()), case_id, event_id=event_id)
+
+
+def closed(h, case_id):
+    m = npb(h).m
+    c = m.common
+    return send(h, CASES_TOPIC, "case_state_changed",
+                m.cases.CaseStateChanged(case_id=case_id, from_state=c.CASE_STATE_REFUNDED,
+                                         to_state=c.CASE_STATE_CLOSED, version=5), case_id)
+
+
+def test_missing_locale_falls_back_and_no_contact_gets_in_app_only(h):
+    start_notification(h, AS_NOTIFICATION_DEFAULT_LOCALE="en")
+    fr = buyer(h, "fr", "Europe/Paris", channels=("email",))
+    case_fr, _ = open_case(h, buyer_id=fr, number="AS-FR-1")
+    # zh-TW finds zh-CN by its language
+    tw = buyer(h, "zh-TW", "Asia/Taipei", channels=("sms",))
+    case_tw, _ = open_case(h, buyer_id=tw, number="AS-TW-1")
+    case_none, nobody = open_case(h, number="AS-NO-1", locale="zh-CN")
+    for c, b in ((case_fr, fr), (case_tw, tw), (case_none, nobody)):
+        ack(h, c, b)
+    (e,) = [r for r in wait_deliveries(h, "case_id = %s", (case_fr,), 2) if r["channel"] == "email"]
+    assert (e["locale"], e["subject"]) == ("en", "We received your request AS-FR-1")
+    (s,) = [r for r in wait_deliveries(h, "case_id = %s", (case_tw,), 2) if r["channel"] == "sms"]
+    assert (s["locale"], s["body"]) == ("zh-CN", "您的售后申请 AS-TW-1 已收到，我们正在处理。")
+    # no contact yet: the case's own locale, in-app only (nothing waits for a contact)
+    rows = wait_deliveries(h, "case_id = %s", (case_none,), 1)
+    assert [(r["channel"], r["status"], r["locale"]) for r in rows] == [("in_app", "sent", "zh-CN")]
+
+
+def test_one_delivery_per_event_and_channel_whatever_is_redelivered(h):
+    w = start_notification(h)
+    notices = h.reader(NOTIFICATIONS_TOPIC)
+    b = buyer(h, "en", "UTC", channels=("sms", "email", "push"), push="tok-1")
+    case_id, _ = open_case(h, buyer_id=b)
+    env = ack(h, case_id, b)
+    raw = env.SerializeToString()
+    h.produce_many([(case_id, raw, None)] * 4, topic=CASES_TOPIC)  # the same event 5 times
+    closed(h, case_id)  # a later event, to know the repeats were handled
+    wait_deliveries(h, "case_id = %s AND template_id = 'case.closed'", (case_id,), 4)
+    rows = deliveries(h, "case_id = %s AND template_id = 'case.acknowledged'", (case_id,))
+    nid = notification_id(env.event_id, "case.acknowledged")
+    assert sorted((r["channel"], r["rank"], r["status"], r["notification_id"]) for r in rows) == [
+        ("email", 1, "standby", nid), ("in_app", 3, "sent", nid), ("push", 2, "standby", nid),
+        ("sms", 0, "pending", nid)]
+    evs = events(h, notices)
+    assert len([e for e in of_kind(evs, "in_app_notice")
+                if e[1].template_id == "case.acknowledged"]) == 1
+    # the same event told again by its source (another event id) is a new event; the same
+    # notification asked twice by NotificationRequested is one
+    n = npb(h)
+    req = n.notification.NotificationRequested(notification_id=str(uuid.uuid4()), case_id=case_id,
+                                               template_id="case.closed", locale="en")
+    req.channels.append(n.notification.CHANNEL_SMS)
+    for _ in range(2):
+        send(h, NOTIFICATIONS_TOPIC, "notification_requested", req, case_id)
+    rows = wait_deliveries(h, "notification_id = %s", (req.notification_id,), 1)
+    time.sleep(1 * SLOW)
+    rows = deliveries(h, "notification_id = %s", (req.notification_id,))
+    assert [(r["channel"], r["template_id"]) for r in rows] == [("sms", "case.closed")]
+    assert w.metric("as_notification_duplicates_total") >= 1
+
+
+def test_quiet_hours_in_the_buyers_zone_hold_what_is_not_urgent(h):
+    start_notification(h)
+    # quiet from an hour ago to an hour from now, in Tokyo
+    tokyo = h.scalar("SELECT (extract(hour FROM now() AT TIME ZONE 'Asia/Tokyo') * 60"
+                     " + extract(minute FROM now() AT TIME ZONE 'Asia/Tokyo'))::int")
+    quiet = ((tokyo - 60) % 1440, (tokyo + 60) % 1440)
+    b = buyer(h, "en", "Asia/Tokyo", channels=("sms",), quiet=quiet)
+    case_id, _ = open_case(h, buyer_id=b)
+    m = npb(h).m
+    ack(h, case_id, b)
+    send(h, REFUNDS_TOPIC, "refund_issued",
+         m.refunds.RefundIssued(refund_id=str(uuid.uuid4()), case_id=case_id, buyer_id=b,
+                                total=money(h, 100)), case_id)
+    rows = wait_deliveries(h, "case_id = %s", (case_id,), 4)
+    due = {(r["template_id"], r["channel"]): r["due_in_s"] for r in rows}
+    # not urgent: at the end of quiet hours (an hour from now, to the minute)
+    assert 3540 - 90 <= due[("case.acknowledged", "sms")] <= 3600 + 5, due
+    assert due[("refund.issued", "sms")] <= 5, due  # urgent: now
+    assert due[("case.acknowledged", "in_app")] <= 5, due  # the case page: now
+    # a buyer outside quiet hours: now
+    b2 = buyer(h, "en", "Asia/Tokyo", channels=("sms",), quiet=((tokyo + 60) % 1440,
+                                                               (tokyo + 120) % 1440))
+    c2, _ = open_case(h, buyer_id=b2)
+    ack(h, c2, b2)
+    rows = wait_deliveries(h, "case_id = %s AND channel = 'sms'", (c2,), 1)
+    assert rows[0]["due_in_s"] <= 5
+
+
+def test_frequency_cap_delays_what_is_over_it(h):
+    w = start_notification(h, AS_NOTIFICATION_CAP_PER_HOUR="2")
+    b = buyer(h, "en", "UTC", channels=("sms",))
+    cases = [open_case(h, buyer_id=b)[0] for _ in range(4)]
+    for c in cases:
+        ack(h, c, b)
+    rows = wait_deliveries(h, "buyer_id = %s AND channel = 'sms'", (b,), 4)
+    due = sorted(r["due_in_s"] for r in rows)
+    assert due[0] <= 5 and due[1] <= 5, due
+    assert all(3600 - 60 <= d <= 3600 + 5 for d in due[2:]), due
+    assert w.metric("as_notification_deferred_total", reason="cap") == 2
+    # urgent and in-app ones are not capped
+    assert all(r["due_in_s"] <= 5 for r in deliveries(h, "buyer_id = %s AND channel = 'in_app'",
+                                                      (b,)))
+
+
+def fire_now(h, case_id, kind):
+    h.sql("UPDATE notification.deadlines SET due_at = now() - interval '1 second'"
+          " WHERE case_id = %s AND kind = %s", (case_id, kind))
+
+
+def test_survey_after_close_fired_by_the_scanner_and_answer_recorded(h):
+    w = start_notification(h, AS_NOTIFICATION_SURVEY_DELAY_H="6")
+    b = buyer(h, "zh-CN", "Asia/Shanghai", channels=("sms",))
+    case_id, _ = open_case(h, buyer_id=b, number="AS-SV-1")
+    closed(h, case_id)
+    wait_deliveries(h, "case_id = %s AND template_id = 'case.closed'", (case_id,), 2)
+    left = h.scalar("SELECT extract(epoch FROM due_at - now()) FROM notification.deadlines"
+                    " WHERE case_id = %s AND kind = 'survey'", (case_id,))
+    assert 6 * 3600 - 60 <= left <= 6 * 3600, left
+    assert deliveries(h, "case_id = %s AND template_id = 'case.survey'", (case_id,)) == []
+    fire_now(h, case_id, "survey")
+    rows = wait_deliveries(h, "case_id = %s AND template_id = 'case.survey'", (case_id,), 2)
+    sms = [r for r in rows if r["channel"] == "sms"][0]
+    assert sms["body"] == "售后 AS-SV-1 处理得如何？请在 App 中为我们打 1-5 分。"
+    assert sms["source_event_id"] == f"survey:{case_id}"
+    n = npb(h)
+    send(h, NOTIFICATIONS_TOPIC, "survey_answered",
+         n.notification.SurveyAnswered(case_id=case_id, buyer_id=b, score=4, comment="ok",
+                                       notification_id=sms["notification_id"],
+                                       answered_at_us=now_us()), case_id)
+    wait_until(lambda: h.sql("SELECT score, comment FROM notification.surveys WHERE case_id = %s",
+                             (case_id,)) == [(4, "ok")], 20 * SLOW, what="survey answer")
+    assert w.metric("as_notification_survey_answers_total", score="4") == 1
+
+
+def instructions(h, case_id, ship_by):
+    m = npb(h).m
+    return send(h, REVIEW_TOPIC, "return_instructions",
+                m.review.ReturnInstructions(case_id=case_id, return_address="WH-SH 12",
+                                            packaging="box", ship_by_us=ship_by,
+                                            shipping_payer=m.common.PAYER_PARTY_BUYER), case_id)
+
+
+def test_packaging_sms_and_ship_by_reminder_unless_shipped(h):
+    start_notification(h, AS_NOTIFICATION_REMINDER_HOURS="24")
+    b = buyer(h, "en", "UTC", channels=("email", "sms"))
+    ship_by = now_us() + 72 * 3600 * 1_000_000
+    waits, shipped = open_case(h, buyer_id=b)[0], open_case(h, buyer_id=b)[0]
+    for c in (waits, shipped):
+        instructions(h, c, ship_by)
+    rows = wait_deliveries(h, "case_id = %s AND template_id = 'return.packaging'", (waits,), 1)
+    assert [r["channel"] for r in rows] == ["sms"]  # by SMS only, even if e-mail comes first
+    assert rows[0]["body"].startswith("Return ") and "box. Send to WH-SH 12 by " in rows[0]["body"]
+    due = h.scalar("SELECT (extract(epoch FROM due_at) * 1e6)::bigint FROM notification.deadlines"
+                   " WHERE case_id = %s AND kind = 'reminder'", (waits,))
+    assert abs(due - (ship_by - 24 * 3600 * 1_000_000)) < 1_000_000
+    m = npb(h).m
+    send(h, LOGISTICS_TOPIC, "return_shipped",
+         m.logistics.ReturnShipped(case_id=shipped, carrier="SF", tracking_number="SF9"), shipped)
+    wait_until(lambda: h.scalar("SELECT cancelled_at IS NOT NULL FROM notification.deadlines"
+                                " WHERE case_id = %s AND kind = 'reminder'", (shipped,)),
+               20 * SLOW, what="reminder cancelled")
+    for c in (waits, shipped):
+        fire_now(h, c, "reminder")
+    rows = wait_deliveries(h, "case_id = %s AND template_id = 'return.reminder'", (waits,), 3)
+    assert sorted(r["channel"] for r in rows) == ["email", "in_app", "sms"]
+    assert "WH-SH 12" in [r for r in rows if r["channel"] == "sms"][0]["body"]
+    time.sleep(1 * SLOW)
+    assert deliveries(h, "case_id = %s AND template_id = 'return.reminder'", (shipped,)) == []

@@ -44,11 +44,11 @@ AS_TEST(builtin_parses_with_every_template_in_both_languages) {
   notif_templates_t *t = parse_ok(notif_templates_default);
   AS_CHECK_STR_EQ(notif_templates_version(t), "builtin-1");
   static const char *const ids[] = {
-      "case.acknowledged", "request.rejected",   "review.approved",      "review.rejected",
-      "review.evidence",   "review.manual",      "return.instructions",  "return.packaging",
-      "return.reminder",   "goodwill.offered",   "refund.issued",        "exchange.requested",
+      "case.acknowledged", "request.rejected",     "review.approved",      "review.rejected",
+      "review.evidence",   "review.manual",        "return.instructions",  "return.packaging",
+      "return.reminder",   "goodwill.offered",     "refund.issued",        "exchange.requested",
       "coupon.issued",     "inspection.completed", "compensation.granted", "delivery.outcome",
-      "tracking.notice",   "case.closed",        "case.survey"};
+      "tracking.notice",   "case.closed",          "case.survey"};
   for (size_t i = 0; i < sizeof ids / sizeof *ids; i++) {
     const notif_text_t *en = notif_templates_find(t, ids[i], "en", "zh-CN");
     const notif_text_t *zh = notif_templates_find(t, ids[i], "zh-CN", "en");
