@@ -94,7 +94,9 @@ static int zone_known(as_tx_t *tx, const char *tz, bool *known) {
   const char *v[] = {tz};
   PGresult *r = NULL;
   int rc = as_db_query(as_tx_db(tx),
-                       "SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1)", 1, v, &r);
+                       "SELECT CASE WHEN EXISTS (SELECT 1 FROM zones WHERE name = $1) THEN true"
+                       " ELSE EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1) END",
+                       1, v, &r);
   if (rc == 0) *known = PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
   PQclear(r);
   return rc;
