@@ -67,28 +67,30 @@ static const as_metric_def_t metrics[] = {
         "Templates loads."),
 };
 
-/* Case openings first (the batch's other events may be about them); then
- * every other event in batch order, so one case's are told in order. */
+/* Batch routes in this order: case openings (the batch's other events may
+ * be about them), contacts and erasures, then every buyer-visible event in
+ * batch order (one case's are told in order), its notifications told
+ * together at the end; then returns shipped and survey answers. */
 #define P(x) AFTERSALES__V1__ENVELOPE__PAYLOAD_##x
 static const as_route_t routes[] = {
     {P(CASE_OPENED), .batch = notif_cases_apply},
-    {P(BUYER_CONTACT_UPDATED), .one = notif_on_contact},
-    {P(BUYER_ERASED), .one = notif_on_erased},
-    {P(BUYER_ACKNOWLEDGED), .one = notif_on_acknowledged},
-    {P(REQUEST_REJECTED), .one = notif_on_rejected},
-    {P(CASE_STATE_CHANGED), .one = notif_on_state},
-    {P(REVIEW_DECIDED), .one = notif_on_decided},
-    {P(RETURN_INSTRUCTIONS), .one = notif_on_instructions},
-    {P(GOODWILL_OFFERED), .one = notif_on_goodwill},
-    {P(REFUND_ISSUED), .one = notif_on_refund},
-    {P(EXCHANGE_REQUESTED), .one = notif_on_exchange},
-    {P(COUPON_ISSUED), .one = notif_on_coupon},
-    {P(INSPECTION_COMPLETED), .one = notif_on_inspected},
-    {P(COMPENSATION_GRANTED), .one = notif_on_compensation},
-    {P(DELIVERY_OUTCOME), .one = notif_on_outcome},
-    {P(TRACKING_NOTICE), .one = notif_on_tracking},
+    {P(BUYER_CONTACT_UPDATED), .batch = notif_contacts_apply},
+    {P(BUYER_ERASED), .batch = notif_contacts_apply},
+    {P(BUYER_ACKNOWLEDGED), .batch = notif_events_apply},
+    {P(REQUEST_REJECTED), .batch = notif_events_apply},
+    {P(CASE_STATE_CHANGED), .batch = notif_events_apply},
+    {P(REVIEW_DECIDED), .batch = notif_events_apply},
+    {P(RETURN_INSTRUCTIONS), .batch = notif_events_apply},
+    {P(GOODWILL_OFFERED), .batch = notif_events_apply},
+    {P(REFUND_ISSUED), .batch = notif_events_apply},
+    {P(EXCHANGE_REQUESTED), .batch = notif_events_apply},
+    {P(COUPON_ISSUED), .batch = notif_events_apply},
+    {P(INSPECTION_COMPLETED), .batch = notif_events_apply},
+    {P(COMPENSATION_GRANTED), .batch = notif_events_apply},
+    {P(DELIVERY_OUTCOME), .batch = notif_events_apply},
+    {P(TRACKING_NOTICE), .batch = notif_events_apply},
+    {P(NOTIFICATION_REQUESTED), .batch = notif_events_apply},
     {P(RETURN_SHIPPED), .one = notif_on_shipped},
-    {P(NOTIFICATION_REQUESTED), .one = notif_on_requested},
     {P(SURVEY_ANSWERED), .one = notif_on_survey},
 };
 

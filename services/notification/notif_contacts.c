@@ -201,8 +201,7 @@ static int upsert(notif_t *x, as_tx_t *tx, const Aftersales__V1__BuyerContactUpd
   return rc;
 }
 
-int notif_on_contact(void *state, as_tx_t *tx, as_msg_t *m) {
-  notif_t *x = state;
+static int on_contact(notif_t *x, as_tx_t *tx, as_msg_t *m) {
   const Aftersales__V1__BuyerContactUpdated *c = m->env->buyer_contact_updated;
   const char *bad = contact_bad(m, c);
   if (!bad) {
@@ -214,8 +213,7 @@ int notif_on_contact(void *state, as_tx_t *tx, as_msg_t *m) {
   return bad ? dead_letter(x, tx, m, bad) : upsert(x, tx, c);
 }
 
-int notif_on_erased(void *state, as_tx_t *tx, as_msg_t *m) {
-  notif_t *x = state;
+static int on_erased(notif_t *x, as_tx_t *tx, as_msg_t *m) {
   const Aftersales__V1__BuyerErased *e = m->env->buyer_erased;
   if (!as_envelope_id_ok(e->buyer_id) || strcmp(e->buyer_id, m->env->case_id) != 0)
     return as_tx_reject(m, "buyer_id missing, unsafe or not the envelope's key"), 0;
@@ -243,5 +241,14 @@ int notif_on_erased(void *state, as_tx_t *tx, as_msg_t *m) {
     as_counter_add(x->erasures, 1);
     AS_INFO(x->log, "buyer erased", AS_F_STR("event_id", m->env->event_id));
   }
+  return rc;
+}
+
+int notif_contacts_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t n) {
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < n; i++)
+    rc = msgs[i]->env->payload_case == AFTERSALES__V1__ENVELOPE__PAYLOAD_BUYER_ERASED
+             ? on_erased(state, tx, msgs[i])
+             : on_contact(state, tx, msgs[i]);
   return rc;
 }

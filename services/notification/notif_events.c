@@ -317,3 +317,46 @@ int notif_on_requested(void *state, as_tx_t *tx, as_msg_t *m) {
   }
   return notif_tell(x, tx, m, &t);
 }
+
+#define P(x) AFTERSALES__V1__ENVELOPE__PAYLOAD_##x
+static const struct {
+  Aftersales__V1__Envelope__PayloadCase payload;
+  as_msg_fn fn;
+} tellers[] = {
+    {P(BUYER_ACKNOWLEDGED), notif_on_acknowledged},
+    {P(REQUEST_REJECTED), notif_on_rejected},
+    {P(CASE_STATE_CHANGED), notif_on_state},
+    {P(REVIEW_DECIDED), notif_on_decided},
+    {P(RETURN_INSTRUCTIONS), notif_on_instructions},
+    {P(GOODWILL_OFFERED), notif_on_goodwill},
+    {P(REFUND_ISSUED), notif_on_refund},
+    {P(EXCHANGE_REQUESTED), notif_on_exchange},
+    {P(COUPON_ISSUED), notif_on_coupon},
+    {P(INSPECTION_COMPLETED), notif_on_inspected},
+    {P(COMPENSATION_GRANTED), notif_on_compensation},
+    {P(DELIVERY_OUTCOME), notif_on_outcome},
+    {P(TRACKING_NOTICE), notif_on_tracking},
+    {P(NOTIFICATION_REQUESTED), notif_on_requested},
+};
+
+static as_msg_fn teller(Aftersales__V1__Envelope__PayloadCase p) {
+  for (size_t i = 0; i < sizeof tellers / sizeof *tellers; i++)
+    if (tellers[i].payload == p) return tellers[i].fn;
+  return NULL;
+}
+
+int notif_events_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t n) {
+  notif_t *x = state;
+  int rc = 0;
+  x->batching = true;
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    as_msg_fn fn = teller(msgs[i]->env->payload_case);
+    if (fn && msgs[i]->state == AS_MSG_NEW) rc = fn(x, tx, msgs[i]);
+  }
+  x->batching = false;
+  if (rc < 0) {
+    notif_tell_drop(x);
+    return rc;
+  }
+  return notif_tell_flush(x, tx);
+}

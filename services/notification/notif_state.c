@@ -44,6 +44,7 @@ int notif_reload(void *state) {
 void notif_fini(void *state) {
   notif_t *x = state;
   notif_templates_free(x->templates);
+  notif_tell_free(x);
 }
 
 int notif_init(as_worker_t *w, const void *conf, void *state) {

@@ -1,9 +1,12 @@
-/* notif_tell: one notification told: the buyer looked up (the case
- * projection's next case_seq, the contact, the event's dates formatted in
- * the buyer's zone by PostgreSQL) with one statement, the template
- * rendered in the buyer's language for each channel the buyer allows and
- * has an address for, and the deliveries written with one statement whose
- * due_at honours quiet hours and the frequency cap (urgent ones go now).
+/* notif_tell: the notifications of a batch told together. The event
+ * handlers queue them (notif_tell copies what it needs); notif_tell_flush
+ * then looks the buyers up (each case projection's next case_seq, the
+ * contact, the events' dates formatted in the buyer's zone by PostgreSQL)
+ * with one statement, renders each template in its buyer's language for
+ * each channel the buyer allows and has an address for, and writes every
+ * delivery with one statement whose due_at honours quiet hours and the
+ * frequency cap (urgent ones go now). Outside a batch (a deadline firing)
+ * a notification is told at once.
  * The in-app notice is the case page's: written 'sent' and published at
  * once (InAppNotice + NotificationSent), whatever the contact says. A
  * buyer without a contact yet gets the in-app notice only: nothing is
@@ -49,9 +52,75 @@ const char *notif_money(char *out, size_t len, const Aftersales__V1__Money *m) {
   return out;
 }
 
-/* ---- the buyer */
+/* ---- the queue */
+
+#define NSTR (8 + 2 * NOTIF_PARAMS_MAX + 3 * 4)
+
+struct notif_pending {
+  notif_tell_t t;
+  const as_msg_t *cause;
+  const char *chs[4];
+  char *strings; /* every string of t, copied */
+};
+
+/* Copies t's strings into one allocation owned by p. */
+static int keep(notif_pending_t *p, const notif_tell_t *t) {
+  const char **s[NSTR];
+  size_t n = 0, len = 0;
+  p->t = *t;
+  notif_tell_t *c = &p->t;
+  const char **fixed[] = {&c->template_id, &c->case_id,         &c->order_id,        &c->buyer_id,
+                          &c->locale,      &c->source_event_id, &c->notification_id, &c->only};
+  for (size_t i = 0; i < 8; i++) s[n++] = fixed[i];
+  for (size_t i = 0; i < c->np; i++) s[n++] = &c->p[i].name, s[n++] = &c->p[i].value;
+  for (size_t i = 0; i < c->nwords; i++)
+    s[n++] = &c->en[i].name, s[n++] = &c->en[i].value, s[n++] = &c->zh[i].value;
+  for (size_t i = 0; i < n; i++) len += *s[i] ? strlen(*s[i]) + 1 : 0;
+  char *w = p->strings = malloc(len ? len : 1);
+  if (!w) return -ENOMEM;
+  for (size_t i = 0; i < n; i++) {
+    if (!*s[i]) continue;
+    size_t k = strlen(*s[i]) + 1;
+    memcpy(w, *s[i], k);
+    *s[i] = w;
+    w += k;
+  }
+  for (size_t i = 0; i < c->nwords; i++) c->zh[i].name = c->en[i].name;
+  for (size_t i = 0; i < c->nchannels && i < 4; i++) p->chs[i] = c->channels[i]; /* static */
+  return 0;
+}
+
+static int queue(notif_t *x, const as_msg_t *cause, const notif_tell_t *t) {
+  if (x->npending == x->cappending) {
+    size_t cap = x->cappending ? 2 * x->cappending : 64;
+    notif_pending_t *v = realloc(x->pending, cap * sizeof *v);
+    if (!v) return -ENOMEM;
+    x->pending = v;
+    x->cappending = cap;
+  }
+  notif_pending_t *p = &x->pending[x->npending];
+  p->cause = cause;
+  int rc = keep(p, t);
+  if (rc == 0) x->npending++;
+  return rc;
+}
+
+void notif_tell_drop(notif_t *x) {
+  for (size_t i = 0; i < x->npending; i++) free(x->pending[i].strings);
+  x->npending = 0;
+}
+
+void notif_tell_free(notif_t *x) {
+  notif_tell_drop(x);
+  free(x->pending);
+  x->pending = NULL;
+  x->cappending = 0;
+}
+
+/* ---- the buyers */
 
 enum {
+  B_O,
   B_BUYER,
   B_NUMBER,
   B_SEQ,
@@ -72,66 +141,94 @@ enum {
   B_NCOLS
 };
 
-/* The contact's zone was checked when stored; the default at start. */
-static const char sql_buyer[] =
-    "WITH c AS (UPDATE cases SET seq = seq + 1 WHERE case_id = $1"
-    "           RETURNING case_number, buyer_id, locale, seq, submitted_at_us),"
-    " b AS (SELECT coalesce((SELECT buyer_id FROM c), nullif($2, '')) AS buyer_id),"
-    " k AS (SELECT k.* FROM contacts k JOIN b USING (buyer_id)),"
-    " z AS (SELECT coalesce((SELECT nullif(time_zone, '') FROM k), $3) AS tz)"
-    " SELECT b.buyer_id, coalesce(c.case_number, ''), coalesce(c.seq, 0), coalesce(c.locale, ''),"
-    "  coalesce(c.submitted_at_us, 0), coalesce(k.locale, ''),"
-    "  coalesce(array_to_string(k.channels, ','), ''), coalesce(k.phone <> '', false),"
-    "  coalesce(k.email <> '', false), coalesce(k.push_token <> '', false),"
-    "  coalesce(k.quiet_start_min, 0), coalesce(k.quiet_end_min, 0), z.tz,"
-    "  to_char(to_timestamp($4::bigint / 1e6) AT TIME ZONE z.tz, 'YYYY-MM-DD HH24:MI'),"
-    "  to_char(to_timestamp($4::bigint / 1e6) AT TIME ZONE z.tz, 'YYYY\"年\"MM\"月\"DD\"日\" "
-    "HH24:MI'),"
-    "  to_char(to_timestamp($5::bigint / 1e6) AT TIME ZONE z.tz, 'YYYY-MM-DD HH24:MI'),"
-    "  to_char(to_timestamp($5::bigint / 1e6) AT TIME ZONE z.tz, 'YYYY\"年\"MM\"月\"DD\"日\" "
-    "HH24:MI')"
-    " FROM b CROSS JOIN z LEFT JOIN c ON true LEFT JOIN k ON true";
+enum { Q_CASE, Q_BUYER, Q_D1, Q_D2, Q_ZONE, Q_NCOLS };
+static const as_col_t q_cols[Q_NCOLS] = {
+    [Q_CASE] = {"case_id", "text"}, [Q_BUYER] = {"buyer_id", "text"}, [Q_D1] = {"d1", "bigint"},
+    [Q_D2] = {"d2", "bigint"},      [Q_ZONE] = {"dz", "text"},
+};
+/* One row per queued notification, in queue order. A case told k times in
+ * the batch moves its seq by k, its notifications numbered in queue order.
+ * The contact's zone was checked when stored; dz is the default zone. */
+#define FMT_EN "'YYYY-MM-DD HH24:MI'"
+#define FMT_ZH "'YYYY\"年\"MM\"月\"DD\"日\" HH24:MI'"
+#define LOCAL(d, f) "to_char(to_timestamp(z." d " / 1e6) AT TIME ZONE z.tz, " f ")"
+static const as_bulk_t sql_buyers = AS_BULK(
+    "WITH t AS (SELECT * FROM {{u:o}}),"
+    " n AS (SELECT case_id, count(*) AS k FROM t WHERE case_id <> '' GROUP BY case_id),"
+    " c AS (UPDATE cases SET seq = cases.seq + n.k FROM n WHERE cases.case_id = n.case_id"
+    "  RETURNING cases.case_id, cases.seq - n.k AS base, cases.case_number, cases.buyer_id,"
+    "  cases.locale, cases.submitted_at_us),"
+    " b AS (SELECT t.*, c.base, c.case_number, c.locale AS clocale, c.submitted_at_us AS csub,"
+    "  coalesce(c.buyer_id, nullif(t.buyer_id, '')) AS buyer,"
+    "  row_number() OVER (PARTITION BY t.case_id ORDER BY t.o) AS rn"
+    "  FROM t LEFT JOIN c USING (case_id)),"
+    " z AS (SELECT b.*, k.locale AS klocale, k.channels, k.phone, k.email, k.push_token,"
+    "  k.quiet_start_min, k.quiet_end_min, coalesce(nullif(k.time_zone, ''), b.dz) AS tz"
+    "  FROM b LEFT JOIN contacts k ON k.buyer_id = b.buyer)"
+    " SELECT z.o, z.buyer, coalesce(z.case_number, ''), coalesce(z.base + z.rn, 0),"
+    "  coalesce(z.clocale, ''), coalesce(z.csub, 0), coalesce(z.klocale, ''),"
+    "  coalesce(array_to_string(z.channels, ','), ''), coalesce(z.phone <> '', false),"
+    "  coalesce(z.email <> '', false), coalesce(z.push_token <> '', false),"
+    "  coalesce(z.quiet_start_min, 0), coalesce(z.quiet_end_min, 0), z.tz,"
+    "  " LOCAL("d1", FMT_EN) ", " LOCAL("d1", FMT_ZH) ", " LOCAL("d2", FMT_EN) ","
+    "  " LOCAL("d2", FMT_ZH) " FROM z ORDER BY z.o",
+    q_cols);
 
 typedef struct buyer {
-  PGresult *r;                                        /* owns every string below */
+  PGresult *r; /* borrowed: owns every string below */
+  int row;
   const char *id, *number, *locale, *tz, *date[2][2]; /* [which][zh] */
-  long long seq, submitted;
+  long long seq;
   int qs, qe;
-  bool has_contact;
   const char *ch[NCH];
   size_t nch;
 } buyer_t;
 
-static int buyer_load(notif_t *x, as_tx_t *tx, const notif_tell_t *t, buyer_t *b) {
-  char d1[24], d2[24];
-  snprintf(d1, sizeof d1, "%lld", (long long)t->date_us);
-  snprintf(d2, sizeof d2, "%lld", (long long)t->due_us);
-  const char *v[] = {t->case_id, t->buyer_id, x->conf->default_zone, d1, d2};
-  int rc = as_db_query(as_tx_db(tx), sql_buyer, 5, v, &b->r);
-  if (rc < 0) return rc;
-  PGresult *r = b->r;
-  if (PQntuples(r) != 1 || PQgetisnull(r, 0, B_BUYER)) return 1; /* unknown buyer */
-  b->id = PQgetvalue(r, 0, B_BUYER);
-  b->number = PQgetvalue(r, 0, B_NUMBER);
-  b->seq = strtoll(PQgetvalue(r, 0, B_SEQ), NULL, 10);
-  b->submitted = strtoll(PQgetvalue(r, 0, B_SUBMITTED), NULL, 10);
-  const char *kl = PQgetvalue(r, 0, B_KLOCALE), *cl = PQgetvalue(r, 0, B_CLOCALE);
+#define V(b, col) PQgetvalue((b)->r, (b)->row, (col))
+
+/* Row i of the lookup; 1 if no buyer is known (no case, no buyer id). */
+static int buyer_at(notif_t *x, PGresult *r, int i, const notif_tell_t *t, buyer_t *b) {
+  memset(b, 0, sizeof *b);
+  b->r = r;
+  b->row = i;
+  if (PQgetisnull(r, i, B_BUYER)) return 1;
+  b->id = V(b, B_BUYER);
+  b->number = V(b, B_NUMBER);
+  b->seq = strtoll(V(b, B_SEQ), NULL, 10);
+  const char *kl = V(b, B_KLOCALE), *cl = V(b, B_CLOCALE);
   b->locale = kl[0] ? kl : t->locale[0] ? t->locale : cl[0] ? cl : x->conf->default_locale;
-  b->tz = PQgetvalue(r, 0, B_TZ);
-  b->qs = atoi(PQgetvalue(r, 0, B_QS));
-  b->qe = atoi(PQgetvalue(r, 0, B_QE));
-  for (int i = 0; i < 4; i++) b->date[i / 2][i % 2] = PQgetvalue(r, 0, B_D1EN + i);
+  b->tz = V(b, B_TZ);
+  b->qs = atoi(V(b, B_QS));
+  b->qe = atoi(V(b, B_QE));
+  for (int k = 0; k < 4; k++) b->date[k / 2][k % 2] = V(b, B_D1EN + k);
   return 0;
+}
+
+static int buyers_load(notif_t *x, as_tx_t *tx, PGresult **out) {
+  as_cols_t q;
+  as_cols_init(&q, &sql_buyers);
+  for (size_t i = 0; i < x->npending; i++) {
+    const notif_tell_t *t = &x->pending[i].t;
+    as_cols_str(&q, Q_CASE, t->case_id);
+    as_cols_str(&q, Q_BUYER, t->buyer_id);
+    as_cols_int(&q, Q_D1, t->date_us);
+    as_cols_int(&q, Q_D2, t->due_us);
+    as_cols_str(&q, Q_ZONE, x->conf->default_zone);
+  }
+  int rc = as_cols_run(&q, as_tx_db(tx), out);
+  as_cols_free(&q);
+  if (rc == 0 && (!*out || PQntuples(*out) != (int)x->npending)) rc = -EIO;
+  return rc;
 }
 
 /* The channels to write, in order: the allowed ones (or those asked) that
  * have an address, then in_app. */
-static bool addressed(PGresult *r, const char *ch) {
+static bool addressed(const buyer_t *b, const char *ch) {
   int col = strcmp(ch, "sms") == 0     ? B_PHONE
             : strcmp(ch, "email") == 0 ? B_EMAIL
             : strcmp(ch, "push") == 0  ? B_PUSH
                                        : -1;
-  return col >= 0 && PQgetvalue(r, 0, col)[0] == 't';
+  return col >= 0 && V(b, col)[0] == 't';
 }
 
 static bool listed(const char *csv, const char *ch) {
@@ -152,22 +249,22 @@ static void add_channel(buyer_t *b, const char *ch) {
 
 static void channels_of(buyer_t *b, const notif_tell_t *t) {
   static const char *const all[] = {"sms", "email", "push"};
-  const char *csv = PQgetvalue(b->r, 0, B_CHANNELS);
+  const char *csv = V(b, B_CHANNELS);
   if (t->only) {
-    if (listed(csv, t->only) && addressed(b->r, t->only)) add_channel(b, t->only);
+    if (listed(csv, t->only) && addressed(b, t->only)) add_channel(b, t->only);
     return;
   }
   if (t->channels) {
     for (size_t i = 0; i < t->nchannels; i++)
       if (strcmp(t->channels[i], "in_app") == 0 ||
-          (listed(csv, t->channels[i]) && addressed(b->r, t->channels[i])))
+          (listed(csv, t->channels[i]) && addressed(b, t->channels[i])))
         add_channel(b, t->channels[i]);
   } else {
     /* the buyer's order of preference */
     for (const char *s = csv; *s;) {
       size_t k = strcspn(s, ",");
       for (size_t i = 0; i < 3; i++)
-        if (strlen(all[i]) == k && memcmp(s, all[i], k) == 0 && addressed(b->r, all[i]))
+        if (strlen(all[i]) == k && memcmp(s, all[i], k) == 0 && addressed(b, all[i]))
           add_channel(b, all[i]);
       s += k + (s[k] == ',');
     }
@@ -232,6 +329,7 @@ enum {
   D_QS,
   D_QE,
   D_CAP,
+  D_O,
   D_NCOLS
 };
 static const as_col_t del_cols[D_NCOLS] = {
@@ -256,17 +354,25 @@ static const as_col_t del_cols[D_NCOLS] = {
     [D_QS] = {"qs", "int"},
     [D_QE] = {"qe", "int"},
     [D_CAP] = {"cap", "int"},
+    [D_O] = {"o", "int"},
 };
-/* Quiet hours and the cap hold back what is not urgent and not in-app; the
- * cap counts the buyer's notifications (not in-app) of the last hour, and
- * one over it waits an hour. Returns what was written and why it waits. */
+/* Quiet hours and the cap hold back what is not urgent and not in-app. The
+ * cap counts the buyer's notifications (not in-app) of the last hour, the
+ * ones before this statement plus this batch's in queue order (o); one
+ * over it waits an hour. Returns what was written, why it waits, and the
+ * queue index it came from. */
 static const as_bulk_t sql_deliveries = AS_BULK(
     "WITH v AS (SELECT u.*, u.status = 'sent' OR u.urgent AS now_,"
     "  CASE WHEN u.status = 'sent' OR u.urgent THEN now() ELSE quiet_until(u.tz, u.qs, u.qe) END"
     "   AS q,"
-    "  NOT (u.status = 'sent' OR u.urgent) AND (SELECT count(DISTINCT d.notification_id)"
-    "   FROM deliveries d WHERE d.buyer_id = u.buyer_id AND d.channel <> 'in_app'"
-    "   AND d.created_at > now() - interval '1 hour') >= u.cap AS capped FROM {{u}}),"
+    "  (SELECT count(DISTINCT d.notification_id) FROM deliveries d WHERE d.buyer_id = u.buyer_id"
+    "   AND d.channel <> 'in_app' AND d.created_at > now() - interval '1 hour') AS before"
+    "  FROM {{u}}),"
+    " w AS (SELECT v.*, NOT now_ AND before + dense_rank() OVER (PARTITION BY buyer_id, now_"
+    "  ORDER BY o) > cap AS capped FROM v),"
+    /* the same notification queued twice in a batch is written (and joined back) once */
+    " w1 AS (SELECT DISTINCT ON (notification_id, channel) * FROM w"
+    "  ORDER BY notification_id, channel, o),"
     " ins AS (INSERT INTO deliveries (delivery_id, notification_id, rank, case_id, buyer_id,"
     "  channel, template_id, template_version, locale, subject, body, urgent, case_seq, status,"
     "  source_event_id, source_at_us, submitted_at_us, due_at, sent_at)"
@@ -274,9 +380,10 @@ static const as_bulk_t sql_deliveries = AS_BULK(
     "  template_version, locale, subject, body, urgent, case_seq, status, source_event_id,"
     "  source_at_us, submitted_at_us,"
     "  greatest(q, CASE WHEN capped THEN now() + interval '1 hour' ELSE now() END),"
-    "  CASE WHEN status = 'sent' THEN now() END FROM v"
+    "  CASE WHEN status = 'sent' THEN now() END FROM w1"
     "  ON CONFLICT (notification_id, channel) DO NOTHING RETURNING notification_id, channel)"
-    " SELECT ins.channel, v.q > now(), v.capped FROM ins JOIN v USING (notification_id, channel)",
+    " SELECT ins.channel, w1.q > now(), w1.capped, w1.o"
+    " FROM ins JOIN w1 USING (notification_id, channel)",
     del_cols);
 
 static void ids_of(const notif_tell_t *t, char nid[AS_UUID_STRLEN + 1]) {
@@ -295,41 +402,47 @@ static void delivery_id(const char *nid, const char *ch, char out[AS_UUID_STRLEN
   as_uuid_v5(out, "aftersales.notification_delivery", name, (size_t)n);
 }
 
+/* One queued notification as rendered. */
 typedef struct told {
   const notif_tell_t *t;
-  const buyer_t *b;
-  const notif_text_t *text;
-  const char *version, *nid;
+  const as_msg_t *cause;
+  buyer_t b;
+  const notif_text_t *text; /* NULL: not told */
+  const char *version;
+  char nid[AS_UUID_STRLEN + 1];
+  rendered_t rd;
+  int written;
 } told_t;
 
-static void rows(notif_t *x, as_cols_t *c, const told_t *k, rendered_t *rd) {
+static void rows(notif_t *x, as_cols_t *c, const told_t *k, int o) {
   int rank = 0;
-  for (size_t i = 0; i < k->b->nch; i++) {
-    const char *ch = k->b->ch[i];
+  for (size_t i = 0; i < k->b.nch; i++) {
+    const char *ch = k->b.ch[i];
     bool app = strcmp(ch, "in_app") == 0;
     char did[AS_UUID_STRLEN + 1];
     delivery_id(k->nid, ch, did);
     as_cols_str(c, D_ID, did);
     as_cols_str(c, D_NOTIF, k->nid);
-    as_cols_int(c, D_RANK, app ? (int)k->b->nch - 1 : rank);
+    as_cols_int(c, D_RANK, app ? (int)k->b.nch - 1 : rank);
     as_cols_str(c, D_CASE, k->t->case_id);
-    as_cols_str(c, D_BUYER, k->b->id);
+    as_cols_str(c, D_BUYER, k->b.id);
     as_cols_str(c, D_CHANNEL, ch);
     as_cols_str(c, D_TEMPLATE, k->text->id);
     as_cols_str(c, D_VERSION, k->version);
     as_cols_str(c, D_LOCALE, k->text->locale);
-    as_cols_str(c, D_SUBJECT, as_buf_str(&rd->subject));
-    as_cols_str(c, D_BODY, as_buf_str(&rd->body[i]));
+    as_cols_str(c, D_SUBJECT, k->rd.subject.len ? k->rd.subject.data : "");
+    as_cols_str(c, D_BODY, k->rd.body[i].len ? k->rd.body[i].data : "");
     as_cols_bool(c, D_URGENT, k->t->urgent);
-    as_cols_int(c, D_SEQ, k->b->seq);
+    as_cols_int(c, D_SEQ, k->b.seq);
     as_cols_str(c, D_STATUS, app ? "sent" : rank == 0 ? "pending" : "standby");
     as_cols_str(c, D_SOURCE, k->t->source_event_id);
     as_cols_int(c, D_SOURCE_AT, k->t->source_at_us);
-    as_cols_int(c, D_SUBMITTED, k->t->submitted_at_us ? k->t->submitted_at_us : 0);
-    as_cols_str(c, D_TZ, k->b->tz);
-    as_cols_int(c, D_QS, k->b->qs);
-    as_cols_int(c, D_QE, k->b->qe);
+    as_cols_int(c, D_SUBMITTED, k->t->submitted_at_us);
+    as_cols_str(c, D_TZ, k->b.tz);
+    as_cols_int(c, D_QS, k->b.qs);
+    as_cols_int(c, D_QE, k->b.qe);
     as_cols_int(c, D_CAP, x->conf->cap_per_hour);
+    as_cols_int(c, D_O, o);
     if (!app) rank++;
   }
 }
@@ -343,7 +456,7 @@ static int publish_in_app(as_tx_t *tx, const as_msg_t *cause, const told_t *k, c
   Aftersales__V1__InAppNotice n = AFTERSALES__V1__IN_APP_NOTICE__INIT;
   n.notification_id = (char *)k->nid;
   n.case_id = (char *)k->t->case_id;
-  n.buyer_id = (char *)k->b->id;
+  n.buyer_id = (char *)k->b.id;
   n.template_id = (char *)k->text->id;
   n.template_version = (char *)k->version;
   n.locale = (char *)k->text->locale;
@@ -365,7 +478,7 @@ static int publish_in_app(as_tx_t *tx, const as_msg_t *cause, const told_t *k, c
   s.template_id = (char *)k->text->id;
   s.locale = (char *)k->text->locale;
   s.sent_at_us = now;
-  s.buyer_id = (char *)k->b->id;
+  s.buyer_id = (char *)k->b.id;
   s.idempotency_key = did;
   s.template_version = (char *)k->version;
   s.attempts = 1;
@@ -379,73 +492,100 @@ static int publish_in_app(as_tx_t *tx, const as_msg_t *cause, const told_t *k, c
   return as_tx_publish(tx, cause, NOTIF_TOPIC, key, &e2);
 }
 
-static int written(notif_t *x, as_tx_t *tx, const as_msg_t *cause, const told_t *k, PGresult *r,
-                   rendered_t *rd) {
-  int n = PQntuples(r);
-  as_counter_add(x->deliveries, (uint64_t)n);
-  if (n == 0)
-    as_counter_add(x->duplicates, 1);
-  else
-    as_counter_add(x->told, 1);
-  for (int i = 0; i < n; i++) {
+/* The buyer, template, channels and texts of queued notification k. */
+static void prepare(notif_t *x, PGresult *r, int i, told_t *k) {
+  if (buyer_at(x, r, i, k->t, &k->b) == 1) {
+    /* no case projected and no buyer named: nobody to tell */
+    as_counter_add(x->untold_case, 1);
+    AS_WARN(x->log, "event not told: no case projection and no buyer",
+            AS_F_STR("template_id", k->t->template_id), AS_F_STR("case_id", k->t->case_id));
+    return;
+  }
+  k->text =
+      notif_templates_find(x->templates, k->t->template_id, k->b.locale, x->conf->default_locale);
+  if (k->text) channels_of(&k->b, k->t);
+  if (!k->text || k->b.nch == 0) {
+    as_counter_add(x->untold_channel, 1);
+    k->text = NULL;
+    return;
+  }
+  k->version = notif_templates_version(x->templates);
+  ids_of(k->t, k->nid);
+  render(k->t, &k->b, k->text, k->b.ch, k->b.nch, &k->rd);
+}
+
+/* What the insert returned: counted, and the in-app notices published. */
+static int written(notif_t *x, as_tx_t *tx, told_t *k, size_t n, PGresult *r) {
+  as_counter_add(x->deliveries, (uint64_t)PQntuples(r));
+  for (int i = 0; i < PQntuples(r); i++) {
     const char *ch = PQgetvalue(r, i, 0);
+    size_t o = (size_t)atoi(PQgetvalue(r, i, 3));
+    if (o >= n) return -EIO;
+    k[o].written++;
     if (PQgetvalue(r, i, 2)[0] == 't')
       as_counter_add(x->deferred_cap, 1);
     else if (PQgetvalue(r, i, 1)[0] == 't')
       as_counter_add(x->deferred_quiet, 1);
     if (strcmp(ch, "in_app") != 0) continue;
     as_counter_add(x->in_app, 1);
-    int rc = publish_in_app(tx, cause, k, as_buf_str(&rd->subject),
-                            as_buf_str(&rd->body[k->b->nch - 1]));
+    int rc = publish_in_app(tx, k[o].cause, &k[o], as_buf_str(&k[o].rd.subject),
+                            as_buf_str(&k[o].rd.body[k[o].b.nch - 1]));
     if (rc < 0) return rc;
   }
+  for (size_t o = 0; o < n; o++)
+    if (k[o].text) as_counter_add(k[o].written ? x->told : x->duplicates, 1);
   return 0;
 }
 
-static int write_rows(notif_t *x, as_tx_t *tx, const as_msg_t *cause, const told_t *k) {
-  rendered_t rd;
-  as_buf_init(&rd.subject);
-  for (int i = 0; i < NCH; i++) as_buf_init(&rd.body[i]);
-  render(k->t, k->b, k->text, k->b->ch, k->b->nch, &rd);
+static int tell_all(notif_t *x, as_tx_t *tx, told_t *k, size_t n) {
+  PGresult *r = NULL, *w = NULL;
   as_cols_t c;
   as_cols_init(&c, &sql_deliveries);
-  rows(x, &c, k, &rd);
-  PGresult *r = NULL;
-  int rc = as_buf_ok(&rd.subject) ? as_cols_run(&c, as_tx_db(tx), &r) : -ENOMEM;
-  if (rc == 0 && r) rc = written(x, tx, cause, k, r, &rd);
-  PQclear(r);
+  int rc = buyers_load(x, tx, &r);
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    prepare(x, r, (int)i, &k[i]);
+    if (!k[i].text) continue;
+    if (!as_buf_ok(&k[i].rd.subject)) rc = -ENOMEM;
+    rows(x, &c, &k[i], (int)i);
+  }
+  if (rc == 0) rc = as_cols_run(&c, as_tx_db(tx), &w);
+  if (rc == 0 && w) rc = written(x, tx, k, n, w);
+  PQclear(w);
   as_cols_free(&c);
-  as_buf_free(&rd.subject);
-  for (int i = 0; i < NCH; i++) as_buf_free(&rd.body[i]);
+  PQclear(r);
+  return rc;
+}
+
+int notif_tell_flush(notif_t *x, as_tx_t *tx) {
+  size_t n = x->npending;
+  if (n == 0) return 0;
+  told_t *k = calloc(n, sizeof *k);
+  if (!k) {
+    notif_tell_drop(x);
+    return -ENOMEM;
+  }
+  for (size_t i = 0; i < n; i++) {
+    notif_pending_t *p = &x->pending[i];
+    if (p->t.channels) p->t.channels = p->chs; /* into the queue, which stopped moving */
+    k[i].t = &p->t;
+    k[i].cause = p->cause;
+    as_buf_init(&k[i].rd.subject);
+    for (int j = 0; j < NCH; j++) as_buf_init(&k[i].rd.body[j]);
+  }
+  int rc = tell_all(x, tx, k, n);
+  for (size_t i = 0; i < n; i++) {
+    as_buf_free(&k[i].rd.subject);
+    for (int j = 0; j < NCH; j++) as_buf_free(&k[i].rd.body[j]);
+  }
+  free(k);
+  notif_tell_drop(x);
   return rc;
 }
 
 int notif_tell(notif_t *x, as_tx_t *tx, const as_msg_t *cause, const notif_tell_t *t) {
-  const notif_text_t *text = NULL;
-  buyer_t b = {0};
-  int rc = buyer_load(x, tx, t, &b);
-  if (rc == 1) {
-    /* no case projected and no buyer named: nobody to tell */
-    as_counter_add(x->untold_case, 1);
-    AS_WARN(x->log, "event not told: no case projection and no buyer",
-            AS_F_STR("template_id", t->template_id), AS_F_STR("case_id", t->case_id));
-    rc = 0;
-    goto out;
-  }
-  if (rc < 0) goto out;
-  text = notif_templates_find(x->templates, t->template_id, b.locale, x->conf->default_locale);
-  if (text) channels_of(&b, t);
-  if (!text || b.nch == 0) {
-    as_counter_add(x->untold_channel, 1);
-    goto out;
-  }
-  char nid[AS_UUID_STRLEN + 1];
-  ids_of(t, nid);
-  told_t k = {t, &b, text, notif_templates_version(x->templates), nid};
-  rc = write_rows(x, tx, cause, &k);
-out:
-  PQclear(b.r);
-  return rc;
+  int rc = queue(x, cause, t);
+  if (rc < 0 || x->batching) return rc;
+  return notif_tell_flush(x, tx);
 }
 
 bool notif_text_ok(const char *s, size_t max) {

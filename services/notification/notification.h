@@ -39,6 +39,8 @@ typedef struct notif_conf {
   long long reminder_hours, survey_delay_h, cap_per_hour;
 } notif_conf_t;
 
+typedef struct notif_pending notif_pending_t; /* a notification queued (notif_tell.c) */
+
 typedef struct notif {
   const as_log_t *log;
   const notif_conf_t *conf;
@@ -48,6 +50,11 @@ typedef struct notif {
   as_counter_t *deferred_quiet, *deferred_cap, *reminders_set, *reminders_skipped;
   as_counter_t *surveys_set, *answers[5], *reloads_ok, *reloads_refused;
   as_metrics_t *metrics; /* the worker's, for the dead letters this service writes itself */
+  /* The batch's notifications, told together at its end (notif_tell_flush);
+   * owned, emptied after each batch, freed by notif_fini. */
+  notif_pending_t *pending;
+  size_t npending, cappending;
+  bool batching; /* in notif_events_apply: notif_tell queues */
 } notif_t;
 
 /* One notification to tell: what the event says. Strings borrowed. */
@@ -77,8 +84,9 @@ void notif_fini(void *state);
 AS_MUST_CHECK int notif_reload(void *state);
 
 /* ---- notif_contacts.c */
-AS_MUST_CHECK int notif_on_contact(void *state, as_tx_t *tx, as_msg_t *m);
-AS_MUST_CHECK int notif_on_erased(void *state, as_tx_t *tx, as_msg_t *m);
+/* The route of BuyerContactUpdated and BuyerErased: each in batch order,
+ * before the batch's events are told. */
+AS_MUST_CHECK int notif_contacts_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t n);
 
 /* ---- notif_cases.c */
 /* CaseOpened: the batch's cases projected with one statement. */
@@ -86,6 +94,9 @@ AS_MUST_CHECK int notif_cases_apply(void *state, as_tx_t *tx, as_msg_t *const *m
 AS_MUST_CHECK int notif_on_shipped(void *state, as_tx_t *tx, as_msg_t *m);
 
 /* ---- notif_events.c: one handler per buyer-visible payload */
+/* The route of every buyer-visible payload: each message's handler in
+ * batch order queues its notifications, told together at the end. */
+AS_MUST_CHECK int notif_events_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t n);
 AS_MUST_CHECK int notif_on_acknowledged(void *state, as_tx_t *tx, as_msg_t *m);
 AS_MUST_CHECK int notif_on_rejected(void *state, as_tx_t *tx, as_msg_t *m);
 AS_MUST_CHECK int notif_on_decided(void *state, as_tx_t *tx, as_msg_t *m);
@@ -106,10 +117,17 @@ AS_MUST_CHECK int notif_on_requested(void *state, as_tx_t *tx, as_msg_t *m);
 void notif_tell_init(notif_tell_t *t, const as_msg_t *m, const char *template_id);
 void notif_tell_param(notif_tell_t *t, const char *name, const char *value);
 void notif_tell_words(notif_tell_t *t, const char *name, const char *en, const char *zh);
-/* Renders t for the buyer's channels and writes its deliveries (one per
- * channel; a repeat writes nothing), publishing the in-app notice of a new
- * one. cause may be NULL (a deadline). Returns 0 or an as_db error. */
+/* Tells t (copied): rendered for the buyer's channels and written as its
+ * deliveries (one per channel; a repeat writes nothing), the in-app notice
+ * of a new one published. In a batch (x->batching) it is queued for
+ * notif_tell_flush; else told at once. cause may be NULL (a deadline).
+ * Returns 0, -ENOMEM or an as_db error. */
 AS_MUST_CHECK int notif_tell(notif_t *x, as_tx_t *tx, const as_msg_t *cause, const notif_tell_t *t);
+/* Tells every queued notification with two statements and empties the
+ * queue. Returns 0 or an as_db error. */
+AS_MUST_CHECK int notif_tell_flush(notif_t *x, as_tx_t *tx);
+void notif_tell_drop(notif_t *x); /* empties the queue */
+void notif_tell_free(notif_t *x); /* and frees it */
 /* A money amount as the buyer reads it into out (NULL money: ""). */
 const char *notif_money(char *out, size_t len, const Aftersales__V1__Money *m);
 
