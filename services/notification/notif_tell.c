@@ -138,6 +138,7 @@ enum {
   B_D1ZH,
   B_D2EN,
   B_D2ZH,
+  B_DZ_OK,
   B_NCOLS
 };
 
@@ -148,7 +149,9 @@ static const as_col_t q_cols[Q_NCOLS] = {
 };
 /* One row per queued notification, in queue order. A case told k times in
  * the batch moves its seq by k, its notifications numbered in queue order.
- * The contact's zone was checked when stored; dz is the default zone. */
+ * The contact's zone was checked when stored; dz is the default zone,
+ * which only PostgreSQL can check: one it does not know is replaced by UTC
+ * (and said so once, below) rather than failing every batch. */
 #define FMT_EN "'YYYY-MM-DD HH24:MI'"
 #define FMT_ZH "'YYYY\"年\"MM\"月\"DD\"日\" HH24:MI'"
 #define LOCAL(d, f) "to_char(to_timestamp(z." d " / 1e6) AT TIME ZONE z.tz, " f ")"
@@ -162,16 +165,19 @@ static const as_bulk_t sql_buyers = AS_BULK(
     "  coalesce(c.buyer_id, nullif(t.buyer_id, '')) AS buyer,"
     "  row_number() OVER (PARTITION BY t.case_id ORDER BY t.o) AS rn"
     "  FROM t LEFT JOIN c USING (case_id)),"
-    " z AS (SELECT b.*, k.locale AS klocale, k.channels, k.phone, k.email, k.push_token,"
-    "  k.quiet_start_min, k.quiet_end_min, coalesce(nullif(k.time_zone, ''), b.dz) AS tz"
-    "  FROM b LEFT JOIN contacts k ON k.buyer_id = b.buyer)"
+    " y AS (SELECT b.*, k.locale AS klocale, k.channels, k.phone, k.email, k.push_token,"
+    "  k.time_zone,"
+    "  k.quiet_start_min, k.quiet_end_min, b.dz IN (SELECT name FROM zones) AS dz_ok"
+    "  FROM b LEFT JOIN contacts k ON k.buyer_id = b.buyer),"
+    " z AS (SELECT y.*, coalesce(nullif(y.time_zone, ''), CASE WHEN dz_ok THEN dz ELSE 'UTC' END)"
+    "  AS tz FROM y)"
     " SELECT z.o, z.buyer, coalesce(z.case_number, ''), coalesce(z.base + z.rn, 0),"
     "  coalesce(z.clocale, ''), coalesce(z.csub, 0), coalesce(z.klocale, ''),"
     "  coalesce(array_to_string(z.channels, ','), ''), coalesce(z.phone <> '', false),"
     "  coalesce(z.email <> '', false), coalesce(z.push_token <> '', false),"
     "  coalesce(z.quiet_start_min, 0), coalesce(z.quiet_end_min, 0), z.tz,"
     "  " LOCAL("d1", FMT_EN) ", " LOCAL("d1", FMT_ZH) ", " LOCAL("d2", FMT_EN) ","
-    "  " LOCAL("d2", FMT_ZH) " FROM z ORDER BY z.o",
+    "  " LOCAL("d2", FMT_ZH) ", z.dz_ok FROM z ORDER BY z.o",
     q_cols);
 
 typedef struct buyer {
@@ -218,6 +224,11 @@ static int buyers_load(notif_t *x, as_tx_t *tx, PGresult **out) {
   int rc = as_cols_run(&q, as_tx_db(tx), out);
   as_cols_free(&q);
   if (rc == 0 && (!*out || PQntuples(*out) != (int)x->npending)) rc = -EIO;
+  if (rc == 0 && !x->zone_warned && PQgetvalue(*out, 0, B_DZ_OK)[0] != 't') {
+    x->zone_warned = true;
+    AS_ERROR(x->log, "AS_NOTIFICATION_DEFAULT_TIME_ZONE is not a zone PostgreSQL knows; UTC used",
+             AS_F_STR("zone", x->conf->default_zone));
+  }
   return rc;
 }
 

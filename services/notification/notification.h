@@ -54,7 +54,8 @@ typedef struct notif {
    * owned, emptied after each batch, freed by notif_fini. */
   notif_pending_t *pending;
   size_t npending, cappending;
-  bool batching; /* in notif_events_apply: notif_tell queues */
+  bool batching;    /* in notif_events_apply: notif_tell queues */
+  bool zone_warned; /* the default zone's refusal logged once */
 } notif_t;
 
 /* One notification to tell: what the event says. Strings borrowed. */

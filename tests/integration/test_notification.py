@@ -346,3 +346,17 @@ def test_packaging_sms_and_ship_by_reminder_unless_shipped(h):
     assert "WH-SH 12" in [r for r in rows if r["channel"] == "sms"][0]["body"]
     time.sleep(1 * SLOW)
     assert deliveries(h, "case_id = %s AND template_id = 'return.reminder'", (shipped,)) == []
+
+
+def test_an_unknown_default_zone_is_said_once_and_utc_used(h):
+    w = start_notification(h, AS_NOTIFICATION_DEFAULT_TIME_ZONE="Mars/Olympus_Mons")
+    case_id, b = open_case(h, number="AS-TZ-1", locale="en")
+    m = npb(h).m
+    for _ in range(2):
+        send(h, REVIEW_TOPIC, "goodwill_offered",
+             m.review.GoodwillOffered(case_id=case_id, offer_id="of-1", amount=money(h, 100),
+                                      expires_at_us=SHIP_BY), case_id)
+    rows = wait_deliveries(h, "case_id = %s", (case_id,), 2)
+    assert {r["body"] for r in rows} == {"An offer of ¥1.00 for request AS-TZ-1."}
+    assert len(w.logged("AS_NOTIFICATION_DEFAULT_TIME_ZONE is not a zone PostgreSQL knows;"
+                        " UTC used")) == 1
