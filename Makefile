@@ -98,6 +98,7 @@ FUZZ_REPLAY := $(patsubst %,$(B)/tests/fuzz_%,$(FUZZ_NAMES))
 FUZZ_BIN    := $(patsubst %,$(B)/bin/fuzz_%,$(FUZZ_NAMES))
 FUZZ_OBJ_policy := $(B)/obj/services/review/review_policy.o $(B)/obj/services/review/review_decide.o
 FUZZ_OBJ_standards := $(B)/obj/services/inspection/insp_standards.o
+FUZZ_OBJ_templates := $(B)/obj/services/notification/notif_templates.o
 
 .PHONY: all build test-bins deps test run bench fuzz fuzz-bins format clean FORCE
 .DEFAULT_GOAL := all

@@ -27,6 +27,7 @@ check=0
 FILES=(
   "review AS_REVIEW_POLICY_FILE deploy/config/review.policy policy"
   "inspection AS_INSPECTION_STANDARDS_FILE deploy/config/inspection.standards standards"
+  "notification AS_NOTIFICATION_TEMPLATES_FILE deploy/config/notification.templates templates"
 )
 
 rows() { awk '!/^[[:space:]]*(#|$)/ { print $1, $2, $4 }' "$tsv"; }

@@ -1,7 +1,8 @@
 """The deployment files work, checked the way the stacks read them: the
-review worker gets the repository's policy file and the inspection worker
-its standards file in compose (bind mount + AS_REVIEW_POLICY_FILE,
-AS_INSPECTION_STANDARDS_FILE) and in Kubernetes (a ConfigMap mounted into
+review worker gets the repository's policy file, the inspection worker
+its standards file and the notification worker its templates in compose
+(bind mount + AS_REVIEW_POLICY_FILE, AS_INSPECTION_STANDARDS_FILE,
+AS_NOTIFICATION_TEMPLATES_FILE) and in Kubernetes (a ConfigMap mounted into
 the pod, as `kubectl kustomize deploy/k8s` renders it), and a real worker
 starts on what each stack would hand it; every worker Deployment has a
 PodDisruptionBudget; the listener address is set in both stacks; the Docker
@@ -24,9 +25,11 @@ from conftest import BIN_DIR, ROOT, SLOW, start_service, wait_until
 
 POLICY = ROOT / "deploy" / "config" / "review.policy"
 STANDARDS = ROOT / "deploy" / "config" / "inspection.standards"
+TEMPLATES = ROOT / "deploy" / "config" / "notification.templates"
 # worker, the variable naming its file, the repository's file, what it logs on a load
 FILES = [("review", "AS_REVIEW_POLICY_FILE", POLICY, "policy loaded"),
-         ("inspection", "AS_INSPECTION_STANDARDS_FILE", STANDARDS, "standards loaded")]
+         ("inspection", "AS_INSPECTION_STANDARDS_FILE", STANDARDS, "standards loaded"),
+         ("notification", "AS_NOTIFICATION_TEMPLATES_FILE", TEMPLATES, "templates loaded")]
 
 
 def policy_version(text):

@@ -253,7 +253,7 @@ def test_compose_fleet_runs_on_the_embedded_cluster_with_its_grants(h):
         r = subprocess.run([_psql()] + cmd[1:], env=renv, capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         binaries = [s for s, v in c.items() if _is_worker(v) and (BIN_DIR / v["command"][0]).exists()]
-        assert sorted(binaries) == ["inspection", "intake", "review"], binaries
+        assert sorted(binaries) == ["inspection", "intake", "notification", "review"], binaries
 
         def worker_env(svc):
             env = compose_env(c[svc])
@@ -282,16 +282,18 @@ def test_compose_fleet_runs_on_the_embedded_cluster_with_its_grants(h):
         early.wait_ready()
         start_service(h, "intake", **worker_env("intake"))
         start_service(h, "inspection", **worker_env("inspection"))
+        start_service(h, "notification", **worker_env("notification"))
         # each worker runs as its compose role and cannot write another's tables
         conn = psycopg2.connect(h.pg.dsn(db))
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute("SELECT DISTINCT usename FROM pg_stat_activity WHERE datname = %s"
-                        " AND application_name ~ '^(intake|review|inspection)-'", (db,))
-            assert sorted(x[0] for x in cur.fetchall()) == ["as_inspection", "as_intake", "as_review"]
+                        " AND application_name ~ '^(intake|review|inspection|notification)-'", (db,))
+            assert sorted(x[0] for x in cur.fetchall()) == ["as_inspection", "as_intake",
+                                                            "as_notification", "as_review"]
         conn.close()
         for svc, other in (("intake", "review.ledger"), ("review", "intake.orders"),
-                           ("inspection", "review.ledger")):
+                           ("inspection", "review.ledger"), ("notification", "review.ledger")):
             dsn = embedded_dsn(h, compose_env(c[svc])["AS_DB_DSN"], db)
             conn = psycopg2.connect(dsn, password=compose_env(c[svc])["PGPASSWORD"], connect_timeout=5)
             conn.autocommit = True
