@@ -7,9 +7,11 @@ owns that clock). Real review, PostgreSQL and broker; the logistics
 worker's events are crafted as it publishes them (real protobuf bytes on
 aftersales.logistics.v1), the move to CARRIER_VERIFYING (logistics' own)
 is made in SQL."""
+import types
 import uuid
 
-from conftest import CASES_TOPIC, DLQ_TOPIC, SLOW, wait_until
+from conftest import (CASES_TOPIC, DLQ_TOPIC, SLOW, intake_pb, order_events, produce_orders, produce_requests,
+                      request_envelope, start_intake, wait_until)
 from review_helpers import (INSPECTION_TOPIC, LOGISTICS_TOPIC, REFUNDS_TOPIC, REVIEW_TOPIC, decided, events,
                             inspection_completed, logistics_clock, new_case, now_us, of_kind, open_cases, pbm, pending_deadlines,
                             produce_on, refund_events, refunds_db, start_review, state, wait_dead, wait_decided,
@@ -93,6 +95,40 @@ def test_logistics_cases_are_recorded_with_their_ledger_but_not_decided(h):
     assert state(h, lg.case_id) == "OPEN" and pending_deadlines(h, lg.case_id) == []
     assert lg.case_id not in decided(events(h, review_r))
     assert w.metric("as_review_decisions_total") == 1
+
+
+def test_through_intake_a_lost_parcel_case_is_recorded_and_refunded_within_what_was_paid(h):
+    """A real CaseOpened routed to logistics (intake's record of the payment passes review's integrity
+    check), then the logistics worker's outcome: one refund, never above OrderPaid."""
+    common, _, _, _ = intake_pb(h)
+    start_review(h)
+    start_intake(h)
+    cases_r, refunds_r = h.reader(CASES_TOPIC), h.reader(REFUNDS_TOPIC)
+    order_id, buyer_id = f"o-{h.dbname[2:]}", f"b-{h.dbname[2:]}"
+    orders = order_events(h, order_id, buyer_id, [("l1", "SKU-1", 1999, 2), ("l2", "SKU-2", 500, 1)])
+    produce_orders(h, orders)
+    paid = dict(orders)["order_paid"].order_paid.amount_paid.amount_minor
+    wait_until(lambda: h.sql("SELECT 1 FROM intake.orders WHERE order_id = %s AND delivered_at_us IS NOT NULL",
+                             (order_id,)), 20 * SLOW, what="order projected")
+    produce_requests(h, [request_envelope(h, order_id, buyer_id, lines=(("l1", 2),),
+                                          case_type=common.CASE_TYPE_LOGISTICS,
+                                          reason=common.REASON_DELIVERED_NOT_RECEIVED)])
+    evs = wait_events(h, cases_r, lambda e: of_kind(e, "case_opened"), what="CaseOpened")
+    (_, co, _, _), = of_kind(evs, "case_opened")
+    assert co.route == "logistics"
+    e = types.SimpleNamespace(case_id=co.case_id, order_id=order_id, case_opened=co)
+    recorded(h, e)
+    assert state(h, co.case_id) == "OPEN"
+    verifying(h, e)
+    o = outcome(h, e, "LOST", "REFUND")
+    for _ in range(3):
+        send(h, o)
+    wait_state(h, co.case_id, "REFUNDED")
+    wait_events(h, refunds_r, lambda ev: of_kind(ev, "refund_issued"), what="RefundIssued")
+    rs = {r.refund_id: r for r in refund_events(h, refunds_r)[co.case_id]}
+    (r,) = rs.values()
+    assert r.items_amount.amount_minor == 2 * 1999 and r.reason_code == "carrier.lost.refund"
+    assert sum(x[5] for x in refunds_db(h)) <= paid
 
 
 def test_delivered_confirmed_closes_with_the_proof_and_redelivery_resolves_then_closes(h):
