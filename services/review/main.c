@@ -1,7 +1,8 @@
 /* as-review: where the money is decided.
  *
  * Consumes case events (CaseOpened, evidence), human decisions (agents,
- * disputes, mediators, buyers' replies to offers), returns (logistics) and
+ * disputes, mediators, buyers' replies to offers), returns and delivery
+ * outcomes (logistics: a lost parcel is refunded or reshipped here) and
  * inspections and compensations; decides each case routed to review under the return policy
  * (a readable file, reloaded on SIGHUP), publishes the decision, the
  * return instructions or the goodwill offer, and the refunds and exchanges

@@ -9,9 +9,10 @@
  * exchanges and coupons under the ledger's cap), review_events (evidence,
  * buyer replies, agent decisions, disputes, rulings, returns and
  * inspections), review_timers (evidence, return, offer and SLA
- * deadlines) and review_proactive (the offer made to a flawed lot's
- * buyers); review_out is what they all share (SQL in the worker's
- * schema, envelopes on a topic).
+ * deadlines), review_proactive (the offer made to a flawed lot's
+ * buyers) and review_logistics (the logistics worker's DeliveryOutcome,
+ * the redelivery deadline, the units a receipt counted); review_out is what they all share (SQL in
+ * the worker's schema, envelopes on a topic).
  *
  * Ownership: review_t is the runtime's state block (allocated, its metrics
  * set and freed by the runtime); the policy is owned by review_t (released

@@ -131,7 +131,8 @@ static int move(as_tx_t *tx, const as_msg_t *m, const review_rec_t *rec, as_case
  * the approved amount. */
 static int tell(review_t *x, as_tx_t *tx, const as_msg_t *m, review_rec_t *rec, int verdict,
                 int outcome, int64_t amount, const char *rule, as_case_state_t to) {
-  review_item_t it = {.cause = m, .rec = rec, .actor = actor, .to = to, .decided_at_us = as_now_us()};
+  review_item_t it = {
+      .cause = m, .rec = rec, .actor = actor, .to = to, .decided_at_us = as_now_us()};
   it.d.verdict = verdict;
   it.d.outcome = outcome;
   it.d.amount_minor = amount;
@@ -149,11 +150,12 @@ static int record(as_tx_t *tx, const review_rec_t *rec, int outcome, const char 
   snprintf(amt, sizeof amt, "%lld", (long long)amount);
   snprintf(ship, sizeof ship, "%d", shipping_refund);
   const char *v[7] = {rec->case_id, verdict, out, rule, amt, refund_shipping ? "t" : "f", ship};
-  return as_db_query(as_tx_db(tx),
-                     "UPDATE cases SET verdict = $2, outcome = $3, rule = $4, decided_by = 'logistics',"
-                     " approved_minor = $5, refund_shipping = $6, shipping_refund = $7,"
-                     " updated_at = now() WHERE case_id = $1",
-                     7, v, NULL);
+  return as_db_query(
+      as_tx_db(tx),
+      "UPDATE cases SET verdict = $2, outcome = $3, rule = $4, decided_by = 'logistics',"
+      " approved_minor = $5, refund_shipping = $6, shipping_refund = $7,"
+      " updated_at = now() WHERE case_id = $1",
+      7, v, NULL);
 }
 
 static int closed(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec,
@@ -255,18 +257,17 @@ int review_timers_redelivery(void *state, as_tx_t *tx, const char *case_id, cons
                              int64_t due_us) {
   (void)kind, (void)due_us;
   review_t *x = state;
+  const as_case_actor_t timer = {"system", "review:deadline"};
   review_rec_t rec;
   int rc = review_record_load(tx, case_id, &rec);
   if (rc == -ENOENT) return 0;
-  bool moved = false;
-  const as_case_actor_t timer = {"system", "review:deadline"};
-  int mrc = 0;
+  int mrc = -EPERM; /* a case closed by the delivery first: nothing to do */
   if (rc == 0 && rec.state == ST(RESOLVED))
     rc = review_move(tx, case_id, ST(CLOSED), REVIEW_STATE_BIT(RESOLVED), timer,
-                     "redelivery.closed", NULL, NULL, &mrc),
-    moved = mrc == 0;
-  if (rc == 0 && moved) {
-    review_item_t it = {.rec = &rec, .actor = timer, .to = ST(CLOSED), .decided_at_us = as_now_us()};
+                     "redelivery.closed", NULL, NULL, &mrc);
+  if (rc == 0 && mrc == 0) {
+    review_item_t it = {
+        .rec = &rec, .actor = timer, .to = ST(CLOSED), .decided_at_us = as_now_us()};
     it.d.rule = "redelivery.closed";
     rc = review_publish_decided(x, tx, &it);
   }
@@ -285,9 +286,9 @@ const char *review_logistics_received(as_tx_t *tx, const review_rec_t *rec,
   const char *bad = review_check_refs(rec, rr->lines, rr->n_lines, 0, true);
   if (bad) return bad;
   const char *v[3] = {rec->case_id, NULL, NULL};
-  *rc = as_db_query(as_tx_db(tx),
-                    "UPDATE cases SET receipt_counted = true, updated_at = now() WHERE case_id = $1",
-                    1, v, NULL);
+  *rc = as_db_query(
+      as_tx_db(tx),
+      "UPDATE cases SET receipt_counted = true, updated_at = now() WHERE case_id = $1", 1, v, NULL);
   if (*rc == 0)
     *rc = as_db_query(as_tx_db(tx), "DELETE FROM received_lines WHERE case_id = $1", 1, v, NULL);
   for (size_t i = 0; *rc == 0 && i < rr->n_lines; i++) {
@@ -306,8 +307,8 @@ int review_logistics_cap(as_tx_t *tx, const review_rec_t *rec, review_rec_t *cou
   if (!rec->receipt_counted) return 0;
   const char *v[1] = {rec->case_id};
   PGresult *r = NULL;
-  int rc = as_db_query(as_tx_db(tx), "SELECT line_id, quantity FROM received_lines WHERE case_id = $1",
-                       1, v, &r);
+  int rc = as_db_query(as_tx_db(tx),
+                       "SELECT line_id, quantity FROM received_lines WHERE case_id = $1", 1, v, &r);
   if (rc < 0) return rc;
   review_line_t *l = (review_line_t *)counted->c.lines;
   size_t k = 0;
