@@ -107,7 +107,9 @@ int review_opened_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t 
     const char *bad = review_record_from_event(&recs[i], cause[i]->env->case_opened, &overflow);
     if (!bad && ledger_bad[i]) bad = review_record_undecidable(&recs[i], "paid.ledger_mismatch");
     if (overflow && !ledger_bad[i])
-      as_tx_reject(cause[i], "amount overflows: the case goes to manual review");
+      as_tx_reject(cause[i], recs[i].logistics
+                                 ? "amount overflows: the logistics case is recorded without lines"
+                                 : "amount overflows: the case goes to manual review");
     if (bad && recs[i].logistics)
       AS_WARN(x->log, "logistics case recorded without lines: nothing to refund",
               AS_F_STR("case_id", recs[i].case_id), AS_F_STR("rule", bad));
