@@ -1,7 +1,8 @@
 /* as-review: where the money is decided.
  *
  * Consumes case events (CaseOpened, evidence), human decisions (agents,
- * disputes, mediators, buyers' replies to offers), returns (logistics) and
+ * disputes, mediators, buyers' replies to offers), returns and delivery
+ * outcomes (logistics: a lost parcel is refunded or reshipped here) and
  * inspections and compensations; decides each case routed to review under the return policy
  * (a readable file, reloaded on SIGHUP), publishes the decision, the
  * return instructions or the goodwill offer, and the refunds and exchanges
@@ -62,6 +63,14 @@ static const as_metric_def_t metrics[] = {
                "result=\"repeated\"",
                "CompensationGranted events: granted (refund of what was left and coupon), or "
                "repeated (the compensation id was granted before: nothing paid)."),
+    AS_COUNTER(
+        review_t, logistics_applied, "as_review_delivery_outcomes_total", "result=\"applied\"",
+        "DeliveryOutcome events: applied (the case closed, resolved, refunded or "
+        "reshipped), or stale (the case was not in the state the outcome expects: ignored)."),
+    AS_COUNTER(
+        review_t, logistics_stale, "as_review_delivery_outcomes_total", "result=\"stale\"",
+        "DeliveryOutcome events: applied (the case closed, resolved, refunded or "
+        "reshipped), or stale (the case was not in the state the outcome expects: ignored)."),
 };
 
 /* The batch's new cases first, decided together; then every other event in
@@ -78,6 +87,7 @@ static const as_route_t routes[] = {
     {P(RETURN_RECEIVED), .one = review_on_received},
     {P(INSPECTION_COMPLETED), .one = review_on_inspected},
     {P(COMPENSATION_GRANTED), .one = review_on_compensation},
+    {P(DELIVERY_OUTCOME), .one = review_on_outcome},
 };
 
 /* A follow-up re-arms under its twin kind (the name and '+'): the scanner
@@ -95,6 +105,7 @@ static const as_deadline_kind_t deadlines[] = {
     {"mediation+", review_timers_mediation},
     {"sla:escalated", review_timers_escalated},
     {"sla:escalated+", review_timers_escalated},
+    {"redelivery", review_timers_redelivery},
 };
 
 static const as_service_t review_service = {

@@ -9,9 +9,10 @@
  * exchanges and coupons under the ledger's cap), review_events (evidence,
  * buyer replies, agent decisions, disputes, rulings, returns and
  * inspections), review_timers (evidence, return, offer and SLA
- * deadlines) and review_proactive (the offer made to a flawed lot's
- * buyers); review_out is what they all share (SQL in the worker's
- * schema, envelopes on a topic).
+ * deadlines), review_proactive (the offer made to a flawed lot's
+ * buyers) and review_logistics (the logistics worker's DeliveryOutcome,
+ * the redelivery deadline, the units a receipt counted); review_out is what they all share (SQL in
+ * the worker's schema, envelopes on a topic).
  *
  * Ownership: review_t is the runtime's state block (allocated, its metrics
  * set and freed by the runtime); the policy is owned by review_t (released
@@ -53,6 +54,7 @@ typedef struct review {
   as_counter_t *reloads_ok, *reloads_refused, *sla_breaches;
   as_counter_t *integrity_refused[REVIEW_WHY_N]; /* per review_why_t */
   as_counter_t *inspections_requested, *compensations, *compensations_repeated;
+  as_counter_t *logistics_applied, *logistics_stale; /* DeliveryOutcome carried out / ignored */
 } review_t;
 
 /* A case as review knows it: the decision inputs plus what events need. */
@@ -71,7 +73,9 @@ typedef struct review_rec {
   int verdict, outcome, shipping_payer, offer_kind;
   bool return_required, refund_shipping, ruling_final, received, inspection_known,
       inspection_passed;
-  int shipping_refund; /* REVIEW_SHIP_* decided with the approval */
+  bool logistics;       /* CaseOpened.route "logistics": recorded, never decided by review */
+  bool receipt_counted; /* the ReturnReceived named its lines (received_lines) */
+  int shipping_refund;  /* REVIEW_SHIP_* decided with the approval */
   int64_t approved_minor, offer_minor;
   char offer_id[40];
   PGresult *owner; /* the rows the strings point into, or NULL */
@@ -205,6 +209,11 @@ AS_MUST_CHECK int review_money_refund(review_t *x, as_tx_t *tx, const as_msg_t *
 /* Publishes ExchangeRequested (once per case); *done false if it existed. */
 AS_MUST_CHECK int review_money_exchange(review_t *x, as_tx_t *tx, const as_msg_t *cause,
                                         const review_rec_t *rec, bool *done);
+/* The same with ExchangeRequested.reason_code (static; NULL: none), e.g.
+ * "reship.lost_parcel" for a parcel the carrier lost. */
+AS_MUST_CHECK int review_money_exchange_for(review_t *x, as_tx_t *tx, const as_msg_t *cause,
+                                            const review_rec_t *rec, const char *reason_code,
+                                            bool *done);
 /* Issues a coupon (once per case) and publishes CouponIssued. */
 AS_MUST_CHECK int review_money_coupon(review_t *x, as_tx_t *tx, const as_msg_t *cause,
                                       const review_rec_t *rec, int64_t value_minor, bool *done);
@@ -253,8 +262,8 @@ AS_MUST_CHECK int review_with_case(void *state, as_tx_t *tx, as_msg_t *m, const 
 
 /* ---- review_timers.c: the deadline kinds "evidence", "return", "offer"
  * (the case closes), "sla:review" (escalation), and the follow-ups
- * "return:transit", "mediation", "sla:escalated" with their '+' twins;
- * "inspection" and "inspection+" (retired) do nothing */
+ * "mediation", "sla:escalated" with their '+' twins; "inspection",
+ * "return:transit" and their twins (retired) do nothing */
 AS_MUST_CHECK int review_timers_evidence(void *state, as_tx_t *tx, const char *case_id,
                                          const char *kind, int64_t due_us);
 AS_MUST_CHECK int review_timers_return_due(void *state, as_tx_t *tx, const char *case_id,
@@ -271,17 +280,43 @@ AS_MUST_CHECK int review_timers_mediation(void *state, as_tx_t *tx, const char *
                                           const char *kind, int64_t due_us);
 AS_MUST_CHECK int review_timers_escalated(void *state, as_tx_t *tx, const char *case_id,
                                           const char *kind, int64_t due_us);
-/* Arms the follow-up kind ("return:transit", "mediation",
- * "sla:escalated") wait_us from now; cancels it and its twin. Return 0 or
- * an as_db error. */
+/* Arms the deadline kind ("mediation", "sla:escalated", "redelivery")
+ * wait_us from now; cancels it and its twin. Return 0 or an as_db
+ * error. */
 AS_MUST_CHECK int review_timers_arm(as_tx_t *tx, const char *case_id, const char *kind,
                                     int64_t wait_us);
 AS_MUST_CHECK int review_timers_cancel(as_tx_t *tx, const char *case_id, const char *kind);
 /* How long review waits on others before the follow-ups start. (The
- * inspection's clock is the inspection worker's: "inspection" rows armed
- * before issue 12 fire and do nothing.) */
-#define REVIEW_TRANSIT_WAIT_US (14LL * 24 * 3600 * 1000000)
+ * inspection's clock is the inspection worker's, a return parcel's transit
+ * the logistics worker's: "inspection" rows armed before issue 12 and
+ * "return:transit" rows armed before issue 13 fire and do nothing.) */
 #define REVIEW_MEDIATION_WAIT_US (7LL * 24 * 3600 * 1000000)
+
+/* ---- review_logistics.c: the logistics worker's outcomes (issue 13) */
+/* The route of DeliveryOutcome: the remedy carried out once, from the
+ * state the outcome expects (stale ones counted and ignored, hostile ones
+ * dead-lettered). */
+AS_MUST_CHECK int review_on_outcome(void *state, as_tx_t *tx, as_msg_t *m);
+/* The deadline kind "redelivery": a RESOLVED case closes. */
+AS_MUST_CHECK int review_timers_redelivery(void *state, as_tx_t *tx, const char *case_id,
+                                           const char *kind, int64_t due_us);
+/* Keeps the units a ReturnReceived counted (rr->lines; none kept and
+ * nothing capped when it names no lines and is not partial). Returns NULL,
+ * or why the receipt contradicts the case (static; nothing written);
+ * *rc is 0 or an as_db error. */
+const char *review_logistics_received(as_tx_t *tx, const review_rec_t *rec,
+                                      const Aftersales__V1__ReturnReceived *rr, int *rc);
+/* Cuts counted (a copy of rec whose lines the caller owns) to the units
+ * the receipt counted, dropping lines that did not come back; nothing when
+ * rec->receipt_counted is false. Returns 0 or an as_db error. */
+AS_MUST_CHECK int review_logistics_cap(as_tx_t *tx, const review_rec_t *rec, review_rec_t *counted);
+
+/* ---- review_inspection.c: lines an event names */
+/* NULL if every ref is a distinct line of the case with units in
+ * [min_units, max units of the line] (claimed units when claimed, else
+ * purchased); else why not (static). */
+const char *review_check_refs(const review_rec_t *rec, Aftersales__V1__LineRef *const *refs,
+                              size_t n, int32_t min_units, bool claimed);
 
 /* ---- review_proactive.c: proactive cases (a flawed lot's buyers) */
 /* True for a CaseOpened intake opened unasked (origin PROACTIVE): decided

@@ -217,3 +217,10 @@ void review_policy_shape(const review_policy_t *p, const review_case_t *c, revie
   d->return_wait_us = r.return_days * DAY_US;
   d->offer_wait_us = r.offer_hours * HOUR_US;
 }
+
+int64_t review_policy_redelivery_close_us(const review_policy_t *p, const review_case_t *c) {
+  review_rules_t r;
+
+  review_policy_rules(p, c, &r);
+  return r.redelivery_close_days * DAY_US;
+}

@@ -12,8 +12,9 @@
  * agent deciding a case nobody asked about, an amount above the claim) are
  * dead-lettered with the reason. Every move the buyer can see is told with
  * a ReviewDecided naming the rule and the case's new state, and every wait
- * on someone outside review (a parcel in transit, the mediator) arms its
- * follow-up deadline (the inspection's is the inspection worker's). */
+ * on someone outside review (the mediator) arms its
+ * follow-up deadline (the inspection's is the inspection worker's, a
+ * return parcel's transit the logistics worker's). */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -246,26 +247,42 @@ static int on_ruling(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
 
 /* ---- the goods come back */
 
+/* The parcel is on its way: not the buyer's lateness any more. Its
+ * transit is the logistics worker's clock (it asks the carrier, and a lost
+ * parcel comes back as a DeliveryOutcome, review_logistics). */
 static int on_shipped(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
   (void)x;
   if (rec->state != ST(AWAITING_RETURN)) return 0;
   int rc =
       set_col_us(tx, rec, SET_COL("return_shipped_at_us"), m->env->return_shipped->shipped_at_us);
-  if (rc == 0) rc = as_deadline_cancel(tx, rec->case_id, "return");
-  /* the parcel is on its way: not the buyer's lateness any more, but a
-   * parcel that never arrives must reach a person */
-  return rc ? rc : review_timers_arm(tx, rec->case_id, "return:transit", REVIEW_TRANSIT_WAIT_US);
+  return rc ? rc : as_deadline_cancel(tx, rec->case_id, "return");
 }
 
+/* The units the receipt counted are kept (review_logistics): the refund
+ * after inspection pays at most those. A late return (late: received after
+ * the ship-by date, the buyer had shipped it) is still received and
+ * refunded; the timeline row says it was late. */
 static int on_received(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) {
+  const Aftersales__V1__ReturnReceived *rr = m->env->return_received;
   if (rec->state != ST(AWAITING_RETURN)) return 0;
-  int rc = set_col_us(tx, rec, SET_COL("return_received_at_us"),
-                      m->env->return_received->received_at_us);
+  int rc;
+  const char *bad = review_logistics_received(tx, rec, rr, &rc);
+  if (bad) {
+    char why[96];
+    snprintf(why, sizeof why, "return received: %s", bad);
+    return as_tx_reject(m, why), 0;
+  }
+  if (rc == 0) rec->receipt_counted = rr->n_lines > 0 || rr->partial;
+  char detail[128];
+  snprintf(detail, sizeof detail, "{\"late\":%s,\"partial\":%s,\"lines_counted\":%s}",
+           rr->late ? "true" : "false", rr->partial ? "true" : "false",
+           rec->receipt_counted ? "true" : "false");
+  if (rc == 0) rc = set_col_us(tx, rec, SET_COL("return_received_at_us"), rr->received_at_us);
   if (rc == 0) rc = as_deadline_cancel(tx, rec->case_id, "return");
   if (rc == 0) rc = review_timers_cancel(tx, rec->case_id, "return:transit");
   if (rc == 0)
     rc = settle_move(tx, m, rec, ST(RETURN_RECEIVED), REVIEW_STATE_BIT(AWAITING_RETURN),
-                     system_actor, "return.received", NULL);
+                     system_actor, "return.received", detail);
   if (rc == 0)
     rc = review_publish_outcome(x, tx, m, rec, V(UNSPECIFIED), "return.received",
                                 ST(RETURN_RECEIVED), system_actor);

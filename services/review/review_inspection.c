@@ -103,10 +103,7 @@ static const review_line_t *case_line(const review_rec_t *rec, const char *line_
   return NULL;
 }
 
-/* NULL if every ref is a distinct line of the case with units in
- * [min_units, max units of the line] (claimed units when claimed, else
- * purchased); else why not. */
-static const char *check_refs(const review_rec_t *rec, Aftersales__V1__LineRef *const *refs,
+const char *review_check_refs(const review_rec_t *rec, Aftersales__V1__LineRef *const *refs,
                               size_t n, int32_t min_units, bool claimed) {
   for (size_t i = 0; i < n; i++) {
     const review_line_t *l = case_line(rec, refs[i]->line_id);
@@ -171,7 +168,7 @@ static const char *inspection_check(const Aftersales__V1__InspectionCompleted *i
       return "inspection: failed item code empty, too long or unsafe";
   if (!code_ok(ic->standard) || !code_ok(ic->standard_version) || !code_ok(ic->defect_code))
     return "inspection: standard or defect code too long or unsafe";
-  const char *bad = check_refs(rec, ic->lines, ic->n_lines, 1, true);
+  const char *bad = review_check_refs(rec, ic->lines, ic->n_lines, 1, true);
   if (bad) return snprintf(why, cap, "inspection: %s", bad), why;
   if (passed && ic->n_lines == 0) return "inspection: passed but counted no units";
   return NULL;
@@ -326,6 +323,8 @@ int review_inspection_settle(review_t *x, as_tx_t *tx, const as_msg_t *m, review
   review_rec_t counted;
   review_line_t *lines = NULL;
   if (rc == 0) rc = rec_for_refs(rec, f.rp, f.n, true, &counted, &lines);
+  /* never more than came back: the receipt's count (logistics) caps it */
+  if (rc == 0) rc = review_logistics_cap(tx, rec, &counted);
   if (rc == 0) {
     const char *inspector = PQgetvalue(f.head, 0, 0);
     as_case_actor_t who = inspector[0] ? (as_case_actor_t){"agent", inspector}
@@ -381,7 +380,7 @@ static const char *compensation_check(const Aftersales__V1__CompensationGranted 
   if (!money_ok(g->coupon, rec->c.currency))
     return "compensation: coupon negative or in another currency";
   if (g->n_lines == 0) return "compensation: no lines";
-  const char *bad = check_refs(rec, g->lines, g->n_lines, 0, false);
+  const char *bad = review_check_refs(rec, g->lines, g->n_lines, 0, false);
   if (bad) return snprintf(why, cap, "compensation: %s", bad), why;
   return NULL;
 }

@@ -466,6 +466,11 @@ static int publish_once(as_tx_t *tx, const as_msg_t *cause, const review_rec_t *
 
 int review_money_exchange(review_t *x, as_tx_t *tx, const as_msg_t *cause, const review_rec_t *rec,
                           bool *done) {
+  return review_money_exchange_for(x, tx, cause, rec, NULL, done);
+}
+
+int review_money_exchange_for(review_t *x, as_tx_t *tx, const as_msg_t *cause,
+                              const review_rec_t *rec, const char *reason_code, bool *done) {
   char id[AS_UUID_STRLEN + 1];
   as_uuid_v5(id, "aftersales.exchange", rec->case_id, strlen(rec->case_id));
   const char *vals[2] = {id, rec->case_id};
@@ -492,6 +497,7 @@ int review_money_exchange(review_t *x, as_tx_t *tx, const as_msg_t *cause, const
   ex.replacement_lines = rp;
   ex.ship_to_region = (char *)rec->c.region;
   ex.requested_at_us = as_now_us();
+  if (reason_code) ex.reason_code = (char *)reason_code;
   Aftersales__V1__Envelope env = AFTERSALES__V1__ENVELOPE__INIT;
   env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_EXCHANGE_REQUESTED;
   env.exchange_requested = &ex;

@@ -12,9 +12,16 @@
 #include "as_log.h"
 #include "review.h"
 
-/* Cases intake routed elsewhere (logistics, complaints) are not review's. */
+/* Cases routed to review are recorded and decided. Cases routed to
+ * logistics are recorded with their ledger (a lost parcel is refunded or
+ * reshipped here, review_logistics) but not decided: no rule, no review
+ * SLA clock (intake's "pickup" clock is logistics' to meet). Complaints
+ * are not review's at all. */
 static bool is_review_case(const as_msg_t *m) {
   return strcmp(m->env->case_opened->route, "review") == 0;
+}
+static bool is_recorded_case(const as_msg_t *m) {
+  return is_review_case(m) || strcmp(m->env->case_opened->route, "logistics") == 0;
 }
 
 static const char *const refused_detail[REVIEW_WHY_N] = {
@@ -55,7 +62,7 @@ static int take_opened(review_t *x, as_tx_t *tx, as_msg_t *const *msgs, size_t n
   int rc = ev && why ? 0 : -ENOMEM;
   size_t m = 0;
   for (size_t i = 0; rc == 0 && i < n; i++) {
-    if (!is_review_case(msgs[i])) continue;
+    if (!is_recorded_case(msgs[i])) continue;
     const Aftersales__V1__CaseOpened *e = msgs[i]->env->case_opened;
     const char *bad = unstorable(e);
     if (bad) {
@@ -100,15 +107,20 @@ int review_opened_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t 
     const char *bad = review_record_from_event(&recs[i], cause[i]->env->case_opened, &overflow);
     if (!bad && ledger_bad[i]) bad = review_record_undecidable(&recs[i], "paid.ledger_mismatch");
     if (overflow && !ledger_bad[i])
-      as_tx_reject(cause[i], "amount overflows: the case goes to manual review");
-    if (bad)
+      as_tx_reject(cause[i], recs[i].logistics
+                                 ? "amount overflows: the logistics case is recorded without lines"
+                                 : "amount overflows: the case goes to manual review");
+    if (bad && recs[i].logistics)
+      AS_WARN(x->log, "logistics case recorded without lines: nothing to refund",
+              AS_F_STR("case_id", recs[i].case_id), AS_F_STR("rule", bad));
+    else if (bad)
       AS_WARN(x->log, "case cannot be decided: manual review", AS_F_STR("case_id", recs[i].case_id),
               AS_F_STR("rule", bad));
   }
   if (rc == 0 && k) rc = review_record_insert(tx, recs, k, fresh);
   int64_t now = as_now_us();
   for (size_t i = 0; rc == 0 && i < k; i++) {
-    if (!fresh[i]) continue;
+    if (!fresh[i] || !is_review_case(cause[i])) continue;
     items[m] =
         (review_item_t){.cause = cause[i],
                         .rec = &recs[i],

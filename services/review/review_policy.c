@@ -100,6 +100,10 @@ const char review_policy_default[] =
     "proactive_offer = partial_refund\n"
     "proactive_percent = 20\n"
     "proactive_offer_hours = 168\n"
+    "# Logistics outcomes (issue 13): a case whose parcel the carrier\n"
+    "# redelivers is RESOLVED and closes this many days later, unless the\n"
+    "# redelivered parcel's delivery closes it first.\n"
+    "redelivery_close_days = 7\n"
     "\n"
     "# No no-reason returns; quality claims still apply.\n"
     "[category fresh_produce]\n"
@@ -205,6 +209,8 @@ static const key_def_t KEYS[] = {
     {"proactive_offer", K_OFFER, R(proactive_offer), 0, 0, DM},
     {"proactive_percent", K_INT, R(proactive_percent), 1, 100, DM},
     {"proactive_offer_hours", K_INT, R(proactive_offer_hours), 1, 8760, DM},
+    /* logistics outcomes (review_logistics.c) */
+    {"redelivery_close_days", K_INT, R(redelivery_close_days), 1, 365, DM},
 };
 #define NKEYS (sizeof KEYS / sizeof KEYS[0])
 _Static_assert(NKEYS <= 64, "review_rules_t.set is a 64-bit mask");

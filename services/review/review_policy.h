@@ -126,6 +126,8 @@ typedef struct review_rules {
    * percent of what the lines were paid, hours the buyer has to answer */
   int proactive_offer;
   int64_t proactive_percent, proactive_offer_hours;
+  /* logistics outcomes: days a redelivered (RESOLVED) case stays open */
+  int64_t redelivery_close_days;
   review_money_list_t manual_review_above, refund_only_max;
   char *packaging, *warehouse, *address;
   /* QC of the evidence (issue 12): claims of these case types and reasons,
@@ -158,6 +160,10 @@ void review_policy_shape(const review_policy_t *p, const review_case_t *c, revie
  * amount. Pure, as review_decide (review_proactive.c). */
 void review_proactive_decide(const review_policy_t *p, const review_case_t *c,
                              review_decision_t *d);
+
+/* How long a case the carrier redelivers stays RESOLVED before it closes
+ * (redelivery_close_days in force for c), in microseconds. */
+int64_t review_policy_redelivery_close_us(const review_policy_t *p, const review_case_t *c);
 
 /* True if the policy counts reason (a Reason value) as the seller's fault. */
 bool review_policy_seller_fault(const review_policy_t *p, int reason);

@@ -141,6 +141,7 @@ const char *review_record_from_event(review_rec_t *rec, const Aftersales__V1__Ca
                         .payment_ref = o->payment_ref,
                         .payment_method = o->payment_method,
                         .review_due_us = e->review_due_us,
+                        .logistics = strcmp(e->route, "logistics") == 0,
                         .state = e->state};
   rec->c = (review_case_t){
       .case_type = e->case_type,
@@ -305,6 +306,7 @@ enum {
   K_DUE,
   K_PAID,
   K_SHIPPAID,
+  K_ROUTE,
   K_NCOLS
 };
 static const as_col_t case_cols[K_NCOLS] = {
@@ -335,13 +337,16 @@ static const as_col_t case_cols[K_NCOLS] = {
     [K_DUE] = {"review_due_us", "bigint"},
     [K_PAID] = {"paid_minor", "bigint"},
     [K_SHIPPAID] = {"shipping_paid_minor", "bigint"},
+    [K_ROUTE] = {"route", "text"},
 };
 
 static void case_row(as_cols_t *c, const review_rec_t *r) {
   const char *s[] = {
-      [K_CASE] = r->case_id,    [K_NUM] = r->case_number,        [K_ORDER] = r->order_id,
-      [K_BUYER] = r->buyer_id,  [K_MERCHANT] = r->c.merchant_id, [K_CUR] = r->c.currency,
-      [K_REGION] = r->c.region, [K_PAYREF] = r->payment_ref,     [K_LOCALE] = r->locale};
+      [K_CASE] = r->case_id,           [K_NUM] = r->case_number,
+      [K_ORDER] = r->order_id,         [K_BUYER] = r->buyer_id,
+      [K_MERCHANT] = r->c.merchant_id, [K_CUR] = r->c.currency,
+      [K_REGION] = r->c.region,        [K_PAYREF] = r->payment_ref,
+      [K_LOCALE] = r->locale,          [K_ROUTE] = r->logistics ? "logistics" : "review"};
   long long v[] = {[K_TYPE] = r->c.case_type,
                    [K_REASON] = r->c.reason,
                    [K_CLAIMED] = r->c.claimed_minor,
@@ -376,7 +381,8 @@ static const as_bulk_t sql_cases = AS_BULK(
     "payment_method,"
     " shipping_fee_minor, preferred_outcome, return_method, declared_unused, has_media, "
     "first_order_at_us,"
-    " orders, prior_cases, claims_on_order, locale, review_due_us, paid_minor, shipping_paid_minor)"
+    " orders, prior_cases, claims_on_order, locale, review_due_us, paid_minor, shipping_paid_minor,"
+    " route)"
     " SELECT * FROM {{u}} ON CONFLICT (case_id) DO NOTHING RETURNING case_id",
     case_cols);
 
@@ -505,7 +511,8 @@ static const char sql_load[] =
     " r.ruling_final, r.return_received_at_us IS NOT NULL, r.inspection_passed IS NOT NULL,"
     " coalesce(r.inspection_passed, false), coalesce(r.approved_minor, 0), coalesce(r.offer_minor, "
     "0),"
-    " coalesce(r.offer_id, ''), r.paid_minor, r.shipping_paid_minor, r.shipping_refund"
+    " coalesce(r.offer_id, ''), r.paid_minor, r.shipping_paid_minor, r.shipping_refund,"
+    " r.route = 'logistics', r.receipt_counted"
     " FROM cases r JOIN cases.cases c USING (case_id) WHERE r.case_id = $1 FOR UPDATE OF r, c";
 
 static const char sql_load_lines[] =
@@ -549,6 +556,8 @@ static void fill_rec(review_rec_t *rec, PGresult *r) {
                         .paid_minor = num(r, 0, 39),
                         .shipping_paid_minor = num(r, 0, 40),
                         .shipping_refund = (int)num(r, 0, 41),
+                        .logistics = yes(r, 0, 42),
+                        .receipt_counted = yes(r, 0, 43),
                         .owner = r};
   snprintf(rec->offer_id, sizeof rec->offer_id, "%s", PQgetvalue(r, 0, 38));
   if (as_case_state_parse(PQgetvalue(r, 0, 9), &rec->state) < 0) rec->state = 0;

@@ -10,8 +10,8 @@
  *
  * Every state review leaves a case in while it waits has a live deadline
  * (the fleet's invariant: no case waits for ever). Where nothing legal can
- * move the case on (a parcel in transit or a mediator's ruling awaited, a
- * supervisor's decision on an escalated case) a
+ * move the case on (a mediator's ruling awaited, a supervisor's decision
+ * on an escalated case) a
  * follow-up announces the wait with SlaBreached to the desk that owns it
  * and re-arms itself every REVIEW_FOLLOW_UP_US. The scanner marks the row
  * it fired after the callback returns, so a follow-up re-arms under its
@@ -109,9 +109,8 @@ typedef struct follow {
   const char *clock, *desk;
 } follow_t;
 
-enum { FOLLOW_TRANSIT, FOLLOW_MEDIATION, FOLLOW_ESCALATED };
+enum { FOLLOW_MEDIATION, FOLLOW_ESCALATED };
 static const follow_t follows[] = {
-    [FOLLOW_TRANSIT] = {"return:transit", ST(AWAITING_RETURN), "return_transit", "logistics_desk"},
     [FOLLOW_MEDIATION] = {"mediation", ST(DISPUTED), "mediation", "mediators"},
     [FOLLOW_ESCALATED] = {"sla:escalated", ST(ESCALATED), "review", "review_supervisors"},
 };
@@ -187,7 +186,6 @@ TIMER(evidence, on_close, CLOSE_EVIDENCE)
 TIMER(return_due, on_close, CLOSE_RETURN)
 TIMER(offer, on_close, CLOSE_OFFER)
 TIMER(sla, on_breach, 0)
-TIMER(transit, on_follow, FOLLOW_TRANSIT)
 TIMER(mediation, on_follow, FOLLOW_MEDIATION)
 TIMER(escalated, on_follow, FOLLOW_ESCALATED)
 
@@ -196,6 +194,16 @@ TIMER(escalated, on_follow, FOLLOW_ESCALATED)
  * fires once and does nothing, so nothing re-arms it. */
 int review_timers_inspection(void *state, as_tx_t *tx, const char *case_id, const char *kind,
                              int64_t due_us) {
+  (void)state, (void)tx, (void)case_id, (void)kind, (void)due_us;
+  return 0;
+}
+
+/* Retired (issue 13): the logistics worker owns a return parcel's transit
+ * (AS_LOGISTICS_RETURN_TRANSIT_DAYS: it asks the carrier, and a lost
+ * parcel comes back as a DeliveryOutcome); a row armed before fires once
+ * and does nothing, so nothing re-arms it. */
+int review_timers_transit(void *state, as_tx_t *tx, const char *case_id, const char *kind,
+                          int64_t due_us) {
   (void)state, (void)tx, (void)case_id, (void)kind, (void)due_us;
   return 0;
 }

@@ -86,12 +86,14 @@ def new_case(h, *, case_id=None, order_id=None, buyer_id=None, merchant_id="m-1"
              declared_unused=True, evidence=(), region="CN-EAST", shipping_fee=800,
              payment_method="WALLET", payment_ref=None, first_order_at_us=None, orders=3, cases=0,
              claims_on_order=0, review_due_us=None, return_method="PICKUP", locale="zh-CN",
-             other_lines=(), paid=None):
+             other_lines=(), paid=None, route="review", preferred_outcome="REFUND"):
     """A crafted CaseOpened envelope (route review) and its shared-row spec.
     lines = [(line_id, sku, category, quantity, unit_minor, purchased_quantity)]:
     the claimed lines; other_lines = [(line_id, unit_minor, purchased)]: the
     order's lines not claimed; paid: OrderPaid.amount_paid (default: the
-    order's total), allocated over all of them as intake does (paid_split)."""
+    order's total), allocated over all of them as intake does (paid_split).
+    route "logistics": a case intake routes to the logistics worker (no
+    review due time, as intake opens them)."""
     m = pbm(h)
     c = m.common
     tag = uuid.uuid4().hex[:10]
@@ -108,9 +110,10 @@ def new_case(h, *, case_id=None, order_id=None, buyer_id=None, merchant_id="m-1"
                            buyer_id=buyer_id, merchant_id=merchant_id,
                            case_type=c.CaseType.Value("CASE_TYPE_" + case_type),
                            reason=c.Reason.Value("REASON_" + reason),
-                           state=c.CASE_STATE_OPEN, route="review", request_id=f"r-{tag}",
-                           review_due_us=now + 24 * HOUR_US if review_due_us is None else review_due_us,
-                           preferred_outcome=c.OUTCOME_REFUND,
+                           state=c.CASE_STATE_OPEN, route=route, request_id=f"r-{tag}",
+                           review_due_us=(0 if route != "review" else now + 24 * HOUR_US)
+                           if review_due_us is None else review_due_us,
+                           preferred_outcome=c.Outcome.Value("OUTCOME_" + preferred_outcome),
                            return_method=c.ReturnMethod.Value("RETURN_METHOD_" + return_method),
                            declared_unused=declared_unused, locale=locale,
                            submitted_at_us=submitted_at_us)
@@ -166,7 +169,7 @@ def insert_case_rows(h, envs, review_clock=True):
                      e.claimed_amount.currency, min(e.claimed_amount.amount_minor, 2**63 - 1),
                      paid.amount_minor if paid else None, paid.currency if paid else None,
                      o.shipping_paid.amount_minor if o.HasField("shipping_paid") else None,
-                     e.review_due_us))
+                     e.review_due_us, e.route))
         for l in e.case_lines:
             lines.append((e.case_id, e.order_id, l.line_id, l.sku, l.quantity, max(l.unit_price.amount_minor, 0),
                           l.unit_price.currency or "XXX",
@@ -177,18 +180,32 @@ def insert_case_rows(h, envs, review_clock=True):
     cols = list(zip(*rows))
     h.sql("INSERT INTO cases.cases (case_id, case_number, case_type, state, order_id, buyer_id,"
           " merchant_id, reason, route, currency, claimed_minor, paid_minor, paid_currency, shipping_paid_minor)"
-          " SELECT a, b, c, 'OPEN', d, e, f, g, 'review', h, i, j, k, l FROM unnest(%s::text[], %s::text[],"
+          " SELECT a, b, c, 'OPEN', d, e, f, g, r, h, i, j, k, l FROM unnest(%s::text[], %s::text[],"
           " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[],"
-          " %s::text[], %s::bigint[]) AS t(a, b, c, d, e, f, g, h, i, j, k, l)", [list(c) for c in cols[:12]])
+          " %s::text[], %s::bigint[], %s::text[]) AS t(a, b, c, d, e, f, g, h, i, j, k, l, r)",
+          [list(c) for c in cols[:12]] + [list(cols[13])])
     if lines:
         lc = list(zip(*lines))
         h.sql("INSERT INTO cases.case_lines (case_id, order_id, line_id, sku, quantity, unit_minor, currency,"
               " paid_minor, purchased) SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[],"
               " %s::int[], %s::bigint[], %s::text[], %s::bigint[], %s::int[])", [list(c) for c in lc])
-    if review_clock:
+    if review_clock:  # intake opens the review clock for cases routed to review only
+        keep = [i for i, r in enumerate(rows) if r[13] == "review"]
+        cols = [[c[i] for i in keep] for c in cols]
         h.sql("INSERT INTO cases.sla_clocks (case_id, clock, due_at)"
               " SELECT a, 'review', to_timestamp(d / 1e6) FROM unnest(%s::text[], %s::bigint[]) AS t(a, d)",
               [list(cols[0]), list(cols[12])])
+
+
+def logistics_clock(h, case_id, kind):
+    """The clock the logistics worker keeps on a case (carrier answer, return transit: a shipped
+    return's transit is its clock, not review's), as a row in a stand-in schema when the worker does
+    not run: the fleet's invariant wants every open case to have a pending deadline somewhere."""
+    h.sql("CREATE SCHEMA IF NOT EXISTS logistics_standin;"
+          " CREATE TABLE IF NOT EXISTS logistics_standin.deadlines (case_id text, kind text, due_at timestamptz,"
+          " fired_at timestamptz, cancelled_at timestamptz);"
+          " INSERT INTO logistics_standin.deadlines VALUES (%s, %s, now() + interval '2 days', NULL, NULL)",
+          (case_id, kind))
 
 
 def open_cases(h, envs, insert=True):

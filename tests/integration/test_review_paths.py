@@ -7,7 +7,7 @@ import pytest
 
 from conftest import DLQ_TOPIC, SLOW, dead_letters, wait_until
 from review_helpers import (DAY_US, DECISIONS_TOPIC, LOGISTICS_TOPIC, REFUNDS_TOPIC, REVIEW_TOPIC, decided,
-                            insert_case_rows, new_case, now_us, of_kind, open_cases, pbm, produce_on, refunds_db,
+                            insert_case_rows, logistics_clock, new_case, now_us, of_kind, open_cases, pbm, produce_on, refunds_db,
                             returned_and_inspected, start_review, state, wait_decided, wait_events, wait_state)
 
 PHOTO = ("https://img.example.com/p/1.jpg", "image/jpeg")
@@ -59,6 +59,7 @@ def test_exchange_failed_inspection_and_shipped_return(h):
     rs = m.logistics.ReturnShipped(case_id=shipped.case_id, carrier="SF", tracking_number="SF9",
                                    shipped_at_us=now_us())
     produce_on(h, LOGISTICS_TOPIC, "return_shipped", rs, shipped.case_id)
+    logistics_clock(h, shipped.case_id, "return_transit")
     wait_state(h, exch.case_id, "EXCHANGED")
     wait_state(h, worn.case_id, "REJECTED")
     evs = wait_events(h, refunds_r, lambda ev: of_kind(ev, "exchange_requested"), what="ExchangeRequested")

@@ -1091,3 +1091,26 @@ AS_TEST(proactive_offer_keys) {
   static const char cat[] = MIN "[category x]\nproactive_offer = exchange\n";
   check_refused(cat, strlen(cat), "line 6: key \"proactive_offer\" is not allowed in [category]");
 }
+
+/* Logistics outcomes (issue 13): a redelivered case closes after
+ * redelivery_close_days (built-in 7), per [default] or [merchant]; a
+ * [category] may not set it, and 0 is refused. */
+AS_TEST(redelivery_close_days) {
+  review_policy_t *b = builtin();
+  review_case_t c = base_case();
+  AS_CHECK_INT_EQ(review_policy_redelivery_close_us(b, &c), 7 * DAY);
+  review_policy_free(b);
+  review_policy_t *p = parse_ok(MIN
+                                "[default]\nredelivery_close_days = 3\n"
+                                "[merchant m-slow]\nredelivery_close_days = 14\n");
+  AS_CHECK_INT_EQ(review_policy_redelivery_close_us(p, &c), 3 * DAY);
+  c.merchant_id = "m-slow";
+  AS_CHECK_INT_EQ(review_policy_redelivery_close_us(p, &c), 14 * DAY);
+  review_policy_free(p);
+  static const char zero[] = MIN "[default]\nredelivery_close_days = 0\n";
+  check_refused(zero, strlen(zero),
+                "line 6: redelivery_close_days must be an integer from 1 to 365, not \"0\"");
+  static const char cat[] = MIN "[category x]\nredelivery_close_days = 2\n";
+  check_refused(cat, strlen(cat),
+                "line 6: key \"redelivery_close_days\" is not allowed in [category]");
+}
