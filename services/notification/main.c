@@ -42,8 +42,9 @@ static void notif_fini(void *state) {
 
 static const as_service_t notification_service = {
     .name = "notification",
-    .summary = "as-notification: sends the buyers' notifications (SMS, e-mail, push) with retries, "
-               "fallback channels, circuit breakers and the first-response SLA",
+    .summary =
+        "as-notification: sends the buyers' notifications (SMS, e-mail, push) with retries, "
+        "fallback channels, circuit breakers and the first-response SLA",
     .config = config,
     .nconfig = AS_LEN(config),
     .conf_size = sizeof(notif_conf_t),

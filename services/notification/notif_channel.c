@@ -200,7 +200,9 @@ static bool address_ok(const char *a, size_t max) {
 
 int notif_channel_prepare(notif_req_t *r, notif_ch_t ch, const notif_send_conf_t *c,
                           const notif_msg_t *m, char code[48]) {
-  const char *url = ch == NOTIF_CH_SMS ? c->sms_url : ch == NOTIF_CH_PUSH ? c->push_url : c->smtp_url;
+  const char *url = ch == NOTIF_CH_SMS    ? c->sms_url
+                    : ch == NOTIF_CH_PUSH ? c->push_url
+                                          : c->smtp_url;
   as_buf_init(&r->payload);
   r->retry_after = -1;
   if (!url || !*url) return snprintf(code, 48, "channel_not_configured"), -ENOENT;
@@ -214,7 +216,8 @@ int notif_channel_prepare(notif_req_t *r, notif_ch_t ch, const notif_send_conf_t
   curl_easy_setopt(r->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)c->timeout_ms);
   curl_easy_setopt(r->easy, CURLOPT_ERRORBUFFER, r->errbuf);
   curl_easy_setopt(r->easy, CURLOPT_TCP_KEEPALIVE, 1L);
-  curl_easy_setopt(r->easy, CURLOPT_PROTOCOLS_STR, ch == NOTIF_CH_EMAIL ? "smtp,smtps" : "http,https");
+  curl_easy_setopt(r->easy, CURLOPT_PROTOCOLS_STR,
+                   ch == NOTIF_CH_EMAIL ? "smtp,smtps" : "http,https");
   int rc = ch == NOTIF_CH_EMAIL ? mail(r, c, m) : webhook(r, ch, c, m);
   if (rc < 0) snprintf(code, 48, "out_of_memory");
   return rc;
@@ -231,10 +234,16 @@ void notif_channel_release(notif_req_t *r) {
 
 static notif_outcome_t transport(CURLcode rc, char code[48]) {
   switch (rc) {
-  case CURLE_OPERATION_TIMEDOUT: snprintf(code, 48, "timeout"); break;
-  case CURLE_COULDNT_CONNECT:
-  case CURLE_COULDNT_RESOLVE_HOST: snprintf(code, 48, "connect_failed"); break;
-  default: snprintf(code, 48, "transport_%d", (int)rc); break;
+    case CURLE_OPERATION_TIMEDOUT:
+      snprintf(code, 48, "timeout");
+      break;
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+      snprintf(code, 48, "connect_failed");
+      break;
+    default:
+      snprintf(code, 48, "transport_%d", (int)rc);
+      break;
   }
   return NOTIF_RETRY;
 }

@@ -14,8 +14,8 @@
 #include "notif_channel.h"
 #include "notif_send_db.h"
 
-#define RECORD_BATCH 256   /* results recorded in one transaction at most */
-#define RECORD_DELAY_MS 5  /* how long a result may wait for others to join it */
+#define RECORD_BATCH 256  /* results recorded in one transaction at most */
+#define RECORD_DELAY_MS 5 /* how long a result may wait for others to join it */
 #define RECORD_RETRY_MS 500
 #define SWEEP_MS 1000
 
@@ -42,7 +42,8 @@ struct notif_send {
   uint64_t rnd;
   struct {
     as_counter_t *sent[NOTIF_CH__COUNT], *retried[NOTIF_CH__COUNT], *failed[NOTIF_CH__COUNT];
-    as_counter_t *fell[NOTIF_CH__COUNT], *attempts[NOTIF_CH__COUNT], *opened[NOTIF_CH__COUNT];
+    as_counter_t *fell[NOTIF_CH__COUNT], *paused[NOTIF_CH__COUNT], *attempts[NOTIF_CH__COUNT];
+    as_counter_t *opened[NOTIF_CH__COUNT];
     as_gauge_t *open[NOTIF_CH__COUNT], *depth, *inflight;
     as_counter_t *breach_first, *breach_other, *lost_lease, *record_failed;
     as_histogram_t *first_response, *event_to_sent;
@@ -77,19 +78,33 @@ static int record_tx(void *arg, as_tx_t *tx) {
   return notif_send_db_record(tx, s->done, (int64_t)s->c->sla_s * 1000000);
 }
 
+/* One result, one series: sent, retried (due again after a backoff),
+ * failed (for good on this channel), fell_through (its channel paused, the
+ * next one made pending) or paused (no channel left: waits out the
+ * cool-off). */
+static as_counter_t *result_counter(notif_send_t *s, const notif_job_t *j) {
+  bool breaker = strcmp(j->code, "circuit_open") == 0;
+  switch (j->st) {
+    case NOTIF_ST_SENT:
+      return s->m.sent[j->ch];
+    case NOTIF_ST_PENDING:
+      return s->m.retried[j->ch];
+    case NOTIF_ST_FAILED:
+      return breaker ? s->m.fell[j->ch] : s->m.failed[j->ch];
+    case NOTIF_ST_DEFER:
+      return s->m.paused[j->ch];
+  }
+  return s->m.failed[j->ch];
+}
+
 static void count(notif_send_t *s, const notif_job_t *j) {
   if (!j->applied) {
     as_counter_add(s->m.lost_lease, 1); /* another sender took it: its result counts */
     return;
   }
-  as_counter_t *c = j->st == NOTIF_ST_SENT      ? s->m.sent[j->ch]
-                    : j->st == NOTIF_ST_FAILED  ? s->m.failed[j->ch]
-                    : strcmp(j->code, "circuit_open") == 0 ? s->m.fell[j->ch]
-                                                 : s->m.retried[j->ch];
-  as_counter_add(c, 1);
-  if (j->st == NOTIF_ST_FAILED && strcmp(j->code, "circuit_open") == 0)
-    as_counter_add(s->m.fell[j->ch], 1);
-  if (j->sla_published) as_counter_add(j->submitted_at_us > 0 ? s->m.breach_first : s->m.breach_other, 1);
+  as_counter_add(result_counter(s, j), 1);
+  if (j->sla_published)
+    as_counter_add(j->submitted_at_us > 0 ? s->m.breach_first : s->m.breach_other, 1);
   if (j->st == NOTIF_ST_FAILED)
     AS_WARN(s->log, "notification delivery failed", AS_F_STR("delivery_id", j->delivery_id),
             AS_F_STR("channel", notif_ch_name(j->ch)), AS_F_STR("error_code", j->code),
@@ -102,6 +117,7 @@ static void count(notif_send_t *s, const notif_job_t *j) {
 }
 
 static void on_claim(uv_timer_t *t);
+static void on_record(uv_timer_t *t);
 
 static void record(notif_send_t *s) {
   uv_timer_stop(&s->record_timer);
@@ -110,9 +126,10 @@ static void record(notif_send_t *s) {
   if (rc < 0) {
     /* Kept and tried again: the leases hold the rows meanwhile (and if
      * they run out first, the rows are sent again with the same key). */
-    for (notif_job_t *j = s->done; j; j = j->next) j->applied = j->sla_published = false, j->next_channel = 0;
+    for (notif_job_t *j = s->done; j; j = j->next)
+      j->applied = j->sla_published = false, j->next_channel = 0;
     as_counter_add(s->m.record_failed, 1);
-    if (!s->stopping) uv_timer_start(&s->record_timer, (uv_timer_cb)record, RECORD_RETRY_MS, 0);
+    if (!s->stopping) uv_timer_start(&s->record_timer, on_record, RECORD_RETRY_MS, 0);
     return;
   }
   while (s->done) {
@@ -122,7 +139,8 @@ static void record(notif_send_t *s) {
     notif_job_free(j);
   }
   s->ndone = 0;
-  if (s->full && !s->stopping) uv_timer_start(&s->claim_timer, on_claim, 0, (uint64_t)s->c->interval_ms);
+  if (s->full && !s->stopping)
+    uv_timer_start(&s->claim_timer, on_claim, 0, (uint64_t)s->c->interval_ms);
 }
 
 static void on_record(uv_timer_t *t) {
@@ -157,8 +175,10 @@ static void fly_add(notif_send_t *s, notif_job_t *j) {
 }
 
 static void fly_remove(notif_send_t *s, notif_job_t *j) {
-  if (j->fprev) j->fprev->fnext = j->fnext;
-  else s->flying = j->fnext;
+  if (j->fprev)
+    j->fprev->fnext = j->fnext;
+  else
+    s->flying = j->fnext;
   if (j->fnext) j->fnext->fprev = j->fprev;
   j->fprev = j->fnext = NULL;
 }
@@ -174,7 +194,8 @@ static void ended(notif_send_t *s, notif_job_t *j, CURLcode cc) {
   if (notif_breaker_record(&s->breaker[j->ch], provider_ok, s->c->breaker_failures,
                            s->c->breaker_cooloff_ms, now_ms(s))) {
     as_counter_add(s->m.opened[j->ch], 1);
-    AS_WARN(s->log, "channel paused: circuit breaker open", AS_F_STR("channel", notif_ch_name(j->ch)),
+    AS_WARN(s->log, "channel paused: circuit breaker open",
+            AS_F_STR("channel", notif_ch_name(j->ch)),
             AS_F_INT("cooloff_ms", s->c->breaker_cooloff_ms), AS_F_STR("last_error", j->code));
   }
   breaker_gauge(s, j->ch);
@@ -206,8 +227,10 @@ static void on_sock_closed(uv_handle_t *h) {
 }
 
 static void sock_close(notif_send_t *s, sock_t *k) {
-  if (k->prev) k->prev->next = k->next;
-  else s->socks = k->next;
+  if (k->prev)
+    k->prev->next = k->next;
+  else
+    s->socks = k->next;
   if (k->next) k->next->prev = k->prev;
   uv_poll_stop(&k->poll);
   uv_close((uv_handle_t *)&k->poll, on_sock_closed);
@@ -331,8 +354,10 @@ static void on_claim(uv_timer_t *t) {
     notif_job_t *j = c.jobs;
     c.jobs = j->next;
     j->next = NULL;
-    if (n < 0) notif_job_free(j); /* rolled back: not taken */
-    else start_one(s, j);
+    if (n < 0)
+      notif_job_free(j); /* rolled back: not taken */
+    else
+      start_one(s, j);
   }
   /* Slots still free after a full claim (fallen through, failed at once):
    * look again now rather than a period later. */
@@ -371,12 +396,14 @@ static void on_sweep(uv_timer_t *t) {
 /* ---- lifecycle -------------------------------------------------------- */
 
 static const double sec_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
-                                    2.5,   5,    10,    30,   60,  300, 600, 3600};
+                                    2.5,   5,    10,    30,   60,  300,  600, 3600};
 
 static int init_metrics(notif_send_t *s) {
   as_metrics_t *m = as_worker_metrics(s->w);
-  static const char sends[] = "Deliveries ended, by channel and result (retried: due again after "
-                              "a backoff; fell_through: its channel paused by the breaker).";
+  static const char sends[] =
+      "Send results by channel: sent, retried (due again after a backoff), failed (for good on "
+      "this channel), fell_through (channel paused: the next one tried), paused (no channel "
+      "left: waits for the breaker).";
   for (int i = 0; i < NOTIF_CH__COUNT; i++) {
     char l[96];
     const char *ch = notif_ch_name((notif_ch_t)i);
@@ -385,6 +412,7 @@ static int init_metrics(notif_send_t *s) {
     s->m.retried[i] = as_metrics_counter(m, "as_notification_sends_total", sends, LBL("retried"));
     s->m.failed[i] = as_metrics_counter(m, "as_notification_sends_total", sends, LBL("failed"));
     s->m.fell[i] = as_metrics_counter(m, "as_notification_sends_total", sends, LBL("fell_through"));
+    s->m.paused[i] = as_metrics_counter(m, "as_notification_sends_total", sends, LBL("paused"));
 #undef LBL
     snprintf(l, sizeof l, "channel=\"%s\"", ch);
     s->m.attempts[i] = as_metrics_counter(m, "as_notification_send_attempts_total",
@@ -393,32 +421,32 @@ static int init_metrics(notif_send_t *s) {
                                         "Times a channel's circuit breaker opened.", l);
     s->m.open[i] = as_metrics_gauge(m, "as_notification_breaker_open",
                                     "1 while the channel is paused by its circuit breaker.", l);
-    if (!s->m.sent[i] || !s->m.retried[i] || !s->m.failed[i] || !s->m.fell[i] || !s->m.attempts[i] ||
-        !s->m.opened[i] || !s->m.open[i])
+    if (!s->m.sent[i] || !s->m.retried[i] || !s->m.failed[i] || !s->m.fell[i] || !s->m.paused[i] ||
+        !s->m.attempts[i] || !s->m.opened[i] || !s->m.open[i])
       return -ENOMEM;
   }
   static const char br[] = "SlaBreached published by the sender.";
-  s->m.breach_first = as_metrics_counter(m, "as_notification_sla_breaches_total", br,
-                                         "clock=\"first_response\"");
-  s->m.breach_other = as_metrics_counter(m, "as_notification_sla_breaches_total", br,
-                                         "clock=\"notification\"");
+  s->m.breach_first =
+      as_metrics_counter(m, "as_notification_sla_breaches_total", br, "clock=\"first_response\"");
+  s->m.breach_other =
+      as_metrics_counter(m, "as_notification_sla_breaches_total", br, "clock=\"notification\"");
   s->m.depth = as_metrics_gauge(m, "as_notification_send_queue_depth",
                                 "Deliveries due and not taken (last sweep).", NULL);
   s->m.inflight = as_metrics_gauge(m, "as_notification_sends_in_flight", "Sends in flight.", NULL);
   s->m.lost_lease = as_metrics_counter(
       m, "as_notification_send_lease_lost_total",
       "Results not recorded because the delivery's lease had passed to another sender.", NULL);
-  s->m.record_failed = as_metrics_counter(
-      m, "as_notification_send_record_failures_total",
-      "Transactions recording send results that failed (retried).", NULL);
+  s->m.record_failed =
+      as_metrics_counter(m, "as_notification_send_record_failures_total",
+                         "Transactions recording send results that failed (retried).", NULL);
   s->m.first_response = as_metrics_histogram(
       m, "as_notification_first_response_seconds",
       "From a request's submission to its acknowledgement accepted by the gateway.", NULL,
       sec_bounds, sizeof sec_bounds / sizeof sec_bounds[0]);
-  s->m.event_to_sent = as_metrics_histogram(
-      m, "as_notification_event_to_sent_seconds",
-      "From the told event's time to the gateway's acceptance.", NULL, sec_bounds,
-      sizeof sec_bounds / sizeof sec_bounds[0]);
+  s->m.event_to_sent =
+      as_metrics_histogram(m, "as_notification_event_to_sent_seconds",
+                           "From the told event's time to the gateway's acceptance.", NULL,
+                           sec_bounds, sizeof sec_bounds / sizeof sec_bounds[0]);
   bool ok = s->m.breach_first && s->m.breach_other && s->m.depth && s->m.inflight &&
             s->m.lost_lease && s->m.record_failed && s->m.first_response && s->m.event_to_sent;
   return ok ? 0 : -ENOMEM;

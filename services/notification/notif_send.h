@@ -62,49 +62,109 @@ typedef struct notif_send_conf {
  * member) where member is the notif_send_conf_t inside the service's
  * configuration struct type. */
 #define NOTIF_SEND_C_(t, m, f) (offsetof(t, m) + offsetof(notif_send_conf_t, f))
-#define NOTIF_SEND_CONFIG(t, m)                                                                    \
-  {"AS_NOTIFICATION_SMTP_URL", AS_CFG_STR, "", 0, 512, NOTIF_SEND_C_(t, m, smtp_url),              \
-   "SMTP server for e-mail (smtp://host:port or smtps://...); empty: e-mail deliveries fail "      \
-   "(channel_not_configured) and fall through to the next channel."},                              \
-      {"AS_NOTIFICATION_SMTP_FROM", AS_CFG_STR, "aftersales@localhost", 3, 254,                    \
-       NOTIF_SEND_C_(t, m, smtp_from), "Sender address of the e-mails (envelope and From:)."},     \
-      {"AS_NOTIFICATION_SMS_URL", AS_CFG_STR, "", 0, 512, NOTIF_SEND_C_(t, m, sms_url),            \
-       "SMS gateway: JSON webhook POSTed each SMS; empty: SMS deliveries fall through."},          \
-      {"AS_NOTIFICATION_PUSH_URL", AS_CFG_STR, "", 0, 512, NOTIF_SEND_C_(t, m, push_url),          \
-       "Push gateway: JSON webhook POSTed each push message; empty: push deliveries fall "         \
-       "through."},                                                                                \
-      {"AS_NOTIFICATION_WEBHOOK_SECRET", AS_CFG_STR, "", 0, 256, NOTIF_SEND_C_(t, m, secret),      \
-       "Shared secret of the webhooks' X-Aftersales-Signature: sha256=<hex HMAC-SHA256 of the "    \
-       "body> (required with a webhook URL; never logged)."},                                      \
-      {"AS_NOTIFICATION_SEND_TIMEOUT_MS", AS_CFG_INT, "5000", 100, 600000,                         \
-       NOTIF_SEND_C_(t, m, timeout_ms), "Bound on one send, connection included."},                \
-      {"AS_NOTIFICATION_SEND_CONCURRENCY", AS_CFG_INT, "64", 1, 1024,                              \
-       NOTIF_SEND_C_(t, m, concurrency), "Sends in flight at most, over all channels."},           \
-      {"AS_NOTIFICATION_MAX_ATTEMPTS", AS_CFG_INT, "5", 1, 100, NOTIF_SEND_C_(t, m, max_attempts), \
-       "Attempts of one delivery before it fails and the next channel is tried."},                 \
-      {"AS_NOTIFICATION_RETRY_BASE_MS", AS_CFG_INT, "1000", 1, 3600000,                            \
-       NOTIF_SEND_C_(t, m, retry_base_ms),                                                         \
-       "Backoff after the first failed attempt; doubled each attempt, with jitter (0.5x-1x)."},    \
-      {"AS_NOTIFICATION_RETRY_MAX_MS", AS_CFG_INT, "300000", 1, 86400000,                          \
-       NOTIF_SEND_C_(t, m, retry_max_ms), "Longest backoff."},                                     \
-      {"AS_NOTIFICATION_SEND_LEASE_MS", AS_CFG_INT, "60000", 200, 86400000,                        \
-       NOTIF_SEND_C_(t, m, lease_ms),                                                              \
-       "A delivery taken is another sender's again after this long unless recorded (a sender "     \
-       "that died mid-send); more than AS_NOTIFICATION_SEND_TIMEOUT_MS."},                         \
-      {"AS_NOTIFICATION_SEND_INTERVAL_MS", AS_CFG_INT, "100", 5, 60000,                            \
-       NOTIF_SEND_C_(t, m, interval_ms),                                                           \
-       "How often the sender looks for due deliveries when it found none."},                       \
-      {"AS_NOTIFICATION_BREAKER_FAILURES", AS_CFG_INT, "5", 1, 10000,                              \
-       NOTIF_SEND_C_(t, m, breaker_failures),                                                      \
-       "Consecutive failures of a channel that open its circuit breaker."},                        \
-      {"AS_NOTIFICATION_BREAKER_COOLOFF_MS", AS_CFG_INT, "30000", 10, 3600000,                     \
-       NOTIF_SEND_C_(t, m, breaker_cooloff_ms),                                                    \
-       "How long an open breaker pauses its channel before one trial send."},                      \
-  {                                                                                                \
-    "AS_NOTIFICATION_FIRST_RESPONSE_SLA_S", AS_CFG_INT, "600", 1, 604800,                          \
-        NOTIF_SEND_C_(t, m, sla_s),                                                                \
-        "First response SLA (the request's submission to the acknowledgement accepted by the "     \
-        "gateway) and every notification's event-to-sent bound: past it, SlaBreached."             \
+#define NOTIF_SEND_CONFIG(t, m)                                                                 \
+  {"AS_NOTIFICATION_SMTP_URL",                                                                  \
+   AS_CFG_STR,                                                                                  \
+   "",                                                                                          \
+   0,                                                                                           \
+   512,                                                                                         \
+   NOTIF_SEND_C_(t, m, smtp_url),                                                               \
+   "SMTP server for e-mail (smtp://host:port or smtps://...); empty: e-mail deliveries fail "   \
+   "(channel_not_configured) and fall through to the next channel."},                           \
+      {"AS_NOTIFICATION_SMTP_FROM",                                                             \
+       AS_CFG_STR,                                                                              \
+       "aftersales@localhost",                                                                  \
+       3,                                                                                       \
+       254,                                                                                     \
+       NOTIF_SEND_C_(t, m, smtp_from),                                                          \
+       "Sender address of the e-mails (envelope and From:)."},                                  \
+      {"AS_NOTIFICATION_SMS_URL",                                                               \
+       AS_CFG_STR,                                                                              \
+       "",                                                                                      \
+       0,                                                                                       \
+       512,                                                                                     \
+       NOTIF_SEND_C_(t, m, sms_url),                                                            \
+       "SMS gateway: JSON webhook POSTed each SMS; empty: SMS deliveries fall through."},       \
+      {"AS_NOTIFICATION_PUSH_URL",                                                              \
+       AS_CFG_STR,                                                                              \
+       "",                                                                                      \
+       0,                                                                                       \
+       512,                                                                                     \
+       NOTIF_SEND_C_(t, m, push_url),                                                           \
+       "Push gateway: JSON webhook POSTed each push message; empty: push deliveries fall "      \
+       "through."},                                                                             \
+      {"AS_NOTIFICATION_WEBHOOK_SECRET",                                                        \
+       AS_CFG_STR,                                                                              \
+       "",                                                                                      \
+       0,                                                                                       \
+       256,                                                                                     \
+       NOTIF_SEND_C_(t, m, secret),                                                             \
+       "Shared secret of the webhooks' X-Aftersales-Signature: sha256=<hex HMAC-SHA256 of the " \
+       "body> (required with a webhook URL; never logged)."},                                   \
+      {"AS_NOTIFICATION_SEND_TIMEOUT_MS",                                                       \
+       AS_CFG_INT,                                                                              \
+       "5000",                                                                                  \
+       100,                                                                                     \
+       600000,                                                                                  \
+       NOTIF_SEND_C_(t, m, timeout_ms),                                                         \
+       "Bound on one send, connection included."},                                              \
+      {"AS_NOTIFICATION_SEND_CONCURRENCY",                                                      \
+       AS_CFG_INT,                                                                              \
+       "64",                                                                                    \
+       1,                                                                                       \
+       1024,                                                                                    \
+       NOTIF_SEND_C_(t, m, concurrency),                                                        \
+       "Sends in flight at most, over all channels."},                                          \
+      {"AS_NOTIFICATION_MAX_ATTEMPTS",                                                          \
+       AS_CFG_INT,                                                                              \
+       "5",                                                                                     \
+       1,                                                                                       \
+       100,                                                                                     \
+       NOTIF_SEND_C_(t, m, max_attempts),                                                       \
+       "Attempts of one delivery before it fails and the next channel is tried."},              \
+      {"AS_NOTIFICATION_RETRY_BASE_MS",                                                         \
+       AS_CFG_INT,                                                                              \
+       "1000",                                                                                  \
+       1,                                                                                       \
+       3600000,                                                                                 \
+       NOTIF_SEND_C_(t, m, retry_base_ms),                                                      \
+       "Backoff after the first failed attempt; doubled each attempt, with jitter (0.5x-1x)."}, \
+      {"AS_NOTIFICATION_RETRY_MAX_MS",    AS_CFG_INT,        "300000", 1, 86400000,             \
+       NOTIF_SEND_C_(t, m, retry_max_ms), "Longest backoff."},                                  \
+      {"AS_NOTIFICATION_SEND_LEASE_MS",                                                         \
+       AS_CFG_INT,                                                                              \
+       "60000",                                                                                 \
+       200,                                                                                     \
+       86400000,                                                                                \
+       NOTIF_SEND_C_(t, m, lease_ms),                                                           \
+       "A delivery taken is another sender's again after this long unless recorded (a sender "  \
+       "that died mid-send); more than AS_NOTIFICATION_SEND_TIMEOUT_MS."},                      \
+      {"AS_NOTIFICATION_SEND_INTERVAL_MS",                                                      \
+       AS_CFG_INT,                                                                              \
+       "100",                                                                                   \
+       5,                                                                                       \
+       60000,                                                                                   \
+       NOTIF_SEND_C_(t, m, interval_ms),                                                        \
+       "How often the sender looks for due deliveries when it found none."},                    \
+      {"AS_NOTIFICATION_BREAKER_FAILURES",                                                      \
+       AS_CFG_INT,                                                                              \
+       "5",                                                                                     \
+       1,                                                                                       \
+       10000,                                                                                   \
+       NOTIF_SEND_C_(t, m, breaker_failures),                                                   \
+       "Consecutive failures of a channel that open its circuit breaker."},                     \
+      {"AS_NOTIFICATION_BREAKER_COOLOFF_MS",                                                    \
+       AS_CFG_INT,                                                                              \
+       "30000",                                                                                 \
+       10,                                                                                      \
+       3600000,                                                                                 \
+       NOTIF_SEND_C_(t, m, breaker_cooloff_ms),                                                 \
+       "How long an open breaker pauses its channel before one trial send."},                   \
+  {                                                                                             \
+    "AS_NOTIFICATION_FIRST_RESPONSE_SLA_S", AS_CFG_INT, "600", 1, 604800,                       \
+        NOTIF_SEND_C_(t, m, sla_s),                                                             \
+        "First response SLA (the request's submission to the acknowledgement accepted by the "  \
+        "gateway) and every notification's event-to-sent bound: past it, SlaBreached."          \
   }
 
 typedef struct notif_send notif_send_t;

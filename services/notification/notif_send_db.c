@@ -88,8 +88,8 @@ void notif_job_free(notif_job_t *j) {
   if (!j) return;
   notif_channel_release(&j->req);
   notif_job_drop_text(j);
-  char *s[] = {j->case_id, j->buyer_id, j->template_id, j->template_version, j->locale,
-               j->source_event_id};
+  char *s[] = {j->case_id,          j->buyer_id, j->template_id,
+               j->template_version, j->locale,   j->source_event_id};
   for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) free(s[i]);
   free(j);
 }
@@ -100,8 +100,8 @@ static notif_job_t *job_from(PGresult *r, int i) {
   snprintf(j->delivery_id, sizeof j->delivery_id, "%s", PQgetvalue(r, i, 0));
   snprintf(j->notification_id, sizeof j->notification_id, "%s", PQgetvalue(r, i, 1));
   j->ch = (notif_ch_t)notif_ch_parse(PQgetvalue(r, i, 2));
-  char **dst[] = {&j->case_id,  &j->buyer_id, &j->template_id, &j->template_version,
-                  &j->locale,   &j->subject,  &j->body};
+  char **dst[] = {&j->case_id, &j->buyer_id, &j->template_id, &j->template_version,
+                  &j->locale,  &j->subject,  &j->body};
   bool ok = true;
   for (int k = 0; k < 7; k++) ok = (*dst[k] = strdup(PQgetvalue(r, i, 3 + k))) && ok;
   j->attempts = atoi(PQgetvalue(r, i, 10));
@@ -146,8 +146,8 @@ static notif_job_t *find(notif_job_t *l, const char *id, bool by_notification) {
 }
 
 /* The arrays of one statement over the jobs that match. */
-static int ids_query(as_tx_t *tx, const char *sql, notif_job_t *l, bool (*want)(const notif_job_t *),
-                     PGresult **out) {
+static int ids_query(as_tx_t *tx, const char *sql, notif_job_t *l,
+                     bool (*want)(const notif_job_t *), PGresult **out) {
   as_buf_t ids;
   as_buf_init(&ids);
   as_buf_arr_open(&ids);
@@ -210,7 +210,8 @@ static int next_channels(as_tx_t *tx, notif_job_t *list) {
   return rc;
 }
 
-static int publish(as_tx_t *tx, const char *case_id, const char *key, Aftersales__V1__Envelope *env) {
+static int publish(as_tx_t *tx, const char *case_id, const char *key,
+                   Aftersales__V1__Envelope *env) {
   env->case_id = (char *)case_id;
   return as_tx_publish(tx, NULL, AS_TOPIC_NAME_NOTIFICATIONS, key, env);
 }
@@ -323,7 +324,8 @@ int notif_send_db_sweep(as_tx_t *tx, int64_t sla_us, int limit, int by_clock[2])
   int n = PQntuples(r);
   for (int i = 0; rc == 0 && i < n; i++) {
     const char *case_id = PQgetvalue(r, i, 1);
-    int64_t sub = strtoll(PQgetvalue(r, i, 2), NULL, 10), src = strtoll(PQgetvalue(r, i, 3), NULL, 10);
+    int64_t sub = strtoll(PQgetvalue(r, i, 2), NULL, 10),
+            src = strtoll(PQgetvalue(r, i, 3), NULL, 10);
     rc = publish_breach(tx, case_id, *case_id ? case_id : PQgetvalue(r, i, 0), sub > 0,
                         sub > 0 ? sub : src, sla_us);
     by_clock[sub > 0 ? 0 : 1]++;

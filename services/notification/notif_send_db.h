@@ -17,8 +17,8 @@
 typedef enum { NOTIF_ST_SENT, NOTIF_ST_PENDING, NOTIF_ST_FAILED, NOTIF_ST_DEFER } notif_st_t;
 
 typedef struct notif_job {
-  struct notif_job *next;           /* in a claim's or the results' list */
-  struct notif_job *fprev, *fnext;  /* in the sender's list of sends in flight */
+  struct notif_job *next;          /* in a claim's or the results' list */
+  struct notif_job *fprev, *fnext; /* in the sender's list of sends in flight */
   notif_req_t req;
   notif_ch_t ch;
   char delivery_id[40], notification_id[40];
@@ -32,10 +32,10 @@ typedef struct notif_job {
   notif_st_t st;
   long long delay_ms; /* PENDING, DEFER: from now until due again */
   char code[48];
-  bool applied;        /* the record statement found the lease still ours */
-  int next_channel;    /* FAILED: the Channel made pending, 0 if none */
-  bool late;           /* sent past the SLA, or failed with no channel left */
-  bool sla_published;  /* this result published its notification's SlaBreached */
+  bool applied;       /* the record statement found the lease still ours */
+  int next_channel;   /* FAILED: the Channel made pending, 0 if none */
+  bool late;          /* sent past the SLA, or failed with no channel left */
+  bool sla_published; /* this result published its notification's SlaBreached */
 } notif_job_t;
 
 void notif_job_free(notif_job_t *j); /* NULL is a no-op */

@@ -262,3 +262,44 @@ def test_first_response_sla_breach_and_one_never_sent(h, gw):
     assert got == {late_case: ["first_response"], stuck_case: ["notification"]}
     assert row(h, late)["sla_breached"] and row(h, stuck)["sla_breached"]
     assert not row(h, ontime)["sla_breached"]
+
+
+def test_429_honours_retry_after(h, gw):
+    http, _ = gw
+    http.plan("/sms", [("429", 2), 200])
+    w = start_sender(h, gw, AS_NOTIFICATION_RETRY_BASE_MS=50, AS_NOTIFICATION_RETRY_MAX_MS=100,
+                     AS_NOTIFICATION_BREAKER_FAILURES=1)
+    _, (did,) = delivery(h)
+    wait_status(h, did, "sent")
+    reqs = http.got("/sms")
+    assert [r["answer"] for r in reqs] == [("429", 2), 200]
+    assert reqs[1]["at"] - reqs[0]["at"] >= 2.0 * 0.95, "Retry-After: 2 not honoured"
+    assert w.metric("as_notification_breaker_opened_total", channel="sms") == 0, \
+        "a rate limit is not a provider failure"
+
+
+def test_results_recorded_after_the_database_refused_them(h, gw):
+    """The gateway has accepted; the table is locked so the record fails
+    (lock timeout): the result is kept and recorded once the lock is gone,
+    one NotificationSent, no second send."""
+    http, _ = gw
+    http.plan("/sms", ["hold", 200])
+    w = start_sender(h, gw, AS_DB_LOCK_TIMEOUT_MS=200, AS_NOTIFICATION_SEND_LEASE_MS=60000)
+    nid, (did,) = delivery(h)
+    http.wait_for(1, "/sms")
+    locker = h.pg.connect(h.dbname)
+    locker.autocommit = False
+    cur = locker.cursor()
+    cur.execute("LOCK TABLE notification.deliveries IN ACCESS EXCLUSIVE MODE")
+    try:
+        http.release()
+        wait_until(lambda: w.metric("as_notification_send_record_failures_total") >= 1 or None,
+                   20 * SLOW, what="a failed record")
+    finally:
+        locker.rollback()
+        locker.close()
+    wait_status(h, did, "sent")
+    assert len(http.got("/sms")) == 1
+    sent = wait_until(lambda: events(h, h.reader(NOTIFICATIONS_TOPIC), "notification_sent") or None,
+                      20 * SLOW, what="NotificationSent")
+    assert [s.notification_id for s in sent] == [nid]
