@@ -46,7 +46,7 @@ struct notif_send {
     as_counter_t *opened[NOTIF_CH__COUNT];
     as_gauge_t *open[NOTIF_CH__COUNT], *depth, *inflight;
     as_counter_t *breach_first, *breach_other, *lost_lease, *record_failed;
-    as_histogram_t *first_response, *event_to_sent;
+    as_histogram_t *first_response, *event_to_sent, *tx_claim, *tx_record;
   } m;
 };
 
@@ -122,7 +122,9 @@ static void on_record(uv_timer_t *t);
 static void record(notif_send_t *s) {
   uv_timer_stop(&s->record_timer);
   if (!s->done) return;
+  uint64_t t0 = uv_hrtime();
   int rc = as_worker_tx(s->w, record_tx, s);
+  as_histogram_observe(s->m.tx_record, (double)(uv_hrtime() - t0) / 1e9);
   if (rc < 0) {
     /* Kept and tried again: the leases hold the rows meanwhile (and if
      * they run out first, the rows are sent again with the same key). */
@@ -348,7 +350,9 @@ static void on_claim(uv_timer_t *t) {
   long long free_slots = s->c->concurrency - s->inflight;
   if (s->stopping || free_slots <= 0) return;
   claim_t c = {s, (int)free_slots, NULL};
+  uint64_t t0 = uv_hrtime();
   int n = as_worker_tx(s->w, claim_tx, &c);
+  as_histogram_observe(s->m.tx_claim, (double)(uv_hrtime() - t0) / 1e9);
   s->full = n == (int)free_slots;
   while (c.jobs) {
     notif_job_t *j = c.jobs;
@@ -397,6 +401,9 @@ static void on_sweep(uv_timer_t *t) {
 
 static const double sec_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
                                     2.5,   5,    10,    30,   60,  300,  600, 3600};
+
+static const double tx_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                   0.01,   0.025,   0.05,   0.1,   0.25};
 
 static int init_metrics(notif_send_t *s) {
   as_metrics_t *m = as_worker_metrics(s->w);
@@ -447,8 +454,16 @@ static int init_metrics(notif_send_t *s) {
       as_metrics_histogram(m, "as_notification_event_to_sent_seconds",
                            "From the told event's time to the gateway's acceptance.", NULL,
                            sec_bounds, sizeof sec_bounds / sizeof sec_bounds[0]);
-  bool ok = s->m.breach_first && s->m.breach_other && s->m.depth && s->m.inflight &&
-            s->m.lost_lease && s->m.record_failed && s->m.first_response && s->m.event_to_sent;
+  static const char txh[] =
+      "Seconds the sender's transactions hold the loop (claim: take due "
+      "deliveries; record: their results).";
+  s->m.tx_claim = as_metrics_histogram(m, "as_notification_send_tx_seconds", txh, "tx=\"claim\"",
+                                       tx_bounds, sizeof tx_bounds / sizeof tx_bounds[0]);
+  s->m.tx_record = as_metrics_histogram(m, "as_notification_send_tx_seconds", txh, "tx=\"record\"",
+                                        tx_bounds, sizeof tx_bounds / sizeof tx_bounds[0]);
+  bool ok = s->m.tx_claim && s->m.tx_record && s->m.breach_first && s->m.breach_other &&
+            s->m.depth && s->m.inflight && s->m.lost_lease && s->m.record_failed &&
+            s->m.first_response && s->m.event_to_sent;
   return ok ? 0 : -ENOMEM;
 }
 

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "as_buf.h"
+#include "as_cols.h"
 #include "as_topics.h"
 
 /* Due: pending, or sending with its lease gone; not in_app (the batch
@@ -31,36 +31,48 @@ static const char sql_claim[] =
     " AND s.status = 'standby')";
 
 /* Only the holder of the lease (same attempt, still sending) records. */
-static const char sql_record[] =
+enum { R_ID, R_ATT, R_ST, R_DELAY, R_ERR };
+static const as_col_t record_cols[] = {[R_ID] = {"delivery_id", "uuid"},
+                                       [R_ATT] = {"attempts", "int"},
+                                       [R_ST] = {"st", "text"},
+                                       [R_DELAY] = {"delay_ms", "bigint"},
+                                       [R_ERR] = {"err", "text"}};
+static const as_bulk_t sql_record = AS_BULK(
     "UPDATE deliveries d SET"
-    " status = CASE r.st WHEN 'defer' THEN 'pending' ELSE r.st END,"
-    " attempts = CASE r.st WHEN 'defer' THEN d.attempts - 1 ELSE d.attempts END,"
-    " due_at = CASE WHEN r.st IN ('pending', 'defer')"
-    " THEN now() + r.delay * interval '1 millisecond' ELSE d.due_at END,"
-    " sent_at = CASE r.st WHEN 'sent' THEN now() ELSE d.sent_at END,"
-    " last_error = CASE r.st WHEN 'sent' THEN d.last_error ELSE r.err END"
-    " FROM unnest($1::uuid[], $2::int[], $3::text[], $4::bigint[], $5::text[])"
-    " AS r(id, att, st, delay, err)"
-    " WHERE d.delivery_id = r.id AND d.status = 'sending' AND d.attempts = r.att"
-    " RETURNING d.delivery_id::text";
+    " status = CASE u.st WHEN 'defer' THEN 'pending' ELSE u.st END,"
+    " attempts = CASE u.st WHEN 'defer' THEN d.attempts - 1 ELSE d.attempts END,"
+    " due_at = CASE WHEN u.st IN ('pending', 'defer')"
+    " THEN now() + u.delay_ms * interval '1 millisecond' ELSE d.due_at END,"
+    " sent_at = CASE u.st WHEN 'sent' THEN now() ELSE d.sent_at END,"
+    " last_error = CASE u.st WHEN 'sent' THEN d.last_error ELSE u.err END"
+    " FROM {{u}} WHERE d.delivery_id = u.delivery_id AND d.status = 'sending'"
+    " AND d.attempts = u.attempts RETURNING d.delivery_id::text",
+    record_cols);
 
-static const char sql_cancel[] =
+/* Statements over a set of notifications. */
+static const as_col_t nid_cols[] = {{"notification_id", "uuid"}};
+
+static const as_bulk_t sql_cancel = AS_BULK(
     "UPDATE deliveries SET status = 'cancelled'"
-    " WHERE notification_id = ANY($1::uuid[]) AND status = 'standby'";
+    " WHERE notification_id = ANY({{$notification_id}}) AND status = 'standby'",
+    nid_cols);
 
-static const char sql_next[] =
+static const as_bulk_t sql_next = AS_BULK(
     "WITH n AS (SELECT DISTINCT ON (notification_id) delivery_id FROM deliveries"
-    " WHERE notification_id = ANY($1::uuid[]) AND status = 'standby'"
+    " WHERE notification_id = ANY({{$notification_id}}) AND status = 'standby'"
     " ORDER BY notification_id, rank)"
     " UPDATE deliveries d SET status = 'pending', due_at = now() FROM n"
-    " WHERE d.delivery_id = n.delivery_id RETURNING d.notification_id::text, d.channel";
+    " WHERE d.delivery_id = n.delivery_id RETURNING d.notification_id::text, d.channel",
+    nid_cols);
 
 /* Marks whole notifications; what another instance marked first is not
  * returned, so each SlaBreached is published once. */
-static const char sql_breach[] =
-    "WITH u AS (UPDATE deliveries SET sla_breached = true"
-    " WHERE notification_id = ANY($1::uuid[]) AND NOT sla_breached RETURNING notification_id)"
-    " SELECT DISTINCT notification_id::text FROM u";
+static const as_bulk_t sql_breach = AS_BULK(
+    "WITH m AS (UPDATE deliveries SET sla_breached = true"
+    " WHERE notification_id = ANY({{$notification_id}}) AND NOT sla_breached"
+    " RETURNING notification_id)"
+    " SELECT DISTINCT notification_id::text FROM m",
+    nid_cols);
 
 /* The expression of 050_sender.sql's partial index. */
 static const char sql_sweep[] =
@@ -145,22 +157,15 @@ static notif_job_t *find(notif_job_t *l, const char *id, bool by_notification) {
   return NULL;
 }
 
-/* The arrays of one statement over the jobs that match. */
-static int ids_query(as_tx_t *tx, const char *sql, notif_job_t *l,
+/* One statement over the notifications of the jobs that match. */
+static int ids_query(as_tx_t *tx, const as_bulk_t *stmt, notif_job_t *l,
                      bool (*want)(const notif_job_t *), PGresult **out) {
-  as_buf_t ids;
-  as_buf_init(&ids);
-  as_buf_arr_open(&ids);
-  size_t n = 0;
+  as_cols_t c;
+  as_cols_init(&c, stmt);
   for (; l; l = l->next)
-    if (want(l)) as_buf_arr_str(&ids, l->notification_id), n++;
-  as_buf_arr_close(&ids);
-  int rc = 0;
-  *out = NULL;
-  if (!as_buf_ok(&ids)) rc = -ENOMEM;
-  const char *v[1] = {as_buf_str(&ids)};
-  if (rc == 0 && n > 0) rc = as_db_query(as_tx_db(tx), sql, 1, v, out);
-  as_buf_free(&ids);
+    if (want(l)) as_cols_str(&c, 0, l->notification_id);
+  int rc = as_cols_run(&c, as_tx_db(tx), out);
+  as_cols_free(&c);
   return rc;
 }
 
@@ -172,36 +177,29 @@ static bool failed(const notif_job_t *j) {
 }
 
 static int update_rows(as_tx_t *tx, notif_job_t *list) {
-  as_buf_t a[5];
-  for (int k = 0; k < 5; k++) as_buf_init(&a[k]), as_buf_arr_open(&a[k]);
+  as_cols_t c;
+  as_cols_init(&c, &sql_record);
   for (notif_job_t *j = list; j; j = j->next) {
-    char att[16], delay[24];
-    snprintf(att, sizeof att, "%d", j->attempts);
-    snprintf(delay, sizeof delay, "%lld", j->delay_ms);
-    as_buf_arr_str(&a[0], j->delivery_id);
-    as_buf_arr_str(&a[1], att);
-    as_buf_arr_str(&a[2], st_name(j->st));
-    as_buf_arr_str(&a[3], delay);
-    as_buf_arr_str(&a[4], j->code);
+    as_cols_str(&c, R_ID, j->delivery_id);
+    as_cols_int(&c, R_ATT, j->attempts);
+    as_cols_str(&c, R_ST, st_name(j->st));
+    as_cols_int(&c, R_DELAY, j->delay_ms);
+    as_cols_str(&c, R_ERR, j->code);
   }
-  bool ok = true;
-  const char *v[5];
-  for (int k = 0; k < 5; k++) as_buf_arr_close(&a[k]), ok = as_buf_ok(&a[k]) && ok;
-  for (int k = 0; k < 5; k++) v[k] = as_buf_str(&a[k]);
   PGresult *r = NULL;
-  int rc = ok ? as_db_query(as_tx_db(tx), sql_record, 5, v, &r) : -ENOMEM;
-  for (int i = 0; rc == 0 && i < PQntuples(r); i++) {
+  int rc = as_cols_run(&c, as_tx_db(tx), &r);
+  for (int i = 0; rc == 0 && r && i < PQntuples(r); i++) {
     notif_job_t *j = find(list, PQgetvalue(r, i, 0), false);
     if (j) j->applied = true;
   }
   PQclear(r);
-  for (int k = 0; k < 5; k++) as_buf_free(&a[k]);
+  as_cols_free(&c);
   return rc;
 }
 
 static int next_channels(as_tx_t *tx, notif_job_t *list) {
   PGresult *r = NULL;
-  int rc = ids_query(tx, sql_next, list, failed, &r);
+  int rc = ids_query(tx, &sql_next, list, failed, &r);
   for (int i = 0; rc == 0 && r && i < PQntuples(r); i++)
     for (notif_job_t *j = list; j; j = j->next)
       if (failed(j) && strcmp(j->notification_id, PQgetvalue(r, i, 0)) == 0)
@@ -287,7 +285,7 @@ static bool late(const notif_job_t *j) {
 static int breaches(as_tx_t *tx, notif_job_t *list, int64_t sla_us) {
   for (notif_job_t *j = list; j; j = j->next) j->late = is_late(j, sla_us);
   PGresult *r = NULL;
-  int rc = ids_query(tx, sql_breach, list, late, &r);
+  int rc = ids_query(tx, &sql_breach, list, late, &r);
   for (int i = 0; rc == 0 && r && i < PQntuples(r); i++) {
     notif_job_t *j = find(list, PQgetvalue(r, i, 0), true);
     while (j && !late(j)) j = find(j->next, j->notification_id, true);
@@ -303,7 +301,7 @@ static int breaches(as_tx_t *tx, notif_job_t *list, int64_t sla_us) {
 int notif_send_db_record(as_tx_t *tx, notif_job_t *list, int64_t sla_us) {
   int rc = update_rows(tx, list);
   PGresult *r = NULL;
-  if (rc == 0) rc = ids_query(tx, sql_cancel, list, sent, &r);
+  if (rc == 0) rc = ids_query(tx, &sql_cancel, list, sent, &r);
   PQclear(r);
   if (rc == 0) rc = next_channels(tx, list);
   for (notif_job_t *j = list; rc == 0 && j; j = j->next)
