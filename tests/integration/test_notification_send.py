@@ -206,7 +206,9 @@ def test_breaker_opens_falls_through_and_closes(h, gw):
     http.plan("/sms", [500])
     w = start_sender(h, gw, AS_NOTIFICATION_BREAKER_FAILURES=2,
                      AS_NOTIFICATION_BREAKER_COOLOFF_MS=2000, AS_NOTIFICATION_MAX_ATTEMPTS=10,
-                     AS_NOTIFICATION_RETRY_BASE_MS=5000, AS_NOTIFICATION_RETRY_MAX_MS=5000)
+                     AS_NOTIFICATION_RETRY_BASE_MS=120000, AS_NOTIFICATION_RETRY_MAX_MS=120000)
+    # The two that open it come back only after the test (a 60-120 s
+    # backoff): every later SMS request is the fall-through's or the trial's.
     for _ in range(2):
         delivery(h)
     http.wait_for(2, "/sms")
@@ -303,3 +305,24 @@ def test_results_recorded_after_the_database_refused_them(h, gw):
     sent = wait_until(lambda: events(h, h.reader(NOTIFICATIONS_TOPIC), "notification_sent") or None,
                       20 * SLOW, what="NotificationSent")
     assert [s.notification_id for s in sent] == [nid]
+
+
+def test_sigterm_with_a_send_in_flight_exits_cleanly_and_the_next_sender_finishes_it(h, gw):
+    """Shutdown abandons what is in flight (its lease keeps the row) and
+    closes every handle: exit 0 at once, the loop closed; the next sender
+    takes the row when the lease runs out, with the same key."""
+    http, _ = gw
+    http.plan("/push", ["hang", 200])
+    w = start_sender(h, gw, name="first", AS_NOTIFICATION_SEND_TIMEOUT_MS=20000,
+                     AS_NOTIFICATION_SEND_LEASE_MS=25000)
+    _, (did,) = delivery(h, channels=("push",))
+    http.wait_for(1, "/push")
+    t = time.monotonic()
+    assert w.terminate(timeout=15) == 0
+    assert time.monotonic() - t < 5 * SLOW, "shutdown waited for the hanging send"
+    assert not w.logged("loop closed with handles open"), w.tail()
+    assert row(h, did)["status"] == "sending"
+    h.sql("UPDATE notification.deliveries SET due_at = now() WHERE delivery_id = %s", (did,))  # lease over
+    start_sender(h, gw, name="second")
+    wait_status(h, did, "sent")
+    assert {r["headers"]["Idempotency-Key"] for r in http.got("/push")} == {did}
