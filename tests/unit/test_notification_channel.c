@@ -4,8 +4,8 @@
  * the webhook body (escaped JSON) as it goes on the wire. */
 #include <string.h>
 
-#include "as_test.h"
 #include "../../services/notification/notif_channel.h"
+#include "as_test.h"
 
 AS_TEST(breaker_opens_after_consecutive_failures_and_one_trial_closes_it) {
   notif_breaker_t b = {0};
@@ -17,9 +17,9 @@ AS_TEST(breaker_opens_after_consecutive_failures_and_one_trial_closes_it) {
   AS_CHECK(notif_breaker_record(&b, false, 3, 1000, 50)); /* third in a row: opens */
   AS_CHECK(notif_breaker_open(&b));
   AS_CHECK(!notif_breaker_allows(&b, 1049));
-  AS_CHECK(!notif_breaker_record(&b, false, 3, 1000, 60)); /* in flight before: no change */
-  AS_CHECK(notif_breaker_allows(&b, 1050));                /* the trial */
-  AS_CHECK(!notif_breaker_allows(&b, 1051));               /* only one */
+  AS_CHECK(!notif_breaker_record(&b, false, 3, 1000, 60));  /* in flight before: no change */
+  AS_CHECK(notif_breaker_allows(&b, 1050));                 /* the trial */
+  AS_CHECK(!notif_breaker_allows(&b, 1051));                /* only one */
   AS_CHECK(notif_breaker_record(&b, false, 3, 1000, 1100)); /* trial failed: open again */
   AS_CHECK(!notif_breaker_allows(&b, 2099));
   AS_CHECK(notif_breaker_allows(&b, 2100));
@@ -37,8 +37,8 @@ static const notif_send_conf_t conf = {.smtp_url = "smtp://127.0.0.1:1",
                                        .timeout_ms = 1000};
 
 static notif_msg_t msg(const char *address) {
-  return (notif_msg_t){"d-1", "n-1", "c-1", "case.acknowledged", "en", "Subject", "line\n\"quoted\"",
-                       address};
+  return (notif_msg_t){
+      "d-1", "n-1", "c-1", "case.acknowledged", "en", "Subject", "line\n\"quoted\"", address};
 }
 
 AS_TEST(nothing_to_send_is_refused_with_a_code) {
