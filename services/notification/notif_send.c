@@ -45,6 +45,7 @@ struct notif_send {
     as_counter_t *fell[NOTIF_CH__COUNT], *paused[NOTIF_CH__COUNT], *attempts[NOTIF_CH__COUNT];
     as_counter_t *opened[NOTIF_CH__COUNT];
     as_gauge_t *open[NOTIF_CH__COUNT], *depth, *inflight;
+    as_histogram_t *send_seconds[NOTIF_CH__COUNT];
     as_counter_t *breach_first, *breach_other, *lost_lease, *record_failed;
     as_histogram_t *first_response, *event_to_sent, *tx_claim, *tx_record;
   } m;
@@ -190,6 +191,7 @@ static void ended(notif_send_t *s, notif_job_t *j, CURLcode cc) {
   notif_outcome_t o = notif_channel_outcome(&j->req, j->ch, cc, j->code);
   notif_channel_release(&j->req);
   fly_remove(s, j);
+  as_histogram_observe(s->m.send_seconds[j->ch], (double)(as_now_us() - j->started_us) / 1e6);
   s->inflight--;
   as_gauge_set(s->m.inflight, (double)s->inflight);
   bool provider_ok = o != NOTIF_RETRY || strcmp(j->code, "http_429") == 0;
@@ -402,6 +404,8 @@ static void on_sweep(uv_timer_t *t) {
 static const double sec_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
                                     2.5,   5,    10,    30,   60,  300,  600, 3600};
 
+static const double send_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                     0.25,  0.5,    1,     2.5,  5,     10,   30};
 static const double tx_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
                                    0.01,   0.025,   0.05,   0.1,   0.25};
 
@@ -428,8 +432,12 @@ static int init_metrics(notif_send_t *s) {
                                         "Times a channel's circuit breaker opened.", l);
     s->m.open[i] = as_metrics_gauge(m, "as_notification_breaker_open",
                                     "1 while the channel is paused by its circuit breaker.", l);
-    if (!s->m.sent[i] || !s->m.retried[i] || !s->m.failed[i] || !s->m.fell[i] || !s->m.paused[i] ||
-        !s->m.attempts[i] || !s->m.opened[i] || !s->m.open[i])
+    s->m.send_seconds[i] = as_metrics_histogram(
+        m, "as_notification_send_seconds",
+        "Seconds from a send's start to the gateway's answer (or the timeout).", l, send_bounds,
+        sizeof send_bounds / sizeof send_bounds[0]);
+    if (!s->m.send_seconds[i] || !s->m.sent[i] || !s->m.retried[i] || !s->m.failed[i] ||
+        !s->m.fell[i] || !s->m.paused[i] || !s->m.attempts[i] || !s->m.opened[i] || !s->m.open[i])
       return -ENOMEM;
   }
   static const char br[] = "SlaBreached published by the sender.";

@@ -185,7 +185,7 @@ def test_email_reaches_the_smtp_sink_as_html_with_the_idempotency_key(h, gw):
 def test_a_hanging_gateway_times_out_and_nothing_else_stalls(h, gw):
     http, _ = gw
     http.plan("/push", ["hang", 200])
-    start_sender(h, gw, AS_NOTIFICATION_SEND_TIMEOUT_MS=3000, AS_NOTIFICATION_SEND_LEASE_MS=8000)
+    w = start_sender(h, gw, AS_NOTIFICATION_SEND_TIMEOUT_MS=3000, AS_NOTIFICATION_SEND_LEASE_MS=8000)
     _, (push,) = delivery(h, channels=("push",))
     http.wait_for(1, "/push")
     hung_at = time.monotonic()
@@ -198,6 +198,8 @@ def test_a_hanging_gateway_times_out_and_nothing_else_stalls(h, gw):
     assert row(h, push)["attempts"] == 2
     assert h.scalar("SELECT last_error FROM notification.deliveries WHERE delivery_id = %s",
                     (push,)) == "timeout"
+    assert w.metric("as_notification_send_seconds_count", channel="push") == 2
+    assert w.metric("as_notification_send_seconds_sum", channel="push") >= 3.0 * 0.95
 
 
 def test_killed_between_send_and_mark_resends_the_same_key_and_message(h, gw):
