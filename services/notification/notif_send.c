@@ -33,6 +33,7 @@ struct notif_send {
   CURLM *multi;
   uv_timer_t claim_timer, record_timer, sweep_timer, curl_timer;
   bool started, stopping, full; /* full: the last claim filled every free slot */
+  bool claiming;                /* in on_claim: results wait for the claim's end */
   long long inflight;
   notif_job_t *done;   /* results waiting to be recorded */
   notif_job_t *flying; /* sends in flight (fprev / fnext) */
@@ -160,7 +161,7 @@ static void finish(notif_send_t *s, notif_job_t *j, notif_st_t st, long long del
   j->next = s->done;
   s->done = j;
   s->ndone++;
-  if (s->ndone >= RECORD_BATCH || s->inflight == 0)
+  if (!s->claiming && (s->ndone >= RECORD_BATCH || s->inflight == 0))
     record(s);
   else if (!uv_is_active((uv_handle_t *)&s->record_timer))
     uv_timer_start(&s->record_timer, on_record, RECORD_DELAY_MS, 0);
@@ -356,6 +357,7 @@ static void on_claim(uv_timer_t *t) {
   int n = as_worker_tx(s->w, claim_tx, &c);
   as_histogram_observe(s->m.tx_claim, (double)(uv_hrtime() - t0) / 1e9);
   s->full = n == (int)free_slots;
+  s->claiming = true; /* those refused at once are recorded together below */
   while (c.jobs) {
     notif_job_t *j = c.jobs;
     c.jobs = j->next;
@@ -365,6 +367,8 @@ static void on_claim(uv_timer_t *t) {
     else
       start_one(s, j);
   }
+  s->claiming = false;
+  if (s->done && s->inflight == 0) record(s);
   /* Slots still free after a full claim (fallen through, failed at once):
    * look again now rather than a period later. */
   if (s->full && s->inflight < s->c->concurrency && !s->done)
