@@ -8,6 +8,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       build-essential pkg-config ca-certificates \
       librdkafka-dev libpq-dev libprotobuf-c-dev protobuf-c-compiler libuv1-dev uuid-dev \
+      libcurl4-openssl-dev \
       protobuf-compiler \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
@@ -23,7 +24,7 @@ ARG DEBIAN_FRONTEND=noninteractive
 # Runtime libraries only, plus curl for the container healthcheck.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      librdkafka1 libpq5 libprotobuf-c1 libuv1 libuuid1 curl ca-certificates \
+      librdkafka1 libpq5 libprotobuf-c1 libuv1 libuuid1 libcurl4 curl ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin aftersales
 COPY --from=build /src/build/bin/ /usr/local/bin/

@@ -194,6 +194,8 @@ $(B)/tests/test_$(1)_%: $(B)/obj/tests/unit/test_$(1)_%.o $(B)/obj/tests/unit/as
 	$$(link)
 endef
 $(foreach s,$(SERVICES),$(eval $(call service_rule,$(s))))
+# The notification sender speaks SMTP and HTTP through libcurl; no other binary links it.
+$(B)/bin/as-notification $(B)/tests/test_notification_%: LIBS += -lcurl
 
 $(B)/gen/as_sql_probe.c: $(sort $(wildcard tests/probe/sql/*.sql)) scripts/embed_sql.sh
 	$(call embed_sql,as_service_migrations,$(sort $(wildcard tests/probe/sql/*.sql)))

@@ -52,18 +52,17 @@ static void block(uint32_t h[8], const uint8_t *p) {
   h[7] += k;
 }
 
-void as_sha256(const void *data, size_t len, uint8_t out[AS_SHA256_LEN]) {
-  uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-  const uint8_t *p = data;
-  size_t left = len;
+/* The digest of a message of total bytes whose first len bytes remain at
+ * p, with the state h after the blocks before them: the last full blocks,
+ * a 1 bit, zeros, and the length in bits (one or two blocks). */
+static void finish(uint32_t h[8], const uint8_t *p, size_t left, uint64_t total,
+                   uint8_t out[AS_SHA256_LEN]) {
   for (; left >= 64; left -= 64, p += 64) block(h, p);
-  /* The tail, a 1 bit, zeros, and the length in bits: one or two blocks. */
   uint8_t tail[128] = {0};
   if (left) memcpy(tail, p, left);
   tail[left] = 0x80;
   size_t n = left < 56 ? 64 : 128;
-  uint64_t bits = (uint64_t)len * 8;
+  uint64_t bits = total * 8;
   for (int i = 0; i < 8; i++) tail[n - 1 - i] = (uint8_t)(bits >> (8 * i));
   block(h, tail);
   if (n == 128) block(h, tail + 64);
@@ -73,4 +72,37 @@ void as_sha256(const void *data, size_t len, uint8_t out[AS_SHA256_LEN]) {
     out[4 * i + 2] = (uint8_t)(h[i] >> 8);
     out[4 * i + 3] = (uint8_t)h[i];
   }
+}
+
+static void init(uint32_t h[8]) {
+  static const uint32_t iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+  memcpy(h, iv, sizeof iv);
+}
+
+void as_sha256(const void *data, size_t len, uint8_t out[AS_SHA256_LEN]) {
+  uint32_t h[8];
+  init(h);
+  finish(h, data, len, len, out);
+}
+
+/* RFC 2104: H((K ^ opad) || H((K ^ ipad) || m)), the key padded (or first
+ * hashed, if longer than a block) to one 64-byte block, which is hashed as
+ * the first block of each pass so the message is never copied. */
+void as_sha256_hmac(const void *key, size_t klen, const void *data, size_t len,
+                    uint8_t out[AS_SHA256_LEN]) {
+  uint8_t k[64] = {0}, pad[64], inner[AS_SHA256_LEN];
+  if (klen > sizeof k)
+    as_sha256(key, klen, k);
+  else if (klen)
+    memcpy(k, key, klen);
+  uint32_t h[8];
+  for (int i = 0; i < 64; i++) pad[i] = k[i] ^ 0x36;
+  init(h);
+  block(h, pad);
+  finish(h, data, len, 64 + (uint64_t)len, inner);
+  for (int i = 0; i < 64; i++) pad[i] = k[i] ^ 0x5c;
+  init(h);
+  block(h, pad);
+  finish(h, inner, sizeof inner, 64 + sizeof inner, out);
 }

@@ -2,6 +2,7 @@
  * hash: a record that reuses a known event id with other bytes must not pass
  * as a redelivery, and a cryptographic hash keeps a producer from crafting
  * such a record to collide. In Python: hashlib.sha256(value).digest().
+ * Also HMAC-SHA256, for the notification webhooks' signatures.
  *
  * Ownership: nothing is kept; the caller owns both buffers. */
 #ifndef AS_SHA256_H
@@ -13,5 +14,10 @@
 #define AS_SHA256_LEN 32
 
 void as_sha256(const void *data, size_t len, uint8_t out[AS_SHA256_LEN]);
+
+/* HMAC-SHA256 (RFC 2104) of data with key: the notification webhooks'
+ * signature. In Python: hmac.new(key, data, hashlib.sha256).digest(). */
+void as_sha256_hmac(const void *key, size_t klen, const void *data, size_t len,
+                    uint8_t out[AS_SHA256_LEN]);
 
 #endif

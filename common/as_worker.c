@@ -137,7 +137,8 @@ struct as_worker {
   long long lag_result;
   char lag_err[160], lag_err_logged[160]; /* why lag_result is -1; what was logged last */
   bool lag_busy;
-  bool live; /* migrations applied, service consuming: until then /readyz says why not */
+  bool hooked; /* the service's start hook ran and its stop hook has not */
+  bool live;   /* migrations applied, service consuming: until then /readyz says why not */
   unsigned migrate_delay;
   uv_signal_t sigterm, sigint, sighup;
   as_msg_t *batch;
@@ -625,6 +626,33 @@ static void on_scan(uv_timer_t *t) {
   }
 }
 
+uv_loop_t *as_worker_loop(as_worker_t *w) {
+  return &w->loop;
+}
+
+/* The scanner's pattern for a service's own work between batches: the
+ * batch connection is idle whenever the loop runs anything else. */
+int as_worker_tx(as_worker_t *w, as_worker_tx_fn fn, void *arg) {
+  if (w->pending_retry || w->stopping || !w->db_ok || as_db_ensure(&w->db) < 0) return -EAGAIN;
+  int rc = as_db_begin(&w->db);
+  int n = rc < 0 ? rc : fn(arg, &w->tx);
+  rc = n < 0 ? n : as_tx_flush(&w->tx, NULL, 0);
+  if (rc == 0) rc = as_db_commit(&w->db);
+  if (rc < 0) {
+    as_db_rollback(&w->db);
+    as_tx_reset(&w->tx);
+    return rc;
+  }
+  as_relay_committed(w->relay, w->db.conn ? PQbackendPID(w->db.conn) : 0);
+  return n;
+}
+
+static void stop_hook(as_worker_t *w) {
+  if (!w->hooked) return;
+  w->hooked = false;
+  w->svc->stop(w->state);
+}
+
 /* ---- probes and metrics ----------------------------------------------- */
 
 /* Why the worker is not ready, as a machine-readable code; NULL if ready.
@@ -742,6 +770,7 @@ static void on_http_closed(void *arg) {
 /* Relay drained (or timed out): leave the group and close everything. */
 static void finish_shutdown(as_worker_t *w) {
   uv_timer_stop(&w->drain_timer);
+  stop_hook(w);
   if (w->consumer) {
     rd_kafka_consumer_close(w->consumer); /* leaves the group: partitions move at once */
     AS_INFO(&w->log, "consumer closed");
@@ -776,6 +805,7 @@ static void begin_shutdown(as_worker_t *w, int signum) {
   uv_timer_stop(&w->retry_timer);
   uv_timer_stop(&w->migrate_timer);
   uv_timer_stop(&w->lag_timer);
+  stop_hook(w);
   /* Stopping first: a last retry that fails must not re-arm the retry
    * timer. Finish the batch in hand once more; if the database is still
    * away it stays uncommitted and is redelivered to whoever owns the
@@ -1155,6 +1185,14 @@ static int go_live(as_worker_t *w) {
   w->live = true;
   w->db_ok = true;
   start_consuming(w);
+  if (w->svc->start) {
+    rc = w->svc->start(w, w->state);
+    if (rc < 0) {
+      AS_ERROR(&w->log, "service start failed", AS_F_INT("rc", rc));
+      return rc;
+    }
+    w->hooked = w->svc->stop != NULL;
+  }
   AS_INFO(&w->log, "worker started", AS_F_STR("group", w->group_id), AS_F_STR("schema", w->schema),
           AS_F_INT("http_port", as_http_port(w->http)), AS_F_INT("batch_max", w->conf.batch_max));
   return 0;

@@ -46,6 +46,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
 #include "as_config.h"
 #include "as_db.h"
@@ -111,6 +112,19 @@ typedef struct as_service {
    * negative error after logging why (the service keeps its old settings).
    * May be NULL. */
   int (*reload)(void *state);
+
+  /* Work outside the batches (the notification sender): start is called
+   * once the worker is live (migrations applied, consumer and relay
+   * started), on the loop thread; it may start its own libuv handles on
+   * as_worker_loop(w) and run transactions with as_worker_tx. stop is
+   * called once at the start of shutdown (or not at all if start was never
+   * called): it stops taking work and uv_closes every handle it started
+   * (the loop runs until they are closed); work in flight is abandoned, so
+   * whatever it holds must be safe to take again later (a lease). start
+   * returns 0 or a negative error (the worker then stops, exit code 1).
+   * Both may be NULL; the batch path never calls them. */
+  int (*start)(as_worker_t *w, void *state);
+  void (*stop)(void *state);
 } as_service_t;
 
 /* The service's migrations, embedded by the build (scripts/embed_sql.sh). */
@@ -131,6 +145,20 @@ AS_MUST_CHECK int as_worker_main(const as_service_t *svc, const as_migration_t *
  * demand, e.g. one per reason code). */
 const as_log_t *as_worker_log(const as_worker_t *w);
 as_metrics_t *as_worker_metrics(as_worker_t *w);
+
+/* For start hooks: the worker's loop (borrowed; everything runs on it). */
+uv_loop_t *as_worker_loop(as_worker_t *w);
+
+/* For start hooks: runs fn in one transaction on the worker's connection,
+ * between batches, as the deadline scanner does: fn runs its statements on
+ * as_tx_db(tx) and queues events with as_tx_publish (cause NULL); the
+ * runtime then writes them to the outbox, commits and wakes the relay.
+ * Returns fn's negative result or an as_db error after rolling back (and
+ * dropping what fn queued), -EAGAIN without calling fn when the worker
+ * cannot now (a batch waiting for its retry, stopping, database down), or
+ * fn's result (>= 0) after the commit. */
+typedef int (*as_worker_tx_fn)(void *arg, as_tx_t *tx);
+AS_MUST_CHECK int as_worker_tx(as_worker_t *w, as_worker_tx_fn fn, void *arg);
 
 /* The largest envelope (packed bytes) the relay's producer accepts
  * (message.max.bytes less the record's own overhead): an event must be

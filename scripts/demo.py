@@ -42,6 +42,7 @@ review deadline in review.deadlines to now, as if the hours had passed; the
 worker's deadline scanner does the rest exactly as it would.
 """
 import argparse
+import json
 import hashlib
 import itertools
 import os
@@ -582,11 +583,50 @@ def print_case(s, verdict_line):
     print("demo: %s %s" % (s.label(), verdict_line))
 
 
+def mask(to):
+    """An address as a demo may show it: enough to tell buyers apart."""
+    to = ", ".join(to) if isinstance(to, list) else str(to or "")
+    return to[:3] + "***" + to[-2:] if len(to) > 6 else "***"
+
+
+def print_received(path, wait_s=5.0):
+    """What the buyers received, as the loopback gateways recorded it (SMS
+    and push webhooks, e-mail over SMTP), in the languages it was written
+    in. Waits a little for the notification worker's last sends."""
+    seen, deadline = -1, time.time() + wait_s
+    rows = []
+    while time.time() < deadline:
+        try:
+            with open(path, encoding="utf-8") as f:
+                rows = [json.loads(line) for line in f if line.strip()]
+        except OSError:
+            rows = []
+        if rows and len(rows) == seen:
+            break
+        seen = len(rows)
+        time.sleep(1.0)
+    if not rows:
+        print("demo: received nothing at the SMS, push and e-mail gateways (no notification rendered)")
+        return
+    print("demo: received %d message(s) at the gateways, as the buyers read them:" % len(rows))
+    for r in rows:
+        if r.get("gateway") == "email":
+            print("demo: received e-mail to %s  %s  %s" % (mask(r.get("to")), r.get("subject"),
+                                                   " ".join((r.get("html") or "").split())[:160]))
+            continue
+        m = r.get("message") or {}
+        print("demo: received %s to %s  [%s %s] %s%s" % (r.get("gateway"), mask(m.get("to")), m.get("locale"),
+                                                 m.get("template_id"),
+                                                 (m.get("title") + ": ") if m.get("title") else "",
+                                                 m.get("body")))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bootstrap", required=True)
     ap.add_argument("--dsn", required=True, help="the fleet's database (for the SLA clock and the final states)")
     ap.add_argument("--seconds", type=float, default=45, help="longest wait for the fleet")
+    ap.add_argument("--gateway-record", help="the JSON lines the loopback gateways wrote (make run)")
     args = ap.parse_args()
     d = Demo(args)
     c = Consumer({"bootstrap.servers": args.bootstrap, "group.id": "demo-" + uuid.uuid4().hex[:8],
@@ -682,6 +722,8 @@ def main():
     strays = d.strays
     for k, b in strays:  # events about nothing the demo asked for: a case that should not exist
         print("demo: unexpected %s" % describe(k, b))
+    if args.gateway_record:
+        print_received(args.gateway_record)
     took = time.time() - started
     if failed or not probe_ok or strays:
         print("demo: FAILED after %.1f s: %s%s%s" % (

@@ -7,6 +7,8 @@ pkgs=(
   gcc make pkg-config
   clang libclang-rt-dev clang-format
   librdkafka-dev libpq-dev libprotobuf-c-dev protobuf-c-compiler libuv1-dev uuid-dev
+  # the notification sender speaks SMTP and HTTP through libcurl; its tests' SMTP sink
+  libcurl4-openssl-dev python3-aiosmtpd
   postgresql protobuf-compiler kcat
   python3 python3-pytest python3-pytest-xdist python3-psycopg2 python3-protobuf python3-confluent-kafka
   # the embedded real Kafka broker (scripts/kafka.sh): Java 17 runs it, Maven fetches its jars

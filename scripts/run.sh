@@ -23,6 +23,7 @@ wpids=() # the workers' pids
 broker=  # the mock broker's pid
 kafka=   # the real broker's directory once kafka.sh started it
 demo= # the demo's pid while it runs
+gateway= # the loopback SMS/push/e-mail gateways' pid (tests/integration/gateway.py)
 
 stop_all() {
   trap - INT TERM EXIT
@@ -33,6 +34,10 @@ stop_all() {
   # timeouts instead (20 s seen).
   for p in $demo "${wpids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in $demo "${wpids[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [[ -n $gateway ]]; then
+    kill -TERM "$gateway" 2>/dev/null || true
+    wait "$gateway" 2>/dev/null || true
+  fi
   if [[ -n $broker ]]; then
     kill -TERM "$broker" 2>/dev/null || true
     wait "$broker" 2>/dev/null || true
@@ -86,6 +91,20 @@ dsn() { printf 'host=%s port=%s user=%s dbname=%s' "$PGHOST" "$PGPORT" "$1" "$PG
 export AS_KAFKA_BOOTSTRAP=$BOOTSTRAP AS_DB_MIGRATE_DSN=$(dsn aftersales_owner)
 export AS_HTTP_ADDR=127.0.0.1 AS_HTTP_PORT=0 AS_RDKAFKA_CONSUMER_SESSION_TIMEOUT_MS=6000
 
+# The notification worker's gateways: one loopback process answering the SMS
+# and push webhooks (HTTP) and e-mail (SMTP), recording every message in
+# $RUN/gateway.jsonl, which the demo shows as what the buyers received.
+/usr/bin/python3 tests/integration/gateway.py --record "$RUN/gateway.jsonl" >"$RUN/gateway.out" 2>"$RUN/logs/gateway.log" &
+gateway=$!
+for _ in $(seq 100); do grep -q '^gateway ' "$RUN/gateway.out" 2>/dev/null && break; sleep 0.1; done
+http_port=$(sed -n 's/^gateway http=\([0-9]*\).*/\1/p' "$RUN/gateway.out")
+smtp_port=$(sed -n 's/.* smtp=\([0-9]*\)$/\1/p' "$RUN/gateway.out")
+[[ -n $http_port && -n $smtp_port ]] || { echo "run: the gateways did not start (see $RUN/logs/gateway.log)" >&2; exit 1; }
+echo "run: gateways: SMS and push http://127.0.0.1:$http_port/{sms,push}, e-mail smtp://127.0.0.1:$smtp_port (received: $RUN/gateway.jsonl)"
+export AS_NOTIFICATION_SMS_URL=http://127.0.0.1:$http_port/sms AS_NOTIFICATION_PUSH_URL=http://127.0.0.1:$http_port/push
+export AS_NOTIFICATION_SMTP_URL=smtp://127.0.0.1:$smtp_port AS_NOTIFICATION_SMTP_FROM=care@shop.example
+export AS_NOTIFICATION_WEBHOOK_SECRET=${AS_NOTIFICATION_WEBHOOK_SECRET:-make-run-local-secret}
+
 echo "run: workers from $BIN"
 # Every service under services/ plus the runtime's probe worker.
 workers=()
@@ -110,7 +129,7 @@ done
 # The demo runs in the background so that a signal stops it at once (bash
 # runs a trap only after a foreground child ends); its failure is make
 # run's: a fleet that does not do what the demo shows fails visibly.
-/usr/bin/python3 scripts/demo.py --bootstrap "$BOOTSTRAP" --dsn "$(dsn "$PGUSER")" &
+/usr/bin/python3 scripts/demo.py --bootstrap "$BOOTSTRAP" --dsn "$(dsn "$PGUSER")" --gateway-record "$RUN/gateway.jsonl" &
 demo=$!
 rc=0
 wait "$demo" || rc=$?

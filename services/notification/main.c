@@ -28,6 +28,7 @@ static const as_cfg_param_t config[] = {
     {"AS_NOTIFICATION_CAP_PER_HOUR", AS_CFG_INT, "10", 1, 1000, C(cap_per_hour),
      "Notifications per buyer per hour (in-app and urgent ones aside); one over the cap waits an "
      "hour."},
+    NOTIF_SEND_CONFIG(notif_conf_t, send),
 };
 
 #define CNT(field, name, labels, help) AS_COUNTER(notif_t, field, name, labels, help)
@@ -117,6 +118,8 @@ static const as_service_t notification_service = {
     .init = notif_init,
     .fini = notif_fini,
     .reload = notif_reload,
+    .start = notif_start,
+    .stop = notif_stop,
 };
 
 AS_SERVICE_MAIN(notification_service)

@@ -1,8 +1,8 @@
-/* notif_state: the notification worker's state at start and on SIGHUP: the
- * templates in force, from AS_NOTIFICATION_TEMPLATES_FILE or the built-in
- * default. A file that does not parse stops the worker at start and is
- * refused on reload (the templates in force stay), logged and counted; so
- * is one without the default locale, which every fallback ends at. */
+/* notif_state: the notification worker's state at start and on SIGHUP (the
+ * sender started and stopped with the loop): the templates in force, from
+ * AS_NOTIFICATION_TEMPLATES_FILE or the built-in default. A file that does not parse stops the
+ * worker at start and is refused on reload (the templates in force stay), logged and counted; so is
+ * one without the default locale, which every fallback ends at. */
 #include <errno.h>
 #include <string.h>
 
@@ -43,8 +43,22 @@ int notif_reload(void *state) {
 
 void notif_fini(void *state) {
   notif_t *x = state;
+  notif_send_fini(x->send);
   notif_templates_free(x->templates);
   notif_tell_free(x);
+}
+
+/* The sender runs on the loop once the migrations are applied (as_worker.h
+ * start/stop). */
+int notif_start(as_worker_t *w, void *state) {
+  (void)w;
+  notif_t *x = state;
+  return notif_send_start(x->send);
+}
+
+void notif_stop(void *state) {
+  notif_t *x = state;
+  notif_send_stop(x->send);
 }
 
 int notif_init(as_worker_t *w, const void *conf, void *state) {
@@ -59,5 +73,5 @@ int notif_init(as_worker_t *w, const void *conf, void *state) {
     return -EINVAL;
   }
   AS_INFO(x->log, "templates loaded", AS_F_STR("version", notif_templates_version(x->templates)));
-  return 0;
+  return notif_send_init(w, &x->conf->send, &x->send);
 }

@@ -27,6 +27,7 @@
 #include "as_err.h"
 #include "as_uuid.h"
 #include "as_worker.h"
+#include "notif_send.h"
 #include "notif_templates.h"
 
 #define NOTIF_TOPIC "aftersales.notifications.v1"
@@ -37,6 +38,7 @@
 typedef struct notif_conf {
   const char *templates_file, *default_locale, *default_zone;
   long long reminder_hours, survey_delay_h, cap_per_hour;
+  notif_send_conf_t send; /* the sender's (notif_send.h) */
 } notif_conf_t;
 
 typedef struct notif_pending notif_pending_t; /* a notification queued (notif_tell.c) */
@@ -50,6 +52,7 @@ typedef struct notif {
   as_counter_t *deferred_quiet, *deferred_cap, *reminders_set, *reminders_skipped;
   as_counter_t *surveys_set, *answers[5], *reloads_ok, *reloads_refused;
   as_metrics_t *metrics; /* the worker's, for the dead letters this service writes itself */
+  notif_send_t *send;    /* owned: made by notif_init, freed by notif_fini */
   /* The batch's notifications, told together at its end (notif_tell_flush);
    * owned, emptied after each batch, freed by notif_fini. */
   notif_pending_t *pending;
@@ -83,6 +86,8 @@ typedef struct notif_tell {
 AS_MUST_CHECK int notif_init(as_worker_t *w, const void *conf, void *state);
 void notif_fini(void *state);
 AS_MUST_CHECK int notif_reload(void *state);
+AS_MUST_CHECK int notif_start(as_worker_t *w, void *state);
+void notif_stop(void *state);
 
 /* ---- notif_contacts.c */
 /* The route of BuyerContactUpdated and BuyerErased: each in batch order,

@@ -25,7 +25,7 @@ from conftest import BIN_DIR, ROOT, SANITIZER_MARKERS, SLOW
 # scripts/demo.py's scenarios: each must print its "ok [key]" line.
 SCENARIOS = ("return", "evidence", "socks", "too_many", "agent", "sla", "goodwill", "dispute", "runtime")
 CASE = r"AS-\d{8}-\d+"
-UNDER = re.compile(rf"^demo: ({CASE}|request demo-r-\w+|probe \S+|probes) ")
+UNDER = re.compile(rf"^demo: ({CASE}|request demo-r-\w+|probe \S+|probes|received) ")
 
 
 @contextlib.contextmanager

@@ -49,3 +49,25 @@ AS_TEST(padding_boundaries) {
   for (int i = 0; i < 65; i++) b[i] = (uint8_t)i;
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) check(b, rows[i].n, rows[i].want);
 }
+
+static void check_hmac(const void *k, size_t kn, const void *p, size_t n, const char *want) {
+  uint8_t d[AS_SHA256_LEN];
+  char got[2 * AS_SHA256_LEN + 1];
+  as_sha256_hmac(k, kn, p, n, d);
+  hex(d, got);
+  AS_CHECK_STR_EQ(got, want);
+}
+
+/* hmac.new(key, msg, hashlib.sha256).hexdigest(): a short key, a key longer
+ * than a block (hashed first), and the empty key and message. */
+AS_TEST(hmac_against_python) {
+  const char *fox = "The quick brown fox jumps over the lazy dog";
+  check_hmac("key", 3, fox, strlen(fox),
+             "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8");
+  uint8_t k[100], m[70];
+  for (int i = 0; i < 100; i++) k[i] = (uint8_t)i;
+  for (int i = 0; i < 70; i++) m[i] = (uint8_t)i;
+  check_hmac(k, sizeof k, m, sizeof m,
+             "6b6056efb95bd18c509c5d978b6af426a3a3f8cb2f130088992088c315b375bd");
+  check_hmac("", 0, "", 0, "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
+}

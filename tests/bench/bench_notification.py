@@ -1,0 +1,258 @@
+"""bench notification: as-notification's sender against a local HTTP gateway.
+
+  1. sends: N deliveries rows (SMS, one case each, as the batch side writes
+     them) COPYed into the notification schema, then the worker started
+     against an asyncio HTTP sink (gateway.FastHttpSink, always 200,
+     keep-alive); sends_per_s = N / (last request - first request) at the
+     gateway, every row then checked 'sent';
+  2. first response, the full flow: as-intake and as-notification on one
+     broker, orders and the buyers' contacts (BuyerContactUpdated, SMS)
+     prefilled, then requests at 1,000/s for ~10 s (after an uncounted
+     warm-up); p99 of (the acknowledgement's arrival at the gateway - the
+     request's submitted_at), joined by case id through BuyerAcknowledged.
+     A notification worker that renders no acknowledgement (before the
+     batch side merges: the sender alone) sends none; the bench then
+     measures the sender's share instead: deliveries rows inserted at
+     1,000/s with submitted_at = now, p99 of (arrival - submitted_at), and
+     says so (p99_scope=sender instead of full);
+  3. the notification worker's peak RSS (VmHWM).
+Prints exactly one line: bench notification broker=B sends_per_s=N
+p99_first_response_ms=N p99_scope=full|sender rss_mb=N broker_cpu_s=N
+"""
+import io
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+
+sys.path.insert(0, os.environ.get("AS_GEN_PY", "build/gen/py"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+import envelope_pb2  # noqa: E402
+import notification_pb2  # noqa: E402
+import psycopg2  # noqa: E402
+from bench import (BROKER, LOW_LATENCY, PACED_WARM, Stack, bulk_producer, consumer_at_end, log,  # noqa: E402
+                   paced_producer, peak_rss_kb, produce, settle)
+from bench_intake import order_msgs, request_msg  # noqa: E402
+from gateway import FastHttpSink  # noqa: E402
+
+N = int(os.environ.get("AS_BENCH_SENDS", "20000"))
+RATE = int(os.environ.get("AS_BENCH_RATE", "1000"))
+SECONDS = float(os.environ.get("AS_BENCH_SECONDS", "10"))
+BUYERS = 1000
+TAG = uuid.uuid4().hex[:6]
+SENDER = dict(AS_NOTIFICATION_WEBHOOK_SECRET="bench-secret", AS_NOTIFICATION_SEND_INTERVAL_MS="5",
+              AS_NOTIFICATION_SEND_CONCURRENCY="64")
+
+
+def copy(dsn, table, cols, rows):
+    buf = io.StringIO("".join("\t".join(str(v) for v in r) + "\n" for r in rows))
+    with psycopg2.connect(dsn) as c, c.cursor() as cur:
+        cur.copy_expert("COPY notification.%s (%s) FROM STDIN" % (table, cols), buf)
+    c.close()
+
+
+def contacts(dsn):
+    copy(dsn, "contacts", "buyer_id, phone, channels, updated_at_us",
+         (("bb-%s-%d" % (TAG, b), "+86138%08d" % b, "{sms}", 1) for b in range(BUYERS)))
+
+
+DELIVERY_COLS = ("delivery_id, notification_id, case_id, buyer_id, channel, template_id,"
+                 " template_version, locale, body, source_event_id, source_at_us, submitted_at_us")
+
+
+def delivery_row(i, now, submitted=0):
+    return (uuid.uuid4(), uuid.uuid4(), "c-%s-%07d" % (TAG, i), "bb-%s-%d" % (TAG, i % BUYERS), "sms",
+            "case.acknowledged", "v1", "zh-CN", "您的售后申请已受理，案件号 A-%07d" % i, uuid.uuid4(), now,
+            submitted)
+
+
+def sends(stack, env):
+    contacts(stack.dsn)
+    now = int(time.time() * 1e6)
+    copy(stack.dsn, "deliveries", DELIVERY_COLS, (delivery_row(i, now) for i in range(N)))
+    # What autovacuum does within a minute of such a change: without it the
+    # planner still thinks the table empty and sorts every due row per take.
+    with psycopg2.connect(stack.dsn) as c, c.cursor() as cur:
+        cur.execute("ANALYZE notification.deliveries, notification.contacts")
+    c.close()
+    log("prefilled %d deliveries" % N)
+    sink = FastHttpSink()
+    w = stack.start("as-notification", dict(env, AS_NOTIFICATION_SMS_URL=sink.url("/sms")), "sends")
+    deadline = time.time() + 600
+    while len(sink.received) < N:
+        if time.time() > deadline or w.poll() is not None:
+            raise RuntimeError("only %d of %d sends reached the gateway" % (len(sink.received), N))
+        time.sleep(0.05)
+    t = [r[0] for r in sink.received[:N]]
+    rate = N / max(max(t) - min(t), 1e-6)
+    while True:
+        with psycopg2.connect(stack.dsn) as c, c.cursor() as cur:
+            cur.execute("SELECT count(*) FILTER (WHERE status = 'sent'), count(*)"
+                        " FROM notification.deliveries")
+            sent, total = cur.fetchone()
+        c.close()
+        if sent == total:
+            break
+        if time.time() > deadline:
+            raise RuntimeError("%d of %d deliveries recorded sent" % (sent, total))
+        time.sleep(0.1)
+    log("sends: %.0f/s (%d to the gateway, every row recorded sent)" % (rate, N))
+    return w, sink, rate
+
+
+class AckReader(threading.Thread):
+    """submitted_at of each case's BuyerAcknowledged, by case id."""
+
+    def __init__(self, bootstrap):
+        super().__init__(daemon=True)
+        self.c = consumer_at_end(bootstrap, "aftersales.cases.v1")
+        self.submitted = {}
+        self.stop = False
+
+    def run(self):
+        while not self.stop:
+            m = self.c.poll(0.05)
+            if m is None or m.error():
+                continue
+            e = envelope_pb2.Envelope()
+            e.ParseFromString(m.value())
+            if e.WhichOneof("payload") == "buyer_acknowledged":
+                a = e.buyer_acknowledged
+                self.submitted[a.case_id] = a.submitted_at_us / 1e6
+
+
+def arrivals(sink, since):
+    out = {}
+    for at, _, body in sink.received[since:]:
+        try:
+            out.setdefault(json.loads(body)["case_id"], at)
+        except (ValueError, KeyError):
+            pass
+    return out
+
+
+def full_flow(stack, env, sink, n_orders):
+    """p99 ms of the first response through intake and notification, or
+    None when notification sends no acknowledgement."""
+    p = bulk_producer(stack.bootstrap)
+    for i in range(n_orders):
+        for key, value in order_msgs(i):
+            produce(p, "aftersales.orders.v1", key, value)
+        e = envelope_pb2.Envelope(event_id=str(uuid.uuid4()), event_type="BuyerContactUpdated",
+                                  schema_version=1, occurred_at_us=int(time.time() * 1e6))
+        e.producer.service, e.producer.instance = "bench", "bench-1"
+        c = e.buyer_contact_updated
+        c.buyer_id, c.locale, c.phone = "b-%07d" % i, "zh-CN", "+86139%08d" % i
+        c.channels_allowed.append(notification_pb2.CHANNEL_SMS)
+        c.updated_at_us = int(time.time() * 1e6)
+        produce(p, "aftersales.contacts.v1", c.buyer_id, e.SerializeToString())
+    p.flush(120)
+    ienv = stack.env("intake", "bench-intake", **LOW_LATENCY)
+    stack.migrate("as-intake", ienv, "intake")
+    stack.start("as-intake", ienv, "intake")
+    deadline = time.time() + 300
+    while True:
+        with psycopg2.connect(stack.dsn) as c, c.cursor() as cur:
+            cur.execute("SELECT count(*) FROM intake.orders WHERE delivered_at_us IS NOT NULL")
+            if cur.fetchone()[0] >= n_orders:
+                break
+        c.close()
+        if time.time() > deadline:
+            raise RuntimeError("intake's projection not built")
+        time.sleep(0.2)
+    settle(stack.dsn)
+    reader = AckReader(stack.bootstrap)
+    reader.start()
+    pp = paced_producer(stack.bootstrap)
+    pp.list_topics(timeout=10)
+    time.sleep(2)
+    first = len(sink.received)
+    total = n_orders
+    t0 = time.time()
+    for k in range(total):
+        delay = t0 + k / RATE - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        key, value = request_msg(k)
+        produce(pp, "aftersales.requests.v1", key, value)
+        pp.poll(0)
+    pp.flush(30)
+    deadline = time.time() + 30
+    while len(arrivals(sink, first)) < total and time.time() < deadline:
+        time.sleep(0.2)
+    reader.stop = True
+    reader.join(5)
+    got = arrivals(sink, first)
+    if not got:
+        log("full flow: no acknowledgement reached the gateway (%d acknowledged by intake):"
+            " this notification worker renders none" % len(reader.submitted))
+        return None
+    lat = sorted((at - reader.submitted[cid]) * 1e3 for cid, at in got.items() if cid in reader.submitted)
+    lat = lat[PACED_WARM:] if len(lat) > 2 * PACED_WARM else lat  # the warm-up's, roughly
+    return p99_of(lat, "full flow: %d first responses of %d requests" % (len(got), total))
+
+
+def p99_of(lat, what):
+    lat = sorted(lat)
+    p50, p99 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    log("%s: p50=%.1fms p99=%.1fms max=%.1fms" % (what, p50, p99, lat[-1]))
+    return p99
+
+
+def sender_only(stack, sink):
+    """Deliveries inserted at RATE/s in 10 ms batches, submitted_at = now."""
+    first = len(sink.received)
+    n = int(RATE * SECONDS) + PACED_WARM
+    c = psycopg2.connect(stack.dsn)
+    c.autocommit = True
+    cur = c.cursor()
+    base = N + 10
+    t0 = time.time()
+    k, step = 0, max(1, RATE // 100)  # a batch every 10 ms, as a batch side commits them
+    while k < n:
+        due = t0 + k / RATE
+        if due > time.time():
+            time.sleep(due - time.time())
+        now = int(time.time() * 1e6)
+        rows = [delivery_row(base + k + j, now, submitted=now) for j in range(min(step, n - k))]
+        args = ",".join(cur.mogrify("(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                                    tuple(str(v) if isinstance(v, uuid.UUID) else v for v in r)).decode()
+                        for r in rows)
+        cur.execute("INSERT INTO notification.deliveries (%s) VALUES %s" % (DELIVERY_COLS, args))
+        k += len(rows)
+    c.close()
+    deadline = time.time() + 60
+    while len(sink.received) - first < n and time.time() < deadline:
+        time.sleep(0.1)
+    subs = {}
+    for at, _, body in sink.received[first:]:
+        d = json.loads(body)
+        subs[d["case_id"]] = at
+    with psycopg2.connect(stack.dsn) as c2, c2.cursor() as cur2:
+        cur2.execute("SELECT case_id, submitted_at_us FROM notification.deliveries WHERE submitted_at_us > 0")
+        submitted = dict(cur2.fetchall())
+    c2.close()
+    lat = [(subs[cid] - submitted[cid] / 1e6) * 1e3 for cid in subs if cid in submitted]
+    return p99_of(sorted(lat)[PACED_WARM // 2:], "sender only: %d sends at %d/s" % (len(lat), RATE))
+
+
+def main():
+    with Stack("notification") as stack:
+        env = stack.env("notification", "bench-notification", **LOW_LATENCY, **SENDER)
+        stack.migrate("as-notification", env, "notification")
+        w, sink, rate = sends(stack, env)
+        scope, p99 = "full", full_flow(stack, env, sink, PACED_WARM + int(RATE * SECONDS))
+        if p99 is None:
+            scope, p99 = "sender", sender_only(stack, sink)
+        rss = peak_rss_kb(w.pid)
+        log("notification worker peak RSS %.1f MB" % (rss / 1024))
+        sink.close()
+        print("bench notification broker=%s sends_per_s=%d p99_first_response_ms=%d p99_scope=%s rss_mb=%d %s"
+              % (BROKER, rate, round(p99), scope, round(rss / 1024), stack.broker_cpu_field()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
