@@ -511,6 +511,12 @@ int notif_send_init(as_worker_t *w, const notif_send_conf_t *conf, notif_send_t 
 }
 
 int notif_send_start(notif_send_t *s) {
+  /* Telling and sending scale apart: an instance told not to send leaves
+   * the rows (and their SLA sweep) to the instances that do. */
+  if (s->c->concurrency == 0) {
+    AS_INFO(s->log, "notification sender off on this instance (AS_NOTIFICATION_SEND_CONCURRENCY=0)");
+    return 0;
+  }
   uv_loop_t *loop = as_worker_loop(s->w);
   uv_timer_t *t[] = {&s->claim_timer, &s->record_timer, &s->sweep_timer, &s->curl_timer};
   for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) uv_timer_init(loop, t[i]), t[i]->data = s;

@@ -111,10 +111,11 @@ typedef struct notif_send_conf {
       {"AS_NOTIFICATION_SEND_CONCURRENCY",                                                      \
        AS_CFG_INT,                                                                              \
        "64",                                                                                    \
-       1,                                                                                       \
+       0,                                                                                       \
        1024,                                                                                    \
        NOTIF_SEND_C_(t, m, concurrency),                                                        \
-       "Sends in flight at most, over all channels."},                                          \
+       "Sends in flight at most, over all channels; 0: this instance only tells (writes the "   \
+       "deliveries) and others send them."},                                          \
       {"AS_NOTIFICATION_MAX_ATTEMPTS",                                                          \
        AS_CFG_INT,                                                                              \
        "5",                                                                                     \

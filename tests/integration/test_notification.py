@@ -17,6 +17,10 @@ from review_helpers import events, of_kind
 
 SHIP_BY = 1_796_896_800_000_000  # 2026-12-10 10:00 UTC (05:00 in New York, 18:00 in Shanghai)
 
+# These tests read the deliveries as the batch side writes them, so the
+# worker runs with AS_NOTIFICATION_SEND_CONCURRENCY=0 (it tells, no sender
+# takes the rows); the sender has its own tests (test_notification_send.py).
+
 
 def buyer(h, locale, tz, **kw):
     b = f"b-{uuid.uuid4().hex[:8]}"
@@ -126,7 +130,7 @@ EXPECT_EMAIL = {
 
 
 def test_each_event_told_in_both_languages_byte_exact(h):
-    w = start_notification(h)
+    w = start_notification(h, AS_NOTIFICATION_SEND_CONCURRENCY="0")
     notices = h.reader(NOTIFICATIONS_TOPIC)
     for locale, tz, tag in (("en", "America/New_York", "EN"), ("zh-CN", "Asia/Shanghai", "ZH")):
         b = buyer(h, locale, tz, channels=("sms", "email"))
@@ -185,7 +189,7 @@ def closed(h, case_id):
 
 
 def test_missing_locale_falls_back_and_no_contact_gets_in_app_only(h):
-    start_notification(h, AS_NOTIFICATION_DEFAULT_LOCALE="en")
+    start_notification(h, AS_NOTIFICATION_SEND_CONCURRENCY="0", AS_NOTIFICATION_DEFAULT_LOCALE="en")
     fr = buyer(h, "fr", "Europe/Paris", channels=("email",))
     case_fr, _ = open_case(h, buyer_id=fr, number="AS-FR-1")
     # zh-TW finds zh-CN by its language
@@ -204,7 +208,7 @@ def test_missing_locale_falls_back_and_no_contact_gets_in_app_only(h):
 
 
 def test_one_delivery_per_event_and_channel_whatever_is_redelivered(h):
-    w = start_notification(h)
+    w = start_notification(h, AS_NOTIFICATION_SEND_CONCURRENCY="0")
     notices = h.reader(NOTIFICATIONS_TOPIC)
     b = buyer(h, "en", "UTC", channels=("sms", "email", "push"), push="tok-1")
     case_id, _ = open_case(h, buyer_id=b)
@@ -239,7 +243,7 @@ def test_one_delivery_per_event_and_channel_whatever_is_redelivered(h):
 
 
 def test_quiet_hours_in_the_buyers_zone_hold_what_is_not_urgent(h):
-    start_notification(h)
+    start_notification(h, AS_NOTIFICATION_SEND_CONCURRENCY="0")
     # quiet from an hour ago to an hour from now, in Tokyo
     tokyo = h.scalar("SELECT (extract(hour FROM now() AT TIME ZONE 'Asia/Tokyo') * 60"
                      " + extract(minute FROM now() AT TIME ZONE 'Asia/Tokyo'))::int")
@@ -267,7 +271,7 @@ def test_quiet_hours_in_the_buyers_zone_hold_what_is_not_urgent(h):
 
 
 def test_frequency_cap_delays_what_is_over_it(h):
-    w = start_notification(h, AS_NOTIFICATION_CAP_PER_HOUR="2")
+    w = start_notification(h, AS_NOTIFICATION_SEND_CONCURRENCY="0", AS_NOTIFICATION_CAP_PER_HOUR="2")
     b = buyer(h, "en", "UTC", channels=("sms",))
     cases = [open_case(h, buyer_id=b)[0] for _ in range(4)]
     for c in cases:
@@ -288,7 +292,7 @@ def fire_now(h, case_id, kind):
 
 
 def test_survey_after_close_fired_by_the_scanner_and_answer_recorded(h):
-    w = start_notification(h, AS_NOTIFICATION_SURVEY_DELAY_H="6")
+    w = start_notification(h, AS_NOTIFICATION_SEND_CONCURRENCY="0", AS_NOTIFICATION_SURVEY_DELAY_H="6")
     b = buyer(h, "zh-CN", "Asia/Shanghai", channels=("sms",))
     case_id, _ = open_case(h, buyer_id=b, number="AS-SV-1")
     closed(h, case_id)
@@ -321,7 +325,7 @@ def instructions(h, case_id, ship_by):
 
 
 def test_packaging_sms_and_ship_by_reminder_unless_shipped(h):
-    start_notification(h, AS_NOTIFICATION_REMINDER_HOURS="24")
+    start_notification(h, AS_NOTIFICATION_SEND_CONCURRENCY="0", AS_NOTIFICATION_REMINDER_HOURS="24")
     b = buyer(h, "en", "UTC", channels=("email", "sms"))
     ship_by = now_us() + 72 * 3600 * 1_000_000
     waits, shipped = open_case(h, buyer_id=b)[0], open_case(h, buyer_id=b)[0]
@@ -349,7 +353,7 @@ def test_packaging_sms_and_ship_by_reminder_unless_shipped(h):
 
 
 def test_an_unknown_default_zone_is_said_once_and_utc_used(h):
-    w = start_notification(h, AS_NOTIFICATION_DEFAULT_TIME_ZONE="Mars/Olympus_Mons")
+    w = start_notification(h, AS_NOTIFICATION_SEND_CONCURRENCY="0", AS_NOTIFICATION_DEFAULT_TIME_ZONE="Mars/Olympus_Mons")
     case_id, b = open_case(h, number="AS-TZ-1", locale="en")
     m = npb(h).m
     for _ in range(2):

@@ -19,6 +19,10 @@ PHONE, EMAIL, TOKEN = "+8613912345678", "secret.buyer@example.org", "tok-SECRET-
 BAD_PHONE, BAD_EMAIL = "+8613987654321", "refused.buyer@example.org"
 ADDRESS = "Secret Lane 42, Pudong"
 
+# These tests read the deliveries as the batch side writes them, so the
+# worker runs with AS_NOTIFICATION_SEND_CONCURRENCY=0 (it tells, no sender
+# takes the rows); the sender has its own tests (test_notification_send.py).
+
 
 def ack(h, case_id, buyer_id):
     m = npb(h).m
@@ -69,7 +73,7 @@ def test_no_personal_data_in_logs_or_dead_letters(h):
 
 
 def test_erasure_removes_the_contact_and_scrubs_what_was_told(h):
-    w = start_notification(h)
+    w = start_notification(h, AS_NOTIFICATION_SEND_CONCURRENCY="0")
     b = f"b-{uuid.uuid4().hex[:8]}"
     contact(h, b, phone=PHONE, email=EMAIL, channels=("sms", "email"),
             updated_at_us=now_us() - 10 * 10**6)
@@ -105,7 +109,7 @@ def test_erasure_removes_the_contact_and_scrubs_what_was_told(h):
 
 
 def test_hostile_input_on_every_topic_is_dead_lettered_and_the_partition_moves(h):
-    start_notification(h)
+    start_notification(h, AS_NOTIFICATION_SEND_CONCURRENCY="0")
     dlq = h.reader(DLQ_TOPIC)
     b = f"b-{uuid.uuid4().hex[:8]}"
     contact(h, b, channels=("sms",))
@@ -166,7 +170,7 @@ def test_templates_reloaded_on_sighup_and_a_bad_file_refused(h, tmp_path):
     base = (ROOT / "deploy/config/notification.templates").read_text()
     f = tmp_path / "notification.templates"
     f.write_text(base.replace("version = builtin-1", "version = qa-1"))
-    w = start_notification(h, AS_NOTIFICATION_TEMPLATES_FILE=str(f))
+    w = start_notification(h, AS_NOTIFICATION_SEND_CONCURRENCY="0", AS_NOTIFICATION_TEMPLATES_FILE=str(f))
     b = f"b-{uuid.uuid4().hex[:8]}"
     contact(h, b, channels=("sms",))
     wait_contact(h, b)
