@@ -95,8 +95,9 @@ static int escalate(logi_t *x, as_tx_t *tx, const as_msg_t *cause, const logi_as
   as_case_state_t from;
   int rc = move(tx, cause, a->case_id, ST(ESCALATED), why, &from);
   if (rc == -EPERM || rc == -ENOENT) return as_counter_add(x->cases_not_open, 1), 0;
-  if (rc == 0) rc = logi_breach(tx, cause, a->case_id, a->order_id, "logistics", as_now_us(),
-                                "logistics_desk");
+  if (rc == 0)
+    rc =
+        logi_breach(tx, cause, a->case_id, a->order_id, "logistics", as_now_us(), "logistics_desk");
   if (rc == 0) rc = logi_followup_arm(x, tx, a->case_id, 1);
   if (rc == 0) as_counter_add(x->escalated, 1);
   if (rc == 0)
@@ -109,8 +110,8 @@ static int escalate(logi_t *x, as_tx_t *tx, const as_msg_t *cause, const logi_as
  * opens the inquiry. */
 static int ask(logi_t *x, as_tx_t *tx, const as_msg_t *cause, logi_ask_t *a) {
   as_case_state_t from;
-  int rc = move(tx, cause, a->case_id, ST(CARRIER_VERIFYING), "carrier.verification_requested",
-                &from);
+  int rc =
+      move(tx, cause, a->case_id, ST(CARRIER_VERIFYING), "carrier.verification_requested", &from);
   if (rc == -EPERM && from == ST(CARRIER_VERIFYING)) rc = 0;
   if (rc == -EPERM || rc == -ENOENT) {
     as_counter_add(x->cases_not_open, 1);
@@ -129,7 +130,8 @@ static int start(logi_t *x, as_tx_t *tx, const as_msg_t *cause, logi_ask_t *a, i
   bool late = reason == RS(NOT_RECEIVED) || reason == RS(TRACKING_STALLED);
   if (!dbnr && !late) return escalate(x, tx, cause, a, "logistics.unhandled_reason");
   int rc = parcel_of(tx, a->order_id, &p, a);
-  if (rc == 0 && PQntuples(p.r) != 1) rc = escalate(x, tx, cause, a, "logistics.no_parcel");
+  if (rc == 0 && PQntuples(p.r) != 1)
+    rc = escalate(x, tx, cause, a, "logistics.no_parcel");
   else if (rc == 0 && dbnr) {
     a->kind = KIND(DELIVERED_NOT_RECEIVED), a->notice = NOTICE(CARRIER_VERIFYING);
     rc = ask(x, tx, cause, a);
@@ -159,9 +161,15 @@ static int opened(logi_t *x, as_tx_t *tx, as_msg_t *m) {
   if (!bad) bad = claimed(e, ids, sizeof ids, qty, sizeof qty);
   if (bad) return as_tx_reject(m, bad), 0;
   char reason[24], pref[24];
-  const char *v[9] = {e->case_id, e->order_id, e->buyer_id, e->route,
-                      logi_i64(reason, e->reason), logi_i64(pref, e->preferred_outcome),
-                      e->locale, ids, qty};
+  const char *v[9] = {e->case_id,
+                      e->order_id,
+                      e->buyer_id,
+                      e->route,
+                      logi_i64(reason, e->reason),
+                      logi_i64(pref, e->preferred_outcome),
+                      e->locale,
+                      ids,
+                      qty};
   PGresult *r = NULL;
   int rc = as_db_query(as_tx_db(tx), sql_case, 9, v, &r);
   bool fresh = rc == 0 && PQntuples(r) == 1;
@@ -181,8 +189,7 @@ int logi_cases_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t n) 
   return rc;
 }
 
-static const char sql_load[] =
-    "SELECT order_id, buyer_id, locale FROM cases WHERE case_id = $1";
+static const char sql_load[] = "SELECT order_id, buyer_id, locale FROM cases WHERE case_id = $1";
 
 int logi_timers_expected(void *state, as_tx_t *tx, const char *case_id, const char *kind,
                          int64_t due_us) {

@@ -23,9 +23,11 @@
 #define OUT(x) AFTERSALES__V1__OUTCOME__OUTCOME_##x
 #define CHECK(x) AFTERSALES__V1__VERIFICATION_CHECK__VERIFICATION_CHECK_##x
 
-static const char sql_ordinal[] =
-    "SELECT count(*) + 1 FROM inquiries WHERE kind = $1 AND"
-    " CASE WHEN $2 <> '' THEN case_id = $2 ELSE case_id = '' AND tracking_number = $3 END";
+/* Two statements, not one with a CASE: each must use its index. */
+static const char sql_ordinal_case[] =
+    "SELECT count(*) + 1 FROM inquiries WHERE case_id = $2 AND kind = $1 AND case_id <> ''";
+static const char sql_ordinal_parcel[] =
+    "SELECT count(*) + 1 FROM inquiries WHERE tracking_number = $2 AND kind = $1 AND case_id = ''";
 
 static const char sql_insert[] =
     "INSERT INTO inquiries (inquiry_id, kind, ordinal, case_id, parcel_id, order_id, carrier,"
@@ -58,8 +60,8 @@ static const char *answer_key(const char *case_id, const char *inquiry_id) {
   return case_id[0] ? case_id : inquiry_id;
 }
 
-static int publish_request(as_tx_t *tx, const as_msg_t *cause, const logi_ask_t *a,
-                           const char *id, int64_t now, int64_t due) {
+static int publish_request(as_tx_t *tx, const as_msg_t *cause, const logi_ask_t *a, const char *id,
+                           int64_t now, int64_t due) {
   static const Aftersales__V1__VerificationCheck dbnr[] = {
       CHECK(PROXY_SIGNATURE), CHECK(LOCKER), CHECK(NEIGHBOUR), CHECK(PHOTO), CHECK(GPS)};
   static const Aftersales__V1__VerificationCheck where[] = {CHECK(LOCATION)};
@@ -94,12 +96,16 @@ static void count_kind(logi_t *x, int kind) {
 int logi_inquiry_open(logi_t *x, as_tx_t *tx, const as_msg_t *cause, const logi_ask_t *a,
                       char id[AS_UUID_STRLEN + 1]) {
   char k[24], pid[24], dir[24], now_s[24], due_s[24], n_s[24];
-  const char *v[11] = {NULL, logi_i64(k, a->kind), NULL, a->case_id, a->tracking_number};
-  PGresult *r = NULL;
-  int rc = as_db_query(as_tx_db(tx), sql_ordinal, 3, v + 1, &r);
-  if (rc) return rc;
-  int n = atoi(PQgetvalue(r, 0, 0));
-  PQclear(r);
+  bool c = a->case_id[0] != '\0';
+  const char *v[2] = {logi_i64(k, a->kind), c ? a->case_id : a->tracking_number};
+  int n = a->ordinal, rc = 0;
+  if (n == 0) {
+    PGresult *r = NULL;
+    rc = as_db_query(as_tx_db(tx), c ? sql_ordinal_case : sql_ordinal_parcel, 2, v, &r);
+    if (rc) return rc;
+    n = atoi(PQgetvalue(r, 0, 0));
+    PQclear(r);
+  }
   logi_inquiry_id(id, a->kind, a->case_id[0] ? a->case_id : a->tracking_number, n);
   int64_t now = as_now_us(), due = now + x->conf->answer_hours * LOGI_HOUR_US;
   const char *w[11] = {id,
@@ -130,15 +136,16 @@ typedef struct logi_inq {
   bool done;
 } logi_inq_t;
 
-#define INQ_COLS                                                                              \
-  "SELECT i.inquiry_id, i.kind, i.case_id, i.order_id, i.carrier, i.tracking_number,"        \
+#define INQ_COLS                                                                               \
+  "SELECT i.inquiry_id, i.kind, i.case_id, i.order_id, i.carrier, i.tracking_number,"          \
   " i.direction, i.answer_due_us, i.answered_at_us IS NOT NULL OR i.closed_at_us IS NOT NULL," \
-  " coalesce(c.preferred_outcome, 0), coalesce(i.parcel_id, 0), i.ordinal"                   \
+  " coalesce(c.preferred_outcome, 0), coalesce(i.parcel_id, 0), i.ordinal"                     \
   " FROM inquiries i LEFT JOIN cases c ON c.case_id = i.case_id AND i.case_id <> ''"
 static const char sql_by_id[] = INQ_COLS " WHERE i.inquiry_id = $1::uuid FOR UPDATE OF i";
-static const char sql_by_case[] = INQ_COLS " WHERE i.case_id = $1 AND i.case_id <> ''"
-                                           " ORDER BY i.requested_at_us DESC, i.ordinal DESC"
-                                           " LIMIT 1 FOR UPDATE OF i";
+static const char sql_by_case[] = INQ_COLS
+    " WHERE i.case_id = $1 AND i.case_id <> ''"
+    " ORDER BY i.requested_at_us DESC, i.ordinal DESC"
+    " LIMIT 1 FOR UPDATE OF i";
 
 static void inq_at(PGresult *r, logi_inq_t *q) {
   q->id = PQgetvalue(r, 0, 0);
@@ -162,8 +169,9 @@ static const char sql_close[] =
 static int close_inq(as_tx_t *tx, const logi_inq_t *q, int64_t answered, int finding,
                      const char *rule, bool defaulted, const char *by) {
   char a[24], f[24], now[24];
-  const char *v[7] = {q->id,        logi_i64(a, answered), logi_i64(f, finding), rule,
-                      defaulted ? "t" : "f", logi_i64(now, as_now_us()), by};
+  const char *v[7] = {q->id, logi_i64(a, answered), logi_i64(f, finding),
+                      rule,  defaulted ? "t" : "f", logi_i64(now, as_now_us()),
+                      by};
   return as_db_query(as_tx_db(tx), sql_close, 7, v, NULL);
 }
 
@@ -203,8 +211,8 @@ static int publish_outcome(logi_t *x, as_tx_t *tx, const as_msg_t *cause, const 
   Aftersales__V1__Envelope env = AFTERSALES__V1__ENVELOPE__INIT;
   env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_DELIVERY_OUTCOME;
   env.delivery_outcome = &o;
-  int rc = logi_publish(tx, cause, AS_TOPIC_NAME_LOGISTICS, q->case_id, q->case_id, q->order_id,
-                        &env);
+  int rc =
+      logi_publish(tx, cause, AS_TOPIC_NAME_LOGISTICS, q->case_id, q->case_id, q->order_id, &env);
   if (rc == 0) rc = logi_followup_arm(x, tx, q->case_id, 1);
   if (rc == 0) as_counter_add(x->outcomes, 1);
   if (rc == 0)
@@ -222,9 +230,13 @@ static logi_remedy_t decide_case(const logi_t *x, const logi_inq_t *q, int findi
   logi_remedy_t r = x->rule[finding];
   if (r == LOGI_REMEDY_PREFERRED)
     r = q->preferred == OUT(RESHIP) ? LOGI_REMEDY_RESHIP : LOGI_REMEDY_REFUND;
-  *remedy = r == LOGI_REMEDY_REFUND ? OUT(REFUND) : r == LOGI_REMEDY_RESHIP ? OUT(RESHIP) : OUT(NONE);
+  *remedy = r == LOGI_REMEDY_REFUND   ? OUT(REFUND)
+            : r == LOGI_REMEDY_RESHIP ? OUT(RESHIP)
+                                      : OUT(NONE);
   snprintf(rule, len, "carrier.%s%s", finding_names[finding],
-           r == LOGI_REMEDY_REFUND ? ".refund" : r == LOGI_REMEDY_RESHIP ? ".reship" : "");
+           r == LOGI_REMEDY_REFUND   ? ".refund"
+           : r == LOGI_REMEDY_RESHIP ? ".reship"
+                                     : "");
   return r;
 }
 
@@ -233,7 +245,8 @@ static logi_remedy_t decide_case(const logi_t *x, const logi_inq_t *q, int findi
 static int wait_again(logi_t *x, as_tx_t *tx, const logi_inq_t *q) {
   int64_t now = as_now_us();
   if (q->kind == KIND(RETURN_TRANSIT))
-    return as_deadline_set(tx, q->case_id, "return_transit", now + x->conf->transit_days * LOGI_DAY_US);
+    return as_deadline_set(tx, q->case_id, "return_transit",
+                           now + x->conf->transit_days * LOGI_DAY_US);
   return as_deadline_set(tx, q->case_id, "expected", now + x->conf->answer_hours * LOGI_HOUR_US);
 }
 
@@ -249,7 +262,8 @@ static int answered(logi_t *x, as_tx_t *tx, as_msg_t *m, const logi_inq_t *q) {
     r = LOGI_REMEDY_WAIT; /* no case: recorded only */
   } else if (q->kind == KIND(RETURN_TRANSIT)) {
     r = e->finding == FIND(LOST) ? LOGI_REMEDY_REFUND : LOGI_REMEDY_WAIT;
-    snprintf(rule, sizeof rule, "%s", r == LOGI_REMEDY_REFUND ? "return.lost.refund" : "return.wait");
+    snprintf(rule, sizeof rule, "%s",
+             r == LOGI_REMEDY_REFUND ? "return.lost.refund" : "return.wait");
     d.remedy = OUT(REFUND);
   } else {
     r = decide_case(x, q, e->finding, rule, sizeof rule, &d.remedy);
@@ -322,14 +336,16 @@ int logi_timers_answer(void *state, as_tx_t *tx, const char *key, const char *ki
   inq_at(r, &q);
   if (q.done) return PQclear(r), 0;
   char rule[64];
-  logi_decision_t d = {.finding = FIND(LOST), .remedy = OUT(REFUND), .rule = rule, .defaulted = true};
+  logi_decision_t d = {
+      .finding = FIND(LOST), .remedy = OUT(REFUND), .rule = rule, .defaulted = true};
   if (q.kind == KIND(RETURN_TRANSIT)) {
     snprintf(rule, sizeof rule, "return.lost.refund");
   } else {
     if (q.preferred == OUT(RESHIP)) d.remedy = OUT(RESHIP);
-    snprintf(rule, sizeof rule, "%s", q.kind == KIND(STALLED)        ? "deadline.stalled"
-                                      : d.remedy == OUT(RESHIP) ? "deadline.buyer_favour.reship"
-                                                                : "deadline.buyer_favour.refund");
+    snprintf(rule, sizeof rule, "%s",
+             q.kind == KIND(STALLED)   ? "deadline.stalled"
+             : d.remedy == OUT(RESHIP) ? "deadline.buyer_favour.reship"
+                                       : "deadline.buyer_favour.refund");
   }
   rc = close_inq(tx, &q, 0, 0, rule, true, "deadline");
   count_closed(x, x->defaulted);

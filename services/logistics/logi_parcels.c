@@ -25,11 +25,11 @@
 /* ---- OrderPlaced: who the buyer of an order is (for notices) */
 
 enum { O_ORDER, O_BUYER };
-static const as_col_t order_cols[] = {[O_ORDER] = {"order_id", "text"},
-                                      [O_BUYER] = {"buyer_id", "text"}};
-static const as_bulk_t sql_orders = AS_BULK(
-    "INSERT INTO orders (order_id, buyer_id) SELECT * FROM {{u}} ON CONFLICT DO NOTHING",
-    order_cols);
+static const as_col_t order_cols[] = {
+    [O_ORDER] = {"order_id", "text"}, [O_BUYER] = {"buyer_id", "text"}};
+static const as_bulk_t sql_orders =
+    AS_BULK("INSERT INTO orders (order_id, buyer_id) SELECT * FROM {{u}} ON CONFLICT DO NOTHING",
+            order_cols);
 
 int logi_placed_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t n) {
   (void)state;
@@ -108,8 +108,14 @@ static int shipped(logi_t *x, as_tx_t *tx, as_msg_t *m) {
                          ? e->expected_delivery_us
                          : e->shipped_at_us + x->conf->delivery_days * LOGI_DAY_US;
   char at[24], exp[24];
-  const char *v[8] = {e->carrier, e->tracking_number,         e->order_id, e->shipment_id, ids,
-                      qty,        logi_i64(at, e->shipped_at_us), logi_i64(exp, expected)};
+  const char *v[8] = {e->carrier,
+                      e->tracking_number,
+                      e->order_id,
+                      e->shipment_id,
+                      ids,
+                      qty,
+                      logi_i64(at, e->shipped_at_us),
+                      logi_i64(exp, expected)};
   PGresult *r = NULL;
   int rc = as_db_query(as_tx_db(tx), sql_shipped, 8, v, &r);
   if (rc) return rc;
@@ -141,8 +147,9 @@ static int delivered(logi_t *x, as_tx_t *tx, as_msg_t *m) {
   const Aftersales__V1__OrderDelivered *e = m->env->order_delivered;
   if (!as_envelope_id_ok(e->order_id) || !logi_opt_id_ok(e->shipment_id) ||
       e->delivered_at_us <= 0 || !logi_text_ok(e->proof, LOGI_TEXT_MAX))
-    return as_tx_reject(m, "order delivered: ids unsafe, no time, or proof too long or has "
-                           "control bytes"),
+    return as_tx_reject(m,
+                        "order delivered: ids unsafe, no time, or proof too long or has "
+                        "control bytes"),
            0;
   char at[24];
   const char *v[4] = {e->order_id, e->shipment_id, logi_i64(at, e->delivered_at_us), e->proof};
@@ -165,9 +172,9 @@ int logi_delivered_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t
 
 enum { S_CARRIER, S_TRACK, S_AT, S_STATUS, S_LOC, S_PROOF };
 static const as_col_t scan_cols[] = {
-    [S_CARRIER] = {"carrier", "text"}, [S_TRACK] = {"tracking_number", "text"},
+    [S_CARRIER] = {"carrier", "text"},    [S_TRACK] = {"tracking_number", "text"},
     [S_AT] = {"scanned_at_us", "bigint"}, [S_STATUS] = {"status", "text"},
-    [S_LOC] = {"location", "text"},   [S_PROOF] = {"proof", "text"},
+    [S_LOC] = {"location", "text"},       [S_PROOF] = {"proof", "text"},
 };
 /* The new scans (a repeat inserts nothing) folded per parcel: the latest
  * by scanned_at, the earliest delivered, the count; then one upsert of the
@@ -244,10 +251,12 @@ static int moving_again(logi_t *x, as_tx_t *tx, const char *inquiry_id, const ch
  * the batch moved: two statements however many parcels. */
 static int clocks(logi_t *x, as_tx_t *tx, PGresult *r) {
   int rows = PQntuples(r);
-  const char **ids = calloc((size_t)rows + 1, sizeof *ids), **kinds = calloc((size_t)rows + 1, sizeof *kinds);
+  const char **ids = calloc((size_t)rows + 1, sizeof *ids),
+             **kinds = calloc((size_t)rows + 1, sizeof *kinds);
   const char **cids = calloc((size_t)rows + 1, sizeof *cids);
   int64_t *due = calloc((size_t)rows + 1, sizeof *due);
-  if (!ids || !kinds || !cids || !due) return free(ids), free(kinds), free(cids), free(due), -ENOMEM;
+  if (!ids || !kinds || !cids || !due)
+    return free(ids), free(kinds), free(cids), free(due), -ENOMEM;
   size_t k = 0, c = 0;
   for (int i = 0; i < rows; i++) {
     if (atoi(PQgetvalue(r, i, 3)) != DIR(FORWARD) || PQgetvalue(r, i, 4)[0] != 't') continue;
@@ -307,7 +316,8 @@ int logi_scans_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t n) 
 
 static const char sql_stalled[] =
     "SELECT p.carrier, p.tracking_number, p.order_id, coalesce(p.shipment_id, ''),"
-    " coalesce(p.last_status, ''), coalesce(p.last_scan_us, 0), coalesce(o.buyer_id, '')"
+    " coalesce(p.last_status, ''), coalesce(p.last_scan_us, 0), coalesce(o.buyer_id, ''),"
+    " p.stall_inquiries + 1"
     " FROM parcels p LEFT JOIN orders o USING (order_id) WHERE p.parcel_id = $1"
     " AND p.direction = 1 AND p.order_id IS NOT NULL AND p.delivered_at_us IS NULL"
     " AND p.stalled_inquiry IS NULL FOR UPDATE OF p";
@@ -331,12 +341,15 @@ int logi_timers_stall(void *state, as_tx_t *tx, const char *parcel_id, const cha
                   .last_scan_us = strtoll(PQgetvalue(r, 0, 5), NULL, 10),
                   .buyer_id = PQgetvalue(r, 0, 6),
                   .parcel_id = strtoll(parcel_id, NULL, 10),
+                  .ordinal = atoi(PQgetvalue(r, 0, 7)), /* no look at older inquiries */
                   .notice = NOTICE(STALLED)};
   char id[AS_UUID_STRLEN + 1];
   rc = logi_inquiry_open(x, tx, NULL, &a, id);
   const char *u[2] = {parcel_id, id};
   if (rc == 0)
-    rc = as_db_query(as_tx_db(tx), "UPDATE parcels SET stalled_inquiry = $2 WHERE parcel_id = $1",
+    rc = as_db_query(as_tx_db(tx),
+                     "UPDATE parcels SET stalled_inquiry = $2,"
+                     " stall_inquiries = stall_inquiries + 1 WHERE parcel_id = $1",
                      2, u, NULL);
   if (rc == 0)
     AS_INFO(x->log, "parcel stalled: carrier asked", AS_F_STR("inquiry_id", id),

@@ -34,8 +34,9 @@ int logi_on_instructions(void *state, as_tx_t *tx, as_msg_t *m) {
   (void)state;
   const Aftersales__V1__ReturnInstructions *e = m->env->return_instructions;
   if (!as_envelope_id_ok(e->case_id) || !as_envelope_id_ok(e->warehouse_id) || e->ship_by_us <= 0)
-    return as_tx_reject(m, "return instructions: case or warehouse id missing or unsafe, or no "
-                           "ship-by date"),
+    return as_tx_reject(m,
+                        "return instructions: case or warehouse id missing or unsafe, or no "
+                        "ship-by date"),
            0;
   char by[24];
   const char *v[3] = {e->case_id, e->warehouse_id, logi_i64(by, e->ship_by_us)};
@@ -57,8 +58,9 @@ int logi_on_return_shipped(void *state, as_tx_t *tx, as_msg_t *m) {
   const Aftersales__V1__ReturnShipped *e = m->env->return_shipped;
   if (!as_envelope_id_ok(e->case_id) || !as_envelope_id_ok(e->carrier) ||
       !as_envelope_id_ok(e->tracking_number))
-    return as_tx_reject(m, "return shipped: case id, carrier or tracking number missing or "
-                           "unsafe"),
+    return as_tx_reject(m,
+                        "return shipped: case id, carrier or tracking number missing or "
+                        "unsafe"),
            0;
   int64_t at = e->shipped_at_us > 0 ? e->shipped_at_us : as_now_us();
   char at_s[24];
@@ -68,11 +70,11 @@ int logi_on_return_shipped(void *state, as_tx_t *tx, as_msg_t *m) {
   bool known = rc == 0 && PQntuples(r) == 1;
   PQclear(r);
   if (rc) return rc;
-  if (!known)
-    return as_tx_reject(m, "unknown_return: no return awaited for this case"), 0;
+  if (!known) return as_tx_reject(m, "unknown_return: no return awaited for this case"), 0;
   rc = as_db_query(as_tx_db(tx), sql_parcel, 4, v, NULL);
   if (rc == 0)
-    rc = as_deadline_set(tx, e->case_id, "return_transit", at + x->conf->transit_days * LOGI_DAY_US);
+    rc =
+        as_deadline_set(tx, e->case_id, "return_transit", at + x->conf->transit_days * LOGI_DAY_US);
   return rc;
 }
 
@@ -120,8 +122,8 @@ static void match_free(logi_match_t *mm) {
 }
 
 /* Why receipt cannot go to case_id, or NULL (mm then holds what to publish). */
-static const char *check(as_tx_t *tx, const char *receipt_id, const char *case_id,
-                         logi_match_t *mm, int *rc) {
+static const char *check(as_tx_t *tx, const char *receipt_id, const char *case_id, logi_match_t *mm,
+                         int *rc) {
   const char *v[2] = {case_id, receipt_id};
   *rc = as_db_query(as_tx_db(tx), sql_return, 1, v, &mm->ret);
   if (*rc == 0) *rc = as_db_query(as_tx_db(tx), sql_lines, 2, v, &mm->lines);
@@ -137,8 +139,10 @@ static const char *check(as_tx_t *tx, const char *receipt_id, const char *case_i
 static int publish_received(as_tx_t *tx, const as_msg_t *cause, const char *receipt_id,
                             const char *case_id, const char *by, const logi_match_t *mm) {
   int n = PQntuples(mm->lines);
-  Aftersales__V1__LineRef *got = calloc((size_t)n + 1, sizeof *got), *exp = calloc((size_t)n + 1, sizeof *exp);
-  Aftersales__V1__LineRef **gp = calloc((size_t)n + 1, sizeof *gp), **ep = calloc((size_t)n + 1, sizeof *ep);
+  Aftersales__V1__LineRef *got = calloc((size_t)n + 1, sizeof *got),
+                          *exp = calloc((size_t)n + 1, sizeof *exp);
+  Aftersales__V1__LineRef **gp = calloc((size_t)n + 1, sizeof *gp),
+                          **ep = calloc((size_t)n + 1, sizeof *ep);
   if (!got || !exp || !gp || !ep) return free(got), free(exp), free(gp), free(ep), -ENOMEM;
   Aftersales__V1__ReturnReceived rr = AFTERSALES__V1__RETURN_RECEIVED__INIT;
   for (int i = 0; i < n; i++) {
@@ -177,8 +181,9 @@ static int publish_received(as_tx_t *tx, const as_msg_t *cause, const char *rece
 static int release(logi_t *x, as_tx_t *tx, const as_msg_t *cause, const char *receipt_id,
                    const char *case_id, const char *by, const char *agent, logi_match_t *mm) {
   char at[24];
-  const char *v[5] = {case_id, receipt_id, logi_i64(at, strtoll(PQgetvalue(mm->rcpt, 0, 3), NULL, 10)),
-                      by, agent ? agent : ""};
+  const char *v[5] = {case_id, receipt_id,
+                      logi_i64(at, strtoll(PQgetvalue(mm->rcpt, 0, 3), NULL, 10)), by,
+                      agent ? agent : ""};
   int rc = as_db_query(as_tx_db(tx), sql_matched, 5, v, NULL);
   if (rc == 0) rc = as_deadline_cancel(tx, case_id, "return_transit");
   if (rc == 0) rc = publish_received(tx, cause, receipt_id, case_id, by, mm);
@@ -206,7 +211,8 @@ static int unmatched(logi_t *x, as_tx_t *tx, const as_msg_t *cause, const char *
   Aftersales__V1__Envelope env = AFTERSALES__V1__ENVELOPE__INIT;
   env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_RECEIPT_UNMATCHED;
   env.receipt_unmatched = &u;
-  if (rc == 0) rc = logi_publish(tx, cause, AS_TOPIC_NAME_LOGISTICS, receipt_id, receipt_id, "", &env);
+  if (rc == 0)
+    rc = logi_publish(tx, cause, AS_TOPIC_NAME_LOGISTICS, receipt_id, receipt_id, "", &env);
   if (rc == 0) as_counter_add(x->receipts_unmatched, 1);
   if (rc == 0) rc = refresh_queue(x, tx);
   if (rc == 0)
@@ -231,8 +237,10 @@ static const char *bad_receipt(const Aftersales__V1__WarehouseReceipt *e, char *
       !logi_opt_id_ok(e->case_id) || !logi_opt_id_ok(e->receipt_id))
     return "warehouse receipt: warehouse id missing, or tracking number, case id or receipt id "
            "unsafe";
-  if (!logi_text_ok(e->condition, 64)) return "warehouse receipt: condition too long or has control bytes";
-  if (e->n_lines == 0 || e->n_lines > LOGI_MAX_LINES) return "warehouse receipt: no lines or more than 100";
+  if (!logi_text_ok(e->condition, 64))
+    return "warehouse receipt: condition too long or has control bytes";
+  if (e->n_lines == 0 || e->n_lines > LOGI_MAX_LINES)
+    return "warehouse receipt: no lines or more than 100";
   size_t a = 0, b = 0;
   ids[a++] = '{', qty[b++] = '{';
   for (size_t i = 0; i < e->n_lines; i++) {
@@ -273,8 +281,8 @@ int logi_on_receipt(void *state, as_tx_t *tx, as_msg_t *m) {
   const char *rid = e->receipt_id[0] ? e->receipt_id : m->env->event_id;
   char at[24];
   int64_t when = e->received_at_us > 0 ? e->received_at_us : as_now_us();
-  const char *v[8] = {rid, e->warehouse_id, e->tracking_number, e->case_id, ids, qty, e->condition,
-                      logi_i64(at, when)};
+  const char *v[8] = {rid, e->warehouse_id, e->tracking_number, e->case_id, ids,
+                      qty, e->condition,    logi_i64(at, when)};
   PGresult *r = NULL, *f = NULL;
   int rc = as_db_query(as_tx_db(tx), sql_record, 8, v, &r);
   bool fresh = rc == 0 && PQntuples(r) == 1;
@@ -284,8 +292,10 @@ int logi_on_receipt(void *state, as_tx_t *tx, as_msg_t *m) {
   rc = find_case(tx, e, &f, &case_id, &by);
   logi_match_t mm = {0};
   const char *why = rc || !case_id ? "no_match" : check(tx, rid, case_id, &mm, &rc);
-  if (rc == 0 && why) rc = unmatched(x, tx, m, rid, e, why);
-  else if (rc == 0) rc = release(x, tx, m, rid, case_id, by, NULL, &mm);
+  if (rc == 0 && why)
+    rc = unmatched(x, tx, m, rid, e, why);
+  else if (rc == 0)
+    rc = release(x, tx, m, rid, case_id, by, NULL, &mm);
   match_free(&mm);
   PQclear(f);
   return rc;
@@ -305,10 +315,11 @@ int logi_on_linked(void *state, as_tx_t *tx, as_msg_t *m) {
   const char *v[1] = {e->receipt_id};
   PGresult *r = NULL;
   int rc = as_db_query(as_tx_db(tx), sql_queued, 1, v, &r);
-  const char *bad = rc                      ? NULL
-                    : PQntuples(r) != 1     ? "unknown_receipt: no receipt with this id"
-                    : PQgetvalue(r, 0, 0)[0] != 't' ? "receipt_not_queued: matched or linked already"
-                                                   : NULL;
+  const char *bad = rc                  ? NULL
+                    : PQntuples(r) != 1 ? "unknown_receipt: no receipt with this id"
+                    : PQgetvalue(r, 0, 0)[0] != 't'
+                        ? "receipt_not_queued: matched or linked already"
+                        : NULL;
   PQclear(r);
   if (rc || bad) return bad ? (as_tx_reject(m, bad), 0) : rc;
   logi_match_t mm = {0};

@@ -104,6 +104,7 @@ typedef struct logi_ask {
   const char *case_id, *order_id, *buyer_id, *carrier, *tracking_number, *shipment_id;
   const char *locale, *last_status;
   int64_t parcel_id, last_scan_us; /* parcel_id 0: none */
+  int ordinal;                     /* the inquiry's n if the caller knows it, else 0 */
   int notice;                      /* TrackingNoticeKind to the buyer, 0: none */
 } logi_ask_t;
 /* Records the inquiry (its ordinal n from the earlier ones of its kind on

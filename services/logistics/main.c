@@ -105,12 +105,9 @@ static const as_route_t routes[] = {
 };
 
 static const as_deadline_kind_t deadlines[] = {
-    {"stall", logi_timers_stall},
-    {"answer", logi_timers_answer},
-    {"answer:parcel", logi_timers_answer},
-    {"followup:*", logi_timers_followup},
-    {"expected", logi_timers_expected},
-    {"return_transit", logi_timers_transit},
+    {"stall", logi_timers_stall},          {"answer", logi_timers_answer},
+    {"answer:parcel", logi_timers_answer}, {"followup:*", logi_timers_followup},
+    {"expected", logi_timers_expected},    {"return_transit", logi_timers_transit},
 };
 
 /* Every consumed topic carries others' events (and this worker's own). */
@@ -119,8 +116,9 @@ static const char *const shared[] = {AS_TOPIC_NAME_ORDERS, AS_TOPIC_NAME_CASES,
 
 static const as_service_t logistics_service = {
     .name = "logistics",
-    .summary = "as-logistics: tracking projection, carrier verification, stalled parcels, return "
-               "parcels matched and received",
+    .summary =
+        "as-logistics: tracking projection, carrier verification, stalled parcels, return "
+        "parcels matched and received",
     .config = config,
     .nconfig = AS_LEN(config),
     .conf_size = sizeof(logi_conf_t),

@@ -33,6 +33,7 @@ CREATE TABLE parcels (
   proof            text NOT NULL DEFAULT '',
   scans            bigint NOT NULL DEFAULT 0,
   stalled_inquiry  uuid,                     -- the open STALLED inquiry, if any
+  stall_inquiries  int NOT NULL DEFAULT 0,   -- STALLED inquiries so far (the next ordinal)
   UNIQUE (carrier, tracking_number)
 );
 CREATE INDEX parcels_order ON parcels (order_id) WHERE order_id IS NOT NULL;
