@@ -90,67 +90,51 @@ static int refresh_queue(logi_t *x, as_tx_t *tx) {
   return rc;
 }
 
-/* The case's claimed lines beside the receipt's counted units. */
-static const char sql_lines[] =
-    "SELECT e.line_id, e.qty, LEAST(coalesce(g.qty, 0), e.qty)"
-    " FROM cases c CROSS JOIN LATERAL unnest(c.line_ids, c.quantities) WITH ORDINALITY"
-    " AS e(line_id, qty, ord) LEFT JOIN (SELECT line_id, sum(qty) AS qty FROM receipts rc"
-    " CROSS JOIN LATERAL unnest(rc.line_ids, rc.quantities) AS g(line_id, qty)"
-    " WHERE rc.receipt_id = $2 GROUP BY line_id) g USING (line_id)"
-    " WHERE c.case_id = $1 ORDER BY e.ord";
+/* A receipt as matching needs it; strings borrowed (the proto, or the
+ * queued row). ids and qty are its lines as array literals. */
+typedef struct logi_rcpt {
+  const char *id, *warehouse, *tracking, *condition, *ids, *qty;
+  int64_t at;
+} logi_rcpt_t;
 
-static const char sql_return[] =
-    "SELECT r.warehouse_id, r.ship_by_us, r.received_at_us IS NULL, coalesce(c.order_id, ''),"
-    " c.case_id IS NOT NULL FROM returns r LEFT JOIN cases c USING (case_id)"
-    " WHERE r.case_id = $1 FOR UPDATE OF r";
+/* The return awaited (locked) and, per claimed line in order, the units
+ * claimed and the receipt's counted units capped at them: one statement. */
+static const char sql_check[] =
+    "SELECT r.warehouse_id, r.ship_by_us, r.received_at_us IS NULL, c.order_id, e.line_id, e.qty,"
+    " LEAST(coalesce(g.qty, 0), e.qty) FROM returns r JOIN cases c USING (case_id)"
+    " CROSS JOIN LATERAL unnest(c.line_ids, c.quantities) WITH ORDINALITY AS e(line_id, qty, ord)"
+    " LEFT JOIN unnest($2::text[], $3::int[]) AS g(line_id, qty) USING (line_id)"
+    " WHERE r.case_id = $1 ORDER BY e.ord FOR UPDATE OF r";
 
-static const char sql_receipt[] =
-    "SELECT warehouse_id, tracking_number, condition, received_at_us FROM receipts"
-    " WHERE receipt_id = $1";
-
-static const char sql_matched[] =
-    "WITH r AS (UPDATE returns SET received_at_us = $3, receipt_id = $2 WHERE case_id = $1)"
-    " UPDATE receipts SET case_id = $1, matched_by = $4, released_by = NULLIF($5, '')"
-    " WHERE receipt_id = $2";
-
-typedef struct logi_match {
-  PGresult *ret, *lines, *rcpt;
-} logi_match_t;
-
-static void match_free(logi_match_t *mm) {
-  PQclear(mm->ret), PQclear(mm->lines), PQclear(mm->rcpt);
-}
-
-/* Why receipt cannot go to case_id, or NULL (mm then holds what to publish). */
-static const char *check(as_tx_t *tx, const char *receipt_id, const char *case_id, logi_match_t *mm,
+/* Why receipt t cannot go to case_id, or NULL (*out then holds the rows
+ * to publish; the caller PQclears it either way). */
+static const char *check(as_tx_t *tx, const logi_rcpt_t *t, const char *case_id, PGresult **out,
                          int *rc) {
-  const char *v[2] = {case_id, receipt_id};
-  *rc = as_db_query(as_tx_db(tx), sql_return, 1, v, &mm->ret);
-  if (*rc == 0) *rc = as_db_query(as_tx_db(tx), sql_lines, 2, v, &mm->lines);
-  if (*rc == 0) *rc = as_db_query(as_tx_db(tx), sql_receipt, 1, v + 1, &mm->rcpt);
+  const char *v[3] = {case_id, t->ids, t->qty};
+  *rc = as_db_query(as_tx_db(tx), sql_check, 3, v, out);
   if (*rc) return NULL;
-  if (PQntuples(mm->ret) != 1 || PQgetvalue(mm->ret, 0, 4)[0] != 't') return "no_match";
-  if (PQgetvalue(mm->ret, 0, 2)[0] != 't') return "case_not_awaiting_return";
-  for (int i = 0; i < PQntuples(mm->lines); i++)
-    if (atoi(PQgetvalue(mm->lines, i, 2)) > 0) return NULL;
+  if (PQntuples(*out) == 0) return "no_match";
+  if (PQgetvalue(*out, 0, 2)[0] != 't') return "case_not_awaiting_return";
+  for (int i = 0; i < PQntuples(*out); i++)
+    if (atoi(PQgetvalue(*out, i, 6)) > 0) return NULL;
   return "no_expected_lines";
 }
 
-static int publish_received(as_tx_t *tx, const as_msg_t *cause, const char *receipt_id,
-                            const char *case_id, const char *by, const logi_match_t *mm) {
-  int n = PQntuples(mm->lines);
-  Aftersales__V1__LineRef *got = calloc((size_t)n + 1, sizeof *got),
-                          *exp = calloc((size_t)n + 1, sizeof *exp);
-  Aftersales__V1__LineRef **gp = calloc((size_t)n + 1, sizeof *gp),
-                          **ep = calloc((size_t)n + 1, sizeof *ep);
+static int publish_received(as_tx_t *tx, const as_msg_t *cause, const logi_rcpt_t *t,
+                            const char *case_id, const char *by, PGresult *r) {
+  int n = PQntuples(r);
+  Aftersales__V1__LineRef *got = calloc((size_t)n + 1, sizeof *got);
+  Aftersales__V1__LineRef *exp = calloc((size_t)n + 1, sizeof *exp);
+  Aftersales__V1__LineRef **gp = calloc((size_t)n + 1, sizeof *gp);
+  Aftersales__V1__LineRef **ep = calloc((size_t)n + 1, sizeof *ep);
   if (!got || !exp || !gp || !ep) return free(got), free(exp), free(gp), free(ep), -ENOMEM;
   Aftersales__V1__ReturnReceived rr = AFTERSALES__V1__RETURN_RECEIVED__INIT;
   for (int i = 0; i < n; i++) {
     aftersales__v1__line_ref__init(&exp[i]);
-    exp[i].line_id = PQgetvalue(mm->lines, i, 0);
-    exp[i].quantity = atoi(PQgetvalue(mm->lines, i, 1));
+    exp[i].line_id = PQgetvalue(r, i, 4);
+    exp[i].quantity = atoi(PQgetvalue(r, i, 5));
     ep[rr.n_expected_lines++] = &exp[i];
-    int q = atoi(PQgetvalue(mm->lines, i, 2));
+    int q = atoi(PQgetvalue(r, i, 6));
     if (q < exp[i].quantity) rr.partial = true;
     if (q == 0) continue;
     aftersales__v1__line_ref__init(&got[rr.n_lines]);
@@ -161,32 +145,35 @@ static int publish_received(as_tx_t *tx, const as_msg_t *cause, const char *rece
   }
   rr.lines = gp, rr.expected_lines = ep;
   rr.case_id = (char *)case_id;
-  rr.warehouse_id = PQgetvalue(mm->rcpt, 0, 0);
-  rr.tracking_number = PQgetvalue(mm->rcpt, 0, 1);
-  rr.condition = PQgetvalue(mm->rcpt, 0, 2);
-  rr.received_at_us = strtoll(PQgetvalue(mm->rcpt, 0, 3), NULL, 10);
-  rr.late = rr.received_at_us > strtoll(PQgetvalue(mm->ret, 0, 1), NULL, 10);
-  rr.receipt_id = (char *)receipt_id;
+  rr.warehouse_id = (char *)t->warehouse;
+  rr.tracking_number = (char *)t->tracking;
+  rr.condition = (char *)t->condition;
+  rr.received_at_us = t->at;
+  rr.late = t->at > strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+  rr.receipt_id = (char *)t->id;
   rr.matched_by = (char *)by;
   Aftersales__V1__Envelope env = AFTERSALES__V1__ENVELOPE__INIT;
   env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_RETURN_RECEIVED;
   env.return_received = &rr;
-  int rc = logi_publish(tx, cause, AS_TOPIC_NAME_LOGISTICS, case_id, case_id,
-                        PQgetvalue(mm->ret, 0, 3), &env);
+  int rc =
+      logi_publish(tx, cause, AS_TOPIC_NAME_LOGISTICS, case_id, case_id, PQgetvalue(r, 0, 3), &env);
   free(got), free(exp), free(gp), free(ep);
   return rc;
 }
 
-/* Receipt to case as matched by (tracking_number, label, agent). */
-static int release(logi_t *x, as_tx_t *tx, const as_msg_t *cause, const char *receipt_id,
-                   const char *case_id, const char *by, const char *agent, logi_match_t *mm) {
+static const char sql_matched[] =
+    "WITH r AS (UPDATE returns SET received_at_us = $3, receipt_id = $2 WHERE case_id = $1)"
+    " UPDATE receipts SET case_id = $1, matched_by = $4, released_by = NULLIF($5, '')"
+    " WHERE receipt_id = $2";
+
+/* Receipt t to case_id as matched by (tracking_number, label, agent). */
+static int release(logi_t *x, as_tx_t *tx, const as_msg_t *cause, const logi_rcpt_t *t,
+                   const char *case_id, const char *by, const char *agent, PGresult *r) {
   char at[24];
-  const char *v[5] = {case_id, receipt_id,
-                      logi_i64(at, strtoll(PQgetvalue(mm->rcpt, 0, 3), NULL, 10)), by,
-                      agent ? agent : ""};
+  const char *v[5] = {case_id, t->id, logi_i64(at, t->at), by, agent ? agent : ""};
   int rc = as_db_query(as_tx_db(tx), sql_matched, 5, v, NULL);
   if (rc == 0) rc = as_deadline_cancel(tx, case_id, "return_transit");
-  if (rc == 0) rc = publish_received(tx, cause, receipt_id, case_id, by, mm);
+  if (rc == 0) rc = publish_received(tx, cause, t, case_id, by, r);
   if (rc == 0) as_counter_add(agent ? x->receipts_released : x->receipts_matched, 1);
   return rc;
 }
@@ -223,13 +210,14 @@ static int unmatched(logi_t *x, as_tx_t *tx, const as_msg_t *cause, const char *
 
 /* ---- WarehouseReceipt */
 
+/* The receipt recorded once, and the return its tracking number belongs to
+ * (the one still awaited first): one statement. */
 static const char sql_record[] =
-    "INSERT INTO receipts (receipt_id, warehouse_id, tracking_number, label_case_id, line_ids,"
-    " quantities, condition, received_at_us) VALUES ($1, $2, $3, $4, $5::text[], $6::int[], $7,"
-    " $8) ON CONFLICT (receipt_id) DO NOTHING RETURNING receipt_id";
-static const char sql_by_tracking[] =
-    "SELECT case_id FROM returns WHERE tracking_number = $1 ORDER BY received_at_us IS NULL DESC"
-    " LIMIT 1";
+    "WITH ins AS (INSERT INTO receipts (receipt_id, warehouse_id, tracking_number, label_case_id,"
+    " line_ids, quantities, condition, received_at_us) VALUES ($1, $2, $3, $4, $5::text[],"
+    " $6::int[], $7, $8) ON CONFLICT (receipt_id) DO NOTHING RETURNING receipt_id)"
+    " SELECT EXISTS (SELECT 1 FROM ins), (SELECT case_id FROM returns WHERE $3 <> ''"
+    " AND tracking_number = $3 ORDER BY received_at_us IS NULL DESC LIMIT 1)";
 
 static const char *bad_receipt(const Aftersales__V1__WarehouseReceipt *e, char *ids, size_t il,
                                char *qty, size_t ql) {
@@ -258,18 +246,20 @@ static const char *bad_receipt(const Aftersales__V1__WarehouseReceipt *e, char *
   return NULL;
 }
 
-/* The case the receipt is for: by tracking number, else by its label. */
-static int find_case(as_tx_t *tx, const Aftersales__V1__WarehouseReceipt *e, PGresult **r,
-                     const char **case_id, const char **by) {
-  *case_id = NULL;
-  if (e->tracking_number[0]) {
-    const char *v[1] = {e->tracking_number};
-    int rc = as_db_query(as_tx_db(tx), sql_by_tracking, 1, v, r);
-    if (rc) return rc;
-    if (PQntuples(*r) == 1) return *case_id = PQgetvalue(*r, 0, 0), *by = "tracking_number", 0;
-  }
-  if (e->case_id[0]) *case_id = e->case_id, *by = "label";
-  return 0;
+/* Matched (by tracking number, else by the label) or queued. */
+static int match(logi_t *x, as_tx_t *tx, const as_msg_t *m, const logi_rcpt_t *t,
+                 const char *by_tracking, const Aftersales__V1__WarehouseReceipt *e) {
+  const char *case_id = by_tracking ? by_tracking : e->case_id[0] ? e->case_id : NULL;
+  const char *by = by_tracking ? "tracking_number" : "label";
+  PGresult *r = NULL;
+  int rc = 0;
+  const char *why = case_id ? check(tx, t, case_id, &r, &rc) : "no_match";
+  if (rc == 0 && why)
+    rc = unmatched(x, tx, m, t->id, e, why);
+  else if (rc == 0)
+    rc = release(x, tx, m, t, case_id, by, NULL, r);
+  PQclear(r);
+  return rc;
 }
 
 int logi_on_receipt(void *state, as_tx_t *tx, as_msg_t *m) {
@@ -278,33 +268,32 @@ int logi_on_receipt(void *state, as_tx_t *tx, as_msg_t *m) {
   char ids[LOGI_MAX_LINES * 66 + 4], qty[LOGI_MAX_LINES * 12 + 4];
   const char *bad = bad_receipt(e, ids, sizeof ids, qty, sizeof qty);
   if (bad) return as_tx_reject(m, bad), 0;
-  const char *rid = e->receipt_id[0] ? e->receipt_id : m->env->event_id;
+  logi_rcpt_t t = {.id = e->receipt_id[0] ? e->receipt_id : m->env->event_id,
+                   .warehouse = e->warehouse_id,
+                   .tracking = e->tracking_number,
+                   .condition = e->condition,
+                   .ids = ids,
+                   .qty = qty,
+                   .at = e->received_at_us > 0 ? e->received_at_us : as_now_us()};
   char at[24];
-  int64_t when = e->received_at_us > 0 ? e->received_at_us : as_now_us();
-  const char *v[8] = {rid, e->warehouse_id, e->tracking_number, e->case_id, ids,
-                      qty, e->condition,    logi_i64(at, when)};
-  PGresult *r = NULL, *f = NULL;
+  const char *v[8] = {t.id, e->warehouse_id, e->tracking_number, e->case_id, ids,
+                      qty,  e->condition,    logi_i64(at, t.at)};
+  PGresult *r = NULL;
   int rc = as_db_query(as_tx_db(tx), sql_record, 8, v, &r);
-  bool fresh = rc == 0 && PQntuples(r) == 1;
+  if (rc) return rc;
+  if (PQgetvalue(r, 0, 0)[0] != 't')
+    rc = (as_counter_add(x->receipts_repeated, 1), 0);
+  else
+    rc = match(x, tx, m, &t, PQgetisnull(r, 0, 1) ? NULL : PQgetvalue(r, 0, 1), e);
   PQclear(r);
-  if (rc || !fresh) return rc ? rc : (as_counter_add(x->receipts_repeated, 1), 0);
-  const char *case_id = NULL, *by = NULL;
-  rc = find_case(tx, e, &f, &case_id, &by);
-  logi_match_t mm = {0};
-  const char *why = rc || !case_id ? "no_match" : check(tx, rid, case_id, &mm, &rc);
-  if (rc == 0 && why)
-    rc = unmatched(x, tx, m, rid, e, why);
-  else if (rc == 0)
-    rc = release(x, tx, m, rid, case_id, by, NULL, &mm);
-  match_free(&mm);
-  PQclear(f);
   return rc;
 }
 
 /* ---- ReceiptLinked: an agent releases a queued receipt */
 
 static const char sql_queued[] =
-    "SELECT case_id IS NULL FROM receipts WHERE receipt_id = $1 FOR UPDATE";
+    "SELECT case_id IS NULL, warehouse_id, tracking_number, condition, received_at_us,"
+    " line_ids::text, quantities::text FROM receipts WHERE receipt_id = $1 FOR UPDATE";
 
 int logi_on_linked(void *state, as_tx_t *tx, as_msg_t *m) {
   logi_t *x = state;
@@ -313,26 +302,32 @@ int logi_on_linked(void *state, as_tx_t *tx, as_msg_t *m) {
       !as_envelope_id_ok(e->agent_id))
     return as_tx_reject(m, "receipt linked: receipt, case or agent id missing or unsafe"), 0;
   const char *v[1] = {e->receipt_id};
-  PGresult *r = NULL;
-  int rc = as_db_query(as_tx_db(tx), sql_queued, 1, v, &r);
+  PGresult *q = NULL, *r = NULL;
+  int rc = as_db_query(as_tx_db(tx), sql_queued, 1, v, &q);
   const char *bad = rc                  ? NULL
-                    : PQntuples(r) != 1 ? "unknown_receipt: no receipt with this id"
-                    : PQgetvalue(r, 0, 0)[0] != 't'
+                    : PQntuples(q) != 1 ? "unknown_receipt: no receipt with this id"
+                    : PQgetvalue(q, 0, 0)[0] != 't'
                         ? "receipt_not_queued: matched or linked already"
                         : NULL;
-  PQclear(r);
-  if (rc || bad) return bad ? (as_tx_reject(m, bad), 0) : rc;
-  logi_match_t mm = {0};
-  const char *why = check(tx, e->receipt_id, e->case_id, &mm, &rc);
+  if (rc || bad) return PQclear(q), bad ? (as_tx_reject(m, bad), 0) : rc;
+  logi_rcpt_t t = {.id = e->receipt_id,
+                   .warehouse = PQgetvalue(q, 0, 1),
+                   .tracking = PQgetvalue(q, 0, 2),
+                   .condition = PQgetvalue(q, 0, 3),
+                   .at = strtoll(PQgetvalue(q, 0, 4), NULL, 10),
+                   .ids = PQgetvalue(q, 0, 5),
+                   .qty = PQgetvalue(q, 0, 6)};
+  const char *why = check(tx, &t, e->case_id, &r, &rc);
   char detail[128];
   if (rc == 0 && why) {
     snprintf(detail, sizeof detail, "link_refused: %s", why);
     as_tx_reject(m, detail);
   } else if (rc == 0) {
-    rc = release(x, tx, m, e->receipt_id, e->case_id, "agent", e->agent_id, &mm);
+    rc = release(x, tx, m, &t, e->case_id, "agent", e->agent_id, r);
     if (rc == 0) rc = refresh_queue(x, tx);
   }
-  match_free(&mm);
+  PQclear(r);
+  PQclear(q);
   return rc;
 }
 
