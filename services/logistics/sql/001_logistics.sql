@@ -120,3 +120,13 @@ CREATE TABLE receipts (
   released_by     text
 );
 CREATE INDEX receipts_queue ON receipts (receipt_id) WHERE case_id IS NULL;
+
+-- Every batch of scans updates its parcels' rows and moves their stall
+-- deadlines (non-HOT: due_at is indexed): vacuum both eagerly, as the
+-- runtime does the outbox, so the partial index of pending deadlines the
+-- scanner reads and the parcels' index do not drag dead versions along
+-- (a paced phase after 100,000 scans was 20 times slower before a vacuum).
+ALTER TABLE parcels SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02,
+  autovacuum_vacuum_cost_delay = 0);
+ALTER TABLE deadlines SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02,
+  autovacuum_vacuum_cost_delay = 0);
