@@ -927,6 +927,12 @@ def start_inspection(h, name=None, ready=True, **over):
     return start_service(h, "inspection", name, ready, **over)
 
 
+def start_logistics(h, name=None, ready=True, **over):
+    """as-logistics on the test's database and broker, as its own role
+    (as_logistics), schema logistics."""
+    return start_service(h, "logistics", name, ready, **over)
+
+
 def start_notification(h, name=None, ready=True, **over):
     """as-notification on the test's database and broker, as its own role
     (as_notification), schema notification."""

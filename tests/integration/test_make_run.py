@@ -25,7 +25,7 @@ from conftest import BIN_DIR, ROOT, SANITIZER_MARKERS, SLOW
 # scripts/demo.py's scenarios: each must print its "ok [key]" line.
 SCENARIOS = ("return", "evidence", "socks", "too_many", "agent", "sla", "goodwill", "dispute", "runtime")
 CASE = r"AS-\d{8}-\d+"
-UNDER = re.compile(rf"^demo: ({CASE}|request demo-r-\w+|probe \S+|probes|received) ")
+UNDER = re.compile(rf"^demo: ({CASE}|request demo-r-\w+|probe \S+|probes|received|logistics|\[logistics\]) ")
 
 
 @contextlib.contextmanager
@@ -128,6 +128,8 @@ def test_make_run_shows_every_scenario_and_stops_on_sigterm(test_tmp):
         for key in SCENARIOS:
             assert re.search(rf"^demo: ({CASE}|request \S+|probes) ok \[{key}\] ", text, re.M), \
                 f"no ok line for [{key}]:\n{text[-6000:]}"
+        if (BIN_DIR / "as-logistics").exists():
+            assert re.search(r"^demo: logistics ok \[carrier and warehouse\] ", text, re.M), text[-6000:]
         demo = [line for line in text.splitlines() if line.startswith("demo: ")]
         unnamed = [line for line in demo[1:-1] if not UNDER.match(line)]
         assert not unnamed, f"demo lines naming no case: {unnamed}"

@@ -22,8 +22,8 @@ import pytest
 import yaml
 
 from conftest import (BIN_DIR, CASES_TOPIC, ROOT, SLOW, intake_pb, order_events, produce_orders,
-                      produce_requests, request_envelope, start_inspection, start_intake, start_service,
-                      wait_until)
+                      produce_requests, request_envelope, start_inspection, start_intake, start_logistics,
+                      start_service, wait_until)
 from review_helpers import of_kind, start_review, state, wait_events, wait_state
 
 ROLES_SQL = ROOT / "deploy/sql/roles.sql"
@@ -95,6 +95,7 @@ def test_each_worker_role_runs_its_service_and_nothing_more(h):
     start_review(h)
     start_intake(h)
     start_inspection(h)
+    start_logistics(h)
     # (a) every worker runs, as its own role: probes counted, a case opened
     # by intake and refunded by review.
     h.produce_probe("p-priv", 1)
@@ -103,15 +104,17 @@ def test_each_worker_role_runs_its_service_and_nothing_more(h):
     assert state(h, case_id) == "REFUNDED"
     users = dict(h.sql("SELECT split_part(application_name, '-', 1), string_agg(DISTINCT usename, ',')"
                        " FROM pg_stat_activity WHERE datname = current_database()"
-                       " AND application_name ~ '^(probe|intake|review|inspection)-' GROUP BY 1"))
+                       " AND application_name ~ '^(probe|intake|review|inspection|logistics)-' GROUP BY 1"))
     assert users == {"probe": "as_probe", "intake": "as_intake", "review": "as_review",
-                     "inspection": "as_inspection"}, users
+                     "inspection": "as_inspection", "logistics": "as_logistics"}, users
     # inspection projected the case from CaseOpened, as its own role
     wait_until(lambda: h.sql("SELECT 1 FROM inspection.cases WHERE case_id = %s", (case_id,)),
                20 * SLOW, what="case projected by inspection")
+    wait_until(lambda: h.sql("SELECT 1 FROM logistics.cases WHERE case_id = %s", (case_id,)),
+               20 * SLOW, what="case projected by logistics")
     owners = h.sql("SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class c"
                    " JOIN pg_namespace n ON n.oid = c.relnamespace"
-                   " WHERE n.nspname IN ('cases', 'probe', 'intake', 'review', 'inspection')"
+                   " WHERE n.nspname IN ('cases', 'probe', 'intake', 'review', 'inspection', 'logistics')"
                    " AND c.relkind = 'r'")
     assert owners == [("aftersales_owner",)], owners
     assert h.scalar("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'as\\_%%' AND rolsuper") == 0
@@ -253,7 +256,7 @@ def test_compose_fleet_runs_on_the_embedded_cluster_with_its_grants(h):
         r = subprocess.run([_psql()] + cmd[1:], env=renv, capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         binaries = [s for s, v in c.items() if _is_worker(v) and (BIN_DIR / v["command"][0]).exists()]
-        assert sorted(binaries) == ["inspection", "intake", "notification", "review"], binaries
+        assert sorted(binaries) == ["inspection", "intake", "logistics", "notification", "review"], binaries
 
         def worker_env(svc):
             env = compose_env(c[svc])
@@ -282,18 +285,20 @@ def test_compose_fleet_runs_on_the_embedded_cluster_with_its_grants(h):
         early.wait_ready()
         start_service(h, "intake", **worker_env("intake"))
         start_service(h, "inspection", **worker_env("inspection"))
+        start_service(h, "logistics", **worker_env("logistics"))
         start_service(h, "notification", **worker_env("notification"))
         # each worker runs as its compose role and cannot write another's tables
         conn = psycopg2.connect(h.pg.dsn(db))
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute("SELECT DISTINCT usename FROM pg_stat_activity WHERE datname = %s"
-                        " AND application_name ~ '^(intake|review|inspection|notification)-'", (db,))
-            assert sorted(x[0] for x in cur.fetchall()) == ["as_inspection", "as_intake",
+                        " AND application_name ~ '^(intake|review|inspection|logistics|notification)-'", (db,))
+            assert sorted(x[0] for x in cur.fetchall()) == ["as_inspection", "as_intake", "as_logistics",
                                                             "as_notification", "as_review"]
         conn.close()
         for svc, other in (("intake", "review.ledger"), ("review", "intake.orders"),
-                           ("inspection", "review.ledger"), ("notification", "review.ledger")):
+                           ("inspection", "review.ledger"), ("logistics", "review.ledger"),
+                           ("notification", "review.ledger")):
             dsn = embedded_dsn(h, compose_env(c[svc])["AS_DB_DSN"], db)
             conn = psycopg2.connect(dsn, password=compose_env(c[svc])["PGPASSWORD"], connect_timeout=5)
             conn.autocommit = True
