@@ -45,6 +45,9 @@ int logi_on_instructions(void *state, as_tx_t *tx, as_msg_t *m) {
 
 /* ---- ReturnShipped */
 
+static int release_queued(logi_t *x, as_tx_t *tx, const as_msg_t *cause, const char *case_id,
+                          const char *tracking);
+
 static const char sql_shipped[] =
     "UPDATE returns SET carrier = $2, tracking_number = $3, shipped_at_us = $4"
     " WHERE case_id = $1 AND received_at_us IS NULL RETURNING case_id";
@@ -75,6 +78,7 @@ int logi_on_return_shipped(void *state, as_tx_t *tx, as_msg_t *m) {
   if (rc == 0)
     rc =
         as_deadline_set(tx, e->case_id, "return_transit", at + x->conf->transit_days * LOGI_DAY_US);
+  if (rc == 0) rc = release_queued(x, tx, m, e->case_id, e->tracking_number);
   return rc;
 }
 
@@ -324,6 +328,45 @@ int logi_on_linked(void *state, as_tx_t *tx, as_msg_t *m) {
     as_tx_reject(m, detail);
   } else if (rc == 0) {
     rc = release(x, tx, m, &t, e->case_id, "agent", e->agent_id, r);
+    if (rc == 0) rc = refresh_queue(x, tx);
+  }
+  PQclear(r);
+  PQclear(q);
+  return rc;
+}
+
+/* ---- a queued receipt matched once its parcel is known
+ *
+ * The buyer's ReturnShipped (keyed by case) and the warehouse's receipt
+ * (keyed by tracking number) travel on different partitions: a receipt
+ * read first matched nothing and waits in the exception queue. The
+ * shipment that names its tracking number releases it, as a match by
+ * tracking number, without an agent. */
+
+static const char sql_queued_by_tracking[] =
+    "SELECT receipt_id, warehouse_id, tracking_number, condition, received_at_us,"
+    " line_ids::text, quantities::text FROM receipts WHERE case_id IS NULL"
+    " AND tracking_number = $1 ORDER BY received_at_us LIMIT 1 FOR UPDATE";
+
+static int release_queued(logi_t *x, as_tx_t *tx, const as_msg_t *cause, const char *case_id,
+                          const char *tracking) {
+  const char *v[1] = {tracking};
+  PGresult *q = NULL, *r = NULL;
+  int rc = as_db_query(as_tx_db(tx), sql_queued_by_tracking, 1, v, &q);
+  if (rc || PQntuples(q) == 0) return PQclear(q), rc;
+  logi_rcpt_t t = {.id = PQgetvalue(q, 0, 0),
+                   .warehouse = PQgetvalue(q, 0, 1),
+                   .tracking = PQgetvalue(q, 0, 2),
+                   .condition = PQgetvalue(q, 0, 3),
+                   .at = strtoll(PQgetvalue(q, 0, 4), NULL, 10),
+                   .ids = PQgetvalue(q, 0, 5),
+                   .qty = PQgetvalue(q, 0, 6)};
+  const char *why = check(tx, &t, case_id, &r, &rc);
+  if (rc == 0 && why) /* still not this case's: it stays for an agent */
+    AS_INFO(x->log, "queued receipt not released by its shipment", AS_F_STR("receipt_id", t.id),
+            AS_F_STR("case_id", case_id), AS_F_STR("why", why));
+  else if (rc == 0) {
+    rc = release(x, tx, cause, &t, case_id, "tracking_number", NULL, r);
     if (rc == 0) rc = refresh_queue(x, tx);
   }
   PQclear(r);

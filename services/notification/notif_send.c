@@ -514,7 +514,8 @@ int notif_send_start(notif_send_t *s) {
   /* Telling and sending scale apart: an instance told not to send leaves
    * the rows (and their SLA sweep) to the instances that do. */
   if (s->c->concurrency == 0) {
-    AS_INFO(s->log, "notification sender off on this instance (AS_NOTIFICATION_SEND_CONCURRENCY=0)");
+    AS_INFO(s->log,
+            "notification sender off on this instance (AS_NOTIFICATION_SEND_CONCURRENCY=0)");
     return 0;
   }
   uv_loop_t *loop = as_worker_loop(s->w);

@@ -115,7 +115,7 @@ typedef struct notif_send_conf {
        1024,                                                                                    \
        NOTIF_SEND_C_(t, m, concurrency),                                                        \
        "Sends in flight at most, over all channels; 0: this instance only tells (writes the "   \
-       "deliveries) and others send them."},                                          \
+       "deliveries) and others send them."},                                                    \
       {"AS_NOTIFICATION_MAX_ATTEMPTS",                                                          \
        AS_CFG_INT,                                                                              \
        "5",                                                                                     \

@@ -104,6 +104,28 @@ def test_unmatched_receipt_queued_then_released_by_an_agent(h):
     assert w.metric("as_logistics_receipts_total", result="released") == 1
 
 
+def test_a_receipt_read_before_its_shipment_is_released_by_the_shipment(h):
+    """The warehouse's receipt (keyed by tracking number) and the buyer's
+    ReturnShipped (keyed by case) travel on different partitions: the
+    receipt read first waits in the exception queue, and the shipment that
+    names its tracking number releases it, no agent needed."""
+    w = start_logistics(h)
+    r = h.reader(LOGISTICS_TOPIC)
+    case_id = review_case(h, LINES)
+    instructions(h, case_id)
+    wait_until(lambda: h.scalar("SELECT count(*) FROM logistics.returns") == 1, 20 * SLOW, what="return")
+    rid, tracking = f"rc-{tag()}", f"YT{tag()}"
+    receipt(h, lines=(("l1", 2), ("l2", 1)), tracking=tracking, receipt_id=rid)
+    (_, u, _, _), = wait_kind(h, r, "receipt_unmatched")
+    assert (u.receipt_id, u.reason) == (rid, "no_match")
+    return_shipped(h, case_id, tracking)
+    p = received(h, r, case_id)
+    assert (p.receipt_id, p.matched_by, lines_of(p.lines), p.partial) == (
+        rid, "tracking_number", [("l1", 2), ("l2", 1)], False)
+    wait_until(lambda: w.metric("as_logistics_receipt_exceptions") == 0, 10 * SLOW, what="queue gauge")
+    assert h.scalar("SELECT count(*) FROM logistics.receipts WHERE case_id IS NULL") == 0
+
+
 def test_return_shipped_not_received_in_time_asks_the_carrier(h):
     start_logistics(h)
     r = h.reader(LOGISTICS_TOPIC)
