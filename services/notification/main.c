@@ -28,6 +28,12 @@ static const as_cfg_param_t config[] = {
     {"AS_NOTIFICATION_CAP_PER_HOUR", AS_CFG_INT, "10", 1, 1000, C(cap_per_hour),
      "Notifications per buyer per hour (in-app and urgent ones aside); one over the cap waits an "
      "hour."},
+    {"AS_NOTIFICATION_ORDER_HOLD_MS", AS_CFG_INT, "1000", 0, 60000, C(order_hold_ms),
+     "A case's delivery (its first response aside) is due no earlier than its event's time plus "
+     "this, so the case's earlier events read from other topics go first; 0: no hold."},
+    {"AS_NOTIFICATION_PARK_HOURS", AS_CFG_INT, "24", 1, 720, C(park_hours),
+     "Hours an event read before its case's CaseOpened stays parked (after the case's last one "
+     "parked); then dropped, counted and logged."},
     NOTIF_SEND_CONFIG(notif_conf_t, send),
 };
 
@@ -66,17 +72,26 @@ static const as_metric_def_t metrics[] = {
     CNT(reloads_ok, "as_notification_templates_reloads_total", "result=\"ok\"", "Templates loads."),
     CNT(reloads_refused, "as_notification_templates_reloads_total", "result=\"refused\"",
         "Templates loads."),
+    CNT(out_of_order, "as_notification_out_of_order_total", NULL,
+        "Events told after a later event of their case was sent (read later than the hold)."),
+    CNT(parked, "as_notification_parked_total", "result=\"parked\"",
+        "Events read before their case's CaseOpened: parked, told, or dropped."),
+    CNT(parked_told, "as_notification_parked_total", "result=\"told\"",
+        "Events read before their case's CaseOpened: parked, told, or dropped."),
+    CNT(parked_dropped, "as_notification_parked_total", "result=\"dropped\"",
+        "Events read before their case's CaseOpened: parked, told, or dropped."),
 };
 
-/* Batch routes in this order: case openings (the batch's other events may
- * be about them), contacts and erasures, then every buyer-visible event in
+/* Batch routes in this order: contacts and erasures, case openings (the
+ * batch's other events may be about them; the events parked for them told
+ * with the contacts already stored), then every buyer-visible event in
  * batch order (one case's are told in order), its notifications told
  * together at the end; then returns shipped and survey answers. */
 #define P(x) AFTERSALES__V1__ENVELOPE__PAYLOAD_##x
 static const as_route_t routes[] = {
-    {P(CASE_OPENED), .batch = notif_cases_apply},
     {P(BUYER_CONTACT_UPDATED), .batch = notif_contacts_apply},
     {P(BUYER_ERASED), .batch = notif_contacts_apply},
+    {P(CASE_OPENED), .batch = notif_cases_apply},
     {P(BUYER_ACKNOWLEDGED), .batch = notif_events_apply},
     {P(REQUEST_REJECTED), .batch = notif_events_apply},
     {P(CASE_STATE_CHANGED), .batch = notif_events_apply},
@@ -98,6 +113,7 @@ static const as_route_t routes[] = {
 static const as_deadline_kind_t deadlines[] = {
     {"reminder", notif_timers_reminder},
     {"survey", notif_timers_survey},
+    {"parked", notif_park_expired},
 };
 
 static const as_service_t notification_service = {

@@ -1,7 +1,9 @@
 /* notif_cases: the little the worker keeps of each case to tell its
  * events: the buyer, the case number, the locale and submission time from
  * CaseOpened (one bulk statement per batch, before the batch's other
- * events are told), and ReturnShipped, which stops the ship-by reminder. */
+ * events are told; the same statement takes the events parked for these
+ * cases, told here, in event order: notif_park), and ReturnShipped, which
+ * stops the ship-by reminder. */
 #include <string.h>
 
 #include "as_cols.h"
@@ -17,8 +19,12 @@ static const as_col_t case_cols[K_NCOLS] = {
     [K_SUBMITTED] = {"submitted_at_us", "bigint"},
 };
 static const as_bulk_t sql_cases = AS_BULK(
-    "INSERT INTO cases (case_id, case_number, buyer_id, locale, submitted_at_us)"
-    " SELECT * FROM {{u}} ON CONFLICT (case_id) DO NOTHING",
+    "WITH u AS (SELECT * FROM {{u}}),"
+    " i AS (INSERT INTO cases (case_id, case_number, buyer_id, locale, submitted_at_us)"
+    "  SELECT * FROM u ON CONFLICT (case_id) DO NOTHING),"
+    " p AS (DELETE FROM parked WHERE case_id IN (SELECT case_id FROM u)"
+    "  RETURNING case_id, envelope, occurred_at_us, arrival)"
+    " SELECT case_id, envelope FROM p ORDER BY occurred_at_us, arrival",
     case_cols);
 
 static const char *bad_case(const as_msg_t *m, const Aftersales__V1__CaseOpened *e) {
@@ -31,7 +37,6 @@ static const char *bad_case(const as_msg_t *m, const Aftersales__V1__CaseOpened 
 }
 
 int notif_cases_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t n) {
-  (void)state;
   as_cols_t c;
   as_cols_init(&c, &sql_cases);
   for (size_t i = 0; i < n; i++) {
@@ -47,8 +52,11 @@ int notif_cases_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t n)
     as_cols_str(&c, K_LOCALE, e->locale);
     as_cols_int(&c, K_SUBMITTED, e->submitted_at_us);
   }
-  int rc = as_cols_run(&c, as_tx_db(tx), NULL);
+  PGresult *r = NULL;
+  int rc = as_cols_run(&c, as_tx_db(tx), &r);
   as_cols_free(&c);
+  if (rc == 0 && r) rc = notif_unpark(state, tx, r);
+  PQclear(r);
   return rc;
 }
 

@@ -51,6 +51,7 @@ int notif_on_acknowledged(void *state, as_tx_t *tx, as_msg_t *m) {
   t.locale = e->locale;
   t.buyer_id = e->buyer_id;
   t.submitted_at_us = e->submitted_at_us; /* the first response's clock (nsend's SLA) */
+  t.first = true;                         /* never held for order: the SLA's */
   if (e->submitted_at_us) t.date_us = e->submitted_at_us;
   return notif_tell(state, tx, m, &t);
 }

@@ -11,13 +11,16 @@
 #include "as_topics.h"
 
 /* Due: pending, or sending with its lease gone; not in_app (the batch
- * side's); no earlier event of its case still to be told. The SLA start
- * and the standby check ride along so the results need no second read. */
+ * side's); no earlier event of its case still to be told (case_seq is the
+ * event's time, case_arrival the order read for equal times: 003_order.sql).
+ * The SLA start and the standby check ride along so the results need no
+ * second read. */
 static const char sql_claim[] =
     "WITH due AS (SELECT d.delivery_id FROM deliveries d"
     " WHERE d.status IN ('pending', 'sending') AND d.due_at <= now() AND d.channel <> 'in_app'"
     " AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE d.case_id <> '' AND e.case_id = d.case_id"
-    " AND e.case_seq < d.case_seq AND e.status IN ('pending', 'sending'))"
+    " AND (e.case_seq, e.case_arrival) < (d.case_seq, d.case_arrival)"
+    " AND e.status IN ('pending', 'sending'))"
     " ORDER BY d.due_at LIMIT $1 FOR UPDATE OF d SKIP LOCKED)"
     " UPDATE deliveries d SET status = 'sending', attempts = d.attempts + 1,"
     " due_at = now() + $2::bigint * interval '1 millisecond'"

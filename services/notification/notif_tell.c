@@ -7,6 +7,13 @@
  * delivery with one statement whose due_at honours quiet hours and the
  * frequency cap (urgent ones go now). Outside a batch (a deadline firing)
  * a notification is told at once.
+ * Order (README "Order and parking"): a delivery's case_seq is its event's
+ * time (ties: the order read, case_arrival), and one that is not the
+ * case's first response is due no earlier than that time plus
+ * AS_NOTIFICATION_ORDER_HOLD_MS, so a case's earlier events read from other
+ * topics can still come before it; one that comes after a later event of
+ * its case was sent is told anyway and counted out of order. An event of a
+ * case not projected yet is parked (notif_park) instead of told.
  * The in-app notice is the case page's: written 'sent' and published at
  * once (InAppNotice + NotificationSent), whatever the contact says. A
  * buyer without a contact yet gets the in-app notice only: nothing is
@@ -139,16 +146,22 @@ enum {
   B_D2EN,
   B_D2ZH,
   B_DZ_OK,
+  B_PROJECTED,
+  B_LATE,
   B_NCOLS
 };
 
-enum { Q_CASE, Q_BUYER, Q_D1, Q_D2, Q_ZONE, Q_NCOLS };
+enum { Q_CASE, Q_BUYER, Q_D1, Q_D2, Q_ZONE, Q_AT, Q_NCOLS };
 static const as_col_t q_cols[Q_NCOLS] = {
     [Q_CASE] = {"case_id", "text"}, [Q_BUYER] = {"buyer_id", "text"}, [Q_D1] = {"d1", "bigint"},
-    [Q_D2] = {"d2", "bigint"},      [Q_ZONE] = {"dz", "text"},
+    [Q_D2] = {"d2", "bigint"},      [Q_ZONE] = {"dz", "text"},        [Q_AT] = {"at", "bigint"},
 };
 /* One row per queued notification, in queue order. A case told k times in
- * the batch moves its seq by k, its notifications numbered in queue order.
+ * the batch moves its seq by k, its notifications numbered in queue order
+ * (their case_arrival), and its last_at_us to the latest event time told;
+ * only an event older than that (rare: read after a later one) looks for a
+ * later delivery of its case already sent (through the buyer's index).
+ * projected: the case is known (else its events are parked).
  * The contact's zone was checked when stored; dz is the default zone,
  * which only PostgreSQL can check: one it does not know is replaced by UTC
  * (and said so once, below) rather than failing every batch. */
@@ -157,11 +170,14 @@ static const as_col_t q_cols[Q_NCOLS] = {
 #define LOCAL(d, f) "to_char(to_timestamp(z." d " / 1e6) AT TIME ZONE z.tz, " f ")"
 static const as_bulk_t sql_buyers = AS_BULK(
     "WITH t AS (SELECT * FROM {{u:o}}),"
-    " n AS (SELECT case_id, count(*) AS k FROM t WHERE case_id <> '' GROUP BY case_id),"
-    " c AS (UPDATE cases SET seq = cases.seq + n.k FROM n WHERE cases.case_id = n.case_id"
+    " n AS (SELECT case_id, count(*) AS k, max(at) AS mx FROM t WHERE case_id <> ''"
+    "  GROUP BY case_id),"
+    " c AS (UPDATE cases SET seq = cases.seq + n.k,"
+    "  last_at_us = greatest(cases.last_at_us, n.mx) FROM n WHERE cases.case_id = n.case_id"
     "  RETURNING cases.case_id, cases.seq - n.k AS base, cases.case_number, cases.buyer_id,"
-    "  cases.locale, cases.submitted_at_us),"
+    "  cases.locale, cases.submitted_at_us, cases.last_at_us AS last_at),"
     " b AS (SELECT t.*, c.base, c.case_number, c.locale AS clocale, c.submitted_at_us AS csub,"
+    "  c.last_at,"
     "  coalesce(c.buyer_id, nullif(t.buyer_id, '')) AS buyer,"
     "  row_number() OVER (PARTITION BY t.case_id ORDER BY t.o) AS rn"
     "  FROM t LEFT JOIN c USING (case_id)),"
@@ -177,7 +193,11 @@ static const as_bulk_t sql_buyers = AS_BULK(
     "  coalesce(z.email <> '', false), coalesce(z.push_token <> '', false),"
     "  coalesce(z.quiet_start_min, 0), coalesce(z.quiet_end_min, 0), z.tz,"
     "  " LOCAL("d1", FMT_EN) ", " LOCAL("d1", FMT_ZH) ", " LOCAL("d2", FMT_EN) ","
-    "  " LOCAL("d2", FMT_ZH) ", z.dz_ok FROM z ORDER BY z.o",
+    "  " LOCAL("d2", FMT_ZH) ", z.dz_ok, z.base IS NOT NULL,"
+    "  CASE WHEN z.at < z.last_at THEN EXISTS (SELECT 1 FROM deliveries d"
+    "   WHERE d.buyer_id = z.buyer AND d.case_id = z.case_id AND d.channel <> 'in_app'"
+    "   AND d.status = 'sent' AND (d.case_seq, d.case_arrival) > (z.at, z.base + z.rn))"
+    "  ELSE false END FROM z ORDER BY z.o",
     q_cols);
 
 typedef struct buyer {
@@ -220,6 +240,7 @@ static int buyers_load(notif_t *x, as_tx_t *tx, PGresult **out) {
     as_cols_int(&q, Q_D1, t->date_us);
     as_cols_int(&q, Q_D2, t->due_us);
     as_cols_str(&q, Q_ZONE, x->conf->default_zone);
+    as_cols_int(&q, Q_AT, t->source_at_us);
   }
   int rc = as_cols_run(&q, as_tx_db(tx), out);
   as_cols_free(&q);
@@ -341,6 +362,8 @@ enum {
   D_QE,
   D_CAP,
   D_O,
+  D_ARRIVAL,
+  D_HOLD,
   D_NCOLS
 };
 static const as_col_t del_cols[D_NCOLS] = {
@@ -366,6 +389,8 @@ static const as_col_t del_cols[D_NCOLS] = {
     [D_QE] = {"qe", "int"},
     [D_CAP] = {"cap", "int"},
     [D_O] = {"o", "int"},
+    [D_ARRIVAL] = {"case_arrival", "bigint"},
+    [D_HOLD] = {"hold_us", "bigint"},
 };
 /* Quiet hours and the cap hold back what is not urgent and not in-app. The
  * cap counts the buyer's notifications (not in-app) of the last hour, the
@@ -385,12 +410,13 @@ static const as_bulk_t sql_deliveries = AS_BULK(
     " w1 AS (SELECT DISTINCT ON (notification_id, channel) * FROM w"
     "  ORDER BY notification_id, channel, o),"
     " ins AS (INSERT INTO deliveries (delivery_id, notification_id, rank, case_id, buyer_id,"
-    "  channel, template_id, template_version, locale, subject, body, urgent, case_seq, status,"
-    "  source_event_id, source_at_us, submitted_at_us, due_at, sent_at)"
+    "  channel, template_id, template_version, locale, subject, body, urgent, case_seq,"
+    "  case_arrival, status, source_event_id, source_at_us, submitted_at_us, due_at, sent_at)"
     "  SELECT delivery_id, notification_id, rank, case_id, buyer_id, channel, template_id,"
-    "  template_version, locale, subject, body, urgent, case_seq, status, source_event_id,"
-    "  source_at_us, submitted_at_us,"
-    "  greatest(q, CASE WHEN capped THEN now() + interval '1 hour' ELSE now() END),"
+    "  template_version, locale, subject, body, urgent, case_seq, case_arrival, status,"
+    "  source_event_id, source_at_us, submitted_at_us,"
+    "  greatest(q, CASE WHEN capped THEN now() + interval '1 hour' ELSE now() END,"
+    "  to_timestamp(hold_us / 1e6)),"
     "  CASE WHEN status = 'sent' THEN now() END FROM w1"
     "  ON CONFLICT (notification_id, channel) DO NOTHING RETURNING notification_id, channel)"
     " SELECT ins.channel, w1.q > now(), w1.capped, w1.o"
@@ -425,8 +451,16 @@ typedef struct told {
   int written;
 } told_t;
 
-static void rows(notif_t *x, as_cols_t *c, const told_t *k, int o) {
+/* Not before: the event's time (a clock ahead of ours counts as now) plus
+ * the hold, unless it is the case's first response or has no case (0). */
+static int64_t hold_us(const notif_t *x, const notif_tell_t *t, int64_t now) {
+  if (!t->case_id[0] || t->first || x->conf->order_hold_ms <= 0) return 0;
+  return (t->source_at_us < now ? t->source_at_us : now) + x->conf->order_hold_ms * 1000;
+}
+
+static void rows(notif_t *x, as_cols_t *c, const told_t *k, int o, int64_t now) {
   int rank = 0;
+  int64_t hold = hold_us(x, k->t, now);
   for (size_t i = 0; i < k->b.nch; i++) {
     const char *ch = k->b.ch[i];
     bool app = strcmp(ch, "in_app") == 0;
@@ -444,7 +478,9 @@ static void rows(notif_t *x, as_cols_t *c, const told_t *k, int o) {
     as_cols_str(c, D_SUBJECT, k->rd.subject.len ? k->rd.subject.data : "");
     as_cols_str(c, D_BODY, k->rd.body[i].len ? k->rd.body[i].data : "");
     as_cols_bool(c, D_URGENT, k->t->urgent);
-    as_cols_int(c, D_SEQ, k->b.seq);
+    as_cols_int(c, D_SEQ, k->t->source_at_us);
+    as_cols_int(c, D_ARRIVAL, k->b.seq);
+    as_cols_int(c, D_HOLD, hold);
     as_cols_str(c, D_STATUS, app ? "sent" : rank == 0 ? "pending" : "standby");
     as_cols_str(c, D_SOURCE, k->t->source_event_id);
     as_cols_int(c, D_SOURCE_AT, k->t->source_at_us);
@@ -505,6 +541,12 @@ static int publish_in_app(as_tx_t *tx, const as_msg_t *cause, const told_t *k, c
 
 /* The buyer, template, channels and texts of queued notification k. */
 static void prepare(notif_t *x, PGresult *r, int i, told_t *k) {
+  if (PQgetvalue(r, i, B_LATE)[0] == 't') {
+    /* a later event of its case was sent before this one was read */
+    as_counter_add(x->out_of_order, 1);
+    AS_WARN(x->log, "event told after a later one of its case was sent",
+            AS_F_STR("template_id", k->t->template_id), AS_F_STR("case_id", k->t->case_id));
+  }
   if (buyer_at(x, r, i, k->t, &k->b) == 1) {
     /* no case projected and no buyer named: nobody to tell */
     as_counter_add(x->untold_case, 1);
@@ -548,17 +590,35 @@ static int written(notif_t *x, as_tx_t *tx, told_t *k, size_t n, PGresult *r) {
   return 0;
 }
 
+/* An event of a case not projected yet, read from the topics (a deadline's
+ * or a parked one's has no bytes to park): parked, not told. */
+static bool to_park(PGresult *r, int i, const told_t *k) {
+  return k->t->case_id[0] && PQgetvalue(r, i, B_PROJECTED)[0] != 't' && k->cause && k->cause->rkm;
+}
+
 static int tell_all(notif_t *x, as_tx_t *tx, told_t *k, size_t n) {
   PGresult *r = NULL, *w = NULL;
   as_cols_t c;
   as_cols_init(&c, &sql_deliveries);
+  const as_msg_t **park = NULL;
+  size_t npark = 0;
+  int64_t now = as_now_us();
   int rc = buyers_load(x, tx, &r);
   for (size_t i = 0; rc == 0 && i < n; i++) {
+    if (to_park(r, (int)i, &k[i])) {
+      if (!park && !(park = calloc(n, sizeof *park))) rc = -ENOMEM;
+      /* an event's tells are queued together: its bytes once */
+      else if (npark == 0 || park[npark - 1] != k[i].cause)
+        park[npark++] = k[i].cause;
+      continue;
+    }
     prepare(x, r, (int)i, &k[i]);
     if (!k[i].text) continue;
     if (!as_buf_ok(&k[i].rd.subject)) rc = -ENOMEM;
-    rows(x, &c, &k[i], (int)i);
+    rows(x, &c, &k[i], (int)i, now);
   }
+  if (rc == 0 && npark) rc = notif_park(x, tx, park, npark);
+  free(park);
   if (rc == 0) rc = as_cols_run(&c, as_tx_db(tx), &w);
   if (rc == 0 && w) rc = written(x, tx, k, n, w);
   PQclear(w);

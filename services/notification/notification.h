@@ -10,7 +10,8 @@
  * template and parameters), notif_tell (one notification rendered for the
  * buyer's channels and written as deliveries: quiet hours, frequency cap,
  * case order; in-app published at once), notif_timers (the ship-by
- * reminder and the survey; survey answers). The sender (notif_send*,
+ * reminder and the survey; survey answers), notif_park (events read before
+ * their case, parked until its CaseOpened, dropped after a bound). The sender (notif_send*,
  * notif_channel*) takes the deliveries from there.
  *
  * Ownership: notif_t is the runtime's state block; the templates are owned
@@ -38,7 +39,8 @@
 typedef struct notif_conf {
   const char *templates_file, *default_locale, *default_zone;
   long long reminder_hours, survey_delay_h, cap_per_hour;
-  notif_send_conf_t send; /* the sender's (notif_send.h) */
+  long long order_hold_ms, park_hours; /* README "Order and parking" */
+  notif_send_conf_t send;              /* the sender's (notif_send.h) */
 } notif_conf_t;
 
 typedef struct notif_pending notif_pending_t; /* a notification queued (notif_tell.c) */
@@ -51,6 +53,7 @@ typedef struct notif {
   as_counter_t *told, *deliveries, *duplicates, *in_app, *untold_case, *untold_channel;
   as_counter_t *deferred_quiet, *deferred_cap, *reminders_set, *reminders_skipped;
   as_counter_t *surveys_set, *answers[5], *reloads_ok, *reloads_refused;
+  as_counter_t *out_of_order, *parked, *parked_told, *parked_dropped;
   as_metrics_t *metrics; /* the worker's, for the dead letters this service writes itself */
   notif_send_t *send;    /* owned: made by notif_init, freed by notif_fini */
   /* The batch's notifications, told together at its end (notif_tell_flush);
@@ -73,6 +76,7 @@ typedef struct notif_tell {
   int64_t source_at_us, submitted_at_us;
   int64_t date_us, due_us; /* {date} and {due}/{ship_by}, in the buyer's zone (0: none) */
   bool urgent;
+  bool first;                  /* the case's first response: never held for order */
   const char *only;            /* NULL, or the one channel to use ("sms": the packaging SMS) */
   const char *const *channels; /* NULL: the buyer's; else these (NotificationRequested) */
   size_t nchannels;
@@ -146,6 +150,21 @@ AS_MUST_CHECK int notif_timers_reminder(void *state, as_tx_t *tx, const char *ca
 AS_MUST_CHECK int notif_timers_survey(void *state, as_tx_t *tx, const char *case_id,
                                       const char *kind, int64_t due_us);
 AS_MUST_CHECK int notif_on_survey(void *state, as_tx_t *tx, as_msg_t *m);
+
+/* ---- notif_park.c */
+/* Parks the events of msgs[0..n) (distinct, with their bytes), whose case
+ * is not projected yet, and moves each case's "parked" deadline. Returns 0,
+ * -ENOMEM or an as_db error. */
+AS_MUST_CHECK int notif_park(notif_t *x, as_tx_t *tx, const as_msg_t *const *msgs, size_t n);
+/* Tells the parked events of the cases just projected: r is the result of
+ * the projection (case_id, envelope as bytea, in event order). Returns 0,
+ * -ENOMEM or an as_db error. */
+AS_MUST_CHECK int notif_unpark(notif_t *x, as_tx_t *tx, PGresult *r);
+/* The "parked" deadline of case_id: its CaseOpened never came; its parked
+ * events are dropped, counted and logged (told, if the case is projected
+ * by then: notif_park.c). */
+AS_MUST_CHECK int notif_park_expired(void *state, as_tx_t *tx, const char *case_id,
+                                     const char *kind, int64_t due_us);
 
 /* Free text from people or upstream: bounded, no control bytes but newline. */
 bool notif_text_ok(const char *s, size_t max);

@@ -48,9 +48,10 @@ def npb(h):
     return h._notif_pb
 
 
-def send(h, topic, field, payload, key, case_id=None, order_id="", event_id=None):
-    env = h.envelope(field, payload, case_id=key if case_id is None else case_id,
-                     event_id=event_id, order_id=order_id)
+def send(h, topic, field, payload, key, case_id=None, order_id="", event_id=None, env=None):
+    """Publishes payload in a new envelope (or env, made before: its time kept)."""
+    env = env or h.envelope(field, payload, case_id=key if case_id is None else case_id,
+                            event_id=event_id, order_id=order_id)
     h.produce_many([(key, env.SerializeToString(), None)], topic=topic)
     return env
 
@@ -91,9 +92,10 @@ def deliveries(h, where="true", args=None):
     """[dict] of notification.deliveries rows matching where, in case order."""
     cols = ["delivery_id", "notification_id", "rank", "case_id", "buyer_id", "channel",
             "template_id", "template_version", "locale", "subject", "body", "urgent", "case_seq",
-            "status", "source_event_id", "submitted_at_us"]
+            "case_arrival", "status", "source_event_id", "submitted_at_us"]
     rows = h.sql(f"SELECT {', '.join(cols)}, extract(epoch FROM due_at - now())"
-                 f" FROM notification.deliveries WHERE {where} ORDER BY case_seq, rank", args)
+                 f" FROM notification.deliveries WHERE {where} ORDER BY case_seq, case_arrival, rank",
+                 args)
     return [dict(zip(cols + ["due_in_s"], [str(v) if k in ("delivery_id", "notification_id")
                                            else v for k, v in zip(cols + ["x"], r)]))
             for r in rows]
