@@ -31,7 +31,7 @@ static const char sql_claim[] =
     " (SELECT CASE d.channel WHEN 'sms' THEN c.phone WHEN 'email' THEN c.email"
     " ELSE c.push_token END FROM contacts c WHERE c.buyer_id = d.buyer_id),"
     " EXISTS (SELECT 1 FROM deliveries s WHERE s.notification_id = d.notification_id"
-    " AND s.status = 'standby')";
+    " AND s.status = 'standby'), d.order_id";
 
 /* Only the holder of the lease (same attempt, still sending) records. */
 enum { R_ID, R_ATT, R_ST, R_DELAY, R_ERR };
@@ -85,9 +85,9 @@ static const char sql_sweep[] =
     " BETWEEN 1 AND $1::bigint LIMIT $2),"
     " u AS (UPDATE deliveries d SET sla_breached = true FROM late"
     " WHERE d.notification_id = late.notification_id AND NOT d.sla_breached"
-    " RETURNING d.notification_id, d.case_id, d.submitted_at_us, d.source_at_us)"
+    " RETURNING d.notification_id, d.case_id, d.submitted_at_us, d.source_at_us, d.order_id)"
     " SELECT DISTINCT ON (notification_id) notification_id::text, case_id, submitted_at_us,"
-    " source_at_us FROM u ORDER BY notification_id";
+    " source_at_us, order_id FROM u ORDER BY notification_id";
 
 static const char sql_depth[] =
     "SELECT count(*) FROM deliveries WHERE status IN ('pending', 'sending') AND due_at <= now()";
@@ -103,8 +103,8 @@ void notif_job_free(notif_job_t *j) {
   if (!j) return;
   notif_channel_release(&j->req);
   notif_job_drop_text(j);
-  char *s[] = {j->case_id,          j->buyer_id, j->template_id,
-               j->template_version, j->locale,   j->source_event_id};
+  char *s[] = {j->case_id, j->order_id,         j->buyer_id,       j->template_id,
+               j->locale,  j->template_version, j->source_event_id};
   for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) free(s[i]);
   free(j);
 }
@@ -125,6 +125,7 @@ static notif_job_t *job_from(PGresult *r, int i) {
   j->submitted_at_us = strtoll(PQgetvalue(r, i, 13), NULL, 10);
   ok = (j->address = strdup(PQgetvalue(r, i, 14))) && ok; /* '' when no contact */
   j->has_next = PQgetvalue(r, i, 15)[0] == 't';
+  ok = (j->order_id = strdup(PQgetvalue(r, i, 16))) && ok;
   if (!ok) notif_job_free(j), j = NULL;
   return j;
 }
@@ -211,15 +212,17 @@ static int next_channels(as_tx_t *tx, notif_job_t *list) {
   return rc;
 }
 
-static int publish(as_tx_t *tx, const char *case_id, const char *key,
+/* A notification of no case (a request rejected at intake) names its order. */
+static int publish(as_tx_t *tx, const notif_job_t *j, const char *key,
                    Aftersales__V1__Envelope *env) {
-  env->case_id = (char *)case_id;
+  env->case_id = j->case_id;
+  env->order_id = j->order_id;
   return as_tx_publish(tx, NULL, AS_TOPIC_NAME_NOTIFICATIONS, key, env);
 }
 
 static int publish_result(as_tx_t *tx, const notif_job_t *j) {
   Aftersales__V1__Envelope env = AFTERSALES__V1__ENVELOPE__INIT;
-  const char *key = *j->case_id ? j->case_id : j->notification_id;
+  const char *key = *j->case_id ? j->case_id : *j->order_id ? j->order_id : j->notification_id;
   if (j->st == NOTIF_ST_SENT) {
     Aftersales__V1__NotificationSent m = AFTERSALES__V1__NOTIFICATION_SENT__INIT;
     m.notification_id = (char *)j->notification_id;
@@ -236,7 +239,7 @@ static int publish_result(as_tx_t *tx, const notif_job_t *j) {
     m.source_at_us = j->source_at_us;
     env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_NOTIFICATION_SENT;
     env.notification_sent = &m;
-    return publish(tx, j->case_id, key, &env);
+    return publish(tx, j, key, &env);
   }
   Aftersales__V1__NotificationFailed m = AFTERSALES__V1__NOTIFICATION_FAILED__INIT;
   m.notification_id = (char *)j->notification_id;
@@ -252,11 +255,11 @@ static int publish_result(as_tx_t *tx, const notif_job_t *j) {
   m.source_event_id = j->source_event_id;
   env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_NOTIFICATION_FAILED;
   env.notification_failed = &m;
-  return publish(tx, j->case_id, key, &env);
+  return publish(tx, j, key, &env);
 }
 
-static int publish_breach(as_tx_t *tx, const char *case_id, const char *key, bool first,
-                          int64_t start_us, int64_t sla_us) {
+static int publish_breach(as_tx_t *tx, const char *case_id, const char *order_id, const char *key,
+                          bool first, int64_t start_us, int64_t sla_us) {
   Aftersales__V1__SlaBreached b = AFTERSALES__V1__SLA_BREACHED__INIT;
   b.case_id = (char *)case_id;
   b.clock = first ? "first_response" : "notification";
@@ -267,6 +270,7 @@ static int publish_breach(as_tx_t *tx, const char *case_id, const char *key, boo
   env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_SLA_BREACHED;
   env.sla_breached = &b;
   env.case_id = (char *)case_id;
+  env.order_id = (char *)order_id;
   return as_tx_publish(tx, NULL, AS_TOPIC_NAME_CASES, key, &env);
 }
 
@@ -293,7 +297,10 @@ static int breaches(as_tx_t *tx, notif_job_t *list, int64_t sla_us) {
     notif_job_t *j = find(list, PQgetvalue(r, i, 0), true);
     while (j && !late(j)) j = find(j->next, j->notification_id, true);
     if (!j) continue;
-    rc = publish_breach(tx, j->case_id, *j->case_id ? j->case_id : j->notification_id,
+    rc = publish_breach(tx, j->case_id, j->order_id,
+                        *j->case_id    ? j->case_id
+                        : *j->order_id ? j->order_id
+                                       : j->notification_id,
                         j->submitted_at_us > 0, sla_start(j), sla_us);
     j->sla_published = rc == 0;
   }
@@ -327,8 +334,8 @@ int notif_send_db_sweep(as_tx_t *tx, int64_t sla_us, int limit, int by_clock[2])
     const char *case_id = PQgetvalue(r, i, 1);
     int64_t sub = strtoll(PQgetvalue(r, i, 2), NULL, 10),
             src = strtoll(PQgetvalue(r, i, 3), NULL, 10);
-    rc = publish_breach(tx, case_id, *case_id ? case_id : PQgetvalue(r, i, 0), sub > 0,
-                        sub > 0 ? sub : src, sla_us);
+    rc = publish_breach(tx, case_id, PQgetvalue(r, i, 4), *case_id ? case_id : PQgetvalue(r, i, 0),
+                        sub > 0, sub > 0 ? sub : src, sla_us);
     by_clock[sub > 0 ? 0 : 1]++;
   }
   PQclear(r);

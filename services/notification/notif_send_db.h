@@ -22,7 +22,7 @@ typedef struct notif_job {
   notif_req_t req;
   notif_ch_t ch;
   char delivery_id[40], notification_id[40];
-  char *case_id, *buyer_id, *template_id, *template_version, *locale, *source_event_id;
+  char *case_id, *order_id, *buyer_id, *template_id, *template_version, *locale, *source_event_id;
   char *subject, *body, *address; /* freed as soon as the request is built */
   int attempts;                   /* counting this one */
   bool has_next;                  /* a standby channel waits behind it */

@@ -364,6 +364,7 @@ enum {
   D_O,
   D_ARRIVAL,
   D_HOLD,
+  D_ORDER,
   D_NCOLS
 };
 static const as_col_t del_cols[D_NCOLS] = {
@@ -391,6 +392,7 @@ static const as_col_t del_cols[D_NCOLS] = {
     [D_O] = {"o", "int"},
     [D_ARRIVAL] = {"case_arrival", "bigint"},
     [D_HOLD] = {"hold_us", "bigint"},
+    [D_ORDER] = {"order_id", "text"},
 };
 /* Quiet hours and the cap hold back what is not urgent and not in-app. The
  * cap counts the buyer's notifications (not in-app) of the last hour, the
@@ -409,10 +411,12 @@ static const as_bulk_t sql_deliveries = AS_BULK(
     /* the same notification queued twice in a batch is written (and joined back) once */
     " w1 AS (SELECT DISTINCT ON (notification_id, channel) * FROM w"
     "  ORDER BY notification_id, channel, o),"
-    " ins AS (INSERT INTO deliveries (delivery_id, notification_id, rank, case_id, buyer_id,"
+    " ins AS (INSERT INTO deliveries (delivery_id, notification_id, rank, case_id, order_id, "
+    "buyer_id,"
     "  channel, template_id, template_version, locale, subject, body, urgent, case_seq,"
     "  case_arrival, status, source_event_id, source_at_us, submitted_at_us, due_at, sent_at)"
-    "  SELECT delivery_id, notification_id, rank, case_id, buyer_id, channel, template_id,"
+    "  SELECT delivery_id, notification_id, rank, case_id, order_id, buyer_id, channel, "
+    "template_id,"
     "  template_version, locale, subject, body, urgent, case_seq, case_arrival, status,"
     "  source_event_id, source_at_us, submitted_at_us,"
     "  greatest(q, CASE WHEN capped THEN now() + interval '1 hour' ELSE now() END,"
@@ -470,6 +474,7 @@ static void rows(notif_t *x, as_cols_t *c, const told_t *k, int o, int64_t now) 
     as_cols_str(c, D_NOTIF, k->nid);
     as_cols_int(c, D_RANK, app ? (int)k->b.nch - 1 : rank);
     as_cols_str(c, D_CASE, k->t->case_id);
+    as_cols_str(c, D_ORDER, k->t->order_id ? k->t->order_id : "");
     as_cols_str(c, D_BUYER, k->b.id);
     as_cols_str(c, D_CHANNEL, ch);
     as_cols_str(c, D_TEMPLATE, k->text->id);

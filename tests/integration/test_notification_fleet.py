@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from conftest import (SLOW, order_events, produce_orders, produce_requests, request_envelope,
-                      start_intake, wait_until)
+from conftest import (DLQ_TOPIC, SLOW, dead_letters, order_events, produce_orders,
+                      produce_requests, request_envelope, settle, start_intake, wait_until)
 from gateway import HttpSink, SmtpSink
 from notification_helpers import NOTIFICATIONS_TOPIC, contact, npb, wait_contact
 from review_helpers import events, of_kind, start_review, wait_state
@@ -89,3 +89,29 @@ def test_a_request_is_acknowledged_and_its_refund_told_once_in_chinese_on_the_fi
     assert h.scalar("SELECT count(*) FROM notification.deliveries WHERE case_id = %s"
                     " AND channel = 'email' AND status = 'cancelled'", (case_id,)) == 3
     assert h.workers[0].metric("as_notification_first_response_seconds_count") >= 1
+
+
+def test_a_request_rejected_before_any_case_is_told_and_its_events_name_the_order(h, sinks):
+    """No case exists for a request intake refuses: the buyer is still told
+    why, and NotificationSent names the order (every envelope names a case
+    or an order), so no consumer dead-letters it."""
+    http, _ = sinks
+    start_sender(h, sinks)
+    start_intake(h)
+    order_id, buyer = f"o-{h.dbname[2:]}", f"b-{h.dbname[2:]}"
+    contact(h, buyer, locale="en", phone=PHONE, email=MAIL, channels=("sms",))
+    wait_contact(h, buyer)
+    produce_orders(h, order_events(h, order_id, buyer, [("l1", "SKU-1", 500, 2)]))
+    wait_until(lambda: h.sql("SELECT 1 FROM intake.orders WHERE order_id = %s AND delivered_at_us"
+                             " IS NOT NULL", (order_id,)), 20 * SLOW, what="order projected")
+    notes, dlq = h.reader(NOTIFICATIONS_TOPIC), h.reader(DLQ_TOPIC)
+    produce_requests(h, [request_envelope(h, order_id, buyer, lines=(("l1", 5),))])
+    by = wait_until(lambda: (lambda b: b if "request.rejected" in b else None)(sms_by_template(http)),
+                    30 * SLOW, what="the rejection by SMS")
+    (_, m), = by["request.rejected"]
+    assert m["to"] == PHONE and m["case_id"] == "" and m["locale"] == "en", m
+    sent = wait_until(lambda: [e for k, p, _, e in of_kind(events(h, notes), "notification_sent")]
+                      or None, 20 * SLOW, what="NotificationSent")
+    assert all(e.order_id == order_id and e.case_id == "" for e in sent), sent
+    settle(h)
+    assert not dead_letters(h, dlq), dead_letters(h, dlq)
