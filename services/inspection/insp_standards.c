@@ -6,6 +6,7 @@
  * A category inherits from [category default] what it does not say
  * (inspectable, auto-pass, grades), never its checklist. */
 #include "insp_standards.h"
+#include "as_docfile.h"
 
 #include "as_enum.h"
 #include "as_err.h"
@@ -69,7 +70,7 @@ const char insp_standards_default[] =
     "item.fresh = defect 3 | 新鲜无腐烂 | fresh, not spoiled\n"
     "item.weight = defect 2 | 重量足秤 | weight as sold\n";
 
-enum { MAX_BYTES = 1 << 20, MAX_CATS = 64, MAX_CUR = 16, MAX_TEXT = 255 };
+enum { MAX_CATS = 64, MAX_CUR = 16, MAX_TEXT = 255 };
 enum { S_INSPECTABLE = 1, S_AUTO_REASONS = 2, S_AUTO_COND = 4, S_GRADE0 = 8 /* <<grade */ };
 
 struct insp_standards {
@@ -406,7 +407,7 @@ static int parse_lines(parser_t *ps, char *buf) {
 insp_standards_t *insp_standards_parse(const char *text, size_t len, char *err, size_t errlen) {
   parser_t ps = {.err = err, .errlen = errlen};
   as_err_set(err, errlen, "%s", "");
-  if (len > MAX_BYTES) return as_err_set(err, errlen, "standards are more than 1 MiB"), NULL;
+  if (len > AS_DOCFILE_MAX) return as_err_set(err, errlen, "standards are more than 1 MiB"), NULL;
   const char *nul = memchr(text, '\0', len);
   if (nul) {
     int n = 1;
@@ -431,29 +432,12 @@ failed:
   return NULL;
 }
 
+static void *parse_doc(const char *text, size_t len, char *err, size_t errlen) {
+  return insp_standards_parse(text, len, err, errlen);
+}
+
 insp_standards_t *insp_standards_load(const char *path, char *err, size_t errlen) {
-  char *buf = malloc(MAX_BYTES + 1);
-  insp_standards_t *s = NULL;
-  if (!buf) return as_err_set(err, errlen, "%s: out of memory", path), NULL;
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    as_err_set(err, errlen, "%s: %s", path, strerror(errno));
-    free(buf);
-    return NULL;
-  }
-  size_t len = fread(buf, 1, MAX_BYTES + 1, f);
-  if (ferror(f))
-    as_err_set(err, errlen, "%s: read failed", path);
-  else if (len > MAX_BYTES)
-    as_err_set(err, errlen, "%s: more than 1 MiB", path);
-  else if (!(s = insp_standards_parse(buf, len, err, errlen))) {
-    char msg[384];
-    snprintf(msg, sizeof msg, "%s", err);
-    as_err_set(err, errlen, "%s: %s", path, msg);
-  }
-  fclose(f);
-  free(buf);
-  return s;
+  return as_docfile_load(path, parse_doc, err, errlen);
 }
 
 void insp_standards_free(insp_standards_t *s) {

@@ -2,6 +2,7 @@
  * with its fallbacks, and the rendering of one text for one channel (see
  * notif_templates.h). */
 #include "notif_templates.h"
+#include "as_docfile.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -10,7 +11,6 @@
 
 #include "as_utf8.h"
 
-#define MAX_BYTES (1 << 20)
 #define MAX_SECTIONS 512
 #define NAME_MAX_ 64
 #define PARAM_NAME_MAX 32
@@ -183,7 +183,7 @@ static int finish(parser_t *ps) {
 notif_templates_t *notif_templates_parse(const char *text, size_t len, char *err, size_t errlen) {
   parser_t ps = {.err = err, .errlen = errlen};
   as_err_set(err, errlen, "%s", "");
-  if (len > MAX_BYTES) return as_err_set(err, errlen, "templates are more than 1 MiB"), NULL;
+  if (len > AS_DOCFILE_MAX) return as_err_set(err, errlen, "templates are more than 1 MiB"), NULL;
   const char *nul = memchr(text, '\0', len);
   if (nul) {
     int n = 1;
@@ -215,29 +215,12 @@ failed:
   return NULL;
 }
 
+static void *parse_doc(const char *text, size_t len, char *err, size_t errlen) {
+  return notif_templates_parse(text, len, err, errlen);
+}
+
 notif_templates_t *notif_templates_load(const char *path, char *err, size_t errlen) {
-  char *buf = malloc(MAX_BYTES + 1);
-  notif_templates_t *t = NULL;
-  if (!buf) return as_err_set(err, errlen, "%s: out of memory", path), NULL;
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    as_err_set(err, errlen, "%s: %s", path, strerror(errno));
-    free(buf);
-    return NULL;
-  }
-  size_t len = fread(buf, 1, MAX_BYTES + 1, f);
-  if (ferror(f))
-    as_err_set(err, errlen, "%s: read failed", path);
-  else if (len > MAX_BYTES)
-    as_err_set(err, errlen, "%s: more than 1 MiB", path);
-  else if (!(t = notif_templates_parse(buf, len, err, errlen))) {
-    char msg[384];
-    snprintf(msg, sizeof msg, "%s", err);
-    as_err_set(err, errlen, "%s: %s", path, msg);
-  }
-  fclose(f);
-  free(buf);
-  return t;
+  return as_docfile_load(path, parse_doc, err, errlen);
 }
 
 void notif_templates_free(notif_templates_t *t) {

@@ -10,6 +10,7 @@
  * This file also merges the sections for one case (review_policy_rules):
  * default, then the strictest of the lines' categories, then the merchant. */
 #include "review_policy.h"
+#include "as_docfile.h"
 
 #include "as_enum.h"
 #include "as_err.h"
@@ -124,7 +125,7 @@ const char review_policy_default[] =
     "warehouse = WH-CN-HZ-01\n"
     "address = 杭州市余杭区文一西路 969 号 售后退货中心\n";
 
-enum { MAX_POLICY_BYTES = 1 << 20, MAX_NAME = 64, MAX_TEXT = 255, MAX_ID = 63 };
+enum { MAX_NAME = 64, MAX_TEXT = 255, MAX_ID = 63 };
 
 /* Section kinds; also the bits of a key's allowed sections. */
 enum { SEC_TOP = 1, SEC_DEFAULT = 2, SEC_CATEGORY = 4, SEC_MERCHANT = 8, SEC_REGION = 16 };
@@ -822,7 +823,7 @@ static review_policy_t *parse_with(const char *text, size_t len, const review_ru
   parser_t ps = {.cur = SIZE_MAX, .err = err, .errlen = errlen};
   char *buf = NULL;
 
-  if (len > MAX_POLICY_BYTES)
+  if (len > AS_DOCFILE_MAX)
     return as_err_set(err, errlen, "policy is %zu bytes, more than 1 MiB", len), NULL;
   const char *nul = memchr(text, '\0', len);
   if (nul != NULL) {
@@ -861,32 +862,12 @@ review_policy_t *review_policy_parse(const char *text, size_t len, char *err, si
   return p;
 }
 
-review_policy_t *review_policy_load(const char *path, char *err, size_t errlen) {
-  char *buf = malloc(MAX_POLICY_BYTES + 1);
-  review_policy_t *p = NULL;
-  size_t len;
-  FILE *f;
+static void *parse_doc(const char *text, size_t len, char *err, size_t errlen) {
+  return review_policy_parse(text, len, err, errlen);
+}
 
-  if (buf == NULL) return as_err_set(err, errlen, "%s: out of memory", path), NULL;
-  f = fopen(path, "rb");
-  if (f == NULL) {
-    as_err_set(err, errlen, "%s: %s", path, strerror(errno));
-    goto out;
-  }
-  len = fread(buf, 1, MAX_POLICY_BYTES + 1, f);
-  if (ferror(f))
-    as_err_set(err, errlen, "%s: read failed", path);
-  else if (len > MAX_POLICY_BYTES)
-    as_err_set(err, errlen, "%s: more than 1 MiB", path);
-  else if ((p = review_policy_parse(buf, len, err, errlen)) == NULL) {
-    char msg[384];
-    snprintf(msg, sizeof msg, "%s", err ? err : "");
-    as_err_set(err, errlen, "%s: %s", path, msg);
-  }
-  fclose(f);
-out:
-  free(buf);
-  return p;
+review_policy_t *review_policy_load(const char *path, char *err, size_t errlen) {
+  return as_docfile_load(path, parse_doc, err, errlen);
 }
 
 void review_policy_free(review_policy_t *p) {
