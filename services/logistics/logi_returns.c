@@ -101,6 +101,18 @@ typedef struct logi_rcpt {
   int64_t at;
 } logi_rcpt_t;
 
+/* A queued receipt's row (columns 1-6: warehouse, tracking number,
+ * condition, received at, line ids, quantities), borrowed from q. */
+static logi_rcpt_t queued_rcpt(const PGresult *q, const char *id) {
+  return (logi_rcpt_t){.id = id,
+                       .warehouse = PQgetvalue(q, 0, 1),
+                       .tracking = PQgetvalue(q, 0, 2),
+                       .condition = PQgetvalue(q, 0, 3),
+                       .at = strtoll(PQgetvalue(q, 0, 4), NULL, 10),
+                       .ids = PQgetvalue(q, 0, 5),
+                       .qty = PQgetvalue(q, 0, 6)};
+}
+
 /* The return awaited (locked) and, per claimed line in order, the units
  * claimed and the receipt's counted units capped at them: one statement. */
 static const char sql_check[] =
@@ -314,13 +326,7 @@ int logi_on_linked(void *state, as_tx_t *tx, as_msg_t *m) {
                         ? "receipt_not_queued: matched or linked already"
                         : NULL;
   if (rc || bad) return PQclear(q), bad ? (as_tx_reject(m, bad), 0) : rc;
-  logi_rcpt_t t = {.id = e->receipt_id,
-                   .warehouse = PQgetvalue(q, 0, 1),
-                   .tracking = PQgetvalue(q, 0, 2),
-                   .condition = PQgetvalue(q, 0, 3),
-                   .at = strtoll(PQgetvalue(q, 0, 4), NULL, 10),
-                   .ids = PQgetvalue(q, 0, 5),
-                   .qty = PQgetvalue(q, 0, 6)};
+  logi_rcpt_t t = queued_rcpt(q, e->receipt_id);
   const char *why = check(tx, &t, e->case_id, &r, &rc);
   char detail[128];
   if (rc == 0 && why) {
@@ -354,13 +360,7 @@ static int release_queued(logi_t *x, as_tx_t *tx, const as_msg_t *cause, const c
   PGresult *q = NULL, *r = NULL;
   int rc = as_db_query(as_tx_db(tx), sql_queued_by_tracking, 1, v, &q);
   if (rc || PQntuples(q) == 0) return PQclear(q), rc;
-  logi_rcpt_t t = {.id = PQgetvalue(q, 0, 0),
-                   .warehouse = PQgetvalue(q, 0, 1),
-                   .tracking = PQgetvalue(q, 0, 2),
-                   .condition = PQgetvalue(q, 0, 3),
-                   .at = strtoll(PQgetvalue(q, 0, 4), NULL, 10),
-                   .ids = PQgetvalue(q, 0, 5),
-                   .qty = PQgetvalue(q, 0, 6)};
+  logi_rcpt_t t = queued_rcpt(q, PQgetvalue(q, 0, 0));
   const char *why = check(tx, &t, case_id, &r, &rc);
   if (rc == 0 && why) /* still not this case's: it stays for an agent */
     AS_INFO(x->log, "queued receipt not released by its shipment", AS_F_STR("receipt_id", t.id),
