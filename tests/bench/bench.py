@@ -300,6 +300,36 @@ def paced_producer(bootstrap):
                      "socket.nagle.disable": True})
 
 
+def paced_p99(bootstrap, topic, arrived, rate, n, message, what):
+    """Sends n messages (message(k) -> (key, value), k = 0..n-1) on topic at
+    rate/s and waits for every key to show up in arrived (key -> when its
+    answer was read back, filled by the caller's reader thread); logs p50,
+    p99 and max and returns the p99 in milliseconds."""
+    p = paced_producer(bootstrap)
+    p.list_topics(timeout=10)
+    time.sleep(2)
+    sent = {}
+    t0 = time.time()
+    for k in range(n):
+        delay = t0 + k / rate - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        key, value = message(k)
+        sent[key] = time.time()
+        produce(p, topic, key, value)
+        p.poll(0)
+    p.flush(30)
+    deadline = time.time() + 60
+    while sum(1 for c in sent if c in arrived) < n and time.time() < deadline:
+        time.sleep(0.1)
+    lat = sorted((arrived[c] - t) * 1e3 for c, t in sent.items() if c in arrived)
+    if len(lat) < n:
+        raise RuntimeError("only %d of %d %s" % (len(lat), n, what))
+    p50, p99 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    log("paced %d at %d/s (%s): p50=%.1fms p99=%.1fms max=%.1fms" % (n, rate, what, p50, p99, lat[-1]))
+    return p99
+
+
 def consumer_at_end(bootstrap, topic, partitions=12):
     """A consumer of every partition of topic from its current end: it
     reads what the benchmark causes, not what came before."""

@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import envelope_pb2  # noqa: E402
 import psycopg2  # noqa: E402
 from bench import (BROKER, LOW_LATENCY, PACED_WARM, Stack, bulk_producer, consumer_at_end, log,  # noqa: E402
-                   paced_producer, peak_rss_kb, produce, report_batches, settle)
+                   paced_p99, peak_rss_kb, produce, report_batches, settle)
 
 N = int(os.environ.get("AS_BENCH_SCANS", "100000"))
 PARCELS = int(os.environ.get("AS_BENCH_PARCELS", "10000"))
@@ -178,29 +178,9 @@ def throughput(p, dsn):
 
 
 def latency(bootstrap, reader, rate, n, first):
-    p = paced_producer(bootstrap)
-    p.list_topics(timeout=10)
-    time.sleep(2)
-    sent = {}
-    t0 = time.time()
-    for k in range(n):
-        delay = t0 + k / rate - time.time()
-        if delay > 0:
-            time.sleep(delay)
-        key, value = receipt_msg(first + k)
-        sent[key] = time.time()
-        produce(p, "aftersales.logistics.v1", key, value)
-        p.poll(0)
-    p.flush(30)
-    deadline = time.time() + 60
-    while sum(1 for c in sent if c in reader.at) < n and time.time() < deadline:
-        time.sleep(0.1)
-    lat = sorted((reader.at[c] - t) * 1e3 for c, t in sent.items() if c in reader.at)
-    if len(lat) < n:
-        raise RuntimeError("only %d of %d receipts matched" % (len(lat), n))
-    p50, p99 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-    log("paced %d receipts at %d/s: p50=%.1fms p99=%.1fms max=%.1fms" % (n, rate, p50, p99, lat[-1]))
-    return p99
+    """p99 of n receipts matched at rate/s, messages first, first + 1, ..."""
+    return paced_p99(bootstrap, "aftersales.logistics.v1", reader.at, rate, n, lambda k: receipt_msg(first + k),
+                     "receipts matched")
 
 
 def main():

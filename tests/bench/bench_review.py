@@ -29,7 +29,7 @@ import envelope_pb2  # noqa: E402
 import common_pb2  # noqa: E402
 import psycopg2  # noqa: E402
 from bench import (BROKER, LOW_LATENCY, LOW_N, LOW_RATE, LOW_WARM, PACED_WARM, RUN_DEFAULTS, Stack,  # noqa: E402
-                   bulk_producer, consumer_at_end, log, paced_producer,
+                   bulk_producer, consumer_at_end, log, paced_p99,
                    produce, report_batches, settle)
 
 N_CASES = int(os.environ.get("AS_BENCH_CASES", "20000"))
@@ -162,32 +162,9 @@ def throughput(p, reader):
 
 
 def latency(bootstrap, reader, rate, n, first):
-    """p99 of the decisions of n cases at rate/s, cases first, first + 1, ..."""
-    p = paced_producer(bootstrap)
-    p.list_topics(timeout=10)
-    time.sleep(2)
-    sent = {}
-    t0 = time.time()
-    for k in range(n):
-        i = first + k
-        due = t0 + k / rate
-        delay = due - time.time()
-        if delay > 0:
-            time.sleep(delay)
-        cid, value = case_msg(i)
-        sent[cid] = time.time()
-        produce(p, "aftersales.cases.v1", cid, value)
-        p.poll(0)
-    p.flush(30)
-    deadline = time.time() + 60
-    while sum(1 for c in sent if c in reader.at) < n and time.time() < deadline:
-        time.sleep(0.1)
-    lat = sorted((reader.at[c] - t) * 1e3 for c, t in sent.items() if c in reader.at)
-    if len(lat) < n:
-        raise RuntimeError("only %d of %d decisions arrived" % (len(lat), n))
-    p50, p99 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-    log("paced %d cases at %d/s: p50=%.1fms p99=%.1fms max=%.1fms" % (n, rate, p50, p99, lat[-1]))
-    return p99
+    """p99 of n decisions arrived at rate/s, messages first, first + 1, ..."""
+    return paced_p99(bootstrap, "aftersales.cases.v1", reader.at, rate, n, lambda k: case_msg(first + k),
+                     "decisions arrived")
 
 
 def main():
