@@ -352,8 +352,10 @@ static void take_notifies(as_relay_t *r) {
 static void on_pg_readable(uv_poll_t *h, int status, int events) {
   as_relay_t *r = h->data;
   (void)events;
-  if (status < 0 || !r->db.conn) return;
-  if (!PQconsumeInput(r->db.conn)) {
+  if (!r->db.conn) return;
+  /* A failed poll is stopped by libuv: the session is lost to us (an
+   * outstanding query would wait for ever), so it is closed and made anew. */
+  if (status < 0 || !PQconsumeInput(r->db.conn)) {
     as_db_close(&r->db);
     backoff(r);
     publish_state(r);
@@ -628,10 +630,27 @@ static void pump(as_relay_t *r) {
     start_select(r);
 }
 
-/* The timer: a safety net for a lost wake-up, and the moment to look below
- * the table for rows pipelined selects skipped. */
+/* A select or mark takes milliseconds; one unanswered this long went down
+ * with its session without the socket saying so (a database outage can
+ * leave it so): the session is dropped and the relay reconnects. */
+#define RELAY_QUERY_STUCK_NS (10ULL * 1000 * 1000 * 1000)
+
+static void unstick(as_relay_t *r) {
+  if (r->query == Q_NONE || !r->db.conn) return;
+  uint64_t began = r->query == Q_SELECT ? r->t_sel : r->t_mark;
+  if (uv_hrtime() - began < RELAY_QUERY_STUCK_NS) return;
+  AS_WARN(r->log, "relay query unanswered; reconnecting",
+          AS_F_STR("query", r->query == Q_SELECT ? "select" : "mark"),
+          AS_F_INT("waited_ms", (long long)((uv_hrtime() - began) / 1000000)));
+  as_db_close(&r->db);
+  backoff(r);
+}
+
+/* The timer: a safety net for a lost wake-up or a lost session, and the
+ * moment to look below the table for rows pipelined selects skipped. */
 static void on_tick(uv_timer_t *t) {
   as_relay_t *r = t->data;
+  unstick(r);
   r->want = true;
   if (r->need_full) r->full_due = true;
   if (r->producer) rd_kafka_poll(r->producer, 0); /* reports, should a wake-up be missed */
