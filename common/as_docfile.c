@@ -7,6 +7,14 @@
 
 #include "as_err.h"
 
+int as_docfile_nul_line(const char *text, size_t len) {
+  const char *nul = memchr(text, '\0', len);
+  if (!nul) return 0;
+  int line = 1;
+  for (const char *c = text; c < nul; c++) line += *c == '\n';
+  return line;
+}
+
 void *as_docfile_load(const char *path, as_docfile_parse_fn parse, char *err, size_t errlen) {
   char *buf = malloc(AS_DOCFILE_MAX + 1);
   void *doc = NULL;

@@ -20,6 +20,10 @@
  * document, or NULL with the reason in err. */
 typedef void *(*as_docfile_parse_fn)(const char *text, size_t len, char *err, size_t errlen);
 
+/* The line (from 1) of the first NUL byte of len bytes of text, or 0:
+ * rule files are text, and a parser refuses one with "line N: NUL byte". */
+int as_docfile_nul_line(const char *text, size_t len);
+
 /* The document parsed from the file at path, or NULL with err set. */
 void *as_docfile_load(const char *path, as_docfile_parse_fn parse, char *err, size_t errlen);
 

@@ -408,12 +408,8 @@ insp_standards_t *insp_standards_parse(const char *text, size_t len, char *err, 
   parser_t ps = {.err = err, .errlen = errlen};
   as_err_set(err, errlen, "%s", "");
   if (len > AS_DOCFILE_MAX) return as_err_set(err, errlen, "standards are more than 1 MiB"), NULL;
-  const char *nul = memchr(text, '\0', len);
-  if (nul) {
-    int n = 1;
-    for (const char *c = text; c < nul; c++) n += *c == '\n';
-    return as_err_set(err, errlen, "line %d: NUL byte", n), NULL;
-  }
+  int nul_line = as_docfile_nul_line(text, len);
+  if (nul_line) return as_err_set(err, errlen, "line %d: NUL byte", nul_line), NULL;
   char *buf = malloc(len + 1);
   ps.s = calloc(1, sizeof *ps.s);
   if (ps.s) ps.s->cat = calloc(MAX_CATS, sizeof *ps.s->cat);

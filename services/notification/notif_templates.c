@@ -184,12 +184,8 @@ notif_templates_t *notif_templates_parse(const char *text, size_t len, char *err
   parser_t ps = {.err = err, .errlen = errlen};
   as_err_set(err, errlen, "%s", "");
   if (len > AS_DOCFILE_MAX) return as_err_set(err, errlen, "templates are more than 1 MiB"), NULL;
-  const char *nul = memchr(text, '\0', len);
-  if (nul) {
-    int n = 1;
-    for (const char *c = text; c < nul; c++) n += *c == '\n';
-    return as_err_set(err, errlen, "line %d: NUL byte", n), NULL;
-  }
+  int nul_line = as_docfile_nul_line(text, len);
+  if (nul_line) return as_err_set(err, errlen, "line %d: NUL byte", nul_line), NULL;
   char *buf = malloc(len + 1);
   ps.t = calloc(1, sizeof *ps.t);
   if (ps.t) ps.t->v = calloc(MAX_SECTIONS, sizeof *ps.t->v);

@@ -825,12 +825,8 @@ static review_policy_t *parse_with(const char *text, size_t len, const review_ru
 
   if (len > AS_DOCFILE_MAX)
     return as_err_set(err, errlen, "policy is %zu bytes, more than 1 MiB", len), NULL;
-  const char *nul = memchr(text, '\0', len);
-  if (nul != NULL) {
-    int line = 1;
-    for (const char *c = text; c < nul; c++) line += *c == '\n';
-    return as_err_set(err, errlen, "line %d: NUL byte", line), NULL;
-  }
+  int nul_line = as_docfile_nul_line(text, len);
+  if (nul_line) return as_err_set(err, errlen, "line %d: NUL byte", nul_line), NULL;
   ps.p = calloc(1, sizeof *ps.p);
   buf = malloc(len + 1);
   if (ps.p == NULL || buf == NULL || section_add(&ps, SEC_DEFAULT, "") == NULL ||

@@ -72,3 +72,10 @@ AS_TEST(refusals_name_the_file) {
   AS_CHECK(seen_nul);
   unlink(empty);
 }
+
+AS_TEST(nul_line_counts_lines_up_to_the_first_nul) {
+  AS_CHECK_INT_EQ(as_docfile_nul_line("a\nb\n", 4), 0);
+  AS_CHECK_INT_EQ(as_docfile_nul_line("\0", 1), 1);
+  AS_CHECK_INT_EQ(as_docfile_nul_line("a\nb\n\0x\0", 7), 3);
+  AS_CHECK_INT_EQ(as_docfile_nul_line("", 0), 0);
+}
