@@ -375,6 +375,11 @@ static void on_claim(uv_timer_t *t) {
     uv_timer_start(&s->claim_timer, on_claim, 0, (uint64_t)s->c->interval_ms);
 }
 
+void notif_send_wake(notif_send_t *s) {
+  if (!s || !s->started || s->stopping || s->inflight >= s->c->concurrency) return;
+  uv_timer_start(&s->claim_timer, on_claim, 0, (uint64_t)s->c->interval_ms);
+}
+
 /* ---- SLA of what is still waiting, queue depth ------------------------- */
 
 typedef struct sweep {

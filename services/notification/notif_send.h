@@ -180,6 +180,13 @@ AS_MUST_CHECK int notif_send_init(as_worker_t *w, const notif_send_conf_t *conf,
 AS_MUST_CHECK int notif_send_start(notif_send_t *s);
 void notif_send_stop(notif_send_t *s);
 
+/* The batch side wrote deliveries: look for due ones on the loop's next
+ * turn, once the batch's transaction is over, rather than an interval
+ * later (AS_NOTIFICATION_SEND_INTERVAL_MS is for rows other instances
+ * write and for rows whose time comes). NULL, stopped or not started: a
+ * no-op. */
+void notif_send_wake(notif_send_t *s);
+
 /* Frees it; NULL is a no-op. After stop, or if start never ran. */
 void notif_send_fini(notif_send_t *s);
 

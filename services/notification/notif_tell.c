@@ -626,6 +626,7 @@ static int tell_all(notif_t *x, as_tx_t *tx, told_t *k, size_t n) {
   free(park);
   if (rc == 0) rc = as_cols_run(&c, as_tx_db(tx), &w);
   if (rc == 0 && w) rc = written(x, tx, k, n, w);
+  if (rc == 0 && w && PQntuples(w) > 0) notif_send_wake(x->send);
   PQclear(w);
   as_cols_free(&c);
   PQclear(r);

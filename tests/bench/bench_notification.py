@@ -43,7 +43,7 @@ RATE = int(os.environ.get("AS_BENCH_RATE", "1000"))
 SECONDS = float(os.environ.get("AS_BENCH_SECONDS", "10"))
 BUYERS = 1000
 TAG = uuid.uuid4().hex[:6]
-SENDER = dict(AS_NOTIFICATION_WEBHOOK_SECRET="bench-secret", AS_NOTIFICATION_SEND_INTERVAL_MS="5",
+SENDER = dict(AS_NOTIFICATION_WEBHOOK_SECRET="bench-secret",
               AS_NOTIFICATION_SEND_CONCURRENCY="64")
 
 
