@@ -11,7 +11,8 @@ aggregates a metric the wrong way (a counter not under rate() or
 increase(), a histogram's quantile not over `sum by (le, ...)` of its
 buckets' rate, a gauge every instance reports alike summed). The rules
 themselves go through `promtool check rules`, `promtool test rules
-deploy/prometheus/alerts_test.yml` and `promtool check config`.
+deploy/prometheus/alerts_test.yml` and `promtool check config`, and every
+panel's query through promtool's parser.
 
 promtool is Debian's `prometheus` package (scripts/deps.sh installs it).
 """
@@ -252,6 +253,23 @@ def test_dashboard_covers_every_metric_the_workers_expose_and_only_those(h):
                 "families outside their worker's row": {s: f for s, f in astray.items() if f},
                 "alert rules": bad_rules}
     assert {k: v for k, v in problems.items() if v} == {}
+
+
+def test_dashboard_queries_are_promql_promtool_accepts(tmp_path):
+    # Each panel's query, Grafana's variables given values, as a recording
+    # rule: promtool parses it as Prometheus would.
+    grafana_vars = {"$__rate_interval": "1m", "$service": ".*", "$instance": ".*"}
+    rules = []
+    for i, (_, title, expr) in enumerate(dashboard_queries()):
+        for var, value in grafana_vars.items():
+            expr = expr.replace(var, value)
+        assert "$" not in expr, (title, expr)
+        rules.append({"record": f"dashboard:query_{i}", "expr": expr})
+    f = tmp_path / "dashboard_rules.yml"
+    f.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    out = subprocess.run([promtool(), "check", "rules", str(f)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_alert_rules_pass_promtool():
