@@ -10,6 +10,8 @@ pkgs=(
   # the notification sender speaks SMTP and HTTP through libcurl; its tests' SMTP sink
   libcurl4-openssl-dev python3-aiosmtpd
   postgresql protobuf-compiler kcat
+  # promtool: the scrapes, the alert rules and the Prometheus configuration (test_dashboards.py)
+  prometheus
   python3 python3-pytest python3-pytest-xdist python3-psycopg2 python3-protobuf python3-confluent-kafka
   # the embedded real Kafka broker (scripts/kafka.sh): Java 17 runs it, Maven fetches its jars
   openjdk-17-jre-headless maven

@@ -7,12 +7,10 @@ the pod, as `kubectl kustomize deploy/k8s` renders it), and a real worker
 starts on what each stack would hand it; every worker Deployment has a
 PodDisruptionBudget; the listener address is set in both stacks; the Docker
 build context (.dockerignore) keeps out host build trees and secrets but
-holds every source `make build` needs; the Grafana dashboard's queries name
-only metrics the binaries expose, and the outbox backlog is a max.
+holds every source `make build` needs. (The Grafana dashboard and the
+Prometheus rules: test_dashboards.py.)
 """
 import fnmatch
-import json
-import os
 import re
 import shutil
 import subprocess
@@ -191,73 +189,3 @@ def test_docker_context_has_the_sources_and_nothing_of_the_host(tmp_path):
 def test_image_is_a_release_build():
     text = (ROOT / "Dockerfile").read_text()
     assert re.search(r"(?m)^RUN make build TEST_HOOKS=0\b", text), text
-
-
-# ---- Grafana -----------------------------------------------------------------
-
-def dashboard_exprs():
-    d = json.loads((ROOT / "deploy" / "grafana" / "aftersales.json").read_text())
-    panels = []
-    for p in d["panels"]:
-        panels.append(p)
-        panels.extend(p.get("panels", []))
-    return [(p["title"], t["expr"]) for p in panels for t in p.get("targets", [])]
-
-
-PROMQL_WORDS = {"sum", "max", "min", "avg", "count", "by", "without", "rate", "increase",
-                "histogram_quantile", "on", "or", "and", "unless", "vector", "le", "ignoring",
-                "group_left", "group_right", "bool", "offset"}
-
-
-def metric_names(expr):
-    expr = re.sub(r'\{[^}]*\}', "", expr)        # label matchers
-    expr = re.sub(r'\[[^\]]*\]', "", expr)       # ranges
-    expr = re.sub(r'"[^"]*"', "", expr)
-    names = set()
-    for m in re.finditer(r'(?<![\w$.])([a-zA-Z_:][a-zA-Z0-9_:]*)\b(?!\s*\()', expr):
-        word = m.group(1)
-        if word in PROMQL_WORDS:
-            continue
-        names.add(word)
-    return names
-
-
-def grouping_labels(expr):
-    return {l.strip() for g in re.findall(r'\b(?:by|without|on)\s*\(([^)]*)\)', expr)
-            for l in g.split(",") if l.strip()}
-
-
-def exposed_metric_names(h):
-    """Every series name a probe, an intake and a review worker expose, plus
-    the README's metric list."""
-    names = set()
-    workers = [h.start_worker(name="dash-probe"), start_service(h, "intake"),
-               start_service(h, "review")]
-    for w in workers:
-        for n, _, _ in w.metrics():
-            names.add(n)
-    readme = (ROOT / "README.md").read_text()
-    names |= set(re.findall(r'`((?:as|process)_[a-z0-9_]+)', readme))
-    for n in list(names):  # a histogram's series
-        names |= {n + "_bucket", n + "_sum", n + "_count"}
-    return names
-
-
-def test_dashboard_queries_only_metrics_that_exist(h):
-    exposed = exposed_metric_names(h)
-    missing = []
-    for title, expr in dashboard_exprs():
-        labels = grouping_labels(expr)
-        for name in metric_names(expr) - labels:
-            if name not in exposed:
-                missing.append((title, name))
-    assert missing == []
-
-
-def test_dashboard_outbox_backlog_is_a_max():
-    # Every instance of a service reports the same outbox table: a sum
-    # multiplies the backlog by the replica count.
-    exprs = [e for _, e in dashboard_exprs() if "as_outbox_backlog" in e]
-    assert exprs
-    for e in exprs:
-        assert re.match(r"\s*max\b", e) and "sum" not in e, e
