@@ -146,7 +146,8 @@ typedef struct notif_send_conf {
        5,                                                                                       \
        60000,                                                                                   \
        NOTIF_SEND_C_(t, m, interval_ms),                                                        \
-       "How often the sender looks for due deliveries when it found none."},                    \
+       "How often the sender looks for due deliveries when it found none; what this instance "  \
+       "writes wakes it at once."},                                                             \
       {"AS_NOTIFICATION_BREAKER_FAILURES",                                                      \
        AS_CFG_INT,                                                                              \
        "5",                                                                                     \
