@@ -242,3 +242,33 @@ def test_a_contact_the_runtime_refuses_is_dead_lettered_without_its_bytes(h):
         assert secret.encode() not in wire, secret
         assert secret not in logs, secret
     assert w.metric("as_messages_deadlettered_total") == 5
+
+
+def test_contacts_name_the_buyer_not_a_case(h):
+    # The contacts topic's contract (issue 14 item 2): an envelope with
+    # neither case_id nor order_id, about the payload's buyer_id (the key);
+    # the older form, the buyer id in case_id, still accepted.
+    w = start_notification(h, AS_NOTIFICATION_SEND_CONCURRENCY="0")
+    dlq = h.reader(DLQ_TOPIC)
+    n = npb(h)
+    b, old, other = (f"b-{uuid.uuid4().hex[:8]}" for _ in range(3))
+    c = n.contacts.BuyerContactUpdated(buyer_id=b, locale="en", time_zone="UTC", phone=PHONE,
+                                       updated_at_us=now_us())
+    send(h, CONTACTS_TOPIC, "buyer_contact_updated", c, b, case_id="")
+    contact(h, old)  # case_id = the buyer id
+    wait_contact(h, b)
+    wait_contact(h, old)
+    send(h, CONTACTS_TOPIC, "buyer_erased",
+         n.contacts.BuyerErased(buyer_id=b, request_id="er-2", erased_at_us=now_us()), b,
+         case_id="")
+    wait_until(lambda: h.scalar("SELECT count(*) FROM notification.erasures WHERE buyer_id = %s",
+                                (b,)) == 1, 20 * SLOW, what="erasure recorded")
+    assert h.scalar("SELECT count(*) FROM notification.contacts WHERE buyer_id = %s", (b,)) == 0
+    # a case_id that is another buyer's is still refused
+    c2 = n.contacts.BuyerContactUpdated(buyer_id=other, time_zone="UTC", updated_at_us=now_us())
+    send(h, CONTACTS_TOPIC, "buyer_contact_updated", c2, other, case_id=old)
+    (d,) = [d for _, d, _ in wait_until(lambda: dead_letters(h, dlq), 20 * SLOW,
+                                        what="the mismatched contact dead-lettered")]
+    assert (d.reason_code, d.detail) == ("contract_violation",
+                                         "buyer_id missing, unsafe or not the envelope's case_id")
+    assert w.metric("as_notification_contacts_total", result="stored") == 2
