@@ -57,6 +57,15 @@ static bool is_hex32(const char *s) {
   return true;
 }
 
+/* Payloads that need not name a case or an order: a dead letter may be
+ * about bytes that never had an id; a buyer's contact and erasure are
+ * about the buyer (their buyer_id; the record's key). */
+static bool about_no_case(Aftersales__V1__Envelope__PayloadCase c) {
+  return c == AFTERSALES__V1__ENVELOPE__PAYLOAD_DEAD_LETTER ||
+         c == AFTERSALES__V1__ENVELOPE__PAYLOAD_BUYER_CONTACT_UPDATED ||
+         c == AFTERSALES__V1__ENVELOPE__PAYLOAD_BUYER_ERASED;
+}
+
 /* Returns NULL when env honours the shared contract, else what is wrong. */
 static const char *check_contract(as_envelope_t *env, const char **reason) {
   *reason = AS_DLQ_INVALID_ENVELOPE;
@@ -72,9 +81,7 @@ static const char *check_contract(as_envelope_t *env, const char **reason) {
   if (env->occurred_at_us < AS_TIME_MIN_US || env->occurred_at_us > AS_TIME_MAX_US)
     return "occurred_at_us outside 2000..2200 (not microseconds?)";
   if (!env->producer || !env->producer->service[0]) return "producer.service missing";
-  /* A dead letter may be about bytes that never had an id. */
-  if (!env->case_id[0] && !env->order_id[0] &&
-      env->payload_case != AFTERSALES__V1__ENVELOPE__PAYLOAD_DEAD_LETTER)
+  if (!env->case_id[0] && !env->order_id[0] && !about_no_case(env->payload_case))
     return "neither case_id nor order_id";
   if (env->case_id[0] && !as_envelope_id_ok(env->case_id))
     return "case_id has unsafe characters or length";

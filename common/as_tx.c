@@ -106,6 +106,22 @@ void as_tx_reject(as_msg_t *m, const char *detail) {
   as_tx_mark_dead(m, AS_DLQ_CONTRACT, detail);
 }
 
+bool as_tx_withheld(const as_tx_conf_t *conf, const char *topic) {
+  for (const char *const *t = conf->withheld_topics; t && *t && topic; t++)
+    if (strcmp(*t, topic) == 0) return true;
+  return false;
+}
+
+/* A key the envelope's id rules would accept (a buyer id), not bytes that
+ * could be anything (a phone number). */
+static bool key_is_id(const rd_kafka_message_t *k) {
+  char key[AS_ID_MAX + 1];
+  if (!k->key || k->key_len == 0 || k->key_len > AS_ID_MAX) return false;
+  memcpy(key, k->key, k->key_len);
+  key[k->key_len] = '\0';
+  return strlen(key) == k->key_len && as_envelope_id_ok(key);
+}
+
 /* The dead letter's id is derived from where the message sat, so a
  * redelivered bad message yields the same id and is deduplicated downstream. */
 static int queue_dead_letter(as_tx_t *tx, const as_msg_t *m) {
@@ -128,6 +144,14 @@ static int queue_dead_letter(as_tx_t *tx, const as_msg_t *m) {
       .len = k->key_len < AS_TX_DLQ_KEY_MAX ? k->key_len : AS_TX_DLQ_KEY_MAX, .data = k->key};
   dl.original = (ProtobufCBinaryData){.len = keep, .data = k->payload};
   dl.original_size = (int64_t)k->len;
+  uint8_t sha[AS_SHA256_LEN];
+  if (as_tx_withheld(tx->conf, topic)) { /* may carry personal data: only its hash */
+    as_sha256(k->payload, k->len, sha);
+    dl.original = (ProtobufCBinaryData){.len = 0, .data = NULL};
+    dl.original_withheld = true;
+    dl.original_sha256 = (ProtobufCBinaryData){.len = AS_SHA256_LEN, .data = sha};
+    if (!key_is_id(k)) dl.source_key = (ProtobufCBinaryData){.len = 0, .data = NULL};
+  }
   dl.consumer_group = (char *)tx->conf->group_id;
   dl.failed_at_us = as_now_us();
   as_envelope_t env = AFTERSALES__V1__ENVELOPE__INIT;

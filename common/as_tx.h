@@ -52,6 +52,9 @@ typedef struct as_tx_conf {
   const char *group_id;
   const char *dlq_topic;
   size_t dlq_max_bytes; /* original bytes kept in a dead letter */
+  /* NULL or NULL-terminated: topics whose dead letters keep no original
+   * bytes (as_service_t withheld_dead_letter_topics) */
+  const char *const *withheld_topics;
 } as_tx_conf_t;
 
 typedef struct as_tx {
@@ -83,6 +86,9 @@ void as_tx_reject(as_msg_t *m, const char *detail);
 
 /* Marks m dead with any AS_DLQ_* reason. */
 void as_tx_mark_dead(as_msg_t *m, const char *reason, const char *detail);
+
+/* True if topic is one of conf's withheld_topics. */
+bool as_tx_withheld(const as_tx_conf_t *conf, const char *topic);
 
 /* Inserts the event ids of msgs (those with an envelope and a route) into
  * the inbox with the SHA-256 of each record's value, in one statement. A

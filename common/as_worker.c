@@ -257,7 +257,11 @@ static void restore(as_worker_t *w, as_msg_t *msgs, size_t n) {
 /* m failed alone: it is dead-lettered in a transaction of its own. */
 static int dead_letter_culprit(as_worker_t *w, as_msg_t *m) {
   char detail[240];
-  snprintf(detail, sizeof detail, "%s: %.200s", w->db.sqlstate, w->db.err);
+  /* the database's text may quote a value: not for a withheld topic */
+  if (as_tx_withheld(&w->tx_conf, rd_kafka_topic_name(m->rkm->rkt)))
+    snprintf(detail, sizeof detail, "%s: (database text withheld)", w->db.sqlstate);
+  else
+    snprintf(detail, sizeof detail, "%s: %.200s", w->db.sqlstate, w->db.err);
   as_tx_mark_dead(m, AS_DLQ_HANDLER_FAILED, detail);
   AS_ERROR(&w->log, "message dead-lettered after handler failure",
            AS_F_STR("case_id", m->env ? m->env->case_id : ""),
@@ -1299,7 +1303,8 @@ int as_worker_main(const as_service_t *svc, const as_migration_t *migrations, in
                               .instance = w->instance,
                               .group_id = w->group_id,
                               .dlq_topic = w->conf.dlq_topic,
-                              .dlq_max_bytes = (size_t)w->conf.dlq_max_bytes};
+                              .dlq_max_bytes = (size_t)w->conf.dlq_max_bytes,
+                              .withheld_topics = svc->withheld_dead_letter_topics};
   as_db_init(&w->db, w->conf.dsn, w->client_id, w->schema, &w->log);
   w->db.defer = true; /* the batch connection is the loop's alone: its writes need not wait */
   as_tx_init(&w->tx, &w->db, &w->tx_conf);

@@ -84,6 +84,13 @@ typedef struct as_service {
    * only): a payload without a route on them is someone else's event and
    * ignored, even when refuse_unrouted is set. */
   const char *const *shared_topics;
+  /* NULL, or a NULL-terminated list of topics whose messages may carry
+   * personal data (notification's contacts): a dead letter of one of
+   * their messages, whatever refused it, keeps no original bytes, only
+   * their size and SHA-256, the reason, the offset and the key if it is
+   * an id; the detail of a handler failure is its SQLSTATE alone (the
+   * database's text may quote a value), in the log too. */
+  const char *const *withheld_dead_letter_topics;
   const as_deadline_kind_t *deadlines;
   size_t ndeadlines;
   /* Called in the batch's transaction for each message the runtime

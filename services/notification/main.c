@@ -116,6 +116,11 @@ static const as_deadline_kind_t deadlines[] = {
     {"parked", notif_park_expired},
 };
 
+/* A contact the runtime refuses (undecodable, a bad string, the envelope's
+ * contract, too large, a handler failure) is dead-lettered without its
+ * bytes: they hold a phone number and an e-mail address. */
+static const char *const withheld[] = {"aftersales.contacts.v1", NULL};
+
 static const as_service_t notification_service = {
     .name = "notification",
     .summary =
@@ -129,6 +134,7 @@ static const as_service_t notification_service = {
     .nmetrics = AS_LEN(metrics),
     .routes = routes,
     .nroutes = AS_LEN(routes),
+    .withheld_dead_letter_topics = withheld,
     .deadlines = deadlines,
     .ndeadlines = AS_LEN(deadlines),
     .init = notif_init,

@@ -2,8 +2,12 @@
  * events: the buyer, the case number, the locale and submission time from
  * CaseOpened (one bulk statement per batch, before the batch's other
  * events are told; the same statement takes the events parked for these
- * cases, told here, in event order: notif_park), and ReturnShipped, which
+ * cases, told here, in event order: notif_park; the cases' locks taken
+ * first, so that what another instance parked meanwhile is seen), and
+ * ReturnShipped, which
  * stops the ship-by reminder. */
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "as_cols.h"
@@ -39,6 +43,9 @@ static const char *bad_case(const as_msg_t *m, const Aftersales__V1__CaseOpened 
 int notif_cases_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t n) {
   as_cols_t c;
   as_cols_init(&c, &sql_cases);
+  const char **ids = malloc(n * sizeof *ids);
+  size_t nids = 0;
+  if (!ids) return -ENOMEM;
   for (size_t i = 0; i < n; i++) {
     const Aftersales__V1__CaseOpened *e = msgs[i]->env->case_opened;
     const char *bad = bad_case(msgs[i], e);
@@ -46,6 +53,7 @@ int notif_cases_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t n)
       as_tx_reject(msgs[i], bad);
       continue;
     }
+    ids[nids++] = e->case_id;
     as_cols_str(&c, K_CASE, e->case_id);
     as_cols_str(&c, K_NUMBER, e->case_number);
     as_cols_str(&c, K_BUYER, e->buyer_id);
@@ -53,7 +61,11 @@ int notif_cases_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t n)
     as_cols_int(&c, K_SUBMITTED, e->submitted_at_us);
   }
   PGresult *r = NULL;
-  int rc = as_cols_run(&c, as_tx_db(tx), &r);
+  /* another instance parking an event of these cases waits for this
+   * commit, or this statement sees its parked rows (notif_park) */
+  int rc = notif_case_locks(tx, ids, nids);
+  free(ids);
+  if (rc == 0) rc = as_cols_run(&c, as_tx_db(tx), &r);
   as_cols_free(&c);
   if (rc == 0 && r) rc = notif_unpark(state, tx, r);
   PQclear(r);

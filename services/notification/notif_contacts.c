@@ -69,9 +69,15 @@ static const char *channels_bad(const Aftersales__V1__BuyerContactUpdated *c) {
   return NULL;
 }
 
+/* The envelope names no case (the contract of the topic), or, in the older
+ * form, puts the buyer id in case_id. */
+static bool buyer_ok(const as_msg_t *m, const char *buyer_id) {
+  return as_envelope_id_ok(buyer_id) &&
+         (!m->env->case_id[0] || strcmp(buyer_id, m->env->case_id) == 0);
+}
+
 static const char *contact_bad(const as_msg_t *m, const Aftersales__V1__BuyerContactUpdated *c) {
-  if (!as_envelope_id_ok(c->buyer_id) || strcmp(c->buyer_id, m->env->case_id) != 0)
-    return "buyer_id missing, unsafe or not the envelope's key";
+  if (!buyer_ok(m, c->buyer_id)) return "buyer_id missing, unsafe or not the envelope's case_id";
   if (!phone_ok(c->phone)) return "phone is not E.164";
   if (!email_ok(c->email)) return "email is not an address";
   if (strlen(c->push_token) > 512 || !all_of(c->push_token, ALNUM ":._-/+="))
@@ -215,8 +221,8 @@ static int on_contact(notif_t *x, as_tx_t *tx, as_msg_t *m) {
 
 static int on_erased(notif_t *x, as_tx_t *tx, as_msg_t *m) {
   const Aftersales__V1__BuyerErased *e = m->env->buyer_erased;
-  if (!as_envelope_id_ok(e->buyer_id) || strcmp(e->buyer_id, m->env->case_id) != 0)
-    return as_tx_reject(m, "buyer_id missing, unsafe or not the envelope's key"), 0;
+  if (!buyer_ok(m, e->buyer_id))
+    return as_tx_reject(m, "buyer_id missing, unsafe or not the envelope's case_id"), 0;
   char at[24];
   snprintf(at, sizeof at, "%lld", (long long)(e->erased_at_us > 0 ? e->erased_at_us : as_now_us()));
   const char *v[] = {e->buyer_id, at};

@@ -4,7 +4,8 @@
  * dead-lettered with the reason before anything is written) and hands one
  * notif_tell_t to notif_tell. Words the buyer reads instead of codes
  * (who pays the shipping, an inspection's result, a carrier's finding) are
- * small tables here, in en and zh. */
+ * small tables here, in en and zh; a review's reason code and the note for
+ * packaging without a zh-CN text are the templates' [words]. */
 #include <stdio.h>
 #include <string.h>
 
@@ -41,6 +42,13 @@ static bool text_ok(as_msg_t *m, const char *s, const char *what) {
   snprintf(d, sizeof d, "%s longer than %d bytes or with control characters", what, NOTIF_ADDR_MAX);
   as_tx_reject(m, d);
   return false;
+}
+
+/* The templates' word key in locale (the [words] table), else fallback. */
+static const char *word_or(const notif_t *x, const char *key, const char *locale,
+                           const char *fallback) {
+  const char *w = notif_templates_word(x->templates, key, locale);
+  return w ? w : fallback;
 }
 
 int notif_on_acknowledged(void *state, as_tx_t *tx, as_msg_t *m) {
@@ -86,9 +94,17 @@ int notif_on_decided(void *state, as_tx_t *tx, as_msg_t *m) {
   if (v >= sizeof by_verdict / sizeof *by_verdict || !by_verdict[v]) return 0;
   char amount[48];
   notif_tell_t t;
-  notif_tell_init(&t, m, by_verdict[v]);
+  /* an approval that pays nothing (an exchange, a ruling) says no amount */
+  bool paid = e->approved_amount && e->approved_amount->amount_minor > 0;
+  notif_tell_init(&t, m,
+                  v == AFTERSALES__V1__VERDICT__VERDICT_APPROVED && !paid
+                      ? "review.approved.no_amount"
+                      : by_verdict[v]);
   notif_tell_param(&t, "amount", notif_money(amount, sizeof amount, e->approved_amount));
-  notif_tell_param(&t, "reason", e->reason_code);
+  char key[NOTIF_ADDR_MAX + 8];
+  snprintf(key, sizeof key, "reason.%s", e->reason_code);
+  notif_tell_words(&t, "reason", word_or(state, key, "en", e->reason_code),
+                   word_or(state, key, "zh-CN", e->reason_code));
   t.due_us = e->evidence_due_us;
   return notif_tell(state, tx, m, &t);
 }
@@ -109,7 +125,7 @@ int notif_on_instructions(void *state, as_tx_t *tx, as_msg_t *m) {
   notif_t *x = state;
   const Aftersales__V1__ReturnInstructions *e = E(m, return_instructions);
   if (!case_ok(m, e->case_id) || !text_ok(m, e->return_address, "return_address") ||
-      !text_ok(m, e->packaging, "packaging"))
+      !text_ok(m, e->packaging, "packaging") || !text_ok(m, e->packaging_zh, "packaging_zh"))
     return 0;
   unsigned p = (unsigned)e->shipping_payer;
   if (p >= sizeof payer_words / sizeof *payer_words)
@@ -129,7 +145,11 @@ int notif_on_instructions(void *state, as_tx_t *tx, as_msg_t *m) {
   t.locale = e->locale;
   t.due_us = e->ship_by_us;
   notif_tell_param(&t, "return_address", e->return_address);
-  notif_tell_param(&t, "packaging", e->packaging);
+  /* the zh-CN text if the event has one, else the words saying where it is */
+  const char *zh = e->packaging_zh[0] || !e->packaging[0]
+                       ? e->packaging_zh
+                       : word_or(x, "packaging.untranslated", "zh-CN", "");
+  notif_tell_words(&t, "packaging", e->packaging[0] ? e->packaging : e->packaging_zh, zh);
   notif_tell_words(&t, "payer", payer_words[p].en, payer_words[p].zh);
   if ((rc = notif_tell(x, tx, m, &t)) < 0) return rc;
   t.template_id = "return.packaging";

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "as_buf.h"
 #include "as_cols.h"
 #include "as_deadline.h"
 #include "as_envelope.h"
@@ -27,12 +28,62 @@ static const as_col_t park_cols[P_NCOLS] = {
     [P_AT] = {"occurred_at_us", "bigint"},
     [P_ENV] = {"envelope", "text"},
 };
-/* A redelivered parked event is parked once (its id). */
+/* A redelivered parked event is parked once (its id). This statement
+ * runs after notif_case_locks, so it sees a projection another instance
+ * committed meanwhile: the cases projected by now are returned. */
 static const as_bulk_t sql_park = AS_BULK(
     "WITH p AS (INSERT INTO parked (event_id, case_id, occurred_at_us, envelope)"
     " SELECT event_id, case_id, occurred_at_us, decode(envelope, 'hex') FROM {{u}}"
-    " ON CONFLICT (event_id) DO NOTHING RETURNING 1) SELECT count(*) FROM p",
+    " ON CONFLICT (event_id) DO NOTHING RETURNING case_id)"
+    " SELECT count(*), coalesce(string_agg(DISTINCT p.case_id, ',') FILTER (WHERE EXISTS"
+    " (SELECT 1 FROM cases c WHERE c.case_id = p.case_id)), '') FROM p",
     park_cols);
+
+int notif_case_locks(as_tx_t *tx, const char *const *cases, size_t n) {
+  if (n == 0) return 0;
+  as_buf_t a;
+  as_buf_init(&a);
+  as_buf_arr_open(&a);
+  for (size_t i = 0; i < n; i++) as_buf_arr_str(&a, cases[i]);
+  as_buf_arr_close(&a);
+  if (!as_buf_ok(&a)) {
+    as_buf_free(&a);
+    return -ENOMEM;
+  }
+  const char *v[] = {as_buf_str(&a)};
+  PGresult *r = NULL;
+  /* in the order of the lock keys, so that two batches locking some of the
+   * same cases cannot deadlock on each other */
+  int rc = as_db_query(as_tx_db(tx),
+                       "SELECT count(pg_advisory_xact_lock(" NOTIF_CASE_LOCK_CLASS
+                       ", k)) FROM"
+                       " (SELECT DISTINCT hashtext(c) AS k FROM unnest($1::text[]) c ORDER BY k) l",
+                       1, v, &r);
+  PQclear(r);
+  as_buf_free(&a);
+  return rc;
+}
+
+/* A case another instance projected after this batch looked it up: its
+ * projection committed before this one's lock, so it missed these rows.
+ * Its "parked" deadline is moved to now: the scanner tells them at once
+ * (notif_park_expired), not AS_NOTIFICATION_PARK_HOURS later. projected
+ * is "a,b" (ids have no comma). */
+static void released_now(notif_t *x, const char *projected, const char *const *cases, int64_t *due,
+                         size_t n) {
+  if (!projected[0]) return;
+  int64_t now = as_now_us();
+  for (size_t j = 0; j < n; j++) {
+    size_t len = strlen(cases[j]);
+    for (const char *p = projected; p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+      if (strncmp(p, cases[j], len) == 0 && (p[len] == ',' || p[len] == '\0')) {
+        due[j] = now;
+        AS_INFO(x->log, "case projected by another instance meanwhile: parked events told now",
+                AS_F_STR("case_id", cases[j]));
+        break;
+      }
+  }
+}
 
 int notif_park(notif_t *x, as_tx_t *tx, const as_msg_t *const *msgs, size_t n) {
   as_cols_t c;
@@ -59,6 +110,7 @@ int notif_park(notif_t *x, as_tx_t *tx, const as_msg_t *const *msgs, size_t n) {
     }
   }
   PGresult *r = NULL;
+  if (rc == 0) rc = notif_case_locks(tx, cases, ncases);
   if (rc == 0) rc = as_cols_run(&c, as_tx_db(tx), &r);
   if (rc == 0 && r && PQntuples(r) == 1) {
     long long k = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
@@ -66,6 +118,7 @@ int notif_park(notif_t *x, as_tx_t *tx, const as_msg_t *const *msgs, size_t n) {
     if (k)
       AS_INFO(x->log, "events parked: their case is not projected yet", AS_F_INT("events", k),
               AS_F_STR("case_id", cases[0]));
+    released_now(x, PQgetvalue(r, 0, 1), cases, due, ncases);
   }
   PQclear(r);
   if (rc == 0) rc = as_deadline_set_many(tx, cases, kinds, due, ncases);

@@ -12,18 +12,28 @@
 #include "as_utf8.h"
 
 #define MAX_SECTIONS 512
+#define MAX_WORDS 1024
+#define WORDS_SECTION "words"
 #define NAME_MAX_ 64
 #define PARAM_NAME_MAX 32
+
+typedef struct word {
+  char *locale, *key, *value;
+} word_t;
 
 struct notif_templates {
   char *version;
   notif_text_t *v; /* every string malloc'ed */
   size_t n;
+  word_t *w; /* the [words <locale>] entries; every string malloc'ed */
+  size_t nw;
 };
 
 typedef struct parser {
   notif_templates_t *t;
   notif_text_t *cur;
+  const char *words;  /* in a [words <locale>] section: its locale */
+  char *words_locale; /* owned: the last [words] section's locale */
   int line, cur_line;
   char *err;
   size_t errlen;
@@ -102,6 +112,35 @@ static const notif_text_t *exact(const notif_templates_t *t, const char *id, con
   return NULL;
 }
 
+static const word_t *word_exact(const notif_templates_t *t, const char *key, const char *loc) {
+  for (size_t i = 0; i < t->nw; i++)
+    if (strcmp(t->w[i].key, key) == 0 && strcmp(t->w[i].locale, loc) == 0) return &t->w[i];
+  return NULL;
+}
+
+/* "[words <locale>]": the words parameters are told in (reason codes), one
+ * "key = text" a line, until the next section. */
+static int words_section(parser_t *ps, const char *loc) {
+  char *copy = strdup(loc);
+  if (!copy) return fail(ps, "out of memory");
+  free(ps->words_locale);
+  ps->words = ps->words_locale = copy;
+  return 0;
+}
+
+static int word(parser_t *ps, const char *key, const char *val) {
+  if (!name_ok(key, false)) return fail(ps, "a word's key is [a-z0-9_.], 1-64 bytes");
+  if (!val[0]) return fail(ps, "empty text");
+  if (word_exact(ps->t, key, ps->words)) return fail(ps, "word set twice in this section");
+  if (ps->t->nw == MAX_WORDS) return fail(ps, "more than 1024 words");
+  word_t *x = &ps->t->w[ps->t->nw];
+  x->locale = strdup(ps->words);
+  x->key = strdup(key);
+  x->value = unescape(val);
+  ps->t->nw++;
+  return x->locale && x->key && x->value ? 0 : fail(ps, "out of memory");
+}
+
 static int section(parser_t *ps, char *l) {
   size_t n = strlen(l);
   if (l[n - 1] != ']') return fail(ps, "a section is [<template id> <locale>]");
@@ -112,6 +151,9 @@ static int section(parser_t *ps, char *l) {
   char *id = trim(l + 1), *loc = trim(sp + 1);
   if (!name_ok(id, false)) return fail(ps, "template id is [a-z0-9_.], 1-64 bytes");
   if (!name_ok(loc, true)) return fail(ps, "locale is a BCP 47 tag such as en or zh-CN");
+  ps->cur = NULL;
+  ps->words = NULL;
+  if (strcmp(id, WORDS_SECTION) == 0) return words_section(ps, loc);
   if (exact(ps->t, id, loc)) return fail(ps, "template and locale defined twice");
   if (ps->t->n == MAX_SECTIONS) return fail(ps, "more than 512 sections");
   notif_text_t *x = &ps->t->v[ps->t->n++];
@@ -138,11 +180,12 @@ static int section_done(parser_t *ps) {
 static int setting(parser_t *ps, char *key, char *val) {
   if (strlen(val) > NOTIF_TEXT_MAX) return fail(ps, "a text is at most 4000 bytes");
   if (strcmp(key, "version") == 0) {
-    if (ps->cur) return fail(ps, "version comes before the first section");
+    if (ps->cur || ps->words) return fail(ps, "version comes before the first section");
     if (ps->t->version) return fail(ps, "version set twice");
     if (!name_ok(val, true) && !name_ok(val, false)) return fail(ps, "version is [A-Za-z0-9_.-]");
     return (ps->t->version = strdup(val)) ? 0 : fail(ps, "out of memory");
   }
+  if (ps->words) return word(ps, key, val);
   if (!ps->cur) return fail(ps, "a text outside any [<template id> <locale>] section");
   int p = 0;
   while (p < NOTIF_NPARTS && strcmp(part_names[p], key) != 0) p++;
@@ -189,7 +232,8 @@ notif_templates_t *notif_templates_parse(const char *text, size_t len, char *err
   char *buf = malloc(len + 1);
   ps.t = calloc(1, sizeof *ps.t);
   if (ps.t) ps.t->v = calloc(MAX_SECTIONS, sizeof *ps.t->v);
-  if (!buf || !ps.t || !ps.t->v) {
+  if (ps.t) ps.t->w = calloc(MAX_WORDS, sizeof *ps.t->w);
+  if (!buf || !ps.t || !ps.t->v || !ps.t->w) {
     as_err_set(err, errlen, "out of memory");
     goto failed;
   }
@@ -204,9 +248,11 @@ notif_templates_t *notif_templates_parse(const char *text, size_t len, char *err
   }
   if (finish(&ps) < 0) goto failed;
   free(buf);
+  free(ps.words_locale);
   return ps.t;
 failed:
   free(buf);
+  free(ps.words_locale);
   notif_templates_free(ps.t);
   return NULL;
 }
@@ -227,6 +273,12 @@ void notif_templates_free(notif_templates_t *t) {
     for (int p = 0; p < NOTIF_NPARTS; p++) free((char *)t->v[i].part[p]);
   }
   free(t->v);
+  for (size_t i = 0; t->w && i < t->nw; i++) {
+    free(t->w[i].locale);
+    free(t->w[i].key);
+    free(t->w[i].value);
+  }
+  free(t->w);
   free(t->version);
   free(t);
 }
@@ -259,6 +311,16 @@ const notif_text_t *notif_templates_find(const notif_templates_t *t, const char 
   if (!x && locale && locale[0]) x = same_language(t, id, locale);
   if (!x) x = exact(t, id, fallback);
   return x;
+}
+
+const char *notif_templates_word(const notif_templates_t *t, const char *key, const char *locale) {
+  const word_t *x = word_exact(t, key, locale);
+  size_t n = strcspn(locale, "-_");
+  for (size_t i = 0; !x && n && i < t->nw; i++)
+    if (strcmp(t->w[i].key, key) == 0 && strncmp(t->w[i].locale, locale, n) == 0 &&
+        (t->w[i].locale[n] == '\0' || t->w[i].locale[n] == '-'))
+      x = &t->w[i];
+  return x ? x->value : NULL;
 }
 
 /* ---- rendering */

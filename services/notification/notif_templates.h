@@ -12,6 +12,9 @@
  * exists in en and zh-CN at least. Parameters are "{name}" ([a-z0-9_],
  * up to 32 bytes); "{{" and "}}" are literal braces. A refusal names its
  * line ("line N: ...") or what is missing ("missing ...").
+ * A section "[words <locale>]" is no template: its lines "key = text"
+ * (key [a-z0-9_.]) are the words of that locale that values are told in,
+ * e.g. "reason.window.claim_expired = the time to claim has passed".
  *
  * Ownership: a notif_templates_t owns every string it returns (valid until
  * notif_templates_free). Rendering appends to the caller's as_buf_t. */
@@ -62,6 +65,10 @@ bool notif_templates_has_locale(const notif_templates_t *t, const char *locale);
  * "zh-TW" finds "zh-CN"), else in fallback; NULL if id is unknown. */
 const notif_text_t *notif_templates_find(const notif_templates_t *t, const char *id,
                                          const char *locale, const char *fallback);
+
+/* The word key in locale, else in locale's language; NULL if neither
+ * has it (the caller says what it has, e.g. the code). */
+const char *notif_templates_word(const notif_templates_t *t, const char *key, const char *locale);
 
 typedef struct notif_param {
   const char *name, *value; /* borrowed */

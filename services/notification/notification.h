@@ -156,6 +156,13 @@ AS_MUST_CHECK int notif_on_survey(void *state, as_tx_t *tx, as_msg_t *m);
  * is not projected yet, and moves each case's "parked" deadline. Returns 0,
  * -ENOMEM or an as_db error. */
 AS_MUST_CHECK int notif_park(notif_t *x, as_tx_t *tx, const as_msg_t *const *msgs, size_t n);
+/* Takes the transaction-scoped lock of each of the n cases (repeats
+ * allowed), in one order: the parking of a case's events and its
+ * projection take them, so that whichever commits second sees the
+ * other's rows (two instances racing). Returns 0 or an as_db error
+ * (a deadlock with another lock is -EAGAIN: the batch is retried). */
+#define NOTIF_CASE_LOCK_CLASS "hashtext('notification.case')"
+AS_MUST_CHECK int notif_case_locks(as_tx_t *tx, const char *const *cases, size_t n);
 /* Tells the parked events of the cases just projected: r is the result of
  * the projection (case_id, envelope as bytea, in event order). Returns 0,
  * -ENOMEM or an as_db error. */

@@ -106,7 +106,8 @@ EXPECT_SMS = {
         "review.approved": "您的售后申请 AS-ZH-1 已通过（¥129.00）。",
         "return.instructions": "售后 AS-ZH-1 退货：请于 2026年12月10日 18:00 前寄至 Dock 5 <B> & Co, "
                                "Shanghai。",
-        "return.packaging": "退货 AS-ZH-1：original box, sealed。请于 2026年12月10日 18:00 前寄至 "
+        # review's packaging text is English only: the Chinese SMS says where to read it
+        "return.packaging": "退货 AS-ZH-1：请按售后页面上的包装要求打包。请于 2026年12月10日 18:00 前寄至 "
                             "Dock 5 <B> & Co, Shanghai。退货运费由平台承担。",
         "goodwill.offered": "针对售后申请 AS-ZH-1，我们为您提供 $12.90，请于 2026年12月10日 18:00 前回复。",
         "refund.issued": "售后 AS-ZH-1 的退款 ¥1290 已原路退回。",
@@ -124,7 +125,7 @@ EXPECT_EMAIL = {
           "Address: Dock 5 &lt;B&gt; &amp; Co, Shanghai\nPackaging: original box, sealed\n"
           "Shipping: We pay the return shipping",
     "zh-CN": "您好：\n\n请于 2026年12月10日 18:00 前寄回售后申请 AS-ZH-1 的商品。\n"
-             "地址：Dock 5 &lt;B&gt; &amp; Co, Shanghai\n包装要求：original box, sealed\n"
+             "地址：Dock 5 &lt;B&gt; &amp; Co, Shanghai\n包装要求：请按售后页面上的包装要求打包\n"
              "运费：退货运费由平台承担",
 }
 
@@ -142,7 +143,7 @@ def test_each_event_told_in_both_languages_byte_exact(h):
         assert sorted(app) == sorted(set(TOLD) - {"return.packaging"})
         for tmpl, want in EXPECT_SMS[locale].items():
             assert sms[tmpl]["body"] == want, (tmpl, sms[tmpl]["body"])
-            assert sms[tmpl]["locale"] == locale and sms[tmpl]["template_version"] == "builtin-1"
+            assert sms[tmpl]["locale"] == locale and sms[tmpl]["template_version"] == "builtin-2"
         assert email["return.instructions"]["body"] == EXPECT_EMAIL[locale]
         for r in rows:
             assert "{" not in r["body"] and "{" not in r["subject"], r
@@ -170,6 +171,55 @@ def test_each_event_told_in_both_languages_byte_exact(h):
     assert len(sent) == 2 * (len(TOLD) - 1)
     assert all(s[1].idempotency_key == delivery_id(s[1].notification_id, "in_app") for s in sent)
     assert w.metric("as_notification_in_app_total") == 2 * (len(TOLD) - 1)
+
+
+def test_reasons_in_words_approvals_without_amount_and_packaging_in_chinese(h):
+    # issue 14 item 4: a rejection says why in the buyer's words (an unknown
+    # code as it is), an approval that pays nothing names no amount, and a
+    # zh-CN packaging text the event carries goes into the Chinese SMS.
+    start_notification(h, AS_NOTIFICATION_SEND_CONCURRENCY="0")
+    m = npb(h).m
+    want = {
+        "en": ["Your request AS-EN-2 was declined (the time to claim for this problem has "
+               "passed).",
+               "Your request AS-EN-2 was declined (some.new_rule).",
+               "Your request AS-EN-2 is approved.",
+               "Your request AS-EN-2 is approved.",
+               "Your request AS-EN-2 is approved (¥0.01).",
+               "Return AS-EN-2: bubble wrap. Send to Dock 5 by 2026-12-10 05:00. "
+               "We pay the return shipping."],
+        "zh-CN": ["您的售后申请 AS-ZH-2 未通过（已超过该问题的申请期限）。",
+                  "您的售后申请 AS-ZH-2 未通过（some.new_rule）。",
+                  "您的售后申请 AS-ZH-2 已通过。",
+                  "您的售后申请 AS-ZH-2 已通过。",
+                  "您的售后申请 AS-ZH-2 已通过（¥0.01）。",
+                  "退货 AS-ZH-2：气泡膜包裹。请于 2026年12月10日 18:00 前寄至 Dock 5。退货运费由平台承担。"],
+    }
+    for locale, tz, tag in (("en", "America/New_York", "EN"), ("zh-CN", "Asia/Shanghai", "ZH")):
+        b = buyer(h, locale, tz, channels=("sms",))
+        case_id, _ = open_case(h, buyer_id=b, number=f"AS-{tag}-2")
+        rejected, approved = m.review.VERDICT_REJECTED, m.review.VERDICT_APPROVED
+        sent = [send(h, REVIEW_TOPIC, "return_instructions" if i == 5 else "review_decided", p,
+                     case_id) for i, p in enumerate((
+            m.review.ReviewDecided(case_id=case_id, verdict=rejected,
+                                   reason_code="window.claim_expired"),
+            m.review.ReviewDecided(case_id=case_id, verdict=rejected, reason_code="some.new_rule"),
+            m.review.ReviewDecided(case_id=case_id, verdict=approved, reason_code="approve.exchange"),
+            m.review.ReviewDecided(case_id=case_id, verdict=approved, approved_amount=money(h, 0),
+                                   reason_code="mediation.buyer_upheld"),
+            m.review.ReviewDecided(case_id=case_id, verdict=approved, approved_amount=money(h, 1),
+                                   reason_code="approve.refund_only_cheap"),
+            m.review.ReturnInstructions(case_id=case_id, return_address="Dock 5",
+                                        packaging="bubble wrap", packaging_zh="气泡膜包裹",
+                                        shipping_payer=m.common.PAYER_PARTY_PLATFORM,
+                                        ship_by_us=SHIP_BY)))]
+        rows = wait_deliveries(h, "case_id = %s AND channel = 'sms'", (case_id,), 7)
+        body = {(str(r["source_event_id"]), r["template_id"]): r["body"] for r in rows}
+        got = [body[(e.event_id, tmpl)] for e, tmpl in zip(sent, (
+            "review.rejected", "review.rejected", "review.approved.no_amount",
+            "review.approved.no_amount", "review.approved", "return.packaging"))]
+        assert got == want[locale], got
+        assert "bubble" not in "".join(got) or locale == "en"
 
 
 def ack(h, case_id, buyer_id, event_id=None):

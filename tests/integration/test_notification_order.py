@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from conftest import SLOW, wait_until
+from conftest import PARTITIONS, SLOW, wait_until
 from gateway import HttpSink, SmtpSink
 from notification_helpers import (CASES_TOPIC, REFUNDS_TOPIC, REVIEW_TOPIC, contact, deliveries,
                                   money, now_us, npb, open_case, send, start_notification,
@@ -31,6 +31,15 @@ def case_opened(h, case_id, buyer_id, number):
                            buyer_id=buyer_id, locale="en", submitted_at_us=now_us(),
                            state=m.common.CASE_STATE_OPEN)
     return send(h, CASES_TOPIC, "case_opened", e, case_id)
+
+
+def case_opened_env(h, case_id, buyer_id, number):
+    """A CaseOpened envelope, not published."""
+    m = npb(h).m
+    e = m.cases.CaseOpened(case_id=case_id, case_number=number, order_id=f"o-{case_id}",
+                           buyer_id=buyer_id, locale="en", submitted_at_us=now_us(),
+                           state=m.common.CASE_STATE_OPEN)
+    return h.envelope("case_opened", e, case_id=case_id)
 
 
 def envs(h, case_id, buyer_id):
@@ -123,6 +132,105 @@ def test_a_case_that_never_opens_has_its_parked_events_dropped_by_its_deadline(h
     assert rows[0]["template_id"] == "review.approved" and "AS-RC-1" in rows[0]["body"], rows
     assert w.metric("as_notification_parked_total", result="told") == 1
     assert w.metric("as_notification_parked_total", result="dropped") == 1
+
+
+# ---- two instances racing (issue 14 item 3): one parks an event of a case
+# the other is projecting. The test holds a row the one instance's statement
+# needs in an open transaction, so that its transaction stays open while the
+# other's runs; on a worker without the case locks the parked event then
+# waits for AS_NOTIFICATION_PARK_HOURS.
+
+NOTIF_TOPICS = [t for t in PARTITIONS if t.startswith("aftersales.") and t.split(".")[1] in
+                ("cases", "review", "refunds", "inspection", "logistics", "notifications",
+                 "contacts")]
+
+
+def two_instances(h):
+    env = dict(AS_NOTIFICATION_SEND_CONCURRENCY="0", AS_DB_LOCK_TIMEOUT_MS="60000",
+               AS_SCAN_INTERVAL_MS="200")
+    ws = [start_notification(h, name=n, **env) for n in ("n1", "n2")]
+    total = sum(PARTITIONS[t] for t in NOTIF_TOPICS)
+    wait_until(lambda: all(w.assigned() for w in ws) and sum(w.assigned() for w in ws) == total,
+               30 * SLOW, what="both instances assigned")
+    return ws
+
+
+def waiting(h, like, event=None):
+    """Sessions of the notification role waiting on a lock in a statement like like."""
+    return h.scalar("SELECT count(*) FROM pg_stat_activity WHERE usename = 'as_notification'"
+                    " AND wait_event_type = 'Lock' AND (%s::text IS NULL OR wait_event = %s)"
+                    " AND query LIKE %s", (event, event, like))
+
+
+def everywhere(h, topic, key, env):
+    """The same record on every partition of topic: each instance reads a copy
+    (the inbox lets one through)."""
+    h.produce_many([(key, env.SerializeToString(), p) for p in range(PARTITIONS[topic])],
+                   topic=topic)
+
+
+def holding(h, sql, args):
+    conn = h.pg.connect(h.dbname)
+    conn.autocommit = False
+    conn.cursor().execute(sql, args)
+    return conn
+
+
+def test_an_event_parked_while_another_instance_projects_its_case_is_told_at_once(h):
+    two_instances(h)
+    b = buyer(h)
+    case_id = f"case-{uuid.uuid4().hex[:8]}"
+    _, decided, _ = envs(h, case_id, b)
+    # the parking instance's insert waits for the test's row of that event id
+    conn = holding(h, "INSERT INTO notification.parked (event_id, case_id, occurred_at_us,"
+                   " envelope) VALUES (%s, 'held-by-test', 0, '\\x00')", (decided[3].event_id,))
+    try:
+        publish(h, case_id, decided)
+        wait_until(lambda: waiting(h, "%INSERT INTO parked%"), 20 * SLOW,
+                   what="the decision being parked")
+        everywhere(h, CASES_TOPIC, case_id, case_opened_env(h, case_id, b, "AS-RA-1"))
+        # the other instance projects the case (committed, without the locks)
+        # or waits for the parking one's case lock
+        wait_until(lambda: h.scalar("SELECT count(*) FROM notification.cases WHERE case_id = %s",
+                                    (case_id,)) or waiting(h, "%pg_advisory_xact_lock%",
+                                                           "advisory"),
+                   20 * SLOW, what="the case projected by the other instance")
+    finally:
+        conn.rollback()
+        conn.close()
+    rows = wait_deliveries(h, "case_id = %s AND channel = 'sms'", (case_id,), 1, timeout=15)
+    assert rows[0]["template_id"] == "review.approved" and "AS-RA-1" in rows[0]["body"], rows
+    assert h.scalar("SELECT count(*) FROM notification.parked WHERE case_id = %s",
+                    (case_id,)) == 0
+
+
+def test_an_event_parked_while_another_instance_commits_its_case_is_told_at_once(h):
+    two_instances(h)
+    b = buyer(h)
+    case_id = f"case-{uuid.uuid4().hex[:8]}"
+    _, decided, _ = envs(h, case_id, b)
+    # the projecting instance's insert waits for the test's row of that case
+    conn = holding(h, "INSERT INTO notification.cases (case_id, case_number, buyer_id)"
+                   " VALUES (%s, 'AS-HELD', 'held-by-test')", (case_id,))
+    try:
+        opened = case_opened_env(h, case_id, b, "AS-RB-1")
+        h.produce_many([(case_id, opened.SerializeToString(), None)], topic=CASES_TOPIC)
+        wait_until(lambda: waiting(h, "%INSERT INTO cases%"), 20 * SLOW,
+                   what="the case being projected")
+        everywhere(h, REVIEW_TOPIC, case_id, decided[3])
+        # the other instance parks the decision (committed, without the
+        # locks) or waits for the projecting one's case lock
+        wait_until(lambda: h.scalar("SELECT count(*) FROM notification.parked WHERE case_id = %s",
+                                    (case_id,)) or waiting(h, "%pg_advisory_xact_lock%",
+                                                           "advisory"),
+                   20 * SLOW, what="the decision parked by the other instance")
+    finally:
+        conn.rollback()
+        conn.close()
+    rows = wait_deliveries(h, "case_id = %s AND channel = 'sms'", (case_id,), 1, timeout=15)
+    assert rows[0]["template_id"] == "review.approved" and "AS-RB-1" in rows[0]["body"], rows
+    assert h.scalar("SELECT count(*) FROM notification.parked WHERE case_id = %s",
+                    (case_id,)) == 0
 
 
 @pytest.fixture

@@ -169,7 +169,7 @@ def test_hostile_input_on_every_topic_is_dead_lettered_and_the_partition_moves(h
 def test_templates_reloaded_on_sighup_and_a_bad_file_refused(h, tmp_path):
     base = (ROOT / "deploy/config/notification.templates").read_text()
     f = tmp_path / "notification.templates"
-    f.write_text(base.replace("version = builtin-1", "version = qa-1"))
+    f.write_text(base.replace("version = builtin-2", "version = qa-1"))
     w = start_notification(h, AS_NOTIFICATION_SEND_CONCURRENCY="0", AS_NOTIFICATION_TEMPLATES_FILE=str(f))
     b = f"b-{uuid.uuid4().hex[:8]}"
     contact(h, b, channels=("sms",))
@@ -177,14 +177,14 @@ def test_templates_reloaded_on_sighup_and_a_bad_file_refused(h, tmp_path):
     c1, _ = open_case(h, buyer_id=b)
     ack(h, c1, b)
     assert {r["template_version"] for r in wait_deliveries(h, "case_id = %s", (c1,), 2)} == {"qa-1"}
-    f.write_text(base.replace("version = builtin-1", "version = qa-2").replace("push = ", "pus = ", 1))
+    f.write_text(base.replace("version = builtin-2", "version = qa-2").replace("push = ", "pus = ", 1))
     w.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: w.metric("as_notification_templates_reloads_total", result="refused") == 1,
                20 * SLOW, what="reload refused")
     (msg,) = w.logged("templates refused, the previous ones stay in force")
     assert msg["detail"].endswith("unknown key (subject, sms, email, push)") and ": line " in \
         msg["detail"] and msg["in_force"] == "qa-1"
-    f.write_text(base.replace("version = builtin-1", "version = qa-3").replace(
+    f.write_text(base.replace("version = builtin-2", "version = qa-3").replace(
         "sms = We received your after-sales request {case_number} and are handling it.",
         "sms = Got {case_number}."))
     w.proc.send_signal(signal.SIGHUP)
@@ -194,3 +194,81 @@ def test_templates_reloaded_on_sighup_and_a_bad_file_refused(h, tmp_path):
     ack(h, c2, b)
     rows = wait_deliveries(h, "case_id = %s AND channel = 'sms'", (c2,), 1)
     assert (rows[0]["template_version"], rows[0]["body"]) == ("qa-3", "Got AS-RL-2.")
+
+
+def test_a_contact_the_runtime_refuses_is_dead_lettered_without_its_bytes(h):
+    # Refused before the handler sees it (undecodable, the envelope's
+    # contract, a NUL in a string, too large): the dead letter keeps the
+    # reason, the offset, the size and the SHA-256 of the bytes, not the
+    # bytes, which name the buyer's phone and e-mail (issue 14 item 1).
+    import hashlib
+    w = start_notification(h, AS_NOTIFICATION_SEND_CONCURRENCY="0", AS_MAX_MESSAGE_BYTES="4096")
+    dlq = h.reader(DLQ_TOPIC)
+    n = npb(h)
+    b = f"b-{uuid.uuid4().hex[:8]}"
+
+    def contact_env(**kw):
+        c = n.contacts.BuyerContactUpdated(buyer_id=b, locale="en", time_zone="UTC",
+                                           phone=kw.pop("phone", PHONE), email=EMAIL,
+                                           push_token=kw.pop("push", ""), updated_at_us=now_us())
+        return h.envelope("buyer_contact_updated", c, case_id=b, **kw)
+    garbage = b"\x0a\x7f" + f"call {PHONE} or mail {EMAIL}".encode()  # a field cut short
+    values = [garbage,
+              contact_env(event_id="not-a-uuid").SerializeToString(),
+              contact_env(phone=PHONE + "\x00").SerializeToString(),
+              contact_env(push="t" * 5000).SerializeToString()]
+    at = h.produce_many([(b, v, None) for v in values], topic=CONTACTS_TOPIC)
+    # the same garbage on a topic without personal data keeps its bytes
+    h.produce_many([(b, b"\x0a\x7f not personal", None)], topic=CASES_TOPIC)
+    dls = wait_until(lambda: (lambda d: d if len(d) >= 5 else None)(dead_letters(h, dlq)),
+                     20 * SLOW, what="five dead letters")
+    mine = {(d.source_partition, d.source_offset): d for _, d, _ in dls
+            if d.source_topic == CONTACTS_TOPIC}
+    assert sorted(mine) == sorted(at), (sorted(mine), at)
+    reasons = []
+    for v, where in zip(values, at):
+        d = mine[where]
+        reasons.append(d.reason_code)
+        assert d.original == b"" and d.original_withheld, d
+        assert d.original_size == len(v) and d.original_sha256 == hashlib.sha256(v).digest()
+        assert d.source_key == b.encode()  # an id: kept, to find the buyer's other events
+    assert reasons == ["decode_failed", "invalid_envelope", "string_nul", "payload_too_large"]
+    (other,) = [d for _, d, _ in dls if d.source_topic == CASES_TOPIC]
+    assert other.original == b"\x0a\x7f not personal" and not other.original_withheld
+    wire = b"".join(msg.value() for _, _, msg in dead_letters(h, dlq)) + \
+        b"".join(msg.value() for _, _, msg in dls)
+    logs = w.text()
+    for secret in (PHONE, EMAIL):
+        assert secret.encode() not in wire, secret
+        assert secret not in logs, secret
+    assert w.metric("as_messages_deadlettered_total") == 5
+
+
+def test_contacts_name_the_buyer_not_a_case(h):
+    # The contacts topic's contract (issue 14 item 2): an envelope with
+    # neither case_id nor order_id, about the payload's buyer_id (the key);
+    # the older form, the buyer id in case_id, still accepted.
+    w = start_notification(h, AS_NOTIFICATION_SEND_CONCURRENCY="0")
+    dlq = h.reader(DLQ_TOPIC)
+    n = npb(h)
+    b, old, other = (f"b-{uuid.uuid4().hex[:8]}" for _ in range(3))
+    c = n.contacts.BuyerContactUpdated(buyer_id=b, locale="en", time_zone="UTC", phone=PHONE,
+                                       updated_at_us=now_us())
+    send(h, CONTACTS_TOPIC, "buyer_contact_updated", c, b, case_id="")
+    contact(h, old)  # case_id = the buyer id
+    wait_contact(h, b)
+    wait_contact(h, old)
+    send(h, CONTACTS_TOPIC, "buyer_erased",
+         n.contacts.BuyerErased(buyer_id=b, request_id="er-2", erased_at_us=now_us()), b,
+         case_id="")
+    wait_until(lambda: h.scalar("SELECT count(*) FROM notification.erasures WHERE buyer_id = %s",
+                                (b,)) == 1, 20 * SLOW, what="erasure recorded")
+    assert h.scalar("SELECT count(*) FROM notification.contacts WHERE buyer_id = %s", (b,)) == 0
+    # a case_id that is another buyer's is still refused
+    c2 = n.contacts.BuyerContactUpdated(buyer_id=other, time_zone="UTC", updated_at_us=now_us())
+    send(h, CONTACTS_TOPIC, "buyer_contact_updated", c2, other, case_id=old)
+    (d,) = [d for _, d, _ in wait_until(lambda: dead_letters(h, dlq), 20 * SLOW,
+                                        what="the mismatched contact dead-lettered")]
+    assert (d.reason_code, d.detail) == ("contract_violation",
+                                         "buyer_id missing, unsafe or not the envelope's case_id")
+    assert w.metric("as_notification_contacts_total", result="stored") == 2

@@ -25,6 +25,8 @@ typedef struct fixture {
   Aftersales__V1__Producer producer;
   Aftersales__V1__CaseOpened opened;
   Aftersales__V1__DeadLetter dead;
+  Aftersales__V1__BuyerContactUpdated contact;
+  Aftersales__V1__BuyerErased erased;
   char event_id[40], trace_id[40], causation_id[40];
   char case_id[80], order_id[80];
 } fixture_t;
@@ -35,6 +37,8 @@ static void fixture_init(fixture_t *f) {
   aftersales__v1__producer__init(&f->producer);
   aftersales__v1__case_opened__init(&f->opened);
   aftersales__v1__dead_letter__init(&f->dead);
+  aftersales__v1__buyer_contact_updated__init(&f->contact);
+  aftersales__v1__buyer_erased__init(&f->erased);
   snprintf(f->event_id, sizeof f->event_id, "123e4567-e89b-42d3-a456-426614174000");
   snprintf(f->trace_id, sizeof f->trace_id, "0123456789abcdef0123456789abcdef");
   snprintf(f->case_id, sizeof f->case_id, "AS-20261123-000042");
@@ -175,6 +179,21 @@ static void m_dead_letter_no_ids(fixture_t *f) {
   f->env.dead_letter = &f->dead;
   f->dead.reason_code = AS_DLQ_DECODE_FAILED;
 }
+/* The contacts topic's envelopes name a buyer (the payload's buyer_id). */
+static void m_contact_no_ids(fixture_t *f) {
+  f->env.case_id = "";
+  f->env.event_type = "BuyerContactUpdated";
+  f->env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_BUYER_CONTACT_UPDATED;
+  f->env.buyer_contact_updated = &f->contact;
+  f->contact.buyer_id = "b-1";
+}
+static void m_erased_no_ids(fixture_t *f) {
+  f->env.case_id = "";
+  f->env.event_type = "BuyerErased";
+  f->env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_BUYER_ERASED;
+  f->env.buyer_erased = &f->erased;
+  f->erased.buyer_id = "b-1";
+}
 static void m_case_space(fixture_t *f) {
   f->env.case_id = "AS 1";
 }
@@ -278,6 +297,8 @@ AS_TEST(contract_table) {
       {"order id only", m_order_only, NULL, ""},
       {"both ids", m_both_ids, NULL, ""},
       {"dead letter without ids", m_dead_letter_no_ids, NULL, ""},
+      {"contact without ids", m_contact_no_ids, NULL, ""},
+      {"erasure without ids", m_erased_no_ids, NULL, ""},
       {"case id with space", m_case_space, AS_DLQ_INVALID_ENVELOPE,
        "case_id has unsafe characters or length"},
       {"case id with slash", m_case_slash, AS_DLQ_INVALID_ENVELOPE,

@@ -42,7 +42,7 @@ static const char *render(const char *text, notif_escape_t esc, size_t max, as_b
 
 AS_TEST(builtin_parses_with_every_template_in_both_languages) {
   notif_templates_t *t = parse_ok(notif_templates_default);
-  AS_CHECK_STR_EQ(notif_templates_version(t), "builtin-1");
+  AS_CHECK_STR_EQ(notif_templates_version(t), "builtin-2");
   static const char *const ids[] = {
       "case.acknowledged", "request.rejected",     "review.approved",      "review.rejected",
       "review.evidence",   "review.manual",        "return.instructions",  "return.packaging",
@@ -125,6 +125,36 @@ AS_TEST(locale_falls_back_to_language_then_default) {
   AS_CHECK(notif_templates_find(t, "c.d", "en", "en") == NULL);
   AS_CHECK(notif_templates_has_locale(t, "zh-CN"));
   AS_CHECK(!notif_templates_has_locale(t, "fr"));
+  notif_templates_free(t);
+}
+
+/* [words <locale>]: the words values are told in, found by locale then by
+ * language; none of them a template; refused like the rest. */
+AS_TEST(words_by_locale_then_language) {
+  notif_templates_t *t =
+      parse_ok(HEAD EN "[words en]\nreason.x.y = the time passed\n" ZH
+                       "[words zh-CN]\nreason.x.y = 已超过期限\nnote = 第一行\\n第二行\n");
+  AS_CHECK_STR_EQ(notif_templates_word(t, "reason.x.y", "en"), "the time passed");
+  AS_CHECK_STR_EQ(notif_templates_word(t, "reason.x.y", "en-GB"), "the time passed");
+  AS_CHECK_STR_EQ(notif_templates_word(t, "reason.x.y", "zh-CN"), "已超过期限");
+  AS_CHECK_STR_EQ(notif_templates_word(t, "reason.x.y", "zh-TW"), "已超过期限");
+  AS_CHECK_STR_EQ(notif_templates_word(t, "note", "zh-CN"), "第一行\n第二行");
+  AS_CHECK(notif_templates_word(t, "note", "en") == NULL);
+  AS_CHECK(notif_templates_word(t, "reason.x.y", "fr") == NULL);
+  AS_CHECK(notif_templates_word(t, "reason.x.y", "") == NULL);
+  AS_CHECK(notif_templates_find(t, "words", "en", "en") == NULL);
+  AS_CHECK_STR_EQ(notif_templates_find(t, "a.b", "zh-CN", "en")->part[NOTIF_PART_SMS], "短信 {x}");
+  notif_templates_free(t);
+  refused(HEAD EN ZH "[words en]\nA/B = x\n", "line 13: a word's key is [a-z0-9_.], 1-64 bytes");
+  refused(HEAD EN ZH "[words en]\nk = x\nk = y\n", "line 14: word set twice in this section");
+  refused(HEAD EN ZH "[words en]\nk =\n", "line 13: empty text");
+  refused(HEAD EN ZH "[words en]\nversion = t2\n", "line 13: version comes before the first");
+  /* the built-in has the reason words in both languages */
+  t = parse_ok(notif_templates_default);
+  AS_CHECK(notif_templates_word(t, "reason.window.claim_expired", "en") != NULL);
+  AS_CHECK(notif_templates_word(t, "reason.window.claim_expired", "zh-CN") != NULL);
+  AS_CHECK(notif_templates_word(t, "packaging.untranslated", "zh-CN") != NULL);
+  AS_CHECK(notif_templates_find(t, "review.approved.no_amount", "zh-CN", "en") != NULL);
   notif_templates_free(t);
 }
 

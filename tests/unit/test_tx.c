@@ -12,6 +12,7 @@
  * handle of a producer with no brokers (rd_kafka_topic_name needs one);
  * they are never passed to rd_kafka_message_destroy. */
 #include "as_envelope.h"
+#include "as_sha256.h"
 #include "as_test.h"
 #include "as_test_pg.h"
 #include "as_tx.h"
@@ -551,6 +552,51 @@ AS_TEST(dead_message_becomes_dead_letter) {
   AS_CHECK(strcmp(row.id, want) != 0);
   as_envelope_free(env);
   free_msg(&m, &msg);
+  fix_teardown(&f);
+}
+
+/* A topic declared withheld (personal data): its dead letter keeps the
+ * size and SHA-256 of the bytes, not the bytes; a key that is no id goes
+ * too. Other topics keep theirs (dead_message_becomes_dead_letter). */
+AS_TEST(withheld_topic_dead_letter_keeps_no_bytes) {
+  fix_t f;
+  in_msg_t m, m2;
+  as_msg_t msg, msg2;
+  static const char secret[] = "\x0a\x7f phone +8613912345678";
+  static const char *const withheld[] = {"aftersales.other.v1", SRC_TOPIC, NULL};
+  dead_row_t row;
+  uint8_t sha[AS_SHA256_LEN];
+
+  fix_setup(&f);
+  f.conf.withheld_topics = withheld;
+  make_raw_msg(&f, &m, &msg, secret, sizeof secret - 1, "b-7", 2, 99);
+  make_raw_msg(&f, &m2, &msg2, secret, sizeof secret - 1, "+8613912345678", 2, 100);
+  as_tx_mark_dead(&msg, AS_DLQ_DECODE_FAILED, "not a protobuf Envelope");
+  as_tx_mark_dead(&msg2, AS_DLQ_DECODE_FAILED, "not a protobuf Envelope");
+  AS_CHECK(as_tx_withheld(&f.conf, SRC_TOPIC));
+  AS_CHECK(!as_tx_withheld(&f.conf, "aftersales.probe"));
+  AS_CHECK_INT_EQ(as_db_begin(&f.db), 0);
+  AS_CHECK_INT_EQ(as_tx_flush(&f.tx, &msg, 1), 0);
+  AS_CHECK_INT_EQ(as_tx_flush(&f.tx, &msg2, 1), 0);
+  AS_CHECK_INT_EQ(as_db_commit(&f.db), 0);
+
+  as_sha256(secret, sizeof secret - 1, sha);
+  as_envelope_t *env = dead_letter_at(&f, 0, &row);
+  const Aftersales__V1__DeadLetter *dl = env->dead_letter;
+  AS_CHECK_STR_EQ(dl->reason_code, AS_DLQ_DECODE_FAILED);
+  AS_CHECK_INT_EQ(dl->source_offset, 99);
+  AS_CHECK_INT_EQ(dl->original.len, 0);
+  AS_CHECK(dl->original_withheld);
+  AS_CHECK_INT_EQ(dl->original_size, sizeof secret - 1);
+  AS_CHECK_MEM_EQ(dl->original_sha256.data, dl->original_sha256.len, sha, sizeof sha);
+  AS_CHECK_MEM_EQ(dl->source_key.data, dl->source_key.len, "b-7", 3);
+  as_envelope_free(env);
+  env = dead_letter_at(&f, 1, &row);
+  AS_CHECK_INT_EQ(env->dead_letter->original.len, 0);
+  AS_CHECK_INT_EQ(env->dead_letter->source_key.len, 0); /* "+86...": not an id */
+  as_envelope_free(env);
+  free_msg(&m, &msg);
+  free_msg(&m2, &msg2);
   fix_teardown(&f);
 }
 
