@@ -2,8 +2,10 @@
  * and the right to erasure (BuyerErased), on aftersales.contacts.v1.
  *
  * A contact is checked (E.164 phone, e-mail shape, a time zone PostgreSQL
- * knows, a locale tag, quiet minutes 0-1439, channels) and upserted; one
- * older than the stored one or than an erasure is ignored and counted. A
+ * knows, a locale tag, quiet minutes 0-1439, channels) and upserted, a
+ * batch's contacts in one statement (a bulk import must not hold the loop
+ * for a round trip per buyer: first responses wait behind it); one older
+ * than the stored one or than an erasure is ignored and counted. A
  * refused contact is personal data: the runtime's dead letter would carry
  * its bytes as they came, so this module writes the dead letter itself,
  * with the event re-encoded with phone, e-mail and push token replaced by
@@ -17,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "as_cols.h"
 #include "as_log.h"
 #include "notification.h"
 
@@ -93,21 +96,6 @@ static const char *contact_bad(const as_msg_t *m, const Aftersales__V1__BuyerCon
   return channels_bad(c);
 }
 
-/* Is the zone one PostgreSQL knows? */
-static int zone_known(as_tx_t *tx, const char *tz, bool *known) {
-  *known = true;
-  if (!tz[0]) return 0;
-  const char *v[] = {tz};
-  PGresult *r = NULL;
-  int rc = as_db_query(as_tx_db(tx),
-                       "SELECT CASE WHEN EXISTS (SELECT 1 FROM zones WHERE name = $1) THEN true"
-                       " ELSE EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1) END",
-                       1, v, &r);
-  if (rc == 0) *known = PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
-  PQclear(r);
-  return rc;
-}
-
 /* The event's bytes with the personal fields replaced (caller frees). */
 static uint8_t *redacted_bytes(const as_msg_t *m, size_t *len) {
   Aftersales__V1__BuyerContactUpdated c = *m->env->buyer_contact_updated;
@@ -168,55 +156,108 @@ static int dead_letter(notif_t *x, as_tx_t *tx, const as_msg_t *m, const char *r
 
 static const char *const channel_names[] = {"", "sms", "email", "push", "in_app"};
 
-static int upsert(notif_t *x, as_tx_t *tx, const Aftersales__V1__BuyerContactUpdated *c) {
-  char chans[64] = "", qs[8], qe[8], at[24];
+/* A run of contacts (the batch's, up to its next erasure) in one
+ * statement. The zone is checked here, against the zones PostgreSQL knew
+ * when migrated, else its zone database (CASE keeps that order). A buyer
+ * named twice keeps the newest (ON CONFLICT cannot touch a row twice in
+ * one statement); the others count as stale. Rows returned: the first
+ * (with the count stored) and every refused one. */
+enum {
+  K_BUYER,
+  K_LOCALE,
+  K_TZ,
+  K_PHONE,
+  K_EMAIL,
+  K_PUSH,
+  K_CHANS,
+  K_QS,
+  K_QE,
+  K_MKT,
+  K_AT,
+  K_NCOLS
+};
+static const as_col_t k_cols[K_NCOLS] = {
+    [K_BUYER] = {"buyer_id", "text"}, [K_LOCALE] = {"locale", "text"},
+    [K_TZ] = {"time_zone", "text"},   [K_PHONE] = {"phone", "text"},
+    [K_EMAIL] = {"email", "text"},    [K_PUSH] = {"push_token", "text"},
+    [K_CHANS] = {"chans", "text"},    [K_QS] = {"qs", "int"},
+    [K_QE] = {"qe", "int"},           [K_MKT] = {"mkt", "bool"},
+    [K_AT] = {"at", "bigint"},
+};
+static const as_bulk_t sql_contacts = AS_BULK(
+    "WITH z AS (SELECT u.*, CASE WHEN u.time_zone = '' THEN true"
+    "  WHEN EXISTS (SELECT 1 FROM zones WHERE name = u.time_zone) THEN true"
+    "  ELSE EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = u.time_zone) END AS zone_ok"
+    "  FROM {{u:o}}),"
+    " ins AS (INSERT INTO contacts (buyer_id, locale, time_zone, phone, email, push_token,"
+    "  channels, quiet_start_min, quiet_end_min, marketing_opt_in, updated_at_us)"
+    "  SELECT DISTINCT ON (z.buyer_id) z.buyer_id, z.locale, z.time_zone, z.phone, z.email,"
+    "  z.push_token, coalesce(string_to_array(nullif(z.chans, ''), ','), '{}'), z.qs, z.qe,"
+    "  z.mkt, z.at FROM z WHERE z.zone_ok AND NOT EXISTS (SELECT 1 FROM erasures e"
+    "  WHERE e.buyer_id = z.buyer_id AND e.erased_at_us >= z.at)"
+    "  ORDER BY z.buyer_id, z.at DESC, z.o DESC"
+    "  ON CONFLICT (buyer_id) DO UPDATE SET locale = EXCLUDED.locale,"
+    "  time_zone = EXCLUDED.time_zone, phone = EXCLUDED.phone, email = EXCLUDED.email,"
+    "  push_token = EXCLUDED.push_token, channels = EXCLUDED.channels,"
+    "  quiet_start_min = EXCLUDED.quiet_start_min, quiet_end_min = EXCLUDED.quiet_end_min,"
+    "  marketing_opt_in = EXCLUDED.marketing_opt_in, updated_at_us = EXCLUDED.updated_at_us"
+    "  WHERE contacts.updated_at_us < EXCLUDED.updated_at_us RETURNING 1)"
+    " SELECT z.o, NOT z.zone_ok, i.n FROM z, (SELECT count(*) AS n FROM ins) i"
+    " WHERE z.o = 1 OR NOT z.zone_ok ORDER BY z.o",
+    k_cols);
+
+typedef struct run {
+  as_cols_t c;
+  as_msg_t **msg; /* of each row, in row order (borrowed); capacity: the batch */
+  size_t n;
+} run_t;
+
+static void run_add(run_t *r, as_msg_t *m) {
+  const Aftersales__V1__BuyerContactUpdated *c = m->env->buyer_contact_updated;
+  char chans[64] = "";
   for (size_t i = 0; i < c->n_channels_allowed; i++)
     snprintf(chans + strlen(chans), sizeof chans - strlen(chans), "%s%s", i ? "," : "",
              channel_names[c->channels_allowed[i]]);
-  snprintf(qs, sizeof qs, "%d", c->quiet_hours ? c->quiet_hours->start_minute : 0);
-  snprintf(qe, sizeof qe, "%d", c->quiet_hours ? c->quiet_hours->end_minute : 0);
-  snprintf(at, sizeof at, "%lld", (long long)c->updated_at_us);
-  const char *v[] = {c->buyer_id,
-                     c->locale,
-                     c->time_zone,
-                     c->phone,
-                     c->email,
-                     c->push_token,
-                     chans,
-                     qs,
-                     qe,
-                     c->marketing_opt_in ? "true" : "false",
-                     at};
-  PGresult *r = NULL;
-  int rc = as_db_query(
-      as_tx_db(tx),
-      "INSERT INTO contacts (buyer_id, locale, time_zone, phone, email, push_token, channels,"
-      " quiet_start_min, quiet_end_min, marketing_opt_in, updated_at_us)"
-      " SELECT $1, $2, $3, $4, $5, $6, coalesce(string_to_array(nullif($7, ''), ','), '{}'),"
-      " $8, $9, $10, $11 WHERE NOT EXISTS"
-      " (SELECT 1 FROM erasures WHERE buyer_id = $1 AND erased_at_us >= $11::bigint)"
-      " ON CONFLICT (buyer_id) DO UPDATE SET locale = EXCLUDED.locale,"
-      " time_zone = EXCLUDED.time_zone, phone = EXCLUDED.phone, email = EXCLUDED.email,"
-      " push_token = EXCLUDED.push_token, channels = EXCLUDED.channels,"
-      " quiet_start_min = EXCLUDED.quiet_start_min, quiet_end_min = EXCLUDED.quiet_end_min,"
-      " marketing_opt_in = EXCLUDED.marketing_opt_in, updated_at_us = EXCLUDED.updated_at_us"
-      " WHERE contacts.updated_at_us < EXCLUDED.updated_at_us RETURNING 1",
-      11, v, &r);
-  if (rc == 0) as_counter_add(PQntuples(r) ? x->contacts_stored : x->contacts_stale, 1);
-  PQclear(r);
-  return rc;
+  as_cols_str(&r->c, K_BUYER, c->buyer_id);
+  as_cols_str(&r->c, K_LOCALE, c->locale);
+  as_cols_str(&r->c, K_TZ, c->time_zone);
+  as_cols_str(&r->c, K_PHONE, c->phone);
+  as_cols_str(&r->c, K_EMAIL, c->email);
+  as_cols_str(&r->c, K_PUSH, c->push_token);
+  as_cols_str(&r->c, K_CHANS, chans);
+  as_cols_int(&r->c, K_QS, c->quiet_hours ? c->quiet_hours->start_minute : 0);
+  as_cols_int(&r->c, K_QE, c->quiet_hours ? c->quiet_hours->end_minute : 0);
+  as_cols_bool(&r->c, K_MKT, c->marketing_opt_in);
+  as_cols_int(&r->c, K_AT, c->updated_at_us);
+  r->msg[r->n++] = m;
 }
 
-static int on_contact(notif_t *x, as_tx_t *tx, as_msg_t *m) {
-  const Aftersales__V1__BuyerContactUpdated *c = m->env->buyer_contact_updated;
-  const char *bad = contact_bad(m, c);
-  if (!bad) {
-    bool known;
-    int rc = zone_known(tx, c->time_zone, &known);
-    if (rc < 0) return rc;
-    if (!known) bad = "time_zone unknown";
+/* Upserts the run and dead-letters the rows whose zone PostgreSQL does not
+ * know; the run is empty again after. */
+static int run_flush(notif_t *x, as_tx_t *tx, run_t *r) {
+  if (r->n == 0) return 0;
+  PGresult *res = NULL;
+  int rc = as_cols_run(&r->c, as_tx_db(tx), &res);
+  size_t refused = 0;
+  long long stored = 0;
+  for (int i = 0; rc == 0 && i < PQntuples(res); i++) {
+    long long o = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+    stored = strtoll(PQgetvalue(res, i, 2), NULL, 10);
+    if (PQgetvalue(res, i, 1)[0] != 't') continue;
+    if (o < 1 || (size_t)o > r->n)
+      rc = -EIO;
+    else if ((rc = dead_letter(x, tx, r->msg[o - 1], "time_zone unknown")) == 0)
+      refused++;
   }
-  return bad ? dead_letter(x, tx, m, bad) : upsert(x, tx, c);
+  if (rc == 0 && (stored < 0 || (size_t)stored > r->n - refused)) rc = -EIO;
+  if (rc == 0) {
+    as_counter_add(x->contacts_stored, (uint64_t)stored);
+    as_counter_add(x->contacts_stale, (uint64_t)(r->n - refused - (size_t)stored));
+  }
+  PQclear(res);
+  as_cols_reset(&r->c);
+  r->n = 0;
+  return rc;
 }
 
 static int on_erased(notif_t *x, as_tx_t *tx, as_msg_t *m) {
@@ -251,10 +292,26 @@ static int on_erased(notif_t *x, as_tx_t *tx, as_msg_t *m) {
 }
 
 int notif_contacts_apply(void *state, as_tx_t *tx, as_msg_t *const *msgs, size_t n) {
+  notif_t *x = state;
+  run_t r = {.msg = calloc(n ? n : 1, sizeof *r.msg)};
+  if (!r.msg) return -ENOMEM;
+  as_cols_init(&r.c, &sql_contacts);
   int rc = 0;
-  for (size_t i = 0; rc == 0 && i < n; i++)
-    rc = msgs[i]->env->payload_case == AFTERSALES__V1__ENVELOPE__PAYLOAD_BUYER_ERASED
-             ? on_erased(state, tx, msgs[i])
-             : on_contact(state, tx, msgs[i]);
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    as_msg_t *m = msgs[i];
+    if (m->env->payload_case == AFTERSALES__V1__ENVELOPE__PAYLOAD_BUYER_ERASED) {
+      rc = run_flush(x, tx, &r); /* the contacts before it, then the erasure */
+      if (rc == 0) rc = on_erased(x, tx, m);
+      continue;
+    }
+    const char *bad = contact_bad(m, m->env->buyer_contact_updated);
+    if (bad)
+      rc = dead_letter(x, tx, m, bad);
+    else
+      run_add(&r, m);
+  }
+  if (rc == 0) rc = run_flush(x, tx, &r);
+  as_cols_free(&r.c);
+  free(r.msg);
   return rc;
 }
