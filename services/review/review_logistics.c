@@ -11,7 +11,10 @@
  *       "redelivery.delivered") closes it first;
  *     LOST + REFUND -> REFUNDED: the claimed units' paid allocation through
  *       the ledger, the shipping fee as the policy's shipping keys say for
- *       the case's reason (refund_shipping_on_seller_fault, shipping_refund);
+ *       the case's reason (review_policy_shape_lost: a reason whose
+ *       shipping the seller bears is a seller-fault refund;
+ *       refund_shipping_on_seller_fault, shipping_refund), capped by what
+ *       is left of the fee paid;
  *     LOST + RESHIP -> EXCHANGED: one ExchangeRequested of the claimed
  *       lines, reason_code "reship.lost_parcel".
  *   return parcel (AWAITING_RETURN): LOST + REFUND -> REFUNDED, the claimed
@@ -206,7 +209,7 @@ static int refunded(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec,
     if (rc == 0) rc = review_timers_cancel(tx, rec->case_id, "return:transit");
   } else {
     review_decision_t d;
-    review_policy_shape(x->policy, &rec->c, &d);
+    review_policy_shape_lost(x->policy, &rec->c, &d);
     ship = d.refund_shipping;
     rec->shipping_refund = d.shipping_refund;
     rc = record(tx, rec, O(REFUND), o->rule, amount, ship, d.shipping_refund);

@@ -59,10 +59,14 @@ def test_delivered_not_received_verified_with_the_carrier_and_refunded_once(h):
     wait_until(lambda: dead_letters(h, dlq), 20 * SLOW, what="the second answer dead-lettered")
     (_, d, _), = dead_letters(h, dlq)
     assert d.reason_code == "contract_violation" and "already" in d.detail, d
-    wait_kind(h, refunds_r, "refund_issued")
+    (_, ri, _, _), = wait_kind(h, refunds_r, "refund_issued")
     rows = refunds_db(h, co.case_id)
     assert len(rows) == 1 and rows[0][2] == 39900, rows
     paid = orders["order_paid"].order_paid.amount_paid.amount_minor
+    # finance's view: the lines and, the carrier having lost the parcel of a reason whose shipping the
+    # seller bears (review.policy), the order's whole shipping fee (the whole order is refunded)
+    assert (ri.items_amount.amount_minor, ri.shipping_amount.amount_minor) == (39900, 800)
+    assert ri.total.amount_minor == paid
     assert sum(r[5] for r in refunds_db(h)) <= paid
     outs = [e for e in events(h, logi_r) if e[0] == "delivery_outcome"]  # everything read so far
     assert len(outs) == 1, [(e[3].event_id, e[1].rule) for e in outs]
