@@ -54,8 +54,8 @@ def test_a_stalled_parcel_the_carrier_lost_before_any_case_publishes_one_outcome
     buyer (key the order id), once per inquiry whatever is delivered again;
     review, which has no case to remedy, counts it and dead-letters
     nothing."""
-    start_logistics(h)
     rv = start_review(h)
+    start_logistics(h)
     r, dlq = h.reader(LOGISTICS_TOPIC), h.reader(DLQ_TOPIC)
     m, c = pbm(h).logistics, pbm(h).common
     order, buyer, tracking = ship_order(h, carrier="SF", shipped_at=now_us() - 3 * DAY_US)
