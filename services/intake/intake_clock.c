@@ -8,12 +8,15 @@
  *     is stamped breached and SlaBreached (clock "resolution", escalated_to
  *     the department) is published;
  *   - review and logistics cases: "pickup" at the review due time (review)
- *     or AS_INTAKE_REVIEW_HOURS after opening (logistics, whose worker does
- *     not exist yet). Review takes a case off OPEN when it consumes the
- *     CaseOpened and owns the case's clocks from then on; a case still OPEN
- *     when pickup fires was picked up by nobody: ESCALATED, clock "review"
- *     (or "pickup") breached, SlaBreached escalated_to review_supervisors
- *     (logistics_supervisors).
+ *     or AS_INTAKE_REVIEW_HOURS after opening (logistics). Review takes a
+ *     case off OPEN when it consumes the CaseOpened, and so does logistics
+ *     (CARRIER_VERIFYING when it asks the carrier or waits for the parcel's
+ *     expected delivery date to ask, ESCALATED when it has no flow for the
+ *     case: services/logistics/logi_cases.c); the worker that took the case
+ *     owns its clocks from then on, so pickup never escalates a case another
+ *     worker holds. A case still OPEN when pickup fires was picked up by
+ *     nobody: ESCALATED, clock "review" (or "pickup") breached, SlaBreached
+ *     escalated_to review_supervisors (logistics_supervisors).
  * An escalation arms "escalation_followup:1" 24 hours later: while the case
  * is still ESCALATED, SlaBreached (clock "escalation", escalated_to
  * aftersales_duty_manager) is published again and "escalation_followup:<n+1>"

@@ -4,7 +4,8 @@
  * delivered-not-received asks the carrier to verify the delivery (the case
  * moves OPEN -> CARRIER_VERIFYING); not received (or tracking stalled)
  * asks where the parcel is once the expected delivery date has passed (at
- * once, or from the "expected" deadline); any other reason, or an order
+ * once, or from the "expected" deadline: see wait_expected for why the
+ * case leaves OPEN while it waits); any other reason, or an order
  * whose parcel logistics never saw, has no flow here and is escalated to
  * the logistics desk (OPEN -> ESCALATED, SlaBreached clock "logistics"),
  * so no case is left without an owner. */
@@ -123,6 +124,37 @@ static int ask(logi_t *x, as_tx_t *tx, const as_msg_t *cause, logi_ask_t *a) {
   return rc ? rc : logi_inquiry_open(x, tx, cause, a, id);
 }
 
+/* A not-received case opened before the parcel's expected delivery date:
+ * logistics takes it now (OPEN -> CARRIER_VERIFYING, "expected" armed at
+ * that date) and tells the buyer when the carrier will be asked. Why move
+ * before asking: intake's "pickup" clock escalates a logistics case still
+ * OPEN after AS_INTAKE_REVIEW_HOURS, usually long before the expected date,
+ * and then the "expected" deadline finds the case ESCALATED and leaves it.
+ * Leaving OPEN is what meets pickup (intake_clock.c) for every route, so
+ * one owner holds the case's clock from here on: logistics' "expected"
+ * deadline, then its answer deadline (ask() finds the case already in
+ * CARRIER_VERIFYING and only opens the inquiry). A case intake escalated
+ * first is not OPEN: counted in cases_not_open, left to the desk. */
+static int wait_expected(logi_t *x, as_tx_t *tx, const as_msg_t *cause, logi_ask_t *a,
+                         int64_t expected_us) {
+  as_case_state_t from;
+  int rc = move(tx, cause, a->case_id, ST(CARRIER_VERIFYING), "carrier.awaiting_expected_delivery",
+                &from);
+  if (rc == -EPERM || rc == -ENOENT) {
+    as_counter_add(x->cases_not_open, 1);
+    AS_WARN(x->log, "logistics case not open: not taken", AS_F_STR("case_id", a->case_id),
+            AS_F_STR("state", as_case_state_name(from)));
+    return 0;
+  }
+  a->ask_carrier_at_us = expected_us;
+  if (rc == 0) rc = as_deadline_set(tx, a->case_id, "expected", expected_us);
+  /* kind UNSPECIFIED (notification words it "an update"): the notice's
+   * news is ask_carrier_at_us; a kind of its own would be refused by the
+   * notification worker, which knows kinds 0..5 */
+  if (rc == 0) rc = logi_notice(tx, cause, a, NULL, NOTICE(UNSPECIFIED));
+  return rc;
+}
+
 /* The flow of a logistics case's reason. */
 static int start(logi_t *x, as_tx_t *tx, const as_msg_t *cause, logi_ask_t *a, int reason) {
   logi_parcel_t p = {0};
@@ -139,7 +171,7 @@ static int start(logi_t *x, as_tx_t *tx, const as_msg_t *cause, logi_ask_t *a, i
     a->kind = KIND(NOT_RECEIVED), a->notice = NOTICE(LATE);
     rc = ask(x, tx, cause, a);
   } else if (rc == 0) {
-    rc = as_deadline_set(tx, a->case_id, "expected", p.expected_us);
+    rc = wait_expected(x, tx, cause, a, p.expected_us);
   }
   PQclear(p.r);
   return rc;

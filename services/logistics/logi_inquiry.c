@@ -4,7 +4,10 @@
  * carrier's answer (by inquiry id, or by case id for carriers that do not
  * echo it) decides once: a buyer's case gets a DeliveryOutcome by the
  * outcome rules (README "Logistics rules"), a lost return parcel the
- * outcome return.lost.refund, a stalled parcel is only recorded. A second
+ * outcome return.lost.refund, a stalled parcel is only recorded unless
+ * the carrier lost it: then a DeliveryOutcome with no case names the order
+ * and its buyer (rule stalled.lost.<remedy>, key the order id), once per
+ * inquiry, for the fleet to act on before the buyer asks. A second
  * answer is dead-lettered (already_answered). No answer by the deadline:
  * the outcome in the buyer's favour, defaulted, with SlaBreached (clock
  * carrier_answer). Review carries every remedy out and moves the case. */
@@ -130,7 +133,7 @@ int logi_inquiry_open(logi_t *x, as_tx_t *tx, const as_msg_t *cause, const logi_
 /* ---- one inquiry as read back for its answer or its deadline */
 
 typedef struct logi_inq {
-  const char *id, *case_id, *order_id, *carrier, *tracking_number;
+  const char *id, *case_id, *order_id, *carrier, *tracking_number, *buyer_id;
   int kind, direction, preferred, ordinal;
   int64_t due_us, parcel_id;
   bool done;
@@ -139,8 +142,10 @@ typedef struct logi_inq {
 #define INQ_COLS                                                                               \
   "SELECT i.inquiry_id, i.kind, i.case_id, i.order_id, i.carrier, i.tracking_number,"          \
   " i.direction, i.answer_due_us, i.answered_at_us IS NOT NULL OR i.closed_at_us IS NOT NULL," \
-  " coalesce(c.preferred_outcome, 0), coalesce(i.parcel_id, 0), i.ordinal"                     \
-  " FROM inquiries i LEFT JOIN cases c ON c.case_id = i.case_id AND i.case_id <> ''"
+  " coalesce(c.preferred_outcome, 0), coalesce(i.parcel_id, 0), i.ordinal,"                    \
+  " coalesce(o.buyer_id, '')"                                                                  \
+  " FROM inquiries i LEFT JOIN cases c ON c.case_id = i.case_id AND i.case_id <> ''"           \
+  " LEFT JOIN orders o ON o.order_id = i.order_id"
 static const char sql_by_id[] = INQ_COLS " WHERE i.inquiry_id = $1::uuid FOR UPDATE OF i";
 static const char sql_by_case[] = INQ_COLS
     " WHERE i.case_id = $1 AND i.case_id <> ''"
@@ -160,6 +165,7 @@ static void inq_at(PGresult *r, logi_inq_t *q) {
   q->preferred = atoi(PQgetvalue(r, 0, 9));
   q->parcel_id = strtoll(PQgetvalue(r, 0, 10), NULL, 10);
   q->ordinal = atoi(PQgetvalue(r, 0, 11));
+  q->buyer_id = PQgetvalue(r, 0, 12);
 }
 
 static const char sql_close[] =
@@ -208,12 +214,15 @@ static int publish_outcome(logi_t *x, as_tx_t *tx, const as_msg_t *cause, const 
   o.carrier = (char *)q->carrier;
   o.tracking_number = (char *)q->tracking_number;
   o.defaulted = d->defaulted;
+  o.buyer_id = (char *)q->buyer_id;
   Aftersales__V1__Envelope env = AFTERSALES__V1__ENVELOPE__INIT;
   env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_DELIVERY_OUTCOME;
   env.delivery_outcome = &o;
-  int rc =
-      logi_publish(tx, cause, AS_TOPIC_NAME_LOGISTICS, q->case_id, q->case_id, q->order_id, &env);
-  if (rc == 0) rc = logi_followup_arm(x, tx, q->case_id, 1);
+  /* no case (a stalled parcel lost): keyed by the order, no case to follow */
+  bool c = q->case_id[0] != '\0';
+  int rc = logi_publish(tx, cause, AS_TOPIC_NAME_LOGISTICS, c ? q->case_id : q->order_id,
+                        q->case_id, q->order_id, &env);
+  if (rc == 0 && c) rc = logi_followup_arm(x, tx, q->case_id, 1);
   if (rc == 0) as_counter_add(x->outcomes, 1);
   if (rc == 0)
     AS_INFO(x->log, "delivery outcome decided", AS_F_STR("case_id", q->case_id),
@@ -257,7 +266,14 @@ static int answered(logi_t *x, as_tx_t *tx, as_msg_t *m, const logi_inq_t *q) {
   char rule[64];
   logi_decision_t d = {.finding = e->finding, .proof = e->proof, .rule = rule};
   logi_remedy_t r = LOGI_REMEDY_NONE;
-  if (q->kind == KIND(STALLED)) {
+  if (q->kind == KIND(STALLED) && e->finding == FIND(LOST)) {
+    /* no case, no buyer's preference yet: the rule's remedy for nobody's */
+    r = decide_case(x, q, e->finding, rule, sizeof rule, &d.remedy);
+    snprintf(rule, sizeof rule, "stalled.lost%s",
+             d.remedy == OUT(RESHIP)   ? ".reship"
+             : d.remedy == OUT(REFUND) ? ".refund"
+                                       : "");
+  } else if (q->kind == KIND(STALLED)) {
     snprintf(rule, sizeof rule, "stalled.%s", finding_names[e->finding]);
     r = LOGI_REMEDY_WAIT; /* no case: recorded only */
   } else if (q->kind == KIND(RETURN_TRANSIT)) {
@@ -275,6 +291,7 @@ static int answered(logi_t *x, as_tx_t *tx, as_msg_t *m, const logi_inq_t *q) {
     const char *v[1] = {logi_i64(p, q->parcel_id)};
     rc = as_db_query(as_tx_db(tx), "UPDATE parcels SET stalled_inquiry = NULL WHERE parcel_id = $1",
                      1, v, NULL);
+    if (rc == 0 && r != LOGI_REMEDY_WAIT) rc = publish_outcome(x, tx, m, q, &d);
   } else if (rc == 0 && r == LOGI_REMEDY_WAIT) {
     rc = wait_again(x, tx, q);
   } else if (rc == 0) {

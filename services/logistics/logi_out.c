@@ -41,6 +41,7 @@ int logi_notice(as_tx_t *tx, const as_msg_t *cause, const logi_ask_t *a, const c
   t.inquiry_id = (char *)(inquiry_id ? inquiry_id : "");
   t.noticed_at_us = as_now_us();
   t.locale = (char *)(a->locale ? a->locale : "");
+  t.ask_carrier_at_us = a->ask_carrier_at_us;
   Aftersales__V1__Envelope env = AFTERSALES__V1__ENVELOPE__INIT;
   env.payload_case = AFTERSALES__V1__ENVELOPE__PAYLOAD_TRACKING_NOTICE;
   env.tracking_notice = &t;

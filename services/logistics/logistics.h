@@ -106,6 +106,7 @@ typedef struct logi_ask {
   int64_t parcel_id, last_scan_us; /* parcel_id 0: none */
   int ordinal;                     /* the inquiry's n if the caller knows it, else 0 */
   int notice;                      /* TrackingNoticeKind to the buyer, 0: none */
+  int64_t ask_carrier_at_us;       /* TrackingNotice.ask_carrier_at_us */
 } logi_ask_t;
 /* Records the inquiry (its ordinal n from the earlier ones of its kind on
  * its case or parcel), arms its answer deadline and publishes

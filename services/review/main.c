@@ -63,14 +63,20 @@ static const as_metric_def_t metrics[] = {
                "result=\"repeated\"",
                "CompensationGranted events: granted (refund of what was left and coupon), or "
                "repeated (the compensation id was granted before: nothing paid)."),
-    AS_COUNTER(
-        review_t, logistics_applied, "as_review_delivery_outcomes_total", "result=\"applied\"",
-        "DeliveryOutcome events: applied (the case closed, resolved, refunded or "
-        "reshipped), or stale (the case was not in the state the outcome expects: ignored)."),
-    AS_COUNTER(
-        review_t, logistics_stale, "as_review_delivery_outcomes_total", "result=\"stale\"",
-        "DeliveryOutcome events: applied (the case closed, resolved, refunded or "
-        "reshipped), or stale (the case was not in the state the outcome expects: ignored)."),
+    AS_COUNTER(review_t, logistics_applied, "as_review_delivery_outcomes_total",
+               "result=\"applied\"",
+               "DeliveryOutcome events: applied (the case closed, resolved, refunded or "
+               "reshipped), stale (the case was not in the state the outcome expects: ignored), or "
+               "no_case (a stalled parcel lost before any case: nothing to remedy)."),
+    AS_COUNTER(review_t, logistics_stale, "as_review_delivery_outcomes_total", "result=\"stale\"",
+               "DeliveryOutcome events: applied (the case closed, resolved, refunded or "
+               "reshipped), stale (the case was not in the state the outcome expects: ignored), or "
+               "no_case (a stalled parcel lost before any case: nothing to remedy)."),
+    AS_COUNTER(review_t, logistics_no_case, "as_review_delivery_outcomes_total",
+               "result=\"no_case\"",
+               "DeliveryOutcome events: applied (the case closed, resolved, refunded or "
+               "reshipped), stale (the case was not in the state the outcome expects: ignored), or "
+               "no_case (a stalled parcel lost before any case: nothing to remedy)."),
 };
 
 /* The batch's new cases first, decided together; then every other event in

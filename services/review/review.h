@@ -55,6 +55,7 @@ typedef struct review {
   as_counter_t *integrity_refused[REVIEW_WHY_N]; /* per review_why_t */
   as_counter_t *inspections_requested, *compensations, *compensations_repeated;
   as_counter_t *logistics_applied, *logistics_stale; /* DeliveryOutcome carried out / ignored */
+  as_counter_t *logistics_no_case;                   /* DeliveryOutcome of no case: nothing to do */
 } review_t;
 
 /* A case as review knows it: the decision inputs plus what events need. */

@@ -205,17 +205,29 @@ void review_decide(const review_policy_t *p, const review_case_t *c, review_deci
     decide_buyer_reason(p, &r, c, d);
 }
 
-/* For decisions made by people: the approval's shape and every deadline,
- * so an agent's verdict carries the policy's instructions. */
-void review_policy_shape(const review_policy_t *p, const review_case_t *c, review_decision_t *d) {
+static void shape(const review_policy_t *p, const review_case_t *c, bool lost,
+                  review_decision_t *d) {
   review_rules_t r;
 
   memset(d, 0, sizeof *d);
   review_policy_rules(p, c, &r);
-  approve(p, &r, c, has(r.seller_fault, c->reason), d);
+  bool seller_pays = c->reason > 0 && c->reason < REVIEW_NREASONS &&
+                     r.shipping[c->reason] == AFTERSALES__V1__PAYER_PARTY__PAYER_PARTY_SELLER;
+  approve(p, &r, c, has(r.seller_fault, c->reason) || (lost && seller_pays), d);
   d->evidence_wait_us = r.evidence_days * DAY_US;
   d->return_wait_us = r.return_days * DAY_US;
   d->offer_wait_us = r.offer_hours * HOUR_US;
+}
+
+/* For decisions made by people: the approval's shape and every deadline,
+ * so an agent's verdict carries the policy's instructions. */
+void review_policy_shape(const review_policy_t *p, const review_case_t *c, review_decision_t *d) {
+  shape(p, c, false, d);
+}
+
+void review_policy_shape_lost(const review_policy_t *p, const review_case_t *c,
+                              review_decision_t *d) {
+  shape(p, c, true, d);
 }
 
 int64_t review_policy_redelivery_close_us(const review_policy_t *p, const review_case_t *c) {

@@ -11,13 +11,19 @@
  *       "redelivery.delivered") closes it first;
  *     LOST + REFUND -> REFUNDED: the claimed units' paid allocation through
  *       the ledger, the shipping fee as the policy's shipping keys say for
- *       the case's reason (refund_shipping_on_seller_fault, shipping_refund);
+ *       the case's reason (review_policy_shape_lost: a reason whose
+ *       shipping the seller bears is a seller-fault refund;
+ *       refund_shipping_on_seller_fault, shipping_refund), capped by what
+ *       is left of the fee paid;
  *     LOST + RESHIP -> EXCHANGED: one ExchangeRequested of the claimed
  *       lines, reason_code "reship.lost_parcel".
  *   return parcel (AWAITING_RETURN): LOST + REFUND -> REFUNDED, the claimed
  *     lines refunded as if received (the parcel the buyer shipped is the
  *     platform's problem), under the approval in force.
- * An outcome for a case elsewhere (a second outcome, a redelivery, a case
+ * An outcome with no case (kind STALLED, naming an order: a parcel the
+ * carrier lost before the buyer asked) has nothing of review's to remedy:
+ * counted (no_case) and logged. An outcome for a case elsewhere (a second
+ * outcome, a redelivery, a case
  * an agent or a timer moved first) is stale: counted, logged, ignored. An
  * outcome that contradicts its case or the contract (a finding or
  * direction review does not know, a remedy the finding does not allow, a
@@ -206,7 +212,7 @@ static int refunded(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec,
     if (rc == 0) rc = review_timers_cancel(tx, rec->case_id, "return:transit");
   } else {
     review_decision_t d;
-    review_policy_shape(x->policy, &rec->c, &d);
+    review_policy_shape_lost(x->policy, &rec->c, &d);
     ship = d.refund_shipping;
     rec->shipping_refund = d.shipping_refund;
     rc = record(tx, rec, O(REFUND), o->rule, amount, ship, d.shipping_refund);
@@ -248,7 +254,18 @@ static int on_outcome(review_t *x, as_tx_t *tx, as_msg_t *m, review_rec_t *rec) 
 }
 
 int review_on_outcome(void *state, as_tx_t *tx, as_msg_t *m) {
-  return review_with_case(state, tx, m, m->env->delivery_outcome->case_id, true, on_outcome);
+  review_t *x = state;
+  const Aftersales__V1__DeliveryOutcome *o = m->env->delivery_outcome;
+  /* A stalled parcel the carrier lost before any buyer asked names only
+   * its order: there is no case of review's to remedy (yet). */
+  if (!o->case_id[0] && o->kind == AFTERSALES__V1__INQUIRY_KIND__INQUIRY_KIND_STALLED &&
+      as_envelope_id_ok(o->order_id)) {
+    as_counter_add(x->logistics_no_case, 1);
+    AS_INFO(x->log, "delivery outcome with no case: nothing to remedy",
+            AS_F_STR("order_id", o->order_id), AS_F_STR("rule", o->rule));
+    return 0;
+  }
+  return review_with_case(state, tx, m, o->case_id, true, on_outcome);
 }
 
 /* ---- the redelivery's closing deadline */

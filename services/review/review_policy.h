@@ -152,6 +152,15 @@ bool review_money_find(const review_money_list_t *l, const char *currency, int64
  * return instructions) and every deadline duration, whatever the verdict
  * review_decide would reach: for decisions made by people. */
 void review_policy_shape(const review_policy_t *p, const review_case_t *c, review_decision_t *d);
+/* review_policy_shape for a parcel the carrier lost (issue 13): the buyer
+ * is refunded for goods that never reached them, so there is no return
+ * whose shipping shipping.<REASON> could charge; that key then says who
+ * bears the carriage, and a reason whose shipping the seller bears is a
+ * seller-fault refund (the order's shipping fee comes back by
+ * refund_shipping_on_seller_fault and shipping_refund), as is a
+ * seller_fault reason. */
+void review_policy_shape_lost(const review_policy_t *p, const review_case_t *c,
+                              review_decision_t *d);
 
 /* The offer made unasked to a buyer of a flawed lot (a proactive case):
  * GOODWILL_OFFER, rule "proactive.offer", outcome and percent from the

@@ -193,13 +193,19 @@ def test_not_received_before_and_after_the_expected_date(h):
                what="expected-date deadline")
     assert abs(h.scalar("SELECT extract(epoch FROM due_at) * 1e6 FROM logistics.deadlines"
                         " WHERE case_id = %s AND kind = 'expected'", (early,)) - expected) < 2
-    assert state(h, early) == "OPEN"
+    # taken at once (intake's pickup clock is met), the buyer told when the carrier is asked
+    wait_state(h, early, "CARRIER_VERIFYING")
+    assert h.scalar("SELECT reason FROM cases.timeline WHERE case_id = %s AND to_state ="
+                    " 'CARRIER_VERIFYING'", (early,)) == "carrier.awaiting_expected_delivery"
+    w = [p for _, p, _, _ in wait_kind(h, r, "tracking_notice", 2) if p.case_id == early]
+    assert [(x.kind, x.ask_carrier_at_us, x.inquiry_id) for x in w] == [
+        (m.TRACKING_NOTICE_KIND_UNSPECIFIED, expected, "")]
     fire(h, "expected", early)
     q2 = wait_kind(h, r, "carrier_verification_requested", 2)[1][1]
     assert (q2.case_id, q2.tracking_number) == (early, t2)
     wait_state(h, early, "CARRIER_VERIFYING")
-    n = [p for _, p, _, _ in wait_kind(h, r, "tracking_notice", 2) if p.case_id == early][0]
-    assert n.kind == m.TRACKING_NOTICE_KIND_LATE and n.buyer_id == b2
+    n = [p for _, p, _, _ in wait_kind(h, r, "tracking_notice", 3) if p.case_id == early][1]
+    assert n.kind == m.TRACKING_NOTICE_KIND_LATE and n.buyer_id == b2 and n.ask_carrier_at_us == 0
     # the carrier finds it moving: no outcome yet, asked again later
     answer(h, inquiry=q2.inquiry_id, finding="IN_TRANSIT")
     wait_until(lambda: h.scalar("SELECT count(*) FROM logistics.deadlines WHERE case_id = %s"

@@ -3,12 +3,12 @@ opens one inquiry and tells the buyer; a scan closes it; a burst of 10,000
 parcels stalls through the deadline scanner without a sequential scan of
 any logistics table; and hostile input on every consumed topic is
 dead-lettered with a reason while the partitions keep moving."""
-from conftest import CASES_TOPIC, DLQ_TOPIC, SLOW, settle, wait_until
+from conftest import CASES_TOPIC, DLQ_TOPIC, SLOW, dead_letters, settle, wait_until
 from logistics_helpers import (DAY_US, HOUR_US, LOGISTICS_TOPIC, ORDERS_TOPIC, REVIEW_TOPIC,
-                               dead_reasons, events, inquiry_id, now_us, of_kind, parcel, pbm,
+                               answer, dead_reasons, events, inquiry_id, now_us, of_kind, parcel, pbm,
                                placed, produce_orders, scan_env, scans, ship_order, shipped,
                                start_logistics, tag, wait_dead, wait_kind)
-from review_helpers import produce_on
+from review_helpers import produce_on, start_review
 
 
 def test_no_scan_for_the_stall_time_opens_one_inquiry_and_a_scan_closes_it(h):
@@ -46,6 +46,42 @@ def test_no_scan_for_the_stall_time_opens_one_inquiry_and_a_scan_closes_it(h):
     settle(h)
     assert len(of_kind(events(h, r), "carrier_verification_requested")) == 1
     assert w.metric("as_logistics_inquiries_total", kind="stalled") == 1
+
+
+def test_a_stalled_parcel_the_carrier_lost_before_any_case_publishes_one_outcome_naming_the_order(h):
+    """No buyer asked yet: the carrier's LOST answer to the stalled-parcel
+    inquiry is a DeliveryOutcome with no case, naming the order and its
+    buyer (key the order id), once per inquiry whatever is delivered again;
+    review, which has no case to remedy, counts it and dead-letters
+    nothing."""
+    rv = start_review(h)
+    start_logistics(h)
+    r, dlq = h.reader(LOGISTICS_TOPIC), h.reader(DLQ_TOPIC)
+    m, c = pbm(h).logistics, pbm(h).common
+    order, buyer, tracking = ship_order(h, carrier="SF", shipped_at=now_us() - 3 * DAY_US)
+    q = wait_kind(h, r, "carrier_verification_requested")[0][1]
+    assert (q.case_id, q.kind, q.order_id) == ("", m.INQUIRY_KIND_STALLED, order)
+    lost = answer(h, inquiry=q.inquiry_id, finding="LOST")
+    (_, o, key, env), = wait_kind(h, r, "delivery_outcome")
+    h.produce_many([(q.inquiry_id, lost.SerializeToString(), None)], topic=LOGISTICS_TOPIC)  # redelivered
+    assert (o.case_id, o.order_id, o.buyer_id, o.kind, o.inquiry_id) == ("", order, buyer,
+                                                                        m.INQUIRY_KIND_STALLED, q.inquiry_id)
+    assert (o.finding, o.remedy, o.rule, o.defaulted) == (m.DELIVERY_FINDING_LOST, c.OUTCOME_REFUND,
+                                                          "stalled.lost.refund", False)
+    assert (o.carrier, o.tracking_number, key, env.order_id) == ("SF", tracking, order, order)
+    # a second, different answer for the same inquiry changes nothing
+    second = answer(h, inquiry=q.inquiry_id, finding="DELIVERED_CONFIRMED")
+    (_, d, _), = wait_dead(h, dlq, 1)
+    assert d.reason_code == "contract_violation" and "already_answered" in d.detail, d
+    wait_until(lambda: rv.metric("as_review_delivery_outcomes_total", result="no_case") == 1, 20 * SLOW,
+               what="review counts the outcome of no case")
+    settle(h)
+    assert len(of_kind(events(h, r), "delivery_outcome")) == 1
+    # nothing else dead-lettered (review took the outcome of no case; the
+    # redelivered answer was skipped); the runtime may repeat a dead letter
+    rest = {x.original_event_id for _, x, _ in dead_letters(h, dlq)} | {d.original_event_id}
+    assert rest == {second.event_id}, rest
+    assert parcel(h, "SF", tracking)[6] is None  # the inquiry is closed
 
 
 def seq_scans(h):

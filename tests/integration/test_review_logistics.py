@@ -179,8 +179,9 @@ def test_lost_parcel_refunds_the_claimed_units_once_whatever_is_delivered_again(
     m = pbm(h)
     w = start_review(h)
     refunds_r, review_r = h.reader(REFUNDS_TOPIC), h.reader(REVIEW_TOPIC)
-    # two of three units claimed; 800 shipping (DELIVERED_NOT_RECEIVED is no seller_fault reason in
-    # the default policy: the fee stays)
+    # two of three units claimed; 800 shipping. DELIVERED_NOT_RECEIVED is no seller_fault reason, but the
+    # policy has the seller bear its shipping (shipping.DELIVERED_NOT_RECEIVED = seller): a lost parcel is
+    # a seller-fault refund, and shipping_refund = pro_rata returns the fee's share of the refunded items
     lost = logistics_case(h, lines=[("l1", "TEE", "apparel", 2, 1500, 3)])
     late = logistics_case(h, reason="NOT_RECEIVED")
     open_cases(h, [lost, late])
@@ -204,12 +205,17 @@ def test_lost_parcel_refunds_the_claimed_units_once_whatever_is_delivered_again(
     wait_events(h, refunds_r, lambda ev: len(of_kind(ev, "refund_issued")) >= 2, what="2 RefundIssued")
     by = refund_events(h, refunds_r)
     (r,) = {x.refund_id: x for x in by[lost.case_id]}.values()
+    share = 800 * 3000 // 4500  # the fee's share: refunded items over the order's items paid
     assert (r.items_amount.amount_minor, r.shipping_amount.amount_minor, r.reason_code) == (
-        3000, 0, "carrier.lost.refund")
+        3000, share, "carrier.lost.refund")
+    assert r.total.amount_minor == 3000 + share <= paid_of(lost)
     assert [(l.line_id, l.quantity, l.amount.amount_minor) for l in r.lines] == [("l1", 2, 3000)]
     assert r.refund_id == str(uuid.uuid5(uuid.uuid5(ROOT, "aftersales.refund"), lost.case_id))
     (rl,) = {x.refund_id: x for x in by[late.case_id]}.values()
-    assert rl.reason_code == "deadline.buyer_favour.refund" and rl.total.amount_minor == 3000
+    # the whole order refunded: the whole fee too, and never more than was paid
+    assert rl.reason_code == "deadline.buyer_favour.refund"
+    assert (rl.items_amount.amount_minor, rl.shipping_amount.amount_minor) == (3000, 800)
+    assert rl.total.amount_minor == paid_of(late)
     for e in (lost, late):
         assert sum(x[5] for x in refunds_db(h, e.case_id)) <= paid_of(e)
         assert len(refunds_db(h, e.case_id)) == 1
@@ -219,7 +225,7 @@ def test_lost_parcel_refunds_the_claimed_units_once_whatever_is_delivered_again(
     (rd,) = decided(evs)[lost.case_id]
     assert (rd.verdict, rd.outcome, rd.reason_code, rd.case_state, rd.approved_amount.amount_minor) == (
         m.review.VERDICT_APPROVED, m.common.OUTCOME_REFUND, "carrier.lost.refund", m.common.CASE_STATE_REFUNDED,
-        3000)
+        3000 + share)
     assert state(h, lost.case_id) == "REFUNDED"
 
 
@@ -266,6 +272,36 @@ def test_lost_return_parcel_refunds_the_claimed_lines(h):
     frm, to, _, why, detail = last_row(h, e.case_id)
     assert (frm, to, why, detail["defaulted"]) == ("AWAITING_RETURN", "REFUNDED", "return.lost.refund", True)
     assert pending_deadlines(h, e.case_id) == []
+
+
+def test_lost_return_parcel_returns_the_shipping_fee_only_for_a_seller_fault_reason(h):
+    """A return the buyer shipped and the carrier lost: the claimed lines as
+    if received, and the order's shipping fee as the approval in force says
+    (seller_fault reason: its pro-rata share; a buyer's reason: none), never
+    above what was paid."""
+    m = pbm(h)
+    start_review(h)
+    refunds_r = h.reader(REFUNDS_TOPIC)
+    faulty = new_case(h, reason="MISSING_PARTS", lines=[("l1", "S", "apparel", 2, 2500, 2)],
+                      other_lines=[("l2", 1000, 1)])
+    mind = new_case(h, lines=[("l1", "S", "apparel", 2, 2500, 2)], other_lines=[("l2", 1000, 1)])
+    open_cases(h, [faulty, mind])
+    for e in (faulty, mind):
+        wait_state(h, e.case_id, "AWAITING_RETURN")
+        produce_on(h, LOGISTICS_TOPIC, "return_shipped",
+                   m.logistics.ReturnShipped(case_id=e.case_id, carrier="SF", tracking_number="SFR" + e.case_id[-4:],
+                                             shipped_at_us=now_us()), e.case_id)
+        send(h, outcome(h, e, "LOST", "REFUND", rule="return.lost.refund", direction="RETURN",
+                        kind="RETURN_TRANSIT"))
+    for e in (faulty, mind):
+        wait_state(h, e.case_id, "REFUNDED")
+    wait_events(h, refunds_r, lambda ev: len(of_kind(ev, "refund_issued")) >= 2, what="2 RefundIssued")
+    by = refund_events(h, refunds_r)
+    got = {e.case_id: [(r.items_amount.amount_minor, r.shipping_amount.amount_minor) for r in by[e.case_id]]
+           for e in (faulty, mind)}
+    assert got == {faulty.case_id: [(5000, 800 * 5000 // 6000)], mind.case_id: [(5000, 0)]}, got
+    for e in (faulty, mind):
+        assert sum(x[5] for x in refunds_db(h, e.case_id)) <= paid_of(e)
 
 
 def test_partial_receipt_refunds_only_the_units_that_came_back(h):

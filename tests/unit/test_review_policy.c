@@ -956,6 +956,31 @@ AS_TEST(shape_for_human_decisions) {
   review_policy_free(p);
 }
 
+/* A parcel the carrier lost (issue 13): a reason whose shipping the policy
+ * has the seller bear returns the fee like a seller-fault reason; a buyer's
+ * reason does not; people's decisions (review_policy_shape) are unchanged. */
+AS_TEST(shape_lost_refunds_shipping_when_the_seller_bears_it) {
+  review_policy_t *p = builtin();
+  review_case_t c = base_case();
+  review_decision_t d;
+  c.reason = RS(DELIVERED_NOT_RECEIVED);
+  review_policy_shape(p, &c, &d);
+  AS_CHECK(!d.refund_shipping);
+  review_policy_shape_lost(p, &c, &d);
+  AS_CHECK(d.refund_shipping);
+  AS_CHECK_INT_EQ(d.shipping_refund, REVIEW_SHIP_PRO_RATA);
+  c.reason = RS(NOT_RECEIVED);
+  review_policy_shape_lost(p, &c, &d);
+  AS_CHECK(d.refund_shipping);
+  c.reason = RS(CHANGED_MIND);
+  review_policy_shape_lost(p, &c, &d);
+  AS_CHECK(!d.refund_shipping);
+  c.reason = 99;
+  review_policy_shape_lost(p, &c, &d);
+  AS_CHECK(!d.refund_shipping);
+  review_policy_free(p);
+}
+
 AS_TEST(seller_fault_set) {
   review_policy_t *p = builtin();
 
