@@ -241,14 +241,28 @@ static const words_t finding_words[] = {
                                                                        "包裹仍在运输途中"},
 };
 
+/* An outcome without a case (the carrier's answer to a stalled parcel
+ * nobody had complained about) names the order and its buyer: told by its
+ * parcel, with what the buyer can do now. */
 int notif_on_outcome(void *state, as_tx_t *tx, as_msg_t *m) {
   const Aftersales__V1__DeliveryOutcome *e = E(m, delivery_outcome);
-  if (!case_ok(m, e->case_id)) return 0;
+  bool caseless = !e->case_id[0];
+  if (!caseless && !case_ok(m, e->case_id)) return 0;
+  if (caseless && !as_envelope_id_ok(e->buyer_id))
+    return as_tx_reject(m, "neither a case nor a buyer"), 0;
   unsigned f = (unsigned)e->finding;
   if (f >= sizeof finding_words / sizeof *finding_words)
     return as_tx_reject(m, "finding unknown"), 0;
+  if (caseless &&
+      (!text_ok(m, e->carrier, "carrier") || !text_ok(m, e->tracking_number, "tracking_number")))
+    return 0;
   notif_tell_t t;
-  notif_tell_init(&t, m, "delivery.outcome");
+  notif_tell_init(&t, m, caseless ? "delivery.outcome.order" : "delivery.outcome");
+  if (caseless) {
+    t.buyer_id = e->buyer_id;
+    notif_tell_param(&t, "carrier", e->carrier);
+    notif_tell_param(&t, "tracking_number", e->tracking_number);
+  }
   notif_tell_words(&t, "outcome", finding_words[f].en, finding_words[f].zh);
   return notif_tell(state, tx, m, &t);
 }

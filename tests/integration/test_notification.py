@@ -143,7 +143,7 @@ def test_each_event_told_in_both_languages_byte_exact(h):
         assert sorted(app) == sorted(set(TOLD) - {"return.packaging"})
         for tmpl, want in EXPECT_SMS[locale].items():
             assert sms[tmpl]["body"] == want, (tmpl, sms[tmpl]["body"])
-            assert sms[tmpl]["locale"] == locale and sms[tmpl]["template_version"] == "builtin-2"
+            assert sms[tmpl]["locale"] == locale and sms[tmpl]["template_version"] == "builtin-3"
         assert email["return.instructions"]["body"] == EXPECT_EMAIL[locale]
         for r in rows:
             assert "{" not in r["body"] and "{" not in r["subject"], r
@@ -413,3 +413,39 @@ def test_an_unknown_default_zone_is_said_once_and_utc_used(h):
     assert {r["body"] for r in rows} == {"An offer of ¥1.00 for request AS-TZ-1."}
     assert len(w.logged("AS_NOTIFICATION_DEFAULT_TIME_ZONE is not a zone PostgreSQL knows;"
                         " UTC used")) == 1
+
+
+def test_a_lost_parcel_no_one_complained_about_is_told_by_its_parcel(h):
+    """Logistics' answer to a stalled parcel nobody had complained about
+    (DeliveryOutcome with no case, naming the order and its buyer) reaches
+    the buyer, in the buyer's language, with what the buyer can do now; one
+    naming neither a case nor a buyer is dead-lettered with the reason."""
+    from conftest import DLQ_TOPIC, dead_letters
+    start_notification(h, AS_NOTIFICATION_SEND_CONCURRENCY="0")
+    dlq = h.reader(DLQ_TOPIC)
+    m = npb(h).m
+    zh, en = buyer(h, "zh-CN", "Asia/Shanghai", channels=("sms",)), buyer(h, "en", "UTC",
+                                                                          channels=("email",))
+    sent = {}
+    for b, tracking in ((zh, "SF100200300"), (en, "SF400500600")):
+        order = f"o-{uuid.uuid4().hex[:8]}"
+        e = m.logistics.DeliveryOutcome(finding=m.logistics.DELIVERY_FINDING_LOST, order_id=order,
+                                        buyer_id=b, carrier="SF", tracking_number=tracking,
+                                        rule="stalled.lost.refund",
+                                        inquiry_id=str(uuid.uuid4()), decided_at_us=now_us())
+        sent[b] = send(h, LOGISTICS_TOPIC, "delivery_outcome", e, order, case_id="", order_id=order)
+    bad = m.logistics.DeliveryOutcome(finding=m.logistics.DELIVERY_FINDING_LOST, order_id="o-x",
+                                      carrier="SF", tracking_number="SF1", decided_at_us=now_us())
+    bad_env = send(h, LOGISTICS_TOPIC, "delivery_outcome", bad, "o-x", case_id="", order_id="o-x")
+    (s,) = [r for r in wait_deliveries(h, "buyer_id = %s", (zh,), 2) if r["channel"] == "sms"]
+    assert (s["template_id"], s["case_id"], s["body"]) == (
+        "delivery.outcome.order", "",
+        "包裹 SF100200300（SF）：包裹已丢失。您可在订单页申请退款或补发。")
+    assert s["source_event_id"] == sent[zh].event_id
+    (e,) = [r for r in wait_deliveries(h, "buyer_id = %s", (en,), 2) if r["channel"] == "email"]
+    assert (e["subject"], e["locale"]) == ("Your parcel SF400500600", "en")
+    assert "the carrier lost it. You can ask for a refund or a new parcel" in e["body"]
+    dls = wait_until(lambda: (lambda d: d if d else None)(dead_letters(h, dlq)), 20 * SLOW,
+                     what="the outcome naming no buyer dead-lettered")
+    assert [(d.original_event_id, d.detail) for _, d, _ in dls] == [
+        (bad_env.event_id, "neither a case nor a buyer")]

@@ -169,7 +169,7 @@ def test_hostile_input_on_every_topic_is_dead_lettered_and_the_partition_moves(h
 def test_templates_reloaded_on_sighup_and_a_bad_file_refused(h, tmp_path):
     base = (ROOT / "deploy/config/notification.templates").read_text()
     f = tmp_path / "notification.templates"
-    f.write_text(base.replace("version = builtin-2", "version = qa-1"))
+    f.write_text(base.replace("version = builtin-3", "version = qa-1"))
     w = start_notification(h, AS_NOTIFICATION_SEND_CONCURRENCY="0", AS_NOTIFICATION_TEMPLATES_FILE=str(f))
     b = f"b-{uuid.uuid4().hex[:8]}"
     contact(h, b, channels=("sms",))
@@ -177,14 +177,14 @@ def test_templates_reloaded_on_sighup_and_a_bad_file_refused(h, tmp_path):
     c1, _ = open_case(h, buyer_id=b)
     ack(h, c1, b)
     assert {r["template_version"] for r in wait_deliveries(h, "case_id = %s", (c1,), 2)} == {"qa-1"}
-    f.write_text(base.replace("version = builtin-2", "version = qa-2").replace("push = ", "pus = ", 1))
+    f.write_text(base.replace("version = builtin-3", "version = qa-2").replace("push = ", "pus = ", 1))
     w.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: w.metric("as_notification_templates_reloads_total", result="refused") == 1,
                20 * SLOW, what="reload refused")
     (msg,) = w.logged("templates refused, the previous ones stay in force")
     assert msg["detail"].endswith("unknown key (subject, sms, email, push)") and ": line " in \
         msg["detail"] and msg["in_force"] == "qa-1"
-    f.write_text(base.replace("version = builtin-2", "version = qa-3").replace(
+    f.write_text(base.replace("version = builtin-3", "version = qa-3").replace(
         "sms = We received your after-sales request {case_number} and are handling it.",
         "sms = Got {case_number}."))
     w.proc.send_signal(signal.SIGHUP)

@@ -42,7 +42,7 @@ static const char *render(const char *text, notif_escape_t esc, size_t max, as_b
 
 AS_TEST(builtin_parses_with_every_template_in_both_languages) {
   notif_templates_t *t = parse_ok(notif_templates_default);
-  AS_CHECK_STR_EQ(notif_templates_version(t), "builtin-2");
+  AS_CHECK_STR_EQ(notif_templates_version(t), "builtin-3");
   static const char *const ids[] = {
       "case.acknowledged", "request.rejected",     "review.approved",      "review.rejected",
       "review.evidence",   "review.manual",        "return.instructions",  "return.packaging",
