@@ -35,6 +35,11 @@ struct notif_send {
   bool started, stopping, full; /* full: the last claim filled every free slot */
   bool claiming;                /* in on_claim: results wait for the claim's end */
   long long inflight;
+  /* Taken ahead, up to AS_NOTIFICATION_SEND_CONCURRENCY more than are in
+   * flight (their leases run meanwhile): a slot that frees starts the next
+   * at once instead of waiting for a record and a take. */
+  notif_job_t *queue, *queue_tail;
+  long long nqueued;
   notif_job_t *done;   /* results waiting to be recorded */
   notif_job_t *flying; /* sends in flight (fprev / fnext) */
   size_t ndone;
@@ -100,6 +105,7 @@ static as_counter_t *result_counter(notif_send_t *s, const notif_job_t *j) {
 }
 
 static void count(notif_send_t *s, const notif_job_t *j) {
+  if (j->st == NOTIF_ST_DEFER && !j->code[0]) return; /* given back unsent at stop: no result */
   if (!j->applied) {
     as_counter_add(s->m.lost_lease, 1); /* another sender took it: its result counts */
     return;
@@ -187,7 +193,10 @@ static void fly_remove(notif_send_t *s, notif_job_t *j) {
   j->fprev = j->fnext = NULL;
 }
 
-/* A transfer ended: judge it, feed the breaker, queue the result. */
+static void pump(notif_send_t *s);
+
+/* A transfer ended: judge it, feed the breaker, queue the result, start
+ * the next taken. */
 static void ended(notif_send_t *s, notif_job_t *j, CURLcode cc) {
   notif_outcome_t o = notif_channel_outcome(&j->req, j->ch, cc, j->code);
   notif_channel_release(&j->req);
@@ -204,12 +213,16 @@ static void ended(notif_send_t *s, notif_job_t *j, CURLcode cc) {
             AS_F_INT("cooloff_ms", s->c->breaker_cooloff_ms), AS_F_STR("last_error", j->code));
   }
   breaker_gauge(s, j->ch);
-  if (o == NOTIF_SENT) return finish(s, j, NOTIF_ST_SENT, 0);
-  if (o == NOTIF_PERMANENT || j->attempts >= s->c->max_attempts)
-    return finish(s, j, NOTIF_ST_FAILED, 0);
-  long long d = backoff(s, j->attempts);
-  if (j->req.retry_after >= 0 && j->req.retry_after * 1000 > d) d = j->req.retry_after * 1000;
-  finish(s, j, NOTIF_ST_PENDING, d);
+  if (o == NOTIF_SENT) {
+    finish(s, j, NOTIF_ST_SENT, 0);
+  } else if (o == NOTIF_PERMANENT || j->attempts >= s->c->max_attempts) {
+    finish(s, j, NOTIF_ST_FAILED, 0);
+  } else {
+    long long d = backoff(s, j->attempts);
+    if (j->req.retry_after >= 0 && j->req.retry_after * 1000 > d) d = j->req.retry_after * 1000;
+    finish(s, j, NOTIF_ST_PENDING, d);
+  }
+  pump(s);
 }
 
 static void drain_multi(notif_send_t *s) {
@@ -348,35 +361,65 @@ static void start_one(notif_send_t *s, notif_job_t *j) {
   finish(s, j, rc == -ENOMEM ? NOTIF_ST_PENDING : NOTIF_ST_FAILED, rc == -ENOMEM ? 1000 : 0);
 }
 
+/* Rows a take may add: the free slots and as many again ahead. */
+static long long room(const notif_send_t *s) {
+  return 2 * s->c->concurrency - s->inflight - s->nqueued;
+}
+
+/* Starts taken sends while slots are free. */
+static void pump(notif_send_t *s) {
+  bool was = s->claiming;
+  s->claiming = true; /* those refused at once are recorded together below */
+  while (s->queue && s->inflight < s->c->concurrency && !s->stopping) {
+    notif_job_t *j = s->queue;
+    s->queue = j->next;
+    if (!s->queue) s->queue_tail = NULL;
+    j->next = NULL;
+    s->nqueued--;
+    start_one(s, j);
+  }
+  s->claiming = was;
+  if (!was && s->done && s->inflight == 0) record(s);
+}
+
 static void on_claim(uv_timer_t *t) {
   notif_send_t *s = t->data;
-  long long free_slots = s->c->concurrency - s->inflight;
-  if (s->stopping || free_slots <= 0) return;
-  claim_t c = {s, (int)free_slots, NULL};
+  long long limit = room(s);
+  if (s->stopping || limit <= 0) return;
+  claim_t c = {s, (int)limit, NULL};
   uint64_t t0 = uv_hrtime();
   int n = as_worker_tx(s->w, claim_tx, &c);
   as_histogram_observe(s->m.tx_claim, (double)(uv_hrtime() - t0) / 1e9);
-  s->full = n == (int)free_slots;
-  s->claiming = true; /* those refused at once are recorded together below */
+  s->full = n == (int)limit;
+  /* The take's list is in reverse order of due time: queued oldest first. */
+  notif_job_t *rev = NULL;
   while (c.jobs) {
     notif_job_t *j = c.jobs;
     c.jobs = j->next;
-    j->next = NULL;
-    if (n < 0)
+    if (n < 0) {
       notif_job_free(j); /* rolled back: not taken */
-    else
-      start_one(s, j);
+      continue;
+    }
+    j->next = rev;
+    rev = j;
+    s->nqueued++;
   }
-  s->claiming = false;
-  if (s->done && s->inflight == 0) record(s);
-  /* Slots still free after a full claim (fallen through, failed at once):
-   * look again now rather than a period later. */
-  if (s->full && s->inflight < s->c->concurrency && !s->done)
+  if (rev) {
+    if (s->queue_tail)
+      s->queue_tail->next = rev;
+    else
+      s->queue = rev;
+    for (s->queue_tail = rev; s->queue_tail->next;) s->queue_tail = s->queue_tail->next;
+  }
+  pump(s);
+  /* Room still after a full take (fallen through, failed at once): look
+   * again now rather than a period later. */
+  if (s->full && room(s) > 0 && !s->done)
     uv_timer_start(&s->claim_timer, on_claim, 0, (uint64_t)s->c->interval_ms);
 }
 
 void notif_send_wake(notif_send_t *s) {
-  if (!s || !s->started || s->stopping || s->inflight >= s->c->concurrency) return;
+  if (!s || !s->started || s->stopping || room(s) <= 0) return;
   uv_timer_start(&s->claim_timer, on_claim, 0, (uint64_t)s->c->interval_ms);
 }
 
@@ -543,6 +586,18 @@ int notif_send_start(notif_send_t *s) {
  * again with the same key); results already in are recorded first. */
 void notif_send_stop(notif_send_t *s) {
   if (!s || !s->started || s->stopping) return;
+  /* Taken and not started: given back (due now, the attempt returned) so
+   * another instance sends them without waiting out the lease. */
+  s->claiming = true;
+  while (s->queue) {
+    notif_job_t *j = s->queue;
+    s->queue = j->next;
+    j->next = NULL;
+    finish(s, j, NOTIF_ST_DEFER, 0);
+  }
+  s->queue_tail = NULL;
+  s->nqueued = 0;
+  s->claiming = false;
   record(s);
   s->stopping = true;
   while (s->flying) {

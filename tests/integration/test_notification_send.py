@@ -344,3 +344,36 @@ def test_sigterm_with_a_send_in_flight_exits_cleanly_and_the_next_sender_finishe
     start_sender(h, gw, name="second")
     wait_status(h, did, "sent")
     assert {r["headers"]["Idempotency-Key"] for r in http.got("/push")} == {did}
+
+
+def test_rows_taken_ahead_are_given_back_at_sigterm(h, gw):
+    """The sender takes up to AS_NOTIFICATION_SEND_CONCURRENCY rows ahead
+    of those in flight (a freed slot starts the next at once); at SIGTERM
+    the ones not started are given back, due now with their attempt
+    returned, so the next sender sends them at once instead of after the
+    lease; the ones in flight keep their lease, and nothing is sent twice."""
+    http, _ = gw
+    http.plan("/sms", ["hang", "hang", 200, 200])
+    w = start_sender(h, gw, name="first", AS_NOTIFICATION_SEND_CONCURRENCY=2,
+                     AS_NOTIFICATION_SEND_TIMEOUT_MS=20000, AS_NOTIFICATION_SEND_LEASE_MS=60000)
+    dids = [delivery(h, seq=k)[1][0] for k in range(4)]
+    http.wait_for(2, "/sms")
+    wait_until(lambda: all(row(h, d)["status"] == "sending" for d in dids) or None, 10 * SLOW,
+               what="all four taken: two in flight, two ahead")
+    hung = {r["headers"]["Idempotency-Key"] for r in http.got("/sms")}
+    ahead = [d for d in dids if d not in hung]
+    assert len(hung) == 2 and len(ahead) == 2
+    assert w.terminate(timeout=15) == 0
+    for d in ahead:
+        assert (row(h, d)["status"], row(h, d)["attempts"]) == ("pending", 0)
+    assert h.scalar("SELECT count(*) FROM notification.deliveries WHERE delivery_id::text = ANY(%s)"
+                    " AND due_at <= now()", (ahead,)) == 2
+    for d in hung:
+        assert row(h, d)["status"] == "sending"
+    t = time.monotonic()
+    start_sender(h, gw, name="second")
+    for d in ahead:
+        wait_status(h, d, "sent")
+    assert time.monotonic() - t < 20 * SLOW, "the rows given back waited out their lease"
+    keys = [r["headers"]["Idempotency-Key"] for r in http.got("/sms")]
+    assert sorted(keys) == sorted(dids), "a row sent twice, or one not sent"
