@@ -17,15 +17,17 @@
      contact dead-lettered);
   3. the notification worker's peak RSS (VmHWM).
 Prints exactly one line: bench notification broker=B sends_per_s=N
-p99_first_response_ms=N rss_mb=N broker_cpu_s=N
+p99_first_response_ms=N unanswered=N rss_mb=N broker_cpu_s=N
 """
 import io
 import json
 import multiprocessing
 import os
+import re
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 
 sys.path.insert(0, os.environ.get("AS_GEN_PY", "build/gen/py"))
@@ -42,6 +44,7 @@ from gateway import FastHttpSink  # noqa: E402
 N = int(os.environ.get("AS_BENCH_SENDS", "20000"))
 RATE = int(os.environ.get("AS_BENCH_RATE", "1000"))
 SECONDS = float(os.environ.get("AS_BENCH_SECONDS", "10"))
+WAIT_S = 60  # after the last request, for the last acknowledgements
 BUYERS = 1000
 TAG = uuid.uuid4().hex[:6]
 SENDER = dict(AS_NOTIFICATION_WEBHOOK_SECRET="bench-secret",
@@ -232,19 +235,35 @@ def full_flow(stack, env, sink, n_orders):
         produce(pp, "aftersales.requests.v1", key, value)
         pp.poll(0)
     pp.flush(30)
-    deadline = time.time() + 30
+    deadline = time.time() + WAIT_S
     while len(arrivals(sink, first)) < total and time.time() < deadline:
         time.sleep(0.2)
+    end = time.time()
     reader.stop = True
     reader.join(5)
     got = arrivals(sink, first)
-    if len(got) < total:
-        raise RuntimeError("full flow: %d of %d acknowledgements reached the gateway (%d acknowledged"
-                           " by intake)" % (len(got), total, len(reader.submitted)))
+    # A request not answered by the end counts as answered then (a lower
+    # bound on its latency), and is said on the bench line: the first
+    # response is the promise, so a silent one must not vanish from the p99.
+    unanswered = [cid for cid in reader.submitted if cid not in got]
+    log("full flow: %d of %d requests unanswered %d s after the last one; the sender's view:"
+        % (len(unanswered), total, WAIT_S))
+    for line in metrics(stack.log("sends")):
+        if re.match(r"as_notification_(sends_total|breaker_opened_total|send_queue|sends_in_flight)",
+                    line) and not line.endswith(" 0"):
+            log("  " + line)
     # the warm-up is the first PACED_WARM requests submitted, not the fastest ones
-    by_submission = sorted((reader.submitted[cid], at) for cid, at in got.items() if cid in reader.submitted)
+    by_submission = sorted((sub, got.get(cid, end)) for cid, sub in reader.submitted.items())
     lat = [(at - sub) * 1e3 for sub, at in by_submission[PACED_WARM:]]
-    return p99_of(lat, "full flow: %d first responses of %d requests" % (len(got), total))
+    return p99_of(lat, "full flow: %d first responses of %d requests" % (len(got), total)), len(unanswered)
+
+
+def metrics(logfile):
+    m = re.search(r'"http_port":(\d+)', open(logfile).read())
+    if not m:
+        return []
+    with urllib.request.urlopen("http://127.0.0.1:%s/metrics" % m.group(1), timeout=5) as r:
+        return [x for x in r.read().decode().splitlines() if not x.startswith("#")]
 
 
 def p99_of(lat, what):
@@ -259,12 +278,13 @@ def main():
         env = stack.env("notification", "bench-notification", **LOW_LATENCY, **SENDER)
         stack.migrate("as-notification", env, "notification")
         w, sink, rate = sends(stack, env)
-        p99 = full_flow(stack, env, sink, PACED_WARM + int(RATE * SECONDS))
+        p99, unanswered = full_flow(stack, env, sink, PACED_WARM + int(RATE * SECONDS))
         rss = peak_rss_kb(w.pid)
         log("notification worker peak RSS %.1f MB" % (rss / 1024))
         sink.close()
-        print("bench notification broker=%s sends_per_s=%d p99_first_response_ms=%d rss_mb=%d %s"
-              % (BROKER, rate, round(p99), round(rss / 1024), stack.broker_cpu_field()), flush=True)
+        print("bench notification broker=%s sends_per_s=%d p99_first_response_ms=%d unanswered=%d"
+              " rss_mb=%d %s" % (BROKER, rate, round(p99), unanswered, round(rss / 1024),
+                                 stack.broker_cpu_field()), flush=True)
 
 
 if __name__ == "__main__":
