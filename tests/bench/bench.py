@@ -24,6 +24,7 @@ import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 
@@ -342,6 +343,50 @@ def consumer_at_end(bootstrap, topic, partitions=12):
         tp.offset = c.get_watermark_offsets(tp, timeout=10)[1]
     c.assign(parts)
     return c
+
+
+class EventReader(threading.Thread):
+    """Reads topic from its current end on a thread of its own and calls
+    on_event(event, message, arrival time) for each envelope whose payload
+    is `payload` (arrival taken at the poll's return, before decoding).
+    poll, not consume(n, timeout): a batch consume waits for n messages or
+    the whole timeout, which would add up to 50 ms. close() stops it."""
+
+    def __init__(self, bootstrap, topic, payload):
+        super().__init__(daemon=True)
+        self.c = consumer_at_end(bootstrap, topic)
+        self.payload = payload
+        self.stop = False
+
+    def run(self):
+        while not self.stop:
+            m = self.c.poll(0.05)
+            now = time.time()
+            if m is None or m.error():
+                continue
+            e = envelope_pb2.Envelope()
+            e.ParseFromString(m.value())
+            if e.WhichOneof("payload") == self.payload:
+                self.on_event(getattr(e, self.payload), m, now)
+
+    def on_event(self, event, message, now):
+        raise NotImplementedError
+
+    def close(self):
+        self.stop = True
+        self.join(5)
+
+
+class ArrivalReader(EventReader):
+    """at: the arrival time of the first event of each key(event)."""
+
+    def __init__(self, bootstrap, topic, payload, key):
+        super().__init__(bootstrap, topic, payload)
+        self.key = key
+        self.at = {}
+
+    def on_event(self, event, message, now):
+        self.at.setdefault(self.key(event), now)
 
 
 def probe_bytes(i):

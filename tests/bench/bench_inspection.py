@@ -18,7 +18,6 @@ p99_verdict_ms=N clusters=N rss_mb=N broker_cpu_s=N
 import io
 import os
 import sys
-import threading
 import time
 import uuid
 
@@ -26,7 +25,7 @@ sys.path.insert(0, os.environ.get("AS_GEN_PY", "build/gen/py"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import envelope_pb2  # noqa: E402
 import psycopg2  # noqa: E402
-from bench import (BROKER, LOW_LATENCY, PACED_WARM, Stack, bulk_producer, consumer_at_end, log,  # noqa: E402
+from bench import (BROKER, LOW_LATENCY, PACED_WARM, Stack, bulk_producer, ArrivalReader, log,  # noqa: E402
                    paced_p99, peak_rss_kb, produce, report_batches, settle)
 
 N = int(os.environ.get("AS_BENCH_VERDICTS", "20000"))
@@ -90,27 +89,6 @@ def verdict_msg(i):
     return cid, e.SerializeToString()
 
 
-class CompletedReader(threading.Thread):
-    """Arrival time of each case's InspectionCompleted."""
-
-    def __init__(self, bootstrap):
-        super().__init__(daemon=True)
-        self.c = consumer_at_end(bootstrap, "aftersales.inspection.v1")
-        self.at = {}
-        self.stop = False
-
-    def run(self):
-        while not self.stop:
-            m = self.c.poll(0.05)
-            now = time.time()
-            if m is None or m.error():
-                continue
-            e = envelope_pb2.Envelope()
-            e.ParseFromString(m.value())
-            if e.WhichOneof("payload") == "inspection_completed":
-                self.at.setdefault(e.inspection_completed.case_id, now)
-
-
 def throughput(p, reader):
     msgs = [verdict_msg(i) for i in range(N)]
     t0 = time.time()
@@ -142,7 +120,9 @@ def main():
             stack.migrate("as-inspection", env, "inspection")
             prefill(stack.dsn, N + PACED_WARM + paced)
             w = stack.start("as-inspection", env, "inspection")
-            reader = CompletedReader(stack.bootstrap)
+            # arrival time of each case's InspectionCompleted
+            reader = ArrivalReader(stack.bootstrap, "aftersales.inspection.v1", "inspection_completed",
+                                   lambda e: e.case_id)
             reader.start()
             p = bulk_producer(stack.bootstrap)
             time.sleep(3)  # the worker's group join
@@ -165,8 +145,7 @@ def main():
                   flush=True)
         finally:
             if reader:
-                reader.stop = True
-                reader.join(5)
+                reader.close()
 
 
 if __name__ == "__main__":

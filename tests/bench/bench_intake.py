@@ -18,7 +18,6 @@ p99_ack_ms_low=N low_rate=N broker_cpu_s=N
 """
 import os
 import sys
-import threading
 import time
 import uuid
 
@@ -28,7 +27,7 @@ import envelope_pb2  # noqa: E402
 import common_pb2  # noqa: E402
 import psycopg2  # noqa: E402
 from bench import (BROKER, LOW_LATENCY, LOW_N, LOW_RATE, LOW_WARM, PACED_WARM, RUN_DEFAULTS, Stack,  # noqa: E402
-                   bulk_producer, consumer_at_end, log, paced_producer,
+                   bulk_producer, EventReader, log, paced_producer,
                    produce, report_batches, settle)
 
 N_ORDERS = int(os.environ.get("AS_BENCH_ORDERS", "100000"))
@@ -140,30 +139,20 @@ def throughput(p, dsn):
     raise RuntimeError("requests not all opened")
 
 
-class AckReader(threading.Thread):
-    """Arrival times of BuyerAcknowledged events, by case id."""
+class AckReader(EventReader):
+    """Latencies of BuyerAcknowledged events (arrival - submitted_at)."""
 
     def __init__(self, bootstrap):
-        super().__init__(daemon=True)
-        self.c = consumer_at_end(bootstrap, "aftersales.cases.v1")
+        super().__init__(bootstrap, "aftersales.cases.v1", "buyer_acknowledged")
         self.lat = []
         self.split = []
-        self.stop = False
 
-    def run(self):
-        while not self.stop:
-            m = self.c.poll(0.05)
-            if m is None or m.error():
-                continue
-            now = time.time()
-            e = envelope_pb2.Envelope()
-            e.ParseFromString(m.value())
-            if e.WhichOneof("payload") == "buyer_acknowledged":
-                sub_ms = e.buyer_acknowledged.submitted_at_us / 1e3
-                self.lat.append(now * 1e3 - sub_ms)
-                # The relay's producer stamps CreateTime (ms) when it
-                # produces: the split between the worker and the way back.
-                self.split.append((m.timestamp()[1] - sub_ms, now * 1e3 - m.timestamp()[1]))
+    def on_event(self, a, m, now):
+        sub_ms = a.submitted_at_us / 1e3
+        self.lat.append(now * 1e3 - sub_ms)
+        # The relay's producer stamps CreateTime (ms) when it produces: the
+        # split between the worker and the way back.
+        self.split.append((m.timestamp()[1] - sub_ms, now * 1e3 - m.timestamp()[1]))
 
 
 def latency(bootstrap, rate, n, first):
@@ -190,8 +179,7 @@ def latency(bootstrap, rate, n, first):
     deadline = time.time() + 60
     while len(reader.lat) < n and time.time() < deadline:
         time.sleep(0.1)
-    reader.stop = True
-    reader.join(5)
+    reader.close()
     lat = sorted(reader.lat)
     if len(lat) < n:
         raise RuntimeError("only %d of %d acknowledgements arrived" % (len(lat), n))

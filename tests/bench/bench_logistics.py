@@ -21,7 +21,6 @@ p99_match_ms=N rss_mb=N broker_cpu_s=N
 import io
 import os
 import sys
-import threading
 import time
 import uuid
 
@@ -29,7 +28,7 @@ sys.path.insert(0, os.environ.get("AS_GEN_PY", "build/gen/py"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import envelope_pb2  # noqa: E402
 import psycopg2  # noqa: E402
-from bench import (BROKER, LOW_LATENCY, PACED_WARM, Stack, bulk_producer, consumer_at_end, log,  # noqa: E402
+from bench import (BROKER, LOW_LATENCY, PACED_WARM, Stack, bulk_producer, ArrivalReader, log,  # noqa: E402
                    paced_p99, peak_rss_kb, produce, report_batches, settle)
 
 N = int(os.environ.get("AS_BENCH_SCANS", "100000"))
@@ -115,27 +114,6 @@ def receipt_msg(i):
     return return_tracking(i), e.SerializeToString()
 
 
-class ReceivedReader(threading.Thread):
-    """Arrival time of each case's ReturnReceived."""
-
-    def __init__(self, bootstrap):
-        super().__init__(daemon=True)
-        self.c = consumer_at_end(bootstrap, "aftersales.logistics.v1")
-        self.at = {}
-        self.stop = False
-
-    def run(self):
-        while not self.stop:
-            m = self.c.poll(0.05)
-            now = time.time()
-            if m is None or m.error():
-                continue
-            e = envelope_pb2.Envelope()
-            e.ParseFromString(m.value())
-            if e.WhichOneof("payload") == "return_received":
-                self.at.setdefault(e.return_received.tracking_number, now)
-
-
 def projected(dsn):
     with psycopg2.connect(dsn) as c, c.cursor() as cur:
         cur.execute("SELECT coalesce(sum(scans), 0) FROM logistics.parcels WHERE direction = 1")
@@ -192,7 +170,9 @@ def main():
             stack.migrate("as-logistics", env, "logistics")
             prefill(stack.dsn, PARCELS, PACED_WARM + paced)
             w = stack.start("as-logistics", env, "logistics")
-            reader = ReceivedReader(stack.bootstrap)
+            # arrival time of each return's ReturnReceived, by tracking number
+            reader = ArrivalReader(stack.bootstrap, "aftersales.logistics.v1", "return_received",
+                                   lambda e: e.tracking_number)
             reader.start()
             p = bulk_producer(stack.bootstrap)
             time.sleep(3)  # the worker's group join
@@ -210,8 +190,7 @@ def main():
                   % (BROKER, rate, round(p99), round(rss / 1024), stack.broker_cpu_field()), flush=True)
         finally:
             if reader:
-                reader.stop = True
-                reader.join(5)
+                reader.close()
 
 
 if __name__ == "__main__":

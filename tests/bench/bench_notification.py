@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import envelope_pb2  # noqa: E402
 import notification_pb2  # noqa: E402
 import psycopg2  # noqa: E402
-from bench import (BROKER, LOW_LATENCY, PACED_WARM, Stack, bulk_producer, consumer_at_end, log,  # noqa: E402
+from bench import (BROKER, LOW_LATENCY, PACED_WARM, Stack, bulk_producer, EventReader, log,  # noqa: E402
                    paced_producer, peak_rss_kb, produce, settle)
 from bench_intake import order_msgs, request_msg  # noqa: E402
 from gateway import FastHttpSink  # noqa: E402
@@ -106,25 +106,15 @@ def sends(stack, env):
     return w, sink, rate
 
 
-class AckReader(threading.Thread):
+class AckReader(EventReader):
     """submitted_at of each case's BuyerAcknowledged, by case id."""
 
     def __init__(self, bootstrap):
-        super().__init__(daemon=True)
-        self.c = consumer_at_end(bootstrap, "aftersales.cases.v1")
+        super().__init__(bootstrap, "aftersales.cases.v1", "buyer_acknowledged")
         self.submitted = {}
-        self.stop = False
 
-    def run(self):
-        while not self.stop:
-            m = self.c.poll(0.05)
-            if m is None or m.error():
-                continue
-            e = envelope_pb2.Envelope()
-            e.ParseFromString(m.value())
-            if e.WhichOneof("payload") == "buyer_acknowledged":
-                a = e.buyer_acknowledged
-                self.submitted[a.case_id] = a.submitted_at_us / 1e6
+    def on_event(self, a, message, now):
+        self.submitted[a.case_id] = a.submitted_at_us / 1e6
 
 
 class ChildSink:
@@ -233,8 +223,7 @@ def full_flow(stack, env, sink, n_orders):
     first = pace(pp, sink, range(PACED_WARM, n_orders))[0]
     total = n_orders - PACED_WARM
     end = wait_arrivals(sink, first, total)
-    reader.stop = True
-    reader.join(5)
+    reader.close()
     got = arrivals(sink, first)
     # A request not answered by the end counts as answered then (a lower
     # bound on its latency), and is said on the bench line: the first

@@ -19,7 +19,6 @@ p99_decision_ms=N p99_decision_ms_low=N low_rate=N broker_cpu_s=N
 import io
 import os
 import sys
-import threading
 import time
 import uuid
 
@@ -29,7 +28,7 @@ import envelope_pb2  # noqa: E402
 import common_pb2  # noqa: E402
 import psycopg2  # noqa: E402
 from bench import (BROKER, LOW_LATENCY, LOW_N, LOW_RATE, LOW_WARM, PACED_WARM, RUN_DEFAULTS, Stack,  # noqa: E402
-                   bulk_producer, consumer_at_end, log, paced_p99,
+                   bulk_producer, EventReader, log, paced_p99,
                    produce, report_batches, settle)
 
 N_CASES = int(os.environ.get("AS_BENCH_CASES", "20000"))
@@ -112,32 +111,19 @@ def prefill(dsn, n):
     log("prefilled %d case rows in %.1fs" % (n, time.time() - t0))
 
 
-class DecisionReader(threading.Thread):
-    """Arrival time of the first ReviewDecided of each case."""
+class DecisionReader(EventReader):
+    """Arrival time of the first ReviewDecided of each case, and how many
+    of each verdict."""
 
     def __init__(self, bootstrap):
-        super().__init__(daemon=True)
-        self.c = consumer_at_end(bootstrap, "aftersales.review.v1")
+        super().__init__(bootstrap, "aftersales.review.v1", "review_decided")
         self.at = {}
         self.verdicts = {}
-        self.stop = False
 
-    def run(self):
-        # poll, not consume(n, timeout): a batch consume waits for n
-        # messages or the whole timeout, which would add up to 50 ms here.
-        while not self.stop:
-            m = self.c.poll(0.05)
-            now = time.time()
-            for m in [m] if m is not None else []:
-                if m.error():
-                    continue
-                e = envelope_pb2.Envelope()
-                e.ParseFromString(m.value())
-                if e.WhichOneof("payload") == "review_decided":
-                    cid = e.review_decided.case_id
-                    if cid not in self.at:
-                        self.at[cid] = now
-                        self.verdicts[e.review_decided.verdict] = self.verdicts.get(e.review_decided.verdict, 0) + 1
+    def on_event(self, d, message, now):
+        if d.case_id not in self.at:
+            self.at[d.case_id] = now
+            self.verdicts[d.verdict] = self.verdicts.get(d.verdict, 0) + 1
 
 
 def throughput(p, reader):
@@ -198,8 +184,7 @@ def main():
                                        stack.broker_cpu_field()), flush=True)
         finally:
             if reader:
-                reader.stop = True
-                reader.join(5)
+                reader.close()
 
 
 if __name__ == "__main__":
