@@ -10,7 +10,7 @@ README's "Identifiers" section says, in Python.
 import uuid
 
 from conftest import CASES_TOPIC, SLOW, dead_letters, start_logistics, wait_until
-from inspection_helpers import ns_id
+from inspection_helpers import events, ns_id
 from review_helpers import (DAY_US, HOUR_US, LOGISTICS_TOPIC, REVIEW_TOPIC, insert_case_rows,
                             new_case, now_us, of_kind, pbm, produce_on)
 
@@ -141,22 +141,6 @@ def linked(h, receipt_id, case_id, agent="agent-7"):
     r = pbm(h).logistics.ReceiptLinked(receipt_id=receipt_id, case_id=case_id, agent_id=agent,
                                        linked_at_us=now_us())
     return produce_on(h, LOGISTICS_TOPIC, "receipt_linked", r, case_id)
-
-
-def events(h, reader):
-    """[(payload name, payload, key, envelope)] read so far, skipping what
-    does not decode (the hostile input tests put it there)."""
-    out = []
-    for msg in reader.drain():
-        env = h.pb.Envelope()
-        try:
-            env.ParseFromString(msg.value())
-        except Exception:
-            continue
-        kind = env.WhichOneof("payload")
-        if kind:
-            out.append((kind, getattr(env, kind), (msg.key() or b"").decode(), env))
-    return out
 
 
 def wait_kind(h, reader, kind, n=1, timeout=20, pred=None):
